@@ -1,0 +1,345 @@
+"""Compile a rule model into durable_rules' JSON ruleset form.
+
+Each partner moves through *stages*, one per decision: every classification
+table (in dependency order), the engagement model, then every program
+(in dependency order). A stage's rules match the partner's fact for that
+stage (``st == k``) and are exhaustive and mutually exclusive, so exactly one
+rule fires per partner and stage. Its action asserts the fact for the next
+stage, carrying only the values later stages read plus every decision made
+so far: this is the forward chaining. The fact that reaches the last stage
+holds all of a partner's decisions.
+
+* A table row *i* fires when its condition holds and no earlier row's does;
+  the default fires when no row holds.
+* A program's "enrolled" rule requires: in effect on the as-of date, its
+  condition, every required program enrolled, and no higher-priority member
+  of its exclusive group enrolled. Its "not enrolled" rule is the negation.
+
+Conditions are compiled to disjunctive normal form: each outcome becomes
+one or more durable rules whose conditions are flat conjunctions of simple
+tests, with no ``$or``, for two reasons. durable_rules fires once per satisfied
+``$or`` branch, and it rejects nested expressions longer than 31 items (error
+113). The conjunctions of one stage are mutually exclusive by construction:
+``a or b`` becomes ``a`` and ``not a and b``. Conjunctions that can never
+hold (``x < 5 and x >= 10``) are dropped.
+
+Negations are pushed down to the leaves. A comparison with a missing value
+is false, so its negation is "missing, or the opposite comparison": the
+same rule the explainer uses.
+
+Nothing here imports durable_rules; :mod:`engine.durable_adapter` runs it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from .conditions import AllOf, AnyOf, Compare, Condition, IsMissing, NotOf, names_read
+from .model import ENGAGEMENT, RuleSet, Table
+from .valuetypes import LIST
+
+STAGE = "st"          # the stage a fact is at
+PARTNER = "pid"       # the partner id (never read by a condition)
+AS_OF = "asof"        # the run's as-of date, as a day number
+VALUE_PREFIX = "v_"   # every user-named value; keeps clear of durable's own 'id' and 'sid'
+ROW_PREFIX = "r_"     # which row of a table decided (-1 for the default)
+COUNT_PREFIX = "n_"   # number of items in a list value (durable cannot test for [])
+
+
+def attr(name: str) -> str:
+    return VALUE_PREFIX + name
+
+
+def count_attr(name: str) -> str:
+    return COUNT_PREFIX + name
+
+
+def _reads(names) -> set[str]:
+    """Fact attributes a condition over these names reads (value and list size)."""
+    return {a for n, _ in names for a in (attr(n), count_attr(n))}
+
+
+def encode(value: Any) -> Any:
+    """A typed value as durable_rules sees it: numbers as floats, dates as day numbers."""
+    if isinstance(value, bool) or isinstance(value, str) or value is None:
+        return value
+    if isinstance(value, dt.date):
+        return float(value.toordinal())
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")  # pragma: no cover
+
+
+# A leaf test is (attribute, operator, value); a conjunction is a list of
+# leaves; a DNF is a list of mutually exclusive conjunctions. [] is "never",
+# [[]] is "always".
+Leaf = tuple
+DNF = list
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the rule's action records: ``decision`` becomes ``value``."""
+
+    decision: str          # table name, 'engagement', or program id
+    value: Any             # row value, or True/False for a program
+    row: int | None        # table row index (-1 default); None for programs
+
+
+@dataclass(frozen=True)
+class Stage:
+    index: int
+    kind: str              # classification, engagement, program, final
+    decision: str
+    rules: tuple[tuple[str, dict, Outcome | None], ...]  # (rule name, durable condition, outcome)
+    carry: tuple[str, ...]  # attributes the next stage's fact keeps
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    stages: tuple[Stage, ...]
+    inputs: tuple[str, ...]   # value names the first fact must carry
+
+    @property
+    def final_stage(self) -> int:
+        return len(self.stages) - 1
+
+
+def compile_rules(ruleset: RuleSet) -> CompiledRules:
+    plans: list[tuple[str, str, list[tuple[str, DNF, Outcome]], set[str]]] = []
+    for table in ruleset.classifications:
+        plans.append(("classification", table.name, _table_rules(table, table.name),
+                      _table_reads(table)))
+    plans.append(("engagement", ENGAGEMENT, _table_rules(ruleset.engagement, ENGAGEMENT),
+                  _table_reads(ruleset.engagement)))
+    for program in ruleset.programs:
+        # Each gate is (holds, fails) in DNF; enrolled needs every gate to hold.
+        gates: list[tuple[DNF, DNF]] = []
+        reads = _reads(names_read(program.when)) if program.when else set()
+        if program.starts:
+            start = encode(program.starts)
+            gates.append(([[(AS_OF, "gte", start)]], [[(AS_OF, "lt", start)]]))
+        if program.ends:
+            end = encode(program.ends)
+            gates.append(([[(AS_OF, "lte", end)]], [[(AS_OF, "gt", end)]]))
+        if program.starts or program.ends:
+            reads.add(AS_OF)
+        if program.when is not None:
+            gates.append((dnf(program.when), dnf(program.when, negate=True)))
+        for required in program.requires:
+            gates.append(([[(attr(required), "eq", True)]], [[(attr(required), "eq", False)]]))
+            reads.add(attr(required))
+        if program.group:
+            for member in ruleset.group_members(program.group):
+                if member.id == program.id:
+                    break
+                gates.append(([[(attr(member.id), "eq", False)]],
+                              [[(attr(member.id), "eq", True)]]))
+                reads.add(attr(member.id))
+        rules = [(f"{program.id}__enrolled", _product([g[0] for g in gates]),
+                  Outcome(program.id, True, None))]
+        if gates:
+            rules.append((f"{program.id}__not_enrolled",
+                          _exclusive_or([(fails, holds) for holds, fails in gates]),
+                          Outcome(program.id, False, None)))
+        plans.append(("program", program.id, rules, reads))
+
+    always = {attr(t.name) for t in ruleset.classifications} | {attr(ENGAGEMENT), AS_OF} | \
+        {attr(p.id) for p in ruleset.programs}
+    plans = [(kind, decision, [(name, _simplify(terms, always), outcome)
+                               for name, terms, outcome in rules], reads)
+             for kind, decision, rules, reads in plans]
+    stages: list[Stage] = []
+    decided: list[str] = []
+    for index, (kind, decision, rules, _) in enumerate(plans):
+        decided += [attr(decision)] + ([ROW_PREFIX + decision] if kind != "program" else [])
+        later_reads = set().union(*[p[3] for p in plans[index + 1:]])
+        carry = tuple(sorted(set(decided) | later_reads))
+        staged = tuple((f"s{index}__{name}__{j + 1}", _at_stage(index, conjunction), outcome)
+                       for name, terms, outcome in rules
+                       for j, conjunction in enumerate(terms))
+        stages.append(Stage(index, kind, decision, staged, carry))
+    final = len(plans)
+    stages.append(Stage(final, "final", "", (("final", _at_stage(final, []), None),), ()))
+    inputs = sorted(a for a in set().union(*[p[3] for p in plans])
+                    if a.startswith(VALUE_PREFIX)) if plans else []
+    return CompiledRules(tuple(stages), tuple(inputs))
+
+
+def ruleset_definition(compiled: CompiledRules) -> dict[str, dict]:
+    """The JSON ruleset (without actions): {rule name: {"all": [{"m": condition}]}}."""
+    return {name: {"all": [{"m": cond}]}
+            for stage in compiled.stages for name, cond, _ in stage.rules}
+
+
+def _at_stage(index: int, conjunction: list[Leaf]) -> dict:
+    tests = [{STAGE: index}] + [_leaf_json(leaf) for leaf in conjunction]
+    return tests[0] if len(tests) == 1 else {"$and": tests}
+
+
+def _leaf_json(leaf: Leaf) -> dict:
+    name, op, value = leaf
+    if op == "eq":
+        return {name: value}
+    if op in ("ex", "nex"):
+        return {"$" + op: {name: 1}}
+    if op == "iany":
+        return {"$iany": {name: {"$i": value}}}
+    if op == "iall_neq":
+        return {"$iall": {name: {"$neq": {"$i": value}}}}
+    return {"$" + op: {name: value}}  # neq lt lte gt gte
+
+
+def _table_reads(table: Table) -> set[str]:
+    return _reads(n for row in table.rows for n in names_read(row.when))
+
+
+def _table_rules(table: Table, decision: str) -> list[tuple[str, DNF, Outcome]]:
+    rules = []
+    earlier_fail: list[DNF] = []
+    for index, row in enumerate(table.rows):
+        terms = _product(earlier_fail + [dnf(row.when)])
+        rules.append((f"{decision}__row{index + 1}", terms, Outcome(decision, row.value, index)))
+        earlier_fail.append(dnf(row.when, negate=True))
+    rules.append((f"{decision}__default", _product(earlier_fail),
+                  Outcome(decision, table.default, -1)))
+    return rules
+
+
+def dnf(condition: Condition, negate: bool = False) -> DNF:
+    """A condition (or its negation) as mutually exclusive flat conjunctions."""
+    if isinstance(condition, NotOf):
+        return dnf(condition.item, not negate)
+    if isinstance(condition, (AllOf, AnyOf)):
+        if isinstance(condition, AllOf) != negate:
+            return _product([dnf(item, negate) for item in condition.items])
+        return _exclusive_or([(dnf(item, negate), dnf(item, not negate))
+                              for item in condition.items])
+    name = attr(condition.name)
+    if isinstance(condition, IsMissing):
+        return [[(name, "ex" if condition.negated != negate else "nex", 1)]]
+    return _compare(condition, name, negate)
+
+
+def _exclusive_or(terms: list[tuple[DNF, DNF]]) -> DNF:
+    """``t1 or t2 or ...`` from (holds, fails) pairs: t1, (not t1 and t2), ..."""
+    result: DNF = []
+    for i, (holds, _) in enumerate(terms):
+        result += _product([fails for _, fails in terms[:i]] + [holds])
+    return result
+
+
+def _product(parts: list[DNF]) -> DNF:
+    """The conjunction of DNFs, distributed; contradictions dropped."""
+    result: DNF = [[]]
+    for part in parts:
+        result = [merged for left in result for right in part
+                  if (merged := _conjoin(left, right)) is not None]
+        if len(result) > MAX_CONJUNCTIONS:
+            raise CompileError(f"a condition expands to more than {MAX_CONJUNCTIONS} cases")
+    return result
+
+
+MAX_CONJUNCTIONS = 2000
+
+
+class CompileError(ValueError):
+    """A condition is too complex for durable_rules; the caller names where."""
+
+
+def _simplify(terms: DNF, always: set[str]) -> DNF:
+    """Drop cases that test decisions for being missing (they never are), and
+    tests implied by an equality on the same attribute."""
+    result = []
+    for conjunction in terms:
+        if any(op == "nex" and name in always for name, op, _ in conjunction):
+            continue
+        equal = {name for name, op, _ in conjunction if op == "eq"}
+        result.append([leaf for leaf in conjunction
+                       if not (leaf[1] in ("ex", "neq") and (leaf[0] in equal or
+                                                             (leaf[1] == "ex" and leaf[0] in always)))])
+    return result
+
+
+def _conjoin(left: list[Leaf], right: list[Leaf]) -> list[Leaf] | None:
+    merged = list(left)
+    for leaf in right:
+        if leaf not in merged:
+            merged.append(leaf)
+    return None if _contradicts(merged) else merged
+
+
+def _contradicts(conjunction: list[Leaf]) -> bool:
+    by_name: dict[str, list[tuple[str, Any]]] = {}
+    for name, op, value in conjunction:
+        by_name.setdefault(name, []).append((op, value))
+    for name, tests in by_name.items():
+        ops = {op for op, _ in tests}
+        if "nex" in ops and len(ops) > 1:
+            return True
+        equal = {_key(v) for op, v in tests if op == "eq"}
+        if len(equal) > 1:
+            return True
+        unequal = {_key(v) for op, v in tests if op == "neq"}
+        if equal & unequal:
+            return True
+        if {_key(v) for op, v in tests if op == "iany"} & \
+                {_key(v) for op, v in tests if op == "iall_neq"}:
+            return True
+        if _empty_range(tests):
+            return True
+        if name.startswith(COUNT_PREFIX) and (VALUE_PREFIX + name[len(COUNT_PREFIX):]) in by_name:
+            if ("eq", 0.0) in tests and any(op == "iany" for op, _ in
+                                            by_name[VALUE_PREFIX + name[len(COUNT_PREFIX):]]):
+                return True
+    return False
+
+
+def _key(value: Any) -> tuple:
+    return (type(value) is bool, value)
+
+
+def _empty_range(tests: list[tuple[str, Any]]) -> bool:
+    numbers = [(op, v) for op, v in tests if op in ("eq", "lt", "lte", "gt", "gte")
+               and isinstance(v, float)]
+    low, low_inclusive, high, high_inclusive = None, True, None, True
+    for op, v in numbers:
+        if op in ("gt", "gte", "eq") and (low is None or v > low or (v == low and op == "gt")):
+            low, low_inclusive = v, op != "gt"
+        if op in ("lt", "lte", "eq") and (high is None or v < high or (v == high and op == "lt")):
+            high, high_inclusive = v, op != "lt"
+    if low is None or high is None:
+        return False
+    return low > high or (low == high and not (low_inclusive and high_inclusive))
+
+
+def _compare(c: Compare, name: str, negate: bool) -> DNF:
+    values = list(dict.fromkeys(encode(v) for v in c.values))
+    missing: DNF = [[(name, "nex", 1)]]
+    op = c.op
+    if op == "contains":
+        if not negate:
+            return [[(name, "iany", values[0])]]
+        # $iall does not match an empty list, so emptiness is tested on the count.
+        size = count_attr(c.name)
+        return missing + [[(size, "eq", 0.0)], [(size, "gt", 0.0), (name, "iall_neq", values[0])]]
+    if op == "between":
+        low, high = values
+        if not negate:
+            return [[(name, "gte", low), (name, "lte", high)]]
+        return missing + [[(name, "lt", low)], [(name, "gt", high)]]
+    if op in ("in", "not in"):
+        member = [[(name, "eq", v)] for v in values]
+        outside = [[(name, "ex", 1)] + [(name, "neq", v) for v in values]]
+        if (op == "in") != negate:
+            return member if op == "in" else missing + member
+        return outside if op == "not in" else missing + outside
+    if negate:
+        op = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}[op]
+    leaf = (name, {"==": "eq", "!=": "neq", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}[op],
+            values[0])
+    test = [[(name, "ex", 1), leaf]] if op == "!=" else [[leaf]]
+    return missing + test if negate else test

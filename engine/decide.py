@@ -1,0 +1,83 @@
+"""Decide partners with durable_rules: the library's main entry point.
+
+``Evaluator(ruleset).decide(partners, as_of)`` computes each partner's
+metrics, turns the partner into a fact, and lets the compiled rules in
+durable_rules make every decision by forward chaining.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from .compiler import (AS_OF, PARTNER, ROW_PREFIX, VALUE_PREFIX, CompiledRules, attr,
+                       compile_rules, count_attr, encode)
+from .durable_adapter import DurableEngine
+from .metrics import Env, evaluate, round_value
+from .model import ENGAGEMENT, RuleSet
+from .partners import Partner
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Everything decided for one partner."""
+
+    partner_id: str
+    classifications: Mapping[str, str]
+    rows: Mapping[str, int]  # which row decided each table (-1: the default)
+    engagement: str
+    enrolled: tuple[str, ...]  # program ids, in rule-set order
+
+    def to_json(self) -> dict:
+        return {"partner_id": self.partner_id, "classifications": dict(self.classifications),
+                "engagement_model": self.engagement, "programs": list(self.enrolled)}
+
+
+def partner_values(ruleset: RuleSet, partner: Partner, as_of: dt.date) -> dict[str, Any]:
+    """Field values, parameters, and every metric, computed in dependency order."""
+    values: dict[str, Any] = dict(partner.values)
+    values.update({name: p.value for name, p in ruleset.parameters.items()})
+    env = Env(values, partner.history, as_of)
+    for metric in ruleset.metrics:
+        values[metric.name] = round_value(metric.type, evaluate(metric.expr, env))
+    return values
+
+
+class Evaluator:
+    """A rule set compiled into durable_rules, ready to decide partners."""
+
+    def __init__(self, ruleset: RuleSet, batch_size: int | None = None):
+        self.ruleset = ruleset
+        self.compiled: CompiledRules = compile_rules(ruleset)
+        kwargs = {"batch_size": batch_size} if batch_size else {}
+        self.engine = DurableEngine(self.compiled, **kwargs)
+
+    def fact(self, partner: Partner, values: Mapping[str, Any], as_of: dt.date) -> dict:
+        fact: dict[str, Any] = {PARTNER: partner.partner_id, AS_OF: encode(as_of)}
+        for name in self.compiled.inputs:
+            value = values.get(name[len(VALUE_PREFIX):])
+            if value is not None:
+                fact[name] = encode(value)
+                if isinstance(value, tuple):
+                    fact[count_attr(name[len(VALUE_PREFIX):])] = float(len(value))
+        return fact
+
+    def decide(self, partners: Sequence[Partner], as_of: dt.date) -> list[Decision]:
+        """Decisions for each partner, in the order given."""
+        facts = [self.fact(p, partner_values(self.ruleset, p, as_of), as_of) for p in partners]
+        return self.decide_facts(facts)
+
+    def decide_facts(self, facts: Iterable[dict]) -> list[Decision]:
+        facts = list(facts)
+        finals = self.engine.decide(facts)
+        return [self._decision(finals[f[PARTNER]]) for f in facts]
+
+    def _decision(self, final: Mapping[str, Any]) -> Decision:
+        tables = [t.name for t in self.ruleset.classifications]
+        return Decision(
+            partner_id=final[PARTNER],
+            classifications={t: final[attr(t)] for t in tables},
+            rows={t: int(final[ROW_PREFIX + t]) for t in tables + [ENGAGEMENT]},
+            engagement=final[attr(ENGAGEMENT)],
+            enrolled=tuple(p.id for p in self.ruleset.programs if final[attr(p.id)] is True),
+        )

@@ -1,0 +1,55 @@
+"""One exception hierarchy for the whole library.
+
+The CLI catches :class:`EligibilityError` and prints its message; anything else
+escaping is a bug in this program, not bad input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong with a rule set, located in a file."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class EligibilityError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+    exit_code = 1
+
+
+class RuleSetError(EligibilityError):
+    """A rule set has one or more problems; all are listed."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = sorted(set(problems))
+        count = len(self.problems)
+        header = f"{count} problem{'s' if count != 1 else ''} in the rule set"
+        super().__init__("\n".join([header] + [str(p) for p in self.problems]))
+
+
+class DataError(EligibilityError):
+    """Partner data (a roster row, a JSON file, a history row) is unusable."""
+
+
+class EngineError(EligibilityError):
+    """durable_rules misbehaved: it raised, lost a decision, or fired twice.
+
+    This is never the user's fault; the message says what the engine did.
+    """
+
+
+class UsageError(EligibilityError):
+    """The command was asked for something that does not exist."""
+
+    exit_code = 2

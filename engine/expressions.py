@@ -1,0 +1,304 @@
+"""The small, safe expression language used by metrics and conditions.
+
+Text is tokenized and parsed here into a tree of frozen dataclasses; nothing
+a user writes is ever handed to Python's ``eval``. Every node keeps the
+offset of its first character so errors can point at the exact column.
+
+Grammar (lowest to highest precedence)::
+
+    expr     := or
+    or       := and ("or" and)*
+    and      := not ("and" not)*
+    not      := "not" not | compare
+    compare  := sum (("==" | "!=" | "<" | "<=" | ">" | ">=") sum)?
+    sum      := product (("+" | "-") product)*
+    product  := unary (("*" | "/") unary)*
+    unary    := "-" unary | atom
+    atom     := NUMBER | PERCENT | MONEY | DATE | STRING | "yes" | "no"
+              | NAME | NAME "(" [expr ("," expr)*] ")" | "(" expr ")"
+"""
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Union
+
+
+class ParseError(Exception):
+    """A syntax error at ``offset`` characters into the text."""
+
+    def __init__(self, message: str, offset: int):
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # NUMBER PERCENT MONEY DATE STRING NAME OP END
+    text: str
+    offset: int
+    value: object = None
+
+
+COMPARISON_OPS = ("==", "!=", "<", "<=", ">", ">=")
+_OPS = ("==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "(", ")", "[", "]", ",")
+# Spellings people try that are not operators here, and what they meant.
+_WRONG_OPS = {"=": "==", "=>": ">=", "=<": "<=", "<>": "!=", "≥": ">=", "≤": "<=",
+              "≠": "!=", "&&": "and", "||": "or", "!": "not", "%": "a percentage like 90%"}
+KEYWORDS = ("and", "or", "not", "in", "contains", "between", "is", "missing", "yes", "no")
+
+_TOKEN = re.compile(r"""
+    (?P<space>\s+)
+  | (?P<date>\d{4}-\d{2}-\d{2}(?![\w.]))
+  | (?P<money>\$(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w.]))
+  | (?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?P<pct>%)?(?![\w.]))
+  | (?P<string>'[^']*'|"[^"]*")
+  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<op>==|!=|<=|>=|=>|=<|<>|&&|\|\||[-+*/()\[\],<>=!%≥≤≠])
+""", re.VERBOSE)
+
+
+def tokenize(text: str) -> list[Token]:
+    tokens: list[Token] = []
+    pos = 0
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if not match:
+            char = text[pos]
+            if char in "'\"":
+                raise ParseError(f"text starting here has no closing {char}", pos)
+            raise ParseError(f"unexpected character '{char}'", pos)
+        kind = match.lastgroup if match.lastgroup != "pct" else "number"
+        raw = match.group()
+        if kind == "space":
+            pass
+        elif kind == "date":
+            try:
+                value = dt.date.fromisoformat(raw)
+            except ValueError:
+                raise ParseError(f"'{raw}' is not a real calendar date", pos) from None
+            tokens.append(Token("DATE", raw, pos, value))
+        elif kind == "money":
+            tokens.append(Token("MONEY", raw, pos, float(raw[1:].replace(",", ""))))
+        elif kind == "number":
+            if match.group("pct"):
+                tokens.append(Token("PERCENT", raw, pos, float(raw[:-1]) / 100))
+            else:
+                tokens.append(Token("NUMBER", raw, pos, float(raw)))
+        elif kind == "string":
+            tokens.append(Token("STRING", raw, pos, raw[1:-1]))
+        elif kind == "name":
+            tokens.append(Token("NAME", raw, pos, raw))
+        else:
+            if raw in _WRONG_OPS:
+                raise ParseError(f"unknown operator '{raw}'; did you mean '{_WRONG_OPS[raw]}'?", pos)
+            tokens.append(Token("OP", raw, pos, raw))
+        pos = match.end()
+    tokens.append(Token("END", "", len(text)))
+    return tokens
+
+
+# --- expression tree -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Literal:
+    value: object
+    kind: str  # number, percent, money, date, text, yes/no
+    offset: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Name:
+    name: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: str  # "-" or "not"
+    operand: "Expr"
+    offset: int
+
+
+@dataclass(frozen=True)
+class Binary:
+    op: str
+    left: "Expr"
+    right: "Expr"
+    offset: int
+
+
+@dataclass(frozen=True)
+class Call:
+    function: str
+    args: tuple["Expr", ...]
+    offset: int
+
+
+Expr = Union[Literal, Name, Unary, Binary, Call]
+
+
+def literal_from_token(token: Token) -> Literal:
+    """A literal token as an expression node (NAME tokens become text)."""
+    kind = {"NUMBER": "number", "PERCENT": "percent", "MONEY": "money", "DATE": "date",
+            "STRING": "text", "NAME": "text"}[token.kind]
+    if token.kind == "NAME" and token.text in ("yes", "no"):
+        return Literal(token.text == "yes", "yes/no", token.offset, token.text)
+    return Literal(token.value, kind, token.offset, token.text)
+
+
+class TokenStream:
+    """A cursor over tokens with helpers shared by the expression and condition parsers."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.tokens = tokenize(text)
+        self.index = 0
+
+    @property
+    def current(self) -> Token:
+        return self.tokens[self.index]
+
+    def peek(self, ahead: int = 1) -> Token:
+        return self.tokens[min(self.index + ahead, len(self.tokens) - 1)]
+
+    def advance(self) -> Token:
+        token = self.tokens[self.index]
+        self.index = min(self.index + 1, len(self.tokens) - 1)
+        return token
+
+    def at(self, kind: str, text: str | None = None) -> bool:
+        token = self.current
+        return token.kind == kind and (text is None or token.text == text)
+
+    def accept(self, kind: str, text: str | None = None) -> Token | None:
+        return self.advance() if self.at(kind, text) else None
+
+    def expect(self, kind: str, text: str | None, what: str) -> Token:
+        if self.at(kind, text):
+            return self.advance()
+        raise ParseError(f"expected {what}, found {self.describe(self.current)}", self.current.offset)
+
+    @staticmethod
+    def describe(token: Token) -> str:
+        return "the end of the text" if token.kind == "END" else f"'{token.text}'"
+
+    def expect_end(self) -> None:
+        if not self.at("END"):
+            token = self.current
+            hint = ""
+            if token.kind == "NAME" and token.text not in KEYWORDS:
+                close = difflib.get_close_matches(token.text, KEYWORDS, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ParseError(f"unexpected {self.describe(token)}{hint}", token.offset)
+
+
+def parse_expression(text: str) -> Expr:
+    """Parse a metric expression; raises ParseError with an offset."""
+    if not text.strip():
+        raise ParseError("the expression is empty", 0)
+    stream = TokenStream(text)
+    expr = _parse_or(stream)
+    stream.expect_end()
+    return expr
+
+
+def _parse_or(s: TokenStream) -> Expr:
+    left = _parse_and(s)
+    while s.at("NAME", "or"):
+        tok = s.advance()
+        left = Binary("or", left, _parse_and(s), tok.offset)
+    return left
+
+
+def _parse_and(s: TokenStream) -> Expr:
+    left = _parse_not(s)
+    while s.at("NAME", "and"):
+        tok = s.advance()
+        left = Binary("and", left, _parse_not(s), tok.offset)
+    return left
+
+
+def _parse_not(s: TokenStream) -> Expr:
+    if s.at("NAME", "not"):
+        tok = s.advance()
+        return Unary("not", _parse_not(s), tok.offset)
+    return _parse_compare(s)
+
+
+def _parse_compare(s: TokenStream) -> Expr:
+    left = _parse_sum(s)
+    if s.current.kind == "OP" and s.current.text in COMPARISON_OPS:
+        tok = s.advance()
+        left = Binary(tok.text, left, _parse_sum(s), tok.offset)
+    return left
+
+
+def _parse_sum(s: TokenStream) -> Expr:
+    left = _parse_product(s)
+    while s.current.kind == "OP" and s.current.text in ("+", "-"):
+        tok = s.advance()
+        left = Binary(tok.text, left, _parse_product(s), tok.offset)
+    return left
+
+
+def _parse_product(s: TokenStream) -> Expr:
+    left = _parse_unary(s)
+    while s.current.kind == "OP" and s.current.text in ("*", "/"):
+        tok = s.advance()
+        left = Binary(tok.text, left, _parse_unary(s), tok.offset)
+    return left
+
+
+def _parse_unary(s: TokenStream) -> Expr:
+    if s.at("OP", "-"):
+        tok = s.advance()
+        return Unary("-", _parse_unary(s), tok.offset)
+    return _parse_atom(s)
+
+
+def _parse_atom(s: TokenStream) -> Expr:
+    tok = s.current
+    if tok.kind in ("NUMBER", "PERCENT", "MONEY", "DATE", "STRING"):
+        s.advance()
+        return literal_from_token(tok)
+    if tok.kind == "NAME":
+        if tok.text in ("yes", "no"):
+            s.advance()
+            return literal_from_token(tok)
+        if tok.text in KEYWORDS:
+            raise ParseError(f"'{tok.text}' cannot be used here", tok.offset)
+        s.advance()
+        if s.accept("OP", "("):
+            args: list[Expr] = []
+            if not s.at("OP", ")"):
+                args.append(_parse_or(s))
+                while s.accept("OP", ","):
+                    args.append(_parse_or(s))
+            s.expect("OP", ")", "')' to close the call")
+            return Call(tok.text, tuple(args), tok.offset)
+        return Name(tok.text, tok.offset)
+    if s.accept("OP", "("):
+        inner = _parse_or(s)
+        s.expect("OP", ")", "a closing ')'")
+        return inner
+    if tok.kind == "END":
+        raise ParseError("the expression ends too early", tok.offset)
+    raise ParseError(f"unexpected {s.describe(tok)}", tok.offset)
+
+
+def names_in(expr: Expr) -> list[Name]:
+    """Every name an expression reads (not function names)."""
+    if isinstance(expr, Name):
+        return [expr]
+    if isinstance(expr, Unary):
+        return names_in(expr.operand)
+    if isinstance(expr, Binary):
+        return names_in(expr.left) + names_in(expr.right)
+    if isinstance(expr, Call):
+        return [n for arg in expr.args for n in names_in(arg)]
+    return []

@@ -1,0 +1,67 @@
+"""Quarterly performance history and the windows that metrics look at.
+
+A quarter counts once it has ended on or before the run's as-of date: a run
+as of 2026-11-26 looks back from 2026Q3. A quarter with no row is "not
+reported": sums skip it, and it ends a run of consecutive missed quarters
+(the rule set decides, through its own metrics, how to treat silence).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+_QUARTER = re.compile(r"^\s*(?:(\d{4})\s*-?\s*Q([1-4])|Q([1-4])\s*[-/ ]?\s*(\d{4}))\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, order=True)
+class Quarter:
+    year: int
+    number: int
+
+    def __str__(self) -> str:
+        return f"{self.year}Q{self.number}"
+
+    @property
+    def end(self) -> dt.date:
+        month = self.number * 3
+        next_first = dt.date(self.year + (month == 12), month % 12 + 1, 1)
+        return next_first - dt.timedelta(days=1)
+
+    def previous(self, steps: int = 1) -> "Quarter":
+        index = self.year * 4 + (self.number - 1) - steps
+        return Quarter(index // 4, index % 4 + 1)
+
+
+def parse_quarter(label: Any) -> Quarter:
+    """'2026Q3', '2026-Q3', 'Q3 2026', and 'Q3-2026' all name the same quarter."""
+    match = _QUARTER.match(str(label))
+    if not match:
+        raise ValueError(f"'{str(label)[:20]}' is not a quarter; write it like 2026Q3")
+    year, number = (match[1], match[2]) if match[1] else (match[4], match[3])
+    return Quarter(int(year), int(number))
+
+
+def last_complete_quarter(as_of: dt.date) -> Quarter:
+    current = Quarter(as_of.year, (as_of.month - 1) // 3 + 1)
+    return current if current.end <= as_of else current.previous()
+
+
+def window(as_of: dt.date, quarters: int, skip: int = 0) -> list[Quarter]:
+    """The ``quarters`` complete quarters before the as-of date, most recent first."""
+    last = last_complete_quarter(as_of)
+    return [last.previous(skip + i) for i in range(quarters)]
+
+
+@dataclass(frozen=True)
+class History:
+    """One partner's figures per quarter: {Quarter: {figure: value}}."""
+
+    quarters: Mapping[Quarter, Mapping[str, Any]] = field(default_factory=dict)
+
+    def figures(self, quarter: Quarter) -> Mapping[str, Any] | None:
+        return self.quarters.get(quarter)
+
+    def to_json(self) -> list[dict]:
+        return [{"quarter": str(q), **dict(v)} for q, v in sorted(self.quarters.items())]

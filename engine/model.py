@@ -1,0 +1,165 @@
+"""The rule model: what a loaded, validated rule set says.
+
+Everything here is produced by :mod:`engine.loader` and is immutable.
+Stages are listed in the order they are decided: classifications (in
+dependency order), then the engagement model, then programs (in dependency
+order, exclusive groups by descending priority).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .conditions import Condition
+from .expressions import Expr
+from .valuetypes import CHOICE, BOOL, ValueType
+from .yamlsource import Loc
+
+ENGAGEMENT = "engagement"
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    """A roster attribute (or, in ``history``, a per-quarter figure)."""
+
+    name: str
+    type: ValueType
+    required: bool
+    default: Any
+    label: str
+    description: str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A named constant of the vendor's, such as this year's priority verticals."""
+
+    name: str
+    type: ValueType
+    value: Any
+    description: str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    expr: Expr
+    source: str
+    type: ValueType
+    label: str
+    description: str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Row:
+    value: str
+    when: Condition
+    note: str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Table:
+    """An ordered decision table: the first row whose condition holds wins,
+    otherwise the default."""
+
+    name: str
+    label: str
+    description: str
+    rows: tuple[Row, ...]
+    default: str
+    default_note: str
+    loc: Loc
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for value in [r.value for r in self.rows] + [self.default]:
+            seen.setdefault(value, None)
+        return tuple(seen)
+
+
+@dataclass(frozen=True)
+class EngagementModel:
+    id: str
+    name: str
+    description: str
+    resources: Mapping[str, Any]
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Program:
+    id: str
+    name: str
+    description: str
+    when: Condition | None
+    group: str | None
+    priority: int
+    starts: dt.date | None
+    ends: dt.date | None
+    requires: tuple[str, ...]
+    benefits: Mapping[str, Any]
+    loc: Loc
+
+    def in_effect(self, as_of: dt.date) -> bool:
+        return (self.starts is None or self.starts <= as_of) and \
+            (self.ends is None or as_of <= self.ends)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    name: str
+    description: str
+    currency: str
+    folder: str
+    fingerprint: str
+    fields: Mapping[str, FieldDef]
+    figures: Mapping[str, FieldDef]
+    parameters: Mapping[str, Parameter]
+    metrics: tuple[Metric, ...]
+    classifications: tuple[Table, ...]
+    engagement: Table
+    engagement_models: Mapping[str, EngagementModel]
+    programs: tuple[Program, ...]
+    files: tuple[str, ...] = field(default=())
+
+    def program(self, program_id: str) -> Program:
+        return next(p for p in self.programs if p.id == program_id)
+
+    def group_members(self, group: str) -> list[Program]:
+        """Members of an exclusive group, highest priority first."""
+        return [p for p in self.programs if p.group == group]
+
+    def type_of(self, name: str) -> ValueType | None:
+        """The type of anything a condition can name."""
+        if name in self.fields:
+            return self.fields[name].type
+        for metric in self.metrics:
+            if metric.name == name:
+                return metric.type
+        for table in self.classifications:
+            if table.name == name:
+                return ValueType(CHOICE, table.values)
+        if name == ENGAGEMENT:
+            return ValueType(CHOICE, self.engagement.values)
+        if any(p.id == name for p in self.programs):
+            return ValueType(BOOL)
+        return None
+
+    def label_of(self, name: str) -> str:
+        if name in self.fields:
+            return self.fields[name].label
+        for item in self.metrics + self.classifications:
+            if item.name == name:
+                return item.label
+        if name == ENGAGEMENT:
+            return self.engagement.label
+        for program in self.programs:
+            if program.id == name:
+                return program.name
+        return name

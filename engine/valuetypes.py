@@ -1,0 +1,177 @@
+"""The types a field can have, and how raw values become typed values.
+
+Internal representations: text and one-of values are ``str``; integers are
+``int``; numbers and money are ``float``; percentages are fractions
+(``12%`` is ``0.12``); dates are ``datetime.date``; yes/no values are ``bool``;
+lists of text are tuples of ``str``. ``None`` means "missing".
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any
+
+TEXT, INTEGER, NUMBER, MONEY, PERCENT, DATE, BOOL, LIST, CHOICE = (
+    "text", "integer", "number", "money", "percent", "date", "yes/no",
+    "list of text", "one of",
+)
+TYPE_NAMES = (TEXT, INTEGER, NUMBER, MONEY, PERCENT, DATE, BOOL, LIST, CHOICE)
+NUMERIC = (INTEGER, NUMBER, MONEY, PERCENT)
+
+
+@dataclass(frozen=True)
+class ValueType:
+    """A declared type; ``values`` lists the allowed values of one-of and list types."""
+
+    kind: str
+    values: tuple[str, ...] | None = None
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.kind in NUMERIC
+
+    @property
+    def family(self) -> str:
+        """Kinds that compare with each other share a family (integer ~ number)."""
+        return NUMBER if self.kind == INTEGER else TEXT if self.kind == CHOICE else self.kind
+
+    def describe(self) -> str:
+        if self.kind == CHOICE and self.values:
+            return "one of " + ", ".join(self.values)
+        return {BOOL: "yes/no value", LIST: "list of text", INTEGER: "whole number",
+                MONEY: "money amount", PERCENT: "percentage"}.get(self.kind, self.kind)
+
+
+_CURRENCY = re.compile(r"^(?:[$€£¥]|USD|EUR|GBP|CHF|CAD|AUD)\s*|\s*(?:[$€£¥]|USD|EUR|GBP|CHF|CAD|AUD)$",
+                       re.IGNORECASE)
+_PLAIN_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
+_GROUPED_NUMBER = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_TRUE = {"yes", "y", "true", "1"}
+_FALSE = {"no", "n", "false", "0"}
+LIST_SEPARATOR = ";"
+
+
+def _number(text: str, what: str) -> float:
+    """Parse '1,234.50', '-12', '(12)' style numbers; reject ambiguous forms."""
+    value = text.strip()
+    negative = False
+    if value.startswith("(") and value.endswith(")"):
+        negative, value = True, value[1:-1].strip()
+    if _GROUPED_NUMBER.match(value):
+        value = value.replace(",", "")
+    elif "," in value:
+        raise ValueError(f"'{text}' is ambiguous as a {what} (is ',' a decimal or a "
+                         "thousands separator?); write it like 1234.50 or 1,234.50")
+    if not _PLAIN_NUMBER.match(value):
+        raise ValueError(f"'{text}' is not a {what}")
+    number = float(value)
+    return -number if negative else number
+
+
+def parse_value(vtype: ValueType, raw: Any) -> Any:
+    """Turn a raw value (from CSV text, JSON, or YAML) into the typed value.
+
+    Returns None for an empty value. Raises ValueError with a short reason that
+    names what was expected, never the whole record.
+    """
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    kind = vtype.kind
+    if isinstance(raw, bool) and kind != BOOL:
+        raise ValueError(f"expected a {vtype.describe()}, got a yes/no value")
+    if kind == TEXT:
+        if isinstance(raw, (list, tuple, dict)):
+            raise ValueError("expected text")
+        return str(raw).strip()
+    if kind == CHOICE:
+        text = str(raw).strip()
+        for allowed in vtype.values or ():
+            if allowed.casefold() == text.casefold():
+                return allowed
+        raise ValueError(f"'{_short(text)}' is not one of the allowed values "
+                         f"({', '.join(vtype.values or ())})")
+    if kind == LIST:
+        items = raw if isinstance(raw, (list, tuple)) else str(raw).split(LIST_SEPARATOR)
+        result = []
+        for item in items:
+            text = str(item).strip()
+            if not text:
+                continue
+            if vtype.values:
+                text = parse_value(ValueType(CHOICE, vtype.values), text)
+            result.append(text)
+        return tuple(result)
+    if kind == BOOL:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().casefold()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError(f"'{_short(str(raw))}' is not yes or no")
+    if kind == DATE:
+        return parse_date(raw)
+    if isinstance(raw, (list, tuple, dict)):
+        raise ValueError(f"expected a {vtype.describe()}")
+    if kind == PERCENT:
+        if isinstance(raw, (int, float)):
+            return float(raw) / 100
+        text = str(raw).strip()
+        return _number(text[:-1] if text.endswith("%") else text, "percentage") / 100
+    if kind == MONEY:
+        if isinstance(raw, (int, float)):
+            return float(raw)
+        return _number(_CURRENCY.sub("", str(raw).strip()), "money amount")
+    if kind == NUMBER:
+        return float(raw) if isinstance(raw, (int, float)) else _number(str(raw), "number")
+    if kind == INTEGER:
+        number = float(raw) if isinstance(raw, (int, float)) else _number(str(raw), "whole number")
+        if number != int(number):
+            raise ValueError(f"'{raw}' is not a whole number")
+        return int(number)
+    raise AssertionError(f"unknown kind {kind}")  # pragma: no cover
+
+
+def parse_date(raw: Any) -> dt.date:
+    """ISO dates (2026-03-31), also with a time part as spreadsheets export them."""
+    if isinstance(raw, dt.datetime):
+        return raw.date()
+    if isinstance(raw, dt.date):
+        return raw
+    text = str(raw).strip()
+    match = re.match(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$", text)
+    if not match:
+        raise ValueError(f"'{_short(text)}' is not a date; write it as YYYY-MM-DD, "
+                         "for example 2026-03-31")
+    try:
+        return dt.date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        raise ValueError(f"'{text[:10]}' is not a real calendar date") from None
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def format_value(vtype: ValueType | None, value: Any) -> str:
+    """A plain, locale-neutral rendering for explanations and error messages."""
+    if value is None:
+        return "no value"
+    kind = vtype.kind if vtype else None
+    if kind == PERCENT:
+        return f"{value * 100:,.4g}%" if abs(value) < 100 else f"{value * 100:,.0f}%"
+    if kind == MONEY:
+        return f"${value:,.2f}".replace(".00", "") if value >= 0 else f"-${-value:,.2f}".replace(".00", "")
+    if kind == BOOL:
+        return "yes" if value else "no"
+    if kind == LIST:
+        return "[" + ", ".join(value) + "]" if value else "none"
+    if kind == DATE:
+        return value.isoformat()
+    if isinstance(value, float):
+        return f"{value:,.4g}" if value != int(value) else f"{int(value):,}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
