@@ -19,7 +19,7 @@ from .expressions import Literal, Name, ParseError, names_in
 from .metrics import Checker, round_value
 from .model import ENGAGEMENT, EngagementModel, FieldDef, Metric, Parameter, Program, Table
 from .valuetypes import (BOOL, CHOICE, DATE, LIST, MONEY, NUMBER, PERCENT, TEXT, ValueType,
-                         format_value)
+                         canonical, format_value)
 from .yamlsource import Loc
 
 # What each kind of stage may look at.
@@ -213,7 +213,7 @@ class Checks:
             value = self._literal(literal, vtype, c, where)
             if value is _BAD:
                 return None
-            values.append(value)
+            values.append(canonical(vtype.kind, value) if vtype.kind != "integer" else value)
         if op == "between" and values[0] > values[1]:
             self.problem(c.loc, f"in {where}: 'between' needs the smaller value first")
             return None

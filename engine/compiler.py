@@ -60,14 +60,29 @@ def _reads(names) -> set[str]:
     return {a for n, _ in names for a in (attr(n), count_attr(n))}
 
 
+SCALE = 1_000_000          # numbers travel as whole millionths
+MAX_ENCODED = 2 ** 63 - 1  # durable_rules reads integers as 64-bit
+
+
 def encode(value: Any) -> Any:
-    """A typed value as durable_rules sees it: numbers as floats, dates as day numbers."""
+    """A typed value as durable_rules sees it.
+
+    Numbers become whole millionths (``0.9`` is ``900000``) and dates become day
+    numbers. durable_rules' JSON parser cannot read exponent notation, which
+    Python writes for small or large floats (``5e-05``): a fact holding one
+    crashes the engine or silently loses its batch. Values are kept on a
+    six-decimal grid (:func:`engine.valuetypes.canonical`), so this encoding
+    is exact and the engine compares exactly what the explainer compares.
+    """
     if isinstance(value, bool) or isinstance(value, str) or value is None:
         return value
     if isinstance(value, dt.date):
-        return float(value.toordinal())
+        return value.toordinal()
     if isinstance(value, (int, float)):
-        return float(value)
+        scaled = round(value * SCALE)
+        if abs(scaled) > MAX_ENCODED:
+            raise ValueError(f"{value} is too large for the rules engine")
+        return scaled
     if isinstance(value, tuple):
         return list(value)
     raise TypeError(f"cannot encode {type(value).__name__}")  # pragma: no cover
@@ -292,7 +307,7 @@ def _contradicts(conjunction: list[Leaf]) -> bool:
         if _empty_range(tests):
             return True
         if name.startswith(COUNT_PREFIX) and (VALUE_PREFIX + name[len(COUNT_PREFIX):]) in by_name:
-            if ("eq", 0.0) in tests and any(op == "iany" for op, _ in
+            if ("eq", 0) in tests and any(op == "iany" for op, _ in
                                             by_name[VALUE_PREFIX + name[len(COUNT_PREFIX):]]):
                 return True
     return False
@@ -304,7 +319,7 @@ def _key(value: Any) -> tuple:
 
 def _empty_range(tests: list[tuple[str, Any]]) -> bool:
     numbers = [(op, v) for op, v in tests if op in ("eq", "lt", "lte", "gt", "gte")
-               and isinstance(v, float)]
+               and isinstance(v, (int, float)) and not isinstance(v, bool)]
     low, low_inclusive, high, high_inclusive = None, True, None, True
     for op, v in numbers:
         if op in ("gt", "gte", "eq") and (low is None or v > low or (v == low and op == "gt")):
@@ -325,7 +340,7 @@ def _compare(c: Compare, name: str, negate: bool) -> DNF:
             return [[(name, "iany", values[0])]]
         # $iall does not match an empty list, so emptiness is tested on the count.
         size = count_attr(c.name)
-        return missing + [[(size, "eq", 0.0)], [(size, "gt", 0.0), (name, "iall_neq", values[0])]]
+        return missing + [[(size, "eq", 0)], [(size, "gt", 0), (name, "iall_neq", values[0])]]
     if op == "between":
         low, high = values
         if not negate:

@@ -59,7 +59,7 @@ class Evaluator:
             if value is not None:
                 fact[name] = encode(value)
                 if isinstance(value, tuple):
-                    fact[count_attr(name[len(VALUE_PREFIX):])] = float(len(value))
+                    fact[count_attr(name[len(VALUE_PREFIX):])] = len(value)
         return fact
 
     def decide(self, partners: Sequence[Partner], as_of: dt.date) -> list[Decision]:

@@ -17,8 +17,8 @@ from typing import Any, Callable, Mapping
 
 from .expressions import Binary, Call, Expr, Literal, Name, ParseError, Unary
 from .history import History, last_complete_quarter, window
-from .valuetypes import (BOOL, DATE, INTEGER, LIST, MONEY, NUMBER, PERCENT, TEXT,
-                         ValueType)
+from .valuetypes import (BOOL, DATE, INTEGER, LIST, MAX_MAGNITUDE, MONEY, NUMBER, PERCENT,
+                         TEXT, ValueType, canonical)
 
 T_INT, T_NUM, T_MONEY, T_PCT = (ValueType(INTEGER), ValueType(NUMBER), ValueType(MONEY),
                                 ValueType(PERCENT))
@@ -179,15 +179,11 @@ def evaluate(expr: Expr, env: Env) -> Any:
 
 
 def round_value(vtype: ValueType, value: Any) -> Any:
-    if value is None or isinstance(value, bool):
-        return value
-    if vtype.kind == INTEGER and isinstance(value, (int, float)):
-        return int(round(value))
-    if vtype.kind == MONEY:
-        return round(float(value), 2)
-    if isinstance(value, float):
-        return round(value, 6)
-    return value
+    """A metric result on the same grid as field values; out-of-range is missing."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            (value != value or abs(value) >= MAX_MAGNITUDE):
+        return None
+    return canonical(vtype.kind, value)
 
 
 # --- built-in functions ----------------------------------------------------

@@ -69,6 +69,20 @@ def _number(text: str, what: str) -> float:
     return -number if negative else number
 
 
+DECIMALS = 6          # every number is kept to six decimals (money to cents)
+MAX_MAGNITUDE = 1e12  # larger figures are data errors, and too big for the engine
+
+
+def canonical(kind: str, value: Any) -> Any:
+    """Round a number to the grid all values live on: cents for money, 6 decimals
+    otherwise. The engine and the explainer then compare the same values exactly."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if kind == INTEGER:
+        return int(round(value))
+    return round(float(value), 2 if kind == MONEY else DECIMALS) + 0.0
+
+
 def parse_value(vtype: ValueType, raw: Any) -> Any:
     """Turn a raw value (from CSV text, JSON, or YAML) into the typed value.
 
@@ -100,7 +114,8 @@ def parse_value(vtype: ValueType, raw: Any) -> Any:
                 continue
             if vtype.values:
                 text = parse_value(ValueType(CHOICE, vtype.values), text)
-            result.append(text)
+            if text not in result:
+                result.append(text)
         return tuple(result)
     if kind == BOOL:
         if isinstance(raw, bool):
@@ -117,21 +132,24 @@ def parse_value(vtype: ValueType, raw: Any) -> Any:
         raise ValueError(f"expected a {vtype.describe()}")
     if kind == PERCENT:
         if isinstance(raw, (int, float)):
-            return float(raw) / 100
-        text = str(raw).strip()
-        return _number(text[:-1] if text.endswith("%") else text, "percentage") / 100
-    if kind == MONEY:
-        if isinstance(raw, (int, float)):
-            return float(raw)
-        return _number(_CURRENCY.sub("", str(raw).strip()), "money amount")
-    if kind == NUMBER:
-        return float(raw) if isinstance(raw, (int, float)) else _number(str(raw), "number")
-    if kind == INTEGER:
+            number = float(raw) / 100
+        else:
+            text = str(raw).strip()
+            number = _number(text[:-1] if text.endswith("%") else text, "percentage") / 100
+    elif kind == MONEY:
+        number = float(raw) if isinstance(raw, (int, float)) else \
+            _number(_CURRENCY.sub("", str(raw).strip()), "money amount")
+    elif kind == NUMBER:
+        number = float(raw) if isinstance(raw, (int, float)) else _number(str(raw), "number")
+    elif kind == INTEGER:
         number = float(raw) if isinstance(raw, (int, float)) else _number(str(raw), "whole number")
         if number != int(number):
-            raise ValueError(f"'{raw}' is not a whole number")
-        return int(number)
-    raise AssertionError(f"unknown kind {kind}")  # pragma: no cover
+            raise ValueError(f"'{_short(str(raw))}' is not a whole number")
+    else:
+        raise AssertionError(f"unknown kind {kind}")  # pragma: no cover
+    if number != number or abs(number) >= MAX_MAGNITUDE:
+        raise ValueError(f"'{_short(str(raw))}' is out of range")
+    return canonical(kind, number)
 
 
 def parse_date(raw: Any) -> dt.date:
