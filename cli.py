@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
-
 import click
 
 from engine.decide import Evaluator
@@ -32,7 +30,18 @@ def _as_of(_ctx, _param, value: str | None) -> dt.date:
         raise click.BadParameter(f"'{value}' is not a date; use YYYY-MM-DD") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Turns the library's errors into a message on stderr and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EligibilityError as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(error.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="partner-eligibility")
 def cli() -> None:
     """Decide which partner type, engagement model, and programs each channel
@@ -112,23 +121,7 @@ def explain_command(partner_id: str | None, json_file: str | None, rules_dir: st
                                     partner.values.get("partner_name")))
 
 
-def main() -> None:
-    """Entry point: run the CLI, turning our errors into messages and exit codes."""
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
-    except click.ClickException as error:
-        error.show()
-        sys.exit(error.exit_code)
-    except EligibilityError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(error.exit_code)
-    except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
-    sys.exit(0)
-
+main = cli
 
 if __name__ == "__main__":
     main()

@@ -61,8 +61,12 @@ class Checks:
     def __init__(self, problems: list[Problem], fields: dict[str, FieldDef],
                  figures: dict[str, FieldDef], parameters: dict[str, Parameter],
                  metric_defs: list, tables: list[Table], engagement: Table | None,
-                 models: dict[str, EngagementModel], programs: list[Program]):
+                 models: dict[str, EngagementModel], programs: list[Program],
+                 quiet_names: set[str] | None = frozenset()):
         self.problems = problems
+        # Unknown names not to report: declared but broken (reported where they
+        # are defined). None: a file was unreadable, so any name may be declared.
+        self.quiet_names = quiet_names
         self.fields, self.figures, self.parameters = fields, figures, parameters
         self.metric_defs = metric_defs
         self.tables, self.engagement, self.models = tables, engagement, models
@@ -110,6 +114,9 @@ class Checks:
             self.kinds[ENGAGEMENT] = "engagement"
             self.types[ENGAGEMENT] = ValueType(CHOICE, self.engagement.values)
 
+    def _quiet(self, name: str) -> bool:
+        return self.quiet_names is None or name in self.quiet_names
+
     def _unknown(self, name: str, allowed: Iterable[str]) -> str:
         candidates = [n for n, k in self.kinds.items() if k in allowed]
         close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
@@ -135,6 +142,8 @@ class Checks:
             checker = Checker(lambda n: self._metric_name_type(n), self._figure_type)
             try:
                 vtype = checker.type_of(expr)
+            except _BrokenName:
+                continue
             except ParseError as error:
                 self.problem(sloc.at(error.offset), f"in metric '{name}': {error.message}")
                 continue
@@ -146,8 +155,10 @@ class Checks:
         kind = self.kinds.get(name.name)
         if kind in ("field", "parameter", "metric"):
             if name.name not in self.types:  # a metric that failed its own check
-                raise ParseError(f"'{name.name}' has an error of its own", name.offset)
+                raise _BrokenName()
             return self.types[name.name]
+        if kind is None and self._quiet(name.name):
+            raise _BrokenName()
         if kind is not None:
             raise ParseError(f"metrics are computed before decisions, so they cannot use "
                              f"{KIND_WORDS[kind]} ('{name.name}')", name.offset)
@@ -175,6 +186,8 @@ class Checks:
             item = self.condition(condition.item, scope, where)
             return None if item is None else replace(condition, item=item)
         kind = self.kinds.get(condition.name)
+        if kind is None and self._quiet(condition.name):
+            return None
         if kind is None or kind == "parameter":
             message = self._unknown(condition.name, scope)
             if kind == "parameter":
@@ -369,6 +382,10 @@ class Checks:
 
 
 _BAD = object()
+
+
+class _BrokenName(Exception):
+    """A name whose own definition is broken (and already reported)."""
 
 
 def _literal_word(kind: str) -> str:

@@ -29,6 +29,9 @@ found is handled here and covered by ``tests/test_durable_adapter.py``:
 * A condition on a fact attribute named ``id`` (the engine's own fact
   identity) re-fires forever. User names are prefixed (``v_``), so no rule
   ever reads ``id``.
+* Deleting a session's state after ``assert_facts`` raised can abort the
+  process inside the C extension. After any failed batch the host is
+  abandoned and the rules are registered in a fresh one.
 * Decisions are never trusted silently: after every batch each partner must
   have passed every stage exactly once and reached the final stage.
   Otherwise it is an :class:`EngineError`.
@@ -69,18 +72,22 @@ class DurableEngine:
         self.compiled = compiled
         self.batch_size = batch_size
         self.name = f"eligibility_{next(_ruleset_ids)}"
-        self._host = _QuietHost()
         self._sids = itertools.count(1)
         self._reset_batch()
-        definition = ruleset_definition(compiled)
-        for stage in compiled.stages:
+        self._host = self._new_host()
+
+    def _new_host(self) -> _QuietHost:
+        definition = ruleset_definition(self.compiled)
+        for stage in self.compiled.stages:
             for rule_name, _, outcome in stage.rules:
                 definition[rule_name]["run"] = self._action(stage.index, rule_name, outcome,
                                                             stage.carry)
+        host = _QuietHost()
         try:
-            self._host.set_rulesets({self.name: definition})
+            host.set_rulesets({self.name: definition})
         except Exception as error:  # durable raises bare Exception for bad rulesets
             raise EngineError(f"durable_rules refused the compiled rules: {error}") from error
+        return host
 
     def _reset_batch(self) -> None:
         self._finals: dict[str, dict] = {}
@@ -134,22 +141,22 @@ class DurableEngine:
         sid = f"b{next(self._sids)}"
         payload = [dict(f, sid=sid, **{STAGE: 0}) for f in facts]
         self._reset_batch()
-        state: dict = {}
         try:
             self._host.assert_facts(self.name, payload)
             state = self._host.get_state(self.name, sid)
-        except _durable.MessageNotHandledException as error:
-            raise EngineError("durable_rules found no rule for a fact; the compiled rules "
-                              "are not exhaustive (a bug in the compiler)") from error
-        except _durable.MessageObservedException as error:
-            raise EngineError("durable_rules saw the same fact twice") from error
-        except MemoryError as error:
-            raise EngineError("durable_rules ran out of session memory") from error
-        finally:
-            try:
-                self._host.delete_state(self.name, sid)
-            except Exception:  # noqa: BLE001 - never mask the original error
-                pass
+            self._host.delete_state(self.name, sid)
+        except BaseException as error:
+            # Touching a session after a failed batch can abort the process
+            # inside durable_rules: abandon this host and start a clean one.
+            self._host = self._new_host()
+            if isinstance(error, _durable.MessageNotHandledException):
+                raise EngineError("durable_rules found no rule for a fact; the compiled rules "
+                                  "are not exhaustive (a bug in the compiler)") from None
+            if isinstance(error, _durable.MessageObservedException):
+                raise EngineError("durable_rules saw the same fact twice") from None
+            if isinstance(error, MemoryError):
+                raise EngineError("durable_rules ran out of session memory") from None
+            raise
         if self._errors:
             raise EngineError("an action failed inside durable_rules: " + self._errors[0])
         if state.get("exception"):

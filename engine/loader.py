@@ -52,6 +52,11 @@ class _RuleLoader:
     def __init__(self, folder: Path):
         self.folder = folder
         self.problems: list[Problem] = []
+        # Names declared anywhere, even if their definition is broken, and
+        # whether any file was unreadable: both keep one mistake from being
+        # reported again at every place that uses the name.
+        self.declared: set[str] = set()
+        self.unreadable = False
 
     def problem(self, loc: Loc, message: str) -> None:
         self.problems.append(loc.problem(message))
@@ -75,6 +80,7 @@ class _RuleLoader:
             data, problems = load_yaml(path, str(path))
             self.problems.extend(problems)
             if data is None:
+                self.unreadable = self.unreadable or bool(problems)
                 continue
             if not isinstance(data, YMap):
                 self.problems.append(Problem(str(path), 1, 1,
@@ -101,6 +107,7 @@ class _RuleLoader:
         merged = []
         for section, _ in entries:
             for name, definition in section.items():
+                self.declared.add(name)
                 loc = section.key_loc(name)
                 if name in seen:
                     first = seen[name]
@@ -206,7 +213,8 @@ class _RuleLoader:
         programs = [p for p in programs if p is not None]
 
         checker = checks.Checks(self.problems, fields, figures, parameters, metric_defs,
-                                tables, engagement, models, programs)
+                                tables, engagement, models, programs,
+                                quiet_names=None if self.unreadable else self.declared)
         return checker.run(lambda **kw: RuleSet(
             name=name, description=description, currency=currency,
             folder=str(self.folder), fingerprint=fingerprint, files=tuple(files), **kw))

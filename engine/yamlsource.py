@@ -133,6 +133,11 @@ class _Builder:
                 self.problems.append(_loc(self.file, node).problem(
                     f"cannot read this value: {error.problem}"))
                 return None
+            except (ValueError, OverflowError):
+                # PyYAML resolves 2026-13-01 as a timestamp, then fails to build it.
+                self.problems.append(_loc(self.file, node).problem(
+                    f"'{node.value}' is not a real calendar date (YYYY-MM-DD)"))
+                return None
         if isinstance(node, yaml.SequenceNode):
             result = YList()
             result.loc = _loc(self.file, node)

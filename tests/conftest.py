@@ -1,0 +1,59 @@
+"""Shared fixtures: the reference rules, the example data, and a CLI runner."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+AS_OF = dt.date(2026, 11, 26)
+
+
+@pytest.fixture(scope="session")
+def ruleset():
+    from engine.loader import load_rules
+    return load_rules(ROOT / "rules")
+
+
+@pytest.fixture(scope="session")
+def evaluator(ruleset):
+    from engine.decide import Evaluator
+    return Evaluator(ruleset)
+
+
+@pytest.fixture(scope="session")
+def example_partners(ruleset):
+    from engine.partners import partner_from_record
+    from engine.roster import read_rows
+    history: dict[str, list] = {}
+    for row in read_rows(ROOT / "examples" / "performance.csv"):
+        history.setdefault(row.record["partner_id"], []).append(row.record)
+    return [partner_from_record(ruleset, row.record, history.get(row.record["partner_id"], []))
+            for row in read_rows(ROOT / "examples" / "roster.csv")]
+
+
+@pytest.fixture
+def cli_run(monkeypatch):
+    """Run the CLI from the project folder; returns click's Result (stderr separate)."""
+    from cli import cli
+    monkeypatch.chdir(ROOT)
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(cli, list(args), catch_exceptions=False)
+    return run
+
+
+@pytest.fixture
+def rules_copy(tmp_path):
+    """A writable copy of a rules folder (the reference rules by default)."""
+    def make(source: Path = ROOT / "rules") -> Path:
+        target = tmp_path / "rules"
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("tests"))
+        return target
+    return make

@@ -1,0 +1,213 @@
+"""Each durable_rules hazard we found, and how the adapter contains it.
+
+Hazards that could crash or hang the interpreter if the fix regressed run
+in a subprocess with a time limit, so a regression fails the test instead of
+killing the suite.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from engine import durable_adapter
+from engine.compiler import compile_rules, ruleset_definition
+from engine.decide import Evaluator, partner_values
+from engine.errors import EngineError
+from engine.partners import Partner
+
+from conftest import AS_OF, ROOT
+
+
+def run_isolated(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _walk(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item)
+
+
+def test_only_the_adapter_imports_durable():
+    offenders = [p.name for p in (ROOT / "engine").glob("*.py")
+                 if p.name != "durable_adapter.py" and "durable import" in p.read_text()
+                 or p.name != "durable_adapter.py" and "import durable" in p.read_text()]
+    assert offenders == []
+
+
+def test_no_background_dispatch_threads(ruleset):
+    before = threading.active_count()
+    engines = [Evaluator(ruleset) for _ in range(3)]
+    assert threading.active_count() == before
+    assert len({e.engine.name for e in engines}) == 3  # ruleset names are unique per host
+
+
+def test_more_than_1024_sessions(evaluator, example_partners):
+    """~1,024 live session ids raise MemoryError; each batch's state is deleted."""
+    small = Evaluator(evaluator.ruleset, batch_size=1)
+    partner = example_partners[0]
+    values = partner_values(evaluator.ruleset, partner, AS_OF)
+    facts = [dict(small.fact(partner, values, AS_OF), pid=f"X{i}") for i in range(1100)]
+    decisions = small.decide_facts(facts)
+    assert len(decisions) == 1100
+    assert len({(d.engagement, d.enrolled) for d in decisions}) == 1
+
+
+def test_compiled_rules_never_use_or_nor_id(ruleset):
+    """durable fires once per satisfied $or branch, and nests are capped at 31
+    items; a rule on 'id' (durable's fact identity) re-fires forever."""
+    keys = set(_walk(ruleset_definition(compile_rules(ruleset))))
+    assert "$or" not in keys
+    assert "id" not in keys and "sid" not in keys
+
+
+def test_or_branches_would_fire_twice():
+    """The hazard itself, shown on raw durable_rules in a subprocess."""
+    result = run_isolated("""
+        from durable import engine
+        class Host(engine.Host):
+            def _run(self): pass
+        fired = []
+        host = Host()
+        host.set_rulesets({'t': {'r': {'all': [{'m': {'$or': [{'a': 1}, {'b': 1}]}}],
+                                       'run': lambda c: fired.append(1)}}})
+        host.assert_fact('t', {'sid': 's', 'a': 1, 'b': 1})
+        print(len(fired))
+    """)
+    assert result.stdout.strip() == "2"
+
+
+def test_a_field_named_id_does_not_hang(tmp_path):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(textwrap.dedent("""
+        fields:
+          id: {type: integer, default: 0}
+        classifications:
+          big:
+            rows:
+              - {value: 'yes', when: id > 1}
+            default: 'no'
+        engagement:
+          rows: [{value: digital, when: big == 'yes'}]
+          default: digital
+          models: {digital: {name: Digital}}
+    """))
+    result = run_isolated(f"""
+        import datetime as dt
+        from engine.loader import load_rules
+        from engine.decide import Evaluator
+        from engine.partners import Partner
+        rs = load_rules({str(rules)!r})
+        d = Evaluator(rs).decide([Partner('A', {{'id': 5}})], dt.date(2026, 1, 1))[0]
+        print(d.classifications['big'])
+    """, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "yes"
+
+
+def test_exponent_notation_numbers_are_decided(ruleset, example_partners):
+    """Python writes 5e-05 for small floats; durable_rules' parser crashed on it."""
+    partner = example_partners[0]
+    tiny = dict(partner.values, share_of_vendor_revenue=0.00005, certified_technical=0)
+    result = run_isolated(f"""
+        import datetime as dt, pickle, sys
+        from engine.loader import load_rules
+        from engine.decide import Evaluator
+        from engine.explain import explain
+        from engine.partners import Partner
+        from engine.history import History
+        rs = load_rules('rules')
+        values = pickle.loads({__import__('pickle').dumps(tiny)!r})
+        p = Partner('TINY', values, History({{}}))
+        d = Evaluator(rs).decide([p], dt.date(2026, 11, 26))[0]
+        assert d == explain(rs, p, dt.date(2026, 11, 26)).decision()
+        print(d.classifications['size'])
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "small"
+
+
+def test_action_errors_are_raised_not_stored(evaluator, example_partners, monkeypatch):
+    """durable stores an action's exception in the session state; we raise it."""
+    def broken(name):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(durable_adapter, "attr", broken)
+    with pytest.raises(EngineError, match="action failed.*RuntimeError"):
+        evaluator.decide(example_partners[:3], AS_OF)
+    monkeypatch.undo()
+    assert len(evaluator.decide(example_partners[:3], AS_OF)) == 3  # engine still usable
+
+
+def test_a_fact_no_rule_matches_is_an_error_not_a_loss(ruleset, example_partners):
+    """assert_facts raises for the whole batch when one fact matches no rule."""
+    compiled = compile_rules(ruleset)
+    first = compiled.stages[0]
+    gapped = dataclasses.replace(first, rules=first.rules[:-1])  # drop the default row
+    engine = durable_adapter.DurableEngine(
+        dataclasses.replace(compiled, stages=(gapped,) + compiled.stages[1:]))
+    evaluator = Evaluator(ruleset)
+    facts = [evaluator.fact(p, partner_values(ruleset, p, AS_OF), AS_OF) for p in example_partners]
+    with pytest.raises(EngineError):
+        engine.decide(facts)
+
+
+def test_duplicate_partner_ids_in_a_batch_are_refused(evaluator, example_partners):
+    with pytest.raises(EngineError, match="unique"):
+        evaluator.decide([example_partners[0], example_partners[0]], AS_OF)
+
+
+def test_error_messages_do_not_quote_partner_data(evaluator, example_partners, monkeypatch):
+    monkeypatch.setattr(durable_adapter, "attr", lambda name: (_ for _ in ()).throw(KeyError("x")))
+    with pytest.raises(EngineError) as caught:
+        evaluator.decide(example_partners[:1], AS_OF)
+    assert "partner_name" not in str(caught.value) and "@" not in str(caught.value)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 500])
+def test_decisions_do_not_depend_on_batching_or_order(ruleset, example_partners, batch_size):
+    reference = {d.partner_id: d for d in Evaluator(ruleset).decide(example_partners, AS_OF)}
+    shuffled = list(reversed(example_partners))
+    decided = Evaluator(ruleset, batch_size=batch_size).decide(shuffled, AS_OF)
+    assert {d.partner_id: d for d in decided} == reference
+
+
+def test_empty_list_does_not_contain_anything(tmp_path):
+    """$iall does not match an empty list; 'not contains' must still hold for []."""
+    from engine.loader import load_rules
+    from engine.explain import explain
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(textwrap.dedent("""
+        fields:
+          tags: {type: list of text}
+        classifications:
+          kind:
+            rows:
+              - value: untagged
+                when: {not: tags contains x}
+            default: tagged
+        engagement:
+          rows: [{value: digital, when: kind == tagged}]
+          default: digital
+          models: {digital: {name: Digital}}
+    """))
+    rs = load_rules(rules)
+    partners = [Partner("A", {"tags": ()}), Partner("B", {"tags": ("x",)}),
+                Partner("C", {"tags": ("y", "z")}), Partner("D", {})]
+    decided = Evaluator(rs).decide(partners, dt.date(2026, 1, 1))
+    assert [d.classifications["kind"] for d in decided] == ["untagged", "tagged", "untagged",
+                                                           "untagged"]
+    assert decided == [explain(rs, p, dt.date(2026, 1, 1)).decision() for p in partners]
