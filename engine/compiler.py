@@ -35,8 +35,9 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from .conditions import AllOf, AnyOf, Compare, Condition, IsMissing, NotOf, names_read
-from .model import ENGAGEMENT, RuleSet, Table
+from .conditions import (AllOf, AnyOf, Compare, Condition, IsMissing, NotOf, describe,
+                         names_read)
+from .model import ENGAGEMENT, Program, RuleSet, Table
 from .valuetypes import LIST
 
 STAGE = "st"          # the stage a fact is at
@@ -123,65 +124,153 @@ class CompiledRules:
         return len(self.stages) - 1
 
 
+STAGE_BUDGET = 48  # rules per stage before sub-conditions move to helper stages
+HELPER_PREFIX = "_h"  # helper decisions; user names cannot start with "_"
+
+
 def compile_rules(ruleset: RuleSet) -> CompiledRules:
-    plans: list[tuple[str, str, list[tuple[str, DNF, Outcome]], set[str]]] = []
-    for table in ruleset.classifications:
-        plans.append(("classification", table.name, _table_rules(table, table.name),
-                      _table_reads(table)))
-    plans.append(("engagement", ENGAGEMENT, _table_rules(ruleset.engagement, ENGAGEMENT),
-                  _table_reads(ruleset.engagement)))
-    for program in ruleset.programs:
+    return _Planner(ruleset).compile()
+
+
+class _Planner:
+    """Plans the stages, moving big sub-conditions into helper stages.
+
+    The normal form of a table grows with the product of its rows'
+    alternatives, and durable_rules overflows its evaluation stack (error 303)
+    on stages with hundreds of rules. When a stage would exceed
+    :data:`STAGE_BUDGET` rules, each row's (or the program's) condition is
+    decided first in a helper stage of its own, which records yes or no, and
+    the stage tests those answers instead. Helpers nest as deep as needed,
+    so the size stays linear in the rule text.
+    """
+
+    def __init__(self, ruleset: RuleSet):
+        self.ruleset = ruleset
+        self.plans: list[tuple[str, str, list[tuple[str, DNF, Outcome]], set[str]]] = []
+        self.helpers = 0
+        self.always = {attr(t.name) for t in ruleset.classifications} | \
+            {attr(ENGAGEMENT), AS_OF} | {attr(p.id) for p in ruleset.programs}
+
+    def compile(self) -> CompiledRules:
+        for table in self.ruleset.classifications:
+            self._table(table, "classification")
+        self._table(self.ruleset.engagement, "engagement")
+        for program in self.ruleset.programs:
+            self._program(program)
+        return self._stages()
+
+    # --- stages of decisions -------------------------------------------------
+
+    def _table(self, table: Table, kind: str) -> None:
+        conditions = [row.when for row in table.rows]
+        rules = self._sized(lambda: _table_rules(table, conditions))
+        if rules is None:
+            conditions = [self._helper(c) for c in conditions]
+            rules = _table_rules(table, conditions)
+        self._add(kind, table.name, rules, _reads(n for c in conditions for n in names_read(c)))
+
+    def _program(self, program: Program) -> None:
+        when = program.when
+        rules = self._sized(lambda: self._program_rules(program, when))
+        if rules is None:
+            when = self._helper(when)
+            rules = self._program_rules(program, when)
+        reads = _reads(names_read(when)) if when is not None else set()
+        if program.starts or program.ends:
+            reads.add(AS_OF)
+        reads |= {attr(r) for r in program.requires}
+        reads |= {attr(m.id) for m in self._higher(program)}
+        self._add("program", program.id, rules, reads)
+
+    def _higher(self, program: Program) -> list[Program]:
+        if not program.group:
+            return []
+        members = self.ruleset.group_members(program.group)
+        return members[:members.index(program)]
+
+    def _program_rules(self, program: Program, when: Condition | None):
         # Each gate is (holds, fails) in DNF; enrolled needs every gate to hold.
         gates: list[tuple[DNF, DNF]] = []
-        reads = _reads(names_read(program.when)) if program.when else set()
         if program.starts:
             start = encode(program.starts)
             gates.append(([[(AS_OF, "gte", start)]], [[(AS_OF, "lt", start)]]))
         if program.ends:
             end = encode(program.ends)
             gates.append(([[(AS_OF, "lte", end)]], [[(AS_OF, "gt", end)]]))
-        if program.starts or program.ends:
-            reads.add(AS_OF)
-        if program.when is not None:
-            gates.append((dnf(program.when), dnf(program.when, negate=True)))
+        if when is not None:
+            gates.append((dnf(when), dnf(when, negate=True)))
         for required in program.requires:
             gates.append(([[(attr(required), "eq", True)]], [[(attr(required), "eq", False)]]))
-            reads.add(attr(required))
-        if program.group:
-            for member in ruleset.group_members(program.group):
-                if member.id == program.id:
-                    break
-                gates.append(([[(attr(member.id), "eq", False)]],
-                              [[(attr(member.id), "eq", True)]]))
-                reads.add(attr(member.id))
+        for member in self._higher(program):
+            gates.append(([[(attr(member.id), "eq", False)]], [[(attr(member.id), "eq", True)]]))
         rules = [(f"{program.id}__enrolled", _product([g[0] for g in gates]),
                   Outcome(program.id, True, None))]
         if gates:
             rules.append((f"{program.id}__not_enrolled",
                           _exclusive_or([(fails, holds) for holds, fails in gates]),
                           Outcome(program.id, False, None)))
-        plans.append(("program", program.id, rules, reads))
+        return rules
 
-    always = {attr(t.name) for t in ruleset.classifications} | {attr(ENGAGEMENT), AS_OF} | \
-        {attr(p.id) for p in ruleset.programs}
-    plans = [(kind, decision, [(name, _simplify(terms, always), outcome)
-                               for name, terms, outcome in rules], reads)
-             for kind, decision, rules, reads in plans]
-    stages: list[Stage] = []
-    decided: list[str] = []
-    for index, (kind, decision, rules, _) in enumerate(plans):
-        decided += [attr(decision)] + ([ROW_PREFIX + decision] if kind != "program" else [])
-        later_reads = set().union(*[p[3] for p in plans[index + 1:]])
-        carry = tuple(sorted(set(decided) | later_reads))
-        staged = tuple((f"s{index}__{name}__{j + 1}", _at_stage(index, conjunction), outcome)
-                       for name, terms, outcome in rules
-                       for j, conjunction in enumerate(terms))
-        stages.append(Stage(index, kind, decision, staged, carry))
-    final = len(plans)
-    stages.append(Stage(final, "final", "", (("final", _at_stage(final, []), None),), ()))
-    inputs = sorted(a for a in set().union(*[p[3] for p in plans])
-                    if a.startswith(VALUE_PREFIX)) if plans else []
-    return CompiledRules(tuple(stages), tuple(inputs))
+    # --- helpers ---------------------------------------------------------------
+
+    def _sized(self, build):
+        """The rules ``build`` makes, or None when they are over the budget."""
+        try:
+            rules = build()
+        except CompileError:
+            return None
+        total = sum(len(_simplify(terms, self.always)) for _, terms, _ in rules)
+        return rules if total <= STAGE_BUDGET else None
+
+    def _helper(self, condition: Condition) -> Condition:
+        """Decide ``condition`` in a helper stage; return a test of its answer."""
+        if isinstance(condition, Compare) and condition.name.startswith(HELPER_PREFIX):
+            return condition
+        if isinstance(condition, (AllOf, AnyOf)):
+            inner = self._sized(lambda: self._helper_rules("_", condition))
+            if inner is None:  # decide the parts first
+                items = tuple(c if isinstance(c, (Compare, IsMissing)) else self._helper(c)
+                              for c in condition.items)
+                condition = type(condition)(items, condition.loc)
+        elif isinstance(condition, NotOf):
+            return NotOf(self._helper(condition.item), condition.loc)
+        self.helpers += 1
+        name = f"{HELPER_PREFIX}{self.helpers}"
+        self.always.add(attr(name))
+        self._add("helper", name, self._helper_rules(name, condition),
+                  _reads(names_read(condition)))
+        return Compare(name, "==", (True,), describe(condition), condition.loc)
+
+    @staticmethod
+    def _helper_rules(name: str, condition: Condition):
+        return [(f"{name}__holds", dnf(condition), Outcome(name, True, None)),
+                (f"{name}__fails", dnf(condition, negate=True), Outcome(name, False, None))]
+
+    # --- assembling stages -----------------------------------------------------------
+
+    def _add(self, kind, decision, rules, reads) -> None:
+        self.plans.append((kind, decision, rules, reads))
+
+    def _stages(self) -> CompiledRules:
+        plans = [(kind, decision, [(name, _simplify(terms, self.always), outcome)
+                                   for name, terms, outcome in rules], reads)
+                 for kind, decision, rules, reads in self.plans]
+        stages: list[Stage] = []
+        decided: list[str] = []
+        for index, (kind, decision, rules, _) in enumerate(plans):
+            if kind != "helper":
+                decided += [attr(decision)] + ([ROW_PREFIX + decision] if kind != "program" else [])
+            later_reads = set().union(*[p[3] for p in plans[index + 1:]])
+            carry = tuple(sorted(set(decided) | later_reads))
+            staged = tuple((f"s{index}__{name}__{j + 1}", _at_stage(index, conjunction), outcome)
+                           for name, terms, outcome in rules
+                           for j, conjunction in enumerate(terms))
+            stages.append(Stage(index, kind, decision, staged, carry))
+        final = len(plans)
+        stages.append(Stage(final, "final", "", (("final", _at_stage(final, []), None),), ()))
+        inputs = sorted(a for a in set().union(set(), *[p[3] for p in plans])
+                        if a.startswith(VALUE_PREFIX) and not a.startswith(attr(HELPER_PREFIX)))
+        return CompiledRules(tuple(stages), tuple(inputs))
 
 
 def ruleset_definition(compiled: CompiledRules) -> dict[str, dict]:
@@ -208,19 +297,16 @@ def _leaf_json(leaf: Leaf) -> dict:
     return {"$" + op: {name: value}}  # neq lt lte gt gte
 
 
-def _table_reads(table: Table) -> set[str]:
-    return _reads(n for row in table.rows for n in names_read(row.when))
-
-
-def _table_rules(table: Table, decision: str) -> list[tuple[str, DNF, Outcome]]:
+def _table_rules(table: Table, conditions: list[Condition]) -> list[tuple[str, DNF, Outcome]]:
+    """Row i fires when its condition holds and no earlier row's does."""
     rules = []
     earlier_fail: list[DNF] = []
-    for index, row in enumerate(table.rows):
-        terms = _product(earlier_fail + [dnf(row.when)])
-        rules.append((f"{decision}__row{index + 1}", terms, Outcome(decision, row.value, index)))
-        earlier_fail.append(dnf(row.when, negate=True))
-    rules.append((f"{decision}__default", _product(earlier_fail),
-                  Outcome(decision, table.default, -1)))
+    for index, (row, condition) in enumerate(zip(table.rows, conditions)):
+        terms = _product(earlier_fail + [dnf(condition)])
+        rules.append((f"{table.name}__row{index + 1}", terms, Outcome(table.name, row.value, index)))
+        earlier_fail.append(dnf(condition, negate=True))
+    rules.append((f"{table.name}__default", _product(earlier_fail),
+                  Outcome(table.name, table.default, -1)))
     return rules
 
 
@@ -332,7 +418,9 @@ def _empty_range(tests: list[tuple[str, Any]]) -> bool:
 
 
 def _compare(c: Compare, name: str, negate: bool) -> DNF:
-    values = list(dict.fromkeys(encode(v) for v in c.values))
+    values = [encode(v) for v in c.values]
+    if c.op in ("in", "not in"):
+        values = list(dict.fromkeys(values))  # equal values would overlap
     missing: DNF = [[(name, "nex", 1)]]
     op = c.op
     if op == "contains":
