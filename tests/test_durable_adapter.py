@@ -41,10 +41,10 @@ def _walk(node):
 
 
 def test_only_the_adapter_imports_durable():
-    offenders = [p.name for p in (ROOT / "engine").glob("*.py")
-                 if p.name != "durable_adapter.py" and "durable import" in p.read_text()
-                 or p.name != "durable_adapter.py" and "import durable" in p.read_text()]
-    assert offenders == []
+    sources = list((ROOT / "engine").glob("*.py")) + [ROOT / "cli.py"]
+    importers = sorted(p.name for p in sources
+                       if "from durable" in p.read_text() or "import durable" in p.read_text())
+    assert importers == ["durable_adapter.py"]
 
 
 def test_no_background_dispatch_threads(ruleset):

@@ -1,0 +1,92 @@
+"""The command line: exit codes, stderr, and output a person can read."""
+from __future__ import annotations
+
+import json
+
+from conftest import DATA
+
+
+def test_help_lists_commands(cli_run):
+    result = cli_run("--help")
+    assert result.exit_code == 0
+    assert "validate" in result.output and "explain" in result.output
+
+
+def test_validate_reference_rules(cli_run):
+    result = cli_run("validate", "rules")
+    assert result.exit_code == 0
+    assert "valid" in result.output and "14 programs" in result.output
+
+
+def test_validate_broken_rules_exits_1_with_located_message(cli_run, rules_copy):
+    rules = rules_copy()
+    path = rules / "programs.yaml"
+    path.write_text(path.read_text().replace("certified_technical >= 10", "certified_tech >= 10"))
+    result = cli_run("validate", str(rules))
+    assert result.exit_code == 1
+    assert "programs.yaml:" in result.stderr
+    assert "unknown name 'certified_tech'; did you mean 'certified_technical'?" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_validate_missing_folder(cli_run):
+    result = cli_run("validate", "no/such/rules")
+    assert result.exit_code == 1
+    assert "rules folder not found" in result.stderr
+
+
+def test_explain_text(cli_run):
+    result = cli_run("explain", "P-1006", "--as-of", "2026-11-26")
+    assert result.exit_code == 0, result.stderr
+    out = result.output
+    assert "Partner P-1006 (Adatum Networks), as of 2026-11-26" in out
+    assert "standing: at_risk  (row 5)" in out
+    assert "certified_technical >= 10: needs at least 10, has 8 (2 short)" in out
+
+
+def test_explain_json_matches_decision(cli_run):
+    result = cli_run("explain", "P-1001", "--as-of", "2026-11-26", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.output)
+    assert data["decision"]["engagement_model"] == "strategic_account"
+    enrolled = [p["id"] for p in data["explanation"]["programs"] if p["enrolled"]]
+    assert enrolled == data["decision"]["programs"]
+
+
+def test_explain_from_json_file(cli_run, tmp_path):
+    partner = tmp_path / "partner.json"
+    partner.write_text(json.dumps({
+        "partner_id": "J-1", "partner_name": "From JSON", "country": "FR",
+        "joined_on": "2020-01-01", "certified_technical": 3, "certified_sales": 2,
+        "history": [{"quarter": "2026Q3", "revenue": "$10,000", "target": "9000"}]}))
+    result = cli_run("explain", "--file", str(partner), "--as-of", "2026-11-26")
+    assert result.exit_code == 0, result.stderr
+    assert "[x] Select Partner (select)" in result.output
+
+
+def test_explain_bad_partner_data_exits_1(cli_run, tmp_path):
+    partner = tmp_path / "partner.json"
+    partner.write_text(json.dumps({"partner_id": "J-2", "partner_name": "Bad",
+                                   "country": "FR", "joined_on": "31/12/2020",
+                                   "contact_email": "secret@example.com"}))
+    result = cli_run("explain", "--file", str(partner))
+    assert result.exit_code == 1
+    assert "joined_on: '31/12/2020' is not a date" in result.stderr
+    assert "secret@example.com" not in result.stderr
+
+
+def test_explain_unknown_partner_is_usage_error(cli_run):
+    result = cli_run("explain", "P-0000")
+    assert result.exit_code == 2
+    assert "partner 'P-0000' is not in examples/roster.csv" in result.stderr
+
+
+def test_explain_needs_a_partner(cli_run):
+    result = cli_run("explain")
+    assert result.exit_code == 2
+
+
+def test_bad_as_of_is_usage_error(cli_run):
+    result = cli_run("explain", "P-1001", "--as-of", "26/11/2026")
+    assert result.exit_code == 2
+    assert "use YYYY-MM-DD" in result.stderr

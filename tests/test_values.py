@@ -1,0 +1,99 @@
+"""Parsing what CRM exports contain, and rejecting what is ambiguous."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from engine.history import Quarter, last_complete_quarter, parse_quarter, window
+from engine.valuetypes import ValueType, format_value, parse_value
+
+MONEY, PERCENT, INTEGER = ValueType("money"), ValueType("percent"), ValueType("integer")
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("1,234.50", 1234.5), ("$1,200", 1200.0), ("USD 99", 99.0), ("(100)", -100.0),
+    ("  42 ", 42.0), (1500, 1500.0), ("0.005", 0.01), ("-3", -3.0)])
+def test_money(raw, expected):
+    assert parse_value(MONEY, raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["1.234,50", "1,23", "12abc", "$", "1e400", "--1"])
+def test_money_rejects_ambiguous_or_bad(raw):
+    with pytest.raises(ValueError):
+        parse_value(MONEY, raw)
+
+
+@pytest.mark.parametrize("raw, expected", [("12%", 0.12), ("12", 0.12), ("0.005%", 0.00005),
+                                           ("12.3456789%", 0.123457), (60, 0.6)])
+def test_percent(raw, expected):
+    assert parse_value(PERCENT, raw) == expected
+
+
+def test_integer_rejects_fractions():
+    assert parse_value(INTEGER, "1,000") == 1000
+    with pytest.raises(ValueError, match="whole number"):
+        parse_value(INTEGER, "2.5")
+
+
+@pytest.mark.parametrize("raw, expected", [("yes", True), ("NO", False), ("1", True),
+                                           ("false", False), ("Y", True)])
+def test_yes_no(raw, expected):
+    assert parse_value(ValueType("yes/no"), raw) is expected
+
+
+def test_choice_is_case_insensitive_and_canonical():
+    choice = ValueType("one of", ("en", "fr"))
+    assert parse_value(choice, "FR") == "fr"
+    with pytest.raises(ValueError, match="not one of the allowed values"):
+        parse_value(choice, "it")
+
+
+def test_list_of_text_splits_dedupes_and_checks_values():
+    listing = ValueType("list of text", ("healthcare", "retail"))
+    assert parse_value(listing, "Healthcare; retail;healthcare;") == ("healthcare", "retail")
+    with pytest.raises(ValueError):
+        parse_value(listing, "healthcare;space")
+
+
+@pytest.mark.parametrize("raw", ["31/12/2026", "2026-02-30", "yesterday"])
+def test_bad_dates(raw):
+    with pytest.raises(ValueError):
+        parse_value(ValueType("date"), raw)
+
+
+def test_dates_with_time_from_spreadsheets():
+    assert parse_value(ValueType("date"), "2026-03-31 00:00:00") == dt.date(2026, 3, 31)
+
+
+def test_empty_is_missing():
+    assert parse_value(MONEY, "  ") is None
+
+
+def test_errors_do_not_repeat_long_values():
+    with pytest.raises(ValueError) as caught:
+        parse_value(ValueType("yes/no"), "x" * 500)
+    assert len(str(caught.value)) < 100
+
+
+@pytest.mark.parametrize("label", ["2026Q3", "2026-Q3", "Q3 2026", "q3-2026", " 2026 Q3 "])
+def test_quarter_labels(label):
+    assert parse_quarter(label) == Quarter(2026, 3)
+
+
+def test_bad_quarter_label():
+    with pytest.raises(ValueError, match="2026Q3"):
+        parse_quarter("2026Q5")
+
+
+def test_quarter_windows_count_only_ended_quarters():
+    assert last_complete_quarter(dt.date(2026, 11, 26)) == Quarter(2026, 3)
+    assert last_complete_quarter(dt.date(2026, 9, 30)) == Quarter(2026, 3)
+    assert last_complete_quarter(dt.date(2026, 1, 1)) == Quarter(2025, 4)
+    assert window(dt.date(2026, 11, 26), 3) == [Quarter(2026, 3), Quarter(2026, 2), Quarter(2026, 1)]
+
+
+def test_format_value():
+    assert format_value(PERCENT, 0.925) == "92.5%"
+    assert format_value(MONEY, 1234567.5) == "$1,234,567.50"
+    assert format_value(None, None) == "no value"
