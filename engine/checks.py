@@ -236,35 +236,13 @@ class Checks:
         kind, lk = vtype.kind, literal.kind
         loc = c.loc.at(literal.offset)
         label = f"'{c.name}' is a {vtype.describe()}"
-        if kind == BOOL:
-            if lk == "yes/no":
+        accepted = _ACCEPTED_LITERALS.get(kind)
+        if accepted is not None:
+            if lk in accepted:
                 return literal.value
-            self.problem(loc, f"in {where}: {label}; compare it with yes or no")
-            return _BAD
-        if kind in (NUMBER, "integer"):
-            if lk == "number":
-                return literal.value
-            hint = " (write the number without a % sign)" if lk == "percent" else ""
+            hint = _LITERAL_HINTS.get((kind, lk), _LITERAL_HINTS.get(kind, ""))
             self.problem(loc, f"in {where}: {label}, but '{literal.text}' is a "
-                              f"{_literal_word(lk)}{hint}")
-            return _BAD
-        if kind == MONEY:
-            if lk in ("number", "money"):
-                return literal.value
-            self.problem(loc, f"in {where}: {label}, but '{literal.text}' is a "
-                              f"{_literal_word(lk)}; write an amount like $1,500,000")
-            return _BAD
-        if kind == PERCENT:
-            if lk == "percent":
-                return literal.value
-            hint = f"; write it with a % sign, like {literal.text}%" if lk == "number" else ""
-            self.problem(loc, f"in {where}: {label}, but '{literal.text}' is a "
-                              f"{_literal_word(lk)}{hint}")
-            return _BAD
-        if kind == DATE:
-            if lk == "date":
-                return literal.value
-            self.problem(loc, f"in {where}: {label}; write a date like 2027-01-01")
+                              f"{_literal_word(lk)}{hint.format(text=literal.text)}")
             return _BAD
         if lk != "text":
             self.problem(loc, f"in {where}: {label}, but '{literal.text}' is a "
@@ -382,6 +360,14 @@ class Checks:
 
 
 _BAD = object()
+# For each type with literal values: the kinds of literal it accepts, and hints.
+_ACCEPTED_LITERALS = {BOOL: ("yes/no",), NUMBER: ("number",), "integer": ("number",),
+                      MONEY: ("number", "money"), PERCENT: ("percent",), DATE: ("date",)}
+_LITERAL_HINTS = {BOOL: "; compare it with yes or no", MONEY: "; write an amount like $1,500,000",
+                  DATE: "; write a date like 2027-01-01",
+                  (NUMBER, "percent"): " (write the number without a % sign)",
+                  ("integer", "percent"): " (write the number without a % sign)",
+                  (PERCENT, "number"): "; write it with a % sign, like {text}%"}
 
 
 class _BrokenName(Exception):

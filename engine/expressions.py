@@ -207,20 +207,21 @@ def parse_expression(text: str) -> Expr:
     return expr
 
 
-def _parse_or(s: TokenStream) -> Expr:
-    left = _parse_and(s)
-    while s.at("NAME", "or"):
+def _left_associative(s: TokenStream, operand, kind: str, ops: tuple[str, ...]) -> Expr:
+    """operand (op operand)*, grouped from the left."""
+    left = operand(s)
+    while s.current.kind == kind and s.current.text in ops:
         tok = s.advance()
-        left = Binary("or", left, _parse_and(s), tok.offset)
+        left = Binary(tok.text, left, operand(s), tok.offset)
     return left
+
+
+def _parse_or(s: TokenStream) -> Expr:
+    return _left_associative(s, _parse_and, "NAME", ("or",))
 
 
 def _parse_and(s: TokenStream) -> Expr:
-    left = _parse_not(s)
-    while s.at("NAME", "and"):
-        tok = s.advance()
-        left = Binary("and", left, _parse_not(s), tok.offset)
-    return left
+    return _left_associative(s, _parse_not, "NAME", ("and",))
 
 
 def _parse_not(s: TokenStream) -> Expr:
@@ -239,19 +240,11 @@ def _parse_compare(s: TokenStream) -> Expr:
 
 
 def _parse_sum(s: TokenStream) -> Expr:
-    left = _parse_product(s)
-    while s.current.kind == "OP" and s.current.text in ("+", "-"):
-        tok = s.advance()
-        left = Binary(tok.text, left, _parse_product(s), tok.offset)
-    return left
+    return _left_associative(s, _parse_product, "OP", ("+", "-"))
 
 
 def _parse_product(s: TokenStream) -> Expr:
-    left = _parse_unary(s)
-    while s.current.kind == "OP" and s.current.text in ("*", "/"):
-        tok = s.advance()
-        left = Binary(tok.text, left, _parse_unary(s), tok.offset)
-    return left
+    return _left_associative(s, _parse_unary, "OP", ("*", "/"))
 
 
 def _parse_unary(s: TokenStream) -> Expr:
