@@ -26,6 +26,9 @@ found is handled here and covered by ``tests/test_durable_adapter.py``:
 * An exception inside an action is stored in the session state instead of
   being raised. Our actions record their own errors, and the state is
   checked too; either becomes an :class:`EngineError`.
+* After every action the session state is re-asserted as a fact
+  (jruizgit/rules#288), so a rule that state can match re-fires forever.
+  Every compiled rule requires its stage (``st == k``), which state lacks.
 * A condition on a fact attribute named ``id`` (the engine's own fact
   identity) re-fires forever. User names are prefixed (``v_``), so no rule
   ever reads ``id``.

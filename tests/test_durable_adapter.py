@@ -211,3 +211,13 @@ def test_empty_list_does_not_contain_anything(tmp_path):
     assert [d.classifications["kind"] for d in decided] == ["untagged", "tagged", "untagged",
                                                            "untagged"]
     assert decided == [explain(rs, p, dt.date(2026, 1, 1)).decision() for p in partners]
+
+
+def test_every_rule_requires_its_stage(ruleset):
+    """durable re-asserts the session state as a fact after every action
+    (jruizgit/rules#288); a rule the state could match (only 'missing' tests)
+    would re-fire forever. Every compiled rule first requires st == k."""
+    for stage in compile_rules(ruleset).stages:
+        for _, condition, _ in stage.rules:
+            first = condition["$and"][0] if "$and" in condition else condition
+            assert first == {"st": stage.index}
