@@ -14,6 +14,9 @@ holds all of a partner's decisions.
 * A program's "enrolled" rule requires: in effect on the as-of date, its
   condition, every required program enrolled, and no higher-priority member
   of its exclusive group enrolled. Its "not enrolled" rule is the negation.
+* A *leaf* program (no group, and no other program requires or mentions it)
+  has only its "enrolled" rule, on the final stage: the rule fires once for
+  each partner it enrolls, and no action runs for partners it does not.
 
 Conditions are compiled to disjunctive normal form: each outcome becomes
 one or more durable rules whose conditions are flat conjunctions of simple
@@ -147,6 +150,7 @@ class _Planner:
     def __init__(self, ruleset: RuleSet):
         self.ruleset = ruleset
         self.plans: list[tuple[str, str, list[tuple[str, DNF, Outcome]], set[str]]] = []
+        self.leaves: list[tuple[str, str, list[tuple[str, DNF, Outcome]], set[str]]] = []
         self.helpers = 0
         self.always = {attr(t.name) for t in ruleset.classifications} | \
             {attr(ENGAGEMENT), AS_OF} | {attr(p.id) for p in ruleset.programs}
@@ -155,8 +159,10 @@ class _Planner:
         for table in self.ruleset.classifications:
             self._table(table, "classification")
         self._table(self.ruleset.engagement, "engagement")
+        used = {r for p in self.ruleset.programs for r in p.requires} | \
+            {n for p in self.ruleset.programs if p.when is not None for n, _ in names_read(p.when)}
         for program in self.ruleset.programs:
-            self._program(program)
+            self._program(program, leaf=program.group is None and program.id not in used)
         return self._stages()
 
     # --- stages of decisions -------------------------------------------------
@@ -169,18 +175,24 @@ class _Planner:
             rules = _table_rules(table, conditions)
         self._add(kind, table.name, rules, _reads(n for c in conditions for n in names_read(c)))
 
-    def _program(self, program: Program) -> None:
+    def _program(self, program: Program, leaf: bool) -> None:
+        """A program nothing else depends on (a *leaf*) is decided on the final
+        stage by an "enrolled" rule alone: it costs an action only for the
+        partners it enrolls. Other programs get a stage of their own."""
         when = program.when
-        rules = self._sized(lambda: self._program_rules(program, when))
+        rules = self._sized(lambda: self._program_rules(program, when, leaf))
         if rules is None:
             when = self._helper(when)
-            rules = self._program_rules(program, when)
+            rules = self._program_rules(program, when, leaf)
         reads = _reads(names_read(when)) if when is not None else set()
         if program.starts or program.ends:
             reads.add(AS_OF)
         reads |= {attr(r) for r in program.requires}
         reads |= {attr(m.id) for m in self._higher(program)}
-        self._add("program", program.id, rules, reads)
+        if leaf:
+            self.leaves.append(("leaf", program.id, rules, reads))
+        else:
+            self._add("program", program.id, rules, reads)
 
     def _higher(self, program: Program) -> list[Program]:
         if not program.group:
@@ -188,7 +200,7 @@ class _Planner:
         members = self.ruleset.group_members(program.group)
         return members[:members.index(program)]
 
-    def _program_rules(self, program: Program, when: Condition | None):
+    def _program_rules(self, program: Program, when: Condition | None, leaf: bool = False):
         # Each gate is (holds, fails) in DNF; enrolled needs every gate to hold.
         gates: list[tuple[DNF, DNF]] = []
         if program.starts:
@@ -205,7 +217,7 @@ class _Planner:
             gates.append(([[(attr(member.id), "eq", False)]], [[(attr(member.id), "eq", True)]]))
         rules = [(f"{program.id}__enrolled", _product([g[0] for g in gates]),
                   Outcome(program.id, True, None))]
-        if gates:
+        if gates and not leaf:
             rules.append((f"{program.id}__not_enrolled",
                           _exclusive_or([(fails, holds) for holds, fails in gates]),
                           Outcome(program.id, False, None)))
@@ -252,25 +264,32 @@ class _Planner:
         self.plans.append((kind, decision, rules, reads))
 
     def _stages(self) -> CompiledRules:
-        plans = [(kind, decision, [(name, _simplify(terms, self.always), outcome)
-                                   for name, terms, outcome in rules], reads)
-                 for kind, decision, rules, reads in self.plans]
+        simple = lambda plans: [(kind, decision, [(name, _simplify(terms, self.always), outcome)  # noqa: E731
+                                                  for name, terms, outcome in rules], reads)
+                                for kind, decision, rules, reads in plans]
+        plans, leaves = simple(self.plans), simple(self.leaves)
+        leaf_reads = set().union(set(), *[p[3] for p in leaves])
         stages: list[Stage] = []
         decided: list[str] = []
         for index, (kind, decision, rules, _) in enumerate(plans):
             if kind != "helper":
                 decided += [attr(decision)] + ([ROW_PREFIX + decision] if kind != "program" else [])
-            later_reads = set().union(*[p[3] for p in plans[index + 1:]])
+            later_reads = set().union(leaf_reads, *[p[3] for p in plans[index + 1:]])
             carry = tuple(sorted(set(decided) | later_reads))
-            staged = tuple((f"s{index}__{name}__{j + 1}", _at_stage(index, conjunction), outcome)
-                           for name, terms, outcome in rules
-                           for j, conjunction in enumerate(terms))
-            stages.append(Stage(index, kind, decision, staged, carry))
+            stages.append(Stage(index, kind, decision, _staged(index, rules), carry))
         final = len(plans)
-        stages.append(Stage(final, "final", "", (("final", _at_stage(final, []), None),), ()))
-        inputs = sorted(a for a in set().union(set(), *[p[3] for p in plans])
+        final_rules = (("final", _at_stage(final, []), None),) + \
+            tuple(rule for _, _, rules, _ in leaves for rule in _staged(final, rules))
+        stages.append(Stage(final, "final", "", final_rules, ()))
+        inputs = sorted(a for a in set().union(leaf_reads, *[p[3] for p in plans])
                         if a.startswith(VALUE_PREFIX) and not a.startswith(attr(HELPER_PREFIX)))
         return CompiledRules(tuple(stages), tuple(inputs))
+
+
+def _staged(index: int, rules) -> tuple:
+    """(rule name, durable condition, outcome) for each conjunction of each rule."""
+    return tuple((f"s{index}__{name}__{j + 1}", _at_stage(index, conjunction), outcome)
+                 for name, terms, outcome in rules for j, conjunction in enumerate(terms))
 
 
 def ruleset_definition(compiled: CompiledRules) -> dict[str, dict]:

@@ -79,5 +79,5 @@ class Evaluator:
             classifications={t: final[attr(t)] for t in tables},
             rows={t: int(final[ROW_PREFIX + t]) for t in tables + [ENGAGEMENT]},
             engagement=final[attr(ENGAGEMENT)],
-            enrolled=tuple(p.id for p in self.ruleset.programs if final[attr(p.id)] is True),
+            enrolled=tuple(p.id for p in self.ruleset.programs if final.get(attr(p.id)) is True),
         )

@@ -1,7 +1,17 @@
 """The only module that talks to durable_rules (durable-rules 2.0.28).
 
+Rules are registered through durable_rules' host API, in its JSON ruleset
+form. Facts are then fed to the registered ruleset's C engine one *stage*
+at a time: the facts of a batch for stage k go in one ``assert_facts`` call,
+every action durable_rules schedules is taken in order, and the facts they
+produce become the next call. This is the same protocol the host uses
+(``start_action_for_state`` / ``complete_and_start_action``) without its
+per-action Python wrappers and state round trips, and it cut the time per
+partner by more than half (figures in docs/benchmarks.md).
+
 durable_rules is unmaintained since 2020 and has sharp edges. Each one we
-found is handled here and covered by ``tests/test_durable_adapter.py``:
+found is handled here or in the compiler, and covered by
+``tests/test_durable_adapter.py``:
 
 * ``Host()`` starts timer threads that dispatch actions in the background
   every 0.2 s. We subclass it without them, so actions run only inside our
@@ -10,47 +20,52 @@ found is handled here and covered by ``tests/test_durable_adapter.py``:
   ``Exception``). Every :class:`DurableEngine` owns its own host, and the
   ruleset gets a fresh name.
 * About 1,024 live session ids raise ``MemoryError``. Each batch uses one
-  session id, and its state is deleted when the batch ends, even on error.
-* ``assert_facts`` raises ``MessageNotHandledException`` for the *whole batch*
-  when any one fact matches no rule, and then runs none of the actions.
-  Every stage's rules are exhaustive, so every fact matches; if one ever
-  does not, that is an :class:`EngineError`, not a silent loss.
+  session id, and its state is deleted when the batch ends.
+* ``assert_facts`` raises for the *whole batch* when any one fact matches no
+  rule, and then runs none of the actions. Every stage's rules are
+  exhaustive, so every fact matches; if one ever does not, that is an
+  :class:`EngineError`, not a silent loss.
+* Deleting a session's state after ``assert_facts`` failed can abort the
+  process inside the C extension. After any failed batch the host is
+  abandoned and the rules are registered in a fresh one.
 * A rule fires once per satisfied branch of an ``$or`` (two ``$or`` of two
-  branches under an ``$and`` fire four times). The compiler makes every
-  ``$or``'s branches mutually exclusive.
+  branches under an ``$and`` fire four times). The compiler emits no ``$or``.
 * ``$iall`` does not match an empty list. The compiler tests list size
   (``n_`` attributes) instead.
 * Asserting an identical fact twice raises ``MessageObservedException``.
   Facts carry the partner id, and duplicate ids in a batch are refused
   before the engine sees them.
-* An exception inside an action is stored in the session state instead of
-  being raised. Our actions record their own errors, and the state is
-  checked too; either becomes an :class:`EngineError`.
+* An exception inside an action run by the host is stored in the session
+  state instead of being raised. Our loop runs no host actions: the
+  registered actions only refuse to run, and the state is checked anyway.
 * After every action the session state is re-asserted as a fact
   (jruizgit/rules#288), so a rule that state can match re-fires forever.
   Every compiled rule requires its stage (``st == k``), which state lacks.
 * A condition on a fact attribute named ``id`` (the engine's own fact
   identity) re-fires forever. User names are prefixed (``v_``), so no rule
   ever reads ``id``.
-* Deleting a session's state after ``assert_facts`` raised can abort the
-  process inside the C extension. After any failed batch the host is
-  abandoned and the rules are registered in a fresh one.
+* Its exception texts quote whole facts. We report only the exception type,
+  because rosters hold personal data.
 * Decisions are never trusted silently: after every batch each partner must
-  have passed every stage exactly once and reached the final stage.
-  Otherwise it is an :class:`EngineError`.
+  have passed every stage exactly once and reached the final stage, and
+  each leaf program must have fired at most once. Anything else is an
+  :class:`EngineError`.
 """
 from __future__ import annotations
 
 import itertools
+import json
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
+import durable_rules_engine as _core
 from durable import engine as _durable
 
-from .compiler import PARTNER, STAGE, CompiledRules, Outcome, attr, ruleset_definition
+from .compiler import PARTNER, ROW_PREFIX, STAGE, CompiledRules, attr, ruleset_definition
 from .errors import EngineError
 
-MAX_BATCH = 500
+MAX_BATCH = 500      # facts per session; ~1,024 live sessions is durable's limit
+DEFAULT_BATCH = 100  # larger batches slow durable down (facts accumulate per session)
 _ruleset_ids = itertools.count(1)
 
 
@@ -69,58 +84,36 @@ class DurableEngine:
     Not thread-safe; use one engine per thread or process.
     """
 
-    def __init__(self, compiled: CompiledRules, batch_size: int = MAX_BATCH):
+    def __init__(self, compiled: CompiledRules, batch_size: int = DEFAULT_BATCH):
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}")
         self.compiled = compiled
         self.batch_size = batch_size
         self.name = f"eligibility_{next(_ruleset_ids)}"
         self._sids = itertools.count(1)
-        self._reset_batch()
-        self._host = self._new_host()
-
-    def _new_host(self) -> _QuietHost:
-        definition = ruleset_definition(self.compiled)
-        for stage in self.compiled.stages:
+        # rule name -> (stage, decision attribute, value, row attribute, row, carried names)
+        self._plans: dict[str, tuple] = {}
+        for stage in compiled.stages:
             for rule_name, _, outcome in stage.rules:
-                definition[rule_name]["run"] = self._action(stage.index, rule_name, outcome,
-                                                            stage.carry)
-        host = _QuietHost()
+                if outcome is None:
+                    self._plans[rule_name] = (stage.index, None, None, None, None, ())
+                else:
+                    row_attr = ROW_PREFIX + outcome.decision if outcome.row is not None else None
+                    self._plans[rule_name] = (stage.index, attr(outcome.decision), outcome.value,
+                                              row_attr, outcome.row, stage.carry)
+        self._final = compiled.final_stage
+        self._handle = self._register()
+
+    def _register(self) -> int:
+        definition = ruleset_definition(self.compiled)
+        for rule_name in definition:
+            definition[rule_name]["run"] = _not_run
+        self._host = _QuietHost()
         try:
-            host.set_rulesets({self.name: definition})
+            self._host.set_rulesets({self.name: definition})
         except Exception as error:  # durable raises bare Exception for bad rulesets
-            raise EngineError(f"durable_rules refused the compiled rules: {error}") from error
-        return host
-
-    def _reset_batch(self) -> None:
-        self._finals: dict[str, dict] = {}
-        self._passes: Counter = Counter()
-        self._errors: list[str] = []
-
-    def _action(self, stage: int, rule_name: str, outcome: Outcome | None,
-                carry: Sequence[str]):
-        def action(c: Any) -> None:
-            try:
-                fact = c.m._d
-                partner = fact[PARTNER]
-                self._passes[(partner, stage)] += 1
-                if outcome is None:  # the final stage: keep what was decided
-                    self._finals[partner] = fact
-                    return
-                following = {PARTNER: partner, STAGE: stage + 1}
-                for name in carry:
-                    if name in fact:
-                        following[name] = fact[name]
-                following[attr(outcome.decision)] = outcome.value
-                if outcome.row is not None:
-                    following["r_" + outcome.decision] = outcome.row
-                c.assert_fact(following)
-            except BaseException as error:  # noqa: BLE001 - durable would swallow it
-                # durable's exception texts embed whole facts: name only the type.
-                partner = c.m._d.get(PARTNER, "?") if c.m is not None else "?"
-                self._errors.append(f"rule {rule_name} for partner {partner}: "
-                                    f"{type(error).__name__}")
-        return action
+            raise EngineError(f"durable_rules refused the compiled rules: {error}") from None
+        return self._host.get_ruleset(self.name)._handle
 
     def decide(self, facts: Iterable[dict]) -> dict[str, dict]:
         """Run facts through every stage; returns {partner id: final fact}."""
@@ -142,42 +135,95 @@ class DurableEngine:
             raise EngineError(f"partner ids must be unique in a batch; repeated: "
                               f"{', '.join(map(str, duplicates[:5]))}")
         sid = f"b{next(self._sids)}"
-        payload = [dict(f, sid=sid, **{STAGE: 0}) for f in facts]
-        self._reset_batch()
         try:
-            self._host.assert_facts(self.name, payload)
-            state = self._host.get_state(self.name, sid)
-            self._host.delete_state(self.name, sid)
+            finals, passes = self._run_stages(sid, [dict(f, sid=sid, **{STAGE: 0}) for f in facts])
+            state = json.loads(_core.get_state(self._handle, sid))
+            _core.delete_state(self._handle, sid)
         except BaseException as error:
             # Touching a session after a failed batch can abort the process
             # inside durable_rules: abandon this host and start a clean one.
-            self._host = self._new_host()
-            if isinstance(error, _durable.MessageNotHandledException):
-                raise EngineError("durable_rules found no rule for a fact; the compiled rules "
-                                  "are not exhaustive (a bug in the compiler)") from None
-            if isinstance(error, _durable.MessageObservedException):
-                raise EngineError("durable_rules saw the same fact twice") from None
-            if isinstance(error, MemoryError):
-                raise EngineError("durable_rules ran out of session memory") from None
-            raise
-        if self._errors:
-            raise EngineError("an action failed inside durable_rules: " + self._errors[0])
+            self._handle = self._register()
+            raise _engine_error(error) from None
         if state.get("exception"):
-            raise EngineError("durable_rules stored an action error: "
-                              + str(state["exception"]).splitlines()[0][:300])
-        self._verify(partners)
-        finals, self._finals = self._finals, {}
+            raise EngineError("durable_rules stored an action error in its state")
+        self._verify(partners, finals, passes)
         return finals
 
-    def _verify(self, partners: list[str]) -> None:
-        """Every partner passed every stage exactly once and reached the end."""
-        stages = len(self.compiled.stages)
-        expected = {(p, s) for p in partners for s in range(stages)}
-        wrong = {key: n for key, n in self._passes.items() if n != 1}
-        missing = expected - set(self._passes)
-        if wrong or missing or len(self._finals) != len(partners):
-            example = next(iter(sorted(missing or wrong, key=str)), None)
+    def _run_stages(self, sid: str, pending: list[dict]) -> tuple[dict, Counter]:
+        """Feed the batch stage by stage; returns final facts and pass counts."""
+        finals: dict[str, dict] = {}
+        leaves: dict[str, dict] = {}
+        passes: Counter = Counter()
+        plans, final_stage = self._plans, self._final
+        while pending:
+            result = _core.assert_facts(self._handle, json.dumps(pending, ensure_ascii=False))
+            if result[0] == 1:
+                raise _durable.MessageNotHandledException({})
+            if result[0] == 2:
+                raise _durable.MessageObservedException({})
+            state_handle = result[1]
+            pending = []
+            started = _core.start_action_for_state(self._handle, state_handle)
+            message = started[1] if started else None
+            while message:
+                (rule_name, matched), = json.loads(message).items()
+                fact = matched["m"]
+                partner = fact[PARTNER]
+                stage, decision, value, row_attr, row, carry = plans[rule_name]
+                passes[(partner, stage, decision)] += 1
+                if stage != final_stage:
+                    following = {name: fact[name] for name in carry if name in fact}
+                    following.update({"sid": sid, PARTNER: partner, STAGE: stage + 1,
+                                      decision: value})
+                    if row_attr is not None:
+                        following[row_attr] = row
+                    pending.append(following)
+                elif decision is None:
+                    finals[partner] = fact
+                else:  # a leaf program that enrolls this partner
+                    leaves.setdefault(partner, {})[decision] = value
+                message = _core.complete_and_start_action(self._handle, state_handle)
+        for partner, enrolled in leaves.items():
+            if partner in finals:
+                finals[partner] = {**finals[partner], **enrolled}
+        return finals, passes
+
+    def _verify(self, partners: list[str], finals: dict, passes: Counter) -> None:
+        """Each partner passed each stage once, reached the end, and no rule repeated."""
+        stages = {(stage.index, None if stage.kind == "final" else attr(stage.decision))
+                  for stage in self.compiled.stages}
+        seen: Counter = Counter()
+        repeated = 0
+        for (partner, stage, decision), count in passes.items():
+            repeated += count > 1
+            if (stage, decision) in stages:
+                seen[partner] += 1
+        short = [p for p in partners if seen[p] != len(stages) or p not in finals]
+        if repeated or short or len(finals) != len(partners):
             raise EngineError(
                 f"durable_rules lost or repeated decisions in a batch of {len(partners)} "
-                f"partners: {len(missing)} stage passes missing, {len(wrong)} repeated, "
-                f"{len(self._finals)} of {len(partners)} finished (first: {example})")
+                f"partners: {len(short)} partners incomplete, {repeated} rules fired more than "
+                f"once (first incomplete: {short[0] if short else None})")
+
+
+def _not_run(c: Any) -> None:
+    """Registered as every rule's action; the adapter's own loop takes the
+    actions instead, so the host never runs one."""
+    raise EngineError("a durable_rules host action ran outside the adapter's loop")
+
+
+def _engine_error(error: BaseException) -> EngineError:
+    """Our error for anything raised while durable_rules ran a batch.
+
+    Only the exception type is reported: durable's texts quote whole facts.
+    """
+    if isinstance(error, EngineError):
+        return error
+    if isinstance(error, _durable.MessageNotHandledException):
+        return EngineError("durable_rules found no rule for a fact; the compiled rules are "
+                           "not exhaustive (a bug in the compiler)")
+    if isinstance(error, _durable.MessageObservedException):
+        return EngineError("durable_rules saw the same fact twice")
+    if isinstance(error, MemoryError):
+        return EngineError("durable_rules ran out of session memory")
+    return EngineError(f"durable_rules failed while deciding a batch: {type(error).__name__}")

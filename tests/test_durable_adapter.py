@@ -140,15 +140,30 @@ def test_exponent_notation_numbers_are_decided(ruleset, example_partners):
     assert result.stdout.strip() == "small"
 
 
-def test_action_errors_are_raised_not_stored(evaluator, example_partners, monkeypatch):
-    """durable stores an action's exception in the session state; we raise it."""
-    def broken(name):
-        raise RuntimeError("boom")
-    monkeypatch.setattr(durable_adapter, "attr", broken)
-    with pytest.raises(EngineError, match="action failed.*RuntimeError"):
+def test_host_actions_store_exceptions_in_state():
+    """The hazard itself: an exception in a host-run action lands in the state."""
+    result = run_isolated("""
+        from durable import engine
+        class Host(engine.Host):
+            def _run(self): pass
+        def boom(c):
+            raise ValueError('boom')
+        host = Host()
+        host.set_rulesets({'t': {'r': {'all': [{'m': {'x': 1}}], 'run': boom}}})
+        host.assert_fact('t', {'sid': 's', 'x': 1})
+        print('exception' in host.get_state('t', 's'))
+    """)
+    assert result.stdout.strip() == "True"
+
+
+def test_errors_while_deciding_are_raised_and_the_engine_recovers(ruleset, example_partners):
+    evaluator = Evaluator(ruleset)
+    plans = evaluator.engine._plans
+    evaluator.engine._plans = {}  # every rule lookup in the loop now fails
+    with pytest.raises(EngineError, match="failed while deciding a batch: KeyError"):
         evaluator.decide(example_partners[:3], AS_OF)
-    monkeypatch.undo()
-    assert len(evaluator.decide(example_partners[:3], AS_OF)) == 3  # engine still usable
+    evaluator.engine._plans = plans
+    assert len(evaluator.decide(example_partners[:3], AS_OF)) == 3  # a fresh host took over
 
 
 def test_a_fact_no_rule_matches_is_an_error_not_a_loss(ruleset, example_partners):
@@ -169,11 +184,21 @@ def test_duplicate_partner_ids_in_a_batch_are_refused(evaluator, example_partner
         evaluator.decide([example_partners[0], example_partners[0]], AS_OF)
 
 
-def test_error_messages_do_not_quote_partner_data(evaluator, example_partners, monkeypatch):
-    monkeypatch.setattr(durable_adapter, "attr", lambda name: (_ for _ in ()).throw(KeyError("x")))
+def test_error_messages_do_not_quote_partner_data(ruleset, example_partners):
+    evaluator = Evaluator(ruleset)
+    evaluator.engine._plans = {}
     with pytest.raises(EngineError) as caught:
         evaluator.decide(example_partners[:1], AS_OF)
-    assert "partner_name" not in str(caught.value) and "@" not in str(caught.value)
+    assert "Northwind" not in str(caught.value) and "@" not in str(caught.value)
+
+
+def test_leaf_programs_have_only_an_enrolled_rule_on_the_final_stage(ruleset, example_partners):
+    """Leaf programs sit on the final stage with an 'enrolled' rule only."""
+    compiled = compile_rules(ruleset)
+    final = compiled.stages[-1]
+    leaf_ids = {outcome.decision for _, _, outcome in final.rules if outcome is not None}
+    assert "healthcare_specialization" in leaf_ids and "premier" not in leaf_ids
+    assert all(outcome.value is True for _, _, outcome in final.rules if outcome is not None)
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, 500])
