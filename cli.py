@@ -7,18 +7,27 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import sys
+import time
+from pathlib import Path
+
 import click
 
+from engine.batch import OUTPUT_FILES, Progress, RunOptions, default_workers, run_batch
 from engine.decide import Evaluator
-from engine.errors import EligibilityError, EngineError
+from engine.errors import DataError, EligibilityError, EngineError, UsageError
 from engine.explain import explain
 from engine.loader import load_rules
 from engine.render import explanation_text
 from engine.roster import find_partner, partner_from_json_file
+from engine.run_history import DEFAULT_DB, RunHistory
 
 DEFAULT_RULES = "rules"
 DEFAULT_ROSTER = "examples/roster.csv"
 DEFAULT_PERFORMANCE = "examples/performance.csv"
+DEFAULT_OUT = "out"
+DB_ENV = "ELIGIBILITY_DB"
 
 
 def _as_of(_ctx, _param, value: str | None) -> dt.date:
@@ -49,8 +58,10 @@ def cli() -> None:
 
     \b
     Examples:
+      eligibility run --as-of 2026-11-26
       eligibility validate rules/
       eligibility explain P-1001 --as-of 2026-11-26
+      eligibility history
     """
 
 
@@ -119,6 +130,151 @@ def explain_command(partner_id: str | None, json_file: str | None, rules_dir: st
     else:
         click.echo(explanation_text(ruleset, decision, explanation,
                                     partner.values.get("partner_name")))
+
+
+@cli.command()
+@click.option("--rules", "rules_dir", default=DEFAULT_RULES, show_default=True,
+              help="Rules folder.")
+@click.option("--roster", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"Roster (.csv, .jsonl, or .xlsx). Default: {DEFAULT_ROSTER} with "
+                   f"{DEFAULT_PERFORMANCE}.")
+@click.option("--performance", type=click.Path(dir_okay=False, path_type=Path),
+              help="Quarterly performance history, one row per partner and quarter.")
+@click.option("--as-of", callback=_as_of, metavar="DATE",
+              help="Decide as of this date (YYYY-MM-DD). Default: today.")
+@click.option("--out", "out_dir", default=DEFAULT_OUT, show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Worker processes. Default: the machine's cores.")
+@click.option("--strict", is_flag=True,
+              help="Fail (exit 1) if any row is rejected; only rejects.csv is written.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.")
+def run(rules_dir: str, roster: Path | None, performance: Path | None, as_of: dt.date,
+        out_dir: Path, workers: int | None, strict: bool, quiet: bool, db: Path | None) -> None:
+    """Decide every partner of a roster and write the results to --out.
+
+    Writes decisions.jsonl (every decision, and why programs were missed),
+    enrollments.csv, rejects.csv (bad rows with row number and reason),
+    changes.csv (what changed since the last run of these rules over this
+    roster), and summary.json. The run is recorded in the run history.
+
+    \b
+    Examples:
+      eligibility run --as-of 2026-11-26
+      eligibility run --roster crm.xlsx --performance quarters.csv --out q4 --strict
+    """
+    if roster is None:
+        roster = Path(DEFAULT_ROSTER)
+        performance = performance or Path(DEFAULT_PERFORMANCE)
+    ruleset = load_rules(rules_dir)
+    options = RunOptions(roster=roster, performance=performance, as_of=as_of, out_dir=out_dir,
+                         workers=workers or default_workers(), strict=strict,
+                         db=db or Path(os.environ.get(DB_ENV, DEFAULT_DB)))
+    bar = _ProgressLine() if not quiet and sys.stderr.isatty() else None
+    try:
+        result = run_batch(ruleset, options, bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    summary = result.summary
+    partners = summary["partners"]
+    if result.failed_strict:
+        raise DataError(f"--strict: {partners['rejected']} roster rows and "
+                        f"{result.history_rejects} history rows rejected; see "
+                        f"{out_dir / 'rejects.csv'} (no other output was written)")
+    if quiet:
+        return
+    click.echo(f"Run {result.run_id} as of {summary['as_of']}: {partners['rows_read']} rows "
+               f"read, {partners['decided']} partners decided, {partners['rejected']} rejected"
+               + (f" (and {result.history_rejects} history rows)" if result.history_rejects
+                  else "") + ".")
+    click.echo("Wrote " + ", ".join(str(out_dir / name) for name in OUTPUT_FILES))
+    counts = summary["changes"]["counts"]
+    previous = summary["changes"]["previous_run"]
+    if previous is None:
+        click.echo("No earlier run of these rules over this roster: no changes to list.")
+    else:
+        listed = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items() if n)
+        click.echo(f"Changes since run {previous}: {listed or 'none'}.")
+    click.echo("Engagement models: " + ", ".join(
+        f"{ruleset.engagement_models[m].name} {n}" for m, n in summary["engagement_models"].items()))
+    click.echo("Programs: " + ", ".join(
+        f"{ruleset.program(p).name} {n}" for p, n in summary["programs"].items() if n))
+
+
+class _ProgressLine:
+    """Partners done, rate, and time left, redrawn in place on stderr."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def update(self, p: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.2:
+            return
+        self.last = now
+        rate = p.partners / p.elapsed if p.elapsed else 0
+        left = ""
+        if p.bytes_total and p.bytes_read:
+            share = min(p.bytes_read / p.bytes_total, 1.0)
+            remaining = p.elapsed * (1 - share) / share if share else 0
+            left = f"  {share:6.1%}  about {int(remaining) // 60}:{int(remaining) % 60:02d} left"
+        click.echo(f"\r  {p.partners:>10,} partners  {rate:>8,.0f}/s{left}  ", nl=False, err=True)
+
+    def close(self) -> None:
+        if self.last:
+            click.echo("", err=True)
+
+
+@cli.command()
+@click.argument("run_id", required=False, type=int)
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.")
+def history(run_id: int | None, db: Path | None) -> None:
+    """List recorded runs, or show one run in detail.
+
+    \b
+    Examples:
+      eligibility history
+      eligibility history 3
+    """
+    path = db or Path(os.environ.get(DB_ENV, DEFAULT_DB))
+    if not path.exists():
+        raise UsageError(f"no run history at {path} yet; 'eligibility run' creates it")
+    runs = RunHistory(path)
+    try:
+        if run_id is None:
+            records = runs.runs()
+            if not records:
+                click.echo("No runs recorded yet.")
+            for r in records:
+                click.echo(f"{r.id:>4}  {r.finished_at}  as of {r.as_of}  {r.ruleset_name} "
+                           f"({r.rules_fingerprint})  {Path(r.roster_source).name}: "
+                           f"{r.rows_read} read, {r.decided} decided, {r.rejected} rejected")
+            return
+        r = runs.run(run_id)
+        s = r.summary
+        click.echo(f"Run {r.id}, as of {r.as_of}, started {r.started_at}, finished {r.finished_at}")
+        click.echo(f"  rules:       {r.ruleset_name} (fingerprint {r.rules_fingerprint})")
+        click.echo(f"  roster:      {r.roster_source} (fingerprint {r.roster_fingerprint})")
+        if r.performance_source:
+            click.echo(f"  performance: {r.performance_source} "
+                       f"(fingerprint {r.performance_fingerprint})")
+        click.echo(f"  output:      {r.output_folder}")
+        click.echo(f"  partners:    {r.rows_read} read, {r.decided} decided, {r.rejected} rejected")
+        changes = s["changes"]
+        if changes["previous_run"] is not None:
+            listed = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in changes["counts"].items() if n)
+            click.echo(f"  changes since run {changes['previous_run']}: {listed or 'none'}")
+        for table, counts in s["classifications"].items():
+            click.echo(f"  {table}: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
+        click.echo("  engagement models: " + ", ".join(
+            f"{m} {n}" for m, n in s["engagement_models"].items()))
+        click.echo("  programs: " + ", ".join(f"{p} {n}" for p, n in s["programs"].items()))
+    finally:
+        runs.close()
 
 
 main = cli

@@ -282,3 +282,64 @@ def _gap(c: Compare, vtype: ValueType | None, value: Any) -> str:
     if c.op == "between":
         return f"needs between {fmt(v[0])} and {fmt(v[1])}, {has}"
     return f"needs {v[0]} in the list, {has}"
+
+
+def program_failures(ruleset: RuleSet, values: Mapping[str, Any], decision: Decision,
+                     as_of: dt.date) -> dict[str, list[str]]:
+    """Why each program the partner is not enrolled in was missed, in short lines.
+
+    A lean version of :func:`explain` for batch runs: it evaluates only the
+    programs the engine did not enroll, and formats only what failed. Every
+    program it returns has at least one reason; a program without one would
+    mean the engine and the rules disagree (see :class:`EngineError`).
+    """
+    known = dict(values)
+    known.update(decision.classifications)
+    known[ENGAGEMENT] = decision.engagement
+    enrolled = set(decision.enrolled)
+    known.update({p.id: p.id in enrolled for p in ruleset.programs})
+    result: dict[str, list[str]] = {}
+    for program in ruleset.programs:
+        if program.id in enrolled:
+            continue
+        reasons: list[str] = []
+        if not program.in_effect(as_of):
+            reasons.append(f"not in effect on {as_of}")
+        if program.when is not None:
+            reasons += _failed_leaves(ruleset, program.when, known)
+        reasons += [f"requires {r}" for r in program.requires if r not in enrolled]
+        if program.group:
+            for member in ruleset.group_members(program.group):
+                if member.id == program.id:
+                    break
+                if member.id in enrolled:
+                    reasons.append(f"{member.id} ranks higher in group {program.group}")
+                    break
+        result[program.id] = reasons
+    return result
+
+
+def _failed_leaves(ruleset: RuleSet, condition: Condition, values: Mapping[str, Any],
+                   negate: bool = False) -> list[str]:
+    """The leaf conditions that make ``condition`` fail (empty when it holds)."""
+    if isinstance(condition, NotOf):
+        return _failed_leaves(ruleset, condition.item, values, not negate)
+    if isinstance(condition, (AllOf, AnyOf)):
+        parts = [_failed_leaves(ruleset, item, values, negate) for item in condition.items]
+        if isinstance(condition, AllOf) != negate:  # every part must hold
+            return [line for part in parts for line in part]
+        if any(not part for part in parts):  # one part holds: the whole holds
+            return []
+        return ["none of: " + "; ".join(line for part in parts for line in part)]
+    value = values.get(condition.name)
+    if isinstance(condition, IsMissing):
+        holds = (value is None) != condition.negated
+    else:
+        holds = _compare(condition, value)
+    if holds != negate:
+        return []
+    if negate:
+        return [f"must not hold: {condition.text}"]
+    if isinstance(condition, IsMissing):
+        return [f"{condition.text}: has {format_value(ruleset.type_of(condition.name), value)}"]
+    return [f"{condition.text}: {_gap(condition, ruleset.type_of(condition.name), value)}"]

@@ -32,7 +32,7 @@ RULESET_KEYS = ("name", "description", "currency")
 FIELD_KEYS = ("type", "required", "default", "label", "description", "values")
 PARAMETER_KEYS = ("value", "description")
 METRIC_KEYS = ("value", "label", "description")
-TABLE_KEYS = ("label", "description", "rows", "default", "default_note")
+TABLE_KEYS = ("label", "description", "rows", "default", "default_note", "order")
 ENGAGEMENT_KEYS = TABLE_KEYS + ("models",)
 ROW_KEYS = ("value", "when", "note")
 MODEL_KEYS = ("name", "description", "resources")
@@ -365,9 +365,20 @@ class _RuleLoader:
             ok = False
         if not ok:
             return None
-        return Table(name, self.text(data, "label", where, name.replace("_", " ")),
-                     self.text(data, "description", where), tuple(rows), default,
-                     self.text(data, "default_note", where), loc)
+        table = Table(name, self.text(data, "label", where, name.replace("_", " ")),
+                      self.text(data, "description", where), tuple(rows), default,
+                      self.text(data, "default_note", where), loc)
+        order = data.get("order")
+        if order is not None:
+            if not isinstance(order, YList) or sorted(map(str, order)) != sorted(table.values):
+                self.problem(data.value_loc("order"),
+                             f"'order' of {where} must list each of its values once, lowest "
+                             f"first: {', '.join(table.values)}")
+            else:
+                table = Table(*[getattr(table, f) for f in ("name", "label", "description",
+                                                            "rows", "default", "default_note",
+                                                            "loc")], order=tuple(order))
+        return table
 
     def _engagement(self, entry) -> tuple[Table | None, dict[str, EngagementModel]]:
         if entry is None:

@@ -74,6 +74,13 @@ class Table:
     default: str
     default_note: str
     loc: Loc
+    order: tuple[str, ...] = ()  # values from lowest to highest, when they rank
+
+    def direction(self, before: str, after: str) -> str:
+        """'up', 'down', or 'changed' (when the values do not rank)."""
+        if before in self.order and after in self.order:
+            return "up" if self.order.index(after) > self.order.index(before) else "down"
+        return "changed"
 
     @property
     def values(self) -> tuple[str, ...]:

@@ -1,12 +1,13 @@
 """Reading partner rosters and performance history from CRM exports.
 
 Supports CSV (UTF-8, with or without the byte-order mark Excel writes,
-quoted fields with commas and newlines) and JSON Lines. Each record comes
+quoted fields with commas and newlines), JSON Lines, and Excel ``.xlsx``. Each record comes
 with its row number in the source file so problems can point at it.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from .errors import DataError, UsageError
 from .model import RuleSet
 from .partners import PARTNER_ID, Partner, partner_from_record
 
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".xlsx": "xlsx"}
 
 
 @dataclass(frozen=True)
@@ -26,41 +27,105 @@ class SourceRow:
     record: Mapping[str, Any]
 
 
+class RowReader:
+    """The records of a CSV, JSON Lines, or .xlsx file, with their row numbers.
+
+    ``bytes_read`` tells how far into the file reading has got, for progress.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.kind = FORMATS.get(self.path.suffix.lower())
+        if self.kind is None:
+            raise UsageError(f"{self.path}: unsupported file type '{self.path.suffix}'; "
+                             "use .csv, .jsonl, or .xlsx")
+        if not self.path.is_file():
+            raise UsageError(f"{self.path}: file not found")
+        self.size = self.path.stat().st_size
+        self._binary: io.BufferedReader | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        try:
+            return self._binary.tell() if self._binary and not self._binary.closed else 0
+        except (OSError, ValueError):
+            return 0
+
+    def __iter__(self) -> Iterator[SourceRow]:
+        if self.kind == "xlsx":
+            yield from _read_xlsx(self.path)
+            return
+        with self.path.open("rb") as binary:
+            self._binary = binary
+            text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
+            if self.kind == "csv":
+                yield from _read_csv(self.path, text)
+            else:
+                yield from _read_jsonl(self.path, text)
+
+
 def read_rows(path: str | Path) -> Iterator[SourceRow]:
-    """Yield the records of a CSV or JSON Lines file, with their row numbers."""
-    path = Path(path)
-    kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise UsageError(f"{path}: unsupported file type '{path.suffix}'; use .csv or .jsonl")
-    if not path.is_file():
-        raise UsageError(f"{path}: file not found")
-    if kind == "csv":
-        yield from _read_csv(path)
-    else:
-        yield from _read_jsonl(path)
+    """Yield the records of a CSV, JSON Lines, or .xlsx file, with their row numbers."""
+    return iter(RowReader(path))
 
 
-def _read_csv(path: Path) -> Iterator[SourceRow]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+def _read_csv(path: Path, handle: io.TextIOBase) -> Iterator[SourceRow]:
+    """Rows are numbered as a spreadsheet shows them: the header is row 1,
+    and a quoted value spanning several lines still makes one row."""
+    reader = csv.DictReader(handle)
+    number = 1
+    try:
         if reader.fieldnames is None:
             return
         headers = [h.strip() for h in reader.fieldnames]
         if PARTNER_ID not in headers:
             raise DataError(f"{path}: no '{PARTNER_ID}' column (columns: {', '.join(headers[:12])})")
         reader.fieldnames = headers
-        try:
-            for record in reader:
-                yield SourceRow(str(path), reader.line_num, record)
-        except UnicodeDecodeError as error:
-            raise DataError(f"{path}: not UTF-8 text near line {reader.line_num + 1} "
-                            f"({error.reason}); export the file as UTF-8") from None
-        except csv.Error as error:
-            raise DataError(f"{path}:{reader.line_num}: unreadable CSV ({error})") from None
+        for number, record in enumerate(reader, start=2):
+            if None in record:  # more cells than column names
+                record.pop(None)
+            yield SourceRow(str(path), number, record)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text after row {number} ({error.reason}); export "
+                        "the file as UTF-8") from None
+    except csv.Error as error:
+        raise DataError(f"{path}: unreadable CSV after row {number} ({error})") from None
 
 
-def _read_jsonl(path: Path) -> Iterator[SourceRow]:
-    with path.open(encoding="utf-8-sig") as handle:
+def _read_xlsx(path: Path) -> Iterator[SourceRow]:
+    """The first worksheet; the first row holds the column names."""
+    import openpyxl  # imported here: only Excel users pay for it
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as error:  # openpyxl raises many types for damaged files
+        raise DataError(f"{path}: not a readable .xlsx workbook ({type(error).__name__})") from None
+    try:
+        rows = book.worksheets[0].iter_rows()
+        header = next(rows, None)
+        if header is None:
+            return
+        names = [str(c.value).strip() if c.value is not None else "" for c in header]
+        if PARTNER_ID not in names:
+            raise DataError(f"{path}: no '{PARTNER_ID}' column (columns: {', '.join(names[:12])})")
+        for number, cells in enumerate(rows, start=2):
+            record = {name: _cell_value(cell) for name, cell in zip(names, cells) if name}
+            if any(v not in (None, "") for v in record.values()):
+                yield SourceRow(str(path), number, record)
+    finally:
+        book.close()
+
+
+def _cell_value(cell: Any) -> Any:
+    # A cell shown as 12% holds 0.12; say so, since bare numbers mean points.
+    value = cell.value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            "%" in (cell.number_format or ""):
+        return f"{value * 100!r}%"
+    return value
+
+
+def _read_jsonl(path: Path, handle: io.TextIOBase) -> Iterator[SourceRow]:
+    try:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -71,6 +136,9 @@ def _read_jsonl(path: Path) -> Iterator[SourceRow]:
             if not isinstance(record, dict):
                 raise DataError(f"{path}:{number}: each line must be a JSON object")
             yield SourceRow(str(path), number, record)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error.reason}); export the file as "
+                        "UTF-8") from None
 
 
 def find_partner(ruleset: RuleSet, roster: str | Path, performance: str | Path | None,

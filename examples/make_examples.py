@@ -3,8 +3,8 @@
 Each partner is written by hand as an archetype so that the example roster
 covers every partner type, standing, and engagement model of the reference
 rules, plus edge cases: a brand-new partner, one with no history, a held
-downgrade, an invitation to Elite, odd characters in names, and missing
-optional values.
+downgrade, an invitation to Elite, odd characters in names, missing
+optional values, and a few rows with mistakes that a run sets aside.
 
     python examples/make_examples.py
 """
@@ -61,6 +61,20 @@ PARTNERS = [
 ]
 
 
+# Deliberate mistakes, as real CRM exports have them: these rows are set aside
+# in rejects.csv with their row number and reason, and the run goes on.
+BAD_ROSTER_ROWS = [
+    ["P-1033", "Day First Dates Ltd", "GB", "en", "Ops Team", "ops@p-1033.example.com",
+     "31/12/2019", 5, 6, 1, 2, 3, 1, "50%", "50%", "0%", "0.03%", "", "no", "no", "no"],
+    ["P-1034", "Words For Numbers GmbH", "DE", "de", "Vertrieb", "info@p-1034.example.com",
+     "2018-04-01", 7, 9, 2, 2, "twelve", 1, "40%", "40%", "20%", "0.06%", "", "no", "no", "no"],
+]
+BAD_HISTORY_ROWS = [
+    ["P-1099", "2026Q3", "12000.00", 10000, 4],   # no such partner in the roster
+    ["P-1005", "2026Q5", "90000.00", 80000, 30],  # no fifth quarter
+]
+
+
 def history(pattern: str, target: int, deals: int, rng: random.Random) -> list[tuple]:
     """Quarterly (quarter, revenue, target, deals) rows for an archetype."""
     rows = []
@@ -107,12 +121,14 @@ def main() -> None:
             writer.writerow([pid, name, country, lang, contact, email, joined, *staff,
                              *certified, *(f"{s}%" for s in shares), vendor_share, verticals,
                              plan, elite, hold])
+        writer.writerows(BAD_ROSTER_ROWS)
     with (HERE / "performance.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["partner_id", "quarter", "revenue", "target", "deals_closed"])
         for p in PARTNERS:
             for quarter, revenue, target, deals in history(p[13], p[14], p[15], rng):
                 writer.writerow([p[0], quarter, f"{revenue:.2f}", target, deals])
+        writer.writerows(BAD_HISTORY_ROWS)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,328 @@
+"""Batch runs: a whole roster against a rule set, as of a date.
+
+The roster is read as a stream and cut into chunks. Each chunk gets its
+partners' staged history and goes to a worker process (see
+:mod:`engine.batch_worker`). Results come back in roster order whatever the
+number of workers, so outputs are deterministic. Bad rows are set aside in
+``rejects.csv`` with their row number and reason, and the counts always
+reconcile: rows read = partners decided + rows rejected.
+
+Outputs are written to temporary files and renamed into place at the end,
+and the run is recorded in the run history in one transaction. A run
+stopped at any moment leaves the previous complete outputs and history.
+"""
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import hashlib
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .batch_worker import ChunkResult, ChunkRow, PartnerResult, decide_chunk
+from .changes import COLUMNS as CHANGE_COLUMNS, KINDS as CHANGE_KINDS, Change, Snapshot, compare
+from .errors import DataError
+from .history_store import HistoryStore
+from .model import RuleSet
+from .outputs import CsvOutput, JsonLinesOutput, remove_stale_partials, write_json_atomically
+from .partners import PARTNER_ID, read_partner_id, shorten
+from .rejects import COLUMNS as REJECT_COLUMNS, Reject
+from .roster import RowReader
+from .run_history import DEFAULT_DB, RunHistory, RunRecord
+
+CHUNK_SIZE = 500
+OUTPUT_FILES = ("decisions.jsonl", "enrollments.csv", "rejects.csv", "changes.csv",
+                "summary.json")
+ENROLLMENT_COLUMNS = ("partner_id", "program", "program_name", "group")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    roster: Path
+    performance: Path | None
+    as_of: dt.date
+    out_dir: Path
+    workers: int = 1
+    strict: bool = False
+    db: Path = Path(DEFAULT_DB)
+    chunk_size: int = CHUNK_SIZE
+
+
+@dataclass(frozen=True)
+class Progress:
+    partners: int        # rows handled so far (decided or rejected)
+    bytes_read: int
+    bytes_total: int
+    elapsed: float
+
+
+@dataclass
+class RunResult:
+    run_id: int | None
+    summary: dict
+    out_dir: Path
+    rejected_rows: int = 0
+    history_rejects: int = 0
+    changes: int = 0
+    failed_strict: bool = False
+
+
+@dataclass
+class _Tally:
+    rows_read: int = 0
+    decided: int = 0
+    rejected_rows: int = 0
+    reject_lines: int = 0
+    classifications: dict = field(default_factory=dict)
+    engagement: collections.Counter = field(default_factory=collections.Counter)
+    programs: collections.Counter = field(default_factory=collections.Counter)
+    changes: collections.Counter = field(default_factory=collections.Counter)
+
+
+def file_fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+class _Outputs:
+    """The output files of one run, committed together at the end."""
+
+    def __init__(self, folder: Path):
+        self.decisions = JsonLinesOutput(folder / "decisions.jsonl")
+        self.enrollments = CsvOutput(folder / "enrollments.csv", ENROLLMENT_COLUMNS)
+        self.rejects = CsvOutput(folder / "rejects.csv", REJECT_COLUMNS)
+        self.changes = CsvOutput(folder / "changes.csv", CHANGE_COLUMNS)
+        self.all = (self.decisions, self.enrollments, self.rejects, self.changes)
+
+    def commit(self, only: tuple = ()) -> None:
+        for output in self.all:
+            if not only or output in only:
+                output.commit()
+            else:
+                output.discard()
+
+    def discard(self) -> None:
+        for output in self.all:
+            output.discard()
+
+
+def run_batch(ruleset: RuleSet, options: RunOptions,
+              progress: Callable[[Progress], None] | None = None) -> RunResult:
+    """Decide every partner of a roster; see the module docstring."""
+    clock = time.perf_counter()
+    started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    reader = RowReader(options.roster)
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(options.out_dir)
+    roster_source = str(options.roster.resolve())
+    fingerprints = {"roster": file_fingerprint(options.roster)}
+    history = HistoryStore(ruleset)
+    runs = RunHistory(options.db)
+    outputs = _Outputs(options.out_dir)
+    tally = _Tally()
+    timings: dict[str, float] = {}
+    try:
+        history_rejects = 0
+        if options.performance is not None:
+            fingerprints["performance"] = file_fingerprint(options.performance)
+            for reject in history.load(options.performance):
+                outputs.rejects.write(reject.as_row())
+                history_rejects += 1
+        timings["history_seconds"] = round(time.perf_counter() - clock, 3)
+        previous = runs.previous_run(ruleset.name, roster_source)
+        runs.begin()
+        run_id = runs.next_run_id()
+        seen: dict[str, int] = {}
+
+        def report() -> None:
+            if progress:
+                progress(Progress(tally.rows_read, reader.bytes_read, reader.size,
+                                  time.perf_counter() - clock))
+
+        chunks = _chunks(reader, history, seen, tally, outputs, options.chunk_size)
+        for result in _decide_all(ruleset, chunks, options.as_of, options.workers):
+            _record_chunk(ruleset, result, run_id, previous, runs, outputs, tally)
+            report()
+        if previous is not None:
+            for partner_id in runs.removed(previous.id, run_id):
+                _write_change(Change(partner_id, "removed_partner", "", "", "", ""),
+                              outputs, tally)
+        for reject in history.unknown_partners(set(seen)):
+            outputs.rejects.write(reject.as_row())
+            history_rejects += 1
+        timings["total_seconds"] = round(time.perf_counter() - clock, 3)
+        if tally.rows_read != tally.decided + tally.rejected_rows:  # pragma: no cover
+            raise AssertionError("the counts do not reconcile; this is a bug")
+        summary = _summary(ruleset, options, fingerprints, history, tally, history_rejects,
+                           previous, run_id, started_at, timings)
+        result = RunResult(run_id, summary, options.out_dir, tally.rejected_rows,
+                           history_rejects, sum(tally.changes.values()))
+        if options.strict and (tally.rejected_rows or history_rejects):
+            outputs.commit(only=(outputs.rejects,))
+            runs.abort()
+            result.failed_strict = True
+            result.run_id = None
+            return result
+        outputs.commit()
+        write_json_atomically(options.out_dir / "summary.json", summary)
+        finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        runs.finish(RunRecord(
+            run_id, started_at, finished_at, options.as_of.isoformat(), ruleset.name,
+            ruleset.fingerprint, roster_source, fingerprints["roster"],
+            str(options.performance.resolve()) if options.performance else None,
+            fingerprints.get("performance"), tally.rows_read, tally.decided,
+            tally.rejected_rows, str(options.out_dir.resolve()), summary))
+        return result
+    except BaseException:
+        outputs.discard()
+        runs.abort()
+        raise
+    finally:
+        history.close()
+        runs.close()
+
+
+def _chunks(reader: RowReader, history: HistoryStore, seen: dict[str, int], tally: _Tally,
+            outputs: _Outputs, size: int) -> Iterator[list[ChunkRow]]:
+    """Roster rows in chunks, with their history; bad ids and duplicates set aside."""
+    chunk: list[tuple] = []
+    for row in reader:
+        tally.rows_read += 1
+        try:
+            partner_id = read_partner_id(row.record)
+        except DataError as error:
+            _write_reject(Reject(row.file, row.row, "", PARTNER_ID,
+                                 shorten(row.record.get(PARTNER_ID)), str(error)), outputs, tally)
+            tally.rejected_rows += 1
+            continue
+        if partner_id in seen:
+            _write_reject(Reject(row.file, row.row, partner_id, PARTNER_ID, partner_id,
+                                 f"duplicate partner_id (first on row {seen[partner_id]})"),
+                          outputs, tally)
+            tally.rejected_rows += 1
+            continue
+        seen[partner_id] = row.row
+        chunk.append((partner_id, row))
+        if len(chunk) == size:
+            yield _with_history(chunk, history)
+            chunk = []
+    if chunk:
+        yield _with_history(chunk, history)
+
+
+def _with_history(chunk: list[tuple], history: HistoryStore) -> list[ChunkRow]:
+    rows = history.rows_for(pid for pid, _ in chunk)
+    return [ChunkRow(row.file, row.row, row.record, rows.get(pid, [])) for pid, row in chunk]
+
+
+def _decide_all(ruleset: RuleSet, chunks: Iterator[list[ChunkRow]], as_of: dt.date,
+                workers: int) -> Iterator[ChunkResult]:
+    """Chunk results in roster order, from this process or a pool of workers.
+
+    At most two chunks per worker are in flight, so a huge roster is never
+    read ahead into memory.
+    """
+    if workers <= 1:
+        for chunk in chunks:
+            yield decide_chunk(ruleset, chunk, as_of)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with context.Pool(workers) as pool:
+        inflight: collections.deque = collections.deque()
+        for chunk in chunks:
+            inflight.append(pool.apply_async(decide_chunk, (ruleset, chunk, as_of)))
+            while len(inflight) > 2 * workers:
+                yield inflight.popleft().get()
+        while inflight:
+            yield inflight.popleft().get()
+
+
+def _record_chunk(ruleset: RuleSet, result: ChunkResult, run_id: int,
+                  previous: RunRecord | None, runs: RunHistory, outputs: _Outputs,
+                  tally: _Tally) -> None:
+    for reject in result.rejects:
+        _write_reject(reject, outputs, tally)
+    tally.rejected_rows += result.rejected_rows
+    snapshots = [(r.partner_id, _snapshot(r)) for r in result.results]
+    runs.add_decisions(run_id, snapshots)
+    before = runs.snapshots(previous.id, [pid for pid, _ in snapshots]) if previous else {}
+    names = {p.id: p for p in ruleset.programs}
+    for partner, (partner_id, snapshot) in zip(result.results, snapshots):
+        tally.decided += 1
+        outputs.decisions.write(_decision_record(ruleset, partner))
+        for program_id in partner.decision.enrolled:
+            program = names[program_id]
+            outputs.enrollments.write((partner_id, program_id, program.name, program.group or ""))
+            tally.programs[program_id] += 1
+        for table, value in partner.decision.classifications.items():
+            tally.classifications.setdefault(table, collections.Counter())[value] += 1
+        tally.engagement[partner.decision.engagement] += 1
+        if previous is not None:
+            for change in compare(ruleset, partner_id, before.get(partner_id), snapshot):
+                _write_change(change, outputs, tally)
+
+
+def _snapshot(result: PartnerResult) -> Snapshot:
+    d = result.decision
+    return Snapshot(dict(d.classifications), d.engagement, tuple(d.enrolled))
+
+
+def _decision_record(ruleset: RuleSet, result: PartnerResult) -> dict:
+    d = result.decision
+    return {"partner_id": d.partner_id, "row": result.row,
+            "classifications": dict(d.classifications), "engagement_model": d.engagement,
+            "programs": list(d.enrolled), "not_enrolled": dict(result.missed),
+            "rule_set_fingerprint": ruleset.fingerprint}
+
+
+def _write_reject(reject: Reject, outputs: _Outputs, tally: _Tally) -> None:
+    outputs.rejects.write(reject.as_row())
+    tally.reject_lines += 1
+
+
+def _write_change(change: Change, outputs: _Outputs, tally: _Tally) -> None:
+    outputs.changes.write(change.as_row())
+    tally.changes[change.change] += 1
+
+
+def _summary(ruleset: RuleSet, options: RunOptions, fingerprints: dict, history: HistoryStore,
+             tally: _Tally, history_rejects: int, previous: RunRecord | None, run_id: int,
+             started_at: str, timings: dict) -> dict:
+    """Everything but the 'run' section is the same for the same inputs."""
+    inputs = {"roster": {"file": str(options.roster), "fingerprint": fingerprints["roster"],
+                         "rows_read": tally.rows_read, "rows_rejected": tally.rejected_rows}}
+    if options.performance is not None:
+        inputs["performance"] = {"file": str(options.performance),
+                                 "fingerprint": fingerprints["performance"],
+                                 "rows_read": history.rows_read,
+                                 "rows_rejected": history_rejects}
+    return {
+        "as_of": options.as_of.isoformat(),
+        "rule_set": {"name": ruleset.name, "fingerprint": ruleset.fingerprint},
+        "inputs": inputs,
+        "partners": {"rows_read": tally.rows_read, "decided": tally.decided,
+                     "rejected": tally.rejected_rows},
+        "classifications": {t.name: {v: tally.classifications.get(t.name, {}).get(v, 0)
+                                     for v in t.values} for t in ruleset.classifications},
+        "engagement_models": {m: tally.engagement.get(m, 0) for m in ruleset.engagement_models},
+        "programs": {p.id: tally.programs.get(p.id, 0) for p in ruleset.programs},
+        "changes": {"previous_run": previous.id if previous else None,
+                    "counts": {k: tally.changes.get(k, 0) for k in CHANGE_KINDS}},
+        "run": {"id": run_id, "started_at": started_at, "workers": options.workers,
+                "timings": timings,
+                "partners_per_second": round(tally.rows_read / max(timings["total_seconds"],
+                                                                  1e-9))},
+    }
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else (os.cpu_count() or 1))

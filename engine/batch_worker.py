@@ -1,0 +1,87 @@
+"""The unit of work of a batch run: decide one chunk of roster rows.
+
+:func:`decide_chunk` is a pure function of (rule set, chunk, as-of date):
+it reads nothing else and writes nothing, so it can run in a worker
+process here, or unchanged on a distributed engine later. Each process
+keeps one compiled engine per rule set, because building one costs far
+more than deciding a chunk.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from .decide import Decision, Evaluator, partner_values
+from .errors import DataError, EngineError
+from .explain import program_failures
+from .history import History, parse_quarter
+from .model import RuleSet
+from .partners import Partner, field_values, read_partner_id
+from .rejects import Reject
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    """One roster row and the history rows already staged for its partner."""
+
+    source_file: str
+    row: int
+    record: Mapping[str, Any]
+    history: Sequence[tuple[str, Mapping[str, Any]]] = ()
+
+
+@dataclass(frozen=True)
+class PartnerResult:
+    partner_id: str
+    row: int
+    decision: Decision
+    missed: Mapping[str, list[str]]  # program id -> why it was not enrolled
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    results: list[PartnerResult] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    rejected_rows: int = 0
+
+
+_evaluators: dict[str, Evaluator] = {}  # this process's engines, by rule-set fingerprint
+
+
+def _evaluator(ruleset: RuleSet) -> Evaluator:
+    evaluator = _evaluators.get(ruleset.fingerprint)
+    if evaluator is None:
+        evaluator = _evaluators[ruleset.fingerprint] = Evaluator(ruleset)
+    return evaluator
+
+
+def decide_chunk(ruleset: RuleSet, rows: Sequence[ChunkRow], as_of: dt.date) -> ChunkResult:
+    evaluator = _evaluator(ruleset)
+    result = ChunkResult()
+    partners: list[tuple[ChunkRow, Partner]] = []
+    rejected = 0
+    for row in rows:
+        partner_id = read_partner_id(row.record)  # checked by the reader already
+        values, problems = field_values(ruleset, row.record)
+        if problems:
+            rejected += 1
+            result.rejects.extend(Reject(row.source_file, row.row, partner_id, p.column,
+                                         p.value, p.reason) for p in problems)
+            continue
+        try:
+            history = History({parse_quarter(q): figures for q, figures in row.history})
+        except ValueError as error:  # staged rows were checked; this is a bug
+            raise DataError(f"{row.source_file}:{row.row}: history: {error}") from None
+        partners.append((row, Partner(partner_id, values, history)))
+    all_values = [partner_values(ruleset, partner, as_of) for _, partner in partners]
+    decisions = evaluator.decide_facts(
+        evaluator.fact(partner, values, as_of) for (_, partner), values in zip(partners, all_values))
+    for (row, partner), values, decision in zip(partners, all_values, decisions):
+        missed = program_failures(ruleset, values, decision, as_of)
+        unexplained = [pid for pid, reasons in missed.items() if not reasons]
+        if unexplained:
+            raise EngineError(f"durable_rules did not enroll partner {partner.partner_id} in "
+                              f"{unexplained[0]}, but every condition holds; please report this")
+        result.results.append(PartnerResult(partner.partner_id, row.row, decision, missed))
+    return ChunkResult(result.results, result.rejects, rejected)

@@ -1,0 +1,75 @@
+"""Writing run outputs: atomically, and safe to open in a spreadsheet.
+
+Every file is written to a temporary name in the output folder and renamed
+into place only when complete, so an interrupted run leaves either the
+previous complete file or the new one, never half a file.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+TEMP_SUFFIX = ".partial"
+# Spreadsheets run cells starting with these as formulas (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> Any:
+    """A value for a CSV cell that a spreadsheet shows as text, never runs."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+class AtomicFile:
+    """A text file that appears under its name only once :meth:`commit` is called."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+        self.handle = self.temp.open("w", encoding="utf-8", newline="")
+
+    def commit(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.replace(self.temp, self.path)
+
+    def discard(self) -> None:
+        if not self.handle.closed:
+            self.handle.close()
+        self.temp.unlink(missing_ok=True)
+
+
+class CsvOutput(AtomicFile):
+    def __init__(self, path: Path, columns: Sequence[str]):
+        super().__init__(path)
+        self.writer = csv.writer(self.handle)
+        self.writer.writerow(columns)
+
+    def write(self, row: Iterable[Any]) -> None:
+        self.writer.writerow([safe_cell(v) for v in row])
+
+
+class JsonLinesOutput(AtomicFile):
+    def write(self, record: dict) -> None:
+        self.handle.write(json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    output = AtomicFile(path)
+    try:
+        output.handle.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        output.commit()
+    except BaseException:
+        output.discard()
+        raise
+
+
+def remove_stale_partials(folder: Path) -> None:
+    """Temporary files left by a run that was killed outright."""
+    for path in folder.glob(f".*{TEMP_SUFFIX}"):
+        path.unlink(missing_ok=True)
