@@ -1,0 +1,300 @@
+"""Batch runs: nothing lost, bad rows set aside, deterministic, atomic, remembered."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import batch
+from engine.batch import RunOptions, run_batch
+from engine.decide import Evaluator
+from engine.loader import load_rules
+from engine.run_history import RunHistory
+
+from conftest import AS_OF, ROOT
+
+EXAMPLES = ROOT / "examples"
+
+
+def options(tmp_path: Path, name: str = "out", **kwargs) -> RunOptions:
+    values = dict(roster=EXAMPLES / "roster.csv", performance=EXAMPLES / "performance.csv",
+                  as_of=AS_OF, out_dir=tmp_path / name, workers=1, db=tmp_path / "runs.sqlite")
+    values.update(kwargs)
+    return RunOptions(**values)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    """Every output file; summary.json without its 'run' section (timings, ids)."""
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    summary = json.loads(files.pop("summary.json"))
+    summary.pop("run")
+    files["summary.json"] = json.dumps(summary, sort_keys=True).encode()
+    return files
+
+
+def test_bundled_example(ruleset, example_partners, tmp_path):
+    result = run_batch(ruleset, options(tmp_path))
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted(batch.OUTPUT_FILES)
+    assert result.summary["partners"] == {"rows_read": 34, "decided": 32, "rejected": 2}
+    rejects = read_csv(out / "rejects.csv")
+    assert [(r["source_file"].split("/")[-1], r["row"], r["column"]) for r in rejects] == [
+        ("performance.csv", "327", "quarter"), ("roster.csv", "34", "joined_on"),
+        ("roster.csv", "35", "certified_technical"), ("performance.csv", "326", "partner_id")]
+    decisions = [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
+    expected = {d.partner_id: d for d in Evaluator(ruleset).decide(example_partners, AS_OF)}
+    assert [d["partner_id"] for d in decisions] == [p.partner_id for p in example_partners]
+    for record in decisions:
+        decision = expected[record["partner_id"]]
+        assert record["programs"] == list(decision.enrolled)
+        assert record["classifications"] == decision.classifications
+        assert record["engagement_model"] == decision.engagement
+        assert record["rule_set_fingerprint"] == ruleset.fingerprint
+        not_enrolled = {p.id for p in ruleset.programs} - set(decision.enrolled)
+        assert set(record["not_enrolled"]) == not_enrolled
+        assert all(record["not_enrolled"].values())  # every miss has a reason
+    enrollments = read_csv(out / "enrollments.csv")
+    assert len(enrollments) == sum(len(d.enrolled) for d in expected.values())
+    assert result.summary["programs"]["deal_registration"] == 31
+
+
+def test_output_does_not_depend_on_workers(ruleset, tmp_path):
+    run_batch(ruleset, options(tmp_path, "one", workers=1, db=tmp_path / "a.sqlite",
+                               chunk_size=5))
+    run_batch(ruleset, options(tmp_path, "two", workers=2, db=tmp_path / "b.sqlite",
+                               chunk_size=3))
+    assert outputs(tmp_path / "one") == outputs(tmp_path / "two")
+
+
+def write_csv(path: Path, rows: list[list], bom: bool = False) -> Path:
+    with path.open("w", newline="", encoding="utf-8-sig" if bom else "utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+    return path
+
+
+HEADER = ["partner_id", "partner_name", "country", "joined_on", "certified_technical",
+          "smb_share", "language", "focus_verticals"]
+
+
+def test_bad_rows_are_set_aside_and_the_rest_decided(ruleset, tmp_path):
+    roster = write_csv(tmp_path / "roster.csv", [
+        HEADER,
+        ["A-1", "Comma, Newline\nand \"quotes\" Ltd", "FR", "2020-01-01", "3", "70%", "fr", ""],
+        ["A-2", "Bad Date", "FR", "31/12/2020", "3", "70%", "fr", ""],
+        ["A-3", "Bad Number", "FR", "2020-01-01", "three", "70%", "fr", ""],
+        ["A-4", "", "FR", "2020-01-01", "3", "70%", "fr", ""],
+        ["A-5", "Bad Language", "FR", "2020-01-01", "3", "70%", "italiano", ""],
+        ["A-1", "Duplicate", "FR", "2020-01-01", "3", "70%", "fr", ""],
+        ["", "No Id", "FR", "2020-01-01", "3", "70%", "fr", ""],
+        ["A-6", "Ambiguous Percent", "FR", "2020-01-01", "3", "1.234,5%", "fr", ""],
+        ["A-7", "Unknown Vertical", "FR", "2020-01-01", "3", "70%", "fr", "space"],
+        ["A-8", "=HYPERLINK(\"http://x\")", "FR", "=1+1", "3", "70%", "en", "retail"],
+        ["A-9", "Fine", "DE", "2021-05-05", "4", "20%", "de", "healthcare; retail"],
+    ], bom=True)
+    performance = write_csv(tmp_path / "performance.csv", [
+        ["partner_id", "quarter", "revenue", "target", "deals_closed"],
+        ["A-1", "2026Q3", "$1,200.50", "1,000", "3"],
+        ["A-1", "2026-Q3", "1300", "1000", "3"],
+        ["A-9", "2026Q5", "10", "10", "1"],
+        ["A-9", "2026Q2", "ten", "10", "1"],
+        ["Z-1", "2026Q3", "10", "10", "1"],
+        ["A-9", "Q1 2026", "10", "", "1"],
+    ])
+    result = run_batch(ruleset, options(tmp_path, roster=roster, performance=performance))
+    assert result.summary["partners"] == {"rows_read": 11, "decided": 2, "rejected": 9}
+    rejects = {(r["row"], r["column"]): r for r in read_csv(tmp_path / "out" / "rejects.csv")
+               if r["source_file"].endswith("roster.csv")}
+    assert rejects[("3", "joined_on")]["reason"].startswith("'31/12/2020' is not a date")
+    assert rejects[("4", "certified_technical")]["reason"] == "'three' is not a whole number"
+    assert rejects[("5", "partner_name")]["reason"] == "a value is required"
+    assert "not one of the allowed values" in rejects[("6", "language")]["reason"]
+    assert rejects[("7", "partner_id")]["reason"] == "duplicate partner_id (first on row 2)"
+    assert rejects[("8", "partner_id")]["reason"] == "partner_id is missing"
+    assert "ambiguous" in rejects[("9", "smb_share")]["reason"]
+    assert "not one of the allowed values" in rejects[("10", "focus_verticals")]["reason"]
+    assert rejects[("11", "joined_on")]["value"] == "'=1+1"  # never a formula in a spreadsheet
+    history = {(r["row"], r["column"]): r["reason"] for r in read_csv(tmp_path / "out" / "rejects.csv")
+               if r["source_file"].endswith("performance.csv")}
+    assert history == {
+        ("3", "quarter"): "2026Q3 appears twice for this partner (first on row 2)",
+        ("4", "quarter"): "'2026Q5' is not a quarter; write it like 2026Q3",
+        ("5", "revenue"): "'ten' is not a money amount",
+        ("7", "target"): "a value is required",
+        ("6", "partner_id"): "no partner with this partner_id in the roster"}
+    decided = [json.loads(line)["partner_id"]
+               for line in (tmp_path / "out" / "decisions.jsonl").read_text().splitlines()]
+    assert decided == ["A-1", "A-9"]
+
+
+def test_jsonl_and_xlsx_rosters_decide_like_csv(ruleset, tmp_path):
+    import openpyxl
+    rows = list(csv.reader((EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines()))
+    header, body = rows[0], rows[1:]
+    jsonl = tmp_path / "roster.jsonl"
+    jsonl.write_text("".join(json.dumps(dict(zip(header, r))) + "\n" for r in body))
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(header)
+    percent_columns = {i for i, name in enumerate(header) if name.endswith("share")}
+    for r in body:
+        cells = []
+        for i, value in enumerate(r):
+            if i in percent_columns and value.endswith("%"):
+                cells.append(float(value[:-1]) / 100)
+            elif value.isdigit():
+                cells.append(int(value))
+            else:
+                cells.append(value)
+        sheet.append(cells)
+        for i in percent_columns:
+            sheet.cell(row=sheet.max_row, column=i + 1).number_format = "0.00%"
+    xlsx = tmp_path / "roster.xlsx"
+    book.save(xlsx)
+    run_batch(ruleset, options(tmp_path, "csv", db=tmp_path / "1.sqlite"))
+    run_batch(ruleset, options(tmp_path, "jsonl", roster=jsonl, db=tmp_path / "2.sqlite"))
+    run_batch(ruleset, options(tmp_path, "xlsx", roster=xlsx, db=tmp_path / "3.sqlite"))
+
+    def decisions(name):
+        # Rows are numbered per format (a JSON Lines file has no header row).
+        return [{k: v for k, v in json.loads(line).items() if k != "row"}
+                for line in (tmp_path / name / "decisions.jsonl").read_text().splitlines()]
+    assert decisions("jsonl") == decisions("csv")
+    assert decisions("xlsx") == decisions("csv")
+
+
+def test_changes_since_the_previous_run(tmp_path, rules_copy):
+    rules = rules_copy()
+    run_batch(load_rules(rules), options(tmp_path))
+    programs = rules / "programs.yaml"
+    programs.write_text(programs.read_text().replace(
+        "        - certified_technical >= 2\n", "        - certified_technical >= 3\n"))
+    roster = write_csv(tmp_path / "roster.csv",
+                       [r for r in csv.reader((EXAMPLES / "roster.csv").read_text(
+                           encoding="utf-8").splitlines()) if r[0] != "P-1032"] +
+                       [["P-2000", "Newcomer Ltd", "FR", "fr", "", "", "2026-09-01"]])
+    # Same roster source: the changed file in place of the original one.
+    shutil.copy(roster, tmp_path / "roster-in-place.csv")
+    first = options(tmp_path, roster=tmp_path / "roster-in-place.csv")
+    ruleset = load_rules(rules)
+    run_batch(ruleset, first)
+    run_batch(ruleset, first)  # nothing changed since
+    assert read_csv(tmp_path / "out" / "changes.csv") == []
+    (tmp_path / "roster-in-place.csv").write_text((EXAMPLES / "roster.csv").read_text())
+    programs.write_text(programs.read_text().replace(
+        "        - certified_technical >= 3\n", "        - certified_technical >= 2\n"))
+    result = run_batch(load_rules(rules), first)
+    changes = {(c["partner_id"], c["change"], c["subject"]): c
+               for c in read_csv(tmp_path / "out" / "changes.csv")}
+    assert changes[("P-1018", "group_change", "tier")]["direction"] == "up"
+    assert changes[("P-1018", "enrolled", "select")]["after"] == "select"
+    assert ("P-1032", "new_partner", "") in changes
+    assert ("P-2000", "removed_partner", "") in changes
+    assert result.summary["changes"]["previous_run"] == 3
+
+
+def test_history_lists_and_shows_runs(cli_run, tmp_path):
+    db = str(tmp_path / "h.sqlite")
+    for _ in range(2):
+        result = cli_run("run", "--as-of", "2026-11-26", "--out", str(tmp_path / "o"),
+                         "--db", db, "--workers", "1")
+        assert result.exit_code == 0, result.stderr
+    assert "Changes since run 1: none." in result.output
+    listing = cli_run("history", "--db", db)
+    assert listing.exit_code == 0
+    assert len(listing.output.strip().splitlines()) == 2
+    shown = cli_run("history", "2", "--db", db)
+    assert "partners:    34 read, 32 decided, 2 rejected" in shown.output
+    assert cli_run("history", "9", "--db", db).exit_code == 2
+
+
+def test_strict_fails_and_keeps_previous_outputs(cli_run, tmp_path):
+    out, db = tmp_path / "o", str(tmp_path / "h.sqlite")
+    first = cli_run("run", "--as-of", "2026-11-26", "--out", str(out), "--db", db, "-q")
+    assert first.exit_code == 0 and first.output == ""
+    before = outputs(out)
+    result = cli_run("run", "--as-of", "2026-11-26", "--out", str(out), "--db", db, "--strict")
+    assert result.exit_code == 1
+    assert "--strict: 2 roster rows and 2 history rows rejected" in result.stderr
+    after = outputs(out)
+    assert {k: v for k, v in after.items() if k != "rejects.csv"} == \
+        {k: v for k, v in before.items() if k != "rejects.csv"}
+    assert len(RunHistory(tmp_path / "h.sqlite").runs()) == 1
+
+
+def test_interrupted_run_leaves_previous_outputs_and_history(ruleset, tmp_path, monkeypatch):
+    run_batch(ruleset, options(tmp_path))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    calls = []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+    real = batch.decide_chunk
+    monkeypatch.setattr(batch, "decide_chunk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(ruleset, options(tmp_path, chunk_size=4))
+    after = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert after == before  # no partial files, old outputs intact
+    assert len(RunHistory(tmp_path / "runs.sqlite").runs()) == 1
+
+
+def test_killed_run_leaves_consistent_outputs_and_history(tmp_path):
+    """SIGKILL in the middle of a large run: outputs complete or absent, history intact."""
+    data = tmp_path / "data"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "generate.py"), "--partners", "6000",
+                    "--out", str(data)], check=True, capture_output=True)
+    db, out = tmp_path / "runs.sqlite", tmp_path / "out"
+    command = [sys.executable, "-c", "from cli import main; main()", "run", "--roster",
+               str(data / "roster.csv"), "--performance", str(data / "performance.csv"),
+               "--as-of", "2026-11-26", "--out", str(out), "--db", str(db), "--workers", "1",
+               "--quiet"]
+    subprocess.run(command, cwd=ROOT, check=True)
+    complete = {p.name: p.read_bytes() for p in out.iterdir()}
+    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(p.name.endswith(".partial") for p in out.iterdir()):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finals = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+    assert finals == complete  # the previous complete outputs, untouched
+    connection = sqlite3.connect(db)
+    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+    assert connection.execute("SELECT COUNT(DISTINCT run_id) FROM decisions").fetchone()[0] == 1
+    connection.close()
+    subprocess.run(command, cwd=ROOT, check=True)  # the next run cleans up and succeeds
+    assert not any(p.name.endswith(".partial") for p in out.iterdir())
+
+
+def test_run_command_prints_a_summary(cli_run, tmp_path):
+    result = cli_run("run", "--as-of", "2026-11-26", "--out", str(tmp_path / "o"),
+                     "--db", str(tmp_path / "h.sqlite"), "--workers", "2")
+    assert result.exit_code == 0, result.stderr
+    assert result.output.startswith("Run 1 as of 2026-11-26: 34 rows read, 32 partners decided, "
+                                    "2 rejected (and 2 history rows).")
+    assert result.stderr == ""  # no progress bar when stderr is not a terminal
+
+
+def test_missing_roster_is_a_usage_error(cli_run, tmp_path):
+    result = cli_run("run", "--roster", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o"),
+                     "--db", str(tmp_path / "h.sqlite"))
+    assert result.exit_code == 2
+    assert "file not found" in result.stderr
