@@ -76,6 +76,7 @@ class _Tally:
     rows_read: int = 0
     decided: int = 0
     rejected_rows: int = 0
+    history_rejects: int = 0
     reject_lines: int = 0
     classifications: dict = field(default_factory=dict)
     engagement: collections.Counter = field(default_factory=collections.Counter)
@@ -129,12 +130,11 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
     tally = _Tally()
     timings: dict[str, float] = {}
     try:
-        history_rejects = 0
         if options.performance is not None:
             fingerprints["performance"] = file_fingerprint(options.performance)
             for reject in history.load(options.performance):
-                outputs.rejects.write(reject.as_row())
-                history_rejects += 1
+                _write_reject(reject, outputs, tally)
+                tally.history_rejects += 1
         timings["history_seconds"] = round(time.perf_counter() - clock, 3)
         previous = runs.previous_run(ruleset.name, roster_source)
         runs.begin()
@@ -155,16 +155,16 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
                 _write_change(Change(partner_id, "removed_partner", "", "", "", ""),
                               outputs, tally)
         for reject in history.unknown_partners(set(seen)):
-            outputs.rejects.write(reject.as_row())
-            history_rejects += 1
+            _write_reject(reject, outputs, tally)
+            tally.history_rejects += 1
         timings["total_seconds"] = round(time.perf_counter() - clock, 3)
         if tally.rows_read != tally.decided + tally.rejected_rows:  # pragma: no cover
             raise AssertionError("the counts do not reconcile; this is a bug")
-        summary = _summary(ruleset, options, fingerprints, history, tally, history_rejects,
-                           previous, run_id, started_at, timings)
+        summary = _summary(ruleset, options, fingerprints, history, tally, previous, run_id,
+                           started_at, timings)
         result = RunResult(run_id, summary, options.out_dir, tally.rejected_rows,
-                           history_rejects, sum(tally.changes.values()))
-        if options.strict and (tally.rejected_rows or history_rejects):
+                           tally.history_rejects, sum(tally.changes.values()))
+        if options.strict and (tally.rejected_rows or tally.history_rejects):
             outputs.commit(only=(outputs.rejects,))
             runs.abort()
             result.failed_strict = True
@@ -219,7 +219,8 @@ def _chunks(reader: RowReader, history: HistoryStore, seen: dict[str, int], tall
 
 def _with_history(chunk: list[tuple], history: HistoryStore) -> list[ChunkRow]:
     rows = history.rows_for(pid for pid, _ in chunk)
-    return [ChunkRow(row.file, row.row, row.record, rows.get(pid, [])) for pid, row in chunk]
+    return [ChunkRow(row.file, row.row, row.record, rows.get(pid, ()), history.source)
+            for pid, row in chunk]
 
 
 def _decide_all(ruleset: RuleSet, chunks: Iterator[list[ChunkRow]], as_of: dt.date,
@@ -251,13 +252,14 @@ def _record_chunk(ruleset: RuleSet, result: ChunkResult, run_id: int,
     for reject in result.rejects:
         _write_reject(reject, outputs, tally)
     tally.rejected_rows += result.rejected_rows
+    tally.history_rejects += result.history_rejects
     snapshots = [(r.partner_id, _snapshot(r)) for r in result.results]
     runs.add_decisions(run_id, snapshots)
     before = runs.snapshots(previous.id, [pid for pid, _ in snapshots]) if previous else {}
     names = {p.id: p for p in ruleset.programs}
     for partner, (partner_id, snapshot) in zip(result.results, snapshots):
         tally.decided += 1
-        outputs.decisions.write(_decision_record(ruleset, partner))
+        outputs.decisions.write_line(partner.line)
         for program_id in partner.decision.enrolled:
             program = names[program_id]
             outputs.enrollments.write((partner_id, program_id, program.name, program.group or ""))
@@ -275,14 +277,6 @@ def _snapshot(result: PartnerResult) -> Snapshot:
     return Snapshot(dict(d.classifications), d.engagement, tuple(d.enrolled))
 
 
-def _decision_record(ruleset: RuleSet, result: PartnerResult) -> dict:
-    d = result.decision
-    return {"partner_id": d.partner_id, "row": result.row,
-            "classifications": dict(d.classifications), "engagement_model": d.engagement,
-            "programs": list(d.enrolled), "not_enrolled": dict(result.missed),
-            "rule_set_fingerprint": ruleset.fingerprint}
-
-
 def _write_reject(reject: Reject, outputs: _Outputs, tally: _Tally) -> None:
     outputs.rejects.write(reject.as_row())
     tally.reject_lines += 1
@@ -294,8 +288,8 @@ def _write_change(change: Change, outputs: _Outputs, tally: _Tally) -> None:
 
 
 def _summary(ruleset: RuleSet, options: RunOptions, fingerprints: dict, history: HistoryStore,
-             tally: _Tally, history_rejects: int, previous: RunRecord | None, run_id: int,
-             started_at: str, timings: dict) -> dict:
+             tally: _Tally, previous: RunRecord | None, run_id: int, started_at: str,
+             timings: dict) -> dict:
     """Everything but the 'run' section is the same for the same inputs."""
     inputs = {"roster": {"file": str(options.roster), "fingerprint": fingerprints["roster"],
                          "rows_read": tally.rows_read, "rows_rejected": tally.rejected_rows}}
@@ -303,7 +297,7 @@ def _summary(ruleset: RuleSet, options: RunOptions, fingerprints: dict, history:
         inputs["performance"] = {"file": str(options.performance),
                                  "fingerprint": fingerprints["performance"],
                                  "rows_read": history.rows_read,
-                                 "rows_rejected": history_rejects}
+                                 "rows_rejected": tally.history_rejects}
     return {
         "as_of": options.as_of.isoformat(),
         "rule_set": {"name": ruleset.name, "fingerprint": ruleset.fingerprint},

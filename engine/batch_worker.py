@@ -12,23 +12,27 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+import orjson
+
 from .decide import Decision, Evaluator, partner_values
 from .errors import DataError, EngineError
 from .explain import program_failures
-from .history import History, parse_quarter
+from .history import History
 from .model import RuleSet
-from .partners import Partner, field_values, read_partner_id
+from .partners import QUARTER, Partner, field_values, history_row, read_partner_id, shorten
 from .rejects import Reject
 
 
 @dataclass(frozen=True)
 class ChunkRow:
-    """One roster row and the history rows already staged for its partner."""
+    """One roster row and the history rows staged for its partner, as written:
+    (row number, quarter, {figure: value})."""
 
     source_file: str
     row: int
     record: Mapping[str, Any]
-    history: Sequence[tuple[str, Mapping[str, Any]]] = ()
+    history: Sequence[tuple[int, Any, Mapping[str, Any]]] = ()
+    history_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,17 @@ class PartnerResult:
     partner_id: str
     row: int
     decision: Decision
-    missed: Mapping[str, list[str]]  # program id -> why it was not enrolled
+    line: str  # the partner's line of decisions.jsonl, made here to spread the work
+
+
+def decision_line(ruleset: RuleSet, row: int, decision: Decision,
+                  missed: Mapping[str, list[str]]) -> str:
+    """One line of decisions.jsonl: the decisions and why each program was missed."""
+    return orjson.dumps({"partner_id": decision.partner_id, "row": row,
+                         "classifications": dict(decision.classifications),
+                         "engagement_model": decision.engagement,
+                         "programs": list(decision.enrolled), "not_enrolled": dict(missed),
+                         "rule_set_fingerprint": ruleset.fingerprint}).decode()
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,7 @@ class ChunkResult:
     results: list[PartnerResult] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     rejected_rows: int = 0
+    history_rejects: int = 0
 
 
 _evaluators: dict[str, Evaluator] = {}  # this process's engines, by rule-set fingerprint
@@ -56,32 +71,57 @@ def _evaluator(ruleset: RuleSet) -> Evaluator:
     return evaluator
 
 
+def _history(ruleset: RuleSet, row: ChunkRow, partner_id: str,
+             rejects: list[Reject]) -> History:
+    """The partner's history; unusable rows are set aside, the first of a
+    quarter given twice is kept."""
+    quarters: dict = {}
+    first_row: dict = {}
+    for number, quarter, figures in row.history:
+        try:
+            when, values = history_row(ruleset, {QUARTER: quarter or "", **figures})
+        except DataError as error:
+            column, _, reason = str(error).partition(": ")
+            raw = quarter if column == QUARTER else figures.get(column)
+            rejects.append(Reject(row.history_file, number, partner_id, column, shorten(raw),
+                                  reason))
+            continue
+        if when in quarters:
+            rejects.append(Reject(row.history_file, number, partner_id, QUARTER, str(quarter),
+                                  f"{when} appears twice for this partner (first on row "
+                                  f"{first_row[when]})"))
+            continue
+        quarters[when], first_row[when] = values, number
+    return History(quarters)
+
+
 def decide_chunk(ruleset: RuleSet, rows: Sequence[ChunkRow], as_of: dt.date) -> ChunkResult:
     evaluator = _evaluator(ruleset)
-    result = ChunkResult()
     partners: list[tuple[ChunkRow, Partner]] = []
-    rejected = 0
+    rejects: list[Reject] = []
+    rejected_rows = history_rejects = 0
     for row in rows:
         partner_id = read_partner_id(row.record)  # checked by the reader already
         values, problems = field_values(ruleset, row.record)
+        before = len(rejects)
+        history = _history(ruleset, row, partner_id, rejects)
+        history_rejects += len(rejects) - before
         if problems:
-            rejected += 1
-            result.rejects.extend(Reject(row.source_file, row.row, partner_id, p.column,
-                                         p.value, p.reason) for p in problems)
-            continue
-        try:
-            history = History({parse_quarter(q): figures for q, figures in row.history})
-        except ValueError as error:  # staged rows were checked; this is a bug
-            raise DataError(f"{row.source_file}:{row.row}: history: {error}") from None
-        partners.append((row, Partner(partner_id, values, history)))
+            rejected_rows += 1
+            rejects.extend(Reject(row.source_file, row.row, partner_id, p.column, p.value,
+                                  p.reason) for p in problems)
+        else:
+            partners.append((row, Partner(partner_id, values, history)))
     all_values = [partner_values(ruleset, partner, as_of) for _, partner in partners]
     decisions = evaluator.decide_facts(
         evaluator.fact(partner, values, as_of) for (_, partner), values in zip(partners, all_values))
+    results = []
     for (row, partner), values, decision in zip(partners, all_values, decisions):
         missed = program_failures(ruleset, values, decision, as_of)
         unexplained = [pid for pid, reasons in missed.items() if not reasons]
         if unexplained:
             raise EngineError(f"durable_rules did not enroll partner {partner.partner_id} in "
                               f"{unexplained[0]}, but every condition holds; please report this")
-        result.results.append(PartnerResult(partner.partner_id, row.row, decision, missed))
-    return ChunkResult(result.results, result.rejects, rejected)
+        results.append(PartnerResult(partner.partner_id, row.row, decision,
+                                     decision_line(ruleset, row.row, decision, missed)))
+    return ChunkResult(results, rejects, rejected_rows, history_rejects)

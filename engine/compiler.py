@@ -38,6 +38,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from .checks import toposort
 from .conditions import (AllOf, AnyOf, Compare, Condition, IsMissing, NotOf, describe,
                          names_read)
 from .model import ENGAGEMENT, Program, RuleSet, Table
@@ -101,11 +102,13 @@ DNF = list
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the rule's action records: ``decision`` becomes ``value``."""
+    """What the rule's action records: ``decision`` becomes ``value``, and
+    each (program id, yes/no) in ``also`` is recorded too."""
 
-    decision: str          # table name, 'engagement', or program id
+    decision: str          # table name, 'engagement', program id, or group stage
     value: Any             # row value, or True/False for a program
     row: int | None        # table row index (-1 default); None for programs
+    also: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ class CompiledRules:
         return len(self.stages) - 1
 
 
-STAGE_BUDGET = 48  # rules per stage before sub-conditions move to helper stages
+STAGE_BUDGET = 96  # rules per stage before sub-conditions move to helper stages
 HELPER_PREFIX = "_h"  # helper decisions; user names cannot start with "_"
 
 
@@ -161,19 +164,55 @@ class _Planner:
         self._table(self.ruleset.engagement, "engagement")
         used = {r for p in self.ruleset.programs for r in p.requires} | \
             {n for p in self.ruleset.programs if p.when is not None for n, _ in names_read(p.when)}
-        for program in self.ruleset.programs:
-            self._program(program, leaf=program.group is None and program.id not in used)
+        units = self._program_units()
+        for unit in units:
+            if isinstance(unit, str):
+                self._group(unit)
+            else:
+                self._program(unit, leaf=unit.group is None and unit.id not in used)
         return self._stages()
+
+    def _program_units(self) -> list:
+        """Programs in decision order, each exclusive group as one unit (its name).
+
+        If deciding a group at once would put it in a circle with other
+        programs (one member needed before, another after), its members are
+        decided one by one instead.
+        """
+        programs = self.ruleset.programs
+        unit_of = {p.id: (p.group or p.id) for p in programs}
+        deps: dict[str, set[str]] = {}
+        for p in programs:
+            needed = set(p.requires) | ({n for n, _ in names_read(p.when)} if p.when else set())
+            deps.setdefault(unit_of[p.id], set()).update(
+                unit_of[n] for n in needed if n in unit_of and unit_of[n] != unit_of[p.id])
+        names = list(dict.fromkeys(unit_of[p.id] for p in programs))
+        order, cycle = toposort(names, deps)
+        if cycle:
+            return list(programs)
+        groups = {p.group for p in programs if p.group}
+        by_id = {p.id: p for p in programs}
+        return [name if name in groups else by_id[name] for name in order]
 
     # --- stages of decisions -------------------------------------------------
 
     def _table(self, table: Table, kind: str) -> None:
-        conditions = [row.when for row in table.rows]
-        rules = self._sized(lambda: _table_rules(table, conditions))
-        if rules is None:
-            conditions = [self._helper(c) for c in conditions]
-            rules = _table_rules(table, conditions)
+        rules, conditions = self._fit(lambda cs: _table_rules(table, cs),
+                                      [row.when for row in table.rows])
         self._add(kind, table.name, rules, _reads(n for c in conditions for n in names_read(c)))
+
+    def _fit(self, build, conditions: list):
+        """Rules from ``build(conditions)`` within the budget: the biggest
+        conditions move to helper stages, one at a time, until they fit."""
+        conditions = list(conditions)
+        rules = self._sized(lambda: build(conditions))
+        while rules is None:
+            sizes = [(_size(c), i) for i, c in enumerate(conditions) if _size(c) > 2]
+            if not sizes:
+                return build(conditions), conditions  # as small as it gets
+            conditions[max(sizes)[1]] = self._helper(conditions[max(sizes)[1]])
+            rules = self._sized(lambda: build(conditions))
+        return rules, conditions
 
     def _program(self, program: Program, leaf: bool) -> None:
         """A program nothing else depends on (a *leaf*) is decided on the final
@@ -194,6 +233,37 @@ class _Planner:
         else:
             self._add("program", program.id, rules, reads)
 
+    def _group(self, group: str) -> None:
+        """An exclusive group as one first-match stage: its members, highest
+        priority first, are its rows; a row holds when all of that member's
+        gates hold. The winner is enrolled and every other member is not."""
+        members = self.ruleset.group_members(group)
+        rules, whens = self._fit(lambda ws: self._group_rules(group, members, ws),
+                                 [m.when for m in members])
+        self.always.add(attr(f"{HELPER_PREFIX}group_{group}"))
+        reads = _reads(n for w in whens if w is not None for n in names_read(w))
+        reads |= {attr(r) for m in members for r in m.requires}
+        if any(m.starts or m.ends for m in members):
+            reads.add(AS_OF)
+        self._add("group", f"{HELPER_PREFIX}group_{group}", rules, reads)
+
+    def _group_rules(self, group: str, members: list[Program], whens: list):
+        ids = [m.id for m in members]
+        decision = f"{HELPER_PREFIX}group_{group}"
+        rules = []
+        earlier_fail: list[DNF] = []
+        for index, (member, when) in enumerate(zip(members, whens)):
+            gates = self._gates(member, when, with_group=False)
+            holds = _product([g[0] for g in gates])
+            rules.append((f"{member.id}__wins", _product(earlier_fail + [holds]),
+                          Outcome(decision, member.id, None,
+                                  tuple((i, i == member.id) for i in ids))))
+            earlier_fail.append(_exclusive_or([(fails, ok) for ok, fails in gates])
+                                if gates else [])
+        rules.append((f"{group}__none", _product(earlier_fail),
+                      Outcome(decision, "", None, tuple((i, False) for i in ids))))
+        return rules
+
     def _higher(self, program: Program) -> list[Program]:
         if not program.group:
             return []
@@ -201,7 +271,18 @@ class _Planner:
         return members[:members.index(program)]
 
     def _program_rules(self, program: Program, when: Condition | None, leaf: bool = False):
-        # Each gate is (holds, fails) in DNF; enrolled needs every gate to hold.
+        gates = self._gates(program, when)
+        rules = [(f"{program.id}__enrolled", _product([g[0] for g in gates]),
+                  Outcome(program.id, True, None))]
+        if gates and not leaf:
+            rules.append((f"{program.id}__not_enrolled",
+                          _exclusive_or([(fails, holds) for holds, fails in gates]),
+                          Outcome(program.id, False, None)))
+        return rules
+
+    def _gates(self, program: Program, when: Condition | None,
+               with_group: bool = True) -> list[tuple[DNF, DNF]]:
+        """What enrollment needs, each as (holds, fails) in normal form."""
         gates: list[tuple[DNF, DNF]] = []
         if program.starts:
             start = encode(program.starts)
@@ -213,15 +294,9 @@ class _Planner:
             gates.append((dnf(when), dnf(when, negate=True)))
         for required in program.requires:
             gates.append(([[(attr(required), "eq", True)]], [[(attr(required), "eq", False)]]))
-        for member in self._higher(program):
+        for member in self._higher(program) if with_group else []:
             gates.append(([[(attr(member.id), "eq", False)]], [[(attr(member.id), "eq", True)]]))
-        rules = [(f"{program.id}__enrolled", _product([g[0] for g in gates]),
-                  Outcome(program.id, True, None))]
-        if gates and not leaf:
-            rules.append((f"{program.id}__not_enrolled",
-                          _exclusive_or([(fails, holds) for holds, fails in gates]),
-                          Outcome(program.id, False, None)))
-        return rules
+        return gates
 
     # --- helpers ---------------------------------------------------------------
 
@@ -272,7 +347,9 @@ class _Planner:
         stages: list[Stage] = []
         decided: list[str] = []
         for index, (kind, decision, rules, _) in enumerate(plans):
-            if kind != "helper":
+            if kind == "group":
+                decided += [attr(i) for _, _, outcome in rules[:1] for i, _ in outcome.also]
+            elif kind != "helper":
                 decided += [attr(decision)] + ([ROW_PREFIX + decision] if kind != "program" else [])
             later_reads = set().union(leaf_reads, *[p[3] for p in plans[index + 1:]])
             carry = tuple(sorted(set(decided) | later_reads))
@@ -284,6 +361,18 @@ class _Planner:
         inputs = sorted(a for a in set().union(leaf_reads, *[p[3] for p in plans])
                         if a.startswith(VALUE_PREFIX) and not a.startswith(attr(HELPER_PREFIX)))
         return CompiledRules(tuple(stages), tuple(inputs))
+
+
+def _size(condition: Condition | None) -> int:
+    """How many rules a condition and its negation make (helpers count as 2)."""
+    if condition is None:
+        return 0
+    if isinstance(condition, Compare) and condition.name.startswith(HELPER_PREFIX):
+        return 2
+    try:
+        return len(dnf(condition)) + len(dnf(condition, negate=True))
+    except CompileError:
+        return MAX_CONJUNCTIONS
 
 
 def _staged(index: int, rules) -> tuple:

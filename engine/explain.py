@@ -286,7 +286,8 @@ def _gap(c: Compare, vtype: ValueType | None, value: Any) -> str:
 
 def program_failures(ruleset: RuleSet, values: Mapping[str, Any], decision: Decision,
                      as_of: dt.date) -> dict[str, list[str]]:
-    """Why each program the partner is not enrolled in was missed, in short lines.
+    """Why each program the partner is not enrolled in was missed, in short lines
+    such as ``certified_technical >= 10: has 8``.
 
     A lean version of :func:`explain` for batch runs: it evaluates only the
     programs the engine did not enroll, and formats only what failed. Every
@@ -340,6 +341,4 @@ def _failed_leaves(ruleset: RuleSet, condition: Condition, values: Mapping[str, 
         return []
     if negate:
         return [f"must not hold: {condition.text}"]
-    if isinstance(condition, IsMissing):
-        return [f"{condition.text}: has {format_value(ruleset.type_of(condition.name), value)}"]
-    return [f"{condition.text}: {_gap(condition, ruleset.type_of(condition.name), value)}"]
+    return [f"{condition.text}: has {format_value(ruleset.type_of(condition.name), value)}"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping
 
 from .conditions import Condition
@@ -142,21 +143,18 @@ class RuleSet:
         """Members of an exclusive group, highest priority first."""
         return [p for p in self.programs if p.group == group]
 
+    @cached_property
+    def _types(self) -> dict[str, ValueType]:
+        types = {name: f.type for name, f in self.fields.items()}
+        types.update({m.name: m.type for m in self.metrics})
+        types.update({t.name: ValueType(CHOICE, t.values) for t in self.classifications})
+        types[ENGAGEMENT] = ValueType(CHOICE, self.engagement.values)
+        types.update({p.id: ValueType(BOOL) for p in self.programs})
+        return types
+
     def type_of(self, name: str) -> ValueType | None:
         """The type of anything a condition can name."""
-        if name in self.fields:
-            return self.fields[name].type
-        for metric in self.metrics:
-            if metric.name == name:
-                return metric.type
-        for table in self.classifications:
-            if table.name == name:
-                return ValueType(CHOICE, table.values)
-        if name == ENGAGEMENT:
-            return ValueType(CHOICE, self.engagement.values)
-        if any(p.id == name for p in self.programs):
-            return ValueType(BOOL)
-        return None
+        return self._types.get(name)
 
     def label_of(self, name: str) -> str:
         if name in self.fields:

@@ -55,8 +55,9 @@ class CsvOutput(AtomicFile):
 
 
 class JsonLinesOutput(AtomicFile):
-    def write(self, record: dict) -> None:
-        self.handle.write(json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n")
+    def write_line(self, line: str) -> None:
+        """Write one JSON document, already serialised, as a line."""
+        self.handle.write(line + "\n")
 
 
 def write_json_atomically(path: Path, data: Any) -> None:

@@ -69,6 +69,34 @@ def read_rows(path: str | Path) -> Iterator[SourceRow]:
     return iter(RowReader(path))
 
 
+def read_columns(path: str | Path, columns: list[str]) -> Iterator[tuple[int, list]]:
+    """(row number, [value of each column]) for every record: a faster path
+    than :func:`read_rows` for big CSV files when only some columns matter."""
+    reader = RowReader(path)
+    if reader.kind != "csv":
+        for row in reader:
+            yield row.row, [row.record.get(c) for c in columns]
+        return
+    with reader.path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = csv.reader(handle)
+        number = 1
+        try:
+            header = [h.strip() for h in next(rows, [])]
+            if PARTNER_ID not in header:
+                raise DataError(f"{reader.path}: no '{PARTNER_ID}' column "
+                                f"(columns: {', '.join(header[:12])})")
+            where = [header.index(c) if c in header else None for c in columns]
+            for number, values in enumerate(rows, start=2):
+                if values:
+                    yield number, [values[i] if i is not None and i < len(values) else None
+                                   for i in where]
+        except UnicodeDecodeError as error:
+            raise DataError(f"{reader.path}: not UTF-8 text after row {number} "
+                            f"({error.reason}); export the file as UTF-8") from None
+        except csv.Error as error:
+            raise DataError(f"{reader.path}: unreadable CSV after row {number} ({error})") from None
+
+
 def _read_csv(path: Path, handle: io.TextIOBase) -> Iterator[SourceRow]:
     """Rows are numbered as a spreadsheet shows them: the header is row 1,
     and a quoted value spanning several lines still makes one row."""
