@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -34,24 +35,31 @@ class Quarter:
         return Quarter(index // 4, index % 4 + 1)
 
 
-def parse_quarter(label: Any) -> Quarter:
-    """'2026Q3', '2026-Q3', 'Q3 2026', and 'Q3-2026' all name the same quarter."""
-    match = _QUARTER.match(str(label))
+@lru_cache(maxsize=4096)
+def _parse_quarter_text(text: str) -> Quarter:
+    match = _QUARTER.match(text)
     if not match:
-        raise ValueError(f"'{str(label)[:20]}' is not a quarter; write it like 2026Q3")
+        raise ValueError(f"'{text[:20]}' is not a quarter; write it like 2026Q3")
     year, number = (match[1], match[2]) if match[1] else (match[4], match[3])
     return Quarter(int(year), int(number))
 
 
+def parse_quarter(label: Any) -> Quarter:
+    """'2026Q3', '2026-Q3', 'Q3 2026', and 'Q3-2026' all name the same quarter."""
+    return _parse_quarter_text(str(label))
+
+
+@lru_cache(maxsize=64)
 def last_complete_quarter(as_of: dt.date) -> Quarter:
     current = Quarter(as_of.year, (as_of.month - 1) // 3 + 1)
     return current if current.end <= as_of else current.previous()
 
 
-def window(as_of: dt.date, quarters: int, skip: int = 0) -> list[Quarter]:
+@lru_cache(maxsize=256)
+def window(as_of: dt.date, quarters: int, skip: int = 0) -> tuple[Quarter, ...]:
     """The ``quarters`` complete quarters before the as-of date, most recent first."""
     last = last_complete_quarter(as_of)
-    return [last.previous(skip + i) for i in range(quarters)]
+    return tuple(last.previous(skip + i) for i in range(quarters))
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,8 @@ LIST_SEPARATOR = ";"
 
 def _number(text: str, what: str) -> float:
     """Parse '1,234.50', '-12', '(12)' style numbers; reject ambiguous forms."""
+    if text.replace(".", "", 1).isdigit():  # the common case, without regexes
+        return float(text)
     value = text.strip()
     negative = False
     if value.startswith("(") and value.endswith(")"):
@@ -137,8 +139,12 @@ def parse_value(vtype: ValueType, raw: Any) -> Any:
             text = str(raw).strip()
             number = _number(text[:-1] if text.endswith("%") else text, "percentage") / 100
     elif kind == MONEY:
-        number = float(raw) if isinstance(raw, (int, float)) else \
-            _number(_CURRENCY.sub("", str(raw).strip()), "money amount")
+        if isinstance(raw, (int, float)):
+            number = float(raw)
+        elif isinstance(raw, str) and raw.replace(".", "", 1).isdigit():
+            number = float(raw)
+        else:
+            number = _number(_CURRENCY.sub("", str(raw).strip()), "money amount")
     elif kind == NUMBER:
         number = float(raw) if isinstance(raw, (int, float)) else _number(str(raw), "number")
     elif kind == INTEGER:

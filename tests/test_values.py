@@ -66,6 +66,11 @@ def test_dates_with_time_from_spreadsheets():
     assert parse_value(ValueType("date"), "2026-03-31 00:00:00") == dt.date(2026, 3, 31)
 
 
+def test_money_from_a_spreadsheet_date_cell_is_an_error():
+    with pytest.raises(ValueError):
+        parse_value(MONEY, dt.date(2026, 1, 1))
+
+
 def test_empty_is_missing():
     assert parse_value(MONEY, "  ") is None
 
@@ -90,7 +95,7 @@ def test_quarter_windows_count_only_ended_quarters():
     assert last_complete_quarter(dt.date(2026, 11, 26)) == Quarter(2026, 3)
     assert last_complete_quarter(dt.date(2026, 9, 30)) == Quarter(2026, 3)
     assert last_complete_quarter(dt.date(2026, 1, 1)) == Quarter(2025, 4)
-    assert window(dt.date(2026, 11, 26), 3) == [Quarter(2026, 3), Quarter(2026, 2), Quarter(2026, 1)]
+    assert window(dt.date(2026, 11, 26), 3) == (Quarter(2026, 3), Quarter(2026, 2), Quarter(2026, 1))
 
 
 def test_format_value():
