@@ -50,10 +50,26 @@ def generate(size: int, folder: Path) -> Path:
     return data
 
 
+def measure(*args: str) -> dict:
+    """Run this script's measurement in a fresh process and read its JSON.
+
+    Each measurement has a process of its own: Linux carries a process's peak
+    memory across fork and exec, so measuring in a big parent would inflate
+    the child's figure.
+    """
+    done = subprocess.run([sys.executable, __file__, *args], cwd=ROOT, capture_output=True,
+                          text=True)
+    if done.returncode:
+        sys.exit(f"measurement {args} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout)
+
+
 def end_to_end(data: Path, workers: int, folder: Path) -> dict:
     out = Path(tempfile.mkdtemp(dir=folder))
     done = subprocess.run([sys.executable, "-c", RUN, str(data), str(out), str(workers)],
-                          cwd=ROOT, check=True, capture_output=True, text=True)
+                          cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"the run over {data} with {workers} workers failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout)
 
 
@@ -91,6 +107,9 @@ def raw_engine(data: Path) -> dict:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--raw-engine"]:
+        print(json.dumps(raw_engine(Path(sys.argv[2]))))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
@@ -103,7 +122,7 @@ def main() -> None:
     print(header)
     for size in (int(s) for s in args.sizes.split(",")):
         data = generate(size, args.data)
-        raw = raw_engine(data)
+        raw = measure("--raw-engine", str(data))
         raw_seconds = raw["seconds"] / raw["partners"] * size
         for workers in sorted({1, args.workers}):
             run = end_to_end(data, workers, args.data)

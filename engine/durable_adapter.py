@@ -35,9 +35,12 @@ found is handled here or in the compiler, and covered by
   branches under an ``$and`` fire four times). The compiler emits no ``$or``.
 * ``$iall`` does not match an empty list. The compiler tests list size
   (``n_`` attributes) instead.
-* Asserting an identical fact twice raises ``MessageObservedException``.
-  Facts carry the partner id, and duplicate ids in a batch are refused
-  before the engine sees them.
+* A session identifies its facts by a 32-bit FNV-1a hash of their ``id``
+  (generated from the content when absent). Two different facts whose hashes
+  collide make ``assert_facts`` fail with ``MessageObservedException``:
+  about once per million partners with generated ids. Every fact gets an
+  ``id`` from :class:`_SessionIds`, whose hashes never repeat in a session.
+  Duplicate partner ids in a batch are refused before the engine sees them.
 * An exception inside an action run by the host is stored in the session
   state instead of being raised. Our loop runs no host actions: the
   registered actions only refuse to run, and the state is checked anyway.
@@ -161,6 +164,9 @@ class DurableEngine:
         leaves: dict[str, dict] = {}
         passes: Counter = Counter()
         plans, final_stage = self._plans, self._final
+        ids = _SessionIds()
+        for fact in pending:
+            fact["id"] = ids.fresh()
         while pending:
             result = _core.assert_facts(self._handle, orjson.dumps(pending).decode())
             if result[0] == 1:
@@ -180,8 +186,8 @@ class DurableEngine:
                 if stage != final_stage:
                     following = {name: fact[name] for name in carry if name in fact}
                     following.update(also)
-                    following.update({"sid": sid, PARTNER: partner, STAGE: stage + 1,
-                                      decision: value})
+                    following.update({"sid": sid, "id": ids.fresh(), PARTNER: partner,
+                                      STAGE: stage + 1, decision: value})
                     pending.append(following)
                 elif decision is None:
                     finals[partner] = fact
@@ -209,6 +215,30 @@ class DurableEngine:
                 f"durable_rules lost or repeated decisions in a batch of {len(partners)} "
                 f"partners: {len(short)} partners incomplete, {repeated} rules fired more than "
                 f"once (first incomplete: {short[0] if short else None})")
+
+
+def fnv1a_32(text: str) -> int:
+    """durable_rules' ``fnv1Hash32`` over an ASCII string (xor, then multiply)."""
+    value = 2166136261
+    for byte in text.encode("ascii"):
+        value = ((value ^ byte) * 16777619) & 0xFFFFFFFF
+    return value
+
+
+class _SessionIds:
+    """Fact ids for one session, each with a hash no other fact there has."""
+
+    def __init__(self) -> None:
+        self._hashes: set[int] = set()
+        self._counter = itertools.count()
+
+    def fresh(self) -> str:
+        while True:
+            candidate = format(next(self._counter), "x")
+            value = fnv1a_32(candidate)
+            if value not in self._hashes:
+                self._hashes.add(value)
+                return candidate
 
 
 def _not_run(c: Any) -> None:

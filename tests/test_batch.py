@@ -298,3 +298,14 @@ def test_missing_roster_is_a_usage_error(cli_run, tmp_path):
                      "--db", str(tmp_path / "h.sqlite"))
     assert result.exit_code == 2
     assert "file not found" in result.stderr
+
+
+def test_progress_line_shows_partners_rate_and_time_left(capsys):
+    from cli import _ProgressLine
+    from engine.batch import Progress
+    line = _ProgressLine()
+    line.update(Progress(partners=5_000, bytes_read=250, bytes_total=1_000, elapsed=2.0))
+    line.close()
+    err = capsys.readouterr().err
+    assert "5,000 partners" in err and "2,500/s" in err
+    assert "25.0%" in err and "about 0:06 left" in err

@@ -89,6 +89,36 @@ def test_or_branches_would_fire_twice():
     assert result.stdout.strip() == "2"
 
 
+def test_fact_ids_whose_hashes_collide_are_refused_as_duplicates():
+    """The hazard: durable identifies facts by a 32-bit hash of their id."""
+    from engine.durable_adapter import fnv1a_32
+    assert fnv1a_32("k32728") == fnv1a_32("k261234")  # found by a birthday search
+    result = run_isolated("""
+        import json
+        import durable_rules_engine as core
+        from durable import engine
+        class Host(engine.Host):
+            def _run(self): pass
+        host = Host()
+        host.set_rulesets({'t': {'r': {'all': [{'m': {'x': 1}}], 'run': lambda c: None}}})
+        handle = host.get_ruleset('t')._handle
+        facts = [{'sid': 's', 'id': 'k32728', 'x': 1, 'p': 1},
+                 {'sid': 's', 'id': 'k261234', 'x': 1, 'p': 2}]
+        print(core.assert_facts(handle, json.dumps(facts))[0])
+    """)
+    assert result.stdout.strip() == "2"  # ERR_EVENT_OBSERVED for two different facts
+
+
+def test_session_ids_never_share_a_hash():
+    from engine.durable_adapter import _SessionIds, fnv1a_32
+    ids = _SessionIds()
+    made = [ids.fresh() for _ in range(200_000)]
+    assert len({fnv1a_32(i) for i in made}) == len(made)
+    blocked = _SessionIds()
+    blocked._hashes.add(fnv1a_32("0"))
+    assert blocked.fresh() == "1"
+
+
 def test_a_field_named_id_does_not_hang(tmp_path):
     rules = tmp_path / "rules"
     rules.mkdir()
