@@ -92,9 +92,9 @@ def validate(rules_dir: str) -> None:
 @click.option("--rules", "rules_dir", default=DEFAULT_RULES, show_default=True,
               help="Rules folder.")
 @click.option("--roster", default=DEFAULT_ROSTER, show_default=True,
-              help="Roster file (.csv or .jsonl) to find PARTNER_ID in.")
+              help="Roster (.csv, .jsonl, or .xlsx) to find PARTNER_ID in.")
 @click.option("--performance", default=DEFAULT_PERFORMANCE, show_default=True,
-              help="Quarterly performance file (.csv or .jsonl).")
+              help="Quarterly performance history (.csv, .jsonl, or .xlsx).")
 @click.option("--as-of", callback=_as_of, metavar="DATE",
               help="Evaluate as of this date (YYYY-MM-DD). Default: today.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
@@ -117,7 +117,10 @@ def explain_command(partner_id: str | None, json_file: str | None, rules_dir: st
     if json_file:
         partner = partner_from_json_file(ruleset, json_file)
     else:
-        partner = find_partner(ruleset, roster, performance, partner_id)
+        partner, set_aside = find_partner(ruleset, roster, performance, partner_id)
+        for reject in set_aside:
+            click.echo(f"warning: {reject.source_file}:{reject.row}: {reject.column}: "
+                       f"{reject.reason}; row left out", err=True)
     decision = Evaluator(ruleset).decide([partner], as_of)[0]
     explanation = explain(ruleset, partner, as_of)
     if explanation.decision() != decision:

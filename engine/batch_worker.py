@@ -15,11 +15,10 @@ from typing import Any, Mapping, Sequence
 import orjson
 
 from .decide import Decision, Evaluator, partner_values
-from .errors import DataError, EngineError
+from .errors import EngineError
 from .explain import program_failures
-from .history import History
 from .model import RuleSet
-from .partners import QUARTER, Partner, field_values, history_row, read_partner_id, shorten
+from .partners import Partner, checked_history, field_values, read_partner_id
 from .rejects import Reject
 
 
@@ -71,30 +70,6 @@ def _evaluator(ruleset: RuleSet) -> Evaluator:
     return evaluator
 
 
-def _history(ruleset: RuleSet, row: ChunkRow, partner_id: str,
-             rejects: list[Reject]) -> History:
-    """The partner's history; unusable rows are set aside, the first of a
-    quarter given twice is kept."""
-    quarters: dict = {}
-    first_row: dict = {}
-    for number, quarter, figures in row.history:
-        try:
-            when, values = history_row(ruleset, {QUARTER: quarter or "", **figures})
-        except DataError as error:
-            column, _, reason = str(error).partition(": ")
-            raw = quarter if column == QUARTER else figures.get(column)
-            rejects.append(Reject(row.history_file, number, partner_id, column, shorten(raw),
-                                  reason))
-            continue
-        if when in quarters:
-            rejects.append(Reject(row.history_file, number, partner_id, QUARTER, str(quarter),
-                                  f"{when} appears twice for this partner (first on row "
-                                  f"{first_row[when]})"))
-            continue
-        quarters[when], first_row[when] = values, number
-    return History(quarters)
-
-
 def decide_chunk(ruleset: RuleSet, rows: Sequence[ChunkRow], as_of: dt.date) -> ChunkResult:
     evaluator = _evaluator(ruleset)
     partners: list[tuple[ChunkRow, Partner]] = []
@@ -104,7 +79,7 @@ def decide_chunk(ruleset: RuleSet, rows: Sequence[ChunkRow], as_of: dt.date) -> 
         partner_id = read_partner_id(row.record)  # checked by the reader already
         values, problems = field_values(ruleset, row.record)
         before = len(rejects)
-        history = _history(ruleset, row, partner_id, rejects)
+        history = checked_history(ruleset, row.history, row.history_file, partner_id, rejects)
         history_rejects += len(rejects) - before
         if problems:
             rejected_rows += 1

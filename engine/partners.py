@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping
 from .errors import DataError
 from .history import History, Quarter, parse_quarter
 from .model import RuleSet
-from .valuetypes import ValueType, parse_value
+from .valuetypes import parse_value
 
 PARTNER_ID = "partner_id"
 QUARTER = "quarter"
@@ -94,14 +94,42 @@ def history_row(ruleset: RuleSet, record: Mapping[str, Any]) -> tuple[Quarter, d
     return quarter, figures
 
 
-def build_history(ruleset: RuleSet, rows: Iterable[Mapping[str, Any]]) -> History:
-    quarters: dict[Quarter, dict] = {}
-    for row in rows:
-        quarter, figures = history_row(ruleset, row)
-        if quarter in quarters:
-            raise DataError(f"{QUARTER}: {quarter} appears twice")
-        quarters[quarter] = figures
+def checked_history(ruleset: RuleSet, rows: Iterable[tuple[int, Any, Mapping[str, Any]]],
+                    source: str, partner_id: str, rejects: list) -> History:
+    """A partner's history from (row number, quarter, figures) rows as written.
+
+    Unusable rows are appended to ``rejects`` (as :class:`~engine.rejects.Reject`)
+    and left out; of a quarter given twice, the first row is kept.
+    """
+    from .rejects import Reject
+    quarters: dict = {}
+    first_row: dict = {}
+    for number, quarter, figures in rows:
+        try:
+            when, values = history_row(ruleset, {QUARTER: quarter or "", **figures})
+        except DataError as error:
+            column, _, reason = str(error).partition(": ")
+            raw = quarter if column == QUARTER else figures.get(column)
+            rejects.append(Reject(source, number, partner_id, column, shorten(raw), reason))
+            continue
+        if when in quarters:
+            rejects.append(Reject(source, number, partner_id, QUARTER, str(quarter),
+                                  f"{when} appears twice for this partner (first on row "
+                                  f"{first_row[when]})"))
+            continue
+        quarters[when], first_row[when] = values, number
     return History(quarters)
+
+
+def build_history(ruleset: RuleSet, rows: Iterable[Mapping[str, Any]]) -> History:
+    """History from records such as {"quarter": "2026Q3", "revenue": ...};
+    raises DataError at the first unusable row."""
+    rejects: list = []
+    history = checked_history(ruleset, ((i, r.get(QUARTER), r) for i, r in enumerate(rows, 1)),
+                              "", "", rejects)
+    if rejects:
+        raise DataError(f"{rejects[0].column}: {rejects[0].reason}")
+    return history
 
 
 def partner_from_record(ruleset: RuleSet, record: Mapping[str, Any],
@@ -116,28 +144,3 @@ def partner_from_record(ruleset: RuleSet, record: Mapping[str, Any],
     except DataError as error:
         raise DataError(f"partner {shorten(partner_id)}, history: {error}") from None
     return Partner(partner_id, values, history)
-
-
-def partner_to_record(ruleset: RuleSet, partner: Partner) -> dict:
-    """The inverse of :func:`partner_from_record`, as JSON-friendly values."""
-    from .valuetypes import DATE, LIST, PERCENT
-    record: dict[str, Any] = {PARTNER_ID: partner.partner_id}
-    for name, definition in ruleset.fields.items():
-        value = partner.values.get(name)
-        kind = definition.type.kind
-        if value is None:
-            record[name] = None
-        elif kind == DATE:
-            record[name] = value.isoformat()
-        elif kind == PERCENT:
-            record[name] = f"{round(value * 100, 6):g}%"
-        elif kind == LIST:
-            record[name] = list(value)
-        else:
-            record[name] = value
-    record["history"] = partner.history.to_json()
-    return record
-
-
-def figure_type(ruleset: RuleSet, name: str) -> ValueType:
-    return ruleset.figures[name].type

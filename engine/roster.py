@@ -15,7 +15,8 @@ from typing import Any, Iterator, Mapping
 
 from .errors import DataError, UsageError
 from .model import RuleSet
-from .partners import PARTNER_ID, Partner, partner_from_record
+from .partners import (PARTNER_ID, QUARTER, Partner, checked_history, field_values,
+                       partner_from_record, shorten)
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".xlsx": "xlsx"}
 
@@ -170,8 +171,11 @@ def _read_jsonl(path: Path, handle: io.TextIOBase) -> Iterator[SourceRow]:
 
 
 def find_partner(ruleset: RuleSet, roster: str | Path, performance: str | Path | None,
-                 partner_id: str) -> Partner:
-    """One partner from a roster and its history, by partner_id."""
+                 partner_id: str) -> tuple[Partner, list]:
+    """One partner from a roster and its history, by partner_id.
+
+    Returns the partner and the history rows set aside (as a run would).
+    """
     found = None
     for row in read_rows(roster):
         if str(row.record.get(PARTNER_ID, "")).strip() == partner_id:
@@ -179,14 +183,17 @@ def find_partner(ruleset: RuleSet, roster: str | Path, performance: str | Path |
             break
     if found is None:
         raise UsageError(f"partner '{partner_id}' is not in {roster}")
-    history = []
+    values, problems = field_values(ruleset, found.record)
+    if problems:
+        raise DataError(f"{found.file}:{found.row}: partner {shorten(partner_id)}: "
+                        + "; ".join(map(str, problems)))
+    rows = []
     if performance is not None:
-        history = [r.record for r in read_rows(performance)
-                   if str(r.record.get(PARTNER_ID, "")).strip() == partner_id]
-    try:
-        return partner_from_record(ruleset, found.record, history)
-    except DataError as error:
-        raise DataError(f"{found.file}:{found.row}: {error}") from None
+        rows = [(r.row, r.record.get(QUARTER), r.record) for r in read_rows(performance)
+                if str(r.record.get(PARTNER_ID, "")).strip() == partner_id]
+    rejects: list = []
+    history = checked_history(ruleset, rows, str(performance), partner_id, rejects)
+    return Partner(partner_id, values, history), rejects
 
 
 def partner_from_json_file(ruleset: RuleSet, path: str | Path) -> Partner:

@@ -19,6 +19,7 @@ from .errors import DataError, UsageError
 
 DEFAULT_DB = "eligibility-history.sqlite"
 SCHEMA_VERSION = 1
+LOCK_TIMEOUT_SECONDS = 30.0  # how long a run waits for another run's write to finish
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -75,7 +76,8 @@ class RunHistory:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       timeout=LOCK_TIMEOUT_SECONDS)
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.executescript(_SCHEMA)
             found = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
@@ -90,7 +92,12 @@ class RunHistory:
     # --- recording a run -------------------------------------------------------
 
     def begin(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        """Start the run's transaction; one run at a time writes to a history."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            raise DataError(f"{self.path}: the run history is busy ({error}); another run "
+                            "may be using it, so wait for it or give --db another file") from None
 
     def add_decisions(self, run_id: int, rows: Iterable[tuple[str, Snapshot]]) -> None:
         self._db.executemany(

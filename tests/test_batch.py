@@ -309,3 +309,19 @@ def test_progress_line_shows_partners_rate_and_time_left(capsys):
     err = capsys.readouterr().err
     assert "5,000 partners" in err and "2,500/s" in err
     assert "25.0%" in err and "about 0:06 left" in err
+
+
+def test_a_busy_run_history_is_a_clear_error(ruleset, tmp_path, monkeypatch):
+    from engine import run_history
+    from engine.errors import DataError
+    RunHistory(tmp_path / "runs.sqlite").close()
+    monkeypatch.setattr(run_history, "LOCK_TIMEOUT_SECONDS", 0.1)
+    other = sqlite3.connect(tmp_path / "runs.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another run is writing
+    try:
+        with pytest.raises(DataError, match="the run history is busy"):
+            run_batch(ruleset, options(tmp_path))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert not any(p.name.endswith(".partial") for p in (tmp_path / "out").iterdir())

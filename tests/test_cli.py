@@ -90,3 +90,10 @@ def test_bad_as_of_is_usage_error(cli_run):
     result = cli_run("explain", "P-1001", "--as-of", "26/11/2026")
     assert result.exit_code == 2
     assert "use YYYY-MM-DD" in result.stderr
+
+
+def test_explain_sets_aside_bad_history_rows_like_a_run(cli_run):
+    result = cli_run("explain", "P-1005", "--as-of", "2026-11-26")
+    assert result.exit_code == 0, result.stderr
+    assert "examples/performance.csv:327: quarter: '2026Q5' is not a quarter" in result.stderr
+    assert "row left out" in result.stderr
