@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import orjson
 
-from .decide import Decision, Evaluator, partner_values
+from .decide import Decision, Evaluator
 from .errors import EngineError
 from .explain import program_failures
 from .model import RuleSet
@@ -87,7 +87,7 @@ def decide_chunk(ruleset: RuleSet, rows: Sequence[ChunkRow], as_of: dt.date) -> 
                                   p.reason) for p in problems)
         else:
             partners.append((row, Partner(partner_id, values, history)))
-    all_values = [partner_values(ruleset, partner, as_of) for _, partner in partners]
+    all_values = [evaluator.values(partner, as_of) for _, partner in partners]
     decisions = evaluator.decide_facts(
         evaluator.fact(partner, values, as_of) for (_, partner), values in zip(partners, all_values))
     results = []

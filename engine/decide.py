@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .compiler import (AS_OF, PARTNER, ROW_PREFIX, VALUE_PREFIX, CompiledRules, attr,
                        compile_rules, count_attr, encode)
 from .durable_adapter import DurableEngine
-from .metrics import Env, evaluate, round_value
+from .metrics import Env, compile_expression, evaluate, round_value
 from .model import ENGAGEMENT, RuleSet
 from .partners import Partner
 
@@ -33,13 +33,22 @@ class Decision:
                 "engagement_model": self.engagement, "programs": list(self.enrolled)}
 
 
-def partner_values(ruleset: RuleSet, partner: Partner, as_of: dt.date) -> dict[str, Any]:
-    """Field values, parameters, and every metric, computed in dependency order."""
+def partner_values(ruleset: RuleSet, partner: Partner, as_of: dt.date,
+                   compiled: Sequence | None = None) -> dict[str, Any]:
+    """Field values, parameters, and every metric, computed in dependency order.
+
+    ``compiled`` holds the metrics' closures (see :meth:`Evaluator.values`);
+    without it the expression trees are interpreted, as the explainer does.
+    """
     values: dict[str, Any] = dict(partner.values)
     values.update({name: p.value for name, p in ruleset.parameters.items()})
     env = Env(values, partner.history, as_of)
-    for metric in ruleset.metrics:
-        values[metric.name] = round_value(metric.type, evaluate(metric.expr, env))
+    if compiled is None:
+        for metric in ruleset.metrics:
+            values[metric.name] = round_value(metric.type, evaluate(metric.expr, env))
+    else:
+        for metric, function in zip(ruleset.metrics, compiled):
+            values[metric.name] = round_value(metric.type, function(env))
     return values
 
 
@@ -51,6 +60,11 @@ class Evaluator:
         self.compiled: CompiledRules = compile_rules(ruleset)
         kwargs = {"batch_size": batch_size} if batch_size else {}
         self.engine = DurableEngine(self.compiled, **kwargs)
+        self.metric_functions = [compile_expression(m.expr) for m in ruleset.metrics]
+
+    def values(self, partner: Partner, as_of: dt.date) -> dict[str, Any]:
+        """The partner's fields and metrics, with the compiled metric closures."""
+        return partner_values(self.ruleset, partner, as_of, self.metric_functions)
 
     def fact(self, partner: Partner, values: Mapping[str, Any], as_of: dt.date) -> dict:
         fact: dict[str, Any] = {PARTNER: partner.partner_id, AS_OF: encode(as_of)}
@@ -64,7 +78,7 @@ class Evaluator:
 
     def decide(self, partners: Sequence[Partner], as_of: dt.date) -> list[Decision]:
         """Decisions for each partner, in the order given."""
-        facts = [self.fact(p, partner_values(self.ruleset, p, as_of), as_of) for p in partners]
+        facts = [self.fact(p, self.values(p, as_of), as_of) for p in partners]
         return self.decide_facts(facts)
 
     def decide_facts(self, facts: Iterable[dict]) -> list[Decision]:

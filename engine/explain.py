@@ -303,21 +303,30 @@ def program_failures(ruleset: RuleSet, values: Mapping[str, Any], decision: Deci
     for program in ruleset.programs:
         if program.id in enrolled:
             continue
+        if program.group:
+            winner = _higher_winner(ruleset, program, enrolled)
+            if winner is not None:
+                # The partner holds a higher place in the group: that is the
+                # reason; 'explain' gives this program's conditions too.
+                result[program.id] = [f"{winner} ranks higher in group {program.group}"]
+                continue
         reasons: list[str] = []
         if not program.in_effect(as_of):
             reasons.append(f"not in effect on {as_of}")
         if program.when is not None:
             reasons += _failed_leaves(ruleset, program.when, known)
         reasons += [f"requires {r}" for r in program.requires if r not in enrolled]
-        if program.group:
-            for member in ruleset.group_members(program.group):
-                if member.id == program.id:
-                    break
-                if member.id in enrolled:
-                    reasons.append(f"{member.id} ranks higher in group {program.group}")
-                    break
         result[program.id] = reasons
     return result
+
+
+def _higher_winner(ruleset: RuleSet, program: Program, enrolled: set[str]) -> str | None:
+    for member in ruleset.group_members(program.group):
+        if member.id == program.id:
+            return None
+        if member.id in enrolled:
+            return member.id
+    return None
 
 
 def _failed_leaves(ruleset: RuleSet, condition: Condition, values: Mapping[str, Any],

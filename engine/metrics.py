@@ -178,6 +178,46 @@ def evaluate(expr: Expr, env: Env) -> Any:
     raise AssertionError(expr)  # pragma: no cover
 
 
+_ARITHMETIC = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+               "/": lambda a, b: None if b == 0 else a / b,
+               "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+               "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+
+
+def compile_expression(expr: Expr) -> Callable[[Env], Any]:
+    """The expression as a Python closure with the meaning of :func:`evaluate`.
+
+    The tree is walked once here instead of once per partner. Batch runs use
+    this; the explainer uses :func:`evaluate`, so the two are checked against
+    each other by the differential tests.
+    """
+    if isinstance(expr, Literal):
+        value = expr.value
+        return lambda env: value
+    if isinstance(expr, Name):
+        name = expr.name
+        return lambda env: env.values.get(name)
+    if isinstance(expr, Unary):
+        inner = compile_expression(expr.operand)
+        if expr.op == "not":
+            return lambda env: None if (v := inner(env)) is None else not v
+        return lambda env: None if (v := inner(env)) is None else -v
+    if isinstance(expr, Binary):
+        left, right = compile_expression(expr.left), compile_expression(expr.right)
+        if expr.op in ("and", "or"):
+            return lambda env: evaluate(expr, env)
+        apply = _ARITHMETIC[expr.op]
+
+        def binary(env: Env) -> Any:
+            a, b = left(env), right(env)
+            return None if a is None or b is None else apply(a, b)
+        return binary
+    if isinstance(expr, Call):
+        run = FUNCTIONS[expr.function].run
+        return lambda env: run(expr, env, evaluate)
+    raise AssertionError(expr)  # pragma: no cover
+
+
 def round_value(vtype: ValueType, value: Any) -> Any:
     """A metric result on the same grid as field values; out-of-range is missing."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and \

@@ -16,7 +16,7 @@ import itertools
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from engine.conditions import AllOf, AnyOf, Compare, IsMissing, NotOf
-from engine.decide import Evaluator
+from engine.decide import Evaluator, partner_values
 from engine.explain import explain
 from engine.history import History, Quarter
 from engine.loader import load_rules
@@ -76,6 +76,9 @@ def test_reference_rules_engine_equals_explanation(batch, as_of):
     decided = EVALUATOR.decide(batch, as_of)
     explained = [explain(RULES, p, as_of).decision() for p in batch]
     assert decided == explained
+    # Metrics: compiled closures (runs) against the interpreted trees (explain).
+    assert [EVALUATOR.values(p, as_of) for p in batch] == \
+        [partner_values(RULES, p, as_of) for p in batch]
 
 
 # --- generated rule sets ---------------------------------------------------
