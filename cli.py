@@ -21,6 +21,7 @@ from engine.explain import explain
 from engine.loader import load_rules
 from engine.render import explanation_text
 from engine.roster import find_partner, partner_from_json_file
+from engine.rule_tests import failure_report, load_cases, run_case
 from engine.run_history import DEFAULT_DB, RunHistory
 
 DEFAULT_RULES = "rules"
@@ -60,6 +61,7 @@ def cli() -> None:
     Examples:
       eligibility run --as-of 2026-11-26
       eligibility validate rules/
+      eligibility test rules/
       eligibility explain P-1001 --as-of 2026-11-26
       eligibility history
     """
@@ -83,6 +85,39 @@ def validate(rules_dir: str) -> None:
                f"{len(ruleset.metrics)} metrics, {len(ruleset.classifications)} classifications, "
                f"{len(ruleset.engagement_models)} engagement models, "
                f"{len(ruleset.programs)} programs (fingerprint {ruleset.fingerprint}).")
+
+
+@cli.command(name="test")
+@click.argument("rules_dir", default=DEFAULT_RULES, metavar="[RULES_DIR]")
+def test_command(rules_dir: str) -> None:
+    """Run the rule tests kept in RULES_DIR/tests/*.yaml.
+
+    Each case gives a partner, its history, and an as-of date, and what the
+    rules must decide. A failing case prints its file, line, and name, what was
+    expected against what was decided, and the partner's full explanation.
+    Exits 1 if any case fails.
+
+    \b
+    Example:
+      eligibility test rules/
+    """
+    ruleset = load_rules(rules_dir)
+    cases = load_cases(ruleset)
+    if not cases:
+        raise UsageError(f"no rule tests in {Path(rules_dir) / 'tests'}; see "
+                         "docs/rule-authoring.md, 'Rule tests'")
+    evaluator = Evaluator(ruleset)
+    failed = 0
+    for case in cases:
+        result = run_case(ruleset, evaluator, case)
+        if result.passed:
+            click.echo(f"ok    {case.name}")
+        else:
+            failed += 1
+            click.echo(f"FAIL  {failure_report(ruleset, result)}\n")
+    click.echo(f"{len(cases) - failed} passed, {failed} failed")
+    if failed:
+        raise click.exceptions.Exit(1)
 
 
 @cli.command(name="explain")

@@ -70,19 +70,34 @@ def load_cases(ruleset: RuleSet, folder: str | Path | None = None) -> list[RuleC
     problems: list[Problem] = []
     cases: list[RuleCase] = []
     for path in sorted(folder.glob("*.yaml")):
-        data, found = load_yaml(path, str(path))
-        problems += found
-        if data is None:
-            continue
-        if not isinstance(data, YMap) or not isinstance(data.get("cases"), YList):
-            problems.append(Problem(str(path), 1, 1, "a rule test file needs 'cases:', a list"))
-            continue
-        for index, raw in enumerate(data["cases"]):
-            case = _case(ruleset, raw, data["cases"].item_loc(index), problems)
-            if case is not None:
-                cases.append(case)
+        cases += _cases_in(ruleset, path, problems)
     if problems:
         raise RuleSetError(problems)
+    return cases
+
+
+def load_case_file(ruleset: RuleSet, path: str | Path) -> list[RuleCase]:
+    """The cases of one rule-test file; raises RuleSetError listing problems."""
+    problems: list[Problem] = []
+    cases = _cases_in(ruleset, Path(path), problems)
+    if problems:
+        raise RuleSetError(problems)
+    return cases
+
+
+def _cases_in(ruleset: RuleSet, path: Path, problems: list[Problem]) -> list[RuleCase]:
+    data, found = load_yaml(path, str(path))
+    problems += found
+    if data is None:
+        return []
+    if not isinstance(data, YMap) or not isinstance(data.get("cases"), YList):
+        problems.append(Problem(str(path), 1, 1, "a rule test file needs 'cases:', a list"))
+        return []
+    cases = []
+    for index, raw in enumerate(data["cases"]):
+        case = _case(ruleset, raw, data["cases"].item_loc(index), problems)
+        if case is not None:
+            cases.append(case)
     return cases
 
 
@@ -156,6 +171,15 @@ def _check_expect(ruleset: RuleSet, name: str, expect: YMap, problems: list[Prob
             if program not in ids:
                 problems.append(expect.value_loc(key).problem(
                     f"case '{name}': unknown program '{program}'"))
+
+
+def failure_report(ruleset: RuleSet, result: CaseResult) -> str:
+    """What a failing case prints: where it is, what differed, and why."""
+    from .render import explanation_text
+    case = result.case
+    lines = [f"{case.where}: {case.name}"] + [f"  {f}" for f in result.failures]
+    return "\n".join(lines) + "\n\n" + explanation_text(ruleset, result.decision,
+                                                         result.explanation)
 
 
 def run_case(ruleset: RuleSet, evaluator: Evaluator, case: RuleCase) -> CaseResult:
