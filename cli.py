@@ -18,6 +18,8 @@ from engine.batch import OUTPUT_FILES, Progress, RunOptions, default_workers, ru
 from engine.decide import Evaluator
 from engine.errors import DataError, EligibilityError, EngineError, UsageError
 from engine.explain import explain
+from engine.impact import CSV_COLUMNS, compare, impact_rows, load_rule_sets
+from engine.outputs import CsvOutput
 from engine.loader import load_rules
 from engine.render import explanation_text
 from engine.roster import find_partner, partner_from_json_file
@@ -62,6 +64,7 @@ def cli() -> None:
       eligibility run --as-of 2026-11-26
       eligibility validate rules/
       eligibility test rules/
+      eligibility diff --base git:HEAD:rules --proposed rules
       eligibility explain P-1001 --as-of 2026-11-26
       eligibility history
     """
@@ -118,6 +121,80 @@ def test_command(rules_dir: str) -> None:
     click.echo(f"{len(cases) - failed} passed, {failed} failed")
     if failed:
         raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.option("--base", default="git:HEAD:rules", show_default=True,
+              help="Rule set now: a folder, or git:REVISION:PATH.")
+@click.option("--proposed", default=DEFAULT_RULES, show_default=True,
+              help="Rule set proposed: a folder, or git:REVISION:PATH.")
+@click.option("--roster", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"Roster. Default: {DEFAULT_ROSTER} with {DEFAULT_PERFORMANCE}.")
+@click.option("--performance", type=click.Path(dir_okay=False, path_type=Path),
+              help="Quarterly performance history.")
+@click.option("--as-of", callback=_as_of, metavar="DATE",
+              help="Decide as of this date (YYYY-MM-DD). Default: today.")
+@click.option("--proposed-as-of", metavar="DATE", default=None,
+              help="Decide the proposed side as of another date, to see who an "
+                   "announced change will move. Default: --as-of.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write every move, with its reason, to this CSV file.")
+@click.option("--limit", type=click.IntRange(0), default=30, show_default=True,
+              help="Moves listed on screen (the CSV has them all).")
+@click.option("--all", "show_all", is_flag=True,
+              help="List every program and value, not only those that change.")
+def diff(base: str, proposed: str, roster: Path | None, performance: Path | None,
+         as_of: dt.date, proposed_as_of: str | None, csv_path: Path | None, limit: int,
+         show_all: bool) -> None:
+    """Show who a rule change would move, and why, before it lands.
+
+    Decides the roster with both rule sets and counts, for every program,
+    classification value, and engagement model, who enters and who leaves;
+    then lists each partner that moves with the condition that made the
+    difference. By default it compares the committed rules (git:HEAD:rules)
+    with the rules folder as edited.
+
+    \b
+    Examples:
+      eligibility diff
+      eligibility diff --base rules-2026 --proposed rules-2027 --csv moves.csv
+      eligibility diff --base rules --as-of 2026-12-31 --proposed-as-of 2027-01-01
+    """
+    if roster is None:
+        roster = Path(DEFAULT_ROSTER)
+        performance = performance or Path(DEFAULT_PERFORMANCE)
+    later = _as_of(None, None, proposed_as_of) if proposed_as_of else as_of
+    with load_rule_sets(base, proposed) as (base_rules, proposed_rules):
+        impact = compare(base_rules, proposed_rules, roster, performance, as_of, later,
+                         f"{base} as of {as_of}", f"{proposed} as of {later}")
+    click.echo(f"Base:     {impact.base_label} (fingerprint {base_rules.fingerprint})")
+    click.echo(f"Proposed: {impact.proposed_label} (fingerprint {proposed_rules.fingerprint})")
+    click.echo(f"{impact.partners} partners decided on both sides"
+               + (f"; {impact.rejected_rows} roster rows rejected" if impact.rejected_rows else "")
+               + ".\n")
+    rows = [row for row in impact_rows(impact) if show_all or row[5] or row[6]]
+    labels = [f"{kind} {subject}" if kind == "program" else f"{kind} {subject} = {value}"
+              for kind, subject, value, *_ in rows]
+    if rows:
+        width = max(len(label) for label in labels)
+        click.echo(f"{'':{width}}  {'base':>8} {'proposed':>8} {'entered':>8} {'left':>8}")
+        for label, (*_, before, after, entered, left) in zip(labels, rows):
+            click.echo(f"{label:{width}}  {before:>8} {after:>8} {entered:>8} {left:>8}")
+    if not impact.moves:
+        click.echo("\nNo partner moves.")
+    else:
+        shown = impact.moves[:limit]
+        click.echo(f"\nPartners that move ({len(shown)} of {len(impact.moves)}):")
+        for move in shown:
+            change = f"{move.base or '(none)'} -> {move.proposed or '(none)'}"
+            reason = f": {'; '.join(move.because)}" if move.because else ""
+            click.echo(f"  {move.partner_id}  {move.kind} {move.subject}: {change}{reason}")
+    if csv_path:
+        output = CsvOutput(csv_path, CSV_COLUMNS)
+        for move in impact.moves:
+            output.write(move.as_row())
+        output.commit()
+        click.echo(f"\nWrote {len(impact.moves)} moves to {csv_path}")
 
 
 @cli.command(name="explain")

@@ -72,7 +72,7 @@ class RunResult:
 
 
 @dataclass
-class _Tally:
+class RunTally:
     rows_read: int = 0
     decided: int = 0
     rejected_rows: int = 0
@@ -127,7 +127,7 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
     history = HistoryStore(ruleset)
     runs = RunHistory(options.db)
     outputs = _Outputs(options.out_dir)
-    tally = _Tally()
+    tally = RunTally()
     timings: dict[str, float] = {}
     try:
         if options.performance is not None:
@@ -146,7 +146,8 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
                 progress(Progress(tally.rows_read, reader.bytes_read, reader.size,
                                   time.perf_counter() - clock))
 
-        chunks = _chunks(reader, history, seen, tally, outputs, options.chunk_size)
+        chunks = roster_chunks(reader, history, seen, tally, options.chunk_size,
+                               lambda reject: _write_reject(reject, outputs, tally))
         for result in _decide_all(ruleset, chunks, options.as_of, options.workers):
             _record_chunk(ruleset, result, run_id, previous, runs, outputs, tally)
             report()
@@ -189,23 +190,24 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
         runs.close()
 
 
-def _chunks(reader: RowReader, history: HistoryStore, seen: dict[str, int], tally: _Tally,
-            outputs: _Outputs, size: int) -> Iterator[list[ChunkRow]]:
-    """Roster rows in chunks, with their history; bad ids and duplicates set aside."""
+def roster_chunks(reader: RowReader, history: HistoryStore, seen: dict[str, int],
+                  tally: RunTally, size: int,
+                  set_aside: Callable[[Reject], None]) -> Iterator[list[ChunkRow]]:
+    """Roster rows in chunks, with their history; rows without a usable or with a
+    repeated partner_id go to ``set_aside``. ``seen`` collects the ids read."""
     chunk: list[tuple] = []
     for row in reader:
         tally.rows_read += 1
         try:
             partner_id = read_partner_id(row.record)
         except DataError as error:
-            _write_reject(Reject(row.file, row.row, "", PARTNER_ID,
-                                 shorten(row.record.get(PARTNER_ID)), str(error)), outputs, tally)
+            set_aside(Reject(row.file, row.row, "", PARTNER_ID,
+                             shorten(row.record.get(PARTNER_ID)), str(error)))
             tally.rejected_rows += 1
             continue
         if partner_id in seen:
-            _write_reject(Reject(row.file, row.row, partner_id, PARTNER_ID, partner_id,
-                                 f"duplicate partner_id (first on row {seen[partner_id]})"),
-                          outputs, tally)
+            set_aside(Reject(row.file, row.row, partner_id, PARTNER_ID, partner_id,
+                             f"duplicate partner_id (first on row {seen[partner_id]})"))
             tally.rejected_rows += 1
             continue
         seen[partner_id] = row.row
@@ -248,7 +250,7 @@ def _decide_all(ruleset: RuleSet, chunks: Iterator[list[ChunkRow]], as_of: dt.da
 
 def _record_chunk(ruleset: RuleSet, result: ChunkResult, run_id: int,
                   previous: RunRecord | None, runs: RunHistory, outputs: _Outputs,
-                  tally: _Tally) -> None:
+                  tally: RunTally) -> None:
     for reject in result.rejects:
         _write_reject(reject, outputs, tally)
     tally.rejected_rows += result.rejected_rows
@@ -277,18 +279,18 @@ def _snapshot(result: PartnerResult) -> Snapshot:
     return Snapshot(dict(d.classifications), d.engagement, tuple(d.enrolled))
 
 
-def _write_reject(reject: Reject, outputs: _Outputs, tally: _Tally) -> None:
+def _write_reject(reject: Reject, outputs: _Outputs, tally: RunTally) -> None:
     outputs.rejects.write(reject.as_row())
     tally.reject_lines += 1
 
 
-def _write_change(change: Change, outputs: _Outputs, tally: _Tally) -> None:
+def _write_change(change: Change, outputs: _Outputs, tally: RunTally) -> None:
     outputs.changes.write(change.as_row())
     tally.changes[change.change] += 1
 
 
 def _summary(ruleset: RuleSet, options: RunOptions, fingerprints: dict, history: HistoryStore,
-             tally: _Tally, previous: RunRecord | None, run_id: int, started_at: str,
+             tally: RunTally, previous: RunRecord | None, run_id: int, started_at: str,
              timings: dict) -> dict:
     """Everything but the 'run' section is the same for the same inputs."""
     inputs = {"roster": {"file": str(options.roster), "fingerprint": fingerprints["roster"],

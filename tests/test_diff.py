@@ -1,0 +1,82 @@
+"""eligibility diff: who a rule change would move, and why."""
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A project folder with rules and examples, as a user has it."""
+    for name in ("rules", "examples"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def raise_select_threshold(rules):
+    programs = rules / "programs.yaml"
+    programs.write_text(programs.read_text().replace(
+        "        - certified_technical >= 2\n", "        - certified_technical >= 3\n"))
+
+
+def run_diff(*args):
+    from click.testing import CliRunner
+    from cli import cli
+    return CliRunner().invoke(cli, ["diff", *args], catch_exceptions=False)
+
+
+def test_a_threshold_change_moves_one_partner(workspace):
+    shutil.copytree(workspace / "rules", workspace / "proposed")
+    raise_select_threshold(workspace / "proposed")
+    result = run_diff("--base", "rules", "--proposed", "proposed", "--as-of", "2026-11-26",
+                      "--csv", "moves.csv")
+    assert result.exit_code == 0, result.stderr
+    assert "program select            10        9        0        1" in result.output
+    assert "P-1018  program select: select -> (none): certified_technical >= 3: has 2" \
+        in result.output
+    rows = list(csv.DictReader((workspace / "moves.csv").read_text().splitlines()))
+    assert {(r["partner_id"], r["subject"], r["because"]) for r in rows} == {
+        ("P-1018", "select", "certified_technical >= 3: has 2"),
+        ("P-1018", "registered", "select ranks higher in group tier")}
+
+
+def test_no_change_moves_nobody(workspace):
+    result = run_diff("--base", "rules", "--proposed", "rules", "--as-of", "2026-11-26")
+    assert result.exit_code == 0
+    assert "No partner moves." in result.output
+
+
+def test_uncommitted_edit_against_git_head(workspace):
+    git = ["git", "-c", "user.email=test@example.com", "-c", "user.name=Test"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "rules"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "rules"], check=True)
+    raise_select_threshold(workspace / "rules")
+    result = run_diff("--as-of", "2026-11-26")  # git:HEAD:rules against rules/
+    assert result.exit_code == 0, result.stderr
+    assert result.output.startswith("Base:     git:HEAD:rules as of 2026-11-26")
+    assert "P-1018  program select" in result.output
+
+
+def test_an_announced_change_between_two_dates(workspace):
+    result = run_diff("--base", "rules", "--as-of", "2026-12-31",
+                      "--proposed-as-of", "2027-01-01")
+    assert result.exit_code == 0
+    assert "program zero_trust_specialization         0        3        3        0" \
+        in result.output
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("git:HEAD", "write a git rule set as git:REVISION:PATH"),
+    ("git:no-such-revision:rules", "git could not read it"),
+])
+def test_bad_git_rule_sets_are_usage_errors(workspace, spec, message):
+    result = run_diff("--base", spec)
+    assert result.exit_code == 2
+    assert message in result.stderr
