@@ -22,6 +22,7 @@ from engine.impact import CSV_COLUMNS, compare, impact_rows, load_rule_sets
 from engine.outputs import CsvOutput
 from engine.loader import load_rules
 from engine.render import explanation_text
+from engine.report import build_report
 from engine.roster import find_partner, partner_from_json_file
 from engine.rule_tests import failure_report, load_cases, run_case
 from engine.run_history import DEFAULT_DB, RunHistory
@@ -65,6 +66,7 @@ def cli() -> None:
       eligibility validate rules/
       eligibility test rules/
       eligibility diff --base git:HEAD:rules --proposed rules
+      eligibility report out/
       eligibility explain P-1001 --as-of 2026-11-26
       eligibility history
     """
@@ -266,8 +268,10 @@ def explain_command(partner_id: str | None, json_file: str | None, rules_dir: st
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
               help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.")
+@click.option("--report", is_flag=True, help="Also write the HTML run report (report.html).")
 def run(rules_dir: str, roster: Path | None, performance: Path | None, as_of: dt.date,
-        out_dir: Path, workers: int | None, strict: bool, quiet: bool, db: Path | None) -> None:
+        out_dir: Path, workers: int | None, strict: bool, quiet: bool, db: Path | None,
+        report: bool) -> None:
     """Decide every partner of a roster and write the results to --out.
 
     Writes decisions.jsonl (every decision, and why programs were missed),
@@ -299,13 +303,16 @@ def run(rules_dir: str, roster: Path | None, performance: Path | None, as_of: dt
         raise DataError(f"--strict: {partners['rejected']} roster rows and "
                         f"{result.history_rejects} history rows rejected; see "
                         f"{out_dir / 'rejects.csv'} (no other output was written)")
+    if report:
+        written = build_report(out_dir)
     if quiet:
         return
     click.echo(f"Run {result.run_id} as of {summary['as_of']}: {partners['rows_read']} rows "
                f"read, {partners['decided']} partners decided, {partners['rejected']} rejected"
                + (f" (and {result.history_rejects} history rows)" if result.history_rejects
                   else "") + ".")
-    click.echo("Wrote " + ", ".join(str(out_dir / name) for name in OUTPUT_FILES))
+    click.echo("Wrote " + ", ".join(str(out_dir / name) for name in OUTPUT_FILES)
+               + (f", {written}" if report else ""))
     counts = summary["changes"]["counts"]
     previous = summary["changes"]["previous_run"]
     if previous is None:
@@ -341,6 +348,27 @@ class _ProgressLine:
     def close(self) -> None:
         if self.last:
             click.echo("", err=True)
+
+
+@cli.command(name="report")
+@click.argument("out_dir", default=DEFAULT_OUT, metavar="[DIR]",
+                type=click.Path(file_okay=False, path_type=Path))
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the report. Default: DIR/report.html.")
+def report_command(out_dir: Path, output: Path | None) -> None:
+    """Write a self-contained HTML report of the run whose outputs are in DIR.
+
+    Totals and rejects, charts of the distribution by classification,
+    engagement model, and program, the changes since the previous run, and a
+    searchable, sortable partner table; click a partner for its decisions and
+    why it missed each other program. The file needs no network: open it in
+    any browser.
+
+    \b
+    Example:
+      eligibility report out/
+    """
+    click.echo(f"Wrote {build_report(out_dir, output)}")
 
 
 @cli.command()

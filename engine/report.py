@@ -1,0 +1,78 @@
+"""The HTML run report: one self-contained file to look at a run.
+
+Built from a run's output folder (summary.json, decisions.jsonl, rejects.csv,
+changes.csv). The file has no external resources: CSS and the partner table's
+script are inline, and the charts are inline SVG. It is rendered by a
+sandboxed Jinja2 environment with autoescaping and StrictUndefined. Roster
+values (partner ids, reasons) are data, never markup.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import orjson
+from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
+
+from .errors import UsageError
+from .outputs import AtomicFile
+
+TEMPLATES = Path(__file__).parent / "report_templates"
+REPORT_NAME = "report.html"
+BAR_WIDTH = 320
+
+
+def _environment() -> SandboxedEnvironment:
+    return SandboxedEnvironment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,
+                                autoescape=select_autoescape(["html"]))
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _bars(counts: dict[str, int]) -> list[dict]:
+    """Rows of a horizontal bar chart, scaled to the largest count."""
+    top = max(counts.values(), default=0) or 1
+    return [{"label": label, "count": count, "width": round(BAR_WIDTH * count / top)}
+            for label, count in counts.items()]
+
+
+def build_report(folder: str | Path, output: str | Path | None = None) -> Path:
+    """Write the report for the run in ``folder``; returns the file written."""
+    folder = Path(folder)
+    summary_path = folder / "summary.json"
+    if not summary_path.exists():
+        raise UsageError(f"{folder}: no summary.json; give the --out folder of a run")
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    partners = []
+    with (folder / "decisions.jsonl").open("rb") as handle:
+        for line in handle:
+            partners.append(orjson.loads(line))
+    context = {
+        "summary": summary,
+        "partners": partners,
+        # Embedded as JSON for the detail panel; Jinja's tojson escapes <, >, &.
+        "partners_json": partners,
+        "charts": {**{f"Classification: {name}": _bars(counts)
+                      for name, counts in summary["classifications"].items()},
+                   "Engagement models": _bars(summary["engagement_models"]),
+                   "Programs": _bars(summary["programs"])},
+        "rejects": _read_csv(folder / "rejects.csv"),
+        "changes": _read_csv(folder / "changes.csv"),
+    }
+    html = _environment().get_template("report.html").render(**context)
+    target = Path(output) if output else folder / REPORT_NAME
+    result = AtomicFile(target)
+    try:
+        result.handle.write(html)
+        result.commit()
+    except BaseException:
+        result.discard()
+        raise
+    return target

@@ -1,0 +1,99 @@
+"""The HTML run report: self-contained, escaped, and usable in a real browser."""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.batch import RunOptions, run_batch
+from engine.report import build_report
+
+from conftest import AS_OF, ROOT
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, ruleset):
+    folder = tmp_path_factory.mktemp("run")
+    run_batch(ruleset, RunOptions(ROOT / "examples" / "roster.csv",
+                                  ROOT / "examples" / "performance.csv", AS_OF,
+                                  folder / "out", db=folder / "runs.sqlite"))
+    return build_report(folder / "out")
+
+
+def test_report_is_self_contained(report):
+    html = report.read_text(encoding="utf-8")
+    assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', html)
+    assert "<link" not in html and "@import" not in html
+    assert html.count('<tr class="partner"') == 32
+    assert "Run 1 as of 2026-11-26" in html and "<svg" in html
+
+
+def test_roster_text_is_escaped(tmp_path, report):
+    folder = report.parent
+    target = tmp_path / "out"
+    shutil.copytree(folder, target)
+    lines = (target / "decisions.jsonl").read_text().splitlines()
+    lines[0] = lines[0].replace('"P-1001"', '"<script>alert(1)</script>{{ 7*7 }}"', 1)
+    (target / "decisions.jsonl").write_text("\n".join(lines) + "\n")
+    html = build_report(target).read_text(encoding="utf-8")
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;{{ 7*7 }}" in html
+    assert "\\u003cscript\\u003e" in html  # the embedded JSON is escaped too
+
+
+def test_report_of_a_folder_without_a_run_is_a_usage_error(cli_run, tmp_path):
+    result = cli_run("report", str(tmp_path))
+    assert result.exit_code == 2
+    assert "no summary.json" in result.stderr
+
+
+def _browser():
+    """A headless Chromium driven by selenium, or None with the reason."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        return None, "selenium is not installed"
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        return None, "Debian's chromium and chromium-driver are not installed"
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--window-size=1280,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options), ""
+
+
+def test_report_in_a_real_browser(report):
+    driver, reason = _browser()
+    if driver is None:
+        pytest.skip(f"no browser for the report test: {reason} (.ci/run installs them)")
+    from selenium.webdriver.common.by import By
+    try:
+        driver.get(report.as_uri())
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        rows = driver.find_elements(By.CSS_SELECTOR, "tr.partner")
+        assert len(rows) == 32
+        search = driver.find_element(By.ID, "filter")
+        search.send_keys("strategic_account")
+        visible = [r for r in rows if r.is_displayed()]
+        assert len(visible) == 6
+        assert driver.find_element(By.ID, "shown").text == "6 of 32 partners shown"
+        visible[0].click()
+        detail = driver.find_element(By.ID, "detail")
+        assert detail.is_displayed()
+        assert "engagement model: strategic_account" in detail.text
+        assert "Why the other programs were missed" in detail.text
+        header = driver.find_element(By.CSS_SELECTOR, "th[data-key='partner_id']")
+        header.click()
+        header.click()  # descending
+        ids = [r.find_element(By.TAG_NAME, "td").text
+               for r in driver.find_elements(By.CSS_SELECTOR, "tr.partner") if r.is_displayed()]
+        assert len(ids) == 6 and ids == sorted(ids, reverse=True)
+    finally:
+        driver.quit()
