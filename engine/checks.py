@@ -12,8 +12,8 @@ import difflib
 from dataclasses import replace
 from typing import Callable, Iterable
 
-from .conditions import (ORDERING_OPERATORS, AllOf, AnyOf, Compare, Condition, IsMissing,
-                         NotOf, names_read)
+from .conditions import (ORDERING_OPERATORS, AllOf, AnyOf, Compare, Condition, Dated,
+                         IsMissing, NotOf, names_read)
 from .errors import Problem
 from .expressions import Literal, Name, ParseError, names_in
 from .metrics import Checker, round_value
@@ -182,7 +182,7 @@ class Checks:
         if isinstance(condition, (AllOf, AnyOf)):
             items = [self.condition(item, scope, where) for item in condition.items]
             return None if None in items else replace(condition, items=tuple(items))
-        if isinstance(condition, NotOf):
+        if isinstance(condition, (NotOf, Dated)):
             item = self.condition(condition.item, scope, where)
             return None if item is None else replace(condition, item=item)
         kind = self.kinds.get(condition.name)
@@ -389,6 +389,8 @@ def _order_reason(kind: str, scope: tuple[str, ...]) -> str:
 
 def implies(a: Condition, b: Condition) -> bool:
     """True only when ``a`` holding guarantees ``b`` holds (conservative)."""
+    if isinstance(a, Dated) or isinstance(b, Dated):
+        return a == b
     if isinstance(b, AllOf):
         return all(implies(a, item) for item in b.items)
     if isinstance(a, AnyOf):

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .checks import toposort
-from .conditions import (AllOf, AnyOf, Compare, Condition, IsMissing, NotOf, describe,
-                         names_read)
+from .conditions import (AllOf, AnyOf, Compare, Condition, Dated, IsMissing, NotOf, describe,
+                         is_dated, names_read)
 from .model import ENGAGEMENT, Program, RuleSet, Table
 from .valuetypes import LIST
 
@@ -63,6 +63,13 @@ def count_attr(name: str) -> str:
 def _reads(names) -> set[str]:
     """Fact attributes a condition over these names reads (value and list size)."""
     return {a for n, _ in names for a in (attr(n), count_attr(n))}
+
+
+def _condition_reads(conditions) -> set[str]:
+    """Fact attributes some conditions read, the as-of date included if dated."""
+    conditions = [c for c in conditions if c is not None]
+    reads = _reads(n for c in conditions for n in names_read(c))
+    return reads | ({AS_OF} if any(is_dated(c) for c in conditions) else set())
 
 
 SCALE = 1_000_000          # numbers travel as whole millionths
@@ -199,7 +206,7 @@ class _Planner:
     def _table(self, table: Table, kind: str) -> None:
         rules, conditions = self._fit(lambda cs: _table_rules(table, cs),
                                       [row.when for row in table.rows])
-        self._add(kind, table.name, rules, _reads(n for c in conditions for n in names_read(c)))
+        self._add(kind, table.name, rules, _condition_reads(conditions))
 
     def _fit(self, build, conditions: list):
         """Rules from ``build(conditions)`` within the budget: the biggest
@@ -223,7 +230,7 @@ class _Planner:
         if rules is None:
             when = self._helper(when)
             rules = self._program_rules(program, when, leaf)
-        reads = _reads(names_read(when)) if when is not None else set()
+        reads = _condition_reads([when])
         if program.starts or program.ends:
             reads.add(AS_OF)
         reads |= {attr(r) for r in program.requires}
@@ -241,7 +248,7 @@ class _Planner:
         rules, whens = self._fit(lambda ws: self._group_rules(group, members, ws),
                                  [m.when for m in members])
         self.always.add(attr(f"{HELPER_PREFIX}group_{group}"))
-        reads = _reads(n for w in whens if w is not None for n in names_read(w))
+        reads = _condition_reads(whens)
         reads |= {attr(r) for m in members for r in m.requires}
         if any(m.starts or m.ends for m in members):
             reads.add(AS_OF)
@@ -325,7 +332,7 @@ class _Planner:
         name = f"{HELPER_PREFIX}{self.helpers}"
         self.always.add(attr(name))
         self._add("helper", name, self._helper_rules(name, condition),
-                  _reads(names_read(condition)))
+                  _condition_reads([condition]))
         return Compare(name, "==", (True,), describe(condition), condition.loc)
 
     @staticmethod
@@ -422,6 +429,19 @@ def dnf(condition: Condition, negate: bool = False) -> DNF:
     """A condition (or its negation) as mutually exclusive flat conjunctions."""
     if isinstance(condition, NotOf):
         return dnf(condition.item, not negate)
+    if isinstance(condition, Dated):
+        # Holds when the date is outside the window, or when the item holds.
+        gates: list[tuple[DNF, DNF]] = []
+        if condition.starts:
+            start = encode(condition.starts)
+            gates.append(([[(AS_OF, "lt", start)]], [[(AS_OF, "gte", start)]]))
+        if condition.ends:
+            end = encode(condition.ends)
+            gates.append(([[(AS_OF, "gt", end)]], [[(AS_OF, "lte", end)]]))
+        gates.append((dnf(condition.item), dnf(condition.item, negate=True)))
+        if negate:
+            return _product([fails for _, fails in gates])
+        return _exclusive_or(gates)
     if isinstance(condition, (AllOf, AnyOf)):
         if isinstance(condition, AllOf) != negate:
             return _product([dnf(item, negate) for item in condition.items])

@@ -4,7 +4,8 @@ In a rule file a condition is either one line of text that reads aloud,
 ``certified_technical >= 2``, ``standing in [good, at_risk]``,
 ``focus_verticals contains healthcare``, ``revenue_share between 1% and 5%``,
 ``business_plan is missing``, a yes/no name on its own (``business_plan_on_file``),
-or a mapping with one key: ``all: [...]``, ``any: [...]``, or ``not: ...``.
+or a mapping with one key: ``all: [...]``, ``any: [...]``, or ``not: ...``,
+or a dated requirement ``{from: 2027-01-01, when: ...}`` (``until`` too).
 
 Parsing here is purely syntactic; :mod:`engine.loader` checks names and types
 and replaces the raw literals with typed values.
@@ -70,7 +71,23 @@ class NotOf:
     loc: Loc
 
 
-Condition = Union[Compare, IsMissing, AllOf, AnyOf, NotOf]
+@dataclass(frozen=True)
+class Dated:
+    """A requirement in force only from ``starts`` and/or until ``ends``
+    (inclusive): outside that window it holds; inside, ``item`` must hold."""
+
+    item: "Condition"
+    starts: object  # datetime.date or None
+    ends: object
+    loc: Loc
+
+    def in_force(self, as_of) -> bool:
+        return (self.starts is None or self.starts <= as_of) and \
+            (self.ends is None or as_of <= self.ends)
+
+
+Condition = Union[Compare, IsMissing, AllOf, AnyOf, NotOf, Dated]
+DATED_KEYS = ("from", "until", "when")
 
 
 def parse_condition(raw: Any, loc: Loc, problems: list[Problem]) -> Condition | None:
@@ -91,9 +108,12 @@ def parse_condition(raw: Any, loc: Loc, problems: list[Problem]) -> Condition | 
             "a list of conditions needs 'all:' (every one must hold) or 'any:' "
             "(at least one must hold) in front of it"))
         return None
+    if isinstance(raw, YMap) and ("from" in raw or "until" in raw):
+        return _parse_dated(raw, loc, problems)
     if not isinstance(raw, YMap) or len(raw) != 1:
         problems.append(loc.problem(
-            "a condition mapping must have exactly one key: all, any, or not"))
+            "a condition mapping must have exactly one key: all, any, or not "
+            "(or 'from'/'until' with 'when', for a dated requirement)"))
         return None
     (key, value), = raw.items()
     key_loc, value_loc = raw.key_loc(key), raw.value_loc(key)
@@ -110,6 +130,36 @@ def parse_condition(raw: Any, loc: Loc, problems: list[Problem]) -> Condition | 
     if any(item is None for item in items):
         return None
     return (AllOf if key == "all" else AnyOf)(tuple(items), key_loc)
+
+
+def _parse_dated(raw: YMap, loc: Loc, problems: list[Problem]) -> Condition | None:
+    import datetime as dt
+    ok = True
+    for key in raw:
+        if key not in DATED_KEYS:
+            problems.append(raw.key_loc(key).problem(
+                unknown_key_message(key, DATED_KEYS, "a dated requirement")))
+            ok = False
+    dates = {}
+    for key in ("from", "until"):
+        value = raw.get(key)
+        if value is not None and not (isinstance(value, dt.date) and
+                                      not isinstance(value, dt.datetime)):
+            problems.append(raw.value_loc(key).problem(
+                f"'{key}' must be a date written as YYYY-MM-DD, like 2027-01-01"))
+            ok = False
+        dates[key] = value
+    if dates["from"] and dates["until"] and dates["until"] < dates["from"]:
+        problems.append(raw.value_loc("until").problem("'until' is before 'from'"))
+        ok = False
+    if "when" not in raw:
+        problems.append(loc.problem("a dated requirement needs 'when': the condition that "
+                                    "applies from that date"))
+        return None
+    item = parse_condition(raw["when"], raw.value_loc("when"), problems)
+    if item is None or not ok:
+        return None
+    return Dated(item, dates["from"], dates["until"], raw.key_loc("when"))
 
 
 def parse_condition_text(text: str, loc: Loc) -> Condition:
@@ -182,9 +232,20 @@ def names_read(condition: Condition) -> list[tuple[str, Loc]]:
     """Every (name, location) a condition reads."""
     if isinstance(condition, (Compare, IsMissing)):
         return [(condition.name, condition.loc)]
-    if isinstance(condition, NotOf):
+    if isinstance(condition, (NotOf, Dated)):
         return names_read(condition.item)
     return [pair for item in condition.items for pair in names_read(item)]
+
+
+def is_dated(condition: Condition) -> bool:
+    """Whether the condition depends on the as-of date."""
+    if isinstance(condition, Dated):
+        return True
+    if isinstance(condition, NotOf):
+        return is_dated(condition.item)
+    if isinstance(condition, (AllOf, AnyOf)):
+        return any(is_dated(item) for item in condition.items)
+    return False
 
 
 def describe(condition: Condition) -> str:
@@ -193,5 +254,10 @@ def describe(condition: Condition) -> str:
         return condition.text
     if isinstance(condition, NotOf):
         return f"not ({describe(condition.item)})"
+    if isinstance(condition, Dated):
+        window = (f"from {condition.starts}" if condition.starts else "") + \
+            (" " if condition.starts and condition.ends else "") + \
+            (f"until {condition.ends}" if condition.ends else "")
+        return f"{window}: {describe(condition.item)}"
     joiner = " and " if isinstance(condition, AllOf) else " or "
     return "(" + joiner.join(describe(item) for item in condition.items) + ")"

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .conditions import AllOf, AnyOf, Compare, Condition, IsMissing, NotOf, describe
+from .conditions import AllOf, AnyOf, Compare, Condition, Dated, IsMissing, NotOf, describe
 from .decide import Decision, partner_values
 from .model import ENGAGEMENT, Program, RuleSet, Table
 from .partners import Partner
@@ -43,6 +43,9 @@ class Check:
         if self.kind == "any":
             reasons = [line for child in self.children for line in child.failures()]
             return ["none of these holds: " + "; ".join(reasons)]
+        if self.kind == "dated":
+            window = self.text.split(":")[0]
+            return [f"{window}: {line}" for line in self.children[0].failures()]
         return [f"must not hold: {self.children[0].text}"]
 
     def to_json(self) -> dict:
@@ -130,7 +133,7 @@ def explain(ruleset: RuleSet, partner: Partner, as_of: dt.date) -> Explanation:
     values = partner_values(ruleset, partner, as_of)
     shown = {name: format_value(ruleset.type_of(name), values.get(name))
              for name in list(ruleset.fields) + [m.name for m in ruleset.metrics]}
-    explainer = _Explainer(ruleset, values)
+    explainer = _Explainer(ruleset, values, as_of)
     tables = []
     for table in ruleset.classifications:
         result = explainer.table(table)
@@ -147,9 +150,10 @@ def explain(ruleset: RuleSet, partner: Partner, as_of: dt.date) -> Explanation:
 
 
 class _Explainer:
-    def __init__(self, ruleset: RuleSet, values: dict[str, Any]):
+    def __init__(self, ruleset: RuleSet, values: dict[str, Any], as_of: dt.date):
         self.ruleset = ruleset
         self.values = values
+        self.as_of = as_of
 
     def table(self, table: Table) -> TableExplanation:
         rows = tuple(RowCheck(r.value, self.check(r.when), r.note) for r in table.rows)
@@ -213,6 +217,12 @@ class _Explainer:
         if isinstance(condition, NotOf):
             child = self.check(condition.item)
             return Check(_text(condition), not child.holds, "not", children=(child,))
+        if isinstance(condition, Dated):
+            child = self.check(condition.item)
+            if not condition.in_force(self.as_of):
+                return Check(_text(condition), True, "dated", detail="not in force on "
+                             f"{self.as_of}", children=(child,))
+            return Check(_text(condition), child.holds, "dated", children=(child,))
         vtype = self.ruleset.type_of(condition.name)
         value = self.values.get(condition.name)
         shown = format_value(vtype, value)
@@ -314,7 +324,7 @@ def program_failures(ruleset: RuleSet, values: Mapping[str, Any], decision: Deci
         if not program.in_effect(as_of):
             reasons.append(f"not in effect on {as_of}")
         if program.when is not None:
-            reasons += _failed_leaves(ruleset, program.when, known)
+            reasons += _failed_leaves(ruleset, program.when, known, as_of)
         reasons += [f"requires {r}" for r in program.requires if r not in enrolled]
         result[program.id] = reasons
     return result
@@ -330,12 +340,18 @@ def _higher_winner(ruleset: RuleSet, program: Program, enrolled: set[str]) -> st
 
 
 def _failed_leaves(ruleset: RuleSet, condition: Condition, values: Mapping[str, Any],
-                   negate: bool = False) -> list[str]:
+                   as_of: dt.date, negate: bool = False) -> list[str]:
     """The leaf conditions that make ``condition`` fail (empty when it holds)."""
     if isinstance(condition, NotOf):
-        return _failed_leaves(ruleset, condition.item, values, not negate)
+        return _failed_leaves(ruleset, condition.item, values, as_of, not negate)
+    if isinstance(condition, Dated):
+        if not condition.in_force(as_of):
+            return [f"must not hold: {describe(condition)}"] if negate else []
+        inner = _failed_leaves(ruleset, condition.item, values, as_of, negate)
+        return [f"{describe(condition).split(':')[0]}: {line}" for line in inner]
     if isinstance(condition, (AllOf, AnyOf)):
-        parts = [_failed_leaves(ruleset, item, values, negate) for item in condition.items]
+        parts = [_failed_leaves(ruleset, item, values, as_of, negate)
+                 for item in condition.items]
         if isinstance(condition, AllOf) != negate:  # every part must hold
             return [line for part in parts for line in part]
         if any(not part for part in parts):  # one part holds: the whole holds

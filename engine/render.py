@@ -52,9 +52,15 @@ def _table(table: TableExplanation, heading: bool = True) -> list[str]:
 
 
 def _leaves(check: Check, depth: int = 0) -> list[str]:
+    mark = "yes" if check.holds else "no "
     if check.kind in ("compare", "missing"):
-        mark = "yes" if check.holds else "no "
         return [f"{'  ' * depth}[{mark}] {check.text}: {check.detail}"]
+    if check.kind == "dated":
+        note = f" ({check.detail})" if check.detail else ""
+        result = [f"{'  ' * depth}[{mark}] {check.text.split(':')[0]}{note}:"]
+        for child in check.children:
+            result += _leaves(child, depth + 1)
+        return result
     result = []
     if depth or check.kind != "all":
         result.append(f"{'  ' * depth}[{'yes' if check.holds else 'no '}] {check.kind} of:")

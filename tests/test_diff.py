@@ -65,10 +65,15 @@ def test_uncommitted_edit_against_git_head(workspace):
 
 
 def test_an_announced_change_between_two_dates(workspace):
+    """The reference rules raise Premier's bar and open Zero Trust on 2027-01-01."""
     result = run_diff("--base", "rules", "--as-of", "2026-12-31",
                       "--proposed-as-of", "2027-01-01")
     assert result.exit_code == 0
-    assert "program zero_trust_specialization         0        3        3        0" \
+    assert "program premier                           8        6        0        2" \
+        in result.output
+    assert "P-1003  program premier: premier -> (none): from 2027-01-01: " \
+        "certified_technical >= 12: has 11" in result.output
+    assert "program zero_trust_specialization         0        5        5        0" \
         in result.output
 
 

@@ -15,7 +15,7 @@ import itertools
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from engine.conditions import AllOf, AnyOf, Compare, IsMissing, NotOf
+from engine.conditions import AllOf, AnyOf, Compare, Dated, IsMissing, NotOf
 from engine.decide import Evaluator, partner_values
 from engine.explain import explain
 from engine.history import History, Quarter
@@ -137,7 +137,10 @@ conditions = st.recursive(
     lambda inner: st.one_of(
         st.lists(inner, min_size=1, max_size=3).map(lambda items: AllOf(tuple(items), LOC)),
         st.lists(inner, min_size=1, max_size=3).map(lambda items: AnyOf(tuple(items), LOC)),
-        inner.map(lambda item: NotOf(item, LOC))),
+        inner.map(lambda item: NotOf(item, LOC)),
+        st.tuples(inner, st.sampled_from([None] + DATES), st.sampled_from([None] + DATES))
+        .filter(lambda t: (t[1] or t[2]) and not (t[1] and t[2] and t[2] < t[1]))
+        .map(lambda t: Dated(t[0], t[1], t[2], LOC))),
     max_leaves=6)
 
 
