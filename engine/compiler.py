@@ -290,13 +290,7 @@ class _Planner:
     def _gates(self, program: Program, when: Condition | None,
                with_group: bool = True) -> list[tuple[DNF, DNF]]:
         """What enrollment needs, each as (holds, fails) in normal form."""
-        gates: list[tuple[DNF, DNF]] = []
-        if program.starts:
-            start = encode(program.starts)
-            gates.append(([[(AS_OF, "gte", start)]], [[(AS_OF, "lt", start)]]))
-        if program.ends:
-            end = encode(program.ends)
-            gates.append(([[(AS_OF, "lte", end)]], [[(AS_OF, "gt", end)]]))
+        gates: list[tuple[DNF, DNF]] = _window(program.starts, program.ends)
         if when is not None:
             gates.append((dnf(when), dnf(when, negate=True)))
         for required in program.requires:
@@ -431,13 +425,7 @@ def dnf(condition: Condition, negate: bool = False) -> DNF:
         return dnf(condition.item, not negate)
     if isinstance(condition, Dated):
         # Holds when the date is outside the window, or when the item holds.
-        gates: list[tuple[DNF, DNF]] = []
-        if condition.starts:
-            start = encode(condition.starts)
-            gates.append(([[(AS_OF, "lt", start)]], [[(AS_OF, "gte", start)]]))
-        if condition.ends:
-            end = encode(condition.ends)
-            gates.append(([[(AS_OF, "gt", end)]], [[(AS_OF, "lte", end)]]))
+        gates = [(outside, inside) for inside, outside in _window(condition.starts, condition.ends)]
         gates.append((dnf(condition.item), dnf(condition.item, negate=True)))
         if negate:
             return _product([fails for _, fails in gates])
@@ -451,6 +439,16 @@ def dnf(condition: Condition, negate: bool = False) -> DNF:
     if isinstance(condition, IsMissing):
         return [[(name, "ex" if condition.negated != negate else "nex", 1)]]
     return _compare(condition, name, negate)
+
+
+def _window(starts, ends) -> list[tuple[DNF, DNF]]:
+    """(the as-of date is inside, it is outside) for each bound of a date window."""
+    gates: list[tuple[DNF, DNF]] = []
+    if starts:
+        gates.append(([[(AS_OF, "gte", encode(starts))]], [[(AS_OF, "lt", encode(starts))]]))
+    if ends:
+        gates.append(([[(AS_OF, "lte", encode(ends))]], [[(AS_OF, "gt", encode(ends))]]))
+    return gates
 
 
 def _exclusive_or(terms: list[tuple[DNF, DNF]]) -> DNF:
