@@ -22,7 +22,7 @@ from engine.impact import CSV_COLUMNS, compare, impact_rows, load_rule_sets
 from engine.outputs import CsvOutput
 from engine.loader import load_rules
 from engine.render import explanation_text
-from engine.report import build_report
+from engine.report import build_diff_report, build_report
 from engine.roster import find_partner, partner_from_json_file
 from engine.rule_tests import failure_report, load_cases, run_case
 from engine.run_history import DEFAULT_DB, RunHistory
@@ -145,9 +145,11 @@ def test_command(rules_dir: str) -> None:
               help="Moves listed on screen (the CSV has them all).")
 @click.option("--all", "show_all", is_flag=True,
               help="List every program and value, not only those that change.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a self-contained HTML page of the comparison.")
 def diff(base: str, proposed: str, roster: Path | None, performance: Path | None,
          as_of: dt.date, proposed_as_of: str | None, csv_path: Path | None, limit: int,
-         show_all: bool) -> None:
+         show_all: bool, html_path: Path | None) -> None:
     """Show who a rule change would move, and why, before it lands.
 
     Decides the roster with both rule sets and counts, for every program,
@@ -159,7 +161,7 @@ def diff(base: str, proposed: str, roster: Path | None, performance: Path | None
     \b
     Examples:
       eligibility diff
-      eligibility diff --base rules-2026 --proposed rules-2027 --csv moves.csv
+      eligibility diff --base rules-2026 --proposed rules-2027 --csv moves.csv --html moves.html
       eligibility diff --base rules --as-of 2026-12-31 --proposed-as-of 2027-01-01
     """
     if roster is None:
@@ -197,6 +199,9 @@ def diff(base: str, proposed: str, roster: Path | None, performance: Path | None
             output.write(move.as_row())
         output.commit()
         click.echo(f"\nWrote {len(impact.moves)} moves to {csv_path}")
+    if html_path:
+        changed = [row for row in impact_rows(impact) if row[5] or row[6]]
+        click.echo(f"Wrote {build_diff_report(impact, changed, html_path)}")
 
 
 @cli.command(name="explain")

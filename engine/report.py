@@ -68,6 +68,26 @@ def build_report(folder: str | Path, output: str | Path | None = None) -> Path:
     }
     html = _environment().get_template("report.html").render(**context)
     target = Path(output) if output else folder / REPORT_NAME
+    _write(target, html)
+    return target
+
+
+def build_diff_report(impact, rows: list[tuple], output: str | Path) -> Path:
+    """A self-contained HTML page of a what-if comparison (see engine.impact)."""
+    context = {
+        "impact": impact,
+        "rows": [{"label": f"{kind} {subject}" if kind == "program"
+                  else f"{kind} {subject} = {value}", "base": before, "proposed": after,
+                  "entered": entered, "left": left}
+                 for kind, subject, value, before, after, entered, left in rows],
+        "moves": impact.moves,
+    }
+    target = Path(output)
+    _write(target, _environment().get_template("diff.html").render(**context))
+    return target
+
+
+def _write(target: Path, html: str) -> None:
     result = AtomicFile(target)
     try:
         result.handle.write(html)
@@ -75,4 +95,3 @@ def build_report(folder: str | Path, output: str | Path | None = None) -> Path:
     except BaseException:
         result.discard()
         raise
-    return target

@@ -85,3 +85,13 @@ def test_bad_git_rule_sets_are_usage_errors(workspace, spec, message):
     result = run_diff("--base", spec)
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+def test_html_page_of_the_comparison(workspace):
+    result = run_diff("--base", "rules", "--as-of", "2026-12-31",
+                      "--proposed-as-of", "2027-01-01", "--html", "moves.html")
+    assert result.exit_code == 0
+    html = (workspace / "moves.html").read_text(encoding="utf-8")
+    assert html.count('<tr class="move">') == 9
+    assert "from 2027-01-01: certified_technical &gt;= 12: has 11" in html  # escaped
+    assert "http" not in html
