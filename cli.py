@@ -360,7 +360,9 @@ class _ProgressLine:
                 type=click.Path(file_okay=False, path_type=Path))
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the report. Default: DIR/report.html.")
-def report_command(out_dir: Path, output: Path | None) -> None:
+@click.option("--diff", "moves", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A CSV from 'eligibility diff --csv', shown as a what-if section.")
+def report_command(out_dir: Path, output: Path | None, moves: Path | None) -> None:
     """Write a self-contained HTML report of the run whose outputs are in DIR.
 
     Totals and rejects, charts of the distribution by classification,
@@ -370,10 +372,11 @@ def report_command(out_dir: Path, output: Path | None) -> None:
     any browser.
 
     \b
-    Example:
+    Examples:
       eligibility report out/
+      eligibility diff --csv moves.csv && eligibility report out/ --diff moves.csv
     """
-    click.echo(f"Wrote {build_report(out_dir, output)}")
+    click.echo(f"Wrote {build_report(out_dir, output, moves)}")
 
 
 @cli.command()

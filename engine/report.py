@@ -43,8 +43,13 @@ def _bars(counts: dict[str, int]) -> list[dict]:
             for label, count in counts.items()]
 
 
-def build_report(folder: str | Path, output: str | Path | None = None) -> Path:
-    """Write the report for the run in ``folder``; returns the file written."""
+def build_report(folder: str | Path, output: str | Path | None = None,
+                 moves: str | Path | None = None) -> Path:
+    """Write the report for the run in ``folder``; returns the file written.
+
+    ``moves`` is a CSV written by ``eligibility diff --csv``; its moves become
+    the report's what-if section.
+    """
     folder = Path(folder)
     summary_path = folder / "summary.json"
     if not summary_path.exists():
@@ -65,6 +70,7 @@ def build_report(folder: str | Path, output: str | Path | None = None) -> Path:
                    "Programs": _bars(summary["programs"])},
         "rejects": _read_csv(folder / "rejects.csv"),
         "changes": _read_csv(folder / "changes.csv"),
+        "moves": _read_csv(Path(moves)) if moves else None,
     }
     html = _environment().get_template("report.html").render(**context)
     target = Path(output) if output else folder / REPORT_NAME

@@ -97,3 +97,12 @@ def test_report_in_a_real_browser(report):
         assert len(ids) == 6 and ids == sorted(ids, reverse=True)
     finally:
         driver.quit()
+
+
+def test_report_with_a_what_if_section(tmp_path, report):
+    moves = tmp_path / "moves.csv"
+    moves.write_text("partner_id,kind,subject,base,proposed,because\n"
+                     "P-1018,program,select,select,,certified_technical >= 3: has 2\n")
+    html = build_report(report.parent, tmp_path / "r.html", moves).read_text(encoding="utf-8")
+    assert 'id="what-if"' in html and "certified_technical &gt;= 3: has 2" in html
+    assert 'id="what-if"' not in report.read_text(encoding="utf-8")
