@@ -47,6 +47,8 @@ def decision_line(ruleset: RuleSet, row: int, decision: Decision,
     """One line of decisions.jsonl: the decisions and why each program was missed."""
     return orjson.dumps({"partner_id": decision.partner_id, "row": row,
                          "classifications": dict(decision.classifications),
+                         "decided_by": {name: "default" if index < 0 else f"row {index + 1}"
+                                        for name, index in decision.rows.items()},
                          "engagement_model": decision.engagement,
                          "programs": list(decision.enrolled), "not_enrolled": dict(missed),
                          "rule_set_fingerprint": ruleset.fingerprint}).decode()

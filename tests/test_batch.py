@@ -63,6 +63,8 @@ def test_bundled_example(ruleset, example_partners, tmp_path):
         assert record["programs"] == list(decision.enrolled)
         assert record["classifications"] == decision.classifications
         assert record["engagement_model"] == decision.engagement
+        assert record["decided_by"] == {name: "default" if index < 0 else f"row {index + 1}"
+                                        for name, index in decision.rows.items()}
         assert record["rule_set_fingerprint"] == ruleset.fingerprint
         not_enrolled = {p.id for p in ruleset.programs} - set(decision.enrolled)
         assert set(record["not_enrolled"]) == not_enrolled

@@ -87,7 +87,7 @@ def test_report_in_a_real_browser(report):
         visible[0].click()
         detail = driver.find_element(By.ID, "detail")
         assert detail.is_displayed()
-        assert "engagement model: strategic_account" in detail.text
+        assert "engagement model: strategic_account (row 1)" in detail.text
         assert "Why the other programs were missed" in detail.text
         header = driver.find_element(By.CSS_SELECTOR, "th[data-key='partner_id']")
         header.click()
