@@ -18,10 +18,9 @@ from engine.batch import OUTPUT_FILES, Progress, RunOptions, default_workers, ru
 from engine.decide import Evaluator
 from engine.errors import DataError, EligibilityError, EngineError, UsageError
 from engine.explain import explain
-from engine.impact import CSV_COLUMNS, compare, impact_rows, load_rule_sets
-from engine.outputs import CsvOutput
+from engine.impact import compare, load_rule_sets, write_moves_csv
 from engine.loader import load_rules
-from engine.render import explanation_text
+from engine.render import explanation_text, impact_text, run_list_text, run_text
 from engine.report import build_diff_report, build_report
 from engine.roster import find_partner, partner_from_json_file
 from engine.rule_tests import failure_report, load_cases, run_case
@@ -171,37 +170,13 @@ def diff(base: str, proposed: str, roster: Path | None, performance: Path | None
     with load_rule_sets(base, proposed) as (base_rules, proposed_rules):
         impact = compare(base_rules, proposed_rules, roster, performance, as_of, later,
                          f"{base} as of {as_of}", f"{proposed} as of {later}")
-    click.echo(f"Base:     {impact.base_label} (fingerprint {base_rules.fingerprint})")
-    click.echo(f"Proposed: {impact.proposed_label} (fingerprint {proposed_rules.fingerprint})")
-    click.echo(f"{impact.partners} partners decided on both sides"
-               + (f"; {impact.rejected_rows} roster rows rejected" if impact.rejected_rows else "")
-               + ".\n")
-    rows = [row for row in impact_rows(impact) if show_all or row[5] or row[6]]
-    labels = [f"{kind} {subject}" if kind == "program" else f"{kind} {subject} = {value}"
-              for kind, subject, value, *_ in rows]
-    if rows:
-        width = max(len(label) for label in labels)
-        click.echo(f"{'':{width}}  {'base':>8} {'proposed':>8} {'entered':>8} {'left':>8}")
-        for label, (*_, before, after, entered, left) in zip(labels, rows):
-            click.echo(f"{label:{width}}  {before:>8} {after:>8} {entered:>8} {left:>8}")
-    if not impact.moves:
-        click.echo("\nNo partner moves.")
-    else:
-        shown = impact.moves[:limit]
-        click.echo(f"\nPartners that move ({len(shown)} of {len(impact.moves)}):")
-        for move in shown:
-            change = f"{move.base or '(none)'} -> {move.proposed or '(none)'}"
-            reason = f": {'; '.join(move.because)}" if move.because else ""
-            click.echo(f"  {move.partner_id}  {move.kind} {move.subject}: {change}{reason}")
+    click.echo(impact_text(impact, base_rules.fingerprint, proposed_rules.fingerprint,
+                           show_all, limit))
     if csv_path:
-        output = CsvOutput(csv_path, CSV_COLUMNS)
-        for move in impact.moves:
-            output.write(move.as_row())
-        output.commit()
+        write_moves_csv(impact, csv_path)
         click.echo(f"\nWrote {len(impact.moves)} moves to {csv_path}")
     if html_path:
-        changed = [row for row in impact_rows(impact) if row[5] or row[6]]
-        click.echo(f"Wrote {build_diff_report(impact, changed, html_path)}")
+        click.echo(f"Wrote {build_diff_report(impact, html_path)}")
 
 
 @cli.command(name="explain")
@@ -396,34 +371,7 @@ def history(run_id: int | None, db: Path | None) -> None:
         raise UsageError(f"no run history at {path} yet; 'eligibility run' creates it")
     runs = RunHistory(path)
     try:
-        if run_id is None:
-            records = runs.runs()
-            if not records:
-                click.echo("No runs recorded yet.")
-            for r in records:
-                click.echo(f"{r.id:>4}  {r.finished_at}  as of {r.as_of}  {r.ruleset_name} "
-                           f"({r.rules_fingerprint})  {Path(r.roster_source).name}: "
-                           f"{r.rows_read} read, {r.decided} decided, {r.rejected} rejected")
-            return
-        r = runs.run(run_id)
-        s = r.summary
-        click.echo(f"Run {r.id}, as of {r.as_of}, started {r.started_at}, finished {r.finished_at}")
-        click.echo(f"  rules:       {r.ruleset_name} (fingerprint {r.rules_fingerprint})")
-        click.echo(f"  roster:      {r.roster_source} (fingerprint {r.roster_fingerprint})")
-        if r.performance_source:
-            click.echo(f"  performance: {r.performance_source} "
-                       f"(fingerprint {r.performance_fingerprint})")
-        click.echo(f"  output:      {r.output_folder}")
-        click.echo(f"  partners:    {r.rows_read} read, {r.decided} decided, {r.rejected} rejected")
-        changes = s["changes"]
-        if changes["previous_run"] is not None:
-            listed = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in changes["counts"].items() if n)
-            click.echo(f"  changes since run {changes['previous_run']}: {listed or 'none'}")
-        for table, counts in s["classifications"].items():
-            click.echo(f"  {table}: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
-        click.echo("  engagement models: " + ", ".join(
-            f"{m} {n}" for m, n in s["engagement_models"].items()))
-        click.echo("  programs: " + ", ".join(f"{p} {n}" for p, n in s["programs"].items()))
+        click.echo(run_list_text(runs.runs()) if run_id is None else run_text(runs.run(run_id)))
     finally:
         runs.close()
 

@@ -16,10 +16,10 @@ from .conditions import (ORDERING_OPERATORS, AllOf, AnyOf, Compare, Condition, D
                          IsMissing, NotOf, names_read)
 from .errors import Problem
 from .expressions import Literal, Name, ParseError, names_in
-from .metrics import Checker, round_value
+from .metrics import Checker
 from .model import ENGAGEMENT, EngagementModel, FieldDef, Metric, Parameter, Program, Table
-from .valuetypes import (BOOL, CHOICE, DATE, LIST, MONEY, NUMBER, PERCENT, TEXT, ValueType,
-                         canonical, format_value)
+from .valuetypes import (BOOL, CHOICE, DATE, LIST, MONEY, NUMBER, PERCENT, ValueType,
+                         canonical)
 from .yamlsource import Loc
 
 # What each kind of stage may look at.

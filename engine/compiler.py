@@ -42,7 +42,6 @@ from .checks import toposort
 from .conditions import (AllOf, AnyOf, Compare, Condition, Dated, IsMissing, NotOf, describe,
                          is_dated, names_read)
 from .model import ENGAGEMENT, Program, RuleSet, Table
-from .valuetypes import LIST
 
 STAGE = "st"          # the stage a fact is at
 PARTNER = "pid"       # the partner id (never read by a condition)

@@ -163,6 +163,19 @@ def _count(impact: Impact, kind: str, subject: str, before, after) -> None:
             impact.left[(kind, subject, before)] += 1
 
 
+def write_moves_csv(impact: Impact, path: str | Path) -> None:
+    """Every move with its reason, as CSV (written atomically)."""
+    from .outputs import CsvOutput
+    output = CsvOutput(Path(path), CSV_COLUMNS)
+    try:
+        for move in impact.moves:
+            output.write(move.as_row())
+        output.commit()
+    except BaseException:
+        output.discard()
+        raise
+
+
 def impact_rows(impact: Impact) -> list[tuple]:
     """(kind, subject, value, base count, proposed count, entered, left), changed ones first."""
     rows = []

@@ -13,14 +13,14 @@ import datetime as dt
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import checks
 from .conditions import parse_condition, unknown_key_message
 from .errors import Problem, RuleSetError
 from .expressions import ParseError, parse_expression
-from .model import (ENGAGEMENT, EngagementModel, FieldDef, Metric, Parameter, Program,
-                    Row, RuleSet, Table)
+from .model import (ENGAGEMENT, EngagementModel, FieldDef, Parameter, Program, Row,
+                    RuleSet, Table)
 from .valuetypes import (BOOL, CHOICE, DATE, LIST, MONEY, NUMBER, PERCENT, TEXT,
                          TYPE_NAMES, ValueType, parse_value)
 from .yamlsource import Loc, YList, YMap, load_yaml
@@ -244,8 +244,8 @@ class _RuleLoader:
                 continue
             if values is not None:
                 if type_name not in (CHOICE, LIST):
-                    self.problem(data.key_loc("values"), f"'values' only applies to 'one of' "
-                                                         f"and 'list of text' fields")
+                    self.problem(data.key_loc("values"), "'values' only applies to 'one of' "
+                                                         "and 'list of text' fields")
                     values = None
                 elif not isinstance(values, YList) or not all(
                         isinstance(v, str) and v.strip() for v in values):

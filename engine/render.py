@@ -1,5 +1,7 @@
-"""Plain-text rendering of decisions and explanations for a terminal."""
+"""Plain-text rendering for a terminal: explanations, what-if impacts, runs."""
 from __future__ import annotations
+
+from pathlib import Path
 
 from .decide import Decision
 from .explain import Check, Explanation, ProgramExplanation, TableExplanation
@@ -88,3 +90,65 @@ def _plain(value) -> str:
     if isinstance(value, list):
         return ", ".join(map(str, value))
     return str(value)
+
+
+def impact_text(impact, base_fingerprint: str, proposed_fingerprint: str,
+                show_all: bool = False, limit: int = 30) -> str:
+    """A what-if comparison (engine.impact.Impact): counts, then moved partners."""
+    from .impact import impact_rows
+    lines = [f"Base:     {impact.base_label} (fingerprint {base_fingerprint})",
+             f"Proposed: {impact.proposed_label} (fingerprint {proposed_fingerprint})",
+             f"{impact.partners} partners decided on both sides"
+             + (f"; {impact.rejected_rows} roster rows rejected" if impact.rejected_rows else "")
+             + ".", ""]
+    rows = [row for row in impact_rows(impact) if show_all or row[5] or row[6]]
+    labels = [f"{kind} {subject}" if kind == "program" else f"{kind} {subject} = {value}"
+              for kind, subject, value, *_ in rows]
+    if rows:
+        width = max(len(label) for label in labels)
+        lines.append(f"{'':{width}}  {'base':>8} {'proposed':>8} {'entered':>8} {'left':>8}")
+        for label, (*_, before, after, entered, left) in zip(labels, rows):
+            lines.append(f"{label:{width}}  {before:>8} {after:>8} {entered:>8} {left:>8}")
+    if not impact.moves:
+        lines += ["", "No partner moves."]
+        return "\n".join(lines)
+    shown = impact.moves[:limit]
+    lines += ["", f"Partners that move ({len(shown)} of {len(impact.moves)}):"]
+    for move in shown:
+        change = f"{move.base or '(none)'} -> {move.proposed or '(none)'}"
+        reason = f": {'; '.join(move.because)}" if move.because else ""
+        lines.append(f"  {move.partner_id}  {move.kind} {move.subject}: {change}{reason}")
+    return "\n".join(lines)
+
+
+def run_list_text(records) -> str:
+    """One line per recorded run (engine.run_history.RunRecord)."""
+    if not records:
+        return "No runs recorded yet."
+    return "\n".join(
+        f"{r.id:>4}  {r.finished_at}  as of {r.as_of}  {r.ruleset_name} "
+        f"({r.rules_fingerprint})  {Path(r.roster_source).name}: "
+        f"{r.rows_read} read, {r.decided} decided, {r.rejected} rejected" for r in records)
+
+
+def run_text(r) -> str:
+    """One recorded run in detail: inputs, fingerprints, counts, changes."""
+    s = r.summary
+    lines = [f"Run {r.id}, as of {r.as_of}, started {r.started_at}, finished {r.finished_at}",
+             f"  rules:       {r.ruleset_name} (fingerprint {r.rules_fingerprint})",
+             f"  roster:      {r.roster_source} (fingerprint {r.roster_fingerprint})"]
+    if r.performance_source:
+        lines.append(f"  performance: {r.performance_source} "
+                     f"(fingerprint {r.performance_fingerprint})")
+    lines += [f"  output:      {r.output_folder}",
+              f"  partners:    {r.rows_read} read, {r.decided} decided, {r.rejected} rejected"]
+    changes = s["changes"]
+    if changes["previous_run"] is not None:
+        listed = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in changes["counts"].items() if n)
+        lines.append(f"  changes since run {changes['previous_run']}: {listed or 'none'}")
+    for table, counts in s["classifications"].items():
+        lines.append(f"  {table}: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
+    lines.append("  engagement models: " + ", ".join(
+        f"{m} {n}" for m, n in s["engagement_models"].items()))
+    lines.append("  programs: " + ", ".join(f"{p} {n}" for p, n in s["programs"].items()))
+    return "\n".join(lines)

@@ -78,8 +78,10 @@ def build_report(folder: str | Path, output: str | Path | None = None,
     return target
 
 
-def build_diff_report(impact, rows: list[tuple], output: str | Path) -> Path:
+def build_diff_report(impact, output: str | Path) -> Path:
     """A self-contained HTML page of a what-if comparison (see engine.impact)."""
+    from .impact import impact_rows
+    rows = [row for row in impact_rows(impact) if row[5] or row[6]]
     context = {
         "impact": impact,
         "rows": [{"label": f"{kind} {subject}" if kind == "program"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-from conftest import DATA
 
 
 def test_help_lists_commands(cli_run):
