@@ -19,8 +19,11 @@ from engine.decide import Evaluator
 from engine.errors import DataError, EligibilityError, EngineError, UsageError
 from engine.explain import explain
 from engine.impact import compare, load_rule_sets, write_moves_csv
+from engine.letter_batch import FORMATS as LETTER_FORMATS, LetterOptions, write_letters
+from engine.letter_check import check_templates
 from engine.loader import load_rules
-from engine.render import explanation_text, impact_text, run_list_text, run_text
+from engine.render import (explanation_text, impact_text, letters_text, run_list_text,
+                           run_text)
 from engine.report import build_diff_report, build_report
 from engine.roster import find_partner, partner_from_json_file
 from engine.rule_tests import failure_report, load_cases, run_case
@@ -30,6 +33,7 @@ DEFAULT_RULES = "rules"
 DEFAULT_ROSTER = "examples/roster.csv"
 DEFAULT_PERFORMANCE = "examples/performance.csv"
 DEFAULT_OUT = "out"
+DEFAULT_TEMPLATES = "templates"
 DB_ENV = "ELIGIBILITY_DB"
 
 
@@ -67,21 +71,36 @@ def cli() -> None:
       eligibility diff --base git:HEAD:rules --proposed rules
       eligibility report out/
       eligibility explain P-1001 --as-of 2026-11-26
+      eligibility letters out/ --only-changed
       eligibility history
     """
 
 
 @cli.command()
 @click.argument("rules_dir", default=DEFAULT_RULES, metavar="[RULES_DIR]")
-def validate(rules_dir: str) -> None:
-    """Check a rule set and report every problem as file:line:column: message.
+@click.option("--templates", "templates_dir", default=DEFAULT_TEMPLATES, show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Letter templates to check too (skipped if the folder does not exist).")
+@click.option("--roster", default=DEFAULT_ROSTER, show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Partners to render every template against.")
+@click.option("--performance", default=DEFAULT_PERFORMANCE, show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Their quarterly performance history.")
+def validate(rules_dir: str, templates_dir: Path, roster: Path, performance: Path) -> None:
+    """Check a rule set and its letter templates; report every problem.
 
-    Exits 0 when the rules are valid and 1 when there is any problem; nothing
-    is evaluated. RULES_DIR defaults to rules/.
+    Rule problems are reported as file:line:column: message. Then every letter
+    template, in every language, is rendered against the roster's partners
+    (and every kind of change), so that a syntax error or an undefined name
+    is reported as template:line: message before a run, not in the middle of
+    one. Exits 0 when all is valid and 1 when there is any problem. RULES_DIR
+    defaults to rules/.
 
     \b
-    Example:
+    Examples:
       eligibility validate rules/
+      eligibility validate rules/ --templates my-templates/
     """
     ruleset = load_rules(rules_dir)
     Evaluator(ruleset)  # compiling into durable_rules can fail too; find out now
@@ -89,6 +108,12 @@ def validate(rules_dir: str) -> None:
                f"{len(ruleset.metrics)} metrics, {len(ruleset.classifications)} classifications, "
                f"{len(ruleset.engagement_models)} engagement models, "
                f"{len(ruleset.programs)} programs (fingerprint {ruleset.fingerprint}).")
+    if templates_dir.is_dir():
+        checked = check_templates(ruleset, templates_dir, roster,
+                                  performance if performance.is_file() else None)
+        click.echo(f"{templates_dir}: valid. {checked.templates} templates in "
+                   f"{len(checked.languages)} languages ({', '.join(checked.languages)}), "
+                   f"each rendered against {checked.partners} partners.")
 
 
 @cli.command(name="test")
@@ -249,25 +274,37 @@ def explain_command(partner_id: str | None, json_file: str | None, rules_dir: st
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
               help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.")
 @click.option("--report", is_flag=True, help="Also write the HTML run report (report.html).")
+@click.option("--letters/--no-letters", default=True, show_default=True,
+              help="Write every partner's letter to DIR/letters/.")
+@click.option("--letter-format", "letter_formats", multiple=True,
+              type=click.Choice(list(LETTER_FORMATS)),
+              help="Letter format; repeat for several. Default: text, html, and eml.")
+@click.option("--templates", "templates_dir", default=DEFAULT_TEMPLATES, show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Letter templates.")
 def run(rules_dir: str, roster: Path | None, performance: Path | None, as_of: dt.date,
         out_dir: Path, workers: int | None, strict: bool, quiet: bool, db: Path | None,
-        report: bool) -> None:
+        report: bool, letters: bool, letter_formats: tuple[str, ...],
+        templates_dir: Path) -> None:
     """Decide every partner of a roster and write the results to --out.
 
     Writes decisions.jsonl (every decision, and why programs were missed),
     enrollments.csv, rejects.csv (bad rows with row number and reason),
     changes.csv (what changed since the last run of these rules over this
-    roster), and summary.json. The run is recorded in the run history.
+    roster), summary.json, and every partner's letter in letters/ (see
+    'eligibility letters'). The run is recorded in the run history.
 
     \b
     Examples:
       eligibility run --as-of 2026-11-26
       eligibility run --roster crm.xlsx --performance quarters.csv --out q4 --strict
+      eligibility run --letter-format eml --report
     """
     if roster is None:
         roster = Path(DEFAULT_ROSTER)
         performance = performance or Path(DEFAULT_PERFORMANCE)
     ruleset = load_rules(rules_dir)
+    if letters:  # bad templates stop the run before anything is decided
+        check_templates(ruleset, templates_dir, roster, performance, as_of)
     options = RunOptions(roster=roster, performance=performance, as_of=as_of, out_dir=out_dir,
                          workers=workers or default_workers(), strict=strict,
                          db=db or Path(os.environ.get(DB_ENV, DEFAULT_DB)))
@@ -283,6 +320,11 @@ def run(rules_dir: str, roster: Path | None, performance: Path | None, as_of: dt
         raise DataError(f"--strict: {partners['rejected']} roster rows and "
                         f"{result.history_rejects} history rows rejected; see "
                         f"{out_dir / 'rejects.csv'} (no other output was written)")
+    letter_summary = None
+    if letters:
+        letter_summary = write_letters(ruleset, LetterOptions(
+            out_dir, templates_dir, letter_formats or tuple(LETTER_FORMATS),
+            workers=options.workers, check=False))
     if report:
         written = build_report(out_dir)
     if quiet:
@@ -304,6 +346,8 @@ def run(rules_dir: str, roster: Path | None, performance: Path | None, as_of: dt
         f"{ruleset.engagement_models[m].name} {n}" for m, n in summary["engagement_models"].items()))
     click.echo("Programs: " + ", ".join(
         f"{ruleset.program(p).name} {n}" for p, n in summary["programs"].items() if n))
+    if letter_summary is not None:
+        click.echo(letters_text(letter_summary))
 
 
 class _ProgressLine:
@@ -352,6 +396,69 @@ def report_command(out_dir: Path, output: Path | None, moves: Path | None) -> No
       eligibility diff --csv moves.csv && eligibility report out/ --diff moves.csv
     """
     click.echo(f"Wrote {build_report(out_dir, output, moves)}")
+
+
+@cli.command(name="letters")
+@click.argument("out_dir", default=DEFAULT_OUT, metavar="[DIR]",
+                type=click.Path(file_okay=False, path_type=Path))
+@click.option("--run", "run_id", type=int, default=None,
+              help="A run from the history instead of DIR: its output folder is used.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"Run-history database, with --run. Default: ${DB_ENV}, else ./{DEFAULT_DB}.")
+@click.option("--rules", "rules_dir", default=DEFAULT_RULES, show_default=True,
+              help="The run's rules folder.")
+@click.option("--templates", "templates_dir", default=DEFAULT_TEMPLATES, show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Letter templates.")
+@click.option("--format", "letter_formats", multiple=True,
+              type=click.Choice(list(LETTER_FORMATS)),
+              help="Letter format; repeat for several. Default: text, html, and eml.")
+@click.option("--only-changed", is_flag=True,
+              help="Only partners whose decisions changed since the previous run.")
+@click.option("--roster", type=click.Path(dir_okay=False, path_type=Path),
+              help="The run's roster, if it has moved since the run.")
+@click.option("--performance", type=click.Path(dir_okay=False, path_type=Path),
+              help="The run's performance history, if it has moved since the run.")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Worker processes. Default: the machine's cores.")
+def letters_command(out_dir: Path, run_id: int | None, db: Path | None, rules_dir: str,
+                    templates_dir: Path, letter_formats: tuple[str, ...], only_changed: bool,
+                    roster: Path | None, performance: Path | None,
+                    workers: int | None) -> None:
+    """Write every partner's letter for the run whose outputs are in DIR.
+
+    One letter per partner, in its language (falling back to the default
+    language where a template is missing), chosen from its decisions and
+    its changes since the previous run: welcome, status, program enrolled or
+    removed, tier or engagement change, at-risk warning, probation notice.
+    Formats: text (Markdown), html (print-friendly, self-contained), and eml
+    (an email with both parts). Files go to DIR/letters/, named after the
+    partner_id, with an index.csv; the folder is replaced only once every
+    letter is written.
+
+    \b
+    Examples:
+      eligibility letters out/
+      eligibility letters out/ --only-changed --format eml
+      eligibility letters --run 3
+    """
+    if run_id is not None:
+        path = db or Path(os.environ.get(DB_ENV, DEFAULT_DB))
+        if not path.exists():
+            raise UsageError(f"no run history at {path} yet; 'eligibility run' creates it")
+        runs = RunHistory(path)
+        try:
+            out_dir = Path(runs.run(run_id).output_folder)
+        finally:
+            runs.close()
+        recorded = out_dir / "summary.json"
+        if not recorded.is_file() or json.loads(recorded.read_text("utf-8"))["run"]["id"] != run_id:
+            raise UsageError(f"the outputs of run {run_id} in {out_dir} have been replaced by a "
+                             "later run; run again to write its letters")
+    ruleset = load_rules(rules_dir)
+    summary = write_letters(ruleset, LetterOptions(
+        out_dir, templates_dir, letter_formats or tuple(LETTER_FORMATS), only_changed,
+        workers or default_workers(), roster, performance))
+    click.echo(letters_text(summary))
 
 
 @cli.command()

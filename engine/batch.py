@@ -16,7 +16,6 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import hashlib
-import multiprocessing
 import os
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from .errors import DataError
 from .history_store import HistoryStore
 from .model import RuleSet
 from .outputs import CsvOutput, JsonLinesOutput, remove_stale_partials, write_json_atomically
+from .parallel import ordered_map
 from .partners import PARTNER_ID, read_partner_id, shorten
 from .rejects import COLUMNS as REJECT_COLUMNS, Reject
 from .roster import RowReader
@@ -148,7 +148,8 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
 
         chunks = roster_chunks(reader, history, seen, tally, options.chunk_size,
                                lambda reject: _write_reject(reject, outputs, tally))
-        for result in _decide_all(ruleset, chunks, options.as_of, options.workers):
+        tasks = ((ruleset, chunk, options.as_of) for chunk in chunks)
+        for result in ordered_map(decide_chunk, tasks, options.workers):
             _record_chunk(ruleset, result, run_id, previous, runs, outputs, tally)
             report()
         if previous is not None:
@@ -223,29 +224,6 @@ def _with_history(chunk: list[tuple], history: HistoryStore) -> list[ChunkRow]:
     rows = history.rows_for(pid for pid, _ in chunk)
     return [ChunkRow(row.file, row.row, row.record, rows.get(pid, ()), history.source)
             for pid, row in chunk]
-
-
-def _decide_all(ruleset: RuleSet, chunks: Iterator[list[ChunkRow]], as_of: dt.date,
-                workers: int) -> Iterator[ChunkResult]:
-    """Chunk results in roster order, from this process or a pool of workers.
-
-    At most two chunks per worker are in flight, so a huge roster is never
-    read ahead into memory.
-    """
-    if workers <= 1:
-        for chunk in chunks:
-            yield decide_chunk(ruleset, chunk, as_of)
-        return
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with context.Pool(workers) as pool:
-        inflight: collections.deque = collections.deque()
-        for chunk in chunks:
-            inflight.append(pool.apply_async(decide_chunk, (ruleset, chunk, as_of)))
-            while len(inflight) > 2 * workers:
-                yield inflight.popleft().get()
-        while inflight:
-            yield inflight.popleft().get()
 
 
 def _record_chunk(ruleset: RuleSet, result: ChunkResult, run_id: int,

@@ -42,16 +42,23 @@ class PartnerResult:
     line: str  # the partner's line of decisions.jsonl, made here to spread the work
 
 
+def decision_record(ruleset: RuleSet, row: int, decision: Decision,
+                    missed: Mapping[str, list[str]]) -> dict:
+    """A partner's record in decisions.jsonl: the decisions and why each program
+    was missed."""
+    return {"partner_id": decision.partner_id, "row": row,
+            "classifications": dict(decision.classifications),
+            "decided_by": {name: "default" if index < 0 else f"row {index + 1}"
+                           for name, index in decision.rows.items()},
+            "engagement_model": decision.engagement,
+            "programs": list(decision.enrolled), "not_enrolled": dict(missed),
+            "rule_set_fingerprint": ruleset.fingerprint}
+
+
 def decision_line(ruleset: RuleSet, row: int, decision: Decision,
                   missed: Mapping[str, list[str]]) -> str:
-    """One line of decisions.jsonl: the decisions and why each program was missed."""
-    return orjson.dumps({"partner_id": decision.partner_id, "row": row,
-                         "classifications": dict(decision.classifications),
-                         "decided_by": {name: "default" if index < 0 else f"row {index + 1}"
-                                        for name, index in decision.rows.items()},
-                         "engagement_model": decision.engagement,
-                         "programs": list(decision.enrolled), "not_enrolled": dict(missed),
-                         "rule_set_fingerprint": ruleset.fingerprint}).decode()
+    """One line of decisions.jsonl (see :func:`decision_record`)."""
+    return orjson.dumps(decision_record(ruleset, row, decision, missed)).decode()
 
 
 @dataclass(frozen=True)

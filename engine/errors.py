@@ -19,7 +19,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+        where = f"{self.file}:{self.line}:{self.column}" if self.column else \
+            f"{self.file}:{self.line}"  # column 0: not known (template errors)
+        return f"{where}: {self.message}"
 
 
 class EligibilityError(Exception):

@@ -230,7 +230,7 @@ class _Explainer:
             holds = (value is None) != condition.negated
             detail = "has no value" if value is None else f"has {shown}"
             return Check(condition.text, holds, "missing", condition.name, shown, detail)
-        holds = _compare(condition, value)
+        holds = compare_holds(condition, value)
         detail = f"has {shown}" if holds else _gap(condition, vtype, value)
         return Check(condition.text, holds, "compare", condition.name, shown, detail)
 
@@ -239,7 +239,7 @@ def _text(condition: Condition) -> str:
     return describe(condition)
 
 
-def _compare(c: Compare, value: Any) -> bool:
+def compare_holds(c: Compare, value: Any) -> bool:
     if value is None:
         return False
     v = c.values
@@ -361,7 +361,7 @@ def _failed_leaves(ruleset: RuleSet, condition: Condition, values: Mapping[str, 
     if isinstance(condition, IsMissing):
         holds = (value is None) != condition.negated
     else:
-        holds = _compare(condition, value)
+        holds = compare_holds(condition, value)
     if holds != negate:
         return []
     if negate:

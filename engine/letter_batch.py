@@ -1,0 +1,344 @@
+"""Writing every partner's letter for a run: ``DIR/letters/``.
+
+Letters are made from a run's output folder: its decisions.jsonl and
+changes.csv (both in roster order), joined with the roster and history the
+run read (checked by fingerprint, so a letter never mixes a run's
+decisions with edited data). Chunks of partners are rendered in worker
+processes, which write the letter files into a temporary folder; the
+folder replaces ``DIR/letters/`` only when every letter and the index are
+written. An interrupted run leaves the previous letters.
+
+File names come from partner ids made safe: letters, digits, ``.``, ``_``
+and ``-`` only, never a leading dot, and a short hash of the real id
+whenever anything had to change, so two partners never share a file and
+no id can write outside the folder.
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import orjson
+
+from .batch import file_fingerprint
+from .changes import Change
+from .decide import partner_values
+from .errors import DataError, UsageError
+from .history_store import HistoryStore
+from .letter_check import check_templates
+from .letter_settings import load_letter_settings
+from .letter_templates import LetterRenderer, describe_template_error, email_message
+from .letters import KINDS, LetterSettings, letter_facts
+from .metrics import compile_expression
+from .model import RuleSet
+from .outputs import CsvOutput, write_json_atomically
+from .parallel import ordered_map
+from .partners import Partner, checked_history, field_values
+from .roster import RowReader
+
+LETTERS_FOLDER = "letters"
+INDEX_FILE = "index.csv"
+FORMATS = {"text": ".txt", "html": ".html", "eml": ".eml"}
+INDEX_COLUMNS = ("partner_id", "kind", "kinds", "language", "template_language", "subject",
+                 "to", "files", "note")
+CHUNK_SIZE = 250
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+MAX_STEM = 80
+
+
+def safe_stem(partner_id: str) -> str:
+    """A file name (without extension) for a partner id that cannot escape a folder."""
+    stem = _UNSAFE.sub("_", partner_id).lstrip(".")[:MAX_STEM]
+    if stem != partner_id or not stem:
+        digest = hashlib.sha256(partner_id.encode("utf-8")).hexdigest()[:10]
+        stem = f"{stem or 'partner'}-{digest}"
+    return stem
+
+
+@dataclass(frozen=True)
+class LetterOptions:
+    out_dir: Path
+    templates: Path
+    formats: tuple[str, ...] = tuple(FORMATS)
+    only_changed: bool = False
+    workers: int = 1
+    roster: Path | None = None        # default: the run's own roster
+    performance: Path | None = None
+    check: bool = True                # render every template for sample partners first
+
+
+@dataclass(frozen=True)
+class LetterJob:
+    """One partner to write to: its decisions, changes, and roster data."""
+
+    decision: Mapping[str, Any]
+    changes: tuple[Change, ...]
+    record: Mapping[str, Any]
+    history: Sequence[tuple[int, Any, Mapping[str, Any]]]
+
+
+@dataclass
+class LetterTally:
+    written: int = 0
+    files: int = 0
+    kinds: collections.Counter = field(default_factory=collections.Counter)
+    languages: collections.Counter = field(default_factory=collections.Counter)
+    fallbacks: collections.Counter = field(default_factory=collections.Counter)
+    no_address: int = 0
+
+    def summary(self, options: LetterOptions, skipped: int) -> dict:
+        return {"folder": str(options.out_dir / LETTERS_FOLDER), "formats": list(options.formats),
+                "only_changed": options.only_changed, "letters": self.written,
+                "files": self.files, "skipped_unchanged": skipped,
+                "by_kind": {k: self.kinds.get(k, 0) for k in KINDS},
+                "by_language": dict(sorted(self.languages.items())),
+                "fallbacks": dict(sorted(self.fallbacks.items())),
+                "without_address": self.no_address}
+
+
+def write_letters(ruleset: RuleSet, options: LetterOptions) -> dict:
+    """Write the letters of the run in ``options.out_dir``; returns their summary,
+    which is also added to the run's summary.json under ``letters``."""
+    for name in options.formats:
+        if name not in FORMATS:
+            raise UsageError(f"unknown letter format '{name}'; use {', '.join(FORMATS)}")
+    summary_path = options.out_dir / "summary.json"
+    if not summary_path.is_file():
+        raise UsageError(f"{options.out_dir}: no summary.json; give the --out folder of a run")
+    run = json.loads(summary_path.read_text(encoding="utf-8"))
+    if run["rule_set"]["fingerprint"] != ruleset.fingerprint:
+        raise DataError(f"the rules have changed since the run in {options.out_dir} (its rules "
+                        f"have fingerprint {run['rule_set']['fingerprint']}, these "
+                        f"{ruleset.fingerprint}); run again, or give the run's rules")
+    roster = options.roster or Path(run["inputs"]["roster"]["file"])
+    performance = options.performance or (Path(run["inputs"]["performance"]["file"])
+                                          if "performance" in run["inputs"] else None)
+    _same_input(roster, run["inputs"]["roster"]["fingerprint"], "roster")
+    if performance is not None and "performance" in run["inputs"]:
+        _same_input(performance, run["inputs"]["performance"]["fingerprint"], "performance file")
+    as_of = dt.date.fromisoformat(run["as_of"])
+    if options.check:
+        check_templates(ruleset, options.templates, roster, performance, as_of)
+    settings = load_letter_settings(options.templates, ruleset)
+    previous_run = run["changes"]["previous_run"]
+
+    target = options.out_dir / LETTERS_FOLDER
+    temp = options.out_dir / f".{LETTERS_FOLDER}.{os.getpid()}.partial"
+    _remove_stale(options.out_dir)
+    temp.mkdir()
+    history = HistoryStore(ruleset)
+    tally = LetterTally()
+    skipped = 0
+    try:
+        if performance is not None:
+            for _ in history.load(performance):
+                pass  # unusable rows were reported by the run itself
+        index = CsvOutput(temp / INDEX_FILE, INDEX_COLUMNS)
+        jobs = _jobs(options, roster, history)
+        counted = _count_skipped(jobs, options.only_changed)
+        tasks = ((ruleset, str(options.templates), settings, chunk, as_of, previous_run,
+                  options.formats, str(temp)) for chunk in _chunks(counted.jobs()))
+        for rows in ordered_map(render_chunk, tasks, options.workers):
+            for row in rows:
+                index.write(row)
+                tally.written += 1
+                tally.files += len(row[7].split(";")) if row[7] else 0
+                tally.kinds[row[1]] += 1
+                tally.languages[row[4]] += 1
+                if row[3] != row[4]:
+                    tally.fallbacks[row[3]] += 1
+                if "no To" in row[8]:
+                    tally.no_address += 1
+        skipped = counted.skipped
+        index.commit()
+        _swap(temp, target)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    finally:
+        history.close()
+    summary = tally.summary(options, skipped)
+    run["letters"] = summary
+    write_json_atomically(summary_path, run)
+    return summary
+
+
+def _same_input(path: Path, fingerprint: str, what: str) -> None:
+    if not path.is_file():
+        raise UsageError(f"{path}: the run's {what} is not there any more; give it with "
+                         f"--{'roster' if what == 'roster' else 'performance'}")
+    if file_fingerprint(path) != fingerprint:
+        raise DataError(f"{path} has changed since the run (fingerprint "
+                        f"{file_fingerprint(path)}, the run read {fingerprint}); run again "
+                        "so that letters match the data")
+
+
+def _jobs(options: LetterOptions, roster: Path, history: HistoryStore) -> Iterator[LetterJob]:
+    """Decided partners in roster order, joined with their changes and roster rows."""
+    decisions_path = options.out_dir / "decisions.jsonl"
+    changes_path = options.out_dir / "changes.csv"
+    rows = iter(RowReader(roster))
+    with decisions_path.open("rb") as decisions, \
+            changes_path.open(newline="", encoding="utf-8") as changes_file:
+        changes = _changes_by_partner(csv.reader(changes_file))
+        pending = next(changes, None)
+        batch: list[tuple[dict, tuple, Any]] = []
+        for line in decisions:
+            decision = orjson.loads(line)
+            partner_changes: tuple = ()
+            if pending is not None and pending[0] == decision["partner_id"]:
+                partner_changes = pending[1]
+                pending = next(changes, None)
+            for row in rows:
+                if row.row == decision["row"]:
+                    break
+            else:
+                raise DataError(f"{roster}: no row {decision['row']} for partner "
+                                f"{decision['partner_id']}; the roster does not match the run")
+            batch.append((decision, partner_changes, row.record))
+            if len(batch) >= CHUNK_SIZE:
+                yield from _with_history(batch, history)
+                batch = []
+        yield from _with_history(batch, history)
+
+
+def _with_history(batch: list[tuple], history: HistoryStore) -> Iterator[LetterJob]:
+    rows = history.rows_for(d["partner_id"] for d, _, _ in batch)
+    for decision, changes, record in batch:
+        yield LetterJob(decision, changes, record, rows.get(decision["partner_id"], ()))
+
+
+def _changes_by_partner(reader) -> Iterator[tuple[str, tuple[Change, ...]]]:
+    """changes.csv grouped by partner, in file order (the roster's order)."""
+    next(reader, None)  # header
+    current: str | None = None
+    group: list[Change] = []
+    for row in reader:
+        change = Change(*row)
+        if change.partner_id != current and group:
+            yield current, tuple(group)
+            group = []
+        current = change.partner_id
+        group.append(change)
+    if group:
+        yield current, tuple(group)
+
+
+class _count_skipped:  # noqa: N801 - used like a function
+    """Passes on the jobs to write, counting those left out by --only-changed."""
+
+    def __init__(self, jobs: Iterator[LetterJob], only_changed: bool):
+        self._jobs = jobs
+        self.only_changed = only_changed
+        self.skipped = 0
+
+    def jobs(self) -> Iterator[LetterJob]:
+        for job in self._jobs:
+            if self.only_changed and not job.changes:
+                self.skipped += 1
+                continue
+            yield job
+
+
+def _chunks(jobs: Iterator[LetterJob]) -> Iterator[list[LetterJob]]:
+    chunk: list[LetterJob] = []
+    for job in jobs:
+        chunk.append(job)
+        if len(chunk) >= CHUNK_SIZE:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+_renderers: dict[tuple, tuple[LetterRenderer, list]] = {}  # this process's, by rules and folder
+
+
+def _renderer(ruleset: RuleSet, templates: str, settings: LetterSettings):
+    key = (ruleset.fingerprint, templates, settings)
+    found = _renderers.get(key)
+    if found is None:
+        found = _renderers[key] = (LetterRenderer(templates, settings, ruleset.currency),
+                                   [compile_expression(m.expr) for m in ruleset.metrics])
+    return found
+
+
+def render_chunk(ruleset: RuleSet, templates: str, settings: LetterSettings,
+                 jobs: Sequence[LetterJob], as_of: dt.date, previous_run: int | None,
+                 formats: Sequence[str], folder: str) -> list[tuple]:
+    """Render and write the letters of one chunk; returns their index rows.
+
+    A pure function of its arguments but for the files it writes into
+    ``folder``, each named after its own partner.
+    """
+    renderer, metric_functions = _renderer(ruleset, templates, settings)
+    rows = []
+    for job in jobs:
+        partner_id = job.decision["partner_id"]
+        values, _ = field_values(ruleset, job.record)
+        history = checked_history(ruleset, job.history, "", partner_id, [])
+        values = partner_values(ruleset, Partner(partner_id, values, history), as_of,
+                                metric_functions)
+        facts = letter_facts(ruleset, settings, values, job.decision, job.changes, as_of,
+                             previous_run)
+        try:
+            letter = renderer.render(facts)
+        except Exception as error:  # noqa: BLE001 - any error in a template names its line
+            raise DataError(f"letter for partner {partner_id}: "
+                            f"{describe_template_error(error)}") from None
+        stem = safe_stem(partner_id)
+        written, note, to = [], "", ""
+        for name in formats:
+            path = Path(folder) / f"{stem}{FORMATS[name]}"
+            if name == "text":
+                path.write_text(letter.text, encoding="utf-8")
+            elif name == "html":
+                path.write_text(letter.html, encoding="utf-8")
+            else:
+                data, note = email_message(letter, settings, facts.context["partner"], as_of,
+                                           _message_id(ruleset, settings, partner_id, as_of))
+                path.write_bytes(data)
+            written.append(path.name)
+        if not note:
+            to = facts.context["partner"].get("contact_email") or ""
+        rows.append((partner_id, facts.kinds[0], " ".join(facts.kinds),
+                     facts.context["partner"].get("language") or settings.default_language,
+                     letter.language, letter.subject, to, ";".join(written), note))
+    return rows
+
+
+def _message_id(ruleset: RuleSet, settings: LetterSettings, partner_id: str,
+                as_of: dt.date) -> str:
+    """The same letter gets the same Message-ID, so a resent one is recognised."""
+    digest = hashlib.sha256(f"{ruleset.fingerprint}|{as_of}|{partner_id}".encode()).hexdigest()
+    return f"<{digest[:32]}@{settings.sender_email.rpartition('@')[2]}>"
+
+
+def _swap(temp: Path, target: Path) -> None:
+    """Put the new letters folder in place of the old one."""
+    old = target.with_name(f".{LETTERS_FOLDER}.{os.getpid()}.old")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(temp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale(folder: Path) -> None:
+    """Folders left by a letters run killed outright; an old folder whose
+    replacement never arrived is put back."""
+    for path in folder.glob(f".{LETTERS_FOLDER}.*.partial"):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in folder.glob(f".{LETTERS_FOLDER}.*.old"):
+        if not (folder / LETTERS_FOLDER).exists():
+            os.replace(path, folder / LETTERS_FOLDER)
+        else:
+            shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,174 @@
+"""Checking letter templates before a run: render every one, report every error.
+
+Every template of every language is rendered for sample partners (the first
+partners of a roster, decided by the rules) twice: as they are, and with one
+change of every kind since a made-up previous run. A syntax error, an
+undefined name, or a failing filter is reported as ``template:line:
+message`` together with the letter settings' own problems, before any
+partner is decided.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import TemplateSyntaxError
+
+from .batch_worker import decision_record
+from .changes import Change
+from .decide import Evaluator, partner_values
+from .errors import DataError, Problem, RuleSetError
+from .explain import program_failures
+from .letter_settings import load_letter_settings
+from .letter_templates import (TEMPLATE_SUFFIX, LetterRenderer, describe_template_error,
+                               kind_templates)
+from .letters import KINDS, LetterFacts, LetterSettings, letter_facts
+from .model import ENGAGEMENT, RuleSet
+from .partners import Partner, build_history, field_values, read_partner_id
+from .roster import read_rows
+
+SAMPLE_PARTNERS = 50
+MAX_HISTORY_BYTES = 50_000_000  # larger history files are not scanned for the samples
+
+
+@dataclass(frozen=True)
+class TemplateCheck:
+    templates: int
+    languages: tuple[str, ...]
+    partners: int
+    missing: tuple[tuple[str, str], ...]  # (language, kind) without a template
+
+
+def check_templates(ruleset: RuleSet, folder: str | Path, roster: str | Path | None,
+                    performance: str | Path | None, as_of: dt.date | None = None
+                    ) -> TemplateCheck:
+    """Render every template for sample partners; raise RuleSetError listing
+    every problem found."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RuleSetError([Problem(str(folder), 1, 0, "no such templates folder")])
+    settings = load_letter_settings(folder, ruleset)
+    renderer = LetterRenderer(folder, settings, ruleset.currency)
+    as_of = as_of or dt.date.today()
+    samples = _samples(ruleset, settings, roster, performance, as_of)
+    problems: set[Problem] = set()
+    missing = []
+    count = 0
+    for language in settings.languages:
+        present = kind_templates(folder, language)
+        missing += [(language, kind) for kind in KINDS if kind not in present]
+        for kind in present:
+            count += 1
+            name = f"{language}/{kind}{TEMPLATE_SUFFIX}"
+            try:
+                renderer.env.get_template(name)
+            except TemplateSyntaxError as error:
+                problems.add(Problem(error.filename or name, error.lineno, 0, error.message or
+                                     "syntax error"))
+                continue
+            for facts in samples:
+                context = dict(facts.context)
+                context["partner"] = {**context["partner"], "language": language}
+                try:
+                    renderer.render(LetterFacts((kind, *facts.kinds), context))
+                except Exception as error:  # noqa: BLE001 - any template error, located
+                    problems.add(_problem(error, name))
+                    break
+    for language, kind in missing:
+        if language == settings.default_language:
+            problems.add(Problem(str(folder / language), 1, 0,
+                                 f"no template {kind}{TEMPLATE_SUFFIX} in the default language; "
+                                 f"every kind needs one there ({', '.join(KINDS)})"))
+    if problems:
+        raise RuleSetError(problems)
+    return TemplateCheck(count, settings.languages, len(samples) // 2, tuple(missing))
+
+
+def _problem(error: Exception, name: str) -> Problem:
+    text = describe_template_error(error)
+    file, _, rest = text.partition(".j2:")
+    if rest:
+        line, _, message = rest.partition(": ")
+        if line.isdigit():
+            return Problem(file + ".j2", int(line), 0, message)
+    return Problem(name, 1, 0, text)
+
+
+def _samples(ruleset: RuleSet, settings: LetterSettings, roster, performance,
+             as_of: dt.date) -> list[LetterFacts]:
+    """Letter facts for the roster's first partners, without and with changes."""
+    partners = []
+    if roster is not None and Path(roster).is_file():
+        for row in read_rows(roster):
+            try:
+                partner_id = read_partner_id(row.record)
+            except DataError:
+                continue
+            values, problems = field_values(ruleset, row.record)
+            if not problems:
+                partners.append((partner_id, values))
+            if len(partners) >= SAMPLE_PARTNERS:
+                break
+    if not partners:  # no roster: one partner with every field's default
+        values = {name: f.default for name, f in ruleset.fields.items()}
+        partners.append(("SAMPLE-1", values))
+    histories = _histories(ruleset, {pid for pid, _ in partners}, performance)
+    people = [Partner(pid, values, histories.get(pid, build_history(ruleset, [])))
+              for pid, values in partners]
+    evaluator = Evaluator(ruleset)
+    decisions = evaluator.decide(people, as_of)
+    samples = []
+    for partner, decision in zip(people, decisions):
+        values = partner_values(ruleset, partner, as_of)
+        missed = program_failures(ruleset, values, decision, as_of)
+        record = decision_record(ruleset, 0, decision, missed)
+        for changes in ((), _every_change(ruleset, settings, partner.partner_id, decision)):
+            samples.append(letter_facts(ruleset, settings, values, record, changes, as_of, 1))
+    return samples
+
+
+def _histories(ruleset: RuleSet, ids: set[str], performance) -> dict:
+    if performance is None or not Path(performance).is_file() or \
+            Path(performance).stat().st_size > MAX_HISTORY_BYTES:
+        return {}
+    rows: dict[str, list] = {}
+    for row in read_rows(performance):
+        partner_id = str(row.record.get("partner_id") or "").strip()
+        if partner_id in ids:
+            rows.setdefault(partner_id, []).append(row.record)
+    found = {}
+    for partner_id, records in rows.items():
+        try:
+            found[partner_id] = build_history(ruleset, records)
+        except DataError:
+            continue
+    return found
+
+
+def _every_change(ruleset: RuleSet, settings: LetterSettings, partner_id: str,
+                  decision) -> tuple[Change, ...]:
+    """One change of every kind, so that every branch of a template runs."""
+    changes = [Change(partner_id, "new_partner", "", "", "", "")]
+    if settings.tier_group:
+        members = ruleset.group_members(settings.tier_group)
+        current = next((m for m in members if m.id in decision.enrolled), members[-1])
+        other = next((m for m in members if m.id != current.id), current)
+        changes.append(Change(partner_id, "group_change", settings.tier_group, other.id,
+                              current.id, "up"))
+    models = list(ruleset.engagement_models)
+    other_model = next((m for m in models if m != decision.engagement), decision.engagement)
+    changes.append(Change(partner_id, "engagement_model", ENGAGEMENT, other_model,
+                          decision.engagement, "down"))
+    for table in ruleset.classifications:
+        value = decision.classifications[table.name]
+        other_value = next((v for v in table.values if v != value), value)
+        changes.append(Change(partner_id, "classification", table.name, other_value, value,
+                              "changed"))
+    loose = [p for p in ruleset.programs if not p.group]
+    for program in loose:
+        if program.id in decision.enrolled:
+            changes.append(Change(partner_id, "enrolled", program.id, "", program.id, ""))
+        else:
+            changes.append(Change(partner_id, "dropped", program.id, program.id, "", ""))
+    return tuple(changes)

@@ -1,0 +1,340 @@
+"""Rendering letters from the Jinja2 templates in ``templates/``.
+
+Templates are Markdown, one file per letter kind and language
+(``templates/fr/at_risk.md.j2``), each extending that language's
+``base.md.j2``. They run in Jinja2's sandbox with ``StrictUndefined``.
+
+Roster values are data, never template code or markup. Every ``{{ ... }}``
+output is replaced, while rendering, by a numbered placeholder; the
+rendered Markdown is then
+
+- the text letter, with the placeholders replaced by the values as they are;
+- the HTML letter, converted to HTML by markdown-it (raw HTML disabled) with
+  the placeholders replaced by the values HTML-escaped.
+
+So a partner named ``*{{ 7*7 }}* <script>`` reads exactly so in both, and
+never turns into markup. Letters with the same structure share the
+Markdown-to-HTML conversion (a cache keyed by the placeholder skeleton),
+which keeps HTML letters about as fast as text ones.
+
+Numbers, money, percentages, and dates are formatted for the partner's
+locale with Babel. A language without a template for the letter's kind
+falls back to the default language, and the letter says so.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import functools
+import html
+import re
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formataddr
+from pathlib import Path
+from typing import Any, Mapping
+
+from babel import Locale, UnknownLocaleError, localedata
+from babel.dates import format_date
+from babel.numbers import format_currency, format_decimal, format_percent, parse_pattern
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_context
+from jinja2.sandbox import SandboxedEnvironment
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+from .letter_settings import EMAIL, load_terms
+from .letters import KINDS, LetterFacts, LetterSettings
+from .valuetypes import BOOL, CHOICE, DATE, INTEGER, LIST, MONEY, NUMBER, PERCENT
+
+TEMPLATE_SUFFIX = ".md.j2"
+HTML_LAYOUT = "letter.html.j2"
+_OPEN, _CLOSE = "\ue000", "\ue001"  # Unicode private-use characters: never in templates
+_SLOT = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
+_SLOTS_VAR = "_letter_slots"
+_PERCENT_TEXT = re.compile(r"^\d+(?:\.\d+)?%$")
+_MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False,
+                                      "typographer": False}).enable("table")
+
+
+@dataclass(frozen=True)
+class Letter:
+    subject: str
+    text: str
+    html: str
+    language: str        # the language the letter is written in
+    fallback: bool       # True when the partner's language had no template
+    locale: str
+
+
+@functools.lru_cache(maxsize=4096)
+def _markdown_to_html(skeleton: str) -> str:
+    return _MARKDOWN.render(skeleton)
+
+
+@pass_context
+def _finalize(context, value: Any) -> Any:
+    """Every ``{{ }}`` output of data becomes a placeholder; the value is kept aside.
+
+    The environment autoescapes, so what the template itself produced (a
+    macro's output, a ``{% set %}`` block) arrives as Markup and is kept as
+    it is, with the placeholders inside it; everything else is data.
+    """
+    if isinstance(value, Markup):
+        return value
+    slots = context.get(_SLOTS_VAR)
+    text = "" if value is None else value if isinstance(value, str) else _plain(value)
+    if slots is None:  # not rendering a letter
+        return text
+    slots.append(text)
+    return Markup(f"{_OPEN}{len(slots) - 1}{_CLOSE}")
+
+
+def _join(values, separator: str = "") -> str:
+    """``join`` that keeps data as data (Jinja's escapes it into Markup)."""
+    return separator.join("" if v is None else _plain(v) if not isinstance(v, str) else v
+                          for v in values)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def _fill(skeleton: str, slots: list[str], escape: bool) -> str:
+    if escape:
+        return _SLOT.sub(lambda m: html.escape(slots[int(m.group(1))], quote=True), skeleton)
+    return _SLOT.sub(lambda m: slots[int(m.group(1))], skeleton)
+
+
+class Formats:
+    """Babel formatting for one locale, with a cache: thresholds and benefits
+    repeat across thousands of letters."""
+
+    def __init__(self, locale: Locale, currency: str):
+        self.locale = locale
+        self.currency = currency
+        self._cache: dict[tuple, str] = {}
+        self._whole_money = copy.copy(parse_pattern(locale.currency_formats["standard"].pattern))
+        self._whole_money.frac_prec = (0, 0)
+
+    def value(self, kind: str, value: Any) -> str:
+        key = (kind, value)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = self._format(kind, value)
+        return found
+
+    def _format(self, kind: str, value: Any) -> str:
+        if value is None:
+            return ""
+        if kind == MONEY:
+            if float(value).is_integer():  # whole amounts without ".00"
+                return self._whole_money.apply(value, self.locale, currency=self.currency,
+                                               currency_digits=False)
+            return format_currency(value, self.currency, locale=self.locale)
+        if kind == PERCENT:
+            return format_percent(round(value, 6), locale=self.locale, decimal_quantization=False)
+        if kind in (INTEGER, NUMBER):
+            return format_decimal(round(value, 2), locale=self.locale, decimal_quantization=False)
+        if kind == DATE:
+            return format_date(value, format="long", locale=self.locale)
+        if kind == LIST:
+            return ", ".join(value)
+        return str(value)
+
+
+class LetterRenderer:
+    """The templates of one folder, ready to render letters (one per process)."""
+
+    def __init__(self, folder: str | Path, settings: LetterSettings, currency: str):
+        self.folder = Path(folder)
+        self.settings = settings
+        self.currency = currency
+        self.env = SandboxedEnvironment(
+            loader=FileSystemLoader(str(self.folder)), undefined=StrictUndefined,
+            autoescape=True, finalize=_finalize, trim_blocks=True, lstrip_blocks=True,
+            keep_trailing_newline=True, auto_reload=False)
+        self.env.filters.update(money=self._money, percent=self._percent,
+                                number=self._number, date=self._date, value=self._value,
+                                term=self._term, human=_human, join=_join,
+                                e=_plain_text, escape=_plain_text)
+        self.html_env = SandboxedEnvironment(
+            loader=FileSystemLoader(str(self.folder)), undefined=StrictUndefined,
+            autoescape=True, auto_reload=False)
+        self._terms = {lang: load_terms(self.folder, lang) for lang in settings.languages}
+        self._formats: dict[str, Formats] = {}
+        self._templates: dict[tuple[str, str], Any] = {}
+
+    # --- choosing the template and the locale --------------------------------
+
+    def template_for(self, kind: str, language: str):
+        """(template, language used); the default language when ``language`` has none."""
+        key = (kind, language)
+        found = self._templates.get(key)
+        if found is None:
+            name = f"{language}/{kind}{TEMPLATE_SUFFIX}"
+            if language in self.settings.languages and (self.folder / name).is_file():
+                found = (self.env.get_template(name), language)
+            else:
+                default = self.settings.default_language
+                found = (self.env.get_template(f"{default}/{kind}{TEMPLATE_SUFFIX}"), default)
+            self._templates[key] = found
+        return found
+
+    def formats(self, language: str, country: str | None) -> Formats:
+        key = f"{language}_{(country or '').upper()}"
+        found = self._formats.get(key)
+        if found is None:
+            name = key if country and localedata.exists(key) else language
+            try:
+                locale = Locale.parse(name)
+            except (UnknownLocaleError, ValueError):
+                locale = Locale.parse(self.settings.default_language)
+            found = self._formats[key] = Formats(locale, self.currency)
+        return found
+
+    # --- rendering -----------------------------------------------------------------
+
+    def render(self, facts: LetterFacts) -> Letter:
+        partner = facts.context["partner"]
+        wanted = partner.get("language") or self.settings.default_language
+        template, language = self.template_for(facts.kinds[0], wanted)
+        formats = self.formats(language, partner.get("country"))
+        slots: list[str] = []
+        context = {**facts.context, "sender": self._sender(), "language": language,
+                   "fallback": language != wanted, _SLOTS_VAR: slots,
+                   "_formats": formats, "_terms": self._terms.get(language, {})}
+        try:
+            jinja_context = template.new_context(context)
+            skeleton = "".join(template.root_render_func(jinja_context))
+            subject_block = jinja_context.blocks.get("subject")
+            subject_skeleton = "".join(subject_block[0](jinja_context)) if subject_block else ""
+        except Exception:  # noqa: BLE001 - a template's error: re-raised with template lines
+            self.env.handle_exception()
+        subject = " ".join(_fill(subject_skeleton, slots, escape=False).split())
+        text = _fill(skeleton, slots, escape=False)
+        body = Markup(_fill(_markdown_to_html(skeleton), slots, escape=True))
+        page = self.html_env.get_template(HTML_LAYOUT).render(
+            body=body, subject=subject, language=language, sender=self._sender())
+        return Letter(subject, text, page, language, language != wanted, str(formats.locale))
+
+    def _sender(self) -> dict:
+        s = self.settings
+        return {"name": s.sender_name, "email": s.sender_email, "signature": s.signature}
+
+    # --- filters (the locale comes from the letter being rendered) -----------------
+
+    @staticmethod
+    @pass_context
+    def _money(context, value) -> str:
+        return context["_formats"].value(MONEY, value)
+
+    @staticmethod
+    @pass_context
+    def _percent(context, value) -> str:
+        return context["_formats"].value(PERCENT, value)
+
+    @staticmethod
+    @pass_context
+    def _number(context, value) -> str:
+        return context["_formats"].value(NUMBER, value)
+
+    @staticmethod
+    @pass_context
+    def _date(context, value) -> str:
+        return context["_formats"].value(DATE, value)
+
+    @staticmethod
+    @pass_context
+    def _value(context, value, kind: str | None = None) -> str:
+        """A rule value by its type; ``kind`` from a requirement's ``type``.
+        Benefit values (``45%``, ``20000``) are shown as the rules wrote them."""
+        if kind is None:
+            if isinstance(value, bool):
+                kind = BOOL
+            elif isinstance(value, (int, float)):
+                kind = NUMBER
+            elif isinstance(value, dt.date):
+                kind = DATE
+            else:
+                kind = "text"
+        if kind == BOOL:
+            word = "yes" if value else "no"
+            return context["_terms"].get(word, word)
+        if kind in ("text", CHOICE) and isinstance(value, str):
+            if _PERCENT_TEXT.match(value):  # a benefit written "45%"
+                return context["_formats"].value(PERCENT, float(value[:-1]) / 100)
+            return context["_terms"].get(value, _human(value))
+        return context["_formats"].value(kind, value)
+
+    @staticmethod
+    @pass_context
+    def _term(context, key: str, fallback: str | None = None) -> str:
+        """The language's word for a rule id, else ``fallback``, else the id in words."""
+        return context["_terms"].get(key) or fallback or _human(key)
+
+
+def _plain_text(value: Any) -> str:
+    """Letters escape for their format themselves; in a template, escaping is a no-op."""
+    return "" if value is None else str(value)
+
+
+def _human(key: Any) -> str:
+    """``at_risk`` -> ``at risk``."""
+    return str(key).replace("_", " ")
+
+
+def email_message(letter: Letter, settings: LetterSettings, partner: Mapping[str, Any],
+                  as_of: dt.date, message_id: str) -> tuple[bytes, str]:
+    """The letter as an RFC 5322 message (multipart/alternative: text and HTML).
+
+    Returns (message bytes, note); the note says why there is no To header,
+    when the partner has no usable contact email.
+    """
+    message = EmailMessage(policy=SMTP)
+    message["From"] = formataddr((_one_line(settings.sender_name), settings.sender_email))
+    note = ""
+    email = _one_line(partner.get("contact_email") or "")
+    if email and EMAIL.match(email):
+        message["To"] = formataddr((_one_line(partner.get("contact_name") or ""), email))
+    else:
+        note = "no usable contact_email; the message has no To" if email else \
+            "no contact_email; the message has no To"
+    message["Subject"] = _one_line(letter.subject)
+    message["Date"] = format_datetime(dt.datetime.combine(as_of, dt.time(8, 0),
+                                                          tzinfo=dt.timezone.utc))
+    message["Message-ID"] = message_id
+    message["Content-Language"] = letter.language
+    message.set_content(letter.text, subtype="plain", charset="utf-8")
+    message.add_alternative(letter.html, subtype="html", charset="utf-8")
+    return message.as_bytes(), note
+
+
+def _one_line(text: str) -> str:
+    """Header values never carry line breaks (header injection)."""
+    return " ".join(str(text).split())
+
+
+def kind_templates(folder: str | Path, language: str) -> list[str]:
+    """The kinds that have a template in ``language``."""
+    return [kind for kind in KINDS
+            if (Path(folder) / language / f"{kind}{TEMPLATE_SUFFIX}").is_file()]
+
+
+def describe_template_error(error: Exception) -> str:
+    """'file:line: message' for a template error, from its own or its traceback's line."""
+    if isinstance(error, TemplateSyntaxError) and error.filename:
+        return f"{error.filename}:{error.lineno}: {error.message}"
+    where = ""
+    trace = error.__traceback__
+    while trace is not None:
+        name = trace.tb_frame.f_code.co_filename
+        if name.endswith(".j2"):
+            where = f"{name}:{trace.tb_lineno}: "
+        trace = trace.tb_next
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    return f"{where}{message}"
