@@ -138,6 +138,7 @@ def write_letters(ruleset: RuleSet, options: LetterOptions) -> dict:
     history = HistoryStore(ruleset)
     tally = LetterTally()
     skipped = 0
+    index: CsvOutput | None = None
     try:
         if performance is not None:
             for _ in history.load(performance):
@@ -162,6 +163,8 @@ def write_letters(ruleset: RuleSet, options: LetterOptions) -> dict:
         index.commit()
         _swap(temp, target)
     except BaseException:
+        if index is not None:
+            index.discard()
         shutil.rmtree(temp, ignore_errors=True)
         raise
     finally:

@@ -311,6 +311,8 @@ def email_message(letter: Letter, settings: LetterSettings, partner: Mapping[str
     message["Content-Language"] = letter.language
     message.set_content(letter.text, subtype="plain", charset="utf-8")
     message.add_alternative(letter.html, subtype="html", charset="utf-8")
+    # A boundary from the Message-ID: the same letter gives the same bytes.
+    message.set_boundary("=_" + "".join(c for c in message_id if c.isalnum())[:40])
     return message.as_bytes(), note
 
 

@@ -1,0 +1,304 @@
+"""Partner letters: golden files, email structure, injection, paths, fallback, atomicity."""
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.batch import RunOptions, run_batch
+from engine.changes import Change
+from engine.errors import DataError, RuleSetError
+from engine.letter_batch import LetterOptions, safe_stem, write_letters
+from engine.letter_check import check_templates
+from engine.letter_settings import load_letter_settings
+from engine.letters import letter_facts
+
+from conftest import AS_OF, DATA, ROOT
+
+EXAMPLES = ROOT / "examples"
+TEMPLATES = ROOT / "templates"
+GOLDEN = DATA / "letters"
+# Partners in each language and standing: en, fr, de, es; at risk; probation.
+GOLDEN_PARTNERS = ("P-1001", "P-1002", "P-1003", "P-1004", "P-1006", "P-1007")
+
+
+def run_and_write(tmp_path: Path, roster: Path = EXAMPLES / "roster.csv",
+                  templates: Path = TEMPLATES, rules=None, **letter_options) -> dict:
+    from engine.loader import load_rules
+    ruleset = rules or load_rules(ROOT / "rules")
+    out = tmp_path / "out"
+    run_batch(ruleset, RunOptions(roster=roster, performance=EXAMPLES / "performance.csv",
+                                  as_of=AS_OF, out_dir=out, workers=1,
+                                  db=tmp_path / "runs.sqlite"))
+    return write_letters(ruleset, LetterOptions(out, templates, **letter_options))
+
+
+def index(folder: Path) -> dict[str, dict]:
+    with (folder / "letters" / "index.csv").open(newline="", encoding="utf-8") as handle:
+        return {row["partner_id"]: row for row in csv.DictReader(handle)}
+
+
+@pytest.fixture(scope="module")
+def letters_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("letters")
+    summary = run_and_write(tmp)
+    return tmp / "out", summary
+
+
+@pytest.mark.parametrize("partner_id", GOLDEN_PARTNERS)
+@pytest.mark.parametrize("extension", [".txt", ".html"])
+def test_golden_letters(letters_run, partner_id, extension):
+    """Set UPDATE_GOLDEN=1 to rewrite the golden files after a deliberate change."""
+    out, _ = letters_run
+    written = (out / "letters" / f"{partner_id}{extension}").read_text(encoding="utf-8")
+    golden = GOLDEN / f"{partner_id}{extension}"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(written, encoding="utf-8")
+    assert written == golden.read_text(encoding="utf-8")
+
+
+def test_every_partner_gets_one_letter_in_its_language(letters_run):
+    out, summary = letters_run
+    rows = index(out)
+    assert len(rows) == summary["letters"] == 32
+    assert summary["by_language"] == {"de": 6, "en": 16, "es": 5, "fr": 5}
+    assert summary["fallbacks"] == {}
+    assert all(r["language"] == r["template_language"] for r in rows.values())
+    assert rows["P-1006"]["kind"] == "at_risk" and rows["P-1007"]["kind"] == "probation"
+    assert sorted(p.name for p in (out / "letters").iterdir()) == sorted(
+        ["index.csv"] + [f"{pid}{ext}" for pid in rows for ext in (".txt", ".html", ".eml")])
+
+
+def test_letters_say_what_is_missed_and_by_how_much(letters_run):
+    out, _ = letters_run
+    at_risk = (out / "letters" / "P-1006.txt").read_text(encoding="utf-8")
+    assert "consecutive quarters below target: 2" in at_risk
+    assert "certified technical staff: at least 10 needed, you have 8 (2 to go)" in at_risk
+    spaces = str.maketrans({"\u00a0": " ", "\u202f": " "})  # Babel's no-break spaces
+    german = (out / "letters" / "P-1003.txt").read_text(encoding="utf-8").translate(spaces)
+    assert "mindestens 2.000.000 $ erforderlich" in german  # Babel, de_DE
+    french = (out / "letters" / "P-1002.txt").read_text(encoding="utf-8").translate(spaces)
+    assert "26 novembre 2026" in french and "2 000 000 $US" in french
+
+
+def test_eml_is_a_multipart_message_python_can_parse(letters_run):
+    out, _ = letters_run
+    rows = index(out)
+    for partner_id in ("P-1004", "P-1002"):
+        raw = (out / "letters" / f"{partner_id}.eml").read_bytes()
+        assert raw.isascii(), "headers and bodies are encoded for transport"
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        assert message.get_content_type() == "multipart/alternative"
+        assert message["Subject"] == rows[partner_id]["subject"]
+        assert message["To"].addresses[0].addr_spec == rows[partner_id]["to"]
+        assert message["From"].addresses[0].addr_spec == "partner-programs@nimbus.example"
+        assert message["Message-ID"].startswith("<") and message["Date"]
+        text = message.get_body(("plain",)).get_content()
+        html = message.get_body(("html",)).get_content()
+        assert text.replace("\r\n", "\n") == (out / "letters" / f"{partner_id}.txt").read_text(
+            encoding="utf-8")
+        assert html.replace("\r\n", "\n").strip() == (out / "letters" / f"{partner_id}.html"
+                                                      ).read_text(encoding="utf-8").strip()
+    spanish = email.message_from_bytes((out / "letters" / "P-1004.eml").read_bytes(),
+                                       policy=email.policy.default)
+    assert "situación" in spanish["Subject"]  # non-ASCII subject survives encoding
+
+
+def test_html_letters_are_self_contained(letters_run):
+    out, _ = letters_run
+    page = (out / "letters" / "P-1001.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "<style>" in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "<h2>What to do next</h2>" in page
+
+
+def hostile_roster(tmp_path: Path) -> Path:
+    source = (EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines()
+    header, first = source[0], source[1].split(",")
+    rows = [header]
+    for partner_id, name, mail in [
+            ("X-1", "{{ 7*7 }} *Bold* Corp", "x1@example.com"),
+            ("../../escape", "<script>alert(1)</script> & Co", "x2@example.com"),
+            ("a/b\\c", "Slashes Ltd", "victim@example.com\nBcc: all@example.com"),
+            ("X-4", "Quiet Ltd", "")]:
+        row = list(first)
+        row[0], row[1], row[5] = partner_id, name, mail
+        rows.append(",".join(f'"{v}"' if any(c in v for c in ',"\n') else v for v in row))
+    path = tmp_path / "hostile.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_roster_values_are_data_never_markup_or_template_code(tmp_path):
+    run_and_write(tmp_path, roster=hostile_roster(tmp_path))
+    folder = tmp_path / "out" / "letters"
+    text = (folder / "X-1.txt").read_text(encoding="utf-8")
+    assert "{{ 7*7 }} *Bold* Corp" in text and "49" not in text
+    html = (folder / "X-1.html").read_text(encoding="utf-8")
+    assert "{{ 7*7 }} *Bold* Corp" in html and "<em>Bold</em>" not in html
+    stem = safe_stem("../../escape")
+    script_text = (folder / f"{stem}.txt").read_text(encoding="utf-8")
+    assert "<script>alert(1)</script> & Co" in script_text
+    script_html = (folder / f"{stem}.html").read_text(encoding="utf-8")
+    assert "<script>" not in script_html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co" in script_html
+
+
+def test_partner_ids_cannot_escape_the_letters_folder(tmp_path):
+    run_and_write(tmp_path, roster=hostile_roster(tmp_path))
+    out = tmp_path / "out"
+    written = {p.relative_to(out).parts[0] for p in out.rglob("*") if p.is_file()}
+    assert written <= {"letters", "decisions.jsonl", "enrollments.csv", "rejects.csv",
+                       "changes.csv", "summary.json"}
+    assert not (tmp_path / "escape.txt").exists()
+    rows = index(out)
+    assert rows["../../escape"]["files"].startswith("_.._escape-")
+    assert rows["a/b\\c"]["files"].startswith("a_b_c-")
+
+
+def test_header_injection_is_refused_and_a_missing_address_is_noted(tmp_path):
+    run_and_write(tmp_path, roster=hostile_roster(tmp_path))
+    rows = index(tmp_path / "out")
+    raw = (tmp_path / "out" / "letters" / rows["a/b\\c"]["files"].split(";")[2]).read_bytes()
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert message["To"] is None and message["Bcc"] is None
+    assert "no usable contact_email" in rows["a/b\\c"]["note"]
+    assert "no contact_email" in rows["X-4"]["note"] and rows["X-4"]["to"] == ""
+
+
+@pytest.mark.parametrize("partner_id,expected", [
+    ("P-1001", "P-1001"), ("..", "partner-"), ("a/b", "a_b-"), (".hidden", "hidden-"),
+    ("x" * 300, "x" * 80 + "-")])
+def test_safe_stem(partner_id, expected):
+    stem = safe_stem(partner_id)
+    assert stem.startswith(expected) and "/" not in stem and not stem.startswith(".")
+    assert safe_stem("a/b") != safe_stem("a_b") != safe_stem("a\\b")
+
+
+def templates_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, target)
+    return target
+
+
+def test_missing_translation_falls_back_to_english_and_is_reported(tmp_path):
+    templates = templates_copy(tmp_path)
+    (templates / "fr" / "status.md.j2").unlink()
+    summary = run_and_write(tmp_path, templates=templates)
+    rows = index(tmp_path / "out")
+    french_status = [r for r in rows.values() if r["language"] == "fr" and r["kind"] == "status"]
+    assert summary["fallbacks"] == {"fr": len(french_status)} and len(french_status) >= 1
+    assert all(r["template_language"] == "en" for r in french_status)
+    assert rows["P-1002"]["template_language"] == "en"
+    letter = (tmp_path / "out" / "letters" / "P-1002.txt").read_text(encoding="utf-8")
+    assert "this one is in English" in letter
+
+
+def test_a_template_error_names_file_and_line(tmp_path, cli_run):
+    templates = templates_copy(tmp_path)
+    status = templates / "de" / "status.md.j2"
+    status.write_text(status.read_text(encoding="utf-8").replace(
+        "{% block message %}", "{% block message %}\n{{ partner.no_such_field }}"),
+        encoding="utf-8")
+    welcome = templates / "es" / "welcome.md.j2"
+    welcome.write_text(welcome.read_text(encoding="utf-8") + "{% if %}\n", encoding="utf-8")
+    result = cli_run("validate", "--templates", str(templates))
+    assert result.exit_code == 1
+    assert f"{status}:4: 'dict object' has no attribute 'no_such_field'" in result.stderr
+    assert f"{welcome}:6: Expected an expression" in result.stderr
+
+
+def test_bad_letter_settings_are_located(tmp_path, ruleset):
+    templates = templates_copy(tmp_path)
+    settings = templates / "letters.yaml"
+    settings.write_text(settings.read_text(encoding="utf-8").replace(
+        "table: standing", "table: standin").replace("tier_group:", "tier_gruop:"),
+        encoding="utf-8")
+    with pytest.raises(RuleSetError) as error:
+        load_letter_settings(templates, ruleset)
+    message = str(error.value)
+    assert "letters.yaml:11:1: unknown key 'tier_gruop'" in message
+    assert "did you mean 'tier_group'?" in message
+    assert "letters.yaml:14:10: 'standin' is not a classification" in message
+
+
+def test_a_failing_letters_run_keeps_the_previous_letters(tmp_path, ruleset):
+    run_and_write(tmp_path)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out" / "letters").iterdir()}
+    templates = templates_copy(tmp_path)
+    probation = templates / "en" / "probation.md.j2"
+    probation.write_text(probation.read_text(encoding="utf-8").replace(
+        "{% block message %}", "{% block message %}{{ partner.partner_name|int / 0 }}"),
+        encoding="utf-8")
+    with pytest.raises(DataError, match="probation.md.j2:3: division by zero"):
+        write_letters(ruleset, LetterOptions(tmp_path / "out", templates, check=False))
+    after = {p.name: p.read_bytes() for p in (tmp_path / "out" / "letters").iterdir()}
+    assert after == before
+    assert not list((tmp_path / "out").glob(".letters*"))
+
+
+def test_letters_are_the_same_whatever_the_workers(tmp_path, ruleset):
+    run_and_write(tmp_path)
+    one = {p.name: p.read_bytes() for p in (tmp_path / "out" / "letters").iterdir()}
+    write_letters(ruleset, LetterOptions(tmp_path / "out", TEMPLATES, workers=2))
+    two = {p.name: p.read_bytes() for p in (tmp_path / "out" / "letters").iterdir()}
+    assert one == two
+
+
+def test_letters_refuse_a_roster_edited_since_the_run(tmp_path, ruleset):
+    roster = tmp_path / "roster.csv"
+    shutil.copy(EXAMPLES / "roster.csv", roster)
+    run_and_write(tmp_path, roster=roster)
+    roster.write_text(roster.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="has changed since the run"):
+        write_letters(ruleset, LetterOptions(tmp_path / "out", TEMPLATES))
+
+
+def test_changes_choose_the_kind_and_only_changed_letters(tmp_path, rules_copy):
+    from engine.loader import load_rules
+    rules = rules_copy()
+    run_and_write(tmp_path, rules=load_rules(rules))
+    programs = rules / "programs.yaml"
+    programs.write_text(programs.read_text(encoding="utf-8").replace(
+        "- certified_technical >= 2\n", "- certified_technical >= 3\n"), encoding="utf-8")
+    summary = run_and_write(tmp_path, rules=load_rules(rules), only_changed=True)
+    rows = index(tmp_path / "out")
+    assert list(rows) == ["P-1018"] and summary["skipped_unchanged"] == 31
+    assert rows["P-1018"]["kind"] == "tier_change"
+    letter = (tmp_path / "out" / "letters" / "P-1018.txt").read_text(encoding="utf-8")
+    assert "Su nivel de partner ha bajado de Select Partner a **Registered Partner**" in letter
+    assert "personal técnico certificado: se requiere al menos 3, tiene 2 (1 por alcanzar)" \
+        in letter
+
+
+def test_letter_kinds_follow_decisions_and_changes(ruleset, example_partners):
+    from engine.decide import Evaluator, partner_values
+    from engine.batch_worker import decision_record
+    settings = load_letter_settings(TEMPLATES, ruleset)
+    partner = next(p for p in example_partners if p.partner_id == "P-1006")
+    decision = Evaluator(ruleset).decide([partner], AS_OF)[0]
+    record = decision_record(ruleset, 5, decision, {})
+    values = partner_values(ruleset, partner, AS_OF)
+    facts = letter_facts(ruleset, settings, values, record, (), AS_OF, None)
+    assert facts.kinds == ("at_risk", "status")
+    changes = (Change("P-1006", "new_partner", "", "", "", ""),
+               Change("P-1006", "dropped", "co_sell", "co_sell", "", ""),
+               Change("P-1006", "enrolled", "deal_registration", "", "deal_registration", ""))
+    facts = letter_facts(ruleset, settings, values, record, changes, AS_OF, 1)
+    assert facts.kinds == ("welcome", "at_risk", "removed", "enrolled", "status")
+    dropped = facts.context["dropped"][0]
+    assert dropped["id"] == "co_sell" and dropped["reasons"][0]["name"] == "engagement"
+    assert facts.context["next_tier"]["id"] == "premier"
+
+
+def test_validate_renders_every_template(ruleset):
+    checked = check_templates(ruleset, TEMPLATES, EXAMPLES / "roster.csv",
+                              EXAMPLES / "performance.csv", AS_OF)
+    assert checked.templates == 28 and checked.languages == ("en", "fr", "de", "es")
+    assert checked.missing == ()
