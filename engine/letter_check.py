@@ -99,6 +99,7 @@ def _samples(ruleset: RuleSet, settings: LetterSettings, roster, performance,
              as_of: dt.date) -> list[LetterFacts]:
     """Letter facts for the roster's first partners, without and with changes."""
     partners = []
+    seen: set[str] = set()
     if roster is not None and Path(roster).is_file():
         for row in read_rows(roster):
             try:
@@ -106,7 +107,8 @@ def _samples(ruleset: RuleSet, settings: LetterSettings, roster, performance,
             except DataError:
                 continue
             values, problems = field_values(ruleset, row.record)
-            if not problems:
+            if not problems and partner_id not in seen:
+                seen.add(partner_id)
                 partners.append((partner_id, values))
             if len(partners) >= SAMPLE_PARTNERS:
                 break

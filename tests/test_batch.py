@@ -38,8 +38,10 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def outputs(folder: Path) -> dict[str, bytes]:
-    """Every output file; summary.json without its 'run' section (timings, ids)."""
-    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    """Every output file (letters too); summary.json without its 'run' section
+    (timings, ids)."""
+    files = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
+             if p.is_file()}
     summary = json.loads(files.pop("summary.json"))
     summary.pop("run")
     files["summary.json"] = json.dumps(summary, sort_keys=True).encode()
@@ -267,7 +269,7 @@ def test_killed_run_leaves_consistent_outputs_and_history(tmp_path):
                "--as-of", "2026-11-26", "--out", str(out), "--db", str(db), "--workers", "1",
                "--quiet"]
     subprocess.run(command, cwd=ROOT, check=True)
-    complete = {p.name: p.read_bytes() for p in out.iterdir()}
+    complete = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
     deadline = time.time() + 60
     while time.time() < deadline and not any(p.name.endswith(".partial") for p in out.iterdir()):
@@ -275,7 +277,8 @@ def test_killed_run_leaves_consistent_outputs_and_history(tmp_path):
     time.sleep(0.5)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    finals = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+    finals = {p.name: p.read_bytes() for p in out.iterdir()
+              if p.is_file() and not p.name.startswith(".")}
     assert finals == complete  # the previous complete outputs, untouched
     connection = sqlite3.connect(db)
     assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -1,0 +1,62 @@
+"""Benchmark letter writing on a synthetic roster of the reference rules.
+
+Runs the rules once over the roster (without letters), then writes every
+partner's letters from that run's output with 1 and with N workers, for each
+format on its own and for all three together, and prints letters per second
+(files written per second is letters times formats). Run it by hand on a
+quiet machine and record the figures in docs/benchmarks.md; it is not a test.
+
+    python bench/letters_benchmark.py                    # 100,000 partners
+    python bench/letters_benchmark.py --partners 10000 --workers 2
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine.batch import RunOptions, run_batch  # noqa: E402
+from engine.letter_batch import LetterOptions, write_letters  # noqa: E402
+from engine.loader import load_rules  # noqa: E402
+
+AS_OF = dt.date(2026, 11, 26)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--partners", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--data", type=Path, default=ROOT / "bench" / "data")
+    args = parser.parse_args()
+    data = args.data / f"roster-{args.partners}"
+    if not (data / "roster.csv").exists():
+        subprocess.run([sys.executable, str(ROOT / "bench" / "generate.py"), "--partners",
+                        str(args.partners), "--out", str(data)], check=True)
+    ruleset = load_rules(ROOT / "rules")
+    with tempfile.TemporaryDirectory(prefix="letters-bench-") as temp:
+        out = Path(temp) / "out"
+        run_batch(ruleset, RunOptions(data / "roster.csv", data / "performance.csv", AS_OF, out,
+                                      workers=args.workers, db=Path(temp) / "runs.sqlite"))
+        print(f"{args.partners:,} partners, {os.cpu_count()} cores; letters/s (files/s)")
+        for workers in sorted({1, args.workers}):
+            for formats in (("text",), ("html",), ("eml",), ("text", "html", "eml")):
+                started = time.perf_counter()
+                summary = write_letters(ruleset, LetterOptions(
+                    out, ROOT / "templates", formats, workers=workers, check=False))
+                seconds = time.perf_counter() - started
+                print(f"  workers {workers}  {'+'.join(formats):15} "
+                      f"{summary['letters'] / seconds:>9,.0f} letters/s "
+                      f"({summary['files'] / seconds:>9,.0f} files/s), "
+                      f"{summary['letters']:,} letters in {seconds:,.1f} s")
+
+
+if __name__ == "__main__":
+    main()
