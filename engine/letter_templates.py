@@ -158,8 +158,9 @@ class LetterRenderer:
             loader=FileSystemLoader(str(self.folder)), undefined=StrictUndefined,
             autoescape=True, finalize=_finalize, trim_blocks=True, lstrip_blocks=True,
             keep_trailing_newline=True, auto_reload=False)
-        self.env.filters.update(money=self._money, percent=self._percent,
-                                number=self._number, date=self._date, value=self._value,
+        self.env.filters.update(money=_formatter(MONEY), percent=_formatter(PERCENT),
+                                number=_formatter(NUMBER), date=_formatter(DATE),
+                                value=self._value,
                                 term=self._term, human=_human, join=_join,
                                 e=_plain_text, escape=_plain_text)
         self.html_env = SandboxedEnvironment(
@@ -230,26 +231,6 @@ class LetterRenderer:
 
     @staticmethod
     @pass_context
-    def _money(context, value) -> str:
-        return context["_formats"].value(MONEY, value)
-
-    @staticmethod
-    @pass_context
-    def _percent(context, value) -> str:
-        return context["_formats"].value(PERCENT, value)
-
-    @staticmethod
-    @pass_context
-    def _number(context, value) -> str:
-        return context["_formats"].value(NUMBER, value)
-
-    @staticmethod
-    @pass_context
-    def _date(context, value) -> str:
-        return context["_formats"].value(DATE, value)
-
-    @staticmethod
-    @pass_context
     def _value(context, value, kind: str | None = None) -> str:
         """A rule value by its type; ``kind`` from a requirement's ``type``.
         Benefit values (``45%``, ``20000``) are shown as the rules wrote them."""
@@ -276,6 +257,14 @@ class LetterRenderer:
     def _term(context, key: str, fallback: str | None = None) -> str:
         """The language's word for a rule id, else ``fallback``, else the id in words."""
         return context["_terms"].get(key) or fallback or _human(key)
+
+
+def _formatter(kind: str):
+    """A filter formatting values of one kind for the letter's locale."""
+    @pass_context
+    def format_for_locale(context, value) -> str:
+        return context["_formats"].value(kind, value)
+    return format_for_locale
 
 
 def _plain_text(value: Any) -> str:
