@@ -35,8 +35,9 @@ from .decide import partner_values
 from .errors import DataError, UsageError
 from .history_store import HistoryStore
 from .letter_check import check_templates
+from .letter_email import email_message, message_id
 from .letter_settings import load_letter_settings
-from .letter_templates import LetterRenderer, describe_template_error, email_message
+from .letter_templates import LetterRenderer, describe_template_error
 from .letters import KINDS, LetterSettings, letter_facts
 from .metrics import compile_expression
 from .model import RuleSet
@@ -308,7 +309,8 @@ def render_chunk(ruleset: RuleSet, templates: str, settings: LetterSettings,
                 path.write_text(letter.html, encoding="utf-8")
             else:
                 data, note = email_message(letter, settings, facts.context["partner"], as_of,
-                                           _message_id(ruleset, settings, partner_id, as_of))
+                                           message_id(ruleset.fingerprint, as_of, partner_id,
+                                                      settings.sender_email))
                 path.write_bytes(data)
             written.append(path.name)
         if not note:
@@ -317,13 +319,6 @@ def render_chunk(ruleset: RuleSet, templates: str, settings: LetterSettings,
                      facts.context["partner"].get("language") or settings.default_language,
                      letter.language, letter.subject, to, ";".join(written), note))
     return rows
-
-
-def _message_id(ruleset: RuleSet, settings: LetterSettings, partner_id: str,
-                as_of: dt.date) -> str:
-    """The same letter gets the same Message-ID, so a resent one is recognised."""
-    digest = hashlib.sha256(f"{ruleset.fingerprint}|{as_of}|{partner_id}".encode()).hexdigest()
-    return f"<{digest[:32]}@{settings.sender_email.rpartition('@')[2]}>"
 
 
 def _swap(temp: Path, target: Path) -> None:

@@ -22,7 +22,7 @@ _TOP_KEYS = ("sender", "languages", "default_language", "tier_group", "warnings"
 _SENDER_KEYS = ("name", "email", "signature")
 _WARNING_KEYS = ("table", "at_risk", "probation")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
-EMAIL = re.compile(r"^[^@\s<>\"(),;:]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 
 

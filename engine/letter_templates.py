@@ -28,12 +28,8 @@ import datetime as dt
 import functools
 import html
 import re
-from dataclasses import dataclass
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, formataddr
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from babel import Locale, UnknownLocaleError, localedata
 from babel.dates import format_date
@@ -43,7 +39,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from .letter_settings import EMAIL, load_terms
+from .letter_settings import load_terms
 from .letters import KINDS, LetterFacts, LetterSettings
 from .valuetypes import BOOL, CHOICE, DATE, INTEGER, LIST, MONEY, NUMBER, PERCENT
 
@@ -57,14 +53,25 @@ _MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False,
                                       "typographer": False}).enable("table")
 
 
-@dataclass(frozen=True)
 class Letter:
-    subject: str
-    text: str
-    html: str
-    language: str        # the language the letter is written in
-    fallback: bool       # True when the partner's language had no template
-    locale: str
+    """A rendered letter; its text and HTML are made when first asked for."""
+
+    def __init__(self, subject: str, skeleton: str, slots: list[str], page, language: str,
+                 fallback: bool, locale: str):
+        self.subject = subject
+        self.language = language    # the language the letter is written in
+        self.fallback = fallback    # True when the partner's language had no template
+        self.locale = locale
+        self._skeleton, self._slots, self._page = skeleton, slots, page
+
+    @functools.cached_property
+    def text(self) -> str:
+        return _fill(self._skeleton, self._slots, escape=False)
+
+    @functools.cached_property
+    def html(self) -> str:
+        body = Markup(_fill(_markdown_to_html(self._skeleton), self._slots, escape=True))
+        return self._page(body=body, subject=self.subject, language=self.language)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -166,6 +173,7 @@ class LetterRenderer:
         self.html_env = SandboxedEnvironment(
             loader=FileSystemLoader(str(self.folder)), undefined=StrictUndefined,
             autoescape=True, auto_reload=False)
+        self._layout = self.html_env.get_template(HTML_LAYOUT)
         self._terms = {lang: load_terms(self.folder, lang) for lang in settings.languages}
         self._formats: dict[str, Formats] = {}
         self._templates: dict[tuple[str, str], Any] = {}
@@ -217,11 +225,12 @@ class LetterRenderer:
         except Exception:  # noqa: BLE001 - a template's error: re-raised with template lines
             self.env.handle_exception()
         subject = " ".join(_fill(subject_skeleton, slots, escape=False).split())
-        text = _fill(skeleton, slots, escape=False)
-        body = Markup(_fill(_markdown_to_html(skeleton), slots, escape=True))
-        page = self.html_env.get_template(HTML_LAYOUT).render(
-            body=body, subject=subject, language=language, sender=self._sender())
-        return Letter(subject, text, page, language, language != wanted, str(formats.locale))
+        return Letter(subject, skeleton, slots, self._page, language, language != wanted,
+                      str(formats.locale))
+
+    def _page(self, **context) -> str:
+        """The HTML page around a letter's body (templates/letter.html.j2)."""
+        return self._layout.render(sender=self._sender(), **context)
 
     def _sender(self) -> dict:
         s = self.settings
@@ -275,39 +284,6 @@ def _plain_text(value: Any) -> str:
 def _human(key: Any) -> str:
     """``at_risk`` -> ``at risk``."""
     return str(key).replace("_", " ")
-
-
-def email_message(letter: Letter, settings: LetterSettings, partner: Mapping[str, Any],
-                  as_of: dt.date, message_id: str) -> tuple[bytes, str]:
-    """The letter as an RFC 5322 message (multipart/alternative: text and HTML).
-
-    Returns (message bytes, note); the note says why there is no To header,
-    when the partner has no usable contact email.
-    """
-    message = EmailMessage(policy=SMTP)
-    message["From"] = formataddr((_one_line(settings.sender_name), settings.sender_email))
-    note = ""
-    email = _one_line(partner.get("contact_email") or "")
-    if email and EMAIL.match(email):
-        message["To"] = formataddr((_one_line(partner.get("contact_name") or ""), email))
-    else:
-        note = "no usable contact_email; the message has no To" if email else \
-            "no contact_email; the message has no To"
-    message["Subject"] = _one_line(letter.subject)
-    message["Date"] = format_datetime(dt.datetime.combine(as_of, dt.time(8, 0),
-                                                          tzinfo=dt.timezone.utc))
-    message["Message-ID"] = message_id
-    message["Content-Language"] = letter.language
-    message.set_content(letter.text, subtype="plain", charset="utf-8")
-    message.add_alternative(letter.html, subtype="html", charset="utf-8")
-    # A boundary from the Message-ID: the same letter gives the same bytes.
-    message.set_boundary("=_" + "".join(c for c in message_id if c.isalnum())[:40])
-    return message.as_bytes(), note
-
-
-def _one_line(text: str) -> str:
-    """Header values never carry line breaks (header injection)."""
-    return " ".join(str(text).split())
 
 
 def kind_templates(folder: str | Path, language: str) -> list[str]:

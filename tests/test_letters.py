@@ -95,6 +95,8 @@ def test_eml_is_a_multipart_message_python_can_parse(letters_run):
         assert raw.isascii(), "headers and bodies are encoded for transport"
         message = email.message_from_bytes(raw, policy=email.policy.default)
         assert message.get_content_type() == "multipart/alternative"
+        assert all(not part.defects for part in message.walk())
+        assert all(len(line) <= 78 for line in raw.split(b"\r\n"))
         assert message["Subject"] == rows[partner_id]["subject"]
         assert message["To"].addresses[0].addr_spec == rows[partner_id]["to"]
         assert message["From"].addresses[0].addr_spec == "partner-programs@nimbus.example"
@@ -302,3 +304,17 @@ def test_validate_renders_every_template(ruleset):
                               EXAMPLES / "performance.csv", AS_OF)
     assert checked.templates == 28 and checked.languages == ("en", "fr", "de", "es")
     assert checked.missing == ()
+
+
+@pytest.mark.parametrize("name", [
+    "Zoë Müller-Lüdenscheidt von und zu Großherzogtum Partner Team GmbH", "Ana Núñez",
+    "A very long ascii partner contact name that goes on and on and on Team"])
+def test_long_and_non_ascii_recipients_are_encoded_and_folded(name):
+    from engine.letter_email import _address
+    address = "someone.long.address@partner-example-company.example.com"
+    header = "To: " + _address(name, address)
+    assert all(len(line) <= 78 for line in header.split("\r\n")) and header.isascii()
+    parsed = email.message_from_bytes((header + "\r\n\r\n").encode(),
+                                      policy=email.policy.default)["To"].addresses[0]
+    assert parsed.addr_spec == address
+    assert " ".join(parsed.display_name.split()) == name  # parsers differ on spaces only
