@@ -46,6 +46,7 @@ from .valuetypes import BOOL, CHOICE, DATE, INTEGER, LIST, MONEY, NUMBER, PERCEN
 TEMPLATE_SUFFIX = ".md.j2"
 HTML_LAYOUT = "letter.html.j2"
 _OPEN, _CLOSE = "\ue000", "\ue001"  # Unicode private-use characters: never in templates
+_PLACEHOLDERS = [Markup(f"{_OPEN}{i}{_CLOSE}") for i in range(512)]  # made once
 _SLOT = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
 _SLOTS_VAR = "_letter_slots"
 _PERCENT_TEXT = re.compile(r"^\d+(?:\.\d+)?%$")
@@ -94,7 +95,9 @@ def _finalize(context, value: Any) -> Any:
     if slots is None:  # not rendering a letter
         return text
     slots.append(text)
-    return Markup(f"{_OPEN}{len(slots) - 1}{_CLOSE}")
+    index = len(slots) - 1
+    return _PLACEHOLDERS[index] if index < len(_PLACEHOLDERS) else \
+        Markup(f"{_OPEN}{index}{_CLOSE}")
 
 
 def _join(values, separator: str = "") -> str:
