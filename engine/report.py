@@ -21,6 +21,8 @@ from .outputs import AtomicFile
 
 TEMPLATES = Path(__file__).parent / "report_templates"
 REPORT_NAME = "report.html"
+MAX_LETTER_PREVIEWS = 2000   # letters shown in the report; the rest are in letters/
+MAX_PREVIEW_CHARS = 12_000
 BAR_WIDTH = 320
 
 
@@ -59,6 +61,9 @@ def build_report(folder: str | Path, output: str | Path | None = None,
     with (folder / "decisions.jsonl").open("rb") as handle:
         for line in handle:
             partners.append(orjson.loads(line))
+    previews = _letter_previews(folder)
+    for partner in partners:
+        partner["letter"] = previews.get(partner["partner_id"])
     context = {
         "summary": summary,
         "partners": partners,
@@ -71,11 +76,32 @@ def build_report(folder: str | Path, output: str | Path | None = None,
         "rejects": _read_csv(folder / "rejects.csv"),
         "changes": _read_csv(folder / "changes.csv"),
         "moves": _read_csv(Path(moves)) if moves else None,
+        "letters": {"written": len(_read_csv(folder / "letters" / "index.csv")),
+                    "previewed": len(previews)},
     }
     html = _environment().get_template("report.html").render(**context)
     target = Path(output) if output else folder / REPORT_NAME
     _write(target, html)
     return target
+
+
+def _letter_previews(folder: Path) -> dict[str, dict]:
+    """The text of the first partners' letters (letters/index.csv), for the detail panel."""
+    previews: dict[str, dict] = {}
+    for row in _read_csv(folder / "letters" / "index.csv"):
+        if len(previews) >= MAX_LETTER_PREVIEWS:
+            break
+        text_file = next((name for name in row["files"].split(";") if name.endswith(".txt")),
+                         None)
+        text = ""
+        if text_file and (folder / "letters" / text_file).is_file():
+            text = (folder / "letters" / text_file).read_text(encoding="utf-8")
+            if len(text) > MAX_PREVIEW_CHARS:
+                text = text[:MAX_PREVIEW_CHARS] + "\n…"
+        previews[row["partner_id"]] = {"subject": row["subject"], "kind": row["kind"],
+                                       "language": row["template_language"],
+                                       "files": row["files"], "text": text}
+    return previews
 
 
 def build_diff_report(impact, output: str | Path) -> Path:

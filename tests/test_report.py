@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from engine.batch import RunOptions, run_batch
+from engine.letter_batch import LetterOptions, write_letters
 from engine.report import build_report
 
 from conftest import AS_OF, ROOT
@@ -18,6 +19,7 @@ def report(tmp_path_factory, ruleset):
     run_batch(ruleset, RunOptions(ROOT / "examples" / "roster.csv",
                                   ROOT / "examples" / "performance.csv", AS_OF,
                                   folder / "out", db=folder / "runs.sqlite"))
+    write_letters(ruleset, LetterOptions(folder / "out", ROOT / "templates", ("text",)))
     return build_report(folder / "out")
 
 
@@ -88,6 +90,9 @@ def test_report_in_a_real_browser(report):
         assert detail.is_displayed()
         assert "engagement model: strategic_account (row 1)" in detail.text
         assert "Why the other programs were missed" in detail.text
+        letter = detail.find_element(By.CSS_SELECTOR, "pre.letter")
+        assert "Letter (status, en): Your partner status on 26 November 2026" in detail.text
+        assert letter.text.startswith("# Your partner status") and "What to do next" in letter.text
         header = driver.find_element(By.CSS_SELECTOR, "th[data-key='partner_id']")
         header.click()
         header.click()  # descending
