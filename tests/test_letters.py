@@ -318,3 +318,41 @@ def test_long_and_non_ascii_recipients_are_encoded_and_folded(name):
                                       policy=email.policy.default)["To"].addresses[0]
     assert parsed.addr_spec == address
     assert " ".join(parsed.display_name.split()) == name  # parsers differ on spaces only
+
+
+def test_letters_command_and_run_options(cli_run, tmp_path):
+    out, db = tmp_path / "o", str(tmp_path / "h.sqlite")
+    result = cli_run("run", "--as-of", "2026-11-26", "--out", str(out), "--db", db,
+                     "--no-letters", "-q")
+    assert result.exit_code == 0 and not (out / "letters").exists()
+    result = cli_run("letters", str(out), "--format", "eml", "--format", "text",
+                     "--workers", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "Wrote 32 letters (64 files: eml, text)" in result.output
+    assert "5 probation, 5 at risk, 22 status" in result.output
+    assert {p.suffix for p in (out / "letters").iterdir()} == {".eml", ".txt", ".csv"}
+    result = cli_run("letters", "--run", "1", "--db", db, "--only-changed")
+    assert result.exit_code == 0
+    assert "Left out 32 partners without changes (--only-changed)." in result.output
+    assert [p.name for p in (out / "letters").iterdir()] == ["index.csv"]
+    result = cli_run("run", "--as-of", "2026-11-26", "--out", str(out), "--db", db,
+                     "--letter-format", "html", "-q")
+    assert result.exit_code == 0 and (out / "letters" / "P-1001.html").is_file()
+    assert not (out / "letters" / "P-1001.txt").exists()
+
+
+def test_letters_command_errors(cli_run, tmp_path, rules_copy):
+    result = cli_run("letters", str(tmp_path))
+    assert result.exit_code == 2 and "no summary.json" in result.stderr
+    out, db = tmp_path / "o", str(tmp_path / "h.sqlite")
+    assert cli_run("run", "--as-of", "2026-11-26", "--out", str(out), "--db", db,
+                   "--no-letters", "-q").exit_code == 0
+    result = cli_run("letters", "--run", "7", "--db", db)
+    assert result.exit_code == 2 and "no run 7" in result.stderr
+    rules = rules_copy()
+    programs = rules / "programs.yaml"
+    programs.write_text(programs.read_text(encoding="utf-8").replace(
+        "- certified_technical >= 2\n", "- certified_technical >= 3\n"), encoding="utf-8")
+    result = cli_run("letters", str(out), "--rules", str(rules))
+    assert result.exit_code == 1 and "the rules have changed since the run" in result.stderr
+    assert "Traceback" not in result.stderr
