@@ -41,7 +41,7 @@ from .letter_templates import LetterRenderer, describe_template_error
 from .letters import KINDS, LetterSettings, letter_facts
 from .metrics import compile_expression
 from .model import RuleSet
-from .outputs import CsvOutput, write_json_atomically
+from .outputs import CsvOutput, read_cell, write_json_atomically
 from .parallel import ordered_map
 from .partners import Partner, checked_history, field_values
 from .roster import RowReader
@@ -146,9 +146,9 @@ def write_letters(ruleset: RuleSet, options: LetterOptions) -> dict:
                 pass  # unusable rows were reported by the run itself
         index = CsvOutput(temp / INDEX_FILE, INDEX_COLUMNS)
         jobs = _jobs(options, roster, history)
-        counted = _count_skipped(jobs, options.only_changed)
+        selected = _Selection(jobs, options.only_changed)
         tasks = ((ruleset, str(options.templates), settings, chunk, as_of, previous_run,
-                  options.formats, str(temp)) for chunk in _chunks(counted.jobs()))
+                  options.formats, str(temp)) for chunk in _chunks(iter(selected)))
         for rows in ordered_map(render_chunk, tasks, options.workers):
             for row in rows:
                 index.write(row)
@@ -160,7 +160,7 @@ def write_letters(ruleset: RuleSet, options: LetterOptions) -> dict:
                     tally.fallbacks[row[3]] += 1
                 if "no To" in row[8]:
                     tally.no_address += 1
-        skipped = counted.skipped
+        skipped = selected.skipped
         index.commit()
         _swap(temp, target)
     except BaseException:
@@ -213,6 +213,12 @@ def _jobs(options: LetterOptions, roster: Path, history: HistoryStore) -> Iterat
                 yield from _with_history(batch, history)
                 batch = []
         yield from _with_history(batch, history)
+        # What is left can only be partners removed since the previous run.
+        while pending is not None:
+            if any(c.change != "removed_partner" for c in pending[1]):
+                raise DataError(f"{changes_path} does not match {decisions_path} (changes for "
+                                f"partner {pending[0]} out of order); run again")
+            pending = next(changes, None)
 
 
 def _with_history(batch: list[tuple], history: HistoryStore) -> Iterator[LetterJob]:
@@ -227,7 +233,7 @@ def _changes_by_partner(reader) -> Iterator[tuple[str, tuple[Change, ...]]]:
     current: str | None = None
     group: list[Change] = []
     for row in reader:
-        change = Change(*row)
+        change = Change(read_cell(row[0]), *row[1:])
         if change.partner_id != current and group:
             yield current, tuple(group)
             group = []
@@ -237,15 +243,16 @@ def _changes_by_partner(reader) -> Iterator[tuple[str, tuple[Change, ...]]]:
         yield current, tuple(group)
 
 
-class _count_skipped:  # noqa: N801 - used like a function
-    """Passes on the jobs to write, counting those left out by --only-changed."""
+class _Selection:
+    """The jobs to write: all, or with --only-changed those with changes; counts
+    the ones left out."""
 
     def __init__(self, jobs: Iterator[LetterJob], only_changed: bool):
         self._jobs = jobs
         self.only_changed = only_changed
         self.skipped = 0
 
-    def jobs(self) -> Iterator[LetterJob]:
+    def __iter__(self) -> Iterator[LetterJob]:
         for job in self._jobs:
             if self.only_changed and not job.changes:
                 self.skipped += 1

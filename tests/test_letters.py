@@ -356,3 +356,28 @@ def test_letters_command_errors(cli_run, tmp_path, rules_copy):
     result = cli_run("letters", str(out), "--rules", str(rules))
     assert result.exit_code == 1 and "the rules have changed since the run" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_changes_join_partners_whose_ids_look_like_formulas(tmp_path, rules_copy):
+    """changes.csv guards cells against spreadsheet formulas ('=...' is written
+    "'=..."); letters still find each partner's changes."""
+    from engine.loader import load_rules
+    roster, performance = tmp_path / "roster.csv", tmp_path / "performance.csv"
+    for source, target in ((EXAMPLES / "roster.csv", roster),
+                           (EXAMPLES / "performance.csv", performance)):
+        target.write_text(source.read_text(encoding="utf-8").replace("P-1018,", "=P-1018,"),
+                          encoding="utf-8")
+    rules = rules_copy()
+    options = dict(roster=roster, performance=performance, as_of=AS_OF, out_dir=tmp_path / "out",
+                   workers=1, db=tmp_path / "runs.sqlite")
+    run_batch(load_rules(rules), RunOptions(**options))
+    programs = rules / "programs.yaml"
+    programs.write_text(programs.read_text(encoding="utf-8").replace(
+        "- certified_technical >= 2\n", "- certified_technical >= 3\n"), encoding="utf-8")
+    run_batch(load_rules(rules), RunOptions(**options))
+    assert "'=P-1018" in (tmp_path / "out" / "changes.csv").read_text(encoding="utf-8")
+    write_letters(load_rules(rules), LetterOptions(tmp_path / "out", TEMPLATES,
+                                                   only_changed=True))
+    rows = index(tmp_path / "out")
+    assert list(rows) == ["'=P-1018"]  # the index is guarded the same way
+    assert next(iter(rows.values()))["kind"] == "tier_change"
