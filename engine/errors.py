@@ -33,10 +33,10 @@ class EligibilityError(Exception):
 class RuleSetError(EligibilityError):
     """A rule set has one or more problems; all are listed."""
 
-    def __init__(self, problems: Iterable[Problem]):
+    def __init__(self, problems: Iterable[Problem], where: str = "the rule set"):
         self.problems = sorted(set(problems))
         count = len(self.problems)
-        header = f"{count} problem{'s' if count != 1 else ''} in the rule set"
+        header = f"{count} problem{'s' if count != 1 else ''} in {where}"
         super().__init__("\n".join([header] + [str(p) for p in self.problems]))
 
 

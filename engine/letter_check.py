@@ -47,7 +47,8 @@ def check_templates(ruleset: RuleSet, folder: str | Path, roster: str | Path | N
     every problem found."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise RuleSetError([Problem(str(folder), 1, 0, "no such templates folder")])
+        raise RuleSetError([Problem(str(folder), 1, 0, "no such templates folder")],
+                           "the letter templates")
     settings = load_letter_settings(folder, ruleset)
     renderer = LetterRenderer(folder, settings, ruleset.currency)
     as_of = as_of or dt.date.today()
@@ -81,7 +82,7 @@ def check_templates(ruleset: RuleSet, folder: str | Path, roster: str | Path | N
                                  f"no template {kind}{TEMPLATE_SUFFIX} in the default language; "
                                  f"every kind needs one there ({', '.join(KINDS)})"))
     if problems:
-        raise RuleSetError(problems)
+        raise RuleSetError(problems, "the letter templates")
     return TemplateCheck(count, settings.languages, len(samples) // 2, tuple(missing))
 
 

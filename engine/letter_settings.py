@@ -31,12 +31,14 @@ def load_letter_settings(folder: str | Path, ruleset: RuleSet) -> LetterSettings
     path = Path(folder) / SETTINGS_FILE
     if not path.is_file():
         raise RuleSetError([Problem(str(path), 1, 1, "no letter settings; every templates "
-                                    "folder needs a letters.yaml (see docs/letters.md)")])
+                                    "folder needs a letters.yaml (see docs/letters.md)")],
+                           "the letter templates")
     data, problems = load_yaml(path)
     if data is not None and not isinstance(data, YMap):
         problems.append(Problem(str(path), 1, 1, "letters.yaml must be a mapping of settings"))
     if problems or data is None:
-        raise RuleSetError(problems or [Problem(str(path), 1, 1, "letters.yaml is empty")])
+        raise RuleSetError(problems or [Problem(str(path), 1, 1, "letters.yaml is empty")],
+                           "the letter templates")
     _unknown_keys(data, _TOP_KEYS, "letters.yaml", problems)
     sender = data.get("sender")
     if not isinstance(sender, YMap):
@@ -78,7 +80,7 @@ def load_letter_settings(folder: str | Path, ruleset: RuleSet) -> LetterSettings
             f"({', '.join(groups) or 'there are none'})"))
     table_name, at_risk, probation = _warnings(data, ruleset, problems)
     if problems:
-        raise RuleSetError(problems)
+        raise RuleSetError(problems, "the letter templates")
     return LetterSettings(name, email, signature, tuple(languages), default, tier_group,
                           table_name, at_risk, probation)
 
@@ -123,7 +125,7 @@ def load_terms(folder: str | Path, language: str) -> dict[str, str]:
         problems.append(Problem(str(path), 1, 1,
                                 "terms.yaml must map ids to text, like 'at_risk: à risque'"))
     if problems:
-        raise RuleSetError(problems)
+        raise RuleSetError(problems, "the letter templates")
     return dict(data or {})
 
 
