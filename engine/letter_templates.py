@@ -49,6 +49,7 @@ _OPEN, _CLOSE = "\ue000", "\ue001"  # Unicode private-use characters: never in t
 _PLACEHOLDERS = [Markup(f"{_OPEN}{i}{_CLOSE}") for i in range(512)]  # made once
 _SLOT = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
 _SLOTS_VAR = "_letter_slots"
+_FORMAT_CACHE_SIZE = 20_000
 _PERCENT_TEXT = re.compile(r"^\d+(?:\.\d+)?%$")
 _MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False,
                                       "typographer": False}).enable("table")
@@ -135,6 +136,8 @@ class Formats:
         key = (kind, value)
         found = self._cache.get(key)
         if found is None:
+            if len(self._cache) >= _FORMAT_CACHE_SIZE:  # partners' own figures rarely repeat
+                self._cache.clear()
             found = self._cache[key] = self._format(kind, value)
         return found
 
