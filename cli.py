@@ -80,7 +80,8 @@ def cli() -> None:
 @click.argument("rules_dir", default=DEFAULT_RULES, metavar="[RULES_DIR]")
 @click.option("--templates", "templates_dir", default=DEFAULT_TEMPLATES, show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
-              help="Letter templates to check too (skipped if the folder does not exist).")
+              help="Letter templates to check too (without this option, skipped when "
+                   "templates/ does not exist).")
 @click.option("--roster", default=DEFAULT_ROSTER, show_default=True,
               type=click.Path(dir_okay=False, path_type=Path),
               help="Partners to render every template against.")
@@ -108,7 +109,9 @@ def validate(rules_dir: str, templates_dir: Path, roster: Path, performance: Pat
                f"{len(ruleset.metrics)} metrics, {len(ruleset.classifications)} classifications, "
                f"{len(ruleset.engagement_models)} engagement models, "
                f"{len(ruleset.programs)} programs (fingerprint {ruleset.fingerprint}).")
-    if templates_dir.is_dir():
+    given = click.get_current_context().get_parameter_source("templates_dir") \
+        != click.core.ParameterSource.DEFAULT
+    if given or templates_dir.is_dir():
         checked = check_templates(ruleset, templates_dir, roster,
                                   performance if performance.is_file() else None)
         click.echo(f"{templates_dir}: valid. {checked.templates} templates in "
@@ -275,7 +278,8 @@ def explain_command(partner_id: str | None, json_file: str | None, rules_dir: st
               help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.")
 @click.option("--report", is_flag=True, help="Also write the HTML run report (report.html).")
 @click.option("--letters/--no-letters", default=True, show_default=True,
-              help="Write every partner's letter to DIR/letters/.")
+              help="Write every partner's letter to the --out folder's letters/ "
+                   "(see 'eligibility letters').")
 @click.option("--letter-format", "letter_formats", multiple=True,
               type=click.Choice(list(LETTER_FORMATS)),
               help="Letter format; repeat for several. Default: text, html, and eml.")

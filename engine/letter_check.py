@@ -47,7 +47,8 @@ def check_templates(ruleset: RuleSet, folder: str | Path, roster: str | Path | N
     every problem found."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise RuleSetError([Problem(str(folder), 1, 0, "no such templates folder")],
+        raise RuleSetError([Problem(str(folder), 1, 0, "no such templates folder; give "
+                                   "--templates, or --no-letters to run without letters")],
                            "the letter templates")
     settings = load_letter_settings(folder, ruleset)
     renderer = LetterRenderer(folder, settings, ruleset.currency)
