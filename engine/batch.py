@@ -10,6 +10,8 @@ reconcile: rows read = partners decided + rows rejected.
 Outputs are written to temporary files and renamed into place at the end,
 and the run is recorded in the run history in one transaction. A run
 stopped at any moment leaves the previous complete outputs and history.
+Once the new outputs are in place, the report and letters made from the
+previous ones are removed, so the folder never mixes two runs.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import collections
 import datetime as dt
 import hashlib
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +177,7 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
             return result
         outputs.commit()
         write_json_atomically(options.out_dir / "summary.json", summary)
+        remove_derived_outputs(options.out_dir)
         finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         runs.finish(RunRecord(
             run_id, started_at, finished_at, options.as_of.isoformat(), ruleset.name,
@@ -295,6 +299,20 @@ def _summary(ruleset: RuleSet, options: RunOptions, fingerprints: dict, history:
                 "partners_per_second": round(tally.rows_read / max(timings["total_seconds"],
                                                                   1e-9))},
     }
+
+
+def remove_derived_outputs(folder: Path) -> None:
+    """The report and letters made from the previous outputs: they no longer match.
+
+    ``eligibility run --report`` and its letters (or ``eligibility report`` and
+    ``eligibility letters``) make them again for the new outputs.
+    """
+    (folder / "report.html").unlink(missing_ok=True)
+    letters = folder / "letters"
+    if letters.is_dir():
+        stale = folder / f".letters.{os.getpid()}.stale"
+        os.replace(letters, stale)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def default_workers() -> int:

@@ -41,7 +41,7 @@ from .letter_templates import LetterRenderer, describe_template_error
 from .letters import KINDS, LetterSettings, letter_facts
 from .metrics import compile_expression
 from .model import RuleSet
-from .outputs import CsvOutput, read_cell, write_json_atomically
+from .outputs import CsvOutput, read_cell, remove_stale_partials, write_json_atomically
 from .parallel import ordered_map
 from .partners import Partner, checked_history, field_values
 from .roster import RowReader
@@ -338,10 +338,9 @@ def _swap(temp: Path, target: Path) -> None:
 
 
 def _remove_stale(folder: Path) -> None:
-    """Folders left by a letters run killed outright; an old folder whose
-    replacement never arrived is put back."""
-    for path in folder.glob(f".{LETTERS_FOLDER}.*.partial"):
-        shutil.rmtree(path, ignore_errors=True)
+    """Folders left by a letters run killed outright; an old letters folder
+    whose replacement never arrived is put back."""
+    remove_stale_partials(folder)
     for path in folder.glob(f".{LETTERS_FOLDER}.*.old"):
         if not (folder / LETTERS_FOLDER).exists():
             os.replace(path, folder / LETTERS_FOLDER)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -78,6 +79,9 @@ def write_json_atomically(path: Path, data: Any) -> None:
 
 
 def remove_stale_partials(folder: Path) -> None:
-    """Temporary files left by a run that was killed outright."""
-    for path in folder.glob(f".*{TEMP_SUFFIX}"):
-        path.unlink(missing_ok=True)
+    """Temporary files (and letter folders) left by a run that was killed outright."""
+    for path in [*folder.glob(f".*{TEMP_SUFFIX}"), *folder.glob(".*.stale")]:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)

@@ -381,3 +381,24 @@ def test_changes_join_partners_whose_ids_look_like_formulas(tmp_path, rules_copy
     rows = index(tmp_path / "out")
     assert list(rows) == ["'=P-1018"]  # the index is guarded the same way
     assert next(iter(rows.values()))["kind"] == "tier_change"
+
+
+def test_a_new_run_removes_the_letters_and_report_of_the_previous_one(cli_run, tmp_path):
+    out, db = tmp_path / "o", str(tmp_path / "h.sqlite")
+    assert cli_run("run", "--as-of", "2026-11-26", "--out", str(out), "--db", db, "--report",
+                   "--letter-format", "text", "-q").exit_code == 0
+    assert (out / "letters" / "P-1001.txt").is_file() and (out / "report.html").is_file()
+    assert cli_run("run", "--as-of", "2026-11-27", "--out", str(out), "--db", db,
+                   "--no-letters", "-q").exit_code == 0
+    assert not (out / "letters").exists() and not (out / "report.html").exists()
+    assert not list(out.glob(".letters*"))
+
+
+def test_folders_left_by_a_killed_letters_run_are_cleaned_up(tmp_path, ruleset):
+    run_and_write(tmp_path)
+    out = tmp_path / "out"
+    for leftover in (".letters.99999.partial", ".letters.99998.stale"):
+        (out / leftover).mkdir()
+        (out / leftover / "P-1001.txt").write_text("half", encoding="utf-8")
+    run_and_write(tmp_path)  # a run, then letters, as 'eligibility run' does
+    assert not list(out.glob(".letters*")) and (out / "letters" / "index.csv").is_file()
