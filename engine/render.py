@@ -156,18 +156,18 @@ def run_text(r) -> str:
 
 def letters_text(summary: dict) -> str:
     """What a letters run wrote (the ``letters`` section of summary.json)."""
-    kinds = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in summary["by_kind"].items()
+    kinds = ", ".join(f"{n:,} {kind.replace('_', ' ')}" for kind, n in summary["by_kind"].items()
                       if n)
-    lines = [f"Wrote {summary['letters']} letters ({summary['files']} files: "
+    lines = [f"Wrote {summary['letters']:,} letters ({summary['files']:,} files: "
              f"{', '.join(summary['formats'])}) to {summary['folder']}/, listed in "
              f"{summary['folder']}/index.csv" + (f"; {kinds}" if kinds else "") + "."]
     if summary["only_changed"]:
-        lines.append(f"Left out {summary['skipped_unchanged']} partners without changes "
+        lines.append(f"Left out {summary['skipped_unchanged']:,} partners without changes "
                      "(--only-changed).")
     if summary["fallbacks"]:
         lines.append("Written in the default language for lack of a template: " + ", ".join(
-            f"{n} in '{lang}'" for lang, n in summary["fallbacks"].items()) + ".")
+            f"{n:,} in '{lang}'" for lang, n in summary["fallbacks"].items()) + ".")
     if summary["without_address"]:
-        lines.append(f"{summary['without_address']} partners have no usable contact_email: "
+        lines.append(f"{summary['without_address']:,} partners have no usable contact_email: "
                      "their .eml has no To (see the index's note column).")
     return "\n".join(lines)
