@@ -168,6 +168,7 @@ def letters_text(summary: dict) -> str:
         lines.append("Written in the default language for lack of a template: " + ", ".join(
             f"{n:,} in '{lang}'" for lang, n in summary["fallbacks"].items()) + ".")
     if summary["without_address"]:
-        lines.append(f"{summary['without_address']:,} partners have no usable contact_email: "
-                     "their .eml has no To (see the index's note column).")
+        count = summary["without_address"]
+        lines.append(f"{count:,} partner{' has' if count == 1 else 's have'} no usable "
+                     "contact_email: no To in the .eml (see the index's note column).")
     return "\n".join(lines)
