@@ -326,9 +326,14 @@ def run(rules_dir: str, roster: Path | None, performance: Path | None, as_of: dt
                         f"{out_dir / 'rejects.csv'} (no other output was written)")
     letter_summary = None
     if letters:
-        letter_summary = write_letters(ruleset, LetterOptions(
-            out_dir, templates_dir, letter_formats or tuple(LETTER_FORMATS),
-            workers=options.workers, check=False))
+        bar = _ProgressLine() if not quiet and sys.stderr.isatty() else None
+        try:
+            letter_summary = write_letters(ruleset, LetterOptions(
+                out_dir, templates_dir, letter_formats or tuple(LETTER_FORMATS),
+                workers=options.workers, check=False), bar.update if bar else None)
+        finally:
+            if bar:
+                bar.close()
     if report:
         written = build_report(out_dir)
     if quiet:
@@ -355,7 +360,7 @@ def run(rules_dir: str, roster: Path | None, performance: Path | None, as_of: dt
 
 
 class _ProgressLine:
-    """Partners done, rate, and time left, redrawn in place on stderr."""
+    """Partners (or letters) done, rate, and time left, redrawn in place on stderr."""
 
     def __init__(self) -> None:
         self.last = 0.0
@@ -365,13 +370,13 @@ class _ProgressLine:
         if now - self.last < 0.2:
             return
         self.last = now
-        rate = p.partners / p.elapsed if p.elapsed else 0
+        rate = p.count / p.elapsed if p.elapsed else 0
         left = ""
-        if p.bytes_total and p.bytes_read:
-            share = min(p.bytes_read / p.bytes_total, 1.0)
+        if p.total and p.done:
+            share = min(p.done / p.total, 1.0)
             remaining = p.elapsed * (1 - share) / share if share else 0
             left = f"  {share:6.1%}  about {int(remaining) // 60}:{int(remaining) % 60:02d} left"
-        click.echo(f"\r  {p.partners:>10,} partners  {rate:>8,.0f}/s{left}  ", nl=False, err=True)
+        click.echo(f"\r  {p.count:>10,} {p.what}  {rate:>8,.0f}/s{left}  ", nl=False, err=True)
 
     def close(self) -> None:
         if self.last:
@@ -459,9 +464,14 @@ def letters_command(out_dir: Path, run_id: int | None, db: Path | None, rules_di
             raise UsageError(f"the outputs of run {run_id} in {out_dir} have been replaced by a "
                              "later run; run again to write its letters")
     ruleset = load_rules(rules_dir)
-    summary = write_letters(ruleset, LetterOptions(
-        out_dir, templates_dir, letter_formats or tuple(LETTER_FORMATS), only_changed,
-        workers or default_workers(), roster, performance))
+    bar = _ProgressLine() if sys.stderr.isatty() else None
+    try:
+        summary = write_letters(ruleset, LetterOptions(
+            out_dir, templates_dir, letter_formats or tuple(LETTER_FORMATS), only_changed,
+            workers or default_workers(), roster, performance), bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
     click.echo(letters_text(summary))
 
 

@@ -57,10 +57,15 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class Progress:
-    partners: int        # rows handled so far (decided or rejected)
-    bytes_read: int
-    bytes_total: int
+    """How far a long step has got: ``count`` items handled so far (roster
+    rows decided or rejected, or letters written), and ``done`` of ``total``
+    units of work (bytes of the roster, or letters) for the time left."""
+
+    count: int
+    done: int
+    total: int
     elapsed: float
+    what: str = "partners"
 
 
 @dataclass

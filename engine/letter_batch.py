@@ -23,13 +23,14 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import orjson
 
-from .batch import file_fingerprint
+from .batch import Progress, file_fingerprint
 from .changes import Change
 from .decide import partner_values
 from .errors import DataError, UsageError
@@ -106,9 +107,11 @@ class LetterTally:
                 "without_address": self.no_address}
 
 
-def write_letters(ruleset: RuleSet, options: LetterOptions) -> dict:
+def write_letters(ruleset: RuleSet, options: LetterOptions,
+                  progress: Callable[[Progress], None] | None = None) -> dict:
     """Write the letters of the run in ``options.out_dir``; returns their summary,
-    which is also added to the run's summary.json under ``letters``."""
+    which is also added to the run's summary.json under ``letters``.
+    ``progress`` is told after each chunk how many letters are written."""
     for name in options.formats:
         if name not in FORMATS:
             raise UsageError(f"unknown letter format '{name}'; use {', '.join(FORMATS)}")
@@ -149,6 +152,7 @@ def write_letters(ruleset: RuleSet, options: LetterOptions) -> dict:
         selected = _Selection(jobs, options.only_changed)
         tasks = ((ruleset, str(options.templates), settings, chunk, as_of, previous_run,
                   options.formats, str(temp)) for chunk in _chunks(iter(selected)))
+        clock = time.perf_counter()
         for rows in ordered_map(render_chunk, tasks, options.workers):
             for row in rows:
                 index.write(row)
@@ -160,6 +164,10 @@ def write_letters(ruleset: RuleSet, options: LetterOptions) -> dict:
                     tally.fallbacks[row[3]] += 1
                 if "no To" in row[8]:
                     tally.no_address += 1
+            if progress:
+                handled = tally.written + selected.skipped
+                progress(Progress(tally.written, handled, run["partners"]["decided"],
+                                  time.perf_counter() - clock, "letters"))
         skipped = selected.skipped
         index.commit()
         _swap(temp, target)

@@ -309,11 +309,16 @@ def test_progress_line_shows_partners_rate_and_time_left(capsys):
     from cli import _ProgressLine
     from engine.batch import Progress
     line = _ProgressLine()
-    line.update(Progress(partners=5_000, bytes_read=250, bytes_total=1_000, elapsed=2.0))
+    line.update(Progress(count=5_000, done=250, total=1_000, elapsed=2.0))
     line.close()
     err = capsys.readouterr().err
     assert "5,000 partners" in err and "2,500/s" in err
     assert "25.0%" in err and "about 0:06 left" in err
+    letters = _ProgressLine()
+    letters.update(Progress(count=300, done=400, total=1_000, elapsed=1.0, what="letters"))
+    letters.close()
+    err = capsys.readouterr().err
+    assert "300 letters" in err and "300/s" in err and "40.0%" in err
 
 
 def test_a_busy_run_history_is_a_clear_error(ruleset, tmp_path, monkeypatch):

@@ -402,3 +402,12 @@ def test_folders_left_by_a_killed_letters_run_are_cleaned_up(tmp_path, ruleset):
         (out / leftover / "P-1001.txt").write_text("half", encoding="utf-8")
     run_and_write(tmp_path)  # a run, then letters, as 'eligibility run' does
     assert not list(out.glob(".letters*")) and (out / "letters" / "index.csv").is_file()
+
+
+def test_letters_report_progress(tmp_path, ruleset):
+    run_and_write(tmp_path)
+    seen = []
+    write_letters(ruleset, LetterOptions(tmp_path / "out", TEMPLATES, ("text",), check=False),
+                  seen.append)
+    assert seen and seen[-1].count == 32 and seen[-1].done == seen[-1].total == 32
+    assert seen[-1].what == "letters"
