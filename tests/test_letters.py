@@ -23,8 +23,13 @@ from conftest import AS_OF, DATA, ROOT
 EXAMPLES = ROOT / "examples"
 TEMPLATES = ROOT / "templates"
 GOLDEN = DATA / "letters"
-# Partners in each language and standing: en, fr, de, es; at risk; probation.
-GOLDEN_PARTNERS = ("P-1001", "P-1002", "P-1003", "P-1004", "P-1006", "P-1007")
+# Partners in each language, in good standing, at risk, and on probation.
+GOLDEN_PARTNERS = ("P-1001", "P-1006", "P-1007",             # en
+                   "P-1002", "P-1008",                       # fr
+                   "P-1003", "P-1014", "P-1023",             # de
+                   "P-1004", "P-1011", "P-1032")             # es
+# After a second run: a new partner (welcome, en) and a tier moved down (es).
+GOLDEN_CHANGES = ("P-1030", "P-1018")
 
 
 def run_and_write(tmp_path: Path, roster: Path = EXAMPLES / "roster.csv",
@@ -50,17 +55,57 @@ def letters_run(tmp_path_factory):
     return tmp / "out", summary
 
 
-@pytest.mark.parametrize("partner_id", GOLDEN_PARTNERS)
-@pytest.mark.parametrize("extension", [".txt", ".html"])
-def test_golden_letters(letters_run, partner_id, extension):
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory):
+    """A run without P-1030, then one with it and Select's bar raised to 3."""
+    from engine.loader import load_rules
+    tmp = tmp_path_factory.mktemp("second")
+    rules = tmp / "rules"
+    shutil.copytree(ROOT / "rules", rules, ignore=shutil.ignore_patterns("tests"))
+    roster = tmp / "roster.csv"
+    roster.write_text("".join(line for line in (EXAMPLES / "roster.csv").read_text(
+        encoding="utf-8").splitlines(keepends=True) if not line.startswith("P-1030,")),
+        encoding="utf-8")
+    options = dict(performance=EXAMPLES / "performance.csv", as_of=AS_OF,
+                   out_dir=tmp / "out", workers=1, db=tmp / "runs.sqlite")
+    run_batch(load_rules(rules), RunOptions(roster=roster, **options))
+    programs = rules / "programs.yaml"
+    programs.write_text(programs.read_text(encoding="utf-8").replace(
+        "- certified_technical >= 2\n", "- certified_technical >= 3\n"), encoding="utf-8")
+    shutil.copy(EXAMPLES / "roster.csv", roster)  # the same roster file, now with P-1030
+    run_batch(load_rules(rules), RunOptions(roster=roster, **options))
+    write_letters(load_rules(rules), LetterOptions(tmp / "out", TEMPLATES, only_changed=True))
+    return tmp / "out"
+
+
+def check_golden(folder: Path, name: str) -> None:
     """Set UPDATE_GOLDEN=1 to rewrite the golden files after a deliberate change."""
-    out, _ = letters_run
-    written = (out / "letters" / f"{partner_id}{extension}").read_text(encoding="utf-8")
-    golden = GOLDEN / f"{partner_id}{extension}"
+    written = (folder / "letters" / name).read_bytes()
+    golden = GOLDEN / name
     if os.environ.get("UPDATE_GOLDEN"):
         golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(written, encoding="utf-8")
-    assert written == golden.read_text(encoding="utf-8")
+        golden.write_bytes(written)
+    assert written == golden.read_bytes()
+
+
+@pytest.mark.parametrize("partner_id", GOLDEN_PARTNERS)
+@pytest.mark.parametrize("extension", [".txt", ".html", ".eml"])
+def test_golden_letters(letters_run, partner_id, extension):
+    check_golden(letters_run[0], f"{partner_id}{extension}")
+
+
+@pytest.mark.parametrize("partner_id", GOLDEN_CHANGES)
+@pytest.mark.parametrize("extension", [".txt", ".html", ".eml"])
+def test_golden_letters_after_changes(second_run, partner_id, extension):
+    check_golden(second_run, f"{partner_id}{extension}")
+
+
+def test_a_second_run_writes_welcome_and_tier_change_letters(second_run):
+    rows = index(second_run)
+    assert {pid: row["kind"] for pid, row in rows.items()} == {
+        "P-1030": "welcome", "P-1018": "tier_change"}
+    welcome = (second_run / "letters" / "P-1030.txt").read_text(encoding="utf-8")
+    assert welcome.startswith("# Welcome to the Nimbus Systems partner program 2026")
 
 
 def test_every_partner_gets_one_letter_in_its_language(letters_run):
