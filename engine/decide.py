@@ -52,6 +52,11 @@ def partner_values(ruleset: RuleSet, partner: Partner, as_of: dt.date,
     return values
 
 
+def compile_metrics(ruleset: RuleSet) -> list:
+    """The rule set's metrics as closures, in order (see :func:`partner_values`)."""
+    return [compile_expression(m.expr) for m in ruleset.metrics]
+
+
 class Evaluator:
     """A rule set compiled into durable_rules, ready to decide partners."""
 
@@ -60,7 +65,7 @@ class Evaluator:
         self.compiled: CompiledRules = compile_rules(ruleset)
         kwargs = {"batch_size": batch_size} if batch_size else {}
         self.engine = DurableEngine(self.compiled, **kwargs)
-        self.metric_functions = [compile_expression(m.expr) for m in ruleset.metrics]
+        self.metric_functions = compile_metrics(ruleset)
 
     def values(self, partner: Partner, as_of: dt.date) -> dict[str, Any]:
         """The partner's fields and metrics, with the compiled metric closures."""

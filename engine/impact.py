@@ -166,14 +166,9 @@ def _count(impact: Impact, kind: str, subject: str, before, after) -> None:
 def write_moves_csv(impact: Impact, path: str | Path) -> None:
     """Every move with its reason, as CSV (written atomically)."""
     from .outputs import CsvOutput
-    output = CsvOutput(Path(path), CSV_COLUMNS)
-    try:
+    with CsvOutput(Path(path), CSV_COLUMNS) as output:
         for move in impact.moves:
             output.write(move.as_row())
-        output.commit()
-    except BaseException:
-        output.discard()
-        raise
 
 
 def impact_rows(impact: Impact) -> list[tuple]:

@@ -32,7 +32,7 @@ import orjson
 
 from .batch import Progress, file_fingerprint
 from .changes import Change
-from .decide import partner_values
+from .decide import compile_metrics, partner_values
 from .errors import DataError, UsageError
 from .history_store import HistoryStore
 from .letter_check import check_templates
@@ -40,7 +40,6 @@ from .letter_email import email_message, message_id
 from .letter_settings import load_letter_settings
 from .letter_templates import LetterRenderer, describe_template_error
 from .letters import KINDS, LetterSettings, letter_facts
-from .metrics import compile_expression
 from .model import RuleSet
 from .outputs import CsvOutput, read_cell, remove_stale_partials, write_json_atomically
 from .parallel import ordered_map
@@ -97,6 +96,18 @@ class LetterTally:
     fallbacks: collections.Counter = field(default_factory=collections.Counter)
     no_address: int = 0
 
+    def add(self, row: tuple) -> None:
+        """Count one index row (see INDEX_COLUMNS)."""
+        partner_id, kind, _, language, template_language, _, _, files, note = row
+        self.written += 1
+        self.files += len(files.split(";")) if files else 0
+        self.kinds[kind] += 1
+        self.languages[template_language] += 1
+        if language != template_language:
+            self.fallbacks[language] += 1
+        if "no To" in note:
+            self.no_address += 1
+
     def summary(self, options: LetterOptions, skipped: int) -> dict:
         return {"folder": str(options.out_dir / LETTERS_FOLDER), "formats": list(options.formats),
                 "only_changed": options.only_changed, "letters": self.written,
@@ -141,44 +152,30 @@ def write_letters(ruleset: RuleSet, options: LetterOptions,
     temp.mkdir()
     history = HistoryStore(ruleset)
     tally = LetterTally()
-    skipped = 0
-    index: CsvOutput | None = None
     try:
         if performance is not None:
             for _ in history.load(performance):
                 pass  # unusable rows were reported by the run itself
-        index = CsvOutput(temp / INDEX_FILE, INDEX_COLUMNS)
-        jobs = _jobs(options, roster, history)
-        selected = _Selection(jobs, options.only_changed)
+        selected = _Selection(_jobs(options, roster, history), options.only_changed)
         tasks = ((ruleset, str(options.templates), settings, chunk, as_of, previous_run,
                   options.formats, str(temp)) for chunk in _chunks(iter(selected)))
         clock = time.perf_counter()
-        for rows in ordered_map(render_chunk, tasks, options.workers):
-            for row in rows:
-                index.write(row)
-                tally.written += 1
-                tally.files += len(row[7].split(";")) if row[7] else 0
-                tally.kinds[row[1]] += 1
-                tally.languages[row[4]] += 1
-                if row[3] != row[4]:
-                    tally.fallbacks[row[3]] += 1
-                if "no To" in row[8]:
-                    tally.no_address += 1
-            if progress:
-                handled = tally.written + selected.skipped
-                progress(Progress(tally.written, handled, run["partners"]["decided"],
-                                  time.perf_counter() - clock, "letters"))
-        skipped = selected.skipped
-        index.commit()
+        with CsvOutput(temp / INDEX_FILE, INDEX_COLUMNS) as index:
+            for rows in ordered_map(render_chunk, tasks, options.workers):
+                for row in rows:
+                    index.write(row)
+                    tally.add(row)
+                if progress:
+                    progress(Progress(tally.written, tally.written + selected.skipped,
+                                      run["partners"]["decided"], time.perf_counter() - clock,
+                                      "letters"))
         _swap(temp, target)
     except BaseException:
-        if index is not None:
-            index.discard()
         shutil.rmtree(temp, ignore_errors=True)
         raise
     finally:
         history.close()
-    summary = tally.summary(options, skipped)
+    summary = tally.summary(options, selected.skipped)
     run["letters"] = summary
     write_json_atomically(summary_path, run)
     return summary
@@ -287,7 +284,7 @@ def _renderer(ruleset: RuleSet, templates: str, settings: LetterSettings):
     found = _renderers.get(key)
     if found is None:
         found = _renderers[key] = (LetterRenderer(templates, settings, ruleset.currency),
-                                   [compile_expression(m.expr) for m in ruleset.metrics])
+                                   compile_metrics(ruleset))
     return found
 
 

@@ -41,7 +41,7 @@ from markupsafe import Markup
 
 from .letter_settings import load_terms
 from .letters import KINDS, LetterFacts, LetterSettings
-from .valuetypes import BOOL, CHOICE, DATE, INTEGER, LIST, MONEY, NUMBER, PERCENT
+from .valuetypes import BOOL, CHOICE, DATE, INTEGER, LIST, MONEY, NUMBER, PERCENT, plain_text
 
 TEMPLATE_SUFFIX = ".md.j2"
 HTML_LAYOUT = "letter.html.j2"
@@ -92,7 +92,7 @@ def _finalize(context, value: Any) -> Any:
     if isinstance(value, Markup):
         return value
     slots = context.get(_SLOTS_VAR)
-    text = "" if value is None else value if isinstance(value, str) else _plain(value)
+    text = "" if value is None else plain_text(value)
     if slots is None:  # not rendering a letter
         return text
     slots.append(text)
@@ -103,16 +103,7 @@ def _finalize(context, value: Any) -> Any:
 
 def _join(values, separator: str = "") -> str:
     """``join`` that keeps data as data (Jinja's escapes it into Markup)."""
-    return separator.join("" if v is None else _plain(v) if not isinstance(v, str) else v
-                          for v in values)
-
-
-def _plain(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(map(str, value))
-    return str(value)
+    return separator.join("" if v is None else plain_text(v) for v in values)
 
 
 def _fill(skeleton: str, slots: list[str], escape: bool) -> str:
@@ -175,7 +166,7 @@ class LetterRenderer:
                                 number=_formatter(NUMBER), date=_formatter(DATE),
                                 value=self._value,
                                 term=self._term, human=_human, join=_join,
-                                e=_plain_text, escape=_plain_text)
+                                e=_no_escape, escape=_no_escape)
         self.html_env = SandboxedEnvironment(
             loader=FileSystemLoader(str(self.folder)), undefined=StrictUndefined,
             autoescape=True, auto_reload=False)
@@ -282,7 +273,7 @@ def _formatter(kind: str):
     return format_for_locale
 
 
-def _plain_text(value: Any) -> str:
+def _no_escape(value: Any) -> str:
     """Letters escape for their format themselves; in a template, escaping is a no-op."""
     return "" if value is None else str(value)
 

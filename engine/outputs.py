@@ -51,6 +51,16 @@ class AtomicFile:
             self.handle.close()
         self.temp.unlink(missing_ok=True)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        """Commit when the block ends normally; discard when it raises."""
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
 
 class CsvOutput(AtomicFile):
     def __init__(self, path: Path, columns: Sequence[str]):
@@ -69,13 +79,8 @@ class JsonLinesOutput(AtomicFile):
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
-    output = AtomicFile(path)
-    try:
+    with AtomicFile(path) as output:
         output.handle.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-        output.commit()
-    except BaseException:
-        output.discard()
-        raise
 
 
 def remove_stale_partials(folder: Path) -> None:

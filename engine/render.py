@@ -6,6 +6,7 @@ from pathlib import Path
 from .decide import Decision
 from .explain import Check, Explanation, ProgramExplanation, TableExplanation
 from .model import RuleSet
+from .valuetypes import plain_text
 
 
 def explanation_text(ruleset: RuleSet, decision: Decision, explanation: Explanation,
@@ -21,7 +22,7 @@ def explanation_text(ruleset: RuleSet, decision: Decision, explanation: Explanat
     lines += ["", f"Engagement model: {model.name} ({model.id})"]
     lines += _table(explanation.engagement, heading=False)
     for key, value in model.resources.items():
-        lines.append(f"    {key.replace('_', ' ')}: {_plain(value)}")
+        lines.append(f"    {key.replace('_', ' ')}: {plain_text(value)}")
     lines += ["", "Programs"]
     for program in explanation.programs:
         lines += _program(program)
@@ -79,17 +80,10 @@ def _program(program: ProgramExplanation) -> list[str]:
     for reason in program.reasons:
         lines.append(f"        {reason}")
     if program.enrolled and program.benefits:
-        benefits = ", ".join(f"{k.replace('_', ' ')}: {_plain(v)}" for k, v in program.benefits.items())
+        benefits = ", ".join(f"{k.replace('_', ' ')}: {plain_text(v)}" for k, v in program.benefits.items())
         lines.append(f"        benefits: {benefits}")
     return lines
 
-
-def _plain(value) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return ", ".join(map(str, value))
-    return str(value)
 
 
 def impact_text(impact, base_fingerprint: str, proposed_fingerprint: str,

@@ -122,10 +122,5 @@ def build_diff_report(impact, output: str | Path) -> Path:
 
 
 def _write(target: Path, html: str) -> None:
-    result = AtomicFile(target)
-    try:
+    with AtomicFile(target) as result:
         result.handle.write(html)
-        result.commit()
-    except BaseException:
-        result.discard()
-        raise

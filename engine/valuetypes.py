@@ -179,6 +179,15 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def plain_text(value: Any) -> str:
+    """A benefit, resource, or template value as text: yes/no, lists joined."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
 def format_value(vtype: ValueType | None, value: Any) -> str:
     """A plain, locale-neutral rendering for explanations and error messages."""
     if value is None:
