@@ -137,6 +137,10 @@ class CompiledRules:
 
 
 STAGE_BUDGET = 96  # rules per stage before sub-conditions move to helper stages
+# More than 64 rules with a list test ($iany/$iall) that hold for a fact in
+# one stage make durable_rules fail the batch with error 303.
+LIST_RULE_BUDGET = 64
+LIST_OPS = ("iany", "iall_neq")
 HELPER_PREFIX = "_h"  # helper decisions; user names cannot start with "_"
 
 
@@ -223,12 +227,17 @@ class _Planner:
     def _program(self, program: Program, leaf: bool) -> None:
         """A program nothing else depends on (a *leaf*) is decided on the final
         stage by an "enrolled" rule alone: it costs an action only for the
-        partners it enrolls. Other programs get a stage of their own."""
+        partners it enrolls. Other programs get a stage of their own. Leaves
+        share the final stage, so they share its budget of list rules too."""
         when = program.when
         rules = self._sized(lambda: self._program_rules(program, when, leaf))
         if rules is None:
             when = self._helper(when)
             rules = self._program_rules(program, when, leaf)
+        if leaf and self._list_rules(rules) + sum(
+                self._list_rules(r) for _, _, r, _ in self.leaves) > LIST_RULE_BUDGET:
+            leaf = False
+            rules = self._program_rules(program, when)
         reads = _condition_reads([when])
         if program.starts or program.ends:
             reads.add(AS_OF)
@@ -307,7 +316,14 @@ class _Planner:
         except CompileError:
             return None
         total = sum(len(_simplify(terms, self.always)) for _, terms, _ in rules)
-        return rules if total <= STAGE_BUDGET else None
+        if total > STAGE_BUDGET or self._list_rules(rules) > LIST_RULE_BUDGET:
+            return None
+        return rules
+
+    def _list_rules(self, rules) -> int:
+        """How many of the rules' conjunctions test a list (see LIST_RULE_BUDGET)."""
+        return sum(1 for _, terms, _ in rules for conjunction in _simplify(terms, self.always)
+                   if any(op in LIST_OPS for _, op, _ in conjunction))
 
     def _helper(self, condition: Condition) -> Condition:
         """Decide ``condition`` in a helper stage; return a test of its answer."""

@@ -88,6 +88,59 @@ def test_or_branches_would_fire_twice():
     assert result.stdout.strip() == "2"
 
 
+def test_more_than_64_list_rules_in_a_stage_fail_a_batch():
+    """The hazard, on raw durable_rules: 65 rules whose list test holds for a
+    fact, in one stage, fail the batch with error 303; 64 do not."""
+    result = run_isolated("""
+        import json
+        import durable_rules_engine as core
+        from durable import engine
+        class Host(engine.Host):
+            def _run(self): pass
+        for count in (64, 65):
+            rules = {f"r{i}": {"all": [{"m": {"$and": [
+                         {"st": 0}, {"$iany": {"v_l": {"$i": "x"}}}, {"v_a": i}]}}],
+                               "run": lambda c: None} for i in range(count)}
+            rules["catch"] = {"all": [{"m": {"st": 0}}], "run": lambda c: None}
+            host = Host()
+            host.set_rulesets({f"t{count}": rules})
+            handle = host.get_ruleset(f"t{count}")._handle
+            try:
+                core.assert_facts(handle, json.dumps(
+                    [{"id": 1, "sid": "s", "st": 0, "v_l": ["x"], "v_a": 5}]))
+                print(count, "ok")
+            except Exception as error:
+                print(count, str(error)[-3:])
+    """)
+    assert result.stdout.split() == ["64", "ok", "65", "303"]
+
+
+def test_stages_keep_list_rules_within_durables_limit():
+    """A table whose normal form has 68 list rules in one stage (found by the
+    differential test) is split into helper stages, and decided correctly."""
+    from engine.compiler import LIST_OPS, LIST_RULE_BUDGET
+    from engine.conditions import AllOf, AnyOf, Compare, Dated, IsMissing, NotOf
+    from engine.explain import explain
+    from test_differential import LOC, make_ruleset
+    day = dt.date(2026, 1, 1)
+    contains = Compare("l", "contains", ("x",), "l contains x", LOC)
+    rows = [NotOf(NotOf(NotOf(contains, LOC), LOC), LOC),
+            Compare("a", "==", (0,), "a == 0", LOC),
+            NotOf(Dated(IsMissing("a", False, "a is missing", LOC), None, day, LOC), LOC),
+            NotOf(AllOf((Compare("p", "in", (-1.0, 0.0), "p in", LOC),
+                         AnyOf((Compare("b", "==", (False,), "b == no", LOC),
+                                Compare("d", "==", (day,), "d ==", LOC)), LOC),
+                         IsMissing("m", False, "m is missing", LOC)), LOC), LOC)]
+    ruleset = make_ruleset(rows, [None] * 5)
+    for stage in compile_rules(ruleset).stages:
+        list_rules = [name for name, condition, _ in stage.rules
+                      if any(f"${op[:4]}" in key for op in LIST_OPS for key in _walk(condition))]
+        assert len(list_rules) <= LIST_RULE_BUDGET
+    partners = [Partner("R2", {}), Partner("R3", {"l": ("x",)})]
+    decided = Evaluator(ruleset).decide(partners, day)
+    assert decided == [explain(ruleset, p, day).decision() for p in partners]
+
+
 def test_fact_ids_whose_hashes_collide_are_refused_as_duplicates():
     """The hazard: durable identifies facts by a 32-bit hash of their id."""
     from engine.durable_adapter import fnv1a_32
