@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-from email.charset import QP, Charset
+import string
 from email.header import Header
 from email.utils import format_datetime, formataddr
 from typing import Any, Mapping
@@ -23,9 +23,10 @@ from .letter_templates import Letter
 from .letters import LetterSettings
 
 CRLF = "\r\n"
-_UTF8 = Charset("utf-8")
-_UTF8.header_encoding = QP  # readable: "=?utf-8?q?Zo=C3=AB_M=C3=BCller?="
 MAX_LINE = 76
+_WORD_START, _WORD_END = "=?utf-8?q?", "?="
+_Q_SAFE = frozenset(b"-!*+/" + string.ascii_letters.encode() + string.digits.encode())
+_Q_BYTES = [chr(b) if b in _Q_SAFE else "_" if b == 0x20 else f"={b:02X}" for b in range(256)]
 
 
 def message_id(fingerprint: str, as_of: dt.date, partner_id: str, sender_email: str) -> str:
@@ -48,8 +49,9 @@ def email_message(letter: Letter, settings: LetterSettings, partner: Mapping[str
             "; the message has no To"
     subject = _one_line(letter.subject)
     headers += [
-        ("Subject", Header(subject, "us-ascii" if subject.isascii() else "utf-8",
-                           maxlinelen=MAX_LINE, header_name="Subject").encode(linesep=CRLF)),
+        ("Subject", Header(subject, "us-ascii", maxlinelen=MAX_LINE,
+                           header_name="Subject").encode(linesep=CRLF)
+         if subject.isascii() else _encoded_words(subject, len("Subject: "))),
         ("Date", format_datetime(dt.datetime.combine(as_of, dt.time(8, 0),
                                                      tzinfo=dt.timezone.utc))),
         ("Message-ID", msg_id),
@@ -84,20 +86,29 @@ def _address(name: str, address: str) -> str:
     return header
 
 
-def _encoded_words(text: str) -> str:
-    """RFC 2047 encoded words, split between words (each space is encoded at the
-    end of its word), one per line, so that no encoded word is too long and
-    no parser can split a word in two."""
+def _encoded_words(text: str, first_line: int = 0) -> str:
+    """RFC 2047 encoded words ("Q" encoding), split between words (each space
+    is encoded at the end of its word), one per line, so that no encoded word
+    is too long and no parser can split a word in two. ``first_line`` is the
+    room the header's name takes on the first line."""
     words = text.split(" ")
-    chunks, current = [], ""
+    chunks: list[str] = []
+    current: list[str] = []
+    size, room = 0, MAX_LINE - 1 - len(_WORD_START + _WORD_END) - first_line
     for index, word in enumerate(words):
-        piece = word + (" " if index < len(words) - 1 else "")
-        if current and len(_UTF8.header_encode(current + piece)) > MAX_LINE - 1:
-            chunks.append(current)
-            current = ""
-        current += piece
-    chunks.append(current)
-    return (CRLF + " ").join(_UTF8.header_encode(chunk) for chunk in chunks)
+        piece = _q_encode(word + (" " if index < len(words) - 1 else ""))
+        if current and size + len(piece) > room:
+            chunks.append("".join(current))
+            current, size, room = [], 0, MAX_LINE - 1 - len(_WORD_START + _WORD_END)
+        current.append(piece)
+        size += len(piece)
+    chunks.append("".join(current))
+    return (CRLF + " ").join(_WORD_START + chunk + _WORD_END for chunk in chunks)
+
+
+def _q_encode(text: str) -> str:
+    """RFC 2047 "Q" encoding of UTF-8 text (as ``email.charset`` does it, in one pass)."""
+    return "".join([_Q_BYTES[byte] for byte in text.encode("utf-8")])
 
 
 def _one_line(text: Any) -> str:

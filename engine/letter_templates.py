@@ -37,7 +37,7 @@ from babel.numbers import format_currency, format_decimal, format_percent, parse
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_context
 from jinja2.sandbox import SandboxedEnvironment
 from markdown_it import MarkdownIt
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from .letter_settings import load_terms
 from .letters import KINDS, LetterFacts, LetterSettings
@@ -47,8 +47,8 @@ TEMPLATE_SUFFIX = ".md.j2"
 HTML_LAYOUT = "letter.html.j2"
 _OPEN, _CLOSE = "\ue000", "\ue001"  # Unicode private-use characters: never in templates
 _PLACEHOLDERS = [Markup(f"{_OPEN}{i}{_CLOSE}") for i in range(512)]  # made once
+_BODY_MARK, _SUBJECT_MARK = "\ue002", "\ue003"
 _SLOT = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
-_SLOTS_VAR = "_letter_slots"
 _FORMAT_CACHE_SIZE = 20_000
 _PERCENT_TEXT = re.compile(r"^\d+(?:\.\d+)?%$")
 _MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False,
@@ -81,24 +81,57 @@ def _markdown_to_html(skeleton: str) -> str:
     return _MARKDOWN.render(skeleton)
 
 
-@pass_context
-def _finalize(context, value: Any) -> Any:
-    """Every ``{{ }}`` output of data becomes a placeholder; the value is kept aside.
+class _Slots:
+    """Where ``{{ }}`` outputs of data go while a letter renders.
 
-    The environment autoescapes, so what the template itself produced (a
-    macro's output, a ``{% set %}`` block) arrives as Markup and is kept as
-    it is, with the placeholders inside it; everything else is data.
+    Used as the environment's ``finalize``: every output of data becomes a
+    placeholder and the value is kept aside. The environment autoescapes, so
+    what the template itself produced (a macro's output, a ``{% set %}``
+    block) arrives as Markup and is kept as it is, with the placeholders
+    inside it; everything else is data. Outside a letter (``values`` is
+    None) data is returned as text.
     """
-    if isinstance(value, Markup):
-        return value
-    slots = context.get(_SLOTS_VAR)
-    text = "" if value is None else plain_text(value)
-    if slots is None:  # not rendering a letter
-        return text
-    slots.append(text)
-    index = len(slots) - 1
-    return _PLACEHOLDERS[index] if index < len(_PLACEHOLDERS) else \
-        Markup(f"{_OPEN}{index}{_CLOSE}")
+
+    def __init__(self) -> None:
+        self.values: list[str] | None = None
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, Markup):
+            return value
+        text = "" if value is None else value if type(value) is str else plain_text(value)
+        slots = self.values
+        if slots is None:
+            return text
+        index = len(slots)
+        slots.append(text)
+        return _PLACEHOLDERS[index] if index < len(_PLACEHOLDERS) else \
+            Markup(f"{_OPEN}{index}{_CLOSE}")
+
+
+class _LetterSandbox(SandboxedEnvironment):
+    """Jinja2's sandbox, reading a dict's keys first.
+
+    ``r.name`` on a dict goes straight to the key, skipping the failed
+    attribute lookup the sandbox tries first (a quarter of a letter's
+    rendering time). A key thus wins over a dict method of the same name
+    (``p.items`` is the data); everything else is the sandbox's own checks.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if type(obj) is dict and type(argument) is str:
+            try:
+                return obj[argument]
+            except KeyError:
+                pass
+        return super().getitem(obj, argument)
 
 
 def _join(values, separator: str = "") -> str:
@@ -158,9 +191,10 @@ class LetterRenderer:
         self.folder = Path(folder)
         self.settings = settings
         self.currency = currency
-        self.env = SandboxedEnvironment(
+        self._slots = _Slots()
+        self.env = _LetterSandbox(
             loader=FileSystemLoader(str(self.folder)), undefined=StrictUndefined,
-            autoescape=True, finalize=_finalize, trim_blocks=True, lstrip_blocks=True,
+            autoescape=True, finalize=self._slots, trim_blocks=True, lstrip_blocks=True,
             keep_trailing_newline=True, auto_reload=False)
         self.env.filters.update(money=_formatter(MONEY), percent=_formatter(PERCENT),
                                 number=_formatter(NUMBER), date=_formatter(DATE),
@@ -172,6 +206,7 @@ class LetterRenderer:
             autoescape=True, auto_reload=False)
         self._layout = self.html_env.get_template(HTML_LAYOUT)
         self._terms = {lang: load_terms(self.folder, lang) for lang in settings.languages}
+        self._pages: dict[str, list[list[str]]] = {}
         self._formats: dict[str, Formats] = {}
         self._templates: dict[tuple[str, str], Any] = {}
 
@@ -212,8 +247,9 @@ class LetterRenderer:
         formats = self.formats(language, partner.get("country"))
         slots: list[str] = []
         context = {**facts.context, "sender": self._sender(), "language": language,
-                   "fallback": language != wanted, _SLOTS_VAR: slots,
+                   "fallback": language != wanted,
                    "_formats": formats, "_terms": self._terms.get(language, {})}
+        self._slots.values = slots
         try:
             jinja_context = template.new_context(context)
             skeleton = "".join(template.root_render_func(jinja_context))
@@ -221,13 +257,32 @@ class LetterRenderer:
             subject_skeleton = "".join(subject_block[0](jinja_context)) if subject_block else ""
         except Exception:  # noqa: BLE001 - a template's error: re-raised with template lines
             self.env.handle_exception()
+        finally:
+            self._slots.values = None
         subject = " ".join(_fill(subject_skeleton, slots, escape=False).split())
         return Letter(subject, skeleton, slots, self._page, language, language != wanted,
                       str(formats.locale))
 
-    def _page(self, **context) -> str:
-        """The HTML page around a letter's body (templates/letter.html.j2)."""
-        return self._layout.render(sender=self._sender(), **context)
+    def _page(self, body: Markup, subject: str, language: str) -> str:
+        """The HTML page around a letter's body (templates/letter.html.j2).
+
+        The layout is rendered once per language with markers for the body and
+        the subject, which each letter then fills in (escaped as Jinja would);
+        a layout that transforms either is rendered for every letter instead.
+        """
+        parts = self._pages.get(language)
+        if parts is None:
+            page = self._layout.render(sender=self._sender(), body=Markup(_BODY_MARK),
+                                       subject=_SUBJECT_MARK, language=language)
+            outer = page.split(_BODY_MARK)
+            parts = self._pages[language] = \
+                [piece.split(_SUBJECT_MARK) for piece in outer] if len(outer) == 2 else []
+        if not parts:
+            return self._layout.render(sender=self._sender(), body=body, subject=subject,
+                                       language=language)
+        title = str(escape(subject))
+        before, after = (title.join(pieces) for pieces in parts)
+        return before + str(body) + after
 
     def _sender(self) -> dict:
         s = self.settings
