@@ -35,7 +35,7 @@ from babel import Locale, UnknownLocaleError, localedata
 from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal, format_percent, parse_pattern
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_context
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
@@ -108,8 +108,9 @@ class _Slots:
             Markup(f"{_OPEN}{index}{_CLOSE}")
 
 
-class _LetterSandbox(SandboxedEnvironment):
-    """Jinja2's sandbox, reading a dict's keys first.
+class _LetterSandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's sandbox (the immutable one: templates cannot change the data),
+    reading a dict's keys first.
 
     ``r.name`` on a dict goes straight to the key, skipping the failed
     attribute lookup the sandbox tries first (a quarter of a letter's
@@ -201,7 +202,7 @@ class LetterRenderer:
                                 value=self._value,
                                 term=self._term, human=_human, join=_join,
                                 e=_no_escape, escape=_no_escape)
-        self.html_env = SandboxedEnvironment(
+        self.html_env = ImmutableSandboxedEnvironment(
             loader=FileSystemLoader(str(self.folder)), undefined=StrictUndefined,
             autoescape=True, auto_reload=False)
         self._layout = self.html_env.get_template(HTML_LAYOUT)

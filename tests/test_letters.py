@@ -365,6 +365,28 @@ def test_long_and_non_ascii_recipients_are_encoded_and_folded(name):
     assert " ".join(parsed.display_name.split()) == name  # parsers differ on spaces only
 
 
+def test_long_non_ascii_subjects_fold_between_words():
+    from engine.letter_email import _encoded_words
+    subject = "Acción necesaria: su situación como partner está en riesgo " * 3
+    header = "Subject: " + _encoded_words(subject.strip(), len("Subject: "))
+    assert all(len(line) <= 78 for line in header.split("\r\n")) and header.isascii()
+    parsed = email.message_from_bytes((header + "\r\n\r\n").encode(),
+                                      policy=email.policy.default)["Subject"]
+    assert parsed == subject.strip()
+
+
+def test_the_sandbox_reads_keys_first_and_still_refuses_internals(ruleset):
+    from jinja2.sandbox import SecurityError
+    from engine.letter_templates import LetterRenderer
+    renderer = LetterRenderer(TEMPLATES, load_letter_settings(TEMPLATES, ruleset), "USD")
+    keys = renderer.env.from_string("{{ p.items }} {{ p['get'] }} {{ p.name }}")
+    assert keys.render(p={"items": 3, "get": "x", "name": "A"}) == "3 x A"
+    for code in ("{{ p.__class__.__mro__ }}", "{{ p.items.__self__ }}",
+                 "{{ ''.__class__.__base__ }}", "{{ p.update(q) }}"):
+        with pytest.raises(SecurityError):
+            renderer.env.from_string(code).render(p={"a": 1}, q={"b": 2})
+
+
 def test_letters_command_and_run_options(cli_run, tmp_path):
     out, db = tmp_path / "o", str(tmp_path / "h.sqlite")
     result = cli_run("run", "--as-of", "2026-11-26", "--out", str(out), "--db", db,
