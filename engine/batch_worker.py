@@ -17,7 +17,7 @@ import orjson
 from .decide import Decision, Evaluator
 from .errors import EngineError
 from .explain import program_failures
-from .model import RuleSet
+from .model import RuleSet, per_rule_set
 from .partners import Partner, checked_history, field_values, read_partner_id
 from .rejects import Reject
 
@@ -69,18 +69,8 @@ class ChunkResult:
     history_rejects: int = 0
 
 
-_evaluators: dict[str, Evaluator] = {}  # this process's engines, by rule-set fingerprint
-
-
-def _evaluator(ruleset: RuleSet) -> Evaluator:
-    evaluator = _evaluators.get(ruleset.fingerprint)
-    if evaluator is None:
-        evaluator = _evaluators[ruleset.fingerprint] = Evaluator(ruleset)
-    return evaluator
-
-
 def decide_chunk(ruleset: RuleSet, rows: Sequence[ChunkRow], as_of: dt.date) -> ChunkResult:
-    evaluator = _evaluator(ruleset)
+    evaluator = per_rule_set("evaluator", ruleset, Evaluator)
     partners: list[tuple[ChunkRow, Partner]] = []
     rejects: list[Reject] = []
     rejected_rows = history_rejects = 0

@@ -10,12 +10,13 @@ independent check on the engine.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .conditions import AllOf, AnyOf, Compare, Condition, Dated, IsMissing, NotOf, describe
 from .decide import Decision, partner_values
-from .model import ENGAGEMENT, Program, RuleSet, Table
+from .model import ENGAGEMENT, Program, RuleSet, Table, per_rule_set
 from .partners import Partner
 from .valuetypes import NUMERIC, ValueType, format_value
 
@@ -309,6 +310,7 @@ def program_failures(ruleset: RuleSet, values: Mapping[str, Any], decision: Deci
     known[ENGAGEMENT] = decision.engagement
     enrolled = set(decision.enrolled)
     known.update({p.id: p.id in enrolled for p in ruleset.programs})
+    failures = per_rule_set("failures", ruleset, _compile_program_failures)
     result: dict[str, list[str]] = {}
     for program in ruleset.programs:
         if program.id in enrolled:
@@ -324,7 +326,7 @@ def program_failures(ruleset: RuleSet, values: Mapping[str, Any], decision: Deci
         if not program.in_effect(as_of):
             reasons.append(f"not in effect on {as_of}")
         if program.when is not None:
-            reasons += _failed_leaves(ruleset, program.when, known, as_of)
+            reasons += failures[program.id](known, as_of)
         reasons += [f"requires {r}" for r in program.requires if r not in enrolled]
         result[program.id] = reasons
     return result
@@ -339,31 +341,55 @@ def _higher_winner(ruleset: RuleSet, program: Program, enrolled: set[str]) -> st
     return None
 
 
-def _failed_leaves(ruleset: RuleSet, condition: Condition, values: Mapping[str, Any],
-                   as_of: dt.date, negate: bool = False) -> list[str]:
-    """The leaf conditions that make ``condition`` fail (empty when it holds)."""
+def _compile_program_failures(ruleset: RuleSet) -> dict[str, Callable]:
+    return {p.id: _failed_leaves(ruleset, p.when) for p in ruleset.programs
+            if p.when is not None}
+
+
+def _failed_leaves(ruleset: RuleSet, condition: Condition, negate: bool = False) -> Callable:
+    """A function (values, as_of) -> the leaf conditions that make ``condition``
+    fail (empty when it holds); built once per rule set, as batch runs call it
+    for every program a partner misses."""
     if isinstance(condition, NotOf):
-        return _failed_leaves(ruleset, condition.item, values, as_of, not negate)
+        return _failed_leaves(ruleset, condition.item, not negate)
     if isinstance(condition, Dated):
-        if not condition.in_force(as_of):
-            return [f"must not hold: {describe(condition)}"] if negate else []
-        inner = _failed_leaves(ruleset, condition.item, values, as_of, negate)
-        return [f"{describe(condition).split(':')[0]}: {line}" for line in inner]
+        inner = _failed_leaves(ruleset, condition.item, negate)
+        label, text = describe(condition).split(":")[0], describe(condition)
+
+        def dated(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
+            if not condition.in_force(as_of):
+                return [f"must not hold: {text}"] if negate else []
+            return [f"{label}: {line}" for line in inner(values, as_of)]
+        return dated
     if isinstance(condition, (AllOf, AnyOf)):
-        parts = [_failed_leaves(ruleset, item, values, as_of, negate)
-                 for item in condition.items]
+        parts = [_failed_leaves(ruleset, item, negate) for item in condition.items]
         if isinstance(condition, AllOf) != negate:  # every part must hold
-            return [line for part in parts for line in part]
-        if any(not part for part in parts):  # one part holds: the whole holds
-            return []
-        return ["none of: " + "; ".join(line for part in parts for line in part)]
-    value = values.get(condition.name)
+
+            def every(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
+                return [line for part in parts for line in part(values, as_of)]
+            return every
+
+        def some(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
+            lines: list[str] = []
+            for part in parts:
+                failed = part(values, as_of)
+                if not failed:  # one part holds: the whole holds
+                    return []
+                lines += failed
+            return ["none of: " + "; ".join(lines)]
+        return some
+    name = condition.name
     if isinstance(condition, IsMissing):
-        holds = (value is None) != condition.negated
+        holds = (lambda value: value is not None) if condition.negated else \
+            (lambda value: value is None)
     else:
-        holds = compare_holds(condition, value)
-    if holds != negate:
-        return []
+        holds = functools.partial(compare_holds, condition)
     if negate:
-        return [f"must not hold: {condition.text}"]
-    return [f"{condition.text}: has {format_value(ruleset.type_of(condition.name), value)}"]
+        refusal = f"must not hold: {condition.text}"
+        return lambda values, as_of: [refusal] if holds(values.get(name)) else []
+    prefix, vtype = f"{condition.text}: has ", ruleset.type_of(name)
+
+    def leaf(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
+        value = values.get(name)
+        return [] if holds(value) else [prefix + format_value(vtype, value)]
+    return leaf

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .conditions import Condition
 from .expressions import Expr
@@ -168,3 +168,22 @@ class RuleSet:
             if program.id == name:
                 return program.name
         return name
+
+
+_made: dict[tuple[str, str], Any] = {}
+
+
+def per_rule_set(what: str, ruleset: RuleSet, build: Callable[[RuleSet], Any]) -> Any:
+    """``build(ruleset)``, made once per process and rule set.
+
+    For what is costly to make and cannot travel to a worker process with the
+    rule set: a compiled engine, parsers, closures. Keyed by the rule set's
+    fingerprint (a digest of its files).
+    """
+    key = (what, ruleset.fingerprint)
+    found = _made.get(key)
+    if found is None:
+        if len(_made) >= 32:  # a process rarely sees more than two rule sets
+            _made.clear()
+        found = _made[key] = build(ruleset)
+    return found

@@ -11,8 +11,8 @@ from typing import Any, Iterable, Mapping
 
 from .errors import DataError
 from .history import History, Quarter, parse_quarter
-from .model import RuleSet
-from .valuetypes import parse_value
+from .model import RuleSet, per_rule_set
+from .valuetypes import value_parser
 
 PARTNER_ID = "partner_id"
 QUARTER = "quarter"
@@ -53,14 +53,21 @@ def read_partner_id(record: Mapping[str, Any]) -> str:
     return text
 
 
+def _declared(ruleset: RuleSet) -> tuple[list, list]:
+    """(name, declaration, parser) for the rule set's fields and history figures."""
+    return per_rule_set("parsers", ruleset, lambda r: (
+        [(n, d, value_parser(d.type)) for n, d in r.fields.items()],
+        [(n, d, value_parser(d.type)) for n, d in r.figures.items()]))
+
+
 def field_values(ruleset: RuleSet, record: Mapping[str, Any]) -> tuple[dict, list[FieldProblem]]:
     """Typed values for every declared field, defaults applied; and the problems."""
     values: dict[str, Any] = {}
     problems: list[FieldProblem] = []
-    for name, definition in ruleset.fields.items():
+    for name, definition, parse in _declared(ruleset)[0]:
         raw = record.get(name)
         try:
-            value = parse_value(definition.type, raw)
+            value = parse(raw)
         except ValueError as error:
             problems.append(FieldProblem(name, shorten(raw), str(error)))
             continue
@@ -73,17 +80,18 @@ def field_values(ruleset: RuleSet, record: Mapping[str, Any]) -> tuple[dict, lis
     return values, problems
 
 
-def history_row(ruleset: RuleSet, record: Mapping[str, Any]) -> tuple[Quarter, dict]:
+def _history_row(figure_parsers: list, quarter_label: Any,
+                 record: Mapping[str, Any]) -> tuple[Quarter, dict]:
     """One history row as (quarter, figures); raises DataError naming the column."""
     try:
-        quarter = parse_quarter(record.get(QUARTER, ""))
+        quarter = parse_quarter(quarter_label)
     except ValueError as error:
         raise DataError(f"{QUARTER}: {error}") from None
     figures: dict[str, Any] = {}
-    for name, definition in ruleset.figures.items():
+    for name, definition, parse in figure_parsers:
         raw = record.get(name)
         try:
-            value = parse_value(definition.type, raw)
+            value = parse(raw)
         except ValueError as error:
             raise DataError(f"{name}: {error}") from None
         if value is None:
@@ -104,9 +112,10 @@ def checked_history(ruleset: RuleSet, rows: Iterable[tuple[int, Any, Mapping[str
     from .rejects import Reject
     quarters: dict = {}
     first_row: dict = {}
+    figure_parsers = _declared(ruleset)[1]
     for number, quarter, figures in rows:
         try:
-            when, values = history_row(ruleset, {QUARTER: quarter or "", **figures})
+            when, values = _history_row(figure_parsers, quarter or "", figures)
         except DataError as error:
             column, _, reason = str(error).partition(": ")
             raw = quarter if column == QUARTER else figures.get(column)

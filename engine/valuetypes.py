@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 TEXT, INTEGER, NUMBER, MONEY, PERCENT, DATE, BOOL, LIST, CHOICE = (
     "text", "integer", "number", "money", "percent", "date", "yes/no",
@@ -156,6 +156,31 @@ def parse_value(vtype: ValueType, raw: Any) -> Any:
     if number != number or abs(number) >= MAX_MAGNITUDE:
         raise ValueError(f"'{_short(str(raw))}' is out of range")
     return canonical(kind, number)
+
+
+def value_parser(vtype: ValueType, remember: int = 4096) -> Callable[[Any], Any]:
+    """:func:`parse_value` for one type, remembering what text it has parsed.
+
+    Roster columns repeat the same few texts (countries, tiers, yes/no,
+    small counts), so most values are found, not parsed again. Only text is
+    remembered (the values are immutable: lists become tuples), at most
+    ``remember`` texts per parser; errors are raised every time.
+    """
+    seen: dict[str, Any] = {}
+
+    def parse(raw: Any) -> Any:
+        if type(raw) is not str:
+            return parse_value(vtype, raw)
+        value = seen.get(raw, _UNSEEN)
+        if value is _UNSEEN:
+            value = parse_value(vtype, raw)
+            if len(seen) < remember:
+                seen[raw] = value
+        return value
+    return parse
+
+
+_UNSEEN = object()
 
 
 def parse_date(raw: Any) -> dt.date:

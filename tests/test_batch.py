@@ -335,3 +335,60 @@ def test_a_busy_run_history_is_a_clear_error(ruleset, tmp_path, monkeypatch):
         other.execute("ROLLBACK")
         other.close()
     assert not any(p.name.endswith(".partial") for p in (tmp_path / "out").iterdir())
+
+
+def _reference_failed_leaves(ruleset, condition, values, as_of, negate=False):
+    """The failing leaves, interpreted plainly: the reference for the closures
+    that batch runs build (explain._failed_leaves)."""
+    from engine.conditions import AllOf, AnyOf, Dated, IsMissing, NotOf, describe
+    from engine.explain import compare_holds
+    from engine.valuetypes import format_value
+    if isinstance(condition, NotOf):
+        return _reference_failed_leaves(ruleset, condition.item, values, as_of, not negate)
+    if isinstance(condition, Dated):
+        if not condition.in_force(as_of):
+            return [f"must not hold: {describe(condition)}"] if negate else []
+        inner = _reference_failed_leaves(ruleset, condition.item, values, as_of, negate)
+        return [f"{describe(condition).split(':')[0]}: {line}" for line in inner]
+    if isinstance(condition, (AllOf, AnyOf)):
+        parts = [_reference_failed_leaves(ruleset, item, values, as_of, negate)
+                 for item in condition.items]
+        if isinstance(condition, AllOf) != negate:
+            return [line for part in parts for line in part]
+        if any(not part for part in parts):
+            return []
+        return ["none of: " + "; ".join(line for part in parts for line in part)]
+    value = values.get(condition.name)
+    holds = ((value is None) != condition.negated if isinstance(condition, IsMissing)
+             else compare_holds(condition, value))
+    if holds != negate:
+        return []
+    if negate:
+        return [f"must not hold: {condition.text}"]
+    return [f"{condition.text}: has {format_value(ruleset.type_of(condition.name), value)}"]
+
+
+def test_reasons_for_missed_programs_match_a_plain_interpreter(ruleset, example_partners):
+    import datetime as dt
+    from engine.conditions import AllOf, AnyOf, Dated, NotOf, parse_condition_text
+    from engine.explain import _failed_leaves
+    from engine.yamlsource import Loc
+    loc = Loc("test", 1, 1)
+    leaf = [parse_condition_text(text, loc) for text in (
+        "certified_technical >= 10", "standing == good", "revenue_4q >= $600,000",
+        "focus_verticals contains healthcare", "country in [US, DE]")]
+    conditions = [p.when for p in ruleset.programs if p.when is not None] + [
+        NotOf(AnyOf((leaf[0], leaf[1]), loc), loc),
+        NotOf(AllOf((leaf[2], NotOf(leaf[3], loc)), loc), loc),
+        AnyOf((Dated(leaf[0], dt.date(2027, 1, 1), None, loc), leaf[4]), loc),
+        NotOf(Dated(AllOf((leaf[1], leaf[4]), loc), None, dt.date(2026, 12, 31), loc), loc)]
+    evaluator = Evaluator(ruleset)
+    compared = 0
+    for as_of in (AS_OF, dt.date(2027, 2, 1)):
+        for partner in example_partners:
+            values = evaluator.values(partner, as_of)
+            for condition in conditions:
+                expected = _reference_failed_leaves(ruleset, condition, values, as_of)
+                assert _failed_leaves(ruleset, condition)(values, as_of) == expected
+                compared += bool(expected)
+    assert compared > 100  # most partners miss something

@@ -6,7 +6,7 @@ import datetime as dt
 import pytest
 
 from engine.history import Quarter, last_complete_quarter, parse_quarter, window
-from engine.valuetypes import ValueType, format_value, parse_value
+from engine.valuetypes import ValueType, format_value, parse_value, value_parser
 
 MONEY, PERCENT, INTEGER = ValueType("money"), ValueType("percent"), ValueType("integer")
 
@@ -102,3 +102,21 @@ def test_format_value():
     assert format_value(PERCENT, 0.925) == "92.5%"
     assert format_value(MONEY, 1234567.5) == "$1,234,567.50"
     assert format_value(None, None) == "no value"
+
+
+def test_a_remembering_parser_gives_what_parse_value_gives():
+    choice = ValueType("one of", ("US", "DE"))
+    listed = ValueType("list of text", ("healthcare", "retail"))
+    cases = [(MONEY, ["$1,200", "$1,200", 1500, "1,23"]), (choice, ["us", "US", " de", "FR"]),
+             (listed, ["retail; healthcare", "retail; healthcare", "retail;x"]),
+             (INTEGER, ["3", "3", "3.5"]), (ValueType("date"), ["2026-03-31", "2026-02-30"])]
+    for vtype, raws in cases:
+        parse = value_parser(vtype, remember=2)
+        for raw in raws * 2:  # the second time from memory, where remembered
+            try:
+                expected = parse_value(vtype, raw)
+            except ValueError as error:
+                with pytest.raises(ValueError, match=str(error)[:20]):
+                    parse(raw)  # errors are raised every time, never remembered
+            else:
+                assert parse(raw) == expected
