@@ -39,7 +39,7 @@ found is handled here or in the compiler, and covered by
   (generated from the content when absent). Two different facts whose hashes
   collide make ``assert_facts`` fail with ``MessageObservedException``:
   about once per million partners with generated ids. Every fact gets an
-  ``id`` from :class:`_SessionIds`, whose hashes never repeat in a session.
+  ``id`` from :func:`session_ids`, whose hashes never repeat.
   Duplicate partner ids in a batch are refused before the engine sees them.
 * An exception inside an action run by the host is stored in the session
   state instead of being raised. Our loop runs no host actions: the
@@ -109,7 +109,7 @@ class DurableEngine:
                 if outcome.row is not None:
                     also[ROW_PREFIX + outcome.decision] = outcome.row
                 self._plans[rule_name] = (stage.index, attr(outcome.decision), outcome.value,
-                                          also, stage.carry)
+                                          also, frozenset(stage.carry))
         self._final = compiled.final_stage
         self._handle = self._register()
 
@@ -158,15 +158,16 @@ class DurableEngine:
         self._verify(partners, finals, passes)
         return finals
 
-    def _run_stages(self, sid: str, pending: list[dict]) -> tuple[dict, Counter]:
+    def _run_stages(self, sid: str, pending: list[dict]) -> tuple[dict, dict]:
         """Feed the batch stage by stage; returns final facts and pass counts."""
         finals: dict[str, dict] = {}
         leaves: dict[str, dict] = {}
-        passes: Counter = Counter()
+        passes: dict[tuple, int] = {}  # (partner, stage, decision) -> times fired
         plans, final_stage = self._plans, self._final
-        ids = _SessionIds()
+        # Each fact makes one per stage; twice that, and rules repeat (see _engine_error).
+        ids = iter(session_ids(2 * len(pending) * (len(self.compiled.stages) + 1)))
         for fact in pending:
-            fact["id"] = ids.fresh()
+            fact["id"] = next(ids)
         while pending:
             result = _core.assert_facts(self._handle, orjson.dumps(pending).decode())
             if result[0] == 1:
@@ -182,12 +183,18 @@ class DurableEngine:
                 fact = matched["m"]
                 partner = fact[PARTNER]
                 stage, decision, value, also, carry = plans[rule_name]
-                passes[(partner, stage, decision)] += 1
+                key = (partner, stage, decision)
+                passes[key] = passes.get(key, 0) + 1
                 if stage != final_stage:
-                    following = {name: fact[name] for name in carry if name in fact}
+                    following = fact  # parsed from the message: ours to change
+                    for name in fact.keys() - carry:
+                        del following[name]
                     following.update(also)
-                    following.update({"sid": sid, "id": ids.fresh(), PARTNER: partner,
-                                      STAGE: stage + 1, decision: value})
+                    following["sid"] = sid
+                    following["id"] = next(ids)
+                    following[PARTNER] = partner
+                    following[STAGE] = stage + 1
+                    following[decision] = value
                     pending.append(following)
                 elif decision is None:
                     finals[partner] = fact
@@ -199,7 +206,7 @@ class DurableEngine:
                 finals[partner] = {**finals[partner], **enrolled}
         return finals, passes
 
-    def _verify(self, partners: list[str], finals: dict, passes: Counter) -> None:
+    def _verify(self, partners: list[str], finals: dict, passes: dict) -> None:
         """Each partner passed each stage once, reached the end, and no rule repeated."""
         stages = {(stage.index, None if stage.kind == "final" else attr(stage.decision))
                   for stage in self.compiled.stages}
@@ -225,20 +232,22 @@ def fnv1a_32(text: str) -> int:
     return value
 
 
-class _SessionIds:
-    """Fact ids for one session, each with a hash no other fact there has."""
+_ids: list[str] = []            # fact ids, the same sequence for every session
+_id_hashes: set[int] = set()
+_id_candidates = itertools.count()
 
-    def __init__(self) -> None:
-        self._hashes: set[int] = set()
-        self._counter = itertools.count()
 
-    def fresh(self) -> str:
-        while True:
-            candidate = format(next(self._counter), "x")
-            value = fnv1a_32(candidate)
-            if value not in self._hashes:
-                self._hashes.add(value)
-                return candidate
+def session_ids(count: int) -> list[str]:
+    """At least ``count`` fact ids whose hashes never repeat: counter values in
+    hex, skipping any whose hash an earlier one has. Every session takes them
+    from the start, so they are made once per process."""
+    while len(_ids) < count:
+        candidate = format(next(_id_candidates), "x")
+        value = fnv1a_32(candidate)
+        if value not in _id_hashes:
+            _id_hashes.add(value)
+            _ids.append(candidate)
+    return _ids
 
 
 def _not_run(c: Any) -> None:
@@ -259,6 +268,8 @@ def _engine_error(error: BaseException) -> EngineError:
                            "not exhaustive (a bug in the compiler)")
     if isinstance(error, _durable.MessageObservedException):
         return EngineError("durable_rules saw the same fact twice")
+    if isinstance(error, StopIteration):  # out of session ids
+        return EngineError("durable_rules fired rules over and over in a batch")
     if isinstance(error, MemoryError):
         return EngineError("durable_rules ran out of session memory")
     return EngineError(f"durable_rules failed while deciding a batch: {type(error).__name__}")

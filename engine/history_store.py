@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 from .model import RuleSet
 from .partners import PARTNER_ID, QUARTER
 from .rejects import Reject
-from .roster import read_columns
+from .roster import RowReader, read_columns
 
 _INSERT_BATCH = 10_000
 RawRow = tuple  # (row number, quarter as written, {figure: value as written})
@@ -50,14 +50,15 @@ class HistoryStore:
         """Stage a performance file; yields a Reject for each row without a partner_id."""
         self.source = str(path)
         batch: list[tuple] = []
+        as_text = RowReader(path).kind == "csv"  # CSV gives only text: stored as it is
         for number, values in read_columns(path, [PARTNER_ID, QUARTER, *self.figures]):
             self.rows_read += 1
             partner_id = str(values[0] or "").strip()
             if not partner_id:
                 yield Reject(self.source, number, "", PARTNER_ID, "", "partner_id is missing")
                 continue
-            values[0] = partner_id
-            batch.append((values[0], number, *(_storable(v) for v in values[1:])))
+            batch.append((partner_id, number, *values[1:]) if as_text else
+                         (partner_id, number, *(_storable(v) for v in values[1:])))
             if len(batch) >= _INSERT_BATCH:
                 self._db.executemany(self._insert, batch)
                 batch = []

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import orjson
+
 from .changes import Snapshot
 from .errors import DataError, UsageError
 
@@ -102,8 +104,8 @@ class RunHistory:
     def add_decisions(self, run_id: int, rows: Iterable[tuple[str, Snapshot]]) -> None:
         self._db.executemany(
             "INSERT INTO decisions VALUES (?, ?, ?, ?, ?)",
-            ((run_id, pid, json.dumps(s.classifications, sort_keys=True), s.engagement,
-              json.dumps(list(s.programs))) for pid, s in rows))
+            ((run_id, pid, orjson.dumps(s.classifications, option=orjson.OPT_SORT_KEYS).decode(),
+              s.engagement, orjson.dumps(s.programs).decode()) for pid, s in rows))
 
     def next_run_id(self) -> int:
         last = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM runs").fetchone()[0]

@@ -162,13 +162,18 @@ def test_fact_ids_whose_hashes_collide_are_refused_as_duplicates():
 
 
 def test_session_ids_never_share_a_hash():
-    from engine.durable_adapter import _SessionIds, fnv1a_32
-    ids = _SessionIds()
-    made = [ids.fresh() for _ in range(200_000)]
+    from engine.durable_adapter import fnv1a_32, session_ids
+    made = session_ids(200_000)[:200_000]
     assert len({fnv1a_32(i) for i in made}) == len(made)
-    blocked = _SessionIds()
-    blocked._hashes.add(fnv1a_32("0"))
-    assert blocked.fresh() == "1"
+    # Exactly the hex counter without the candidates whose hash came earlier.
+    seen, expected, candidate = set(), [], 0
+    while len(expected) < len(made):
+        text = format(candidate, "x")
+        if fnv1a_32(text) not in seen:
+            seen.add(fnv1a_32(text))
+            expected.append(text)
+        candidate += 1
+    assert made == expected and candidate > len(made)  # some were skipped
 
 
 def test_a_field_named_id_does_not_hang(tmp_path):
