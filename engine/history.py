@@ -11,13 +11,15 @@ import datetime as dt
 import re
 from functools import lru_cache
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 _QUARTER = re.compile(r"^\s*(?:(\d{4})\s*-?\s*Q([1-4])|Q([1-4])\s*[-/ ]?\s*(\d{4}))\s*$", re.IGNORECASE)
 
 
-@dataclass(frozen=True, order=True)
-class Quarter:
+class Quarter(NamedTuple):
+    """A calendar quarter. A named tuple: metrics look quarters up in every
+    partner's history, and tuples hash and compare at C speed."""
+
     year: int
     number: int
 
