@@ -203,6 +203,7 @@ def _jobs(options: LetterOptions, roster: Path, history: HistoryStore) -> Iterat
         batch: list[tuple[dict, tuple, Any]] = []
         for line in decisions:
             decision = orjson.loads(line)
+            decision.pop("not_enrolled", None)  # long, and no letter uses it: not sent to workers
             partner_changes: tuple = ()
             if pending is not None and pending[0] == decision["partner_id"]:
                 partner_changes = pending[1]
