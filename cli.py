@@ -22,6 +22,7 @@ from engine.impact import compare, load_rule_sets, write_moves_csv
 from engine.letter_batch import FORMATS as LETTER_FORMATS, LetterOptions, write_letters
 from engine.letter_check import check_templates
 from engine.loader import load_rules
+from engine.outputs import remove_stale_partials
 from engine.render import (explanation_text, impact_text, letters_text, run_list_text,
                            run_text)
 from engine.report import build_diff_report, build_report
@@ -336,6 +337,7 @@ def run(rules_dir: str, roster: Path | None, performance: Path | None, as_of: dt
                 bar.close()
     if report:
         written = build_report(out_dir)
+    remove_stale_partials(out_dir)  # the previous run's letters, deleted last
     if quiet:
         return
     click.echo(f"Run {result.run_id} as of {summary['as_of']}: {partners['rows_read']} rows "

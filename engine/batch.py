@@ -19,7 +19,6 @@ import collections
 import datetime as dt
 import hashlib
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,14 +309,17 @@ def remove_derived_outputs(folder: Path) -> None:
     """The report and letters made from the previous outputs: they no longer match.
 
     ``eligibility run --report`` and its letters (or ``eligibility report`` and
-    ``eligibility letters``) make them again for the new outputs.
+    ``eligibility letters``) make them again for the new outputs. The old
+    letters folder is only moved aside (``.letters.<pid>.stale``) here; it is
+    deleted by :func:`~engine.outputs.remove_stale_partials` once new letters
+    are written (``eligibility run`` calls it last). Deleting thousands of
+    files just before creating as many makes ext4 hunt for free inodes past
+    the ones just freed, which made each new file cost ten times as much.
     """
     (folder / "report.html").unlink(missing_ok=True)
     letters = folder / "letters"
     if letters.is_dir():
-        stale = folder / f".letters.{os.getpid()}.stale"
-        os.replace(letters, stale)
-        shutil.rmtree(stale, ignore_errors=True)
+        os.replace(letters, folder / f".letters.{os.getpid()}.stale")
 
 
 def default_workers() -> int:

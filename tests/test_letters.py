@@ -288,6 +288,12 @@ def test_a_failing_letters_run_keeps_the_previous_letters(tmp_path, ruleset):
     after = {p.name: p.read_bytes() for p in (tmp_path / "out" / "letters").iterdir()}
     assert after == before
     assert not list((tmp_path / "out").glob(".letters*"))
+    # Killed between the two renames of the swap: the old letters come back.
+    os.replace(tmp_path / "out" / "letters", tmp_path / "out" / ".letters.99999.old")
+    with pytest.raises(DataError):
+        write_letters(ruleset, LetterOptions(tmp_path / "out", templates, check=False))
+    restored = {p.name: p.read_bytes() for p in (tmp_path / "out" / "letters").iterdir()}
+    assert restored == before and not list((tmp_path / "out").glob(".letters*"))
 
 
 def test_letters_are_the_same_whatever_the_workers(tmp_path, ruleset):
@@ -459,6 +465,10 @@ def test_a_new_run_removes_the_letters_and_report_of_the_previous_one(cli_run, t
                    "--no-letters", "-q").exit_code == 0
     assert not (out / "letters").exists() and not (out / "report.html").exists()
     assert not list(out.glob(".letters*"))
+    for as_of in ("2026-11-28", "2026-11-29"):  # letters replacing letters
+        assert cli_run("run", "--as-of", as_of, "--out", str(out), "--db", db,
+                       "--letter-format", "text", "-q").exit_code == 0
+        assert (out / "letters" / "P-1001.txt").is_file() and not list(out.glob(".letters*"))
 
 
 def test_folders_left_by_a_killed_letters_run_are_cleaned_up(tmp_path, ruleset):
