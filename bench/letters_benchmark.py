@@ -3,10 +3,10 @@
 Runs the rules once over the roster (without letters), then writes every
 partner's letters from that run's output with 1 and with N workers, for each
 format on its own and for all three together, and prints letters per second
-(files written per second is letters times formats). The letters folder is
-emptied before each measurement, as on a first run; replacing an earlier
-run's letters costs a little more (removing the old files). Run it by hand on a
-quiet machine and record the figures in docs/benchmarks.md; it is not a test.
+(files written per second is letters times formats). Each measurement
+writes into its own copy of the run's output folder, as on a first run, and
+nothing is deleted until the end (see the note in the loop). Run it by hand on
+a quiet machine and record the figures in docs/benchmarks.md; it is not a test.
 
     python bench/letters_benchmark.py                    # 100,000 partners
     python bench/letters_benchmark.py --partners 10000 --workers 2
@@ -53,10 +53,14 @@ def main() -> None:
         print(f"{args.partners:,} partners, {os.cpu_count()} cores; letters/s (files/s)")
         for workers in [args.workers] if args.only_all_workers else sorted({1, args.workers}):
             for formats in (("text",), ("html",), ("eml",), ("text", "html", "eml")):
-                shutil.rmtree(out / "letters", ignore_errors=True)  # a first run: none to replace
+                # Each measurement in a copy of the run's output, and nothing deleted
+                # until the end: on ext4, files made just after thousands were deleted
+                # cost up to ten times as much (see batch.remove_derived_outputs).
+                folder = Path(temp) / f"out-{workers}-{'-'.join(formats)}"
+                shutil.copytree(out, folder)
                 started = time.perf_counter()
                 summary = write_letters(ruleset, LetterOptions(
-                    out, ROOT / "templates", formats, workers=workers, check=False))
+                    folder, ROOT / "templates", formats, workers=workers, check=False))
                 seconds = time.perf_counter() - started
                 print(f"  workers {workers}  {'+'.join(formats):15} "
                       f"{summary['letters'] / seconds:>9,.0f} letters/s "
