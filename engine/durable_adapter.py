@@ -54,8 +54,9 @@ found is handled here or in the compiler, and covered by
   because rosters hold personal data.
 * Decisions are never trusted silently: after every batch each partner must
   have passed every stage exactly once and reached the final stage, and
-  each leaf program must have fired at most once. Anything else is an
-  :class:`EngineError`.
+  each leaf program must have fired at most once, and a batch that makes
+  more than twice the facts its stages should (rules firing over and over)
+  stops. Anything else is an :class:`EngineError`.
 """
 from __future__ import annotations
 

@@ -253,6 +253,17 @@ def test_errors_while_deciding_are_raised_and_the_engine_recovers(ruleset, examp
     assert len(evaluator.decide(example_partners[:3], AS_OF)) == 3  # a fresh host took over
 
 
+def test_running_out_of_fact_ids_is_an_error(ruleset, example_partners, monkeypatch):
+    """A batch gets ids for twice the facts its stages make; rules firing over
+    and over would exhaust them, which is an error, not a hang or a loss."""
+    evaluator = Evaluator(ruleset)
+    monkeypatch.setattr(durable_adapter, "session_ids", lambda count: ["a", "b"])
+    with pytest.raises(EngineError, match="fired rules over and over"):
+        evaluator.decide(example_partners[:3], AS_OF)
+    monkeypatch.undo()
+    assert len(evaluator.decide(example_partners[:3], AS_OF)) == 3
+
+
 def test_a_fact_no_rule_matches_is_an_error_not_a_loss(ruleset, example_partners):
     """assert_facts raises for the whole batch when one fact matches no rule."""
     compiled = compile_rules(ruleset)

@@ -228,6 +228,14 @@ def test_safe_stem(partner_id, expected):
     assert safe_stem("a/b") != safe_stem("a_b") != safe_stem("a\\b")
 
 
+def test_a_letter_file_never_replaces_another(tmp_path):
+    from engine.letter_batch import _write_new_file
+    _write_new_file(str(tmp_path / "P-1.txt"), b"first")
+    with pytest.raises(FileExistsError):
+        _write_new_file(str(tmp_path / "P-1.txt"), b"second")
+    assert (tmp_path / "P-1.txt").read_bytes() == b"first"
+
+
 def templates_copy(tmp_path: Path) -> Path:
     target = tmp_path / "templates"
     shutil.copytree(TEMPLATES, target)
