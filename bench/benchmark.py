@@ -1,10 +1,12 @@
 """Benchmark batch runs of the reference rules on synthetic rosters.
 
 Prints, for each roster size: end-to-end partners per second with 1 worker
-and with all workers, peak memory, the raw durable_rules throughput on the
-same compiled rules and the same facts without any I/O, and the ratio of the
-two. Run it by hand on a quiet machine and record the figures in
-docs/benchmarks.md; it is not a test.
+and with all workers, the CPU time (user and system, all processes) per
+partner, peak memory, the raw durable_rules throughput on the same compiled
+rules and the same facts without any I/O, and the ratio of the two. On 2
+cores, 100,000 partners in 15 s means at most 300 µs of CPU per partner. Run
+it by hand on a quiet machine and record the figures in docs/benchmarks.md;
+it is not a test.
 
     python bench/benchmark.py                       # 10k and 100k partners
     python bench/benchmark.py --sizes 10000,100000,1000000
@@ -38,7 +40,10 @@ result = run_batch(ruleset, RunOptions(data / "roster.csv", data / "performance.
 seconds = time.perf_counter() - started
 print(json.dumps({"seconds": seconds, "partners": result.summary["partners"],
                   "main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+                  "worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+                  "cpu_seconds": sum(u.ru_utime + u.ru_stime for u in (
+                      resource.getrusage(resource.RUSAGE_SELF),
+                      resource.getrusage(resource.RUSAGE_CHILDREN)))}))
 """ % AS_OF
 
 
@@ -118,7 +123,8 @@ def main() -> None:
     args.data.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores; workers: 1 and {args.workers}; as of {AS_OF}")
     header = (f"{'partners':>10} {'workers':>7} {'seconds':>8} {'partners/s':>11} "
-              f"{'main MB':>8} {'worker MB':>9} {'raw engine/s':>12} {'e2e/raw':>8}")
+              f"{'CPU µs/partner':>14} {'main MB':>8} {'worker MB':>9} {'raw engine/s':>12} "
+              f"{'e2e/raw':>8}")
     print(header)
     for size in (int(s) for s in args.sizes.split(",")):
         data = generate(size, args.data)
@@ -128,7 +134,8 @@ def main() -> None:
             run = end_to_end(data, workers, args.data)
             rows = run["partners"]["rows_read"]
             print(f"{rows:>10,} {workers:>7} {run['seconds']:>8.1f} "
-                  f"{rows / run['seconds']:>11,.0f} {run['main_mb']:>8.0f} "
+                  f"{rows / run['seconds']:>11,.0f} {run['cpu_seconds'] / rows * 1e6:>14,.0f} "
+                  f"{run['main_mb']:>8.0f} "
                   f"{run['worker_mb']:>9.0f} {raw['per_second']:>12,.0f} "
                   f"{run['seconds'] / raw_seconds:>8.2f}", flush=True)
 

@@ -3,7 +3,8 @@
 Runs the rules once over the roster (without letters), then writes every
 partner's letters from that run's output with 1 and with N workers, for each
 format on its own and for all three together, and prints letters per second
-(files written per second is letters times formats). Each measurement
+(files written per second is letters times formats) and the CPU time
+(user and system, all processes) a letter took. Each measurement
 writes into its own copy of the run's output folder, as on a first run, and
 nothing is deleted until the end (see the note in the loop). Run it by hand on
 a quiet machine and record the figures in docs/benchmarks.md; it is not a test.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -58,14 +60,22 @@ def main() -> None:
                 # cost up to ten times as much (see batch.remove_derived_outputs).
                 folder = Path(temp) / f"out-{workers}-{'-'.join(formats)}"
                 shutil.copytree(out, folder)
-                started = time.perf_counter()
+                cpu, started = _cpu_seconds(), time.perf_counter()
                 summary = write_letters(ruleset, LetterOptions(
                     folder, ROOT / "templates", formats, workers=workers, check=False))
                 seconds = time.perf_counter() - started
+                cpu = _cpu_seconds() - cpu
                 print(f"  workers {workers}  {'+'.join(formats):15} "
                       f"{summary['letters'] / seconds:>9,.0f} letters/s "
                       f"({summary['files'] / seconds:>9,.0f} files/s), "
-                      f"{summary['letters']:,} letters in {seconds:,.1f} s")
+                      f"{summary['letters']:,} letters in {seconds:,.1f} s, "
+                      f"{cpu / summary['letters'] * 1e6:,.0f} µs CPU a letter")
+
+
+def _cpu_seconds() -> float:
+    """User and system time of this process and of its finished workers."""
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 if __name__ == "__main__":
