@@ -354,7 +354,8 @@ def _failed_leaves(ruleset: RuleSet, condition: Condition, negate: bool = False)
         return _failed_leaves(ruleset, condition.item, not negate)
     if isinstance(condition, Dated):
         inner = _failed_leaves(ruleset, condition.item, negate)
-        label, text = describe(condition).split(":")[0], describe(condition)
+        text = describe(condition)
+        label = text.split(":")[0]
 
         def dated(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
             if not condition.in_force(as_of):

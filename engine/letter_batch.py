@@ -40,7 +40,7 @@ from .letter_email import email_message, message_id
 from .letter_settings import load_letter_settings
 from .letter_templates import LetterRenderer, describe_template_error
 from .letters import KINDS, LetterSettings, letter_facts
-from .model import RuleSet
+from .model import RuleSet, per_rule_set
 from .outputs import CsvOutput, read_cell, remove_stale_partials, write_json_atomically
 from .parallel import ordered_map
 from .partners import Partner, checked_history, field_values
@@ -186,10 +186,10 @@ def _same_input(path: Path, fingerprint: str, what: str) -> None:
     if not path.is_file():
         raise UsageError(f"{path}: the run's {what} is not there any more; give it with "
                          f"--{'roster' if what == 'roster' else 'performance'}")
-    if file_fingerprint(path) != fingerprint:
-        raise DataError(f"{path} has changed since the run (fingerprint "
-                        f"{file_fingerprint(path)}, the run read {fingerprint}); run again "
-                        "so that letters match the data")
+    found = file_fingerprint(path)
+    if found != fingerprint:
+        raise DataError(f"{path} has changed since the run (fingerprint {found}, the run "
+                        f"read {fingerprint}); run again so that letters match the data")
 
 
 def _jobs(options: LetterOptions, roster: Path, history: HistoryStore) -> Iterator[LetterJob]:
@@ -278,15 +278,14 @@ def _chunks(jobs: Iterator[LetterJob]) -> Iterator[list[LetterJob]]:
         yield chunk
 
 
-_renderers: dict[tuple, tuple[LetterRenderer, list]] = {}  # this process's, by rules and folder
+_renderers: dict[tuple, LetterRenderer] = {}  # this process's, by folder, settings, currency
 
 
-def _renderer(ruleset: RuleSet, templates: str, settings: LetterSettings):
-    key = (ruleset.fingerprint, templates, settings)
+def _renderer(templates: str, settings: LetterSettings, currency: str) -> LetterRenderer:
+    key = (templates, settings, currency)
     found = _renderers.get(key)
     if found is None:
-        found = _renderers[key] = (LetterRenderer(templates, settings, ruleset.currency),
-                                   compile_metrics(ruleset))
+        found = _renderers[key] = LetterRenderer(templates, settings, currency)
     return found
 
 
@@ -298,7 +297,8 @@ def render_chunk(ruleset: RuleSet, templates: str, settings: LetterSettings,
     A pure function of its arguments but for the files it writes into
     ``folder``, each named after its own partner.
     """
-    renderer, metric_functions = _renderer(ruleset, templates, settings)
+    renderer = _renderer(templates, settings, ruleset.currency)
+    metric_functions = per_rule_set("metrics", ruleset, compile_metrics)
     rows = []
     for job in jobs:
         partner_id = job.decision["partner_id"]
