@@ -5,9 +5,10 @@ table (in dependency order), the engagement model, then every program
 (in dependency order). A stage's rules match the partner's fact for that
 stage (``st == k``) and are exhaustive and mutually exclusive, so exactly one
 rule fires per partner and stage. Its action asserts the fact for the next
-stage, carrying only the values later stages read plus every decision made
-so far: this is the forward chaining. The fact that reaches the last stage
-holds all of a partner's decisions.
+stage, with the decisions made so far: this is the forward chaining. Each
+stage's fact holds only the attributes that stage's rules test
+(``Stage.reads``); the adapter keeps the rest of a partner's values and
+decisions outside the engine until a later stage tests them.
 
 * A table row *i* fires when its condition holds and no earlier row's does;
   the default fires when no row holds.
@@ -123,7 +124,7 @@ class Stage:
     kind: str              # classification, engagement, program, final
     decision: str
     rules: tuple[tuple[str, dict, Outcome | None], ...]  # (rule name, durable condition, outcome)
-    carry: tuple[str, ...]  # attributes the next stage's fact keeps
+    reads: tuple[str, ...]  # attributes its rules test (the stage number aside)
 
 
 @dataclass(frozen=True)
@@ -361,19 +362,13 @@ class _Planner:
         plans, leaves = simple(self.plans), simple(self.leaves)
         leaf_reads = set().union(set(), *[p[3] for p in leaves])
         stages: list[Stage] = []
-        decided: list[str] = []
         for index, (kind, decision, rules, _) in enumerate(plans):
-            if kind == "group":
-                decided += [attr(i) for _, _, outcome in rules[:1] for i, _ in outcome.also]
-            elif kind != "helper":
-                decided += [attr(decision)] + ([ROW_PREFIX + decision] if kind != "program" else [])
-            later_reads = set().union(leaf_reads, *[p[3] for p in plans[index + 1:]])
-            carry = tuple(sorted(set(decided) | later_reads))
-            stages.append(Stage(index, kind, decision, _staged(index, rules), carry))
+            staged = _staged(index, rules)
+            stages.append(Stage(index, kind, decision, staged, _tested(staged)))
         final = len(plans)
         final_rules = (("final", _at_stage(final, []), None),) + \
             tuple(rule for _, _, rules, _ in leaves for rule in _staged(final, rules))
-        stages.append(Stage(final, "final", "", final_rules, ()))
+        stages.append(Stage(final, "final", "", final_rules, _tested(final_rules)))
         inputs = sorted(a for a in set().union(leaf_reads, *[p[3] for p in plans])
                         if a.startswith(VALUE_PREFIX) and not a.startswith(attr(HELPER_PREFIX)))
         return CompiledRules(tuple(stages), tuple(inputs))
@@ -395,6 +390,24 @@ def _staged(index: int, rules) -> tuple:
     """(rule name, durable condition, outcome) for each conjunction of each rule."""
     return tuple((f"s{index}__{name}__{j + 1}", _at_stage(index, conjunction), outcome)
                  for name, terms, outcome in rules for j, conjunction in enumerate(terms))
+
+
+def _tested(rules) -> tuple[str, ...]:
+    """The fact attributes some durable conditions test, the stage number aside."""
+    names: set[str] = set()
+
+    def walk(condition: dict) -> None:
+        for key, value in condition.items():
+            if key in ("$and", "$or"):
+                for part in value:
+                    walk(part)
+            elif key.startswith("$"):  # {"$lt": {name: ...}}, {"$iany": {name: ...}}
+                names.update(value)
+            else:
+                names.add(key)
+    for _, condition, _ in rules:
+        walk(condition)
+    return tuple(sorted(names - {STAGE}))
 
 
 def ruleset_definition(compiled: CompiledRules) -> dict[str, dict]:
