@@ -139,7 +139,7 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
     try:
         if options.performance is not None:
             fingerprints["performance"] = file_fingerprint(options.performance)
-            for reject in history.load(options.performance):
+            for reject in history.load(options.performance, options.roster):
                 _write_reject(reject, outputs, tally)
                 tally.history_rejects += 1
         timings["history_seconds"] = round(time.perf_counter() - clock, 3)
@@ -299,6 +299,8 @@ def _summary(ruleset: RuleSet, options: RunOptions, fingerprints: dict, history:
         "changes": {"previous_run": previous.id if previous else None,
                     "counts": {k: tally.changes.get(k, 0) for k in CHANGE_KINDS}},
         "run": {"id": run_id, "started_at": started_at, "workers": options.workers,
+                "history_join": None if options.performance is None else
+                "merged" if history.merged is not None else "staged",
                 "timings": timings,
                 "partners_per_second": round(tally.rows_read / max(timings["total_seconds"],
                                                                   1e-9))},

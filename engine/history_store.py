@@ -1,11 +1,23 @@
-"""Quarterly performance history, staged for lookups by partner.
+"""Quarterly performance history, joined to roster partners by partner_id.
 
-The performance file is read once, and its rows are stored as they are in a
-temporary SQLite file indexed by partner. Chunks of partners then fetch
-their rows with one query. Memory stays flat however large the file is, and
-the file need not be sorted. Rows are checked (quarter label, figures,
-a quarter given twice) by the workers, next to the partner they belong to;
-rows for partners not in the roster are set aside at the end of the run.
+Two ways, chosen when the performance file is loaded:
+
+* **Merged**: when the performance file (CSV) lists the roster's partners
+  in the roster's order, each partner's rows together, the history is read
+  as a stream alongside the roster (CSV or JSON Lines), a partner's rows at a
+  time. Rows for partners not in the roster may be anywhere. Nothing is
+  staged, and deciding starts as soon as both files' partner ids have been
+  read to check the order; the roster's ids are kept meanwhile (about 130
+  bytes a partner). (.xlsx is slow to read twice; a JSON Lines performance
+  file keeps typed values, which the staged way stores as SQLite would.)
+* **Staged**: otherwise, the performance file is read once and its rows are
+  stored as they are in a temporary SQLite file indexed by partner; chunks of
+  partners then fetch their rows with one query.
+
+Either way memory stays flat however large the files are, and the results
+are the same. Rows are checked (quarter label, figures, a quarter given twice)
+by the workers, next to the partner they belong to; rows for partners not in
+the roster are set aside at the end of the run.
 """
 from __future__ import annotations
 
@@ -15,7 +27,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .model import RuleSet
-from .partners import PARTNER_ID, QUARTER
+from .errors import DataError
+from .partners import MAX_ID_LENGTH, PARTNER_ID, QUARTER
 from .rejects import Reject
 from .roster import RowReader, read_columns
 
@@ -29,7 +42,11 @@ def _storable(value):
 
 
 class HistoryStore:
-    """History rows by partner: ``rows_for(ids)`` -> {partner id: [RawRow, ...]}."""
+    """History rows by partner: ``rows_for(ids)`` -> {partner id: [RawRow, ...]}.
+
+    ``rows_for`` is called with the roster's partners in roster order, each
+    partner once, as runs and letter passes do.
+    """
 
     def __init__(self, ruleset: RuleSet):
         self.figures = list(ruleset.figures)
@@ -45,19 +62,59 @@ class HistoryStore:
         self._insert = f"INSERT INTO history VALUES (?, ?, ?{', ?' * len(self.figures)})"
         self.rows_read = 0
         self.source = ""
+        self.merged: _Merge | None = None  # set when the files are in partner_id order
 
-    def load(self, path: str | Path) -> Iterator[Reject]:
-        """Stage a performance file; yields a Reject for each row without a partner_id."""
+    def load(self, path: str | Path, roster: str | Path | None = None) -> Iterator[Reject]:
+        """Read a performance file; yields a Reject for each row without a partner_id.
+
+        With the ``roster`` it will be joined to, the history is merged as a
+        stream when both files are in ascending partner_id order, and staged
+        otherwise (see the module docstring).
+        """
         self.source = str(path)
+        reported = 0  # rows up to this one have been checked for a partner_id
+        if roster is not None and RowReader(path).kind == "csv" \
+                and RowReader(roster).kind in ("csv", "jsonl"):
+            positions = _roster_positions(roster)
+            rejects: list[Reject] = []
+            self.rows_read, reported, in_order = self._check_order(path, positions, rejects)
+            yield from rejects
+            if in_order:
+                self.merged = _Merge(read_columns(path, [PARTNER_ID, QUARTER, *self.figures]),
+                                     positions, self.figures, self.source)
+                return
+        yield from self._stage(path, reported)
+
+    def _check_order(self, path: str | Path, positions: dict[str, int],
+                     rejects: list[Reject]) -> tuple[int, int, bool]:
+        """(rows read, last row checked, whether the roster's partners come in
+        roster order, each one's rows together)."""
+        last, count, number = -1, 0, 0
+        for number, (value,) in read_columns(path, [PARTNER_ID]):
+            partner_id = _partner_id(value)
+            if not partner_id:
+                rejects.append(self._missing_id(number))
+            else:
+                position = positions.get(partner_id, last)  # not in the roster: anywhere
+                if position < last:
+                    return count, number - 1, False
+                last = position
+            count += 1
+        return count, number, True
+
+    def _stage(self, path: str | Path, reported: int) -> Iterator[Reject]:
+        """Store every row in SQLite; rows up to ``reported`` were checked already."""
+        self.rows_read = 0
         batch: list[tuple] = []
         as_text = RowReader(path).kind == "csv"  # CSV gives only text: stored as it is
         for number, values in read_columns(path, [PARTNER_ID, QUARTER, *self.figures]):
             self.rows_read += 1
-            partner_id = str(values[0] or "").strip()
+            partner_id = _partner_id(values[0])
             if not partner_id:
-                yield Reject(self.source, number, "", PARTNER_ID, "", "partner_id is missing")
+                if number > reported:
+                    yield self._missing_id(number)
                 continue
-            batch.append((partner_id, number, *values[1:]) if as_text else
+            batch.append((partner_id, number) + values[1:] if as_text else
                          (partner_id, number, *(_storable(v) for v in values[1:])))
             if len(batch) >= _INSERT_BATCH:
                 self._db.executemany(self._insert, batch)
@@ -67,7 +124,12 @@ class HistoryStore:
         self._db.execute("CREATE INDEX history_by_partner ON history (partner_id, row)")
         self._db.commit()
 
+    def _missing_id(self, number: int) -> Reject:
+        return Reject(self.source, number, "", PARTNER_ID, "", "partner_id is missing")
+
     def rows_for(self, partner_ids: Iterable[str]) -> dict[str, list[RawRow]]:
+        if self.merged is not None:
+            return self.merged.rows_for(partner_ids, self._set_aside)
         ids = list(partner_ids)
         found: dict[str, list[RawRow]] = {}
         for start in range(0, len(ids), 900):  # SQLite's limit on query parameters
@@ -80,8 +142,14 @@ class HistoryStore:
                     (row, quarter, dict(zip(self.figures, figures))))
         return found
 
+    def _set_aside(self, rows: list[tuple[str, int]]) -> None:
+        """Merged rows no roster partner took: kept for :meth:`unknown_partners`."""
+        self._db.executemany("INSERT INTO history (partner_id, row) VALUES (?, ?)", rows)
+
     def unknown_partners(self, known: set[str]) -> Iterator[Reject]:
         """History rows whose partner is not in the roster, in file order."""
+        if self.merged is not None:
+            self.merged.finish(self._set_aside)
         for partner_id, row in self._db.execute("SELECT partner_id, row FROM history ORDER BY row"):
             if partner_id not in known:
                 yield Reject(self.source, row, partner_id, PARTNER_ID, partner_id,
@@ -90,3 +158,90 @@ class HistoryStore:
     def close(self) -> None:
         self._db.close()
         self._folder.cleanup()
+
+
+class _Merge:
+    """A performance file whose roster partners come in roster order, read
+    alongside the roster: each call takes the rows of the partners asked for
+    (in roster order), skips those of partners not asked for (rows the run
+    set aside), and sets aside rows of partner ids the roster does not have."""
+
+    def __init__(self, rows: Iterator[tuple[int, tuple]], positions: dict[str, int],
+                 figures: list[str], source: str):
+        self._rows = rows
+        self._positions = positions
+        self._figures = figures
+        self._source = source
+        self._asked = -1      # roster position of the last partner asked for
+        self._read = -1       # roster position of the last row read
+        self._unknown: list[tuple[str, int]] = []
+        self._pending = self._next()
+
+    def _next(self) -> tuple[int, str, int, tuple] | None:
+        """(roster position, partner id, row number, values) of the next row of
+        a roster partner; rows of other partner ids are collected as unknown."""
+        for number, values in self._rows:
+            partner_id = _partner_id(values[0])
+            if not partner_id:
+                continue  # reported when the file was checked
+            position = self._positions.get(partner_id)
+            if position is None:
+                self._unknown.append((partner_id, number))
+                continue
+            if position < self._read:
+                raise DataError(f"{self._source} changed while it was read (partner_id "
+                                f"{partner_id} on row {number} is out of order); run again")
+            self._read = position
+            return position, partner_id, number, values
+        return None
+
+    def rows_for(self, partner_ids: Iterable[str], set_aside) -> dict[str, list[RawRow]]:
+        found: dict[str, list[RawRow]] = {}
+        figures = self._figures
+        pending = self._pending
+        for wanted in partner_ids:
+            position = self._positions.get(wanted, -1)
+            if position <= self._asked:
+                raise DataError(f"the roster changed while it was read (partner_id {wanted} "
+                                "is new or out of order); run again")
+            self._asked = position
+            while pending is not None and pending[0] < position:
+                pending = self._next()
+            rows = None
+            while pending is not None and pending[0] == position:
+                _, _, number, values = pending
+                if rows is None:
+                    rows = found[wanted] = []
+                rows.append((number, values[1], dict(zip(figures, values[2:]))))
+                pending = self._next()
+        self._pending = pending
+        self._flush(set_aside)
+        return found
+
+    def finish(self, set_aside) -> None:
+        """Read to the end of the file, setting aside rows of unknown partners."""
+        while self._pending is not None:
+            self._pending = self._next()
+            if len(self._unknown) >= _INSERT_BATCH:
+                self._flush(set_aside)
+        self._flush(set_aside)
+
+    def _flush(self, set_aside) -> None:
+        if self._unknown:
+            set_aside(self._unknown)
+            self._unknown = []
+
+
+def _partner_id(value) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _roster_positions(roster: str | Path) -> dict[str, int]:
+    """Each usable partner id of the roster and where it first appears
+    (repeats and unusable ids are set aside by the run)."""
+    positions: dict[str, int] = {}
+    for _, (value,) in read_columns(roster, [PARTNER_ID]):
+        partner_id = _partner_id(value)
+        if partner_id and len(partner_id) <= MAX_ID_LENGTH and partner_id not in positions:
+            positions[partner_id] = len(positions)
+    return positions

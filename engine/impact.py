@@ -95,7 +95,7 @@ def compare(base: RuleSet, proposed: RuleSet, roster: Path, performance: Path | 
     tally = RunTally()
     try:
         if performance is not None:
-            list(history.load(performance))  # bad rows are counted by the run, not here
+            list(history.load(performance, roster))  # bad rows are counted by the run, not here
         for chunk in roster_chunks(RowReader(roster), history, {}, tally, 500, lambda r: None):
             left = decide_chunk(base, chunk, base_as_of)
             right = decide_chunk(proposed, chunk, proposed_as_of)

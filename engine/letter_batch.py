@@ -154,7 +154,7 @@ def write_letters(ruleset: RuleSet, options: LetterOptions,
     tally = LetterTally()
     try:
         if performance is not None:
-            for _ in history.load(performance):
+            for _ in history.load(performance, roster):
                 pass  # unusable rows were reported by the run itself
         selected = _Selection(_jobs(options, roster, history), options.only_changed)
         tasks = ((ruleset, str(options.templates), settings, chunk, as_of, previous_run,

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import batch
+from engine import batch, history_store
 from engine.batch import RunOptions, run_batch
 from engine.decide import Evaluator
+from engine.errors import DataError
 from engine.loader import load_rules
 from engine.run_history import RunHistory
 
@@ -178,6 +179,77 @@ def test_jsonl_and_xlsx_rosters_decide_like_csv(ruleset, tmp_path):
                 for line in (tmp_path / name / "decisions.jsonl").read_text().splitlines()]
     assert decisions("jsonl") == decisions("csv")
     assert decisions("xlsx") == decisions("csv")
+
+
+def _example_rows(name: str) -> list[list[str]]:
+    return list(csv.reader((EXAMPLES / name).read_text(encoding="utf-8").splitlines()))
+
+
+def test_history_merged_in_roster_order_equals_history_staged(ruleset, tmp_path, monkeypatch):
+    """A performance file in roster order is read alongside the roster; any
+    other order is staged in SQLite. Both give byte-identical outputs, with
+    unknown partners first, between and last, rows without a partner_id,
+    history for set-aside roster rows, and partners without history."""
+    roster = _example_rows("roster.csv")
+    roster.insert(3, [roster[2][0]] + roster[2][1:])        # a repeated partner_id
+    roster.insert(5, [" "] + roster[5][1:])                 # no partner_id
+    perf = _example_rows("performance.csv")
+    header = perf[0]
+    body = sorted((r for r in perf[1:] if r[0] not in ("P-1004", "P-1099")),  # P-1004: no history
+                  key=lambda r: r[0])
+    body.insert(0, ["Z-0", "2026Q1", "1", "1", "1"])         # unknown, before everyone
+    body.insert(9, ["Z-5", "2026Q1", "1", "1", "1"])         # unknown, inside a partner's rows
+    body.insert(20, ["", "2026Q1", "1", "1", "1"])           # no partner_id
+    body.append(["A-0", "2026Q2", "1", "1", "1"])            # unknown, after everyone
+    roster_file = write_csv(tmp_path / "roster.csv", roster)
+    perf_file = write_csv(tmp_path / "performance.csv", [header] + body)
+    merged = run_batch(ruleset, options(tmp_path, "merged", roster=roster_file,
+                                        performance=perf_file, db=tmp_path / "m.sqlite"))
+    assert merged.summary["run"]["history_join"] == "merged"
+    original = history_store.HistoryStore.load
+    monkeypatch.setattr(history_store.HistoryStore, "load",
+                        lambda self, path, roster=None: original(self, path))
+    staged = run_batch(ruleset, options(tmp_path, "staged", roster=roster_file,
+                                        performance=perf_file, db=tmp_path / "s.sqlite"))
+    assert staged.summary["run"]["history_join"] == "staged"
+    assert outputs(tmp_path / "merged") == outputs(tmp_path / "staged")
+    reasons = [(r["row"], r["partner_id"], r["reason"])
+               for r in read_csv(tmp_path / "merged" / "rejects.csv")
+               if r["source_file"].endswith("performance.csv")]
+    assert ("22", "", "partner_id is missing") in reasons
+    unknown = [(row, pid) for row, pid, reason in reasons if reason.startswith("no partner")]
+    assert [pid for _, pid in unknown] == ["Z-0", "Z-5", "A-0"]
+    assert merged.summary["inputs"]["performance"]["rows_read"] == len(body)
+
+
+def test_history_out_of_roster_order_is_staged_and_reported_once(ruleset, tmp_path):
+    # The example's last history row (P-1005, a bad quarter) is out of roster order.
+    perf = _example_rows("performance.csv")
+    header, body = perf[0], [["", "2026Q1", "1", "1", "1"]] + perf[1:]
+    runs = {}
+    for name, rows in (("staged", body), ("merged", sorted(body, key=lambda r: r[0]))):
+        perf_file = write_csv(tmp_path / f"{name}.csv", [header] + rows)
+        runs[name] = run_batch(ruleset, options(tmp_path, name, performance=perf_file,
+                                                db=tmp_path / f"{name}.sqlite"))
+        assert runs[name].summary["run"]["history_join"] == name
+        missing = [r["row"] for r in read_csv(tmp_path / name / "rejects.csv")
+                   if r["reason"] == "partner_id is missing"]
+        assert missing == ["2"]  # reported once, though the order was checked first
+    assert (tmp_path / "staged" / "decisions.jsonl").read_bytes() == \
+        (tmp_path / "merged" / "decisions.jsonl").read_bytes()
+
+
+def test_a_performance_file_changed_while_merged_is_a_clear_error():
+    positions = {"A": 0, "B": 1}
+    rows = iter([(2, ("A", "2026Q1", "1")), (3, ("B", "2026Q1", "1")),
+                 (4, ("A", "2026Q2", "1"))])
+    merge = history_store._Merge(rows, positions, ["revenue"], "perf.csv")
+    assert merge.rows_for(["A"], lambda rows: None) == {"A": [(2, "2026Q1", {"revenue": "1"})]}
+    with pytest.raises(DataError, match="perf.csv changed while it was read"):
+        merge.rows_for(["B"], lambda rows: None)
+    with pytest.raises(DataError, match="roster changed"):
+        history_store._Merge(iter([]), positions, [], "perf.csv").rows_for(
+            ["B", "A"], lambda rows: None)
 
 
 def test_changes_since_the_previous_run(tmp_path, rules_copy):
