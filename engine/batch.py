@@ -29,7 +29,8 @@ from .changes import COLUMNS as CHANGE_COLUMNS, KINDS as CHANGE_KINDS, Change, S
 from .errors import DataError
 from .history_store import HistoryStore
 from .model import RuleSet
-from .outputs import CsvOutput, JsonLinesOutput, remove_stale_partials, write_json_atomically
+from .outputs import (CsvOutput, JsonLinesOutput, remove_stale_partials, safe_cell,
+                      write_json_atomically)
 from .parallel import ordered_map
 from .partners import PARTNER_ID, read_partner_id, shorten
 from .rejects import COLUMNS as REJECT_COLUMNS, Reject
@@ -244,16 +245,22 @@ def _record_chunk(ruleset: RuleSet, result: ChunkResult, run_id: int,
     snapshots = [(r.partner_id, _snapshot(r)) for r in result.results]
     runs.add_decisions(run_id, snapshots)
     before = runs.snapshots(previous.id, [pid for pid, _ in snapshots]) if previous else {}
-    names = {p.id: p for p in ruleset.programs}
+    cells = {p.id: (safe_cell(p.id), safe_cell(p.name), safe_cell(p.group or ""))
+             for p in ruleset.programs}
+    classifications = tally.classifications
     for partner, (partner_id, snapshot) in zip(result.results, snapshots):
         tally.decided += 1
         outputs.decisions.write_line(partner.line)
-        for program_id in partner.decision.enrolled:
-            program = names[program_id]
-            outputs.enrollments.write((partner_id, program_id, program.name, program.group or ""))
-            tally.programs[program_id] += 1
+        if partner.decision.enrolled:
+            safe_id = safe_cell(partner_id)
+            for program_id in partner.decision.enrolled:
+                outputs.enrollments.write_safe((safe_id, *cells[program_id]))
+                tally.programs[program_id] += 1
         for table, value in partner.decision.classifications.items():
-            tally.classifications.setdefault(table, collections.Counter())[value] += 1
+            counts = classifications.get(table)
+            if counts is None:
+                counts = classifications[table] = collections.Counter()
+            counts[value] += 1
         tally.engagement[partner.decision.engagement] += 1
         if previous is not None:
             for change in compare(ruleset, partner_id, before.get(partner_id), snapshot):

@@ -168,37 +168,39 @@ class _Merge:
 
     def __init__(self, rows: Iterator[tuple[int, tuple]], positions: dict[str, int],
                  figures: list[str], source: str):
-        self._rows = rows
         self._positions = positions
-        self._figures = figures
-        self._source = source
-        self._asked = -1      # roster position of the last partner asked for
-        self._read = -1       # roster position of the last row read
         self._unknown: list[tuple[str, int]] = []
-        self._pending = self._next()
+        self._groups = self._by_partner(rows, figures, source)
+        self._asked = -1      # roster position of the last partner asked for
+        self._pending = next(self._groups, None)
 
-    def _next(self) -> tuple[int, str, int, tuple] | None:
-        """(roster position, partner id, row number, values) of the next row of
-        a roster partner; rows of other partner ids are collected as unknown."""
-        for number, values in self._rows:
+    def _by_partner(self, rows: Iterator[tuple[int, tuple]], figures: list[str],
+                    source: str) -> Iterator[tuple[int, list[RawRow]]]:
+        """(roster position, its rows) for each roster partner with rows, in
+        file order; rows of other partner ids are collected as unknown."""
+        positions, unknown = self._positions, self._unknown
+        current, group = -1, []
+        for number, values in rows:
             partner_id = _partner_id(values[0])
-            if not partner_id:
-                continue  # reported when the file was checked
-            position = self._positions.get(partner_id)
+            position = positions.get(partner_id)
             if position is None:
-                self._unknown.append((partner_id, number))
+                if partner_id:  # rows without one were reported when the file was checked
+                    unknown.append((partner_id, number))
                 continue
-            if position < self._read:
-                raise DataError(f"{self._source} changed while it was read (partner_id "
-                                f"{partner_id} on row {number} is out of order); run again")
-            self._read = position
-            return position, partner_id, number, values
-        return None
+            if position != current:
+                if position < current:
+                    raise DataError(f"{source} changed while it was read (partner_id "
+                                    f"{partner_id} on row {number} is out of order); run again")
+                if group:
+                    yield current, group
+                current, group = position, []
+            group.append((number, values[1], dict(zip(figures, values[2:]))))
+        if group:
+            yield current, group
 
     def rows_for(self, partner_ids: Iterable[str], set_aside) -> dict[str, list[RawRow]]:
         found: dict[str, list[RawRow]] = {}
-        figures = self._figures
-        pending = self._pending
+        pending, groups = self._pending, self._groups
         for wanted in partner_ids:
             position = self._positions.get(wanted, -1)
             if position <= self._asked:
@@ -206,14 +208,10 @@ class _Merge:
                                 "is new or out of order); run again")
             self._asked = position
             while pending is not None and pending[0] < position:
-                pending = self._next()
-            rows = None
-            while pending is not None and pending[0] == position:
-                _, _, number, values = pending
-                if rows is None:
-                    rows = found[wanted] = []
-                rows.append((number, values[1], dict(zip(figures, values[2:]))))
-                pending = self._next()
+                pending = next(groups, None)  # a partner the run set aside
+            if pending is not None and pending[0] == position:
+                found[wanted] = pending[1]
+                pending = next(groups, None)
         self._pending = pending
         self._flush(set_aside)
         return found
@@ -221,7 +219,7 @@ class _Merge:
     def finish(self, set_aside) -> None:
         """Read to the end of the file, setting aside rows of unknown partners."""
         while self._pending is not None:
-            self._pending = self._next()
+            self._pending = next(self._groups, None)
             if len(self._unknown) >= _INSERT_BATCH:
                 self._flush(set_aside)
         self._flush(set_aside)
@@ -229,10 +227,12 @@ class _Merge:
     def _flush(self, set_aside) -> None:
         if self._unknown:
             set_aside(self._unknown)
-            self._unknown = []
+            self._unknown.clear()
 
 
 def _partner_id(value) -> str:
+    if value.__class__ is str:
+        return value.strip()
     return "" if value is None else str(value).strip()
 
 
