@@ -66,6 +66,11 @@ class Evaluator:
         kwargs = {"batch_size": batch_size} if batch_size else {}
         self.engine = DurableEngine(self.compiled, **kwargs)
         self.metric_functions = compile_metrics(ruleset)
+        tables = [t.name for t in ruleset.classifications]
+        # (name, fact attribute) of each decision a final fact holds
+        self._names = ([(t, attr(t)) for t in tables],
+                       [(t, ROW_PREFIX + t) for t in tables + [ENGAGEMENT]],
+                       [(p.id, attr(p.id)) for p in ruleset.programs])
 
     def values(self, partner: Partner, as_of: dt.date) -> dict[str, Any]:
         """The partner's fields and metrics, with the compiled metric closures."""
@@ -92,11 +97,11 @@ class Evaluator:
         return [self._decision(finals[f[PARTNER]]) for f in facts]
 
     def _decision(self, final: Mapping[str, Any]) -> Decision:
-        tables = [t.name for t in self.ruleset.classifications]
+        tables, rows, programs = self._names
         return Decision(
             partner_id=final[PARTNER],
-            classifications={t: final[attr(t)] for t in tables},
-            rows={t: int(final[ROW_PREFIX + t]) for t in tables + [ENGAGEMENT]},
+            classifications={t: final[a] for t, a in tables},
+            rows={t: int(final[a]) for t, a in rows},
             engagement=final[attr(ENGAGEMENT)],
-            enrolled=tuple(p.id for p in self.ruleset.programs if final.get(attr(p.id)) is True),
+            enrolled=tuple(p for p, a in programs if final.get(a) is True),
         )

@@ -10,7 +10,6 @@ independent check on the engine.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -18,7 +17,7 @@ from .conditions import AllOf, AnyOf, Compare, Condition, Dated, IsMissing, NotO
 from .decide import Decision, partner_values
 from .model import ENGAGEMENT, Program, RuleSet, Table, per_rule_set
 from .partners import Partner
-from .valuetypes import NUMERIC, ValueType, format_value
+from .valuetypes import NUMERIC, ValueType, format_value, value_formatter
 
 
 @dataclass(frozen=True)
@@ -240,32 +239,29 @@ def _text(condition: Condition) -> str:
     return describe(condition)
 
 
+_TESTS: dict[str, Callable[[Any, tuple], bool]] = {
+    "==": lambda value, v: value == v[0],
+    "!=": lambda value, v: value != v[0],
+    "<": lambda value, v: value < v[0],
+    "<=": lambda value, v: value <= v[0],
+    ">": lambda value, v: value > v[0],
+    ">=": lambda value, v: value >= v[0],
+    "in": lambda value, v: value in v,
+    "not in": lambda value, v: value not in v,
+    "between": lambda value, v: v[0] <= value <= v[1],
+    "contains": lambda value, v: v[0] in value,
+}
+
+
 def compare_holds(c: Compare, value: Any) -> bool:
-    if value is None:
-        return False
-    v = c.values
-    op = c.op
-    if op == "==":
-        return value == v[0]
-    if op == "!=":
-        return value != v[0]
-    if op == "<":
-        return value < v[0]
-    if op == "<=":
-        return value <= v[0]
-    if op == ">":
-        return value > v[0]
-    if op == ">=":
-        return value >= v[0]
-    if op == "in":
-        return value in v
-    if op == "not in":
-        return value not in v
-    if op == "between":
-        return v[0] <= value <= v[1]
-    if op == "contains":
-        return v[0] in value
-    raise AssertionError(op)  # pragma: no cover
+    """Whether a comparison holds for a value (never for a missing value)."""
+    return value is not None and _TESTS[c.op](value, c.values)
+
+
+def compare_test(c: Compare) -> Callable[[Any], bool]:
+    """:func:`compare_holds` for one comparison, for code that tests many values."""
+    test, v = _TESTS[c.op], c.values
+    return lambda value: value is not None and test(value, v)
 
 
 def _gap(c: Compare, vtype: ValueType | None, value: Any) -> str:
@@ -309,41 +305,46 @@ def program_failures(ruleset: RuleSet, values: Mapping[str, Any], decision: Deci
     known.update(decision.classifications)
     known[ENGAGEMENT] = decision.engagement
     enrolled = set(decision.enrolled)
-    known.update({p.id: p.id in enrolled for p in ruleset.programs})
-    failures = per_rule_set("failures", ruleset, _compile_program_failures)
+    for program_id in per_rule_set("program ids", ruleset, _program_ids):
+        known[program_id] = program_id in enrolled
     result: dict[str, list[str]] = {}
-    for program in ruleset.programs:
+    for program, higher, failed in per_rule_set("failures", ruleset, _compile_program_failures):
         if program.id in enrolled:
             continue
-        if program.group:
-            winner = _higher_winner(ruleset, program, enrolled)
-            if winner is not None:
-                # The partner holds a higher place in the group: that is the
-                # reason; 'explain' gives this program's conditions too.
-                result[program.id] = [f"{winner} ranks higher in group {program.group}"]
-                continue
+        winner = next((h for h in higher if h in enrolled), None)
+        if winner is not None:
+            # The partner holds a higher place in the group: that is the
+            # reason; 'explain' gives this program's conditions too.
+            result[program.id] = [f"{winner} ranks higher in group {program.group}"]
+            continue
         reasons: list[str] = []
         if not program.in_effect(as_of):
             reasons.append(f"not in effect on {as_of}")
-        if program.when is not None:
-            reasons += failures[program.id](known, as_of)
+        if failed is not None:
+            reasons += failed(known, as_of)
         reasons += [f"requires {r}" for r in program.requires if r not in enrolled]
         result[program.id] = reasons
     return result
 
 
-def _higher_winner(ruleset: RuleSet, program: Program, enrolled: set[str]) -> str | None:
-    for member in ruleset.group_members(program.group):
-        if member.id == program.id:
-            return None
-        if member.id in enrolled:
-            return member.id
-    return None
+def _higher(ruleset: RuleSet, program: Program) -> tuple[str, ...]:
+    """The members of a program's group that rank above it."""
+    if not program.group:
+        return ()
+    members = [m.id for m in ruleset.group_members(program.group)]
+    return tuple(members[:members.index(program.id)])
 
 
-def _compile_program_failures(ruleset: RuleSet) -> dict[str, Callable]:
-    return {p.id: _failed_leaves(ruleset, p.when) for p in ruleset.programs
-            if p.when is not None}
+def _program_ids(ruleset: RuleSet) -> tuple[str, ...]:
+    return tuple(p.id for p in ruleset.programs)
+
+
+def _compile_program_failures(ruleset: RuleSet) -> list[tuple[Program, tuple, Callable | None]]:
+    """For each program: the program, the group members above it, and the
+    function giving its failed conditions (None without conditions)."""
+    return [(p, _higher(ruleset, p),
+             None if p.when is None else _failed_leaves(ruleset, p.when))
+            for p in ruleset.programs]
 
 
 def _failed_leaves(ruleset: RuleSet, condition: Condition, negate: bool = False) -> Callable:
@@ -384,13 +385,13 @@ def _failed_leaves(ruleset: RuleSet, condition: Condition, negate: bool = False)
         holds = (lambda value: value is not None) if condition.negated else \
             (lambda value: value is None)
     else:
-        holds = functools.partial(compare_holds, condition)
+        holds = compare_test(condition)
     if negate:
         refusal = f"must not hold: {condition.text}"
         return lambda values, as_of: [refusal] if holds(values.get(name)) else []
-    prefix, vtype = f"{condition.text}: has ", ruleset.type_of(name)
+    prefix, fmt = f"{condition.text}: has ", value_formatter(ruleset.type_of(name))
 
     def leaf(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
         value = values.get(name)
-        return [] if holds(value) else [prefix + format_value(vtype, value)]
+        return [] if holds(value) else [prefix + fmt(value)]
     return leaf

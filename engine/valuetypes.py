@@ -213,23 +213,39 @@ def plain_text(value: Any) -> str:
     return str(value)
 
 
-def format_value(vtype: ValueType | None, value: Any) -> str:
-    """A plain, locale-neutral rendering for explanations and error messages."""
-    if value is None:
-        return "no value"
-    kind = vtype.kind if vtype else None
-    if kind == PERCENT:
-        return f"{value * 100:,.4g}%" if abs(value) < 100 else f"{value * 100:,.0f}%"
-    if kind == MONEY:
-        return f"${value:,.2f}".replace(".00", "") if value >= 0 else f"-${-value:,.2f}".replace(".00", "")
-    if kind == BOOL:
-        return "yes" if value else "no"
-    if kind == LIST:
-        return "[" + ", ".join(value) + "]" if value else "none"
-    if kind == DATE:
-        return value.isoformat()
+def _format_percent(value: Any) -> str:
+    return f"{value * 100:,.4g}%" if abs(value) < 100 else f"{value * 100:,.0f}%"
+
+
+def _format_money(value: Any) -> str:
+    return (f"${value:,.2f}" if value >= 0 else f"-${-value:,.2f}").replace(".00", "")
+
+
+def _format_number(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.4g}" if value != int(value) else f"{int(value):,}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+_FORMATS = {
+    PERCENT: _format_percent,
+    MONEY: _format_money,
+    BOOL: lambda value: "yes" if value else "no",
+    LIST: lambda value: "[" + ", ".join(value) + "]" if value else "none",
+    DATE: lambda value: value.isoformat(),
+}
+
+
+def value_formatter(vtype: ValueType | None) -> Callable[[Any], str]:
+    """:func:`format_value` for one type, for code that formats many values."""
+    kind_format = _FORMATS.get(vtype.kind if vtype else None, _format_number)
+    return lambda value: "no value" if value is None else kind_format(value)
+
+
+def format_value(vtype: ValueType | None, value: Any) -> str:
+    """A plain, locale-neutral rendering for explanations and error messages."""
+    if value is None:
+        return "no value"
+    return _FORMATS.get(vtype.kind if vtype else None, _format_number)(value)
