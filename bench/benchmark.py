@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,8 +72,11 @@ def measure(*args: str) -> dict:
 
 def end_to_end(data: Path, workers: int, folder: Path) -> dict:
     out = Path(tempfile.mkdtemp(dir=folder))
-    done = subprocess.run([sys.executable, "-c", RUN, str(data), str(out), str(workers)],
-                          cwd=ROOT, capture_output=True, text=True)
+    try:
+        done = subprocess.run([sys.executable, "-c", RUN, str(data), str(out), str(workers)],
+                              cwd=ROOT, capture_output=True, text=True)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)  # outputs of 1M partners take 2 GB
     if done.returncode:
         sys.exit(f"the run over {data} with {workers} workers failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout)

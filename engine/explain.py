@@ -347,6 +347,9 @@ def _compile_program_failures(ruleset: RuleSet) -> list[tuple[Program, tuple, Ca
             for p in ruleset.programs]
 
 
+_REMEMBERED_LINES = 4096  # per condition: failed values repeat (counts, yes/no, tiers)
+
+
 def _failed_leaves(ruleset: RuleSet, condition: Condition, negate: bool = False) -> Callable:
     """A function (values, as_of) -> the leaf conditions that make ``condition``
     fail (empty when it holds); built once per rule set, as batch runs call it
@@ -390,8 +393,19 @@ def _failed_leaves(ruleset: RuleSet, condition: Condition, negate: bool = False)
         refusal = f"must not hold: {condition.text}"
         return lambda values, as_of: [refusal] if holds(values.get(name)) else []
     prefix, fmt = f"{condition.text}: has ", value_formatter(ruleset.type_of(name))
+    lines: dict[Any, str] = {}  # value -> its line; a name's values all have one type
 
     def leaf(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
         value = values.get(name)
-        return [] if holds(value) else [prefix + fmt(value)]
+        if holds(value):
+            return []
+        try:
+            line = lines.get(value)
+        except TypeError:  # an unhashable value, such as a list parameter
+            return [prefix + fmt(value)]
+        if line is None:
+            line = prefix + fmt(value)
+            if len(lines) < _REMEMBERED_LINES:
+                lines[value] = line
+        return [line]
     return leaf

@@ -462,12 +462,17 @@ def test_reasons_for_missed_programs_match_a_plain_interpreter(ruleset, example_
         AnyOf((Dated(leaf[0], dt.date(2027, 1, 1), None, loc), leaf[4]), loc),
         NotOf(Dated(AllOf((leaf[1], leaf[4]), loc), None, dt.date(2026, 12, 31), loc), loc)]
     evaluator = Evaluator(ruleset)
+    compiled = [_failed_leaves(ruleset, c) for c in conditions]  # they remember failed lines
     compared = 0
     for as_of in (AS_OF, dt.date(2027, 2, 1)):
         for partner in example_partners:
             values = evaluator.values(partner, as_of)
-            for condition in conditions:
+            for condition, failed in zip(conditions, compiled):
                 expected = _reference_failed_leaves(ruleset, condition, values, as_of)
-                assert _failed_leaves(ruleset, condition)(values, as_of) == expected
+                assert failed(values, as_of) == expected
                 compared += bool(expected)
     assert compared > 100  # most partners miss something
+    unhashable = {"focus_verticals": ["retail"]}  # a list, not the parser's tuple
+    expected = ["focus_verticals contains healthcare: has [retail]"]
+    assert _reference_failed_leaves(ruleset, leaf[3], unhashable, AS_OF) == expected
+    assert _failed_leaves(ruleset, leaf[3])(unhashable, AS_OF) == expected
