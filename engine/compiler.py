@@ -124,7 +124,8 @@ class Stage:
     kind: str              # classification, engagement, program, final
     decision: str
     rules: tuple[tuple[str, dict, Outcome | None], ...]  # (rule name, durable condition, outcome)
-    reads: tuple[str, ...]  # attributes its rules test (the stage number aside)
+    reads: tuple[str, ...]  # attributes its rules test (the level number aside)
+    level: int = 0         # the fact its rules match: st == level (see _levels)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,12 @@ class CompiledRules:
     @property
     def final_stage(self) -> int:
         return len(self.stages) - 1
+
+    @property
+    def levels(self) -> tuple[tuple[Stage, ...], ...]:
+        """The stages of each level, in order; a partner has one fact per level."""
+        count = max(stage.level for stage in self.stages) + 1
+        return tuple(tuple(s for s in self.stages if s.level == level) for level in range(count))
 
 
 STAGE_BUDGET = 96  # rules per stage before sub-conditions move to helper stages
@@ -361,17 +368,56 @@ class _Planner:
                                 for kind, decision, rules, reads in plans]
         plans, leaves = simple(self.plans), simple(self.leaves)
         leaf_reads = set().union(set(), *[p[3] for p in leaves])
-        stages: list[Stage] = []
-        for index, (kind, decision, rules, _) in enumerate(plans):
-            staged = _staged(index, rules)
-            stages.append(Stage(index, kind, decision, staged, _tested(staged)))
         final = len(plans)
-        final_rules = (("final", _at_stage(final, []), None),) + \
-            tuple(rule for _, _, rules, _ in leaves for rule in _staged(final, rules))
-        stages.append(Stage(final, "final", "", final_rules, _tested(final_rules)))
+        stage_rules = [rules for _, _, rules, _ in plans] + \
+            [[("final", [[]], None)] + [rule for _, _, rules, _ in leaves for rule in rules]]
+        levels = _levels(stage_rules)
+        stages = [Stage(index, kind, decision, staged, _tested(staged), levels[index])
+                  for index, (kind, decision, rules, _) in enumerate(plans)
+                  for staged in [_staged(index, levels[index], rules)]]
+        final_rules = _staged(final, levels[final], stage_rules[final])
+        stages.append(Stage(final, "final", "", final_rules, _tested(final_rules), levels[final]))
         inputs = sorted(a for a in set().union(leaf_reads, *[p[3] for p in plans])
                         if a.startswith(VALUE_PREFIX) and not a.startswith(attr(HELPER_PREFIX)))
         return CompiledRules(tuple(stages), tuple(inputs))
+
+
+def _levels(stage_rules: list[list]) -> list[int]:
+    """Each stage's *level*: the stages of one level share a fact, so a partner
+    needs one fact per level rather than per stage (durable_rules' cost is
+    mostly per fact). A stage goes one level after the last stage whose
+    decisions it tests, and further on while its level would exceed the stage
+    budgets, which hold per fact. The final stage (the last) has a level of
+    its own."""
+    levels: list[int] = []
+    loads: list[list[int]] = []   # per level: rules, list rules
+    made: list[set[str]] = []     # per stage: the attributes its actions record
+    for index, rules in enumerate(stage_rules):
+        tests = {name for _, terms, _ in rules for conjunction in terms for name, _, _ in conjunction}
+        if index == len(stage_rules) - 1:
+            level = max(levels, default=-1) + 1
+        else:
+            level = max((levels[j] + 1 for j in range(index) if made[j] & tests), default=0)
+        size = sum(len(terms) for _, terms, _ in rules)
+        lists = sum(1 for _, terms, _ in rules for conjunction in terms
+                    if any(op in LIST_OPS for _, op, _ in conjunction))
+        while level < len(loads) and (loads[level][0] + size > STAGE_BUDGET
+                                      or loads[level][1] + lists > LIST_RULE_BUDGET):
+            level += 1
+        while len(loads) <= level:
+            loads.append([0, 0])
+        loads[level][0] += size
+        loads[level][1] += lists
+        levels.append(level)
+        made.append({a for _, _, outcome in rules if outcome is not None
+                     for a in _recorded(outcome)})
+    return levels
+
+
+def _recorded(outcome: Outcome) -> set[str]:
+    """The fact attributes a rule's action records."""
+    names = {attr(outcome.decision)} | {attr(program) for program, _ in outcome.also}
+    return names | ({ROW_PREFIX + outcome.decision} if outcome.row is not None else set())
 
 
 def _size(condition: Condition | None) -> int:
@@ -386,9 +432,9 @@ def _size(condition: Condition | None) -> int:
         return MAX_CONJUNCTIONS
 
 
-def _staged(index: int, rules) -> tuple:
+def _staged(index: int, level: int, rules) -> tuple:
     """(rule name, durable condition, outcome) for each conjunction of each rule."""
-    return tuple((f"s{index}__{name}__{j + 1}", _at_stage(index, conjunction), outcome)
+    return tuple((f"s{index}__{name}__{j + 1}", _at_level(level, conjunction), outcome)
                  for name, terms, outcome in rules for j, conjunction in enumerate(terms))
 
 
@@ -416,8 +462,8 @@ def ruleset_definition(compiled: CompiledRules) -> dict[str, dict]:
             for stage in compiled.stages for name, cond, _ in stage.rules}
 
 
-def _at_stage(index: int, conjunction: list[Leaf]) -> dict:
-    tests = [{STAGE: index}] + [_leaf_json(leaf) for leaf in conjunction]
+def _at_level(level: int, conjunction: list[Leaf]) -> dict:
+    tests = [{STAGE: level}] + [_leaf_json(leaf) for leaf in conjunction]
     return tests[0] if len(tests) == 1 else {"$and": tests}
 
 

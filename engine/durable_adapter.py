@@ -1,13 +1,16 @@
 """The only module that talks to durable_rules (durable-rules 2.0.28).
 
 Rules are registered through durable_rules' host API, in its JSON ruleset
-form. Facts are then fed to the registered ruleset's C engine one *stage*
-at a time: the facts of a batch for stage k go in one ``assert_facts`` call,
-every action durable_rules schedules is taken in order, and the facts they
-produce become the next call. A stage's fact holds only the attributes that
-stage's rules test; the rest of a partner's values and decisions wait in a
-record beside the engine (durable_rules parses and copies every attribute it
-is given, so this took a third off its time). This is the same protocol the host uses
+form. Facts are then fed to the registered ruleset's C engine one *level*
+at a time (the compiler groups stages that do not depend on each other into
+levels): the facts of a batch for level k go in one ``assert_facts`` call,
+and every action durable_rules schedules is taken in order, recording the
+decision. A partner's values and decisions wait in a record beside the
+engine, and each level's fact holds only the attributes that level's rules
+test (durable_rules parses and copies every attribute of every fact it is
+given, so small facts, and few of them, are what make it fast: a partner
+needs 4 facts under the reference rules, not 11 of about 50 attributes).
+This is the same protocol the host uses
 (``start_action_for_state`` / ``complete_and_start_action``) without its
 per-action Python wrappers and state round trips, and it cut the time per
 partner by more than half (figures in docs/benchmarks.md). JSON goes through
@@ -49,7 +52,7 @@ found is handled here or in the compiler, and covered by
   registered actions only refuse to run, and the state is checked anyway.
 * After every action the session state is re-asserted as a fact
   (jruizgit/rules#288), so a rule that state can match re-fires forever.
-  Every compiled rule requires its stage (``st == k``), which state lacks.
+  Every compiled rule requires its level (``st == k``), which state lacks.
 * A condition on a fact attribute named ``id`` (the engine's own fact
   identity) re-fires forever. User names are prefixed (``v_``), so no rule
   ever reads ``id``.
@@ -57,9 +60,9 @@ found is handled here or in the compiler, and covered by
   because rosters hold personal data.
 * Decisions are never trusted silently: after every batch each partner must
   have passed every stage exactly once and reached the final stage, and
-  each leaf program must have fired at most once, and a batch that makes
-  more than twice the facts its stages should (rules firing over and over)
-  stops. Anything else is an :class:`EngineError`.
+  each leaf program must have fired at most once, and a batch whose level
+  makes more than twice the actions its stages should (rules firing over
+  and over) stops. Anything else is an :class:`EngineError`.
 """
 from __future__ import annotations
 
@@ -102,21 +105,24 @@ class DurableEngine:
         self.batch_size = batch_size
         self.name = f"eligibility_{next(_ruleset_ids)}"
         self._sids = itertools.count(1)
-        # rule name -> (stage, decision attribute, value, what else it records,
-        #               what the next stage's rules test)
+        # rule name -> (stage, decision attribute, value, what else it records)
         self._plans: dict[str, tuple] = {}
-        following = {stage.index: stage.reads for stage in compiled.stages[1:]}
         for stage in compiled.stages:
             for rule_name, _, outcome in stage.rules:
                 if outcome is None:
-                    self._plans[rule_name] = (stage.index, None, None, {}, ())
+                    self._plans[rule_name] = (stage.index, None, None, {})
                     continue
                 also = {attr(program): value for program, value in outcome.also}
                 if outcome.row is not None:
                     also[ROW_PREFIX + outcome.decision] = outcome.row
                 self._plans[rule_name] = (stage.index, attr(outcome.decision), outcome.value,
-                                          also, following.get(stage.index + 1, ()))
-        self._final = compiled.final_stage
+                                          also)
+        # per level: what its rules test, and at most how many actions a fact
+        # can make (one per stage, and one per leaf program on the final stage)
+        self._levels = [(tuple(sorted({name for stage in stages for name in stage.reads})),
+                         sum(len(stage.rules) if stage.kind == "final" else 1
+                             for stage in stages))
+                        for stages in compiled.levels]
         self._handle = self._register()
 
     def _register(self) -> int:
@@ -165,53 +171,54 @@ class DurableEngine:
         return finals
 
     def _run_stages(self, sid: str, facts: list[dict]) -> tuple[dict, dict]:
-        """Feed the batch stage by stage; returns final records and pass counts.
+        """Feed the batch level by level; returns final records and pass counts.
 
         A partner's *record* holds its input values and every decision made so
-        far. Each stage's fact carries only what that stage's rules test, taken
+        far. Each level's fact carries only what that level's rules test, taken
         from the record: durable_rules parses and copies every attribute of
-        every fact it is given, so small facts are what make it fast.
+        every fact it is given, so small facts, and few, are what make it fast.
         """
         finals: dict[str, dict] = {}
-        leaves: dict[str, dict] = {}
         passes: dict[tuple, int] = {}  # (partner, stage, decision) -> times fired
-        plans, final_stage = self._plans, self._final
-        # Each fact makes one per stage; twice that, and rules repeat (see _engine_error).
-        ids = iter(session_ids(2 * len(facts) * (len(self.compiled.stages) + 1)))
+        plans = self._plans
+        ids = iter(session_ids(len(facts) * len(self._levels)))
         records = {fact[PARTNER]: dict(fact) for fact in facts}
-        first = self.compiled.stages[0].reads
-        pending = [_stage_fact(record, first, sid, next(ids), partner, 0)
-                   for partner, record in records.items()]
-        while pending:
+        for level, (reads, most) in enumerate(self._levels):
+            pending = []
+            for partner, record in records.items():
+                fact = {name: record[name] for name in reads if name in record}
+                fact["sid"] = sid
+                fact["id"] = next(ids)
+                fact[PARTNER] = partner
+                fact[STAGE] = level
+                pending.append(fact)
             result = _core.assert_facts(self._handle, orjson.dumps(pending).decode())
             if result[0] == 1:
                 raise _durable.MessageNotHandledException({})
             if result[0] == 2:
                 raise _durable.MessageObservedException({})
             state_handle = result[1]
-            pending = []
+            # Rules that fire over and over (see the module docstring) stop here.
+            budget = 2 * most * len(pending)
             started = _core.start_action_for_state(self._handle, state_handle)
             message = started[1] if started else None
             while message:
+                budget -= 1
+                if budget < 0:
+                    raise EngineError("durable_rules fired rules over and over in a batch")
                 (rule_name, matched), = orjson.loads(message).items()
                 partner = matched["m"][PARTNER]
-                stage, decision, value, also, reads = plans[rule_name]
+                stage, decision, value, also = plans[rule_name]
                 key = (partner, stage, decision)
                 passes[key] = passes.get(key, 0) + 1
                 record = records[partner]
-                if stage != final_stage:
-                    record[decision] = value
-                    record.update(also)
-                    pending.append(_stage_fact(record, reads, sid, next(ids), partner,
-                                               stage + 1))
-                elif decision is None:
+                if decision is None:
                     finals[partner] = record
-                else:  # a leaf program that enrolls this partner
-                    leaves.setdefault(partner, {})[decision] = value
+                else:
+                    record[decision] = value
+                    if also:
+                        record.update(also)
                 message = _core.complete_and_start_action(self._handle, state_handle)
-        for partner, enrolled in leaves.items():
-            if partner in finals:
-                finals[partner] = {**finals[partner], **enrolled}
         return finals, passes
 
     def _verify(self, partners: list[str], finals: dict, passes: dict) -> None:
@@ -230,17 +237,6 @@ class DurableEngine:
                 f"durable_rules lost or repeated decisions in a batch of {len(partners)} "
                 f"partners: {len(short)} partners incomplete, {repeated} rules fired more than "
                 f"once (first incomplete: {short[0] if short else None})")
-
-
-def _stage_fact(record: dict, reads: tuple, sid: str, fact_id: str, partner: str,
-                stage: int) -> dict:
-    """A partner's fact for one stage: what the stage tests, as far as known."""
-    fact = {name: record[name] for name in reads if name in record}
-    fact["sid"] = sid
-    fact["id"] = fact_id
-    fact[PARTNER] = partner
-    fact[STAGE] = stage
-    return fact
 
 
 def fnv1a_32(text: str) -> int:
@@ -287,8 +283,6 @@ def _engine_error(error: BaseException) -> EngineError:
                            "not exhaustive (a bug in the compiler)")
     if isinstance(error, _durable.MessageObservedException):
         return EngineError("durable_rules saw the same fact twice")
-    if isinstance(error, StopIteration):  # out of session ids
-        return EngineError("durable_rules fired rules over and over in a batch")
     if isinstance(error, MemoryError):
         return EngineError("durable_rules ran out of session memory")
     return EngineError(f"durable_rules failed while deciding a batch: {type(error).__name__}")

@@ -253,11 +253,26 @@ def test_errors_while_deciding_are_raised_and_the_engine_recovers(ruleset, examp
     assert len(evaluator.decide(example_partners[:3], AS_OF)) == 3  # a fresh host took over
 
 
-def test_running_out_of_fact_ids_is_an_error(ruleset, example_partners, monkeypatch):
-    """A batch gets ids for twice the facts its stages make; rules firing over
-    and over would exhaust them, which is an error, not a hang or a loss."""
+def test_rules_firing_over_and_over_are_an_error(ruleset, example_partners, monkeypatch):
+    """A level's facts can make only so many actions; a rule that durable_rules
+    keeps firing (as jruizgit/rules#288 would make one) is an error, not a
+    hang, and the engine recovers."""
     evaluator = Evaluator(ruleset)
-    monkeypatch.setattr(durable_adapter, "session_ids", lambda count: ["a", "b"])
+    real = durable_adapter._core.start_action_for_state
+    first = {"calls": 0}
+
+    def again(handle, state_handle):
+        first["calls"] += 1
+        if first["calls"] > 100_000:  # no budget: fail rather than hang
+            raise AssertionError("the adapter kept taking actions")
+        return first["message"]
+
+    def start(handle, state_handle):
+        started = real(handle, state_handle)
+        first["message"] = started[1]
+        return started
+    monkeypatch.setattr(durable_adapter._core, "start_action_for_state", start)
+    monkeypatch.setattr(durable_adapter._core, "complete_and_start_action", again)
     with pytest.raises(EngineError, match="fired rules over and over"):
         evaluator.decide(example_partners[:3], AS_OF)
     monkeypatch.undo()
@@ -336,25 +351,43 @@ def test_empty_list_does_not_contain_anything(tmp_path):
     assert decided == [explain(rs, p, dt.date(2026, 1, 1)).decision() for p in partners]
 
 
-def test_every_rule_requires_its_stage(ruleset):
+def test_every_rule_requires_its_level(ruleset):
     """durable re-asserts the session state as a fact after every action
     (jruizgit/rules#288); a rule the state could match (only 'missing' tests)
-    would re-fire forever. Every compiled rule first requires st == k."""
+    would re-fire forever. Every compiled rule first requires st == level."""
     for stage in compile_rules(ruleset).stages:
         for _, condition, _ in stage.rules:
             first = condition["$and"][0] if "$and" in condition else condition
-            assert first == {"st": stage.index}
+            assert first == {"st": stage.level}
 
 
-def test_each_stage_fact_holds_only_what_the_stage_tests(evaluator, example_partners,
+def test_a_level_never_tests_what_its_own_or_a_later_level_decides(ruleset):
+    """Stages share a fact (a level) only when none tests what another records;
+    the final stage comes last, on its own. Under the reference rules 11
+    stages make 4 levels."""
+    compiled = compile_rules(ruleset)
+    levels = compiled.levels
+    assert len(levels) == 4 and levels[-1] == (compiled.stages[-1],)
+    for level, stages in enumerate(levels):
+        tested = {name for stage in stages for name in stage.reads}
+        for later in levels[level:]:
+            recorded = {name for stage in later for _, _, outcome in stage.rules
+                        if outcome is not None
+                        for name in [f"v_{outcome.decision}", f"r_{outcome.decision}"]
+                        + [f"v_{program}" for program, _ in outcome.also]}
+            assert not tested & recorded
+
+
+def test_each_level_fact_holds_only_what_the_level_tests(evaluator, example_partners,
                                                          monkeypatch):
-    """durable_rules parses every attribute of every fact: a stage's fact is cut
-    to the attributes its rules test (a quarter of the engine time), and the
+    """durable_rules parses every attribute of every fact: a partner gets one
+    fact per level, cut to the attributes that level's rules test, and the
     decisions still come out whole."""
     compiled = evaluator.compiled
     tested = []
-    for stage in compiled.stages:
-        keys = {key for _, condition, _ in stage.rules for key in _walk(condition)}
+    for stages in compiled.levels:
+        keys = {key for stage in stages for _, condition, _ in stage.rules
+                for key in _walk(condition)}
         tested.append({k for k in keys if not k.startswith("$")} - {"st"})
     sent = []
     real = durable_adapter._core.assert_facts
@@ -362,10 +395,10 @@ def test_each_stage_fact_holds_only_what_the_stage_tests(evaluator, example_part
                         lambda handle, text: sent.append(text) or real(handle, text))
     decisions = evaluator.decide(example_partners, AS_OF)
     facts = [fact for text in sent for fact in durable_adapter.orjson.loads(text)]
-    assert len(facts) == len(example_partners) * len(compiled.stages)
+    assert len(facts) == len(example_partners) * len(compiled.levels)
     for fact in facts:
         extra = set(fact) - {"sid", "id", "pid", "st"} - tested[fact["st"]]
-        assert not extra, f"stage {fact['st']} was sent {sorted(extra)}"
+        assert not extra, f"level {fact['st']} was sent {sorted(extra)}"
     assert max(len(f) for f in facts) < len(compiled.inputs)
     assert {d.partner_id for d in decisions} == {p.partner_id for p in example_partners}
     assert all(d.engagement and len(d.classifications) == len(evaluator.ruleset.classifications)
