@@ -33,7 +33,7 @@ from .rejects import Reject
 from .roster import RowReader, read_columns
 
 _INSERT_BATCH = 10_000
-RawRow = tuple  # (row number, quarter as written, {figure: value as written})
+RawRow = tuple  # (row number, quarter as written, (each figure's value as written))
 
 
 def _storable(value):
@@ -81,7 +81,7 @@ class HistoryStore:
             yield from rejects
             if in_order:
                 self.merged = _Merge(read_columns(path, [PARTNER_ID, QUARTER, *self.figures]),
-                                     positions, self.figures, self.source)
+                                     positions, self.source)
                 return
         yield from self._stage(path, reported)
 
@@ -138,8 +138,7 @@ class HistoryStore:
             for partner_id, row, quarter, *figures in self._db.execute(
                     f"SELECT * FROM history WHERE partner_id IN ({marks}) "
                     f"ORDER BY partner_id, row", part):
-                found.setdefault(partner_id, []).append(
-                    (row, quarter, dict(zip(self.figures, figures))))
+                found.setdefault(partner_id, []).append((row, quarter, tuple(figures)))
         return found
 
     def _set_aside(self, rows: list[tuple[str, int]]) -> None:
@@ -167,14 +166,14 @@ class _Merge:
     set aside), and sets aside rows of partner ids the roster does not have."""
 
     def __init__(self, rows: Iterator[tuple[int, tuple]], positions: dict[str, int],
-                 figures: list[str], source: str):
+                 source: str):
         self._positions = positions
         self._unknown: list[tuple[str, int]] = []
-        self._groups = self._by_partner(rows, figures, source)
+        self._groups = self._by_partner(rows, source)
         self._asked = -1      # roster position of the last partner asked for
         self._pending = next(self._groups, None)
 
-    def _by_partner(self, rows: Iterator[tuple[int, tuple]], figures: list[str],
+    def _by_partner(self, rows: Iterator[tuple[int, tuple]],
                     source: str) -> Iterator[tuple[int, list[RawRow]]]:
         """(roster position, its rows) for each roster partner with rows, in
         file order; rows of other partner ids are collected as unknown."""
@@ -194,7 +193,7 @@ class _Merge:
                 if group:
                     yield current, group
                 current, group = position, []
-            group.append((number, values[1], dict(zip(figures, values[2:]))))
+            group.append((number, values[1], values[2:]))
         if group:
             yield current, group
 

@@ -26,7 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import orjson
 
@@ -77,14 +77,14 @@ class LetterOptions:
     check: bool = True                # render every template for sample partners first
 
 
-@dataclass(frozen=True)
-class LetterJob:
-    """One partner to write to: its decisions, changes, and roster data."""
+class LetterJob(NamedTuple):
+    """One partner to write to: its decisions, changes, and roster data (a
+    named tuple: jobs travel to the workers, and tuples pickle fast)."""
 
     decision: Mapping[str, Any]
     changes: tuple[Change, ...]
     record: Mapping[str, Any]
-    history: Sequence[tuple[int, Any, Mapping[str, Any]]]
+    history: Sequence[tuple[int, Any, Sequence[Any]]]
 
 
 @dataclass

@@ -7,7 +7,7 @@ record, because rosters hold personal data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import DataError
 from .history import History, Quarter, parse_quarter
@@ -81,15 +81,14 @@ def field_values(ruleset: RuleSet, record: Mapping[str, Any]) -> tuple[dict, lis
 
 
 def _history_row(figure_parsers: list, quarter_label: Any,
-                 record: Mapping[str, Any]) -> tuple[Quarter, dict]:
+                 raw_figures: Sequence[Any]) -> tuple[Quarter, dict]:
     """One history row as (quarter, figures); raises DataError naming the column."""
     try:
         quarter = parse_quarter(quarter_label)
     except ValueError as error:
         raise DataError(f"{QUARTER}: {error}") from None
     figures: dict[str, Any] = {}
-    for name, definition, parse in figure_parsers:
-        raw = record.get(name)
+    for (name, definition, parse), raw in zip(figure_parsers, raw_figures):
         try:
             value = parse(raw)
         except ValueError as error:
@@ -102,9 +101,10 @@ def _history_row(figure_parsers: list, quarter_label: Any,
     return quarter, figures
 
 
-def checked_history(ruleset: RuleSet, rows: Iterable[tuple[int, Any, Mapping[str, Any]]],
+def checked_history(ruleset: RuleSet, rows: Iterable[tuple[int, Any, Sequence[Any]]],
                     source: str, partner_id: str, rejects: list) -> History:
-    """A partner's history from (row number, quarter, figures) rows as written.
+    """A partner's history from rows as written: (row number, quarter, the value
+    of each of the rule set's figures, in their declared order).
 
     Unusable rows are appended to ``rejects`` (as :class:`~engine.rejects.Reject`)
     and left out; of a quarter given twice, the first row is kept.
@@ -118,7 +118,7 @@ def checked_history(ruleset: RuleSet, rows: Iterable[tuple[int, Any, Mapping[str
             when, values = _history_row(figure_parsers, quarter or "", figures)
         except DataError as error:
             column, _, reason = str(error).partition(": ")
-            raw = quarter if column == QUARTER else figures.get(column)
+            raw = quarter if column == QUARTER else figures[list(ruleset.figures).index(column)]
             rejects.append(Reject(source, number, partner_id, column, shorten(raw), reason))
             continue
         if when in quarters:
@@ -134,8 +134,9 @@ def build_history(ruleset: RuleSet, rows: Iterable[Mapping[str, Any]]) -> Histor
     """History from records such as {"quarter": "2026Q3", "revenue": ...};
     raises DataError at the first unusable row."""
     rejects: list = []
-    history = checked_history(ruleset, ((i, r.get(QUARTER), r) for i, r in enumerate(rows, 1)),
-                              "", "", rejects)
+    names = list(ruleset.figures)
+    history = checked_history(ruleset, ((i, r.get(QUARTER), tuple(r.get(n) for n in names))
+                                        for i, r in enumerate(rows, 1)), "", "", rejects)
     if rejects:
         raise DataError(f"{rejects[0].column}: {rejects[0].reason}")
     return history

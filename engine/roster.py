@@ -205,7 +205,8 @@ def find_partner(ruleset: RuleSet, roster: str | Path, performance: str | Path |
                         + "; ".join(map(str, problems)))
     rows = []
     if performance is not None:
-        rows = [(r.row, r.record.get(QUARTER), r.record) for r in read_rows(performance)
+        rows = [(r.row, r.record.get(QUARTER), tuple(r.record.get(f) for f in ruleset.figures))
+                for r in read_rows(performance)
                 if str(r.record.get(PARTNER_ID, "")).strip() == partner_id]
     rejects: list = []
     history = checked_history(ruleset, rows, str(performance), partner_id, rejects)

@@ -243,19 +243,18 @@ def test_a_performance_file_changed_while_merged_is_a_clear_error():
     positions = {"A": 0, "B": 1}
     rows = iter([(2, ("A", "2026Q1", "1")), (3, ("B", "2026Q1", "1")),
                  (4, ("A", "2026Q2", "1"))])
-    merge = history_store._Merge(rows, positions, ["revenue"], "perf.csv")
+    merge = history_store._Merge(rows, positions, "perf.csv")
     with pytest.raises(DataError, match="perf.csv changed while it was read"):
         merge.rows_for(["A", "B"], lambda rows: None)
     rows = iter([(2, ("A", "2026Q1", "1")), (3, ("Z", "2026Q1", "1")),
                  (4, ("A", "2026Q2", "2")), (5, ("B", "2026Q1", "3"))])
-    merge = history_store._Merge(rows, positions, ["revenue"], "perf.csv")
+    merge = history_store._Merge(rows, positions, "perf.csv")
     aside = []
     assert merge.rows_for(["A", "B"], aside.extend) == {
-        "A": [(2, "2026Q1", {"revenue": "1"}), (4, "2026Q2", {"revenue": "2"})],
-        "B": [(5, "2026Q1", {"revenue": "3"})]}
+        "A": [(2, "2026Q1", ("1",)), (4, "2026Q2", ("2",))], "B": [(5, "2026Q1", ("3",))]}
     assert aside == [("Z", 3)]
     with pytest.raises(DataError, match="roster changed"):
-        history_store._Merge(iter([]), positions, [], "perf.csv").rows_for(
+        history_store._Merge(iter([]), positions, "perf.csv").rows_for(
             ["B", "A"], lambda rows: None)
 
 
