@@ -181,6 +181,27 @@ def test_jsonl_and_xlsx_rosters_decide_like_csv(ruleset, tmp_path):
     assert decisions("xlsx") == decisions("csv")
 
 
+def _collector_settings(index: int) -> tuple:
+    import gc
+    return index, gc.get_threshold(), gc.get_freeze_count() > 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_runs_collect_cycles_less_often_and_restore_the_setting(workers):
+    """The cycle collector runs every 50,000 allocations during a run, in the
+    workers too (where what was there at the start is frozen); afterwards the
+    process has its own setting back."""
+    import gc
+    from engine.parallel import GC_THRESHOLD, ordered_map
+    before = gc.get_threshold()
+    results = list(ordered_map(_collector_settings, [(i,) for i in range(6)], workers))
+    assert [index for index, _, _ in results] == list(range(6))  # in order
+    assert all(threshold == GC_THRESHOLD for _, threshold, _ in results)
+    if workers > 1:
+        assert all(frozen for _, _, frozen in results)
+    assert gc.get_threshold() == before
+
+
 def _example_rows(name: str) -> list[list[str]]:
     return list(csv.reader((EXAMPLES / name).read_text(encoding="utf-8").splitlines()))
 
