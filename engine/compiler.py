@@ -86,6 +86,12 @@ def encode(value: Any) -> Any:
     six-decimal grid (:func:`engine.valuetypes.canonical`), so this encoding
     is exact and the engine compares exactly what the explainer compares.
     """
+    kind = type(value)
+    if kind is float or kind is int:  # the common case first
+        scaled = round(value * SCALE)
+        if abs(scaled) > MAX_ENCODED:
+            raise ValueError(f"{value} is too large for the rules engine")
+        return scaled
     if isinstance(value, bool) or isinstance(value, str) or value is None:
         return value
     if isinstance(value, dt.date):

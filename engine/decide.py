@@ -66,6 +66,9 @@ class Evaluator:
         kwargs = {"batch_size": batch_size} if batch_size else {}
         self.engine = DurableEngine(self.compiled, **kwargs)
         self.metric_functions = compile_metrics(ruleset)
+        # (value name, fact attribute, list size attribute) of each input
+        self._inputs = [(a[len(VALUE_PREFIX):], a, count_attr(a[len(VALUE_PREFIX):]))
+                        for a in self.compiled.inputs]
         tables = [t.name for t in ruleset.classifications]
         # (name, fact attribute) of each decision a final fact holds
         self._names = ([(t, attr(t)) for t in tables],
@@ -78,12 +81,12 @@ class Evaluator:
 
     def fact(self, partner: Partner, values: Mapping[str, Any], as_of: dt.date) -> dict:
         fact: dict[str, Any] = {PARTNER: partner.partner_id, AS_OF: encode(as_of)}
-        for name in self.compiled.inputs:
-            value = values.get(name[len(VALUE_PREFIX):])
+        for name, attribute, count in self._inputs:
+            value = values.get(name)
             if value is not None:
-                fact[name] = encode(value)
-                if isinstance(value, tuple):
-                    fact[count_attr(name[len(VALUE_PREFIX):])] = len(value)
+                fact[attribute] = encode(value)
+                if type(value) is tuple:
+                    fact[count] = len(value)
         return fact
 
     def decide(self, partners: Sequence[Partner], as_of: dt.date) -> list[Decision]:

@@ -54,7 +54,7 @@ LIST_SEPARATOR = ";"
 
 def _number(text: str, what: str) -> float:
     """Parse '1,234.50', '-12', '(12)' style numbers; reject ambiguous forms."""
-    if text.replace(".", "", 1).isdigit():  # the common case, without regexes
+    if _plain_decimal(text):
         return float(text)
     value = text.strip()
     negative = False
@@ -141,7 +141,7 @@ def parse_value(vtype: ValueType, raw: Any) -> Any:
     elif kind == MONEY:
         if isinstance(raw, (int, float)):
             number = float(raw)
-        elif isinstance(raw, str) and raw.replace(".", "", 1).isdigit():
+        elif isinstance(raw, str) and _plain_decimal(raw):
             number = float(raw)
         else:
             number = _number(_CURRENCY.sub("", str(raw).strip()), "money amount")
@@ -167,17 +167,26 @@ def value_parser(vtype: ValueType, remember: int = 4096) -> Callable[[Any], Any]
     ``remember`` texts per parser; errors are raised every time.
     """
     seen: dict[str, Any] = {}
+    kind = vtype.kind
+    numeric = kind in (MONEY, NUMBER)
 
     def parse(raw: Any) -> Any:
         if type(raw) is not str:
             return parse_value(vtype, raw)
         value = seen.get(raw, _UNSEEN)
         if value is _UNSEEN:
+            if numeric and _plain_decimal(raw) and len(raw) < 12:  # below MAX_MAGNITUDE
+                return canonical(kind, float(raw))  # figures such as revenue rarely repeat
             value = parse_value(vtype, raw)
             if len(seen) < remember:
                 seen[raw] = value
         return value
     return parse
+
+
+def _plain_decimal(text: str) -> bool:
+    """Digits with at most one decimal point: the common case, without regexes."""
+    return text.replace(".", "", 1).isdecimal()
 
 
 _UNSEEN = object()

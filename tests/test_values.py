@@ -109,7 +109,11 @@ def test_a_remembering_parser_gives_what_parse_value_gives():
     listed = ValueType("list of text", ("healthcare", "retail"))
     cases = [(MONEY, ["$1,200", "$1,200", 1500, "1,23"]), (choice, ["us", "US", " de", "FR"]),
              (listed, ["retail; healthcare", "retail; healthcare", "retail;x"]),
-             (INTEGER, ["3", "3", "3.5"]), (ValueType("date"), ["2026-03-31", "2026-02-30"])]
+             (INTEGER, ["3", "3", "3.5"]), (ValueType("date"), ["2026-03-31", "2026-02-30"]),
+             # plain decimals take a short path: these must still agree
+             (MONEY, ["161938.21", ".5", "5.", "00012", "１２", "²", "2²", "1.2.3", "1e5",
+                      "99999999999.5", "999999999999", "1000000000000"]),
+             (ValueType("number"), ["0.1234565", "12.5", "²", "1000000000000.0"])]
     for vtype, raws in cases:
         parse = value_parser(vtype, remember=2)
         for raw in raws * 2:  # the second time from memory, where remembered
@@ -119,4 +123,4 @@ def test_a_remembering_parser_gives_what_parse_value_gives():
                 with pytest.raises(ValueError, match=str(error)[:20]):
                     parse(raw)  # errors are raised every time, never remembered
             else:
-                assert parse(raw) == expected
+                assert parse(raw) == expected and type(parse(raw)) is type(expected)
