@@ -137,7 +137,11 @@ class DurableEngine:
         return self._host.get_ruleset(self.name)._handle
 
     def decide(self, facts: Iterable[dict]) -> dict[str, dict]:
-        """Run facts through every stage; returns {partner id: final fact}."""
+        """Run facts through every stage; returns {partner id: final fact}.
+
+        The facts are taken over: each one becomes its partner's record, the
+        final fact, with every decision added to it.
+        """
         results: dict[str, dict] = {}
         batch: list[dict] = []
         for fact in facts:
@@ -182,7 +186,7 @@ class DurableEngine:
         passes: dict[tuple, int] = {}  # (partner, stage, decision) -> times fired
         plans = self._plans
         ids = iter(session_ids(len(facts) * len(self._levels)))
-        records = {fact[PARTNER]: dict(fact) for fact in facts}
+        records = {fact[PARTNER]: fact for fact in facts}  # decisions are added to them
         for level, (reads, most) in enumerate(self._levels):
             pending = []
             for partner, record in records.items():

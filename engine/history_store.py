@@ -30,7 +30,7 @@ from .model import RuleSet
 from .errors import DataError
 from .partners import MAX_ID_LENGTH, PARTNER_ID, QUARTER
 from .rejects import Reject
-from .roster import RowReader, read_columns
+from .roster import RowReader, partner_id_runs, read_columns
 
 _INSERT_BATCH = 10_000
 RawRow = tuple  # (row number, quarter as written, (each figure's value as written))
@@ -90,16 +90,17 @@ class HistoryStore:
         """(rows read, last row checked, whether the roster's partners come in
         roster order, each one's rows together)."""
         last, count, number = -1, 0, 0
-        for number, (value,) in read_columns(path, [PARTNER_ID]):
+        for number, value, rows in partner_id_runs(path):
             partner_id = _partner_id(value)
             if not partner_id:
-                rejects.append(self._missing_id(number))
+                rejects.extend(self._missing_id(n) for n in range(number, number + rows))
             else:
                 position = positions.get(partner_id, last)  # not in the roster: anywhere
                 if position < last:
                     return count, number - 1, False
                 last = position
-            count += 1
+            count += rows
+            number += rows - 1
         return count, number, True
 
     def _stage(self, path: str | Path, reported: int) -> Iterator[Reject]:
@@ -239,7 +240,7 @@ def _roster_positions(roster: str | Path) -> dict[str, int]:
     """Each usable partner id of the roster and where it first appears
     (repeats and unusable ids are set aside by the run)."""
     positions: dict[str, int] = {}
-    for _, (value,) in read_columns(roster, [PARTNER_ID]):
+    for _, value, _ in partner_id_runs(roster):
         partner_id = _partner_id(value)
         if partner_id and len(partner_id) <= MAX_ID_LENGTH and partner_id not in positions:
             positions[partner_id] = len(positions)

@@ -260,6 +260,20 @@ def test_history_out_of_roster_order_is_staged_and_reported_once(ruleset, tmp_pa
         (tmp_path / "merged" / "decisions.jsonl").read_bytes()
 
 
+def test_partner_id_runs_number_rows_like_the_reader(tmp_path):
+    """Runs of one partner_id, numbered as the row reader numbers rows: a
+    quoted value over two lines is one row, a blank line is no row but takes
+    a number, a short row has no partner_id."""
+    from engine.roster import partner_id_runs, read_columns
+    path = tmp_path / "p.csv"
+    path.write_text('quarter,partner_id,revenue\n2026Q1,A,1\n"2026\nQ2",A,2\n\n'
+                    '2026Q1,B,3\n2026Q2\n2026Q3,,4\n2026Q4,B,5\n', encoding="utf-8")
+    assert list(partner_id_runs(path)) == [(2, "A", 2), (5, "B", 1), (6, None, 1),
+                                           (7, "", 1), (8, "B", 1)]
+    rows = [(number, values[0]) for number, values in read_columns(path, ["partner_id"])]
+    assert rows == [(2, "A"), (3, "A"), (5, "B"), (6, None), (7, ""), (8, "B")]
+
+
 def test_a_performance_file_changed_while_merged_is_a_clear_error():
     positions = {"A": 0, "B": 1}
     rows = iter([(2, ("A", "2026Q1", "1")), (3, ("B", "2026Q1", "1")),
