@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import functools
 import hashlib
 import os
 import time
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .batch_worker import ChunkResult, ChunkRow, PartnerResult, decide_chunk
+from .batch_worker import ChunkResult, ChunkRow, PartnerResult, decide_chunk, warm_up
 from .changes import COLUMNS as CHANGE_COLUMNS, KINDS as CHANGE_KINDS, Change, Snapshot, compare
 from .errors import DataError
 from .history_store import HistoryStore
@@ -138,12 +139,6 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
     tally = RunTally()
     timings: dict[str, float] = {}
     try:
-        if options.performance is not None:
-            fingerprints["performance"] = file_fingerprint(options.performance)
-            for reject in history.load(options.performance, options.roster):
-                _write_reject(reject, outputs, tally)
-                tally.history_rejects += 1
-        timings["history_seconds"] = round(time.perf_counter() - clock, 3)
         previous = runs.previous_run(ruleset.name, roster_source)
         runs.begin()
         run_id = runs.next_run_id()
@@ -154,10 +149,21 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
                 progress(Progress(tally.rows_read, reader.bytes_read, reader.size,
                                   time.perf_counter() - clock))
 
-        chunks = roster_chunks(reader, history, seen, tally, options.chunk_size,
-                               lambda reject: _write_reject(reject, outputs, tally))
-        tasks = ((ruleset, chunk, options.as_of) for chunk in chunks)
-        for result in ordered_map(decide_chunk, tasks, options.workers):
+        def tasks() -> Iterator[tuple]:
+            # History is read here, once the workers have started: they build
+            # their engines (warm_up) meanwhile.
+            if options.performance is not None:
+                fingerprints["performance"] = file_fingerprint(options.performance)
+                for reject in history.load(options.performance, options.roster):
+                    _write_reject(reject, outputs, tally)
+                    tally.history_rejects += 1
+            timings["history_seconds"] = round(time.perf_counter() - clock, 3)
+            for chunk in roster_chunks(reader, history, seen, tally, options.chunk_size,
+                                       lambda reject: _write_reject(reject, outputs, tally)):
+                yield ruleset, chunk, options.as_of
+
+        for result in ordered_map(decide_chunk, tasks(), options.workers,
+                                  warm_up=functools.partial(warm_up, ruleset)):
             _record_chunk(ruleset, result, run_id, previous, runs, outputs, tally)
             report()
         if previous is not None:

@@ -69,6 +69,12 @@ class ChunkResult:
     history_rejects: int = 0
 
 
+def warm_up(ruleset: RuleSet) -> None:
+    """Build the engine before the first chunk arrives (a worker does this as
+    it starts, while the main process reads the history)."""
+    per_rule_set("evaluator", ruleset, Evaluator)
+
+
 def decide_chunk(ruleset: RuleSet, rows: Sequence[ChunkRow], as_of: dt.date) -> ChunkResult:
     evaluator = per_rule_set("evaluator", ruleset, Evaluator)
     partners: list[tuple[ChunkRow, Partner]] = []

@@ -18,12 +18,13 @@ from typing import Any, Callable, Iterable, Iterator
 GC_THRESHOLD = (50_000, 20, 20)
 
 
-def ordered_map(function: Callable[..., Any], tasks: Iterable[tuple],
-                workers: int) -> Iterator[Any]:
+def ordered_map(function: Callable[..., Any], tasks: Iterable[tuple], workers: int,
+                warm_up: Callable[[], Any] | None = None) -> Iterator[Any]:
     """``function(*task)`` for each task, in order, in this process or a pool.
 
     At most two tasks per worker are in flight, so a huge input is never
-    read ahead into memory.
+    read ahead into memory. Each worker calls ``warm_up`` as it starts, while
+    the first tasks are being made.
     """
     with fewer_collections():
         if workers <= 1:
@@ -32,7 +33,7 @@ def ordered_map(function: Callable[..., Any], tasks: Iterable[tuple],
             return
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        with context.Pool(workers, initializer=_start_worker) as pool:
+        with context.Pool(workers, initializer=_start_worker, initargs=(warm_up,)) as pool:
             inflight: collections.deque = collections.deque()
             for task in tasks:
                 inflight.append(pool.apply_async(function, task))
@@ -53,8 +54,13 @@ def fewer_collections() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def _start_worker() -> None:
-    """A worker's objects so far (modules, the rule set) are never garbage: the
-    collector need not scan them again; and it runs less often."""
+def _start_worker(warm_up: Callable[[], Any] | None) -> None:
+    """Warm up; then what the worker holds (modules, the rule set, its engine)
+    is never garbage: the collector need not scan it again, and runs less often."""
+    if warm_up is not None:
+        try:
+            warm_up()
+        except Exception:  # noqa: BLE001 - a pool whose initializer raises restarts it forever;
+            pass           # the first task meets the same error and reports it
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)

@@ -202,6 +202,19 @@ def test_runs_collect_cycles_less_often_and_restore_the_setting(workers):
     assert gc.get_threshold() == before
 
 
+def _failing_warm_up() -> None:
+    raise ValueError("no engine today")
+
+
+def test_a_worker_whose_warm_up_fails_still_takes_tasks():
+    """A pool restarts a worker whose initializer raises, forever: warm-up
+    errors are left for the first task to meet and report."""
+    from engine.parallel import ordered_map
+    results = list(ordered_map(_collector_settings, [(i,) for i in range(4)], 2,
+                               warm_up=_failing_warm_up))
+    assert [index for index, _, _ in results] == [0, 1, 2, 3]
+
+
 def _example_rows(name: str) -> list[list[str]]:
     return list(csv.reader((EXAMPLES / name).read_text(encoding="utf-8").splitlines()))
 
