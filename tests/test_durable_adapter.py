@@ -403,3 +403,22 @@ def test_each_level_fact_holds_only_what_the_level_tests(evaluator, example_part
     assert {d.partner_id for d in decisions} == {p.partner_id for p in example_partners}
     assert all(d.engagement and len(d.classifications) == len(evaluator.ruleset.classifications)
                for d in decisions)
+
+
+def test_action_messages_are_read_without_parsing_the_fact(evaluator, example_partners,
+                                                           monkeypatch):
+    """durable_rules writes a fact's attributes in the order given, so the rule
+    and the fact id (first) are read from the message's head; a message shaped
+    otherwise is parsed in full and gives the same answer."""
+    fallbacks = []
+    real_loads = durable_adapter.orjson.loads
+    monkeypatch.setattr(durable_adapter.orjson, "loads",
+                        lambda text: fallbacks.append(text) or real_loads(text))
+    assert len(evaluator.decide(example_partners, AS_OF)) == len(example_partners)
+    assert fallbacks == []
+    partner_of = {"7": "P-1"}
+    head = '{"s0__size__row1__1":{"m":{"id":"7","sid":"b1","pid":"P-1","st":0}}}'
+    other = '{"s0__size__row1__1":{"m":{"sid":"b1","pid":"P-1","id":"7","st":0}}}'
+    assert durable_adapter._action(head, partner_of) == ("s0__size__row1__1", "P-1")
+    assert durable_adapter._action(other, partner_of) == ("s0__size__row1__1", "P-1")
+    assert fallbacks == [other]
