@@ -2,13 +2,15 @@
 
 Each partner moves through *stages*, one per decision: every classification
 table (in dependency order), the engagement model, then every program
-(in dependency order). A stage's rules match the partner's fact for that
-stage (``st == k``) and are exhaustive and mutually exclusive, so exactly one
-rule fires per partner and stage. Its action asserts the fact for the next
-stage, with the decisions made so far: this is the forward chaining. Each
-stage's fact holds only the attributes that stage's rules test
-(``Stage.reads``); the adapter keeps the rest of a partner's values and
-decisions outside the engine until a later stage tests them.
+(in dependency order). A stage's rules are exhaustive and mutually
+exclusive, so exactly one rule fires per partner and stage, recording the
+decision. Stages that do not test each other's decisions share a *level*
+(:func:`_levels`): a stage's rules match the partner's fact for its level
+(``st == k``), and once a level has fired, the fact for the next level is
+asserted with the decisions made so far: this is the forward chaining. Each
+level's fact holds only the attributes its rules test (``Stage.reads``); the
+adapter keeps the rest of a partner's values and decisions outside the
+engine until a later level tests them.
 
 * A table row *i* fires when its condition holds and no earlier row's does;
   the default fires when no row holds.
@@ -399,7 +401,8 @@ def _levels(stage_rules: list[list]) -> list[int]:
     loads: list[list[int]] = []   # per level: rules, list rules
     made: list[set[str]] = []     # per stage: the attributes its actions record
     for index, rules in enumerate(stage_rules):
-        tests = {name for _, terms, _ in rules for conjunction in terms for name, _, _ in conjunction}
+        tests = {name for _, terms, _ in rules for conjunction in terms
+                 for name, _, _ in conjunction}
         if index == len(stage_rules) - 1:
             level = max(levels, default=-1) + 1
         else:
@@ -445,7 +448,7 @@ def _staged(index: int, level: int, rules) -> tuple:
 
 
 def _tested(rules) -> tuple[str, ...]:
-    """The fact attributes some durable conditions test, the stage number aside."""
+    """The fact attributes some durable conditions test, the level number aside."""
     names: set[str] = set()
 
     def walk(condition: dict) -> None:
