@@ -305,10 +305,11 @@ def program_failures(ruleset: RuleSet, values: Mapping[str, Any], decision: Deci
     known.update(decision.classifications)
     known[ENGAGEMENT] = decision.engagement
     enrolled = set(decision.enrolled)
-    for program_id in per_rule_set("program ids", ruleset, _program_ids):
-        known[program_id] = program_id in enrolled
+    plan = per_rule_set("failures", ruleset, _compile_program_failures)
+    for program, _, _ in plan:
+        known[program.id] = program.id in enrolled
     result: dict[str, list[str]] = {}
-    for program, higher, failed in per_rule_set("failures", ruleset, _compile_program_failures):
+    for program, higher, failed in plan:
         if program.id in enrolled:
             continue
         winner = next((h for h in higher if h in enrolled), None)
@@ -333,10 +334,6 @@ def _higher(ruleset: RuleSet, program: Program) -> tuple[str, ...]:
         return ()
     members = [m.id for m in ruleset.group_members(program.group)]
     return tuple(members[:members.index(program.id)])
-
-
-def _program_ids(ruleset: RuleSet) -> tuple[str, ...]:
-    return tuple(p.id for p in ruleset.programs)
 
 
 def _compile_program_failures(ruleset: RuleSet) -> list[tuple[Program, tuple, Callable | None]]:

@@ -62,14 +62,14 @@ class HistoryStore:
         self._insert = f"INSERT INTO history VALUES (?, ?, ?{', ?' * len(self.figures)})"
         self.rows_read = 0
         self.source = ""
-        self.merged: _Merge | None = None  # set when the files are in partner_id order
+        self.merged: _Merge | None = None  # set when the history is in roster order
 
     def load(self, path: str | Path, roster: str | Path | None = None) -> Iterator[Reject]:
         """Read a performance file; yields a Reject for each row without a partner_id.
 
         With the ``roster`` it will be joined to, the history is merged as a
-        stream when both files are in ascending partner_id order, and staged
-        otherwise (see the module docstring).
+        stream when it lists the roster's partners in the roster's order, and
+        staged otherwise (see the module docstring).
         """
         self.source = str(path)
         reported = 0  # rows up to this one have been checked for a partner_id
