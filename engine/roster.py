@@ -154,18 +154,24 @@ def _picker(where: list[int | None]):
 
 
 def _read_csv(path: Path, handle: io.TextIOBase) -> Iterator[SourceRow]:
-    """Rows are numbered as a spreadsheet shows them: the header is row 1,
-    and a quoted value spanning several lines still makes one row."""
-    reader = csv.DictReader(handle)
+    """Rows are numbered as a spreadsheet shows them: the header is row 1, a
+    quoted value spanning several lines still makes one row, and a blank line
+    is no record but keeps its row number. Missing cells are None; cells past
+    the last column name are dropped."""
+    rows = csv.reader(handle)
     number = 1
     try:
-        if reader.fieldnames is None:
+        header = next(rows, None)
+        if header is None:
             return
-        reader.fieldnames = _csv_header(path, iter([reader.fieldnames]))
-        for number, record in enumerate(reader, start=2):
-            if None in record:  # more cells than column names
-                record.pop(None)
-            yield SourceRow(str(path), number, record)
+        names = _csv_header(path, iter([header]))
+        width = len(names)
+        for number, values in enumerate(rows, start=2):
+            if not values:
+                continue
+            if len(values) < width:
+                values += [None] * (width - len(values))
+            yield SourceRow(str(path), number, dict(zip(names, values)))
     except (UnicodeDecodeError, csv.Error) as error:
         raise _unreadable(path, number, error) from None
 

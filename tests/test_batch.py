@@ -145,6 +145,19 @@ def test_bad_rows_are_set_aside_and_the_rest_decided(ruleset, tmp_path):
     assert decided == ["A-1", "A-9"]
 
 
+def test_rows_after_a_blank_line_keep_their_spreadsheet_numbers(ruleset, tmp_path):
+    """A blank line is no record, but a spreadsheet shows it as a row: the rows
+    after it are numbered as the spreadsheet numbers them."""
+    roster = tmp_path / "roster.csv"
+    roster.write_text("partner_id,partner_name,country,language,joined_on\n"
+                      "A-1,Fine,FR,fr,2020-01-01\n\n"
+                      "A-2,Bad Date,FR,fr,31/12/2020\n", encoding="utf-8")
+    run_batch(ruleset, options(tmp_path, roster=roster, performance=None))
+    rejects = read_csv(tmp_path / "out" / "rejects.csv")
+    assert [(r["row"], r["partner_id"], r["column"]) for r in rejects] == [
+        ("4", "A-2", "joined_on")]
+
+
 def test_jsonl_and_xlsx_rosters_decide_like_csv(ruleset, tmp_path):
     import openpyxl
     rows = list(csv.reader((EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines()))
