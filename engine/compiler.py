@@ -139,7 +139,7 @@ class Stage:
 @dataclass(frozen=True)
 class CompiledRules:
     stages: tuple[Stage, ...]
-    inputs: tuple[str, ...]   # value names the first fact must carry
+    inputs: tuple[str, ...]   # the values rules test, which a partner's record starts with
 
     @property
     def final_stage(self) -> int:
