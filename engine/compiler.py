@@ -337,9 +337,9 @@ class _Planner:
         return rules
 
     def _list_rules(self, rules) -> int:
-        """How many of the rules' conjunctions test a list (see LIST_RULE_BUDGET)."""
-        return sum(1 for _, terms, _ in rules for conjunction in _simplify(terms, self.always)
-                   if any(op in LIST_OPS for _, op, _ in conjunction))
+        """How many of the rules' conjunctions test a list, once simplified."""
+        return _list_rules([(name, _simplify(terms, self.always), outcome)
+                            for name, terms, outcome in rules])
 
     def _helper(self, condition: Condition) -> Condition:
         """Decide ``condition`` in a helper stage; return a test of its answer."""
@@ -408,8 +408,7 @@ def _levels(stage_rules: list[list]) -> list[int]:
         else:
             level = max((levels[j] + 1 for j in range(index) if made[j] & tests), default=0)
         size = sum(len(terms) for _, terms, _ in rules)
-        lists = sum(1 for _, terms, _ in rules for conjunction in terms
-                    if any(op in LIST_OPS for _, op, _ in conjunction))
+        lists = _list_rules(rules)
         while level < len(loads) and (loads[level][0] + size > STAGE_BUDGET
                                       or loads[level][1] + lists > LIST_RULE_BUDGET):
             level += 1
@@ -421,6 +420,12 @@ def _levels(stage_rules: list[list]) -> list[int]:
         made.append({a for _, _, outcome in rules if outcome is not None
                      for a in _recorded(outcome)})
     return levels
+
+
+def _list_rules(rules) -> int:
+    """How many of the rules' conjunctions test a list (see LIST_RULE_BUDGET)."""
+    return sum(1 for _, terms, _ in rules for conjunction in terms
+               if any(op in LIST_OPS for _, op, _ in conjunction))
 
 
 def _recorded(outcome: Outcome) -> set[str]:

@@ -28,7 +28,7 @@ from typing import Iterable, Iterator
 
 from .model import RuleSet
 from .errors import DataError
-from .partners import MAX_ID_LENGTH, PARTNER_ID, QUARTER
+from .partners import MAX_ID_LENGTH, PARTNER_ID, QUARTER, clean_partner_id
 from .rejects import Reject
 from .roster import RowReader, partner_id_runs, read_columns
 
@@ -91,7 +91,7 @@ class HistoryStore:
         roster order, each one's rows together)."""
         last, count, number = -1, 0, 0
         for number, value, rows in partner_id_runs(path):
-            partner_id = _partner_id(value)
+            partner_id = clean_partner_id(value)
             if not partner_id:
                 rejects.extend(self._missing_id(n) for n in range(number, number + rows))
             else:
@@ -110,7 +110,7 @@ class HistoryStore:
         as_text = RowReader(path).kind == "csv"  # CSV gives only text: stored as it is
         for number, values in read_columns(path, [PARTNER_ID, QUARTER, *self.figures]):
             self.rows_read += 1
-            partner_id = _partner_id(values[0])
+            partner_id = clean_partner_id(values[0])
             if not partner_id:
                 if number > reported:
                     yield self._missing_id(number)
@@ -181,7 +181,7 @@ class _Merge:
         positions, unknown = self._positions, self._unknown
         current, group = -1, []
         for number, values in rows:
-            partner_id = _partner_id(values[0])
+            partner_id = clean_partner_id(values[0])
             position = positions.get(partner_id)
             if position is None:
                 if partner_id:  # rows without one were reported when the file was checked
@@ -230,18 +230,12 @@ class _Merge:
             self._unknown.clear()
 
 
-def _partner_id(value) -> str:
-    if value.__class__ is str:
-        return value.strip()
-    return "" if value is None else str(value).strip()
-
-
 def _roster_positions(roster: str | Path) -> dict[str, int]:
     """Each usable partner id of the roster and where it first appears
     (repeats and unusable ids are set aside by the run)."""
     positions: dict[str, int] = {}
     for _, value, _ in partner_id_runs(roster):
-        partner_id = _partner_id(value)
+        partner_id = clean_partner_id(value)
         if partner_id and len(partner_id) <= MAX_ID_LENGTH and partner_id not in positions:
             positions[partner_id] = len(positions)
     return positions

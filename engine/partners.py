@@ -43,9 +43,15 @@ def shorten(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def clean_partner_id(raw: Any) -> str:
+    """A partner_id as written, trimmed; "" for none."""
+    if raw.__class__ is str:
+        return raw.strip()
+    return "" if raw is None else str(raw).strip()
+
+
 def read_partner_id(record: Mapping[str, Any]) -> str:
-    raw = record.get(PARTNER_ID)
-    text = "" if raw is None else str(raw).strip()
+    text = clean_partner_id(record.get(PARTNER_ID))
     if not text:
         raise DataError("partner_id is missing")
     if len(text) > MAX_ID_LENGTH:

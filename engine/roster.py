@@ -85,7 +85,7 @@ def read_columns(path: str | Path, columns: list[str]) -> Iterator[tuple[int, tu
         rows = csv.reader(handle)
         number = 1
         try:
-            header = _csv_header(reader.path, rows)
+            header = _csv_header(reader.path, next(rows, []))
             where = [header.index(c) if c in header else None for c in columns]
             width = max((i for i in where if i is not None), default=-1) + 1
             pick = _picker(where)
@@ -114,7 +114,7 @@ def partner_id_runs(path: str | Path) -> Iterator[tuple[int, Any, int]]:
         rows = csv.reader(handle)
         number = 2
         try:
-            column = _csv_header(reader.path, rows).index(PARTNER_ID)
+            column = _csv_header(reader.path, next(rows, [])).index(PARTNER_ID)
             cells = map(lambda values: values[column] if len(values) > column else  # noqa: E731
                         (None if values else _BLANK_LINE), rows)
             for value, group in itertools.groupby(cells):
@@ -129,8 +129,9 @@ def partner_id_runs(path: str | Path) -> Iterator[tuple[int, Any, int]]:
 _BLANK_LINE = object()
 
 
-def _csv_header(path: Path, rows: Iterator[list[str]]) -> list[str]:
-    header = [h.strip() for h in next(rows, [])]
+def _csv_header(path: Path, row: list[str]) -> list[str]:
+    """The column names of a CSV file's first row, which must name partner_id."""
+    header = [h.strip() for h in row]
     if PARTNER_ID not in header:
         raise DataError(f"{path}: no '{PARTNER_ID}' column (columns: {', '.join(header[:12])})")
     return header
@@ -164,7 +165,7 @@ def _read_csv(path: Path, handle: io.TextIOBase) -> Iterator[SourceRow]:
         header = next(rows, None)
         if header is None:
             return
-        names = _csv_header(path, iter([header]))
+        names = _csv_header(path, header)
         width = len(names)
         for number, values in enumerate(rows, start=2):
             if not values:
