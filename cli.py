@@ -427,14 +427,11 @@ def report_command(out_dir: Path, output: Path | None, moves: Path | None) -> No
               help="Only partners whose decisions changed since the previous run.")
 @click.option("--roster", type=click.Path(dir_okay=False, path_type=Path),
               help="The run's roster, if it has moved since the run.")
-@click.option("--performance", type=click.Path(dir_okay=False, path_type=Path),
-              help="The run's performance history, if it has moved since the run.")
 @click.option("--workers", type=click.IntRange(1, 256), default=None,
               help="Worker processes. Default: the machine's cores.")
 def letters_command(out_dir: Path, run_id: int | None, db: Path | None, rules_dir: str,
                     templates_dir: Path, letter_formats: tuple[str, ...], only_changed: bool,
-                    roster: Path | None, performance: Path | None,
-                    workers: int | None) -> None:
+                    roster: Path | None, workers: int | None) -> None:
     """Write every partner's letter for the run whose outputs are in DIR.
 
     One letter per partner, in its language (falling back to the default
@@ -470,7 +467,7 @@ def letters_command(out_dir: Path, run_id: int | None, db: Path | None, rules_di
     try:
         summary = write_letters(ruleset, LetterOptions(
             out_dir, templates_dir, letter_formats or tuple(LETTER_FORMATS), only_changed,
-            workers or default_workers(), roster, performance), bar.update if bar else None)
+            workers or default_workers(), roster), bar.update if bar else None)
     finally:
         if bar:
             bar.close()

@@ -44,22 +44,25 @@ class PartnerResult(NamedTuple):
 
 
 def decision_record(ruleset: RuleSet, row: int, decision: Decision,
-                    missed: Mapping[str, list[str]]) -> dict:
-    """A partner's record in decisions.jsonl: the decisions and why each program
-    was missed."""
+                    missed: Mapping[str, list[str]], values: Mapping[str, Any]) -> dict:
+    """A partner's record in decisions.jsonl: the decisions, why each program
+    was missed, and the metrics they were decided on (``values``: see
+    :func:`engine.decide.partner_values`; letters read them back with
+    :func:`engine.decide.recorded_values`)."""
     return {"partner_id": decision.partner_id, "row": row,
             "classifications": dict(decision.classifications),
             "decided_by": {name: "default" if index < 0 else f"row {index + 1}"
                            for name, index in decision.rows.items()},
             "engagement_model": decision.engagement,
             "programs": list(decision.enrolled), "not_enrolled": dict(missed),
+            "metrics": {metric.name: values[metric.name] for metric in ruleset.metrics},
             "rule_set_fingerprint": ruleset.fingerprint}
 
 
 def decision_line(ruleset: RuleSet, row: int, decision: Decision,
-                  missed: Mapping[str, list[str]]) -> str:
+                  missed: Mapping[str, list[str]], values: Mapping[str, Any]) -> str:
     """One line of decisions.jsonl (see :func:`decision_record`)."""
-    return orjson.dumps(decision_record(ruleset, row, decision, missed)).decode()
+    return orjson.dumps(decision_record(ruleset, row, decision, missed, values)).decode()
 
 
 @dataclass(frozen=True)
@@ -104,5 +107,6 @@ def decide_chunk(ruleset: RuleSet, rows: Sequence[ChunkRow], as_of: dt.date) -> 
             raise EngineError(f"durable_rules did not enroll partner {partner.partner_id} in "
                               f"{unexplained[0]}, but every condition holds; please report this")
         results.append(PartnerResult(partner.partner_id, row.row, decision,
-                                     decision_line(ruleset, row.row, decision, missed)))
+                                     decision_line(ruleset, row.row, decision, missed,
+                                                   values)))
     return ChunkResult(results, rejects, rejected_rows, history_rejects)

@@ -16,6 +16,7 @@ from .durable_adapter import DurableEngine
 from .metrics import Env, compile_expression, evaluate, round_value
 from .model import ENGAGEMENT, RuleSet
 from .partners import Partner
+from .valuetypes import DATE, LIST
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,28 @@ def partner_values(ruleset: RuleSet, partner: Partner, as_of: dt.date,
     else:
         for metric, function in zip(ruleset.metrics, compiled):
             values[metric.name] = round_value(metric.type, function(env))
+    return values
+
+
+def recorded_values(ruleset: RuleSet, fields: Mapping[str, Any],
+                    metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`partner_values` from a partner's fields and the metrics its run
+    recorded in decisions.jsonl, where dates are ISO text and lists arrays.
+
+    Letters use this: they say what the rules decided on, without reading the
+    history again.
+    """
+    values: dict[str, Any] = dict(fields)
+    values.update({name: p.value for name, p in ruleset.parameters.items()})
+    for metric in ruleset.metrics:
+        value = metrics[metric.name]
+        if value is not None:
+            kind = metric.type.kind
+            if kind == DATE:
+                value = dt.date.fromisoformat(value)
+            elif kind == LIST:
+                value = tuple(value)
+        values[metric.name] = value
     return values
 
 

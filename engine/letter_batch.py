@@ -1,9 +1,10 @@
 """Writing every partner's letter for a run: ``DIR/letters/``.
 
 Letters are made from a run's output folder: its decisions.jsonl and
-changes.csv (both in roster order), joined with the roster and history the
-run read (checked by fingerprint, so a letter never mixes a run's
-decisions with edited data). Chunks of partners are rendered in worker
+changes.csv (both in roster order), joined with the roster the run read
+(checked by fingerprint, so a letter never mixes a run's decisions with
+edited data). The metrics come from decisions.jsonl, as the run computed
+them: letters do not read the performance history again. Chunks of partners are rendered in worker
 processes, which write the letter files into a temporary folder; the
 folder replaces ``DIR/letters/`` only when every letter and the index are
 written. An interrupted run leaves the previous letters.
@@ -32,18 +33,17 @@ import orjson
 
 from .batch import Progress, file_fingerprint
 from .changes import Change
-from .decide import compile_metrics, partner_values
+from .decide import recorded_values
 from .errors import DataError, UsageError
-from .history_store import HistoryStore
 from .letter_check import check_templates
 from .letter_email import email_message, message_id
 from .letter_settings import load_letter_settings
 from .letter_templates import LetterRenderer, describe_template_error
 from .letters import KINDS, LetterSettings, letter_facts
-from .model import RuleSet, per_rule_set
+from .model import RuleSet
 from .outputs import CsvOutput, read_cell, remove_stale_partials, write_json_atomically
 from .parallel import ordered_map
-from .partners import Partner, checked_history, field_values
+from .partners import field_values
 from .roster import RowReader
 
 LETTERS_FOLDER = "letters"
@@ -73,18 +73,17 @@ class LetterOptions:
     only_changed: bool = False
     workers: int = 1
     roster: Path | None = None        # default: the run's own roster
-    performance: Path | None = None
     check: bool = True                # render every template for sample partners first
 
 
 class LetterJob(NamedTuple):
-    """One partner to write to: its decisions, changes, and roster data (a
-    named tuple: jobs travel to the workers, and tuples pickle fast)."""
+    """One partner to write to: its decisions (with its metrics), changes, and
+    roster data (a named tuple: jobs travel to the workers, and tuples pickle
+    fast)."""
 
     decision: Mapping[str, Any]
     changes: tuple[Change, ...]
     record: Mapping[str, Any]
-    history: Sequence[tuple[int, Any, Sequence[Any]]]
 
 
 @dataclass
@@ -135,13 +134,10 @@ def write_letters(ruleset: RuleSet, options: LetterOptions,
                         f"have fingerprint {run['rule_set']['fingerprint']}, these "
                         f"{ruleset.fingerprint}); run again, or give the run's rules")
     roster = options.roster or Path(run["inputs"]["roster"]["file"])
-    performance = options.performance or (Path(run["inputs"]["performance"]["file"])
-                                          if "performance" in run["inputs"] else None)
-    _same_input(roster, run["inputs"]["roster"]["fingerprint"], "roster")
-    if performance is not None and "performance" in run["inputs"]:
-        _same_input(performance, run["inputs"]["performance"]["fingerprint"], "performance file")
+    _same_input(roster, run["inputs"]["roster"]["fingerprint"])
     as_of = dt.date.fromisoformat(run["as_of"])
-    if options.check:
+    if options.check:  # sample partners' history, where the run's file still is
+        performance = run["inputs"].get("performance", {}).get("file")
         check_templates(ruleset, options.templates, roster, performance, as_of)
     settings = load_letter_settings(options.templates, ruleset)
     previous_run = run["changes"]["previous_run"]
@@ -150,13 +146,9 @@ def write_letters(ruleset: RuleSet, options: LetterOptions,
     temp = options.out_dir / f".{LETTERS_FOLDER}.{os.getpid()}.partial"
     _restore_interrupted(options.out_dir)
     temp.mkdir()
-    history = HistoryStore(ruleset)
     tally = LetterTally()
     try:
-        if performance is not None:
-            for _ in history.load(performance, roster):
-                pass  # unusable rows were reported by the run itself
-        selected = _Selection(_jobs(options, roster, history), options.only_changed)
+        selected = _Selection(_jobs(ruleset, options, roster), options.only_changed)
         tasks = ((ruleset, str(options.templates), settings, chunk, as_of, previous_run,
                   options.formats, str(temp)) for chunk in _chunks(iter(selected)))
         clock = time.perf_counter()
@@ -173,8 +165,6 @@ def write_letters(ruleset: RuleSet, options: LetterOptions,
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    finally:
-        history.close()
     _remove_leftovers(options.out_dir)
     summary = tally.summary(options, selected.skipped)
     run["letters"] = summary
@@ -182,18 +172,19 @@ def write_letters(ruleset: RuleSet, options: LetterOptions,
     return summary
 
 
-def _same_input(path: Path, fingerprint: str, what: str) -> None:
+def _same_input(path: Path, fingerprint: str) -> None:
     if not path.is_file():
-        raise UsageError(f"{path}: the run's {what} is not there any more; give it with "
-                         f"--{'roster' if what == 'roster' else 'performance'}")
+        raise UsageError(f"{path}: the run's roster is not there any more; give it with "
+                         "--roster")
     found = file_fingerprint(path)
     if found != fingerprint:
         raise DataError(f"{path} has changed since the run (fingerprint {found}, the run "
                         f"read {fingerprint}); run again so that letters match the data")
 
 
-def _jobs(options: LetterOptions, roster: Path, history: HistoryStore) -> Iterator[LetterJob]:
+def _jobs(ruleset: RuleSet, options: LetterOptions, roster: Path) -> Iterator[LetterJob]:
     """Decided partners in roster order, joined with their changes and roster rows."""
+    metric_names = {metric.name for metric in ruleset.metrics}
     decisions_path = options.out_dir / "decisions.jsonl"
     changes_path = options.out_dir / "changes.csv"
     rows = iter(RowReader(roster))
@@ -201,10 +192,13 @@ def _jobs(options: LetterOptions, roster: Path, history: HistoryStore) -> Iterat
             changes_path.open(newline="", encoding="utf-8") as changes_file:
         changes = _changes_by_partner(csv.reader(changes_file))
         pending = next(changes, None)
-        batch: list[tuple[dict, tuple, Any]] = []
-        for line in decisions:
+        for number, line in enumerate(decisions, 1):
             decision = orjson.loads(line)
             decision.pop("not_enrolled", None)  # long, and no letter uses it: not sent to workers
+            if not metric_names <= decision.get("metrics", {}).keys():
+                raise DataError(f"{decisions_path}:{number}: no metrics for partner "
+                                f"{decision['partner_id']} (written before runs recorded "
+                                "them); run again")
             partner_changes: tuple = ()
             if pending is not None and pending[0] == decision["partner_id"]:
                 partner_changes = pending[1]
@@ -215,23 +209,13 @@ def _jobs(options: LetterOptions, roster: Path, history: HistoryStore) -> Iterat
             else:
                 raise DataError(f"{roster}: no row {decision['row']} for partner "
                                 f"{decision['partner_id']}; the roster does not match the run")
-            batch.append((decision, partner_changes, row.record))
-            if len(batch) >= CHUNK_SIZE:
-                yield from _with_history(batch, history)
-                batch = []
-        yield from _with_history(batch, history)
+            yield LetterJob(decision, partner_changes, row.record)
         # What is left can only be partners removed since the previous run.
         while pending is not None:
             if any(c.change != "removed_partner" for c in pending[1]):
                 raise DataError(f"{changes_path} does not match {decisions_path} (changes for "
                                 f"partner {pending[0]} out of order); run again")
             pending = next(changes, None)
-
-
-def _with_history(batch: list[tuple], history: HistoryStore) -> Iterator[LetterJob]:
-    rows = history.rows_for(d["partner_id"] for d, _, _ in batch)
-    for decision, changes, record in batch:
-        yield LetterJob(decision, changes, record, rows.get(decision["partner_id"], ()))
 
 
 def _changes_by_partner(reader) -> Iterator[tuple[str, tuple[Change, ...]]]:
@@ -298,14 +282,11 @@ def render_chunk(ruleset: RuleSet, templates: str, settings: LetterSettings,
     ``folder``, each named after its own partner.
     """
     renderer = _renderer(templates, settings, ruleset.currency)
-    metric_functions = per_rule_set("metrics", ruleset, compile_metrics)
     rows = []
     for job in jobs:
         partner_id = job.decision["partner_id"]
-        values, _ = field_values(ruleset, job.record)
-        history = checked_history(ruleset, job.history, "", partner_id, [])
-        values = partner_values(ruleset, Partner(partner_id, values, history), as_of,
-                                metric_functions)
+        fields, _ = field_values(ruleset, job.record)
+        values = recorded_values(ruleset, fields, job.decision["metrics"])
         facts = letter_facts(ruleset, settings, values, job.decision, job.changes, as_of,
                              previous_run)
         try:

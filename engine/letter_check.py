@@ -126,7 +126,7 @@ def _samples(ruleset: RuleSet, settings: LetterSettings, roster, performance,
     for partner, decision in zip(people, decisions):
         values = partner_values(ruleset, partner, as_of)
         missed = program_failures(ruleset, values, decision, as_of)
-        record = decision_record(ruleset, 0, decision, missed)
+        record = decision_record(ruleset, 0, decision, missed, values)
         for changes in ((), _every_change(ruleset, settings, partner.partner_id, decision)):
             samples.append(letter_facts(ruleset, settings, values, record, changes, as_of, 1))
     return samples

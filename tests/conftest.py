@@ -28,6 +28,13 @@ def evaluator(ruleset):
 @pytest.fixture(scope="session")
 def example_partners(ruleset):
     """The example partners whose rows are valid (the example has a few bad rows)."""
+    partners = load_example_partners(ruleset)
+    assert len(partners) == 32
+    return partners
+
+
+def load_example_partners(ruleset) -> list:
+    """The valid example partners as ``ruleset`` reads them, with their history."""
     from engine.errors import DataError
     from engine.partners import partner_from_record
     from engine.roster import read_rows
@@ -42,7 +49,6 @@ def example_partners(ruleset):
                                                 history.get(row.record["partner_id"], [])))
         except DataError:
             pass
-    assert len(partners) == 32
     return partners
 
 

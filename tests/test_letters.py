@@ -18,7 +18,7 @@ from engine.letter_check import check_templates
 from engine.letter_settings import load_letter_settings
 from engine.letters import letter_facts
 
-from conftest import AS_OF, DATA, ROOT
+from conftest import AS_OF, DATA, ROOT, load_example_partners
 
 EXAMPLES = ROOT / "examples"
 TEMPLATES = ROOT / "templates"
@@ -321,6 +321,66 @@ def test_letters_refuse_a_roster_edited_since_the_run(tmp_path, ruleset):
         write_letters(ruleset, LetterOptions(tmp_path / "out", TEMPLATES))
 
 
+def test_decisions_record_the_metrics_letters_read_back(tmp_path, rules_copy):
+    """decisions.jsonl holds every metric as the run computed it, and
+    recorded_values reads them back into what partner_values computes
+    (here with the expression trees interpreted, not the run's closures),
+    including a date and a list metric."""
+    import orjson
+    from engine.decide import partner_values, recorded_values
+    from engine.loader import load_rules
+    from engine.partners import field_values
+    from engine.roster import read_rows
+    rules = rules_copy()
+    with (rules / "metrics.yaml").open("a", encoding="utf-8") as metrics:
+        metrics.write("  joined:\n    value: joined_on\n"
+                      "  verticals:\n    value: focus_verticals\n")
+    ruleset = load_rules(rules)
+    run_batch(ruleset, RunOptions(roster=EXAMPLES / "roster.csv",
+                                  performance=EXAMPLES / "performance.csv", as_of=AS_OF,
+                                  out_dir=tmp_path / "out", workers=1, db=tmp_path / "h.sqlite"))
+    lines = [orjson.loads(line) for line in
+             (tmp_path / "out" / "decisions.jsonl").read_bytes().splitlines()]
+    records = {row.row: row.record for row in read_rows(EXAMPLES / "roster.csv")}
+    partners = {p.partner_id: p for p in load_example_partners(ruleset)}
+    assert len(lines) == len(partners) == 32
+    for line in lines:
+        assert list(line["metrics"]) == [m.name for m in ruleset.metrics]
+        fields, _ = field_values(ruleset, records[line["row"]])
+        assert recorded_values(ruleset, fields, line["metrics"]) == \
+            partner_values(ruleset, partners[line["partner_id"]], AS_OF)
+    first = lines[0]["metrics"]
+    assert first["joined"] == records[2]["joined_on"] and isinstance(first["verticals"], list)
+
+
+def test_letters_do_not_read_the_performance_history_again(tmp_path, ruleset):
+    roster, performance = tmp_path / "roster.csv", tmp_path / "performance.csv"
+    shutil.copy(EXAMPLES / "roster.csv", roster)
+    shutil.copy(EXAMPLES / "performance.csv", performance)
+    out = tmp_path / "out"
+    run_batch(ruleset, RunOptions(roster=roster, performance=performance, as_of=AS_OF,
+                                  out_dir=out, workers=1, db=tmp_path / "h.sqlite"))
+    write_letters(ruleset, LetterOptions(out, TEMPLATES))
+    before = {p.name: p.read_bytes() for p in (out / "letters").iterdir()}
+    performance.unlink()
+    write_letters(ruleset, LetterOptions(out, TEMPLATES))
+    assert {p.name: p.read_bytes() for p in (out / "letters").iterdir()} == before
+
+
+def test_letters_refuse_decisions_without_metrics(tmp_path, ruleset):
+    import orjson
+    run_and_write(tmp_path, formats=("text",))
+    decisions = tmp_path / "out" / "decisions.jsonl"
+    lines = decisions.read_bytes().splitlines(keepends=True)
+    old = orjson.loads(lines[2])
+    del old["metrics"]
+    lines[2] = orjson.dumps(old) + b"\n"
+    decisions.write_bytes(b"".join(lines))
+    with pytest.raises(DataError, match=f"decisions.jsonl:3: no metrics for partner "
+                                        f"{old['partner_id']} .*run again"):
+        write_letters(ruleset, LetterOptions(tmp_path / "out", TEMPLATES, ("text",)))
+
+
 def test_changes_choose_the_kind_and_only_changed_letters(tmp_path, rules_copy):
     from engine.loader import load_rules
     rules = rules_copy()
@@ -344,8 +404,8 @@ def test_letter_kinds_follow_decisions_and_changes(ruleset, example_partners):
     settings = load_letter_settings(TEMPLATES, ruleset)
     partner = next(p for p in example_partners if p.partner_id == "P-1006")
     decision = Evaluator(ruleset).decide([partner], AS_OF)[0]
-    record = decision_record(ruleset, 5, decision, {})
     values = partner_values(ruleset, partner, AS_OF)
+    record = decision_record(ruleset, 5, decision, {}, values)
     facts = letter_facts(ruleset, settings, values, record, (), AS_OF, None)
     assert facts.kinds == ("at_risk", "status")
     changes = (Change("P-1006", "new_partner", "", "", "", ""),
@@ -399,6 +459,22 @@ def test_the_sandbox_reads_keys_first_and_still_refuses_internals(ruleset):
                  "{{ ''.__class__.__base__ }}", "{{ p.update(q) }}"):
         with pytest.raises(SecurityError):
             renderer.env.from_string(code).render(p={"a": 1}, q={"b": 2})
+
+
+def test_the_sandbox_remembers_only_the_attributes_it_allowed(ruleset):
+    from jinja2.sandbox import SecurityError
+    from engine.letter_templates import LetterRenderer
+    renderer = LetterRenderer(TEMPLATES, load_letter_settings(TEMPLATES, ruleset), "USD")
+    allowed = renderer.env.from_string(
+        "{{ s.upper() }} {% for x in l %}{{ loop.last }}{% endfor %} {{ s.startswith('<') }}")
+    for _ in range(2):  # the second time from what the sandbox remembered
+        assert allowed.render(s="<b>", l=[1]) == "&lt;B&gt; yes yes"  # booleans as letters say them
+    for code in ("{{ s.__class__ }}", "{{ l.append(1) }}", "{{ '{0.__class__}'.format(s) }}",
+                 "{{ '{x.__class__}'.format_map({'x': s}) }}", "{{ loop.__class__ }}"):
+        for _ in range(2):
+            with pytest.raises(SecurityError):
+                renderer.env.from_string(
+                    "{% for x in l %}" + code + "{% endfor %}").render(s="a", l=[{}])
 
 
 def test_letters_command_and_run_options(cli_run, tmp_path):
