@@ -572,3 +572,26 @@ def test_letters_report_progress(tmp_path, ruleset):
                   seen.append)
     assert seen and seen[-1].count == 32 and seen[-1].done == seen[-1].total == 32
     assert seen[-1].what == "letters"
+
+
+@pytest.mark.parametrize("currency", ["USD", "EUR", "JPY", "CHF"])
+def test_money_by_shape_is_what_babel_writes(currency):
+    """Formats writes amounts into the digit positions of a probe Babel
+    formatted; for any locale, currency and amount it must say what Babel
+    itself says (shapes it cannot trust stay with Babel)."""
+    import random
+    from babel import Locale
+    from engine.letter_templates import Formats
+    from engine.valuetypes import MONEY
+    amounts = [0.0, 0.01, 0.05, 0.5, 1.0, 9.99, 10.0, 100.1, 999.99, 1000.0, 1234.5, 99999.99,
+               100000.0, 1e11, 123456789012.34, 7, 2_000_000]
+    chance = random.Random(7)
+    amounts += [round(chance.uniform(0, 10 ** chance.randint(0, 11)), chance.choice([0, 2]))
+                for _ in range(300)]
+    amounts += [-a for a in amounts if a] + [1.005, 2.675, 0.1 + 0.2]  # not on the cent grid
+    for name in ("en_US", "en_GB", "en_IN", "fr_FR", "fr_CA", "fr_CH", "de_DE", "de_CH",
+                 "es_ES", "es_MX", "nl_NL", "pt_BR", "sv_SE", "ja_JP", "ar_EG", "hi_IN"):
+        shapes, babel = Formats(Locale.parse(name), currency), Formats(Locale.parse(name), currency)
+        for amount in amounts:
+            assert shapes.value(MONEY, amount) == babel._babel_money(amount), (name, amount)
+        assert any(shapes._money_shapes.values())  # the shapes were used, not only Babel
