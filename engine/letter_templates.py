@@ -49,7 +49,6 @@ HTML_LAYOUT = "letter.html.j2"
 _OPEN, _CLOSE = "\ue000", "\ue001"  # Unicode private-use characters: never in templates
 _PLACEHOLDERS = [Markup(f"{_OPEN}{i}{_CLOSE}") for i in range(512)]  # made once
 _BODY_MARK, _SUBJECT_MARK = "\ue002", "\ue003"
-_SLOT = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
 _FORMAT_CACHE_SIZE = 20_000
 _PERCENT_TEXT = re.compile(r"^\d+(?:\.\d+)?%$")
 _ASCII_DIGITS = frozenset("0123456789")
@@ -98,9 +97,13 @@ class _Slots:
         self.values: list[str] | None = None
 
     def __call__(self, value: Any) -> Markup:
-        if isinstance(value, Markup):
+        kind = type(value)
+        if kind is str:  # the common case first: what the filters return
+            text = value
+        elif isinstance(value, Markup):
             return value
-        text = "" if value is None else value if type(value) is str else plain_text(value)
+        else:
+            text = "" if value is None else plain_text(value)
         slots = self.values
         if slots is None:
             return escape(text)
@@ -195,9 +198,18 @@ def _join(values, separator: str = "") -> str:
 
 
 def _fill(skeleton: str, slots: list[str], escape: bool) -> str:
-    if escape:
-        return _SLOT.sub(lambda m: html.escape(slots[int(m.group(1))], quote=True), skeleton)
-    return _SLOT.sub(lambda m: slots[int(m.group(1))], skeleton)
+    """The skeleton with each placeholder replaced by its value (HTML-escaped)."""
+    pieces = skeleton.split(_OPEN)
+    out = [pieces[0]]
+    for piece in pieces[1:]:
+        index, closed, rest = piece.partition(_CLOSE)
+        if closed and index.isdecimal() and int(index) < len(slots):
+            value = slots[int(index)]
+            out.append(html.escape(value, quote=True) if escape else value)
+            out.append(rest)
+        else:  # not a placeholder: the character came with the template's own text
+            out.append(_OPEN + piece)
+    return "".join(out)
 
 
 class Formats:
@@ -289,7 +301,7 @@ class LetterRenderer:
                                 number=_formatter(NUMBER), date=_formatter(DATE),
                                 value=self._value,
                                 term=self._term, human=_human, join=_join,
-                                e=_no_escape, escape=_no_escape)
+                                e=_no_escape, escape=_no_escape, safe=_no_escape)
         self.html_env = ImmutableSandboxedEnvironment(
             loader=FileSystemLoader(str(self.folder)), undefined=StrictUndefined,
             autoescape=True, auto_reload=False)
@@ -418,7 +430,8 @@ def _formatter(kind: str):
 
 
 def _no_escape(value: Any) -> str:
-    """Letters escape for their format themselves; in a template, escaping is a no-op."""
+    """Letters escape for their format themselves; in a template, escaping is a
+    no-op, and ``|safe`` cannot turn data into markup."""
     return "" if value is None else str(value)
 
 

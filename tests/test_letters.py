@@ -197,6 +197,26 @@ def test_roster_values_are_data_never_markup_or_template_code(tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co" in script_html
 
 
+def test_safe_cannot_turn_data_into_markup(tmp_path):
+    templates = templates_copy(tmp_path)
+    status = templates / "en" / "status.md.j2"
+    status.write_text(status.read_text(encoding="utf-8").replace(
+        "{% block message %}", "{% block message %}{{ partner.partner_name|safe }}\n"),
+        encoding="utf-8")
+    roster = hostile_roster(tmp_path)
+    with roster.open("a", encoding="utf-8") as rows:  # placeholder characters in data too
+        rows.write("X-5," + "\ue0000\ue001 <b>Odd</b> \ue000," + (EXAMPLES / "roster.csv").read_text(
+            encoding="utf-8").splitlines()[1].split(",", 2)[2] + "\n")
+    run_and_write(tmp_path, roster=roster, templates=templates)
+    folder = tmp_path / "out" / "letters"
+    for stem, name in ((safe_stem("../../escape"), "<script>alert(1)</script> & Co"),
+                       ("X-5", "\ue0000\ue001 <b>Odd</b> \ue000")):
+        assert f"\n{name}\n" in (folder / f"{stem}.txt").read_text(encoding="utf-8")
+        html = (folder / f"{stem}.html").read_text(encoding="utf-8")
+        assert "<script>" not in html and "<b>" not in html
+        assert html.count(name.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")) >= 2
+
+
 def test_partner_ids_cannot_escape_the_letters_folder(tmp_path):
     run_and_write(tmp_path, roster=hostile_roster(tmp_path))
     out = tmp_path / "out"
