@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import string
 from email.header import Header
@@ -47,18 +48,15 @@ def email_message(letter: Letter, settings: LetterSettings, partner: Mapping[str
     else:
         note = ("no usable contact_email" if address else "no contact_email") + \
             "; the message has no To"
-    subject = _one_line(letter.subject)
     headers += [
-        ("Subject", Header(subject, "us-ascii", maxlinelen=MAX_LINE,
-                           header_name="Subject").encode(linesep=CRLF)
-         if subject.isascii() else _encoded_words(subject, len("Subject: "))),
+        ("Subject", _subject(letter.subject)),
         ("Date", format_datetime(dt.datetime.combine(as_of, dt.time(8, 0),
                                                      tzinfo=dt.timezone.utc))),
         ("Message-ID", msg_id),
         ("Content-Language", letter.language),
         ("MIME-Version", "1.0"),
     ]
-    boundary = "=_" + "".join(c for c in msg_id if c.isalnum())[:32]
+    boundary = "=_" + "".join(filter(str.isalnum, msg_id))[:32]
     headers.append(("Content-Type", f'multipart/alternative;{CRLF} boundary="{boundary}"'))
     lines = [f"{name}: {value}" for name, value in headers]
     lines += ["", f"--{boundary}", *_part("plain", letter.text), f"--{boundary}",
@@ -66,10 +64,22 @@ def email_message(letter: Letter, settings: LetterSettings, partner: Mapping[str
     return CRLF.join(lines).encode("ascii"), note
 
 
+@functools.lru_cache(maxsize=1024)
+def _subject(text: str) -> str:
+    """The Subject header's value, folded (subjects repeat from letter to letter)."""
+    subject = _one_line(text)
+    if subject.isascii():
+        return Header(subject, "us-ascii", maxlinelen=MAX_LINE,
+                      header_name="Subject").encode(linesep=CRLF)
+    return _encoded_words(subject, len("Subject: "))
+
+
 def _part(subtype: str, text: str) -> list[str]:
-    body = base64.encodebytes(text.replace("\r\n", "\n").replace("\n", CRLF).encode("utf-8"))
+    body = base64.b64encode(text.replace("\r\n", "\n").replace("\n", CRLF).encode("utf-8"))
+    body_text = body.decode("ascii")
     return [f'Content-Type: text/{subtype}; charset="utf-8"',
-            "Content-Transfer-Encoding: base64", "", *body.decode("ascii").splitlines()]
+            "Content-Transfer-Encoding: base64", "",
+            *[body_text[i:i + MAX_LINE] for i in range(0, len(body_text), MAX_LINE)]]
 
 
 def _address(name: str, address: str) -> str:

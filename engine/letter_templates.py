@@ -77,6 +77,13 @@ class Letter:
         return self._page(body=body, subject=self.subject, language=self.language)
 
 
+@functools.lru_cache(maxsize=20_000)
+def _html_escape(value: str) -> str:
+    """``html.escape``, remembered: most values (terms, thresholds, benefits)
+    repeat from letter to letter."""
+    return html.escape(value, quote=True)
+
+
 @functools.lru_cache(maxsize=4096)
 def _markdown_to_html(skeleton: str) -> str:
     return _MARKDOWN.render(skeleton)
@@ -205,7 +212,7 @@ def _fill(skeleton: str, slots: list[str], escape: bool) -> str:
         index, closed, rest = piece.partition(_CLOSE)
         if closed and index.isdecimal() and int(index) < len(slots):
             value = slots[int(index)]
-            out.append(html.escape(value, quote=True) if escape else value)
+            out.append(_html_escape(value) if escape else value)
             out.append(rest)
         else:  # not a placeholder: the character came with the template's own text
             out.append(_OPEN + piece)
