@@ -160,10 +160,10 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
             timings["history_seconds"] = round(time.perf_counter() - clock, 3)
             for chunk in roster_chunks(reader, history, seen, tally, options.chunk_size,
                                        lambda reject: _write_reject(reject, outputs, tally)):
-                yield ruleset, chunk, options.as_of
+                yield chunk, options.as_of
 
         for result in ordered_map(decide_chunk, tasks(), options.workers,
-                                  warm_up=functools.partial(warm_up, ruleset)):
+                                  warm_up=functools.partial(warm_up, ruleset), shared=(ruleset,)):
             _record_chunk(ruleset, result, run_id, previous, runs, outputs, tally)
             report()
         if previous is not None:

@@ -15,12 +15,16 @@ Two ways, chosen when the performance file is loaded:
   partners then fetch their rows with one query.
 
 Either way memory stays flat however large the files are, and the results
-are the same. Rows are checked (quarter label, figures, a quarter given twice)
+are the same. The staging folder is removed when the run ends; one left by
+a run that was killed (its name holds the run's process id, no longer alive)
+is removed by the next run. Rows are checked (quarter label, figures, a quarter given twice)
 by the workers, next to the partner they belong to; rows for partners not in
 the roster are set aside at the end of the run.
 """
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -33,6 +37,7 @@ from .rejects import Reject
 from .roster import RowReader, partner_id_runs, read_columns
 
 _INSERT_BATCH = 10_000
+_FOLDER_PREFIX = "eligibility-history-"
 RawRow = tuple  # (row number, quarter as written, (each figure's value as written))
 
 
@@ -50,7 +55,8 @@ class HistoryStore:
 
     def __init__(self, ruleset: RuleSet):
         self.figures = list(ruleset.figures)
-        self._folder = tempfile.TemporaryDirectory(prefix="eligibility-history-")
+        remove_abandoned_folders()
+        self._folder = tempfile.TemporaryDirectory(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-")
         self._db = sqlite3.connect(Path(self._folder.name) / "history.sqlite")
         figure_columns = "".join(f", f{i}" for i in range(len(self.figures)))
         self._db.executescript(f"""
@@ -158,6 +164,28 @@ class HistoryStore:
     def close(self) -> None:
         self._db.close()
         self._folder.cleanup()
+
+
+def remove_abandoned_folders() -> None:
+    """Remove the staging folders of runs that were killed (their process is
+    gone, so nothing else will). POSIX only: elsewhere, asking whether a
+    process is alive is not harmless."""
+    if os.name != "posix":
+        return
+    for path in Path(tempfile.gettempdir()).glob(f"{_FOLDER_PREFIX}*-*"):
+        pid = path.name[len(_FOLDER_PREFIX):].split("-", 1)[0]
+        if pid.isdecimal() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's process
+        return True
+    return True
 
 
 class _Merge:

@@ -149,11 +149,12 @@ def write_letters(ruleset: RuleSet, options: LetterOptions,
     tally = LetterTally()
     try:
         selected = _Selection(_jobs(ruleset, options, roster), options.only_changed)
-        tasks = ((ruleset, str(options.templates), settings, chunk, as_of, previous_run,
-                  options.formats, str(temp)) for chunk in _chunks(iter(selected)))
+        shared = (ruleset, str(options.templates), settings, as_of, previous_run,
+                  options.formats, str(temp))
+        tasks = ((chunk,) for chunk in _chunks(iter(selected)))
         clock = time.perf_counter()
         with CsvOutput(temp / INDEX_FILE, INDEX_COLUMNS) as index:
-            for rows in ordered_map(render_chunk, tasks, options.workers):
+            for rows in ordered_map(render_chunk, tasks, options.workers, shared=shared):
                 for row in rows:
                     index.write(row)
                     tally.add(row)
@@ -273,9 +274,9 @@ def _renderer(templates: str, settings: LetterSettings, currency: str) -> Letter
     return found
 
 
-def render_chunk(ruleset: RuleSet, templates: str, settings: LetterSettings,
-                 jobs: Sequence[LetterJob], as_of: dt.date, previous_run: int | None,
-                 formats: Sequence[str], folder: str) -> list[tuple]:
+def render_chunk(ruleset: RuleSet, templates: str, settings: LetterSettings, as_of: dt.date,
+                 previous_run: int | None, formats: Sequence[str], folder: str,
+                 jobs: Sequence[LetterJob]) -> list[tuple]:
     """Render and write the letters of one chunk; returns their index rows.
 
     A pure function of its arguments but for the files it writes into

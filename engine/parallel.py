@@ -17,26 +17,31 @@ from typing import Any, Callable, Iterable, Iterator
 # chunks in flight again and again; every 50,000 it costs a fraction of that.
 GC_THRESHOLD = (50_000, 20, 20)
 
+_shared: tuple = ()  # in a worker: the shared arguments of its pool's tasks
+
 
 def ordered_map(function: Callable[..., Any], tasks: Iterable[tuple], workers: int,
-                warm_up: Callable[[], Any] | None = None) -> Iterator[Any]:
-    """``function(*task)`` for each task, in order, in this process or a pool.
+                warm_up: Callable[[], Any] | None = None, shared: tuple = ()) -> Iterator[Any]:
+    """``function(*shared, *task)`` for each task, in order, in this process or a pool.
 
-    At most two tasks per worker are in flight, so a huge input is never
-    read ahead into memory. Each worker calls ``warm_up`` as it starts, while
-    the first tasks are being made.
+    ``shared`` holds the leading arguments that are the same for every task
+    (the rule set): they go to each worker once, as it starts, rather than
+    with every task. At most two tasks per worker are in flight, so a huge
+    input is never read ahead into memory. Each worker calls ``warm_up`` as
+    it starts, while the first tasks are being made.
     """
     with fewer_collections():
         if workers <= 1:
             for task in tasks:
-                yield function(*task)
+                yield function(*shared, *task)
             return
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        with context.Pool(workers, initializer=_start_worker, initargs=(warm_up,)) as pool:
+        with context.Pool(workers, initializer=_start_worker,
+                          initargs=(warm_up, shared)) as pool:
             inflight: collections.deque = collections.deque()
             for task in tasks:
-                inflight.append(pool.apply_async(function, task))
+                inflight.append(pool.apply_async(_with_shared, (function, *task)))
                 while len(inflight) > 2 * workers:
                     yield inflight.popleft().get()
             while inflight:
@@ -54,9 +59,16 @@ def fewer_collections() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def _start_worker(warm_up: Callable[[], Any] | None) -> None:
-    """Warm up; then what the worker holds (modules, the rule set, its engine)
-    is never garbage: the collector need not scan it again, and runs less often."""
+def _with_shared(function: Callable[..., Any], *task: Any) -> Any:
+    return function(*_shared, *task)
+
+
+def _start_worker(warm_up: Callable[[], Any] | None, shared: tuple) -> None:
+    """Keep the shared arguments and warm up; then what the worker holds
+    (modules, the rule set, its engine) is never garbage: the collector need
+    not scan it again, and runs less often."""
+    global _shared
+    _shared = shared
     if warm_up is not None:
         try:
             warm_up()

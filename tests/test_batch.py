@@ -228,6 +228,33 @@ def test_a_worker_whose_warm_up_fails_still_takes_tasks():
     assert [index for index, _, _ in results] == [0, 1, 2, 3]
 
 
+class _CountedPickles:
+    """Counts how often it is pickled (in the process that pickles it)."""
+
+    pickled = 0
+
+    def __init__(self, tag: str):
+        self.tag = tag
+
+    def __reduce__(self):
+        type(self).pickled += 1
+        return (_CountedPickles, (self.tag,))
+
+
+def _tagged(shared: _CountedPickles, index: int) -> str:
+    return f"{shared.tag}{index}"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_shared_arguments_go_to_each_worker_once(workers):
+    from engine.parallel import ordered_map
+    _CountedPickles.pickled = 0
+    results = list(ordered_map(_tagged, [(i,) for i in range(8)], workers,
+                               shared=(_CountedPickles("r"),)))
+    assert results == [f"r{i}" for i in range(8)]
+    assert _CountedPickles.pickled <= (workers if workers > 1 else 0)  # not once a task
+
+
 def _example_rows(name: str) -> list[list[str]]:
     return list(csv.reader((EXAMPLES / name).read_text(encoding="utf-8").splitlines()))
 
@@ -407,9 +434,12 @@ def test_killed_run_leaves_consistent_outputs_and_history(tmp_path):
                str(data / "roster.csv"), "--performance", str(data / "performance.csv"),
                "--as-of", "2026-11-26", "--out", str(out), "--db", str(db), "--workers", "1",
                "--quiet"]
-    subprocess.run(command, cwd=ROOT, check=True)
+    temp = tmp_path / "tmp"  # where the runs stage their history
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
+    subprocess.run(command, cwd=ROOT, check=True, env=env)
     complete = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
+    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, env=env)
     deadline = time.time() + 60
     while time.time() < deadline and not any(p.name.endswith(".partial") for p in out.iterdir()):
         time.sleep(0.05)
@@ -424,8 +454,11 @@ def test_killed_run_leaves_consistent_outputs_and_history(tmp_path):
     assert connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
     assert connection.execute("SELECT COUNT(DISTINCT run_id) FROM decisions").fetchone()[0] == 1
     connection.close()
-    subprocess.run(command, cwd=ROOT, check=True)  # the next run cleans up and succeeds
+    abandoned = list(temp.glob("eligibility-history-*"))
+    assert [p.name.split("-")[2] for p in abandoned] == [str(process.pid)]
+    subprocess.run(command, cwd=ROOT, check=True, env=env)  # the next run cleans up and succeeds
     assert not any(p.name.endswith(".partial") for p in out.iterdir())
+    assert not list(temp.iterdir())  # the killed run's staging folder too
 
 
 def test_run_command_prints_a_summary(cli_run, tmp_path):
