@@ -28,6 +28,7 @@ import datetime as dt
 import functools
 import html
 import re
+import types
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal, format_percent, parse_pattern
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_context
 from jinja2.compiler import CodeGenerator
+from jinja2.runtime import Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
@@ -145,6 +147,7 @@ def _finalize_only(frame, finalize) -> bool:
             and finalize.src == "environment.finalize(")
 
 
+_PLAIN_CALLABLES = (Macro, types.BuiltinMethodType)
 # Attribute names the sandbox wraps when they are read (str.format), never remembered.
 _WRAPPED_ATTRIBUTES = frozenset({"format", "format_map"})
 
@@ -184,6 +187,13 @@ class _LetterSandbox(ImmutableSandboxedEnvironment):
                 pass
         return super().getattr(obj, attribute)
 
+    def is_safe_callable(self, obj: Any) -> bool:
+        # A macro or a method of a built-in type (``r.key.endswith``) has no
+        # attributes of its own, so never the ones the sandbox looks for.
+        if type(obj) in _PLAIN_CALLABLES:
+            return True
+        return super().is_safe_callable(obj)
+
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         safe = super().is_safe_attribute(obj, attr, value)
         if safe and attr not in _WRAPPED_ATTRIBUTES:
@@ -210,8 +220,9 @@ def _fill(skeleton: str, slots: list[str], escape: bool) -> str:
     out = [pieces[0]]
     for piece in pieces[1:]:
         index, closed, rest = piece.partition(_CLOSE)
-        if closed and index.isdecimal() and int(index) < len(slots):
-            value = slots[int(index)]
+        number = int(index) if closed and index.isdecimal() else len(slots)
+        if number < len(slots):
+            value = slots[number]
             out.append(_html_escape(value) if escape else value)
             out.append(rest)
         else:  # not a placeholder: the character came with the template's own text

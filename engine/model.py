@@ -137,7 +137,11 @@ class RuleSet:
     files: tuple[str, ...] = field(default=())
 
     def program(self, program_id: str) -> Program:
-        return next(p for p in self.programs if p.id == program_id)
+        return self._programs_by_id[program_id]
+
+    @cached_property
+    def _programs_by_id(self) -> dict[str, Program]:
+        return {p.id: p for p in self.programs}
 
     def group_members(self, group: str) -> list[Program]:
         """Members of an exclusive group, highest priority first."""
@@ -157,17 +161,16 @@ class RuleSet:
         return self._types.get(name)
 
     def label_of(self, name: str) -> str:
-        if name in self.fields:
-            return self.fields[name].label
-        for item in self.metrics + self.classifications:
-            if item.name == name:
-                return item.label
-        if name == ENGAGEMENT:
-            return self.engagement.label
-        for program in self.programs:
-            if program.id == name:
-                return program.name
-        return name
+        """The label of anything a condition can name (the name itself if none)."""
+        return self._labels.get(name, name)
+
+    @cached_property
+    def _labels(self) -> dict[str, str]:
+        labels = {p.id: p.name for p in reversed(self.programs)}
+        labels[ENGAGEMENT] = self.engagement.label
+        labels.update({item.name: item.label for item in reversed(self.metrics + self.classifications)})
+        labels.update({name: f.label for name, f in self.fields.items()})
+        return labels
 
 
 _made: dict[tuple[str, str], Any] = {}
