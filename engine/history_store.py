@@ -15,11 +15,13 @@ Two ways, chosen when the performance file is loaded:
   partners then fetch their rows with one query.
 
 Either way memory stays flat however large the files are, and the results
-are the same. The staging folder is removed when the run ends; one left by
-a run that was killed (its name holds the run's process id, no longer alive)
-is removed by the next run. Rows are checked (quarter label, figures, a quarter given twice)
-by the workers, next to the partner they belong to; rows for partners not in
-the roster are set aside at the end of the run.
+are the same. Rows are checked (quarter label, figures, a quarter given
+twice) by the workers, next to the partner they belong to; rows for
+partners not in the roster are set aside at the end of the run.
+
+The staging folder is removed when the run ends. One left by a run that was
+killed (its name holds the run's process id, which is no longer alive) is
+removed by the next run.
 """
 from __future__ import annotations
 

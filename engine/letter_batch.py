@@ -4,10 +4,11 @@ Letters are made from a run's output folder: its decisions.jsonl and
 changes.csv (both in roster order), joined with the roster the run read
 (checked by fingerprint, so a letter never mixes a run's decisions with
 edited data). The metrics come from decisions.jsonl, as the run computed
-them: letters do not read the performance history again. Chunks of partners are rendered in worker
-processes, which write the letter files into a temporary folder; the
-folder replaces ``DIR/letters/`` only when every letter and the index are
-written. An interrupted run leaves the previous letters.
+them: letters do not read the performance history again. Chunks of
+partners are rendered in worker processes, which write the letter files
+into a temporary folder; the folder replaces ``DIR/letters/`` only when
+every letter and the index are written. An interrupted run leaves the
+previous letters.
 
 File names come from partner ids made safe: letters, digits, ``.``, ``_``
 and ``-`` only, never a leading dot, and a short hash of the real id

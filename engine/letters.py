@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 from .changes import Change
 from .conditions import AllOf, AnyOf, Compare, Condition, Dated, IsMissing, NotOf
 from .explain import compare_holds
-from .model import ENGAGEMENT, RuleSet
+from .model import ENGAGEMENT, RuleSet, per_rule_set
 from .valuetypes import NUMERIC
 
 # The kinds of letter, most pressing first: the first that applies is the
@@ -124,7 +124,7 @@ def letter_facts(ruleset: RuleSet, settings: LetterSettings, values: Mapping[str
             row = table.rows[int(decided_by[4:]) - 1]
             standing_reasons = leaves(ruleset, row.when, known, as_of, holding=True)
 
-    programs = [_program(ruleset, ruleset.program(pid)) for pid in enrolled]
+    programs = [_program(ruleset, pid) for pid in enrolled]
     tier = next((p for p in programs if settings.tier_group and p["group"] == settings.tier_group),
                 None)
     next_tier = _next_tier(ruleset, settings, tier, known, as_of)
@@ -138,7 +138,6 @@ def letter_facts(ruleset: RuleSet, settings: LetterSettings, values: Mapping[str
         ("removed", bool(news["dropped"])),
         ("enrolled", bool(news["enrolled"])),
         ("status", True)) if applies]
-    model = ruleset.engagement_models[decision["engagement_model"]]
     context = {
         "kind": kinds[0],
         "kinds": kinds,
@@ -151,8 +150,8 @@ def letter_facts(ruleset: RuleSet, settings: LetterSettings, values: Mapping[str
                             for t in ruleset.classifications],
         "standing": {"table": settings.standing_table, "value": standing, "warning": warning,
                      "reasons": standing_reasons},
-        "engagement": {"id": model.id, "name": model.name, "description": model.description,
-                       "resources": [{"key": k, "value": v} for k, v in model.resources.items()]},
+        "engagement": per_rule_set("letter_engagement", ruleset, _engagements)[
+            decision["engagement_model"]],
         "programs": programs,
         "tier": tier,
         "next_tier": next_tier,
@@ -162,10 +161,26 @@ def letter_facts(ruleset: RuleSet, settings: LetterSettings, values: Mapping[str
     return LetterFacts(tuple(kinds), context)
 
 
-def _program(ruleset: RuleSet, program) -> dict:
-    return {"id": program.id, "name": program.name, "description": program.description,
-            "group": program.group,
-            "benefits": [{"key": k, "value": v} for k, v in program.benefits.items()]}
+# What letters say of a program or an engagement model is the same in every
+# letter: made once per rule set and shared (the sandbox cannot change it).
+
+def _program(ruleset: RuleSet, program_id: str) -> dict:
+    return per_rule_set("letter_programs", ruleset, _programs)[program_id]
+
+
+def _programs(ruleset: RuleSet) -> dict[str, dict]:
+    return {program.id: {"id": program.id, "name": program.name,
+                         "description": program.description, "group": program.group,
+                         "benefits": [{"key": k, "value": v}
+                                      for k, v in program.benefits.items()]}
+            for program in ruleset.programs}
+
+
+def _engagements(ruleset: RuleSet) -> dict[str, dict]:
+    return {model.id: {"id": model.id, "name": model.name, "description": model.description,
+                       "resources": [{"key": k, "value": v}
+                                     for k, v in model.resources.items()]}
+            for model in ruleset.engagement_models.values()}
 
 
 def _next_tier(ruleset: RuleSet, settings: LetterSettings, tier: dict | None,
@@ -181,7 +196,7 @@ def _next_tier(ruleset: RuleSet, settings: LetterSettings, tier: dict | None,
             continue
         missing = leaves(ruleset, program.when, known, as_of, holding=False)
         if missing:
-            return {**_program(ruleset, program), "missing": missing}
+            return {**_program(ruleset, program.id), "missing": missing}
     return None
 
 
@@ -197,9 +212,9 @@ def _news(ruleset: RuleSet, settings: LetterSettings, changes: list[Change],
             news["new_partner"] = True
         elif change.change == "group_change" and change.subject == settings.tier_group:
             news["tier_change"] = {
-                "before": _program(ruleset, ruleset.program(change.before)) if change.before
+                "before": _program(ruleset, change.before) if change.before
                 else None,
-                "after": _program(ruleset, ruleset.program(change.after)) if change.after
+                "after": _program(ruleset, change.after) if change.after
                 else None,
                 "direction": change.direction}
         elif change.change == "engagement_model":
@@ -213,11 +228,11 @@ def _news(ruleset: RuleSet, settings: LetterSettings, changes: list[Change],
                 {"table": change.subject, "label": ruleset.label_of(change.subject),
                  "before": change.before, "after": change.after, "direction": change.direction})
         elif change.change == "enrolled" and change.subject not in grouped:
-            news["enrolled"].append(_program(ruleset, ruleset.program(change.subject)))
+            news["enrolled"].append(_program(ruleset, change.subject))
         elif change.change == "dropped" and change.subject not in grouped:
             program = ruleset.program(change.subject)
             reasons = [] if program.when is None else \
                 leaves(ruleset, program.when, known, as_of, holding=False)
-            news["dropped"].append({**_program(ruleset, program), "reasons": reasons,
+            news["dropped"].append({**_program(ruleset, program.id), "reasons": reasons,
                                     "ended": not program.in_effect(as_of)})
     return news

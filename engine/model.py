@@ -168,7 +168,8 @@ class RuleSet:
     def _labels(self) -> dict[str, str]:
         labels = {p.id: p.name for p in reversed(self.programs)}
         labels[ENGAGEMENT] = self.engagement.label
-        labels.update({item.name: item.label for item in reversed(self.metrics + self.classifications)})
+        named = self.metrics + self.classifications
+        labels.update({item.name: item.label for item in reversed(named)})
         labels.update({name: f.label for name, f in self.fields.items()})
         return labels
 

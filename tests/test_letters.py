@@ -205,8 +205,8 @@ def test_safe_cannot_turn_data_into_markup(tmp_path):
         encoding="utf-8")
     roster = hostile_roster(tmp_path)
     with roster.open("a", encoding="utf-8") as rows:  # placeholder characters in data too
-        rows.write("X-5," + "\ue0000\ue001 <b>Odd</b> \ue000," + (EXAMPLES / "roster.csv").read_text(
-            encoding="utf-8").splitlines()[1].split(",", 2)[2] + "\n")
+        example = (EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines()[1]
+        rows.write("X-5," + "\ue0000\ue001 <b>Odd</b> \ue000," + example.split(",", 2)[2] + "\n")
     run_and_write(tmp_path, roster=roster, templates=templates)
     folder = tmp_path / "out" / "letters"
     for stem, name in ((safe_stem("../../escape"), "<script>alert(1)</script> & Co"),
