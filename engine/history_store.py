@@ -30,7 +30,7 @@ import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Container, Iterable, Iterator
 
 from .model import RuleSet
 from .errors import DataError
@@ -154,8 +154,9 @@ class HistoryStore:
         """Merged rows no roster partner took: kept for :meth:`unknown_partners`."""
         self._db.executemany("INSERT INTO history (partner_id, row) VALUES (?, ?)", rows)
 
-    def unknown_partners(self, known: set[str]) -> Iterator[Reject]:
-        """History rows whose partner is not in the roster, in file order."""
+    def unknown_partners(self, known: Container[str]) -> Iterator[Reject]:
+        """History rows whose partner is not in the roster (``known``: the
+        roster's partner ids), in file order."""
         if self.merged is not None:
             self.merged.finish(self._set_aside)
         for partner_id, row in self._db.execute("SELECT partner_id, row FROM history ORDER BY row"):
