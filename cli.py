@@ -292,7 +292,8 @@ def run(rules_dir: str, roster: Path | None, performance: Path | None, as_of: dt
         templates_dir: Path) -> None:
     """Decide every partner of a roster and write the results to --out.
 
-    Writes decisions.jsonl (every decision, and why programs were missed),
+    Writes decisions.jsonl (every decision, why programs were missed, and
+    the metrics decided on),
     enrollments.csv, rejects.csv (bad rows with row number and reason),
     changes.csv (what changed since the last run of these rules over this
     roster), summary.json, and every partner's letter in letters/ (see
@@ -441,7 +442,8 @@ def letters_command(out_dir: Path, run_id: int | None, db: Path | None, rules_di
     Formats: text (Markdown), html (print-friendly, self-contained), and eml
     (an email with both parts). Files go to DIR/letters/, named after the
     partner_id, with an index.csv; the folder is replaced only once every
-    letter is written.
+    letter is written. Figures (metrics) come from the run's decisions.jsonl,
+    as the rules saw them; names and contacts from the roster the run read.
 
     \b
     Examples:
