@@ -170,7 +170,7 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
             for partner_id in runs.removed(previous.id, run_id):
                 _write_change(Change(partner_id, "removed_partner", "", "", "", ""),
                               outputs, tally)
-        for reject in history.unknown_partners(seen):  # not a copy: 1M ids are 40 MB
+        for reject in history.unknown_partners(seen):  # not a copy (30 MB at 1M ids)
             _write_reject(reject, outputs, tally)
             tally.history_rejects += 1
         timings["total_seconds"] = round(time.perf_counter() - clock, 3)
