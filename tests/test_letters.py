@@ -615,3 +615,11 @@ def test_money_by_shape_is_what_babel_writes(currency):
         for amount in amounts:
             assert shapes.value(MONEY, amount) == babel._babel_money(amount), (name, amount)
         assert any(shapes._money_shapes.values())  # the shapes were used, not only Babel
+
+
+def test_placeholders_are_filled_and_stray_marks_kept():
+    from engine.letter_templates import _fill
+    skeleton = "a \ue0000\ue001 b \ue000x\ue001 c \ue0009\ue001 d \ue000-1\ue001 \ue0001\ue001"
+    assert _fill(skeleton, ["<v0>", "v1"], escape=False) == \
+        "a <v0> b \ue000x\ue001 c \ue0009\ue001 d \ue000-1\ue001 v1"
+    assert _fill(skeleton, ["<v0>", "v1"], escape=True).startswith("a &lt;v0&gt; b \ue000x")
