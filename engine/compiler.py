@@ -376,18 +376,17 @@ class _Planner:
                                 for kind, decision, rules, reads in plans]
         plans, leaves = simple(self.plans), simple(self.leaves)
         leaf_reads = set().union(set(), *[p[3] for p in leaves])
-        final = len(plans)
         stage_rules = [rules for _, _, rules, _ in plans] + \
             [[("final", [[]], None)] + [rule for _, _, rules, _ in leaves for rule in rules]]
         levels = _levels(stage_rules)
-        stages = [Stage(index, kind, decision, staged, _tested(staged), levels[index])
-                  for index, (kind, decision, rules, _) in enumerate(plans)
-                  for staged in [_staged(index, levels[index], rules)]]
-        final_rules = _staged(final, levels[final], stage_rules[final])
-        stages.append(Stage(final, "final", "", final_rules, _tested(final_rules), levels[final]))
+        decisions = [(kind, decision) for kind, decision, _, _ in plans] + [("final", "")]
+        stages = tuple(Stage(index, kind, decision, _staged(index, levels[index], rules),
+                             tuple(sorted(_tests(rules))), levels[index])
+                       for index, ((kind, decision), rules) in enumerate(zip(decisions,
+                                                                             stage_rules)))
         inputs = sorted(a for a in set().union(leaf_reads, *[p[3] for p in plans])
                         if a.startswith(VALUE_PREFIX) and not a.startswith(attr(HELPER_PREFIX)))
-        return CompiledRules(tuple(stages), tuple(inputs))
+        return CompiledRules(stages, tuple(inputs))
 
 
 def _levels(stage_rules: list[list]) -> list[int]:
@@ -401,8 +400,7 @@ def _levels(stage_rules: list[list]) -> list[int]:
     loads: list[list[int]] = []   # per level: rules, list rules
     made: list[set[str]] = []     # per stage: the attributes its actions record
     for index, rules in enumerate(stage_rules):
-        tests = {name for _, terms, _ in rules for conjunction in terms
-                 for name, _, _ in conjunction}
+        tests = _tests(rules)
         if index == len(stage_rules) - 1:
             level = max(levels, default=-1) + 1
         else:
@@ -420,6 +418,12 @@ def _levels(stage_rules: list[list]) -> list[int]:
         made.append({a for _, _, outcome in rules if outcome is not None
                      for a in _recorded(outcome)})
     return levels
+
+
+def _tests(rules) -> set[str]:
+    """The fact attributes the rules' conjunctions test (each leaf's name is
+    the attribute its durable condition tests: see :func:`_leaf_json`)."""
+    return {name for _, terms, _ in rules for conjunction in terms for name, _, _ in conjunction}
 
 
 def _list_rules(rules) -> int:
@@ -450,24 +454,6 @@ def _staged(index: int, level: int, rules) -> tuple:
     """(rule name, durable condition, outcome) for each conjunction of each rule."""
     return tuple((f"s{index}__{name}__{j + 1}", _at_level(level, conjunction), outcome)
                  for name, terms, outcome in rules for j, conjunction in enumerate(terms))
-
-
-def _tested(rules) -> tuple[str, ...]:
-    """The fact attributes some durable conditions test, the level number aside."""
-    names: set[str] = set()
-
-    def walk(condition: dict) -> None:
-        for key, value in condition.items():
-            if key in ("$and", "$or"):
-                for part in value:
-                    walk(part)
-            elif key.startswith("$"):  # {"$lt": {name: ...}}, {"$iany": {name: ...}}
-                names.update(value)
-            else:
-                names.add(key)
-    for _, condition, _ in rules:
-        walk(condition)
-    return tuple(sorted(names - {STAGE}))
 
 
 def ruleset_definition(compiled: CompiledRules) -> dict[str, dict]:
