@@ -41,8 +41,7 @@ def partner_values(ruleset: RuleSet, partner: Partner, as_of: dt.date,
     ``compiled`` holds the metrics' closures (see :meth:`Evaluator.values`);
     without it the expression trees are interpreted, as the explainer does.
     """
-    values: dict[str, Any] = dict(partner.values)
-    values.update({name: p.value for name, p in ruleset.parameters.items()})
+    values = _with_parameters(ruleset, partner.values)
     env = Env(values, partner.history, as_of)
     if compiled is None:
         for metric in ruleset.metrics:
@@ -61,8 +60,7 @@ def recorded_values(ruleset: RuleSet, fields: Mapping[str, Any],
     Letters use this: they say what the rules decided on, without reading the
     history again.
     """
-    values: dict[str, Any] = dict(fields)
-    values.update({name: p.value for name, p in ruleset.parameters.items()})
+    values = _with_parameters(ruleset, fields)
     for metric in ruleset.metrics:
         value = metrics[metric.name]
         if value is not None:
@@ -72,6 +70,13 @@ def recorded_values(ruleset: RuleSet, fields: Mapping[str, Any],
             elif kind == LIST:
                 value = tuple(value)
         values[metric.name] = value
+    return values
+
+
+def _with_parameters(ruleset: RuleSet, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A partner's field values and the rule set's parameters: what metrics see."""
+    values: dict[str, Any] = dict(fields)
+    values.update({name: p.value for name, p in ruleset.parameters.items()})
     return values
 
 

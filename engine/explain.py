@@ -266,7 +266,7 @@ def compare_test(c: Compare) -> Callable[[Any], bool]:
 
 def _gap(c: Compare, vtype: ValueType | None, value: Any) -> str:
     """Why a comparison failed, with the distance to the threshold where it helps."""
-    fmt = lambda x: format_value(vtype, x)  # noqa: E731
+    fmt = value_formatter(vtype)
     has = "has no value" if value is None else f"has {fmt(value)}"
     v = c.values
     numeric = vtype is not None and vtype.kind in NUMERIC and value is not None

@@ -255,6 +255,4 @@ def value_formatter(vtype: ValueType | None) -> Callable[[Any], str]:
 
 def format_value(vtype: ValueType | None, value: Any) -> str:
     """A plain, locale-neutral rendering for explanations and error messages."""
-    if value is None:
-        return "no value"
-    return _FORMATS.get(vtype.kind if vtype else None, _format_number)(value)
+    return value_formatter(vtype)(value)
