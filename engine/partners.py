@@ -136,13 +136,18 @@ def checked_history(ruleset: RuleSet, rows: Iterable[tuple[int, Any, Sequence[An
     return History(quarters)
 
 
+def history_row(ruleset: RuleSet, number: int, record: Mapping[str, Any]) -> tuple:
+    """A history record as :func:`checked_history` takes it: (row number,
+    quarter, each figure's value in the rule set's order), all as written."""
+    return number, record.get(QUARTER), tuple(record.get(name) for name in ruleset.figures)
+
+
 def build_history(ruleset: RuleSet, rows: Iterable[Mapping[str, Any]]) -> History:
     """History from records such as {"quarter": "2026Q3", "revenue": ...};
     raises DataError at the first unusable row."""
     rejects: list = []
-    names = list(ruleset.figures)
-    history = checked_history(ruleset, ((i, r.get(QUARTER), tuple(r.get(n) for n in names))
-                                        for i, r in enumerate(rows, 1)), "", "", rejects)
+    history = checked_history(ruleset, (history_row(ruleset, i, r) for i, r in enumerate(rows, 1)),
+                              "", "", rejects)
     if rejects:
         raise DataError(f"{rejects[0].column}: {rejects[0].reason}")
     return history

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Mapping
 
 from .errors import DataError, UsageError
 from .model import RuleSet
-from .partners import (PARTNER_ID, QUARTER, Partner, checked_history, field_values,
+from .partners import (PARTNER_ID, Partner, checked_history, field_values, history_row,
                        partner_from_record, shorten)
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".xlsx": "xlsx"}
@@ -245,8 +245,7 @@ def find_partner(ruleset: RuleSet, roster: str | Path, performance: str | Path |
                         + "; ".join(map(str, problems)))
     rows = []
     if performance is not None:
-        rows = [(r.row, r.record.get(QUARTER), tuple(r.record.get(f) for f in ruleset.figures))
-                for r in read_rows(performance)
+        rows = [history_row(ruleset, r.row, r.record) for r in read_rows(performance)
                 if str(r.record.get(PARTNER_ID, "")).strip() == partner_id]
     rejects: list = []
     history = checked_history(ruleset, rows, str(performance), partner_id, rejects)
