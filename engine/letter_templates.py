@@ -194,6 +194,20 @@ class _LetterSandbox(ImmutableSandboxedEnvironment):
             return True
         return super().is_safe_callable(obj)
 
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        # What the sandbox and Context.call would do for these, without
+        # looking for pass_context markers they cannot carry (a tenth of a
+        # letter's rendering: its macros are called this way).
+        if type(__obj) in _PLAIN_CALLABLES:
+            kwargs.pop("_block_vars", None)
+            kwargs.pop("_loop_vars", None)
+            try:
+                return __obj(*args, **kwargs)
+            except StopIteration:
+                return __context.environment.undefined(
+                    "value was undefined because a callable raised a StopIteration exception")
+        return super().call(__context, __obj, *args, **kwargs)
+
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         safe = super().is_safe_attribute(obj, attr, value)
         if safe and attr not in _WRAPPED_ATTRIBUTES:

@@ -497,6 +497,23 @@ def test_the_sandbox_remembers_only_the_attributes_it_allowed(ruleset):
                     "{% for x in l %}" + code + "{% endfor %}").render(s="a", l=[{}])
 
 
+def test_macros_and_methods_are_called_as_jinja_calls_them(ruleset):
+    """Macros and built-in methods skip the sandbox's call checks (they cannot
+    carry what it looks for): arguments, loop and block variables still work."""
+    from jinja2.sandbox import SecurityError
+    from engine.letter_templates import LetterRenderer
+    renderer = LetterRenderer(TEMPLATES, load_letter_settings(TEMPLATES, ruleset), "USD")
+    template = renderer.env.from_string(
+        "{% macro m(x, y='-') %}[{{ x }}{{ y }}{{ varargs|length }}]{% endmacro %}"
+        "{% block b %}{% for x in l %}{{ m(x) }}{{ m(x, '+', 3) }}{{ s.endswith('c') }}"
+        "{% endfor %}{% endblock %}")
+    assert template.render(l=[1, 2], s="abc") == "[1-0][1+1]yes[2-0][2+1]yes"
+    with pytest.raises(TypeError, match="no keyword argument 'z'"):
+        renderer.env.from_string("{% macro m(x) %}{% endmacro %}{{ m(1, z=2) }}").render()
+    with pytest.raises(SecurityError):  # a refused method is still refused when called
+        renderer.env.from_string("{% for x in l %}{{ l.append(x) }}{% endfor %}").render(l=[1])
+
+
 def test_letters_command_and_run_options(cli_run, tmp_path):
     out, db = tmp_path / "o", str(tmp_path / "h.sqlite")
     result = cli_run("run", "--as-of", "2026-11-26", "--out", str(out), "--db", db,
