@@ -35,7 +35,7 @@ from typing import Any
 from babel import Locale, UnknownLocaleError, localedata
 from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal, format_percent, parse_pattern
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_context
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError
 from jinja2.compiler import CodeGenerator
 from jinja2.runtime import Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -329,8 +329,9 @@ class LetterRenderer:
             autoescape=True, finalize=self._slots, trim_blocks=True, lstrip_blocks=True,
             keep_trailing_newline=True, auto_reload=False,
             cache_size=-1)  # a dict: each letter looks its base template up again
-        self.env.filters.update(money=_formatter(MONEY), percent=_formatter(PERCENT),
-                                number=_formatter(NUMBER), date=_formatter(DATE),
+        self.env.filters.update(money=self._formatter(MONEY),
+                                percent=self._formatter(PERCENT),
+                                number=self._formatter(NUMBER), date=self._formatter(DATE),
                                 value=self._value,
                                 term=self._term, human=_human, join=_join,
                                 e=_no_escape, escape=_no_escape, safe=_no_escape)
@@ -342,6 +343,9 @@ class LetterRenderer:
         self._pages: dict[str, list[list[str]]] = {}
         self._formats: dict[str, Formats] = {}
         self._templates: dict[tuple[str, str], Any] = {}
+        # The letter being rendered's formats and words, which the filters use.
+        self._letter_formats = self.formats(settings.default_language, None)
+        self._letter_terms = self._terms.get(settings.default_language, {})
 
     # --- choosing the template and the locale --------------------------------
 
@@ -380,8 +384,8 @@ class LetterRenderer:
         formats = self.formats(language, partner.get("country"))
         slots: list[str] = []
         context = {**facts.context, "sender": self._sender(), "language": language,
-                   "fallback": language != wanted,
-                   "_formats": formats, "_terms": self._terms.get(language, {})}
+                   "fallback": language != wanted}
+        self._letter_formats, self._letter_terms = formats, self._terms.get(language, {})
         self._slots.values = slots
         try:
             jinja_context = template.new_context(context)
@@ -422,10 +426,16 @@ class LetterRenderer:
         return {"name": s.sender_name, "email": s.sender_email, "signature": s.signature}
 
     # --- filters (the locale comes from the letter being rendered) -----------------
+    # Plain functions, not pass_context ones: Jinja calls those through the
+    # context, and looking the locale up there cost a tenth of a letter's rendering.
 
-    @staticmethod
-    @pass_context
-    def _value(context, value, kind: str | None = None) -> str:
+    def _formatter(self, kind: str):
+        """A filter formatting values of one kind for the letter's locale."""
+        def format_for_locale(value) -> str:
+            return self._letter_formats.value(kind, value)
+        return format_for_locale
+
+    def _value(self, value, kind: str | None = None) -> str:
         """A rule value by its type; ``kind`` from a requirement's ``type``.
         Benefit values (``45%``, ``20000``) are shown as the rules wrote them."""
         if kind is None:
@@ -439,26 +449,16 @@ class LetterRenderer:
                 kind = "text"
         if kind == BOOL:
             word = "yes" if value else "no"
-            return context["_terms"].get(word, word)
+            return self._letter_terms.get(word, word)
         if kind in ("text", CHOICE) and isinstance(value, str):
             if _PERCENT_TEXT.match(value):  # a benefit written "45%"
-                return context["_formats"].value(PERCENT, float(value[:-1]) / 100)
-            return context["_terms"].get(value, _human(value))
-        return context["_formats"].value(kind, value)
+                return self._letter_formats.value(PERCENT, float(value[:-1]) / 100)
+            return self._letter_terms.get(value, _human(value))
+        return self._letter_formats.value(kind, value)
 
-    @staticmethod
-    @pass_context
-    def _term(context, key: str, fallback: str | None = None) -> str:
+    def _term(self, key: str, fallback: str | None = None) -> str:
         """The language's word for a rule id, else ``fallback``, else the id in words."""
-        return context["_terms"].get(key) or fallback or _human(key)
-
-
-def _formatter(kind: str):
-    """A filter formatting values of one kind for the letter's locale."""
-    @pass_context
-    def format_for_locale(context, value) -> str:
-        return context["_formats"].value(kind, value)
-    return format_for_locale
+        return self._letter_terms.get(key) or fallback or _human(key)
 
 
 def _no_escape(value: Any) -> str:
