@@ -360,6 +360,9 @@ class LetterRenderer:
             else:
                 default = self.settings.default_language
                 found = (self.env.get_template(f"{default}/{kind}{TEMPLATE_SUFFIX}"), default)
+            # Its globals as a plain dict, not a ChainMap over the environment's
+            # (which never change here): each letter's context copies them.
+            found[0].globals = dict(found[0].globals)
             self._templates[key] = found
         return found
 
