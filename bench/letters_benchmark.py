@@ -60,6 +60,10 @@ def main() -> None:
                 # cost up to ten times as much (see batch.remove_derived_outputs).
                 folder = Path(temp) / f"out-{workers}-{'-'.join(formats)}"
                 shutil.copytree(out, folder)
+                # The copy and the previous measurement's files are written out
+                # first, so that their writeback is not timed with these letters.
+                if hasattr(os, "sync"):
+                    os.sync()
                 cpu, started = _cpu_seconds(), time.perf_counter()
                 summary = write_letters(ruleset, LetterOptions(
                     folder, ROOT / "templates", formats, workers=workers, check=False))
