@@ -42,7 +42,7 @@ def email_message(letter: Letter, settings: LetterSettings, partner: Mapping[str
     """The message's bytes, and a note when it has no To (no usable address)."""
     note = ""
     address = _one_line(partner.get("contact_email") or "")
-    headers = [("From", _address(settings.sender_name, settings.sender_email))]
+    headers = [("From", _sender(settings.sender_name, settings.sender_email))]
     if address and EMAIL.match(address):
         headers.append(("To", _address(partner.get("contact_name") or "", address)))
     else:
@@ -50,8 +50,7 @@ def email_message(letter: Letter, settings: LetterSettings, partner: Mapping[str
             "; the message has no To"
     headers += [
         ("Subject", _subject(letter.subject)),
-        ("Date", format_datetime(dt.datetime.combine(as_of, dt.time(8, 0),
-                                                     tzinfo=dt.timezone.utc))),
+        ("Date", _date(as_of)),
         ("Message-ID", msg_id),
         ("Content-Language", letter.language),
         ("MIME-Version", "1.0"),
@@ -72,6 +71,18 @@ def _subject(text: str) -> str:
         return Header(subject, "us-ascii", maxlinelen=MAX_LINE,
                       header_name="Subject").encode(linesep=CRLF)
     return _encoded_words(subject, len("Subject: "))
+
+
+# The same for every letter of a run: made once.
+
+@functools.lru_cache(maxsize=16)
+def _sender(name: str, address: str) -> str:
+    return _address(name, address)
+
+
+@functools.lru_cache(maxsize=16)
+def _date(as_of: dt.date) -> str:
+    return format_datetime(dt.datetime.combine(as_of, dt.time(8, 0), tzinfo=dt.timezone.utc))
 
 
 def _part(subtype: str, text: str) -> list[str]:
