@@ -39,11 +39,11 @@ from .errors import DataError, UsageError
 from .letter_check import check_templates
 from .letter_email import email_message, message_id
 from .letter_settings import load_letter_settings
-from .letter_templates import LetterRenderer, describe_template_error
+from .letter_templates import describe_template_error, renderer_for
 from .letters import KINDS, LetterSettings, letter_facts
 from .model import RuleSet
 from .outputs import CsvOutput, read_cell, remove_stale_partials, write_json_atomically
-from .parallel import ordered_map
+from .parallel import ordered_map, workers_inherit_memory
 from .partners import field_values
 from .roster import RowReader
 
@@ -152,6 +152,9 @@ def write_letters(ruleset: RuleSet, options: LetterOptions,
         selected = _Selection(_jobs(ruleset, options, roster), options.only_changed)
         shared = (ruleset, str(options.templates), settings, as_of, previous_run,
                   options.formats, str(temp))
+        if options.workers > 1 and workers_inherit_memory():
+            # Compiled here once (or already, by the check), not in every worker.
+            renderer_for(str(options.templates), settings, ruleset.currency)
         tasks = ((chunk,) for chunk in _chunks(iter(selected)))
         clock = time.perf_counter()
         with CsvOutput(temp / INDEX_FILE, INDEX_COLUMNS) as index:
@@ -264,17 +267,6 @@ def _chunks(jobs: Iterator[LetterJob]) -> Iterator[list[LetterJob]]:
         yield chunk
 
 
-_renderers: dict[tuple, LetterRenderer] = {}  # this process's, by folder, settings, currency
-
-
-def _renderer(templates: str, settings: LetterSettings, currency: str) -> LetterRenderer:
-    key = (templates, settings, currency)
-    found = _renderers.get(key)
-    if found is None:
-        found = _renderers[key] = LetterRenderer(templates, settings, currency)
-    return found
-
-
 def render_chunk(ruleset: RuleSet, templates: str, settings: LetterSettings, as_of: dt.date,
                  previous_run: int | None, formats: Sequence[str], folder: str,
                  jobs: Sequence[LetterJob]) -> list[tuple]:
@@ -283,7 +275,7 @@ def render_chunk(ruleset: RuleSet, templates: str, settings: LetterSettings, as_
     A pure function of its arguments but for the files it writes into
     ``folder``, each named after its own partner.
     """
-    renderer = _renderer(templates, settings, ruleset.currency)
+    renderer = renderer_for(templates, settings, ruleset.currency)
     rows = []
     for job in jobs:
         partner_id = job.decision["partner_id"]

@@ -21,7 +21,7 @@ from .decide import Evaluator, partner_values
 from .errors import DataError, Problem, RuleSetError
 from .explain import program_failures
 from .letter_settings import load_letter_settings
-from .letter_templates import (TEMPLATE_SUFFIX, LetterRenderer, describe_template_error,
+from .letter_templates import (TEMPLATE_SUFFIX, describe_template_error, renderer_for,
                                kind_templates)
 from .letters import KINDS, LetterFacts, LetterSettings, letter_facts
 from .model import ENGAGEMENT, RuleSet
@@ -51,7 +51,7 @@ def check_templates(ruleset: RuleSet, folder: str | Path, roster: str | Path | N
                                    "--templates, or --no-letters to run without letters")],
                            "the letter templates")
     settings = load_letter_settings(folder, ruleset)
-    renderer = LetterRenderer(folder, settings, ruleset.currency)
+    renderer = renderer_for(folder, settings, ruleset.currency, fresh=True)
     as_of = as_of or dt.date.today()
     samples = _samples(ruleset, settings, roster, performance, as_of)
     problems: set[Problem] = set()

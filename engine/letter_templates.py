@@ -477,6 +477,24 @@ def _human(key: Any) -> str:
     return str(key).replace("_", " ")
 
 
+_renderers: dict[tuple, LetterRenderer] = {}
+
+
+def renderer_for(folder: str | Path, settings: LetterSettings, currency: str, *,
+                 fresh: bool = False) -> LetterRenderer:
+    """This process's renderer for a templates folder: templates compiled once.
+
+    ``fresh`` reads and compiles the templates again (the template check
+    does), and the letters this process writes next use what was checked.
+    Forked worker processes inherit the renderer, compiled and warm.
+    """
+    key = (str(folder), settings, currency)
+    found = None if fresh else _renderers.get(key)
+    if found is None:
+        found = _renderers[key] = LetterRenderer(folder, settings, currency)
+    return found
+
+
 def kind_templates(folder: str | Path, language: str) -> list[str]:
     """The kinds that have a template in ``language``."""
     return [kind for kind in KINDS

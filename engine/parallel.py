@@ -35,8 +35,7 @@ def ordered_map(function: Callable[..., Any], tasks: Iterable[tuple], workers: i
             for task in tasks:
                 yield function(*shared, *task)
             return
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        context = multiprocessing.get_context("fork" if workers_inherit_memory() else "spawn")
         with context.Pool(workers, initializer=_start_worker,
                           initargs=(warm_up, shared)) as pool:
             inflight: collections.deque = collections.deque()
@@ -46,6 +45,12 @@ def ordered_map(function: Callable[..., Any], tasks: Iterable[tuple], workers: i
                     yield inflight.popleft().get()
             while inflight:
                 yield inflight.popleft().get()
+
+
+def workers_inherit_memory() -> bool:
+    """Whether workers are forked (POSIX), so that they start with what this
+    process has built; else (Windows, spawn) they start afresh."""
+    return "fork" in multiprocessing.get_all_start_methods()
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import email
 import email.policy
 import os
@@ -287,6 +288,20 @@ def test_a_template_error_names_file_and_line(tmp_path, cli_run):
     assert result.exit_code == 1
     assert f"{status}:4: 'dict object' has no attribute 'no_such_field'" in result.stderr
     assert f"{welcome}:6: Expected an expression" in result.stderr
+
+
+def test_the_template_check_reads_the_templates_again(tmp_path, ruleset):
+    """Letters reuse the check's compiled templates in the same process, but a
+    check never trusts what an earlier one compiled: the files may have changed."""
+    templates = templates_copy(tmp_path)
+    as_of = dt.date(2026, 11, 26)
+    check_templates(ruleset, templates, EXAMPLES / "roster.csv", None, as_of)
+    status = templates / "en" / "status.md.j2"
+    status.write_text(status.read_text(encoding="utf-8").replace(
+        "{% block message %}", "{% block message %}\n{{ partner.no_such_field }}"),
+        encoding="utf-8")
+    with pytest.raises(RuleSetError, match="no_such_field"):
+        check_templates(ruleset, templates, EXAMPLES / "roster.csv", None, as_of)
 
 
 def test_bad_letter_settings_are_located(tmp_path, ruleset):
