@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import resource
 import shutil
@@ -42,13 +43,25 @@ def main() -> None:
     parser.add_argument("--only-all-workers", action="store_true",
                         help="Skip the 1-worker measurements.")
     parser.add_argument("--data", type=Path, default=ROOT / "bench" / "data")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="Where to write the letters (a temporary folder is made "
+                             "in it; default: the --data folder). See the note on file "
+                             "systems in docs/benchmarks.md.")
+    parser.add_argument("--measure", nargs=3, metavar=("FOLDER", "FORMATS", "WORKERS"),
+                        help=argparse.SUPPRESS)  # one measurement, in a process of its own
     args = parser.parse_args()
+    if args.measure:
+        measure(Path(args.measure[0]), tuple(args.measure[1].split(",")),
+                int(args.measure[2]))
+        return
     data = args.data / f"roster-{args.partners}"
     if not (data / "roster.csv").exists():
         subprocess.run([sys.executable, str(ROOT / "bench" / "generate.py"), "--partners",
                         str(args.partners), "--out", str(data)], check=True)
     ruleset = load_rules(ROOT / "rules")
-    with tempfile.TemporaryDirectory(prefix="letters-bench-") as temp:
+    where = args.dir or args.data
+    where.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="letters-bench-", dir=where) as temp:
         out = Path(temp) / "out"
         run_batch(ruleset, RunOptions(data / "roster.csv", data / "performance.csv", AS_OF, out,
                                       workers=args.workers, db=Path(temp) / "runs.sqlite"))
@@ -64,16 +77,31 @@ def main() -> None:
                 # first, so that their writeback is not timed with these letters.
                 if hasattr(os, "sync"):
                     os.sync()
-                cpu, started = _cpu_seconds(), time.perf_counter()
-                summary = write_letters(ruleset, LetterOptions(
-                    folder, ROOT / "templates", formats, workers=workers, check=False))
-                seconds = time.perf_counter() - started
-                cpu = _cpu_seconds() - cpu
+                # A fresh process, as `eligibility letters` is: nothing warm from
+                # the measurements before (compiled templates, remembered values).
+                done = subprocess.run([sys.executable, __file__, "--measure", str(folder),
+                                       ",".join(formats), str(workers)],
+                                      capture_output=True, text=True)
+                if done.returncode:
+                    sys.exit(f"letters {formats} with {workers} workers failed:\n"
+                             f"{done.stderr[-2000:]}")
+                letters, files, seconds, cpu = json.loads(done.stdout)
                 print(f"  workers {workers}  {'+'.join(formats):15} "
-                      f"{summary['letters'] / seconds:>9,.0f} letters/s "
-                      f"({summary['files'] / seconds:>9,.0f} files/s), "
-                      f"{summary['letters']:,} letters in {seconds:,.1f} s, "
-                      f"{cpu / summary['letters'] * 1e6:,.0f} µs CPU a letter")
+                      f"{letters / seconds:>9,.0f} letters/s "
+                      f"({files / seconds:>9,.0f} files/s), "
+                      f"{letters:,} letters in {seconds:,.1f} s, "
+                      f"{cpu / letters * 1e6:,.0f} µs CPU a letter")
+
+
+def measure(folder: Path, formats: tuple[str, ...], workers: int) -> None:
+    """Write the letters of the run in ``folder``; print (letters, files, seconds,
+    CPU seconds) as JSON. The rules are loaded before timing starts."""
+    ruleset = load_rules(ROOT / "rules")
+    cpu, started = _cpu_seconds(), time.perf_counter()
+    summary = write_letters(ruleset, LetterOptions(folder, ROOT / "templates", formats,
+                                                   workers=workers, check=False))
+    seconds = time.perf_counter() - started
+    print(json.dumps([summary["letters"], summary["files"], seconds, _cpu_seconds() - cpu]))
 
 
 def _cpu_seconds() -> float:
