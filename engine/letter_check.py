@@ -10,6 +10,7 @@ partner is decided.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,9 +74,12 @@ def check_templates(ruleset: RuleSet, folder: str | Path, roster: str | Path | N
                 context = dict(facts.context)
                 context["partner"] = {**context["partner"], "language": language}
                 try:
-                    renderer.render(LetterFacts((kind, *facts.kinds), context))
+                    letter = renderer.render(LetterFacts((kind, *facts.kinds), context))
                 except Exception as error:  # noqa: BLE001 - any template error, located
                     problems.add(_problem(error, name))
+                    break
+                if letter.loses_raw_html:
+                    problems.add(_raw_html_problem(folder, name, language))
                     break
     for language, kind in missing:
         if language == settings.default_language:
@@ -85,6 +89,25 @@ def check_templates(ruleset: RuleSet, folder: str | Path, roster: str | Path | N
     if problems:
         raise RuleSetError(problems, "the letter templates")
     return TemplateCheck(count, settings.languages, len(samples) // 2, tuple(missing))
+
+
+# Where a template's raw HTML probably is: a tag, a comment, or a declaration.
+_HTML_LIKE = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>|<!--|<\?|<![A-Za-z]")
+
+
+def _raw_html_problem(folder: Path, name: str, language: str) -> Problem:
+    """The template (or its language's base) line with raw HTML, which HTML
+    letters would silently leave out while text letters show it."""
+    message = ("raw HTML is left out of HTML letters; write it in Markdown (or, for a "
+               "'<' shown as it is, write '\\<')")
+    for candidate in (name, f"{language}/base{TEMPLATE_SUFFIX}"):
+        path = folder / candidate
+        if path.is_file():
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            for number, line in enumerate(lines, 1):
+                if _HTML_LIKE.search(line):
+                    return Problem(str(path), number, 0, message)
+    return Problem(str(folder / name), 1, 0, message)
 
 
 def _problem(error: Exception, name: str) -> Problem:

@@ -52,6 +52,7 @@ HTML_LAYOUT = "letter.html.j2"
 _OPEN, _CLOSE = "\ue000", "\ue001"  # Unicode private-use characters: never in templates
 _PLACEHOLDERS = [Markup(f"{_OPEN}{i}{_CLOSE}") for i in range(512)]  # made once
 _BODY_MARK, _SUBJECT_MARK = "\ue002", "\ue003"
+_RAW_HTML_OMITTED = "<!-- raw HTML omitted -->"  # what cmark-gfm writes instead
 _FORMAT_CACHE_SIZE = 20_000
 _PERCENT_TEXT = re.compile(r"^\d+(?:\.\d+)?%$")
 _ASCII_DIGITS = frozenset("0123456789")
@@ -76,6 +77,12 @@ class Letter:
     def html(self) -> str:
         body = Markup(_fill(_markdown_to_html(self._skeleton), self._slots, escape=True))
         return self._page(body=body, subject=self.subject, language=self.language)
+
+    @property
+    def loses_raw_html(self) -> bool:
+        """Whether the template wrote raw HTML, which HTML letters leave out
+        (roster values never count: they are placeholders here)."""
+        return _RAW_HTML_OMITTED in _markdown_to_html(self._skeleton)
 
 
 @functools.lru_cache(maxsize=20_000)

@@ -304,6 +304,23 @@ def test_the_template_check_reads_the_templates_again(tmp_path, ruleset):
         check_templates(ruleset, templates, EXAMPLES / "roster.csv", None, as_of)
 
 
+def test_raw_html_in_a_template_is_reported_where_it_is(tmp_path, cli_run):
+    """HTML letters leave a template's raw HTML out while text letters show it,
+    so the check refuses it, naming the line; '<' as text and data are fine."""
+    templates = templates_copy(tmp_path)
+    at_risk = templates / "fr" / "at_risk.md.j2"
+    at_risk.write_text(at_risk.read_text(encoding="utf-8").replace(
+        "{% block message %}\n", "{% block message %}\nSi 2 < 3, lisez <b>ceci</b>.\n"),
+        encoding="utf-8")
+    result = cli_run("validate", "--templates", str(templates))
+    assert result.exit_code == 1
+    assert f"{at_risk}:4: raw HTML is left out of HTML letters" in result.stderr
+    assert result.stderr.count("raw HTML") == 1  # only the template that has some
+    at_risk.write_text(at_risk.read_text(encoding="utf-8").replace("<b>ceci</b>", "**ceci**"),
+                       encoding="utf-8")
+    assert cli_run("validate", "--templates", str(templates)).exit_code == 0
+
+
 def test_bad_letter_settings_are_located(tmp_path, ruleset):
     templates = templates_copy(tmp_path)
     settings = templates / "letters.yaml"
