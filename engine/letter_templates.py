@@ -204,10 +204,13 @@ class _LetterSandbox(ImmutableSandboxedEnvironment):
         return super().is_safe_callable(obj)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
-        # What the sandbox and Context.call would do for these, without
-        # looking for pass_context markers they cannot carry (a tenth of a
-        # letter's rendering: its macros are called this way).
-        if type(__obj) in _PLAIN_CALLABLES:
+        # What the sandbox and Context.call would do for macros and built-in
+        # methods, without looking for pass_context markers they cannot carry
+        # (about a sixth of a letter's rendering). str.format and format_map
+        # always take the sandbox's own way (older Jinja2 checks them here).
+        kind = type(__obj)
+        if kind is Macro or (kind is types.BuiltinMethodType
+                             and __obj.__name__ not in _WRAPPED_ATTRIBUTES):
             kwargs.pop("_block_vars", None)
             kwargs.pop("_loop_vars", None)
             try:
