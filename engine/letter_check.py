@@ -26,7 +26,8 @@ from .letter_templates import (TEMPLATE_SUFFIX, describe_template_error, rendere
                                kind_templates)
 from .letters import KINDS, LetterFacts, LetterSettings, letter_facts
 from .model import ENGAGEMENT, RuleSet
-from .partners import Partner, build_history, field_values, read_partner_id
+from .partners import (PARTNER_ID, Partner, build_history, clean_partner_id, field_values,
+                       read_partner_id)
 from .roster import read_rows
 
 SAMPLE_PARTNERS = 50
@@ -161,7 +162,7 @@ def _histories(ruleset: RuleSet, ids: set[str], performance) -> dict:
         return {}
     rows: dict[str, list] = {}
     for row in read_rows(performance):
-        partner_id = str(row.record.get("partner_id") or "").strip()
+        partner_id = clean_partner_id(row.record.get(PARTNER_ID))
         if partner_id in ids:
             rows.setdefault(partner_id, []).append(row.record)
     found = {}

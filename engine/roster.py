@@ -17,8 +17,8 @@ from typing import Any, Iterator, Mapping
 
 from .errors import DataError, UsageError
 from .model import RuleSet
-from .partners import (PARTNER_ID, Partner, checked_history, field_values, history_row,
-                       partner_from_record, shorten)
+from .partners import (PARTNER_ID, Partner, checked_history, clean_partner_id, field_values,
+                       history_row, partner_from_record, shorten)
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".xlsx": "xlsx"}
 
@@ -234,7 +234,7 @@ def find_partner(ruleset: RuleSet, roster: str | Path, performance: str | Path |
     """
     found = None
     for row in read_rows(roster):
-        if str(row.record.get(PARTNER_ID, "")).strip() == partner_id:
+        if clean_partner_id(row.record.get(PARTNER_ID)) == partner_id:
             found = row
             break
     if found is None:
@@ -246,7 +246,7 @@ def find_partner(ruleset: RuleSet, roster: str | Path, performance: str | Path |
     rows = []
     if performance is not None:
         rows = [history_row(ruleset, r.row, r.record) for r in read_rows(performance)
-                if str(r.record.get(PARTNER_ID, "")).strip() == partner_id]
+                if clean_partner_id(r.record.get(PARTNER_ID)) == partner_id]
     rejects: list = []
     history = checked_history(ruleset, rows, str(performance), partner_id, rejects)
     return Partner(partner_id, values, history), rejects

@@ -80,6 +80,19 @@ def test_explain_unknown_partner_is_usage_error(cli_run):
     assert "partner 'P-0000' is not in examples/roster.csv" in result.stderr
 
 
+def test_explain_reads_partner_ids_as_a_run_does(cli_run, tmp_path):
+    """A missing partner_id is no id (not the text 'None'); spaces around one are trimmed."""
+    import json
+    first = {"partner_id": None, "partner_name": "No id"}
+    second = {"partner_id": "  P-7  ", "partner_name": "Spaced"}
+    roster = tmp_path / "roster.jsonl"
+    roster.write_text(json.dumps(first) + "\n" + json.dumps(second) + "\n", encoding="utf-8")
+    result = cli_run("explain", "None", "--roster", str(roster))
+    assert result.exit_code == 2 and "partner 'None' is not in" in result.stderr
+    result = cli_run("explain", "P-7", "--roster", str(roster))
+    assert "is not in" not in result.stderr
+
+
 def test_explain_needs_a_partner(cli_run):
     result = cli_run("explain")
     assert result.exit_code == 2
