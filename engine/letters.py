@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 from .changes import Change
 from .conditions import AllOf, AnyOf, Compare, Condition, Dated, IsMissing, NotOf
-from .explain import compare_holds
+from .explain import compare_test
 from .model import ENGAGEMENT, RuleSet, per_rule_set
 from .valuetypes import NUMERIC
 
@@ -45,17 +45,26 @@ class LetterSettings:
 
 def requirement(ruleset: RuleSet, condition: Compare, value: Any) -> dict:
     """One comparison as data a template can phrase in any language."""
+    parts = _requirement_parts(ruleset, condition)
+    return {**parts, "actual": value, "short": _short(condition, value, parts["type"] in NUMERIC)}
+
+
+def _requirement_parts(ruleset: RuleSet, condition: Compare) -> dict:
+    """What a requirement says whatever the partner's value."""
     vtype = ruleset.type_of(condition.name)
-    kind = vtype.kind if vtype else "text"
-    short = None
-    if kind in NUMERIC and value is not None and condition.op in (">=", ">", "<=", "<"):
-        gap = condition.values[0] - value if condition.op in (">=", ">") \
-            else value - condition.values[0]
-        short = gap if gap > 0 else None
-    return {"name": condition.name, "label": ruleset.label_of(condition.name), "type": kind,
-            "op": condition.op, "choices": list(condition.values),
-            "threshold": condition.values[0] if condition.values else None,
-            "actual": value, "short": short}
+    return {"name": condition.name, "label": ruleset.label_of(condition.name),
+            "type": vtype.kind if vtype else "text", "op": condition.op,
+            "choices": list(condition.values),
+            "threshold": condition.values[0] if condition.values else None}
+
+
+def _short(condition: Compare, value: Any, numeric: bool) -> Any:
+    """How much is missing for a threshold (``>=``, ``>``, ``<=``, ``<``), or None."""
+    if not numeric or value is None or condition.op not in (">=", ">", "<=", "<"):
+        return None
+    gap = condition.values[0] - value if condition.op in (">=", ">") \
+        else value - condition.values[0]
+    return gap if gap > 0 else None
 
 
 def leaves(ruleset: RuleSet, condition: Condition, values: Mapping[str, Any], as_of: dt.date,
@@ -67,26 +76,46 @@ def leaves(ruleset: RuleSet, condition: Condition, values: Mapping[str, Any], as
     comparisons is listed (the nearest way in); for one that holds, the
     alternatives that hold. Missing-value checks and negated
     parts are left out: a letter talks about thresholds.
+
+    Each condition is compiled once per rule set into a function of the
+    partner's values (letters ask this of every partner).
     """
+    compiled = per_rule_set("letter_leaves", ruleset, lambda _: {})
+    key = (id(condition), holding, negate)
+    found = compiled.get(key)
+    if found is None or found[0] is not condition:  # kept with it: its id stays its own
+        found = compiled[key] = (condition,
+                                 _compile_leaves(ruleset, condition, holding, negate))
+    return found[1](values, as_of)
+
+
+def _compile_leaves(ruleset: RuleSet, condition: Condition, holding: bool, negate: bool):
     if isinstance(condition, NotOf):
-        return leaves(ruleset, condition.item, values, as_of, holding=holding, negate=not negate)
+        return _compile_leaves(ruleset, condition.item, holding, not negate)
     if isinstance(condition, Dated):
-        if not condition.in_force(as_of):
-            return []
-        return leaves(ruleset, condition.item, values, as_of, holding=holding, negate=negate)
+        inner = _compile_leaves(ruleset, condition.item, holding, negate)
+        return lambda values, as_of: inner(values, as_of) if condition.in_force(as_of) else []
     if isinstance(condition, (AllOf, AnyOf)):
-        parts = [leaves(ruleset, item, values, as_of, holding=holding, negate=negate)
-                 for item in condition.items]
+        parts = [_compile_leaves(ruleset, item, holding, negate) for item in condition.items]
         if isinstance(condition, AnyOf) and not holding and not negate:
-            # Any one way in is enough: show the one closest to holding.
-            return min((p for p in parts if p), key=len, default=[])
-        return [leaf for part in parts for leaf in part]
+            def nearest(values: Mapping[str, Any], as_of: dt.date) -> list[dict]:
+                # Any one way in is enough: show the one closest to holding.
+                found = (part(values, as_of) for part in parts)
+                return min((p for p in found if p), key=len, default=[])
+            return nearest
+        return lambda values, as_of: [leaf for part in parts for leaf in part(values, as_of)]
     if isinstance(condition, IsMissing) or negate:
-        return []
-    value = values.get(condition.name)
-    if compare_holds(condition, value) == holding:
-        return [requirement(ruleset, condition, value)]
-    return []
+        return lambda values, as_of: []
+    name, test = condition.name, compare_test(condition)
+    parts = _requirement_parts(ruleset, condition)
+    numeric = parts["type"] in NUMERIC
+
+    def leaf(values: Mapping[str, Any], as_of: dt.date) -> list[dict]:
+        value = values.get(name)
+        if test(value) != holding:
+            return []
+        return [{**parts, "actual": value, "short": _short(condition, value, numeric)}]
+    return leaf
 
 
 @dataclass(frozen=True)
