@@ -242,18 +242,33 @@ def _join(values, separator: str = "") -> str:
 
 def _fill(skeleton: str, slots: list[str], escape: bool) -> str:
     """The skeleton with each placeholder replaced by its value (HTML-escaped)."""
+    pattern, highest = _fill_pattern(skeleton)
+    if highest >= len(slots):  # a placeholder-like mark in the template's own text
+        pattern, _ = _fill_pattern(skeleton, len(slots))
+    return pattern.format(*([_html_escape(v) for v in slots] if escape else slots))
+
+
+@functools.lru_cache(maxsize=8192)
+def _fill_pattern(skeleton: str, count: int | None = None) -> tuple[str, int]:
+    """The skeleton as a ``str.format`` pattern, made once per letter layout:
+    ``{n}`` where placeholder n is (below ``count``, when given), every other
+    brace doubled; and the highest placeholder number (-1 for none)."""
     pieces = skeleton.split(_OPEN)
-    out = [pieces[0]]
+    out = [_braces(pieces[0])]
+    highest = -1
     for piece in pieces[1:]:
         index, closed, rest = piece.partition(_CLOSE)
-        number = int(index) if closed and index.isdecimal() else len(slots)
-        if number < len(slots):
-            value = slots[number]
-            out.append(_html_escape(value) if escape else value)
-            out.append(rest)
+        if closed and index.isdecimal() and (count is None or int(index) < count):
+            number = int(index)
+            highest = max(highest, number)
+            out.append(f"{{{number}}}{_braces(rest)}")
         else:  # not a placeholder: the character came with the template's own text
-            out.append(_OPEN + piece)
-    return "".join(out)
+            out.append(_braces(_OPEN + piece))
+    return "".join(out), highest
+
+
+def _braces(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 class Formats:

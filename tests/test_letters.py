@@ -681,3 +681,6 @@ def test_placeholders_are_filled_and_stray_marks_kept():
     assert _fill(skeleton, ["<v0>", "v1"], escape=False) == \
         "a <v0> b \ue000x\ue001 c \ue0009\ue001 d \ue000-1\ue001 v1"
     assert _fill(skeleton, ["<v0>", "v1"], escape=True).startswith("a &lt;v0&gt; b \ue000x")
+    braces = "{0} {{x}} } \ue0001\ue001{ \ue0000\ue001 {}"  # literal braces stay literal
+    assert _fill(braces, ["<a>", "{b}"], escape=False) == "{0} {{x}} } {b}{ <a> {}"
+    assert _fill(braces, ["<a>", "{b}"], escape=True) == "{0} {{x}} } {b}{ &lt;a&gt; {}"
