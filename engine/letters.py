@@ -54,7 +54,7 @@ def _requirement_parts(ruleset: RuleSet, condition: Compare) -> dict:
     vtype = ruleset.type_of(condition.name)
     return {"name": condition.name, "label": ruleset.label_of(condition.name),
             "type": vtype.kind if vtype else "text", "op": condition.op,
-            "choices": list(condition.values),
+            "choices": tuple(condition.values),  # shared by every letter: immutable
             "threshold": condition.values[0] if condition.values else None}
 
 
