@@ -43,14 +43,10 @@ class LetterSettings:
     probation: tuple[str, ...]
 
 
-def requirement(ruleset: RuleSet, condition: Compare, value: Any) -> dict:
-    """One comparison as data a template can phrase in any language."""
-    parts = _requirement_parts(ruleset, condition)
-    return {**parts, "actual": value, "short": _short(condition, value, parts["type"] in NUMERIC)}
-
-
 def _requirement_parts(ruleset: RuleSet, condition: Compare) -> dict:
-    """What a requirement says whatever the partner's value."""
+    """What a requirement (one comparison as data a template can phrase in any
+    language) says whatever the partner's value; ``actual`` and ``short`` are
+    added per partner."""
     vtype = ruleset.type_of(condition.name)
     return {"name": condition.name, "label": ruleset.label_of(condition.name),
             "type": vtype.kind if vtype else "text", "op": condition.op,
@@ -70,7 +66,8 @@ def _short(condition: Compare, value: Any, numeric: bool) -> Any:
 def leaves(ruleset: RuleSet, condition: Condition, values: Mapping[str, Any], as_of: dt.date,
            *, holding: bool, negate: bool = False) -> list[dict]:
     """The comparisons that make ``condition`` fail (``holding=False``), or that
-    make it hold (``holding=True``), as :func:`requirement` data.
+    make it hold (``holding=True``), as requirements: ``name``, ``label``,
+    ``type``, ``op``, ``choices``, ``threshold``, ``actual``, ``short``.
 
     For an ``any`` that fails, the alternative with the fewest failing
     comparisons is listed (the nearest way in); for one that holds, the
