@@ -356,8 +356,9 @@ def run(rules_dir: str, roster: Path | None, performance: Path | None, as_of: dt
         click.echo(f"Changes since run {previous}: {listed or 'none'}.")
     click.echo("Engagement models: " + ", ".join(
         f"{ruleset.engagement_models[m].name} {n}" for m, n in summary["engagement_models"].items()))
-    click.echo("Programs: " + ", ".join(
-        f"{ruleset.program(p).name} {n}" for p, n in summary["programs"].items() if n))
+    click.echo("Programs: " + (", ".join(
+        f"{ruleset.program(p).name} {n}" for p, n in summary["programs"].items() if n)
+        or "nobody enrolled"))
     if letter_summary is not None:
         click.echo(letters_text(letter_summary))
 

@@ -19,6 +19,8 @@ import collections
 import datetime as dt
 import functools
 import hashlib
+import heapq
+import operator
 import os
 import time
 from dataclasses import dataclass, field
@@ -143,6 +145,9 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
         runs.begin()
         run_id = runs.next_run_id()
         seen: dict[str, int] = {}
+        # Rows set aside while a chunk was read, written with that chunk's
+        # results: the same place in rejects.csv whatever the number of workers.
+        aside: collections.deque[list[Reject]] = collections.deque()
 
         def report() -> None:
             if progress:
@@ -158,14 +163,22 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
                     _write_reject(reject, outputs, tally)
                     tally.history_rejects += 1
             timings["history_seconds"] = round(time.perf_counter() - clock, 3)
-            for chunk in roster_chunks(reader, history, seen, tally, options.chunk_size,
-                                       lambda reject: _write_reject(reject, outputs, tally)):
+            for chunk, set_aside in roster_chunks(reader, history, seen, tally,
+                                                  options.chunk_size):
+                aside.append(set_aside)
                 yield chunk, options.as_of
 
         for result in ordered_map(decide_chunk, tasks(), options.workers,
                                   warm_up=functools.partial(warm_up, ruleset), shared=(ruleset,)):
-            _record_chunk(ruleset, result, run_id, previous, runs, outputs, tally)
+            _record_chunk(ruleset, result, aside.popleft(), run_id, previous, runs, outputs,
+                          tally)
             report()
+        if tally.rows_read == 0:
+            # Never a run over nobody: it would list every partner as removed, and
+            # the next run would compare with it.
+            raise DataError(f"{options.roster}: " + (
+                "the file is empty" if reader.size == 0 else "the file has no partner rows")
+                + "; nothing was decided or recorded. Check the export and run again")
         if previous is not None:
             for partner_id in runs.removed(previous.id, run_id):
                 _write_change(Change(partner_id, "removed_partner", "", "", "", ""),
@@ -207,32 +220,39 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
 
 
 def roster_chunks(reader: RowReader, history: HistoryStore, seen: dict[str, int],
-                  tally: RunTally, size: int,
-                  set_aside: Callable[[Reject], None]) -> Iterator[list[ChunkRow]]:
-    """Roster rows in chunks, with their history; rows without a usable or with a
-    repeated partner_id go to ``set_aside``. ``seen`` collects the ids read."""
+                  tally: RunTally, size: int
+                  ) -> Iterator[tuple[list[ChunkRow], list[Reject]]]:
+    """Roster rows in chunks, with their history, each with the rows set aside
+    since the previous chunk: unreadable rows, and rows without a usable or
+    with a repeated partner_id (the last chunk may hold no rows, only those).
+    ``seen`` collects the ids read."""
     chunk: list[tuple] = []
+    aside: list[Reject] = []
     for row in reader:
         tally.rows_read += 1
+        if row.problem:
+            aside.append(Reject(row.file, row.row, "", "", row.text, row.problem))
+            tally.rejected_rows += 1
+            continue
         try:
             partner_id = read_partner_id(row.record)
         except DataError as error:
-            set_aside(Reject(row.file, row.row, "", PARTNER_ID,
-                             shorten(row.record.get(PARTNER_ID)), str(error)))
+            aside.append(Reject(row.file, row.row, "", PARTNER_ID,
+                                shorten(row.record.get(PARTNER_ID)), str(error)))
             tally.rejected_rows += 1
             continue
         if partner_id in seen:
-            set_aside(Reject(row.file, row.row, partner_id, PARTNER_ID, partner_id,
-                             f"duplicate partner_id (first on row {seen[partner_id]})"))
+            aside.append(Reject(row.file, row.row, partner_id, PARTNER_ID, partner_id,
+                                f"duplicate partner_id (first on row {seen[partner_id]})"))
             tally.rejected_rows += 1
             continue
         seen[partner_id] = row.row
         chunk.append((partner_id, row))
         if len(chunk) == size:
-            yield _with_history(chunk, history)
-            chunk = []
-    if chunk:
-        yield _with_history(chunk, history)
+            yield _with_history(chunk, history), aside
+            chunk, aside = [], []
+    if chunk or aside:
+        yield _with_history(chunk, history), aside
 
 
 def _with_history(chunk: list[tuple], history: HistoryStore) -> list[ChunkRow]:
@@ -241,16 +261,19 @@ def _with_history(chunk: list[tuple], history: HistoryStore) -> list[ChunkRow]:
             for pid, row in chunk]
 
 
-def _record_chunk(ruleset: RuleSet, result: ChunkResult, run_id: int,
+def _record_chunk(ruleset: RuleSet, result: ChunkResult, aside: list[Reject], run_id: int,
                   previous: RunRecord | None, runs: RunHistory, outputs: _Outputs,
                   tally: RunTally) -> None:
-    for reject in result.rejects:
+    """Write a chunk's results, and its rejects with the rows set aside before
+    it was sent (``aside``), in roster order."""
+    for _, reject in heapq.merge(((r.row, r) for r in aside),
+                                 zip(result.reject_rows, result.rejects), key=operator.itemgetter(0)):
         _write_reject(reject, outputs, tally)
     tally.rejected_rows += result.rejected_rows
     tally.history_rejects += result.history_rejects
     snapshots = [(r.partner_id, _snapshot(r)) for r in result.results]
     runs.add_decisions(run_id, snapshots)
-    before = runs.snapshots(previous.id, [pid for pid, _ in snapshots]) if previous else {}
+    before, returned = _earlier_decisions(runs, previous, [pid for pid, _ in snapshots])
     cells = {p.id: (safe_cell(p.id), safe_cell(p.name), safe_cell(p.group or ""))
              for p in ruleset.programs}
     classifications = tally.classifications
@@ -269,8 +292,27 @@ def _record_chunk(ruleset: RuleSet, result: ChunkResult, run_id: int,
             counts[value] += 1
         tally.engagement[partner.decision.engagement] += 1
         if previous is not None:
-            for change in compare(ruleset, partner_id, before.get(partner_id), snapshot):
+            earlier = before.get(partner_id)
+            if earlier is None and partner_id in returned:
+                last_run, earlier = returned[partner_id]
+                _write_change(Change(partner_id, "returned_partner", "", str(last_run), "", ""),
+                              outputs, tally)
+            for change in compare(ruleset, partner_id, earlier, snapshot):
                 _write_change(change, outputs, tally)
+
+
+def _earlier_decisions(runs: RunHistory, previous: RunRecord | None, partner_ids: list[str]
+                       ) -> tuple[dict[str, Snapshot], dict[str, tuple[int, Snapshot]]]:
+    """The partners' decisions in the previous run; and, for those it did not
+    decide, in the last earlier run that did (a partner left out of one export
+    and back in the next returns: it is not new, and is not welcomed again)."""
+    if previous is None:
+        return {}, {}
+    before = runs.snapshots(previous.id, partner_ids)
+    missing = [pid for pid in partner_ids if pid not in before]
+    returned = runs.last_decided(previous.ruleset_name, previous.roster_source, missing,
+                                 previous.id) if missing else {}
+    return before, returned
 
 
 def _snapshot(result: PartnerResult) -> Snapshot:

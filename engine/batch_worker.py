@@ -71,6 +71,7 @@ class ChunkResult:
     rejects: list[Reject] = field(default_factory=list)
     rejected_rows: int = 0
     history_rejects: int = 0
+    reject_rows: list[int] = field(default_factory=list)  # each reject's partner's roster row
 
 
 def warm_up(ruleset: RuleSet) -> None:
@@ -83,6 +84,7 @@ def decide_chunk(ruleset: RuleSet, rows: Sequence[ChunkRow], as_of: dt.date) -> 
     evaluator = per_rule_set("evaluator", ruleset, Evaluator)
     partners: list[tuple[ChunkRow, Partner]] = []
     rejects: list[Reject] = []
+    reject_rows: list[int] = []
     rejected_rows = history_rejects = 0
     for row in rows:
         partner_id = read_partner_id(row.record)  # checked by the reader already
@@ -96,6 +98,7 @@ def decide_chunk(ruleset: RuleSet, rows: Sequence[ChunkRow], as_of: dt.date) -> 
                                   p.reason) for p in problems)
         else:
             partners.append((row, Partner(partner_id, values, history)))
+        reject_rows.extend([row.row] * (len(rejects) - before))
     all_values = [evaluator.values(partner, as_of) for _, partner in partners]
     decisions = evaluator.decide_facts(
         evaluator.fact(partner, values, as_of) for (_, partner), values in zip(partners, all_values))
@@ -109,4 +112,4 @@ def decide_chunk(ruleset: RuleSet, rows: Sequence[ChunkRow], as_of: dt.date) -> 
         results.append(PartnerResult(partner.partner_id, row.row, decision,
                                      decision_line(ruleset, row.row, decision, missed,
                                                    values)))
-    return ChunkResult(results, rejects, rejected_rows, history_rejects)
+    return ChunkResult(results, rejects, rejected_rows, history_rejects, reject_rows)

@@ -7,8 +7,8 @@ from typing import Mapping
 from .model import ENGAGEMENT, RuleSet
 
 COLUMNS = ("partner_id", "change", "subject", "before", "after", "direction")
-KINDS = ("new_partner", "removed_partner", "classification", "engagement_model",
-         "group_change", "enrolled", "dropped")
+KINDS = ("new_partner", "removed_partner", "returned_partner", "classification",
+         "engagement_model", "group_change", "enrolled", "dropped")
 
 
 @dataclass(frozen=True)

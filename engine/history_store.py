@@ -36,7 +36,7 @@ from .model import RuleSet
 from .errors import DataError
 from .partners import MAX_ID_LENGTH, PARTNER_ID, QUARTER, clean_partner_id
 from .rejects import Reject
-from .roster import RowReader, partner_id_runs, read_columns
+from .roster import RowReader, SourceRow, partner_id_runs, read_columns
 
 _INSERT_BATCH = 10_000
 _FOLDER_PREFIX = "eligibility-history-"
@@ -116,8 +116,13 @@ class HistoryStore:
         self.rows_read = 0
         batch: list[tuple] = []
         as_text = RowReader(path).kind == "csv"  # CSV gives only text: stored as it is
-        for number, values in read_columns(path, [PARTNER_ID, QUARTER, *self.figures]):
-            self.rows_read += 1
+        unreadable: list[SourceRow] = []
+        for number, values in read_columns(path, [PARTNER_ID, QUARTER, *self.figures],
+                                           unreadable.append):
+            self.rows_read += 1 + len(unreadable)
+            while unreadable:  # lines before this one (JSON Lines)
+                row = unreadable.pop(0)
+                yield Reject(self.source, row.row, "", "", row.text, row.problem)
             partner_id = clean_partner_id(values[0])
             if not partner_id:
                 if number > reported:
@@ -128,6 +133,9 @@ class HistoryStore:
             if len(batch) >= _INSERT_BATCH:
                 self._db.executemany(self._insert, batch)
                 batch = []
+        self.rows_read += len(unreadable)
+        for row in unreadable:
+            yield Reject(self.source, row.row, "", "", row.text, row.problem)
         if batch:
             self._db.executemany(self._insert, batch)
         self._db.execute("CREATE INDEX history_by_partner ON history (partner_id, row)")

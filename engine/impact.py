@@ -96,7 +96,7 @@ def compare(base: RuleSet, proposed: RuleSet, roster: Path, performance: Path | 
     try:
         if performance is not None:
             list(history.load(performance, roster))  # bad rows are counted by the run, not here
-        for chunk in roster_chunks(RowReader(roster), history, {}, tally, 500, lambda r: None):
+        for chunk, _ in roster_chunks(RowReader(roster), history, {}, tally, 500):
             left = decide_chunk(base, chunk, base_as_of)
             right = decide_chunk(proposed, chunk, proposed_as_of)
             tally.rejected_rows += max(left.rejected_rows, right.rejected_rows)

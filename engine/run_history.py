@@ -146,6 +146,25 @@ class RunHistory:
                 found[pid] = Snapshot(json.loads(classes), engagement, tuple(json.loads(programs)))
         return found
 
+    def last_decided(self, ruleset_name: str, roster_source: str, partner_ids: list[str],
+                     before_run: int) -> dict[str, tuple[int, Snapshot]]:
+        """For partners not in run ``before_run``: the last earlier run of the
+        same rule set over the same roster that decided each (its id and the
+        partner's decisions then). Partners never decided are left out."""
+        found: dict[str, tuple[int, Snapshot]] = {}
+        for start in range(0, len(partner_ids), 900):
+            part = partner_ids[start:start + 900]
+            marks = ",".join("?" * len(part))
+            for pid, run_id, classes, engagement, programs in self._db.execute(
+                    f"SELECT d.partner_id, d.run_id, d.classifications, d.engagement, d.programs "
+                    f"FROM runs r JOIN decisions d ON d.run_id = r.id "
+                    f"WHERE r.ruleset_name = ? AND r.roster_source = ? AND r.id < ? "
+                    f"AND d.partner_id IN ({marks}) ORDER BY d.run_id",
+                    [ruleset_name, roster_source, before_run, *part]):
+                found[pid] = (run_id, Snapshot(json.loads(classes), engagement,
+                                               tuple(json.loads(programs))))
+        return found
+
     def removed(self, previous_id: int, run_id: int) -> Iterator[str]:
         """Partners decided in the previous run but not in this one."""
         for (pid,) in self._db.execute(

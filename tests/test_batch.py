@@ -18,6 +18,7 @@ from engine import batch, history_store
 from engine.batch import RunOptions, run_batch
 from engine.decide import Evaluator
 from engine.errors import DataError
+from engine.letter_batch import LetterOptions, write_letters
 from engine.loader import load_rules
 from engine.run_history import RunHistory
 
@@ -83,6 +84,27 @@ def test_output_does_not_depend_on_workers(ruleset, tmp_path):
     run_batch(ruleset, options(tmp_path, "two", workers=2, db=tmp_path / "b.sqlite",
                                chunk_size=3))
     assert outputs(tmp_path / "one") == outputs(tmp_path / "two")
+
+
+def test_rejects_are_in_roster_order_whatever_the_workers(ruleset, tmp_path):
+    """Rows the main process sets aside (repeated or missing ids) and rows the
+    workers reject are written in the roster's order, whatever the workers and
+    chunks (they were written as read, ahead of the chunks in flight)."""
+    rows = list(csv.reader((EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines()))
+    roster = [rows[0]]
+    for block in range(4):
+        roster += [[f"{r[0]}-{block}", *r[1:]] for r in rows[1:]]
+        roster += [[f"P-1001-{block}", *rows[1][1:]], ["", "no id"]]
+    write_csv(tmp_path / "roster.csv", roster)
+    for name, workers, chunk_size in (("one", 1, 500), ("two", 2, 7), ("three", 3, 4)):
+        run_batch(ruleset, options(tmp_path, name, workers=workers, chunk_size=chunk_size,
+                                   roster=tmp_path / "roster.csv", db=tmp_path / f"{name}.db"))
+    assert outputs(tmp_path / "one") == outputs(tmp_path / "two") == outputs(tmp_path / "three")
+    rejects = read_csv(tmp_path / "two" / "rejects.csv")
+    rows_read = [int(r["row"]) for r in rejects if r["source_file"].endswith("roster.csv")]
+    assert rows_read == sorted(rows_read) and len(rows_read) == 4 * 4
+    assert {r["reason"][:9] for r in rejects if int(r["row"]) in rows_read} >= \
+        {"duplicate", "partner_i"}
 
 
 def write_csv(path: Path, rows: list[list], bom: bool = False) -> Path:
@@ -192,6 +214,31 @@ def test_jsonl_and_xlsx_rosters_decide_like_csv(ruleset, tmp_path):
                 for line in (tmp_path / name / "decisions.jsonl").read_text().splitlines()]
     assert decisions("jsonl") == decisions("csv")
     assert decisions("xlsx") == decisions("csv")
+
+
+def test_unreadable_json_lines_are_set_aside_and_the_rest_decided(ruleset, tmp_path):
+    rows = list(csv.reader((EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines()))
+    lines = [json.dumps(dict(zip(rows[0], r))) for r in rows[1:6]]
+    lines[1:1] = ['{"partner_id": "P-9", "partner_name": ', '["P-8", "a list"]']
+    roster = tmp_path / "roster.jsonl"
+    roster.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    history_lines = (EXAMPLES / "performance.csv").read_text(encoding="utf-8").splitlines()
+    names = history_lines[0].split(",")
+    history = [json.dumps(dict(zip(names, line.split(",")))) for line in history_lines[1:40]]
+    history.insert(3, "not json at all")
+    performance = tmp_path / "performance.jsonl"
+    performance.write_text("\n".join(history) + "\n", encoding="utf-8")
+    result = run_batch(ruleset, options(tmp_path, roster=roster, performance=performance))
+    assert result.summary["partners"] == {"rows_read": 7, "decided": 5, "rejected": 2}
+    rejects = [(r["source_file"], r["row"], r["value"][:12], r["reason"])
+               for r in read_csv(tmp_path / "out" / "rejects.csv")]
+    assert (str(performance), "4", "not json at ", "not valid JSON (Expecting value, at "
+            "character 1)") in rejects
+    assert (str(roster), "2", '{"partner_id', "not valid JSON (Expecting value, at the "
+            "end of the line)") in rejects
+    assert (str(roster), "3", '["P-8", "a l', "not a JSON object ({...}); each line must hold "
+            "one partner's fields") in rejects
+    assert result.summary["inputs"]["performance"]["rows_read"] == 40
 
 
 def _collector_settings(index: int) -> tuple:
@@ -374,6 +421,51 @@ def test_changes_since_the_previous_run(tmp_path, rules_copy):
     assert ("P-1032", "new_partner", "") in changes
     assert ("P-2000", "removed_partner", "") in changes
     assert result.summary["changes"]["previous_run"] == 3
+
+
+def test_a_partner_back_after_a_missing_export_is_returned_not_new(ruleset, tmp_path):
+    """A partner left out of one run's roster and back in the next is compared
+    with the last run that decided it: not new, and not welcomed again."""
+    rows = list(csv.reader((EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines()))
+    newcomer = ["P-2000", *rows[3][1:]]  # P-1003's values under a new id
+    roster = tmp_path / "roster.csv"
+    run = options(tmp_path, roster=roster)
+    write_csv(roster, rows)
+    run_batch(ruleset, run)
+    write_csv(roster, [r for r in rows if r[0] not in ("P-1001", "P-1002")])
+    run_batch(ruleset, run)
+    assert {(c["partner_id"], c["change"]) for c in read_csv(tmp_path / "out" / "changes.csv")} \
+        == {("P-1001", "removed_partner"), ("P-1002", "removed_partner")}
+    write_csv(roster, rows + [newcomer])
+    result = run_batch(ruleset, run)
+    changes = [(c["partner_id"], c["change"], c["before"])
+               for c in read_csv(tmp_path / "out" / "changes.csv")]
+    assert changes == [("P-1001", "returned_partner", "1"), ("P-1002", "returned_partner", "1"),
+                       ("P-2000", "new_partner", "")]
+    assert result.summary["changes"]["counts"]["returned_partner"] == 2
+    assert result.summary["changes"]["previous_run"] == 2
+    write_letters(ruleset, LetterOptions(tmp_path / "out", ROOT / "templates", ("text",)))
+    kinds = {r["partner_id"]: r["kind"] for r in read_csv(tmp_path / "out" / "letters" /
+                                                          "index.csv")}
+    assert kinds["P-2000"] == "welcome"
+    assert kinds["P-1001"] != "welcome" and kinds["P-1002"] != "welcome"
+
+
+@pytest.mark.parametrize("content, reason", [("", "the file is empty"),
+                                             ("partner_id,partner_name\n", "no partner rows")])
+def test_a_roster_without_partners_stops_the_run(ruleset, tmp_path, content, reason):
+    """An export that came out empty would list every partner as removed (and
+    the next run would compare with it): it is refused, and nothing changes."""
+    run_batch(ruleset, options(tmp_path))
+    before = outputs(tmp_path / "out")
+    empty = tmp_path / "empty.csv"
+    empty.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=reason):
+        run_batch(ruleset, options(tmp_path, roster=empty))
+    assert outputs(tmp_path / "out") == before
+    history = RunHistory(tmp_path / "runs.sqlite")
+    assert [r.id for r in history.runs()] == [1]
+    history.close()
 
 
 def test_history_lists_and_shows_runs(cli_run, tmp_path):
