@@ -5,7 +5,9 @@ partners of a roster, decided by the rules) twice: as they are, and with one
 change of every kind since a made-up previous run. A syntax error, an
 undefined name, or a failing filter is reported as ``template:line:
 message`` together with the letter settings' own problems, before any
-partner is decided.
+partner is decided. So are the parts of a template that Jinja2 would drop
+without a word (text outside the blocks of a template that extends another,
+blocks its layout lacks), and raw HTML, which HTML letters leave out.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from jinja2 import TemplateSyntaxError
+from jinja2 import Environment, TemplateSyntaxError, nodes
 
 from .batch_worker import decision_record
 from .changes import Change
@@ -71,6 +73,7 @@ def check_templates(ruleset: RuleSet, folder: str | Path, roster: str | Path | N
                 problems.add(Problem(error.filename or name, error.lineno, 0, error.message or
                                      "syntax error"))
                 continue
+            problems.update(_never_shown(renderer.env, folder, name))
             for facts in samples:
                 context = dict(facts.context)
                 context["partner"] = {**context["partner"], "language": language}
@@ -90,6 +93,57 @@ def check_templates(ruleset: RuleSet, folder: str | Path, roster: str | Path | N
     if problems:
         raise RuleSetError(problems, "the letter templates")
     return TemplateCheck(count, settings.languages, len(samples) // 2, tuple(missing))
+
+
+def _never_shown(env: Environment, folder: Path, name: str) -> list[Problem]:
+    """Parts of a template that extends another which Jinja2 silently drops:
+    text outside any block, and blocks its layout does not have (a misspelt
+    block name)."""
+    tree = env.parse(env.loader.get_source(env, name)[0])
+    parents = [node.template.value for node in tree.body
+               if isinstance(node, nodes.Extends) and isinstance(node.template, nodes.Const)]
+    if not parents:
+        return []
+    path = str(folder / name)
+    problems = []
+    for node in tree.body:
+        if not isinstance(node, nodes.Output):
+            continue
+        shown = [part for part in node.nodes
+                 if not (isinstance(part, nodes.TemplateData) and not part.data.strip())]
+        if shown:
+            first = shown[0]
+            line = first.lineno
+            if isinstance(first, nodes.TemplateData):  # the line of its first visible character
+                data = first.data
+                line += data[:len(data) - len(data.lstrip())].count("\n")
+            problems.append(Problem(path, line, 0, "text outside any {% block %} is never "
+                                    "shown in a template that extends another; move it into "
+                                    "a block"))
+    uses_self = any(node.name == "self" for node in tree.find_all(nodes.Name))
+    known = None if uses_self else _block_names(env, parents[0])  # self.x() shows any block
+    for block in tree.body:
+        if isinstance(block, nodes.Block) and known is not None and block.name not in known:
+            problems.append(Problem(path, block.lineno, 0, f"block '{block.name}' is not in "
+                                    f"{parents[0]}, so it is never shown; its blocks are: "
+                                    f"{', '.join(known)}"))
+    return problems
+
+
+def _block_names(env: Environment, name: str, depth: int = 0) -> list[str] | None:
+    """The blocks of a layout and of the layouts it extends (None: not known)."""
+    try:
+        tree = env.parse(env.loader.get_source(env, name)[0])
+    except Exception:  # noqa: BLE001 - a missing or broken layout is reported on its own
+        return None
+    names = [block.name for block in tree.find_all(nodes.Block)]
+    for node in tree.body:
+        if isinstance(node, nodes.Extends) and isinstance(node.template, nodes.Const):
+            above = _block_names(env, node.template.value, depth + 1) if depth < 10 else None
+            if above is None:
+                return None
+            names += [n for n in above if n not in names]
+    return names
 
 
 # Where a template's raw HTML probably is: a tag, a comment, or a declaration.

@@ -321,6 +321,25 @@ def test_raw_html_in_a_template_is_reported_where_it_is(tmp_path, cli_run):
     assert cli_run("validate", "--templates", str(templates)).exit_code == 0
 
 
+def test_parts_of_a_template_jinja_would_drop_are_reported(tmp_path, cli_run):
+    """In a template that extends the layout, Jinja2 silently drops text outside
+    the blocks and blocks the layout does not have (a misspelt name)."""
+    templates = templates_copy(tmp_path)
+    status = templates / "de" / "status.md.j2"
+    status.write_text(status.read_text(encoding="utf-8").replace(
+        "{% block message %}", "Hallo!\n{% block mesage %}"), encoding="utf-8")
+    result = cli_run("validate", "--templates", str(templates))
+    assert result.exit_code == 1
+    assert f"{status}:3: text outside any {{% block %}} is never shown" in result.stderr
+    assert (f"{status}:4: block 'mesage' is not in de/base.md.j2, so it is never shown; its "
+            "blocks are: subject, message, changes") in result.stderr
+    # Blank lines, settings and macros outside blocks are fine.
+    status.write_text(status.read_text(encoding="utf-8").replace(
+        "Hallo!\n{% block mesage %}", "\n{% set x = 1 %}{% macro m() %}m{% endmacro %}\n"
+        "{% block message %}"), encoding="utf-8")
+    assert cli_run("validate", "--templates", str(templates)).exit_code == 0
+
+
 def test_bad_letter_settings_are_located(tmp_path, ruleset):
     templates = templates_copy(tmp_path)
     settings = templates / "letters.yaml"
