@@ -243,8 +243,9 @@ def explain_command(partner_id: str | None, json_file: str | None, rules_dir: st
     else:
         partner, set_aside = find_partner(ruleset, roster, performance, partner_id)
         for reject in set_aside:
-            click.echo(f"warning: {reject.source_file}:{reject.row}: {reject.column}: "
-                       f"{reject.reason}; row left out", err=True)
+            column = f"{reject.column}: " if reject.column else ""
+            click.echo(f"warning: {reject.source_file}:{reject.row}: {column}{reject.reason}; "
+                       "row left out", err=True)
     decision = Evaluator(ruleset).decide([partner], as_of)[0]
     explanation = explain(ruleset, partner, as_of)
     if explanation.decision() != decision:

@@ -36,7 +36,7 @@ from .outputs import (CsvOutput, JsonLinesOutput, remove_stale_partials, safe_ce
                       write_json_atomically)
 from .parallel import ordered_map
 from .partners import PARTNER_ID, read_partner_id, shorten
-from .rejects import COLUMNS as REJECT_COLUMNS, Reject
+from .rejects import COLUMNS as REJECT_COLUMNS, Reject, unreadable_row
 from .roster import RowReader
 from .run_history import DEFAULT_DB, RunHistory, RunRecord
 
@@ -183,7 +183,7 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
             for partner_id in runs.removed(previous.id, run_id):
                 _write_change(Change(partner_id, "removed_partner", "", "", "", ""),
                               outputs, tally)
-        for reject in history.unknown_partners(seen):  # not a copy (30 MB at 1M ids)
+        for reject in history.late_rejects(seen):  # not a copy (30 MB at 1M ids)
             _write_reject(reject, outputs, tally)
             tally.history_rejects += 1
         timings["total_seconds"] = round(time.perf_counter() - clock, 3)
@@ -231,8 +231,11 @@ def roster_chunks(reader: RowReader, history: HistoryStore, seen: dict[str, int]
     for row in reader:
         tally.rows_read += 1
         if row.problem:
-            aside.append(Reject(row.file, row.row, "", "", row.text, row.problem))
+            reject = unreadable_row(row)
+            aside.append(reject)
             tally.rejected_rows += 1
+            if reject.partner_id:  # in the roster, if unusable: its history is no orphan
+                seen.setdefault(reject.partner_id, row.row)
             continue
         try:
             partner_id = read_partner_id(row.record)

@@ -17,7 +17,8 @@ Two ways, chosen when the performance file is loaded:
 Either way memory stays flat however large the files are, and the results
 are the same. Rows are checked (quarter label, figures, a quarter given
 twice) by the workers, next to the partner they belong to; rows for
-partners not in the roster are set aside at the end of the run.
+partners not in the roster, and rows that cannot be read (see
+:attr:`engine.roster.SourceRow.problem`), are set aside at the end of the run.
 
 The staging folder is removed when the run ends. One left by a run that was
 killed (its name holds the run's process id, which is no longer alive) is
@@ -25,6 +26,8 @@ removed by the next run.
 """
 from __future__ import annotations
 
+import heapq
+import operator
 import os
 import shutil
 import sqlite3
@@ -35,7 +38,7 @@ from typing import Container, Iterable, Iterator
 from .model import RuleSet
 from .errors import DataError
 from .partners import MAX_ID_LENGTH, PARTNER_ID, QUARTER, clean_partner_id
-from .rejects import Reject
+from .rejects import Reject, unreadable_row
 from .roster import RowReader, SourceRow, partner_id_runs, read_columns
 
 _INSERT_BATCH = 10_000
@@ -71,6 +74,7 @@ class HistoryStore:
         self.rows_read = 0
         self.source = ""
         self.merged: _Merge | None = None  # set when the history is in roster order
+        self._unreadable: list[SourceRow] = []  # set aside at the end, merged or staged
 
     def load(self, path: str | Path, roster: str | Path | None = None) -> Iterator[Reject]:
         """Read a performance file; yields a Reject for each row without a partner_id.
@@ -88,7 +92,8 @@ class HistoryStore:
             self.rows_read, reported, in_order = self._check_order(path, positions, rejects)
             yield from rejects
             if in_order:
-                self.merged = _Merge(read_columns(path, [PARTNER_ID, QUARTER, *self.figures]),
+                self.merged = _Merge(read_columns(path, [PARTNER_ID, QUARTER, *self.figures],
+                                                  self._unreadable.append),
                                      positions, self.source)
                 return
         yield from self._stage(path, reported)
@@ -116,13 +121,9 @@ class HistoryStore:
         self.rows_read = 0
         batch: list[tuple] = []
         as_text = RowReader(path).kind == "csv"  # CSV gives only text: stored as it is
-        unreadable: list[SourceRow] = []
         for number, values in read_columns(path, [PARTNER_ID, QUARTER, *self.figures],
-                                           unreadable.append):
-            self.rows_read += 1 + len(unreadable)
-            while unreadable:  # lines before this one (JSON Lines)
-                row = unreadable.pop(0)
-                yield Reject(self.source, row.row, "", "", row.text, row.problem)
+                                           self._unreadable.append):
+            self.rows_read += 1
             partner_id = clean_partner_id(values[0])
             if not partner_id:
                 if number > reported:
@@ -133,9 +134,7 @@ class HistoryStore:
             if len(batch) >= _INSERT_BATCH:
                 self._db.executemany(self._insert, batch)
                 batch = []
-        self.rows_read += len(unreadable)
-        for row in unreadable:
-            yield Reject(self.source, row.row, "", "", row.text, row.problem)
+        self.rows_read += len(self._unreadable)
         if batch:
             self._db.executemany(self._insert, batch)
         self._db.execute("CREATE INDEX history_by_partner ON history (partner_id, row)")
@@ -159,18 +158,22 @@ class HistoryStore:
         return found
 
     def _set_aside(self, rows: list[tuple[str, int]]) -> None:
-        """Merged rows no roster partner took: kept for :meth:`unknown_partners`."""
+        """Merged rows no roster partner took: kept for :meth:`late_rejects`."""
         self._db.executemany("INSERT INTO history (partner_id, row) VALUES (?, ?)", rows)
 
-    def unknown_partners(self, known: Container[str]) -> Iterator[Reject]:
-        """History rows whose partner is not in the roster (``known``: the
-        roster's partner ids), in file order."""
+    def late_rejects(self, known: Container[str]) -> Iterator[Reject]:
+        """History rows set aside once every partner is decided, in file order:
+        rows whose partner is not in the roster (``known``: the roster's
+        partner ids), and unreadable rows met while merging."""
         if self.merged is not None:
             self.merged.finish(self._set_aside)
-        for partner_id, row in self._db.execute("SELECT partner_id, row FROM history ORDER BY row"):
-            if partner_id not in known:
-                yield Reject(self.source, row, partner_id, PARTNER_ID, partner_id,
-                             "no partner with this partner_id in the roster")
+        unknown = (Reject(self.source, row, partner_id, PARTNER_ID, partner_id,
+                          "no partner with this partner_id in the roster")
+                   for partner_id, row in self._db.execute(
+                       "SELECT partner_id, row FROM history ORDER BY row")
+                   if partner_id not in known)
+        yield from heapq.merge(unknown, map(unreadable_row, self._unreadable),
+                               key=operator.attrgetter("row"))
 
     def close(self) -> None:
         self._db.close()

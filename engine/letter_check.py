@@ -182,6 +182,8 @@ def _samples(ruleset: RuleSet, settings: LetterSettings, roster, performance,
     seen: set[str] = set()
     if roster is not None and Path(roster).is_file():
         for row in read_rows(roster):
+            if row.problem:
+                continue
             try:
                 partner_id = read_partner_id(row.record)
             except DataError:
@@ -217,7 +219,7 @@ def _histories(ruleset: RuleSet, ids: set[str], performance) -> dict:
     rows: dict[str, list] = {}
     for row in read_rows(performance):
         partner_id = clean_partner_id(row.record.get(PARTNER_ID))
-        if partner_id in ids:
+        if partner_id in ids and not row.problem:
             rows.setdefault(partner_id, []).append(row.record)
     found = {}
     for partner_id, records in rows.items():

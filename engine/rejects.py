@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .partners import shorten
+from .partners import PARTNER_ID, clean_partner_id, shorten
+
+if TYPE_CHECKING:
+    from .roster import SourceRow
 
 COLUMNS = ("source_file", "row", "partner_id", "column", "value", "reason")
 
@@ -20,3 +24,11 @@ class Reject:
     def as_row(self) -> tuple:
         return (self.source_file, self.row, shorten(self.partner_id), self.column,
                 shorten(self.value), self.reason)
+
+
+def unreadable_row(row: "SourceRow") -> Reject:
+    """The reject for a row that could not be read (see
+    :attr:`engine.roster.SourceRow.problem`): its value is the row's text, or
+    the value out of place."""
+    return Reject(row.file, row.row, clean_partner_id(row.record.get(PARTNER_ID)), "",
+                  row.text, row.problem)

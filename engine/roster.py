@@ -1,8 +1,11 @@
 """Reading partner rosters and performance history from CRM exports.
 
 Supports CSV (UTF-8, with or without the byte-order mark Excel writes,
-quoted fields with commas and newlines), JSON Lines, and Excel ``.xlsx``. Each record comes
-with its row number in the source file so problems can point at it.
+quoted fields with commas and newlines; separated by commas, semicolons or
+tabs), JSON Lines, and Excel ``.xlsx``. Each record comes with its row
+number in the source file so problems can point at it; a row that cannot be
+read (a JSON line that is no object, a CSV row with values past the last
+column) comes with its problem instead, to be set aside like any bad row.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from .errors import DataError, UsageError
 from .model import RuleSet
 from .partners import (PARTNER_ID, Partner, checked_history, clean_partner_id, field_values,
                        history_row, partner_from_record, shorten)
+from .rejects import unreadable_row
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".xlsx": "xlsx"}
 
@@ -92,14 +96,21 @@ def read_columns(path: str | Path, columns: list[str],
             yield row.row, tuple(row.record.get(c) for c in columns)
         return
     with reader.path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = csv.reader(handle)
+        rows = _csv_reader(handle)
         number = 1
         try:
             header = _csv_header(reader.path, next(rows, []))
             where = [header.index(c) if c in header else None for c in columns]
             width = max((i for i in where if i is not None), default=-1) + 1
+            size = len(header)
             pick = _picker(where)
             for number, values in enumerate(rows, start=2):
+                if len(values) > size:
+                    problem = _overlong(reader.path, number, values, header, rows)
+                    if problem is not None:
+                        if unreadable is not None:
+                            unreadable(problem)
+                        continue
                 if len(values) >= width and pick is not None:
                     yield number, pick(values)
                 elif values:  # a short row, or a column the file lacks
@@ -121,7 +132,7 @@ def partner_id_runs(path: str | Path) -> Iterator[tuple[int, Any, int]]:
             yield rows[0][0], value, len(rows)
         return
     with reader.path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = csv.reader(handle)
+        rows = _csv_reader(handle)
         number = 2
         try:
             column = _csv_header(reader.path, next(rows, [])).index(PARTNER_ID)
@@ -137,6 +148,22 @@ def partner_id_runs(path: str | Path) -> Iterator[tuple[int, Any, int]]:
 
 
 _BLANK_LINE = object()
+_DELIMITERS = (",", ";", "\t")
+_DELIMITER_NAMES = {",": "a comma", ";": "a semicolon", "\t": "a tab"}
+
+
+def _csv_reader(handle: io.TextIOBase) -> Iterator[list[str]]:
+    """Rows of a CSV file separated by commas, or by semicolons or tabs (what
+    Excel writes as "CSV" in many European locales, and as "Text"): the
+    first of them that splits the header into columns naming partner_id."""
+    first = handle.readline()
+    delimiter = ","
+    for candidate in _DELIMITERS:
+        if PARTNER_ID in (h.strip() for h in next(csv.reader([first], delimiter=candidate), [])):
+            delimiter = candidate
+            break
+    return csv.reader(itertools.chain([first], handle) if first else handle,
+                      delimiter=delimiter)
 
 
 def _csv_header(path: Path, row: list[str]) -> list[str]:
@@ -148,6 +175,22 @@ def _csv_header(path: Path, row: list[str]) -> list[str]:
     if PARTNER_ID not in header:
         raise DataError(f"{path}: no '{PARTNER_ID}' column (columns: {', '.join(header[:12])})")
     return header
+
+
+def _overlong(path: Path, number: int, values: list[str], header: list[str],
+              rows: Any) -> SourceRow | None:
+    """A row with more values than the header has columns: a value holding the
+    delimiter without quotes (``Contoso, Inc``, ``1,234.50``) has shifted the
+    values after it into the wrong columns, so the row is not used. Empty
+    cells past the last column are harmless (None then)."""
+    extra = [value for value in values[len(header):] if value.strip()]
+    if not extra:
+        return None
+    delimiter = rows.dialect.delimiter
+    return SourceRow(str(path), number, {PARTNER_ID: values[header.index(PARTNER_ID)]},
+                     f"{len(values)} values for {len(header)} columns; a value holding "
+                     f"{_DELIMITER_NAMES.get(delimiter, repr(delimiter))} must be in double "
+                     "quotes", shorten(extra[0]))
 
 
 def _unreadable(path: Path, number: int, error: Exception) -> DataError:
@@ -170,9 +213,10 @@ def _picker(where: list[int | None]):
 def _read_csv(path: Path, handle: io.TextIOBase) -> Iterator[SourceRow]:
     """Rows are numbered as a spreadsheet shows them: the header is row 1, a
     quoted value spanning several lines still makes one row, and a blank line
-    is no record but keeps its row number. Missing cells are None; cells past
-    the last column name are dropped."""
-    rows = csv.reader(handle)
+    is no record but keeps its row number. Missing cells are None; empty
+    cells past the last column name are dropped, and a row with values there
+    comes with its problem (see :func:`_overlong`)."""
+    rows = _csv_reader(handle)
     number = 1
     try:
         header = next(rows, None)
@@ -185,6 +229,11 @@ def _read_csv(path: Path, handle: io.TextIOBase) -> Iterator[SourceRow]:
                 continue
             if len(values) < width:
                 values += [None] * (width - len(values))
+            elif len(values) > width:
+                problem = _overlong(path, number, values, names, rows)
+                if problem is not None:
+                    yield problem
+                    continue
             yield SourceRow(str(path), number, dict(zip(names, values)))
     except (UnicodeDecodeError, csv.Error) as error:
         raise _unreadable(path, number, error) from None
@@ -261,15 +310,19 @@ def find_partner(ruleset: RuleSet, roster: str | Path, performance: str | Path |
             break
     if found is None:
         raise UsageError(f"partner '{partner_id}' is not in {roster}")
+    if found.problem:
+        raise DataError(f"{found.file}:{found.row}: partner {shorten(partner_id)}: "
+                        f"{found.problem}")
     values, problems = field_values(ruleset, found.record)
     if problems:
         raise DataError(f"{found.file}:{found.row}: partner {shorten(partner_id)}: "
                         + "; ".join(map(str, problems)))
-    rows = []
+    rows, rejects = [], []
     if performance is not None:
-        rows = [history_row(ruleset, r.row, r.record) for r in read_rows(performance)
+        mine = [r for r in read_rows(performance)
                 if clean_partner_id(r.record.get(PARTNER_ID)) == partner_id]
-    rejects: list = []
+        rows = [history_row(ruleset, r.row, r.record) for r in mine if not r.problem]
+        rejects = [unreadable_row(r) for r in mine if r.problem]
     history = checked_history(ruleset, rows, str(performance), partner_id, rejects)
     return Partner(partner_id, values, history), rejects
 

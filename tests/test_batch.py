@@ -216,6 +216,22 @@ def test_jsonl_and_xlsx_rosters_decide_like_csv(ruleset, tmp_path):
     assert decisions("xlsx") == decisions("csv")
 
 
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_semicolon_and_tab_separated_files_decide_like_csv(ruleset, tmp_path, delimiter):
+    """What Excel saves as CSV in many European locales (semicolons) or as
+    text (tabs), with a value holding the delimiter quoted, as Excel does."""
+    for name in ("roster.csv", "performance.csv"):
+        with (tmp_path / name).open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle, delimiter=delimiter).writerows(_example_rows(name))
+    run_batch(ruleset, options(tmp_path, "comma"))
+    run_batch(ruleset, options(tmp_path, "other", roster=tmp_path / "roster.csv",
+                               performance=tmp_path / "performance.csv", db=tmp_path / "o.db"))
+    assert (tmp_path / "comma" / "decisions.jsonl").read_bytes() == \
+        (tmp_path / "other" / "decisions.jsonl").read_bytes()
+    assert [r["reason"] for r in read_csv(tmp_path / "comma" / "rejects.csv")] == \
+        [r["reason"] for r in read_csv(tmp_path / "other" / "rejects.csv")]
+
+
 def test_unreadable_json_lines_are_set_aside_and_the_rest_decided(ruleset, tmp_path):
     rows = list(csv.reader((EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines()))
     lines = [json.dumps(dict(zip(rows[0], r))) for r in rows[1:6]]
@@ -322,6 +338,8 @@ def test_history_merged_in_roster_order_equals_history_staged(ruleset, tmp_path,
     body.insert(9, ["Z-5", "2026Q1", "1", "1", "1"])         # unknown, inside a partner's rows
     body.insert(20, ["", "2026Q1", "1", "1", "1"])           # no partner_id
     body.append(["A-0", "2026Q2", "1", "1", "1"])            # unknown, after everyone
+    body[12] = body[12][:2] + ["1", "234.50"] + body[12][3:]  # revenue 1,234.50 unquoted
+    roster[8] = roster[8][:1] + ["Contoso", " Inc"] + roster[8][2:]  # a name with a comma
     roster_file = write_csv(tmp_path / "roster.csv", roster)
     perf_file = write_csv(tmp_path / "performance.csv", [header] + body)
     merged = run_batch(ruleset, options(tmp_path, "merged", roster=roster_file,
@@ -339,7 +357,14 @@ def test_history_merged_in_roster_order_equals_history_staged(ruleset, tmp_path,
                if r["source_file"].endswith("performance.csv")]
     assert ("22", "", "partner_id is missing") in reasons
     unknown = [(row, pid) for row, pid, reason in reasons if reason.startswith("no partner")]
-    assert [pid for _, pid in unknown] == ["Z-0", "Z-5", "A-0"]
+    assert [pid for _, pid in unknown] == ["Z-0", "Z-5", "A-0"]  # not the Contoso row's
+    assert ("14", body[12][0], "6 values for 5 columns; a value holding a comma must be in "
+            "double quotes") in reasons
+    roster_rejects = [(r["row"], r["partner_id"], r["value"], r["reason"])
+                      for r in read_csv(tmp_path / "merged" / "rejects.csv")
+                      if r["source_file"].endswith("roster.csv")]
+    assert ("9", roster[8][0], "no", "22 values for 21 columns; a value holding a comma must "
+            "be in double quotes") in roster_rejects
     assert merged.summary["inputs"]["performance"]["rows_read"] == len(body)
 
 

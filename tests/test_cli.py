@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from conftest import ROOT
 
 
 def test_help_lists_commands(cli_run):
@@ -109,3 +110,29 @@ def test_explain_sets_aside_bad_history_rows_like_a_run(cli_run):
     assert result.exit_code == 0, result.stderr
     assert "examples/performance.csv:327: quarter: '2026Q5' is not a quarter" in result.stderr
     assert "row left out" in result.stderr
+
+
+def test_explain_names_rows_whose_values_are_shifted(cli_run, tmp_path):
+    """A value holding the delimiter without quotes shifts the values after
+    it: such a roster row is refused and such a history row left out, as a
+    run does; empty cells past the last column are harmless."""
+    lines = (ROOT / "examples" / "roster.csv").read_text(encoding="utf-8").splitlines()
+    lines[1] += ",,"                                        # P-1001: empty extra cells
+    lines[2] = lines[2].replace("Contoso Sécurité SA", "Contoso, Sécurité SA")  # P-1002
+    roster = tmp_path / "roster.csv"
+    roster.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    history = (ROOT / "examples" / "performance.csv").read_text(encoding="utf-8").splitlines()
+    number = next(i for i, line in enumerate(history) if line.startswith("P-1001,"))
+    history[number] = history[number].replace("P-1001,2024Q1,", "P-1001,2024Q1,1,")
+    performance = tmp_path / "performance.csv"
+    performance.write_text("\n".join(history) + "\n", encoding="utf-8")
+    result = cli_run("explain", "P-1002", "--roster", str(roster), "--performance",
+                     str(performance), "--as-of", "2026-11-26")
+    assert result.exit_code == 1
+    assert (f"{roster}:3: partner P-1002: 22 values for 21 columns; a value holding a comma "
+            "must be in double quotes") in result.stderr
+    result = cli_run("explain", "P-1001", "--roster", str(roster), "--performance",
+                     str(performance), "--as-of", "2026-11-26")
+    assert result.exit_code == 0, result.stderr
+    assert (f"warning: {performance}:{number + 1}: 6 values for 5 columns; a value holding a "
+            "comma must be in double quotes; row left out") in result.stderr
