@@ -293,9 +293,9 @@ def render_chunk(ruleset: RuleSet, templates: str, settings: LetterSettings, as_
         for name in formats:
             file_name = f"{stem}{FORMATS[name]}"
             if name == "text":
-                data = letter.text.encode("utf-8")
+                data = letter.text_utf8
             elif name == "html":
-                data = letter.html.encode("utf-8")
+                data = letter.html_utf8
             else:
                 data, note = email_message(letter, settings, facts.context["partner"], as_of,
                                            message_id(ruleset.fingerprint, as_of, partner_id,

@@ -10,7 +10,7 @@ message back with Python's ``email`` package and check it has no defects.
 """
 from __future__ import annotations
 
-import base64
+import binascii
 import datetime as dt
 import functools
 import hashlib
@@ -58,9 +58,11 @@ def email_message(letter: Letter, settings: LetterSettings, partner: Mapping[str
     boundary = "=_" + "".join(filter(str.isalnum, msg_id))[:32]
     headers.append(("Content-Type", f'multipart/alternative;{CRLF} boundary="{boundary}"'))
     lines = [f"{name}: {value}" for name, value in headers]
-    lines += ["", f"--{boundary}", *_part("plain", letter.text), f"--{boundary}",
-              *_part("html", letter.html), f"--{boundary}--", ""]
-    return CRLF.join(lines).encode("ascii"), note
+    separator = f"{CRLF}--{boundary}{CRLF}".encode("ascii")
+    return b"".join((CRLF.join(lines).encode("ascii"), CRLF.encode("ascii"), separator,
+                     _part(b"plain", letter.text_utf8), separator,
+                     _part(b"html", letter.html_utf8),
+                     f"{CRLF}--{boundary}--{CRLF}".encode("ascii"))), note
 
 
 @functools.lru_cache(maxsize=1024)
@@ -85,12 +87,15 @@ def _date(as_of: dt.date) -> str:
     return format_datetime(dt.datetime.combine(as_of, dt.time(8, 0), tzinfo=dt.timezone.utc))
 
 
-def _part(subtype: str, text: str) -> list[str]:
-    body = base64.b64encode(text.replace("\r\n", "\n").replace("\n", CRLF).encode("utf-8"))
-    body_text = body.decode("ascii")
-    return [f'Content-Type: text/{subtype}; charset="utf-8"',
-            "Content-Transfer-Encoding: base64", "",
-            *[body_text[i:i + MAX_LINE] for i in range(0, len(body_text), MAX_LINE)]]
+def _part(subtype: bytes, data: bytes) -> bytes:
+    """A body part: UTF-8 text with CRLF line ends, in base64 lines (made as
+    bytes: about twice as fast as the same steps on str)."""
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
+    body = binascii.b2a_base64(data.replace(b"\n", b"\r\n"), newline=False)
+    return b"".join((b'Content-Type: text/', subtype, b'; charset="utf-8"\r\n'
+                     b"Content-Transfer-Encoding: base64\r\n\r\n",
+                     b"\r\n".join([body[i:i + MAX_LINE] for i in range(0, len(body), MAX_LINE)])))
 
 
 def _address(name: str, address: str) -> str:

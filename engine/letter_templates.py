@@ -78,6 +78,15 @@ class Letter:
         body = Markup(_fill(_markdown_to_html(self._skeleton), self._slots, escape=True))
         return self._page(body=body, subject=self.subject, language=self.language)
 
+    # As written to files, once: an .eml holds both beside the .txt and the .html.
+    @functools.cached_property
+    def text_utf8(self) -> bytes:
+        return self.text.encode("utf-8")
+
+    @functools.cached_property
+    def html_utf8(self) -> bytes:
+        return self.html.encode("utf-8")
+
     @property
     def loses_raw_html(self) -> bool:
         """Whether the template wrote raw HTML, which HTML letters leave out
