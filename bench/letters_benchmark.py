@@ -47,6 +47,11 @@ def main() -> None:
                         help="Where to write the letters (a temporary folder is made "
                              "in it; default: the --data folder). See the note on file "
                              "systems in docs/benchmarks.md.")
+    parser.add_argument("--keep", action="store_true",
+                        help="Leave the letters written, for you to delete later: deleting "
+                             "hundreds of thousands of files slows down the next files made "
+                             "nearby for minutes (docs/benchmarks.md), so runs compared "
+                             "back to back should keep theirs until all are done.")
     parser.add_argument("--measure", nargs=3, metavar=("FOLDER", "FORMATS", "WORKERS"),
                         help=argparse.SUPPRESS)  # one measurement, in a process of its own
     args = parser.parse_args()
@@ -61,7 +66,8 @@ def main() -> None:
     ruleset = load_rules(ROOT / "rules")
     where = args.dir or args.data
     where.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="letters-bench-", dir=where) as temp:
+    temp = tempfile.mkdtemp(prefix="letters-bench-", dir=where)
+    try:
         out = Path(temp) / "out"
         run_batch(ruleset, RunOptions(data / "roster.csv", data / "performance.csv", AS_OF, out,
                                       workers=args.workers, db=Path(temp) / "runs.sqlite"))
@@ -95,6 +101,11 @@ def main() -> None:
                       f"({files / seconds:>9,.0f} files/s), "
                       f"{letters:,} letters in {seconds:,.1f} s, "
                       f"{cpu / letters * 1e6:,.0f} µs CPU a letter")
+    finally:
+        if args.keep:
+            print(f"The letters are in {temp}; delete it when the measurements are done.")
+        else:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def measure(folder: Path, formats: tuple[str, ...], workers: int) -> None:

@@ -173,9 +173,9 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
             _record_chunk(ruleset, result, aside.popleft(), run_id, previous, runs, outputs,
                           tally)
             report()
+        # Never a run over nobody (below too): it would list every partner as
+        # removed, and the next run would compare with it.
         if tally.rows_read == 0:
-            # Never a run over nobody: it would list every partner as removed, and
-            # the next run would compare with it.
             raise DataError(f"{options.roster}: " + (
                 "the file is empty" if reader.size == 0 else "the file has no partner rows")
                 + "; nothing was decided or recorded. Check the export and run again")
@@ -186,6 +186,14 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
         for reject in history.late_rejects(seen):  # not a copy (30 MB at 1M ids)
             _write_reject(reject, outputs, tally)
             tally.history_rejects += 1
+        if tally.decided == 0:
+            outputs.commit(only=(outputs.rejects,))
+            rows = f"all {tally.rows_read} rows were" if tally.rows_read > 1 else \
+                "its only row was"
+            raise DataError(f"{options.roster}: no partner could be decided, {rows} "
+                            "rejected; see "
+                            f"{options.out_dir / 'rejects.csv'} (nothing else was written "
+                            "or recorded)")
         timings["total_seconds"] = round(time.perf_counter() - clock, 3)
         if tally.rows_read != tally.decided + tally.rejected_rows:  # pragma: no cover
             raise AssertionError("the counts do not reconcile; this is a bug")
@@ -269,8 +277,9 @@ def _record_chunk(ruleset: RuleSet, result: ChunkResult, aside: list[Reject], ru
                   tally: RunTally) -> None:
     """Write a chunk's results, and its rejects with the rows set aside before
     it was sent (``aside``), in roster order."""
-    for _, reject in heapq.merge(((r.row, r) for r in aside),
-                                 zip(result.reject_rows, result.rejects), key=operator.itemgetter(0)):
+    in_order = heapq.merge(((r.row, r) for r in aside), zip(result.reject_rows, result.rejects),
+                           key=operator.itemgetter(0))
+    for _, reject in in_order:
         _write_reject(reject, outputs, tally)
     tally.rejected_rows += result.rejected_rows
     tally.history_rejects += result.history_rejects

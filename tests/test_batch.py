@@ -493,6 +493,26 @@ def test_a_roster_without_partners_stops_the_run(ruleset, tmp_path, content, rea
     history.close()
 
 
+def test_a_run_that_decides_nobody_writes_only_its_rejects(ruleset, tmp_path):
+    """Every row rejected (an export whose dates all came out day first, say):
+    rejects.csv says why, and nothing else is written or recorded."""
+    run_batch(ruleset, options(tmp_path))
+    before = outputs(tmp_path / "out")
+    roster = write_csv(tmp_path / "roster.csv", [HEADER, ["A-1", "A", "FR", "31/12/2020"],
+                                                 ["A-2", "B", "DE", "2020-13-01"]])
+    with pytest.raises(DataError, match="no partner could be decided, all 2 rows were "
+                                        "rejected; see .*rejects.csv"):
+        run_batch(ruleset, options(tmp_path, roster=roster, performance=None))
+    after = outputs(tmp_path / "out")
+    assert [r["partner_id"] for r in read_csv(tmp_path / "out" / "rejects.csv")] == \
+        ["A-1", "A-2"]
+    assert {k: v for k, v in after.items() if k != "rejects.csv"} == \
+        {k: v for k, v in before.items() if k != "rejects.csv"}
+    history = RunHistory(tmp_path / "runs.sqlite")
+    assert [r.id for r in history.runs()] == [1]
+    history.close()
+
+
 def test_history_lists_and_shows_runs(cli_run, tmp_path):
     db = str(tmp_path / "h.sqlite")
     for _ in range(2):
