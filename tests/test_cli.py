@@ -136,3 +136,14 @@ def test_explain_names_rows_whose_values_are_shifted(cli_run, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert (f"warning: {performance}:{number + 1}: 6 values for 5 columns; a value holding a "
             "comma must be in double quotes; row left out") in result.stderr
+
+
+def test_a_system_error_is_a_message_not_a_traceback(cli_run, tmp_path):
+    """A folder that is a file, a permission refused, a full disk: the
+    system's reason, on one line, and exit code 1."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = cli_run("run", "--as-of", "2026-11-26", "--out", str(blocker / "out"),
+                     "--db", str(tmp_path / "h.sqlite"), "-q")
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {blocker / 'out'}: Not a directory\n"
