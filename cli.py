@@ -56,6 +56,10 @@ class _Group(click.Group):
         except EligibilityError as error:
             click.echo(f"error: {error}", err=True)
             ctx.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: nothing half-written was kept (what was being written "
+                       "is gone, what was complete stays)", err=True)
+            ctx.exit(130)
         except OSError as error:  # a folder that is a file, no permission, a full disk
             where = f"{error.filename}: " if error.filename else ""
             click.echo(f"error: {where}{error.strerror or error}", err=True)

@@ -9,6 +9,7 @@ import collections
 import contextlib
 import gc
 import multiprocessing
+import signal
 from typing import Any, Callable, Iterable, Iterator
 
 # A run allocates millions of short-lived containers (rows, facts, results),
@@ -74,6 +75,9 @@ def _start_worker(warm_up: Callable[[], Any] | None, shared: tuple) -> None:
     not scan it again, and runs less often."""
     global _shared
     _shared = shared
+    # Ctrl-C is the main process's to handle: it stops the pool, and the run
+    # keeps nothing half-written. Workers would only print tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if warm_up is not None:
         try:
             warm_up()

@@ -598,6 +598,39 @@ def test_killed_run_leaves_consistent_outputs_and_history(tmp_path):
     assert not list(temp.iterdir())  # the killed run's staging folder too
 
 
+def test_ctrl_c_stops_a_run_with_a_message_and_keeps_nothing_half_written(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) in
+    the middle of a run with workers: one line saying so, exit code 130, no
+    tracebacks from the workers, no output and no run recorded."""
+    data = tmp_path / "data"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "generate.py"), "--partners", "6000",
+                    "--out", str(data)], check=True, capture_output=True)
+    db, out = tmp_path / "runs.sqlite", tmp_path / "out"
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from cli import main; main()", "run", "--roster",
+         str(data / "roster.csv"), "--performance", str(data / "performance.csv"), "--as-of",
+         "2026-11-26", "--out", str(out), "--db", str(db), "--workers", "2", "--quiet"],
+        cwd=ROOT, start_new_session=True, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TMPDIR": str(temp)})
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out.is_dir() and any(
+            p.name.endswith(".partial") for p in out.iterdir())):
+        time.sleep(0.05)
+    time.sleep(0.5)  # deciding, in the workers
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted: nothing half-written was kept" in stderr
+    assert "Traceback" not in stderr
+    assert not [p.name for p in out.iterdir()]
+    assert not list(temp.iterdir())  # the history staging folder too
+    connection = sqlite3.connect(db)
+    assert connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    connection.close()
+
+
 def test_run_command_prints_a_summary(cli_run, tmp_path):
     result = cli_run("run", "--as-of", "2026-11-26", "--out", str(tmp_path / "o"),
                      "--db", str(tmp_path / "h.sqlite"), "--workers", "2")
