@@ -57,10 +57,16 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 MAX_STEM = 80
 
 
+# Names Windows keeps for devices, whatever the extension (CON.txt is the console).
+_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("COM", "LPT")
+                                                      for n in range(1, 10))})
+
+
 def safe_stem(partner_id: str) -> str:
-    """A file name (without extension) for a partner id that cannot escape a folder."""
+    """A file name (without extension) for a partner id that cannot escape a
+    folder, nor name a device on Windows."""
     stem = _UNSAFE.sub("_", partner_id).lstrip(".")[:MAX_STEM]
-    if stem != partner_id or not stem:
+    if stem != partner_id or not stem or stem.upper() in _DEVICES:
         digest = hashlib.sha256(partner_id.encode("utf-8")).hexdigest()[:10]
         stem = f"{stem or 'partner'}-{digest}"
     return stem

@@ -41,12 +41,13 @@ def email_message(letter: Letter, settings: LetterSettings, partner: Mapping[str
                   as_of: dt.date, msg_id: str) -> tuple[bytes, str]:
     """The message's bytes, and a note when it has no To (no usable address)."""
     note = ""
-    address = _one_line(partner.get("contact_email") or "")
+    written = _one_line(partner.get("contact_email") or "")
+    address = _usable(written)
     headers = [("From", _sender(settings.sender_name, settings.sender_email))]
-    if address and EMAIL.match(address):
+    if address:
         headers.append(("To", _address(partner.get("contact_name") or "", address)))
     else:
-        note = ("no usable contact_email" if address else "no contact_email") + \
+        note = ("no usable contact_email" if written else "no contact_email") + \
             "; the message has no To"
     headers += [
         ("Subject", _subject(letter.subject)),
@@ -63,6 +64,23 @@ def email_message(letter: Letter, settings: LetterSettings, partner: Mapping[str
                      _part(b"plain", letter.text_utf8), separator,
                      _part(b"html", letter.html_utf8),
                      f"{CRLF}--{boundary}--{CRLF}".encode("ascii"))), note
+
+
+def _usable(address: str) -> str:
+    """The address as a header carries it, or "" when it is not one address.
+    A domain in another script (``zoë@exämple.de``'s domain) is written in
+    its ASCII form (IDNA, ``xn--exmple-cua.de``); a name part outside ASCII
+    needs mail servers that few have (SMTPUTF8), so it is not used."""
+    if EMAIL.match(address):
+        return address
+    name, at, domain = address.rpartition("@")
+    if at and name.isascii() and not domain.isascii():
+        try:
+            ascii_form = f"{name}@{domain.encode('idna').decode('ascii')}"
+        except UnicodeError:
+            return ""
+        return ascii_form if EMAIL.match(ascii_form) else ""
+    return ""
 
 
 @functools.lru_cache(maxsize=1024)

@@ -240,9 +240,27 @@ def test_header_injection_is_refused_and_a_missing_address_is_noted(tmp_path):
     assert "no contact_email" in rows["X-4"]["note"] and rows["X-4"]["to"] == ""
 
 
+def test_an_address_with_a_domain_in_another_script_is_written_in_ascii(tmp_path):
+    """zoe@exämple.de is usable: its domain goes in the header in IDNA form;
+    a name part outside ASCII (which few mail servers take) is not used."""
+    lines = (EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines()
+    lines[1] = lines[1].replace("partners@p-1001.example.com", "zoe@exämple.de")
+    lines[2] = lines[2].replace("partners@p-1002.example.com", "zoë@example.com")
+    roster = tmp_path / "roster.csv"
+    roster.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run_and_write(tmp_path, roster=roster, formats=("eml",))
+    rows = index(tmp_path / "out")
+    raw = (tmp_path / "out" / "letters" / rows["P-1001"]["files"]).read_bytes()
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert message["To"].addresses[0].addr_spec == "zoe@xn--exmple-cua.de"
+    assert not message.defects
+    assert rows["P-1001"]["note"] == "" and rows["P-1001"]["to"] == "zoe@exämple.de"
+    assert rows["P-1002"]["note"] == "no usable contact_email; the message has no To"
+
+
 @pytest.mark.parametrize("partner_id,expected", [
     ("P-1001", "P-1001"), ("..", "partner-"), ("a/b", "a_b-"), (".hidden", "hidden-"),
-    ("x" * 300, "x" * 80 + "-")])
+    ("x" * 300, "x" * 80 + "-"), ("CON", "CON-"), ("lpt1", "lpt1-")])
 def test_safe_stem(partner_id, expected):
     stem = safe_stem(partner_id)
     assert stem.startswith(expected) and "/" not in stem and not stem.startswith(".")
