@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Iterator
 
 import orjson
 from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
@@ -21,6 +22,10 @@ from .outputs import AtomicFile
 
 TEMPLATES = Path(__file__).parent / "report_templates"
 REPORT_NAME = "report.html"
+# A report stays a page a browser opens (about 2.5 KB a partner shown): at
+# most this many partners, changes, and rejects; the output files hold them all.
+MAX_REPORT_PARTNERS = 5000
+MAX_REPORT_ROWS = 2000       # changes and rejects listed
 MAX_LETTER_PREVIEWS = 2000   # letters shown in the report; the rest are in letters/
 MAX_PREVIEW_CHARS = 12_000
 BAR_WIDTH = 320
@@ -31,11 +36,21 @@ def _environment() -> SandboxedEnvironment:
                                 autoescape=select_autoescape(["html"]))
 
 
-def _read_csv(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+def _rows(path: Path) -> Iterator[dict]:
+    """The rows of one of our CSV files, as a stream (none if it is missing)."""
+    if path.exists():
+        with path.open(newline="", encoding="utf-8") as handle:
+            yield from csv.DictReader(handle)
+
+
+def _first_rows(path: Path, limit: int | None = None) -> tuple[list[dict], int]:
+    """The first ``limit`` rows of a CSV file (MAX_REPORT_ROWS), and how many it has."""
+    limit = MAX_REPORT_ROWS if limit is None else limit
+    rows, count = [], 0
+    for count, row in enumerate(_rows(path), 1):
+        if count <= limit:
+            rows.append(row)
+    return rows, count
 
 
 def _bars(counts: dict[str, int]) -> list[dict]:
@@ -57,11 +72,11 @@ def build_report(folder: str | Path, output: str | Path | None = None,
     if not summary_path.exists():
         raise UsageError(f"{folder}: no summary.json; give the --out folder of a run")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    partners = []
-    with (folder / "decisions.jsonl").open("rb") as handle:
-        for line in handle:
-            partners.append(orjson.loads(line))
-    previews = _letter_previews(folder)
+    changes, change_count = _first_rows(folder / "changes.csv")
+    rejects, reject_count = _first_rows(folder / "rejects.csv")
+    moves_shown, move_count = _first_rows(Path(moves)) if moves else (None, 0)
+    partners = _partners_shown(folder, {row["partner_id"] for row in _rows(folder / "changes.csv")})
+    previews = _letter_previews(folder, {p["partner_id"] for p in partners})
     for partner in partners:
         partner["letter"] = previews.get(partner["partner_id"])
     context = {
@@ -73,10 +88,11 @@ def build_report(folder: str | Path, output: str | Path | None = None,
                       for name, counts in summary["classifications"].items()},
                    "Engagement models": _bars(summary["engagement_models"]),
                    "Programs": _bars(summary["programs"])},
-        "rejects": _read_csv(folder / "rejects.csv"),
-        "changes": _read_csv(folder / "changes.csv"),
-        "moves": _read_csv(Path(moves)) if moves else None,
-        "letters": {"written": len(_read_csv(folder / "letters" / "index.csv")),
+        "rejects": rejects,
+        "changes": changes,
+        "counts": {"rejects": reject_count, "changes": change_count, "moves": move_count},
+        "moves": moves_shown,
+        "letters": {"written": _first_rows(folder / "letters" / "index.csv", 0)[1],
                     "previewed": len(previews)},
     }
     html = _environment().get_template("report.html").render(**context)
@@ -85,12 +101,34 @@ def build_report(folder: str | Path, output: str | Path | None = None,
     return target
 
 
-def _letter_previews(folder: Path) -> dict[str, dict]:
-    """The text of the first partners' letters (letters/index.csv), for the detail panel."""
+def _partners_shown(folder: Path, changed: set[str]) -> list[dict]:
+    """At most MAX_REPORT_PARTNERS decisions, in roster order: the partners
+    with changes since the previous run first, then the others from the top.
+    decisions.jsonl is read as a stream, never whole."""
+    first: list[dict] = []
+    others: list[dict] = []
+    with (folder / "decisions.jsonl").open("rb") as handle:
+        for line in handle:
+            if len(first) >= MAX_REPORT_PARTNERS:
+                break
+            partner = orjson.loads(line)
+            if partner["partner_id"] in changed:
+                first.append(partner)
+            elif len(others) < MAX_REPORT_PARTNERS:
+                others.append(partner)
+    shown = first + others[:MAX_REPORT_PARTNERS - len(first)]
+    return sorted(shown, key=lambda partner: partner["row"])
+
+
+def _letter_previews(folder: Path, partner_ids: set[str]) -> dict[str, dict]:
+    """The text of the letters of partners shown (letters/index.csv), for the
+    detail panel: at most MAX_LETTER_PREVIEWS."""
     previews: dict[str, dict] = {}
-    for row in _read_csv(folder / "letters" / "index.csv"):
+    for row in _rows(folder / "letters" / "index.csv"):
         if len(previews) >= MAX_LETTER_PREVIEWS:
             break
+        if row["partner_id"] not in partner_ids:
+            continue
         text_file = next((name for name in row["files"].split(";") if name.endswith(".txt")),
                          None)
         text = ""

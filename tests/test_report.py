@@ -110,3 +110,25 @@ def test_report_with_a_what_if_section(tmp_path, report):
     html = build_report(report.parent, tmp_path / "r.html", moves).read_text(encoding="utf-8")
     assert 'id="what-if"' in html and "certified_technical &gt;= 3: has 2" in html
     assert 'id="what-if"' not in report.read_text(encoding="utf-8")
+
+
+def test_a_large_run_gives_a_report_a_browser_can_open(tmp_path, report, monkeypatch):
+    """The report lists at most so many partners (those with changes first,
+    in roster order), changes and rejects, and says where the rest are; it
+    never holds a run's whole decisions in memory or on the page."""
+    from engine import report as report_module
+    target = tmp_path / "out"
+    shutil.copytree(report.parent, target)
+    (target / "changes.csv").write_text(
+        "partner_id,change,subject,before,after,direction\n"
+        "P-1030,enrolled,select,,select,\nP-1007,dropped,select,select,,\n"
+        "P-1030,group_change,tier,registered,select,up\n", encoding="utf-8")
+    monkeypatch.setattr(report_module, "MAX_REPORT_PARTNERS", 4)
+    monkeypatch.setattr(report_module, "MAX_REPORT_ROWS", 2)
+    html = build_report(target).read_text(encoding="utf-8")
+    shown = re.findall(r'<tr class="partner" data-index="\d+">\s*<td>([^<]+)</td>', html)
+    assert shown == ["P-1001", "P-1002", "P-1007", "P-1030"]
+    assert "4 of 32 partners, in roster order: those with changes" in html
+    assert "The first 2 of 3 changes; changes.csv lists them all." in html
+    assert "The first 2 of 4 reject lines; rejects.csv lists them all." in html
+    assert "<b>3</b>changes since run" in html and "<b>4</b>reject lines" in html
