@@ -411,7 +411,8 @@ def report_command(out_dir: Path, output: Path | None, moves: Path | None) -> No
     engagement model, and program, the changes since the previous run, and a
     searchable, sortable partner table; click a partner for its decisions and
     why it missed each other program. The file needs no network: open it in
-    any browser.
+    any browser. A large run shows at most 5,000 partners (those with changes
+    first), 2,000 changes and 2,000 rejects; the run's files hold them all.
 
     \b
     Examples:
