@@ -152,7 +152,8 @@ def build_diff_report(impact, output: str | Path) -> Path:
                   else f"{kind} {subject} = {value}", "base": before, "proposed": after,
                   "entered": entered, "left": left}
                  for kind, subject, value, before, after, entered, left in rows],
-        "moves": impact.moves,
+        "moves": impact.moves[:MAX_REPORT_PARTNERS],
+        "move_count": len(impact.moves),
     }
     target = Path(output)
     _write(target, _environment().get_template("diff.html").render(**context))

@@ -95,3 +95,15 @@ def test_html_page_of_the_comparison(workspace):
     assert html.count('<tr class="move">') == 9
     assert "from 2027-01-01: certified_technical &gt;= 12: has 11" in html  # escaped
     assert "http" not in html
+
+
+def test_html_page_of_a_large_comparison_lists_the_first_moves(workspace, monkeypatch):
+    from engine import report
+    monkeypatch.setattr(report, "MAX_REPORT_PARTNERS", 4)
+    result = run_diff("--base", "rules", "--as-of", "2026-12-31",
+                      "--proposed-as-of", "2027-01-01", "--html", "moves.html")
+    assert result.exit_code == 0
+    html = (workspace / "moves.html").read_text(encoding="utf-8")
+    assert html.count('<tr class="move">') == 4
+    assert "The first 4 of 9 moves; <code>eligibility diff --csv FILE</code> writes them all." \
+        in html
