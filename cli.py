@@ -47,6 +47,10 @@ def _as_of(_ctx, _param, value: str | None) -> dt.date:
         raise click.BadParameter(f"'{value}' is not a date; use YYYY-MM-DD") from None
 
 
+WORKERS_OPTION = click.option("--workers", type=click.IntRange(1, 256), default=None,
+                              help="Worker processes. Default: the machine's cores.")
+
+
 class _Group(click.Group):
     """Turns the library's errors into a message on stderr and an exit code."""
 
@@ -184,9 +188,10 @@ def test_command(rules_dir: str) -> None:
               help="List every program and value, not only those that change.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a self-contained HTML page of the comparison.")
+@WORKERS_OPTION
 def diff(base: str, proposed: str, roster: Path | None, performance: Path | None,
          as_of: dt.date, proposed_as_of: str | None, csv_path: Path | None, limit: int,
-         show_all: bool, html_path: Path | None) -> None:
+         show_all: bool, html_path: Path | None, workers: int | None) -> None:
     """Show who a rule change would move, and why, before it lands.
 
     Decides the roster with both rule sets and counts, for every program,
@@ -207,7 +212,8 @@ def diff(base: str, proposed: str, roster: Path | None, performance: Path | None
     later = _as_of(None, None, proposed_as_of) if proposed_as_of else as_of
     with load_rule_sets(base, proposed) as (base_rules, proposed_rules):
         impact = compare(base_rules, proposed_rules, roster, performance, as_of, later,
-                         f"{base} as of {as_of}", f"{proposed} as of {later}")
+                         f"{base} as of {as_of}", f"{proposed} as of {later}",
+                         workers or default_workers())
     click.echo(impact_text(impact, base_rules.fingerprint, proposed_rules.fingerprint,
                            show_all, limit))
     if csv_path:
@@ -280,8 +286,7 @@ def explain_command(partner_id: str | None, json_file: str | None, rules_dir: st
               help="Decide as of this date (YYYY-MM-DD). Default: today.")
 @click.option("--out", "out_dir", default=DEFAULT_OUT, show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option("--workers", type=click.IntRange(1, 256), default=None,
-              help="Worker processes. Default: the machine's cores.")
+@WORKERS_OPTION
 @click.option("--strict", is_flag=True,
               help="Fail (exit 1) if any row is rejected; only rejects.csv is written.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
@@ -440,8 +445,7 @@ def report_command(out_dir: Path, output: Path | None, moves: Path | None) -> No
               help="Only partners whose decisions changed since the previous run.")
 @click.option("--roster", type=click.Path(dir_okay=False, path_type=Path),
               help="The run's roster, if it has moved since the run.")
-@click.option("--workers", type=click.IntRange(1, 256), default=None,
-              help="Worker processes. Default: the machine's cores.")
+@WORKERS_OPTION
 def letters_command(out_dir: Path, run_id: int | None, db: Path | None, rules_dir: str,
                     templates_dir: Path, letter_formats: tuple[str, ...], only_changed: bool,
                     roster: Path | None, workers: int | None) -> None:

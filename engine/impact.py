@@ -24,11 +24,12 @@ from typing import Iterator
 import orjson
 
 from .batch import RunTally, roster_chunks
-from .batch_worker import decide_chunk
+from .batch_worker import ChunkResult, decide_chunk
 from .errors import UsageError
 from .history_store import HistoryStore
 from .loader import load_rules
 from .model import ENGAGEMENT, RuleSet
+from .parallel import ordered_map
 from .roster import RowReader
 
 GIT_PREFIX = "git:"
@@ -88,17 +89,18 @@ def rules_folder(spec: str) -> Iterator[Path]:
 
 def compare(base: RuleSet, proposed: RuleSet, roster: Path, performance: Path | None,
             base_as_of: dt.date, proposed_as_of: dt.date, base_label: str,
-            proposed_label: str) -> Impact:
-    """Decide every partner on both sides and collect who moves, and why."""
+            proposed_label: str, workers: int = 1) -> Impact:
+    """Decide every partner on both sides and collect who moves, and why.
+    Chunks of partners are decided in ``workers`` processes, as runs do."""
     impact = Impact(base_label, proposed_label)
     history = HistoryStore(base)
     tally = RunTally()
     try:
         if performance is not None:
             list(history.load(performance, roster))  # bad rows are counted by the run, not here
-        for chunk, _ in roster_chunks(RowReader(roster), history, {}, tally, 500):
-            left = decide_chunk(base, chunk, base_as_of)
-            right = decide_chunk(proposed, chunk, proposed_as_of)
+        tasks = ((chunk, base_as_of, proposed_as_of)
+                 for chunk, _ in roster_chunks(RowReader(roster), history, {}, tally, 500))
+        for left, right in ordered_map(decide_both, tasks, workers, shared=(base, proposed)):
             tally.rejected_rows += max(left.rejected_rows, right.rejected_rows)
             decided = {r.partner_id: r for r in right.results}
             for result in left.results:
@@ -108,6 +110,12 @@ def compare(base: RuleSet, proposed: RuleSet, roster: Path, performance: Path | 
         history.close()
     impact.rejected_rows = tally.rejected_rows
     return impact
+
+
+def decide_both(base: RuleSet, proposed: RuleSet, chunk: list, base_as_of: dt.date,
+                proposed_as_of: dt.date) -> tuple[ChunkResult, ChunkResult]:
+    """One chunk decided by both rule sets (in a worker process)."""
+    return decide_chunk(base, chunk, base_as_of), decide_chunk(proposed, chunk, proposed_as_of)
 
 
 def _compare_partner(impact: Impact, base: RuleSet, proposed: RuleSet, left, right) -> None:

@@ -107,3 +107,16 @@ def test_html_page_of_a_large_comparison_lists_the_first_moves(workspace, monkey
     assert html.count('<tr class="move">') == 4
     assert "The first 4 of 9 moves; <code>eligibility diff --csv FILE</code> writes them all." \
         in html
+
+
+def test_workers_do_not_change_the_comparison(workspace):
+    shutil.copytree(workspace / "rules", workspace / "proposed")
+    raise_select_threshold(workspace / "proposed")
+    outputs = []
+    for workers in ("1", "2"):
+        result = run_diff("--base", "rules", "--proposed", "proposed", "--as-of", "2026-11-26",
+                          "--csv", f"moves-{workers}.csv", "--workers", workers)
+        assert result.exit_code == 0, result.stderr
+        outputs.append((result.output, (workspace / f"moves-{workers}.csv").read_bytes()))
+    assert outputs[0][0].replace("moves-1.csv", "moves-2.csv") == outputs[1][0]
+    assert outputs[0][1] == outputs[1][1]
