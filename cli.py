@@ -496,19 +496,38 @@ def letters_command(out_dir: Path, run_id: int | None, db: Path | None, rules_di
 @click.argument("run_id", required=False, type=int)
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
               help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.")
-def history(run_id: int | None, db: Path | None) -> None:
-    """List recorded runs, or show one run in detail.
+@click.option("--keep", type=click.IntRange(1), metavar="N",
+              help="Delete all but the newest N runs of each rule set over each roster "
+                   "(with their decisions), and compact the database.")
+def history(run_id: int | None, db: Path | None, keep: int | None) -> None:
+    """List recorded runs, or show one run in detail, or prune old runs.
+
+    Every run keeps each partner's decisions (about 200 bytes a partner), so
+    that the next run can list what changed: a weekly run over a million
+    partners adds about 10 GB a year. --keep deletes older runs. A partner
+    missing from every run kept counts as new when it comes back.
 
     \b
     Examples:
       eligibility history
       eligibility history 3
+      eligibility history --keep 12
     """
     path = db or Path(os.environ.get(DB_ENV, DEFAULT_DB))
     if not path.exists():
         raise UsageError(f"no run history at {path} yet; 'eligibility run' creates it")
+    if keep is not None and run_id is not None:
+        raise UsageError("give a RUN_ID to show, or --keep to prune, not both")
     runs = RunHistory(path)
     try:
+        if keep is not None:
+            deleted, decisions = runs.prune(keep)
+            click.echo(f"Deleted {len(deleted)} run{'s' if len(deleted) > 1 else ''} "
+                       f"({', '.join(map(str, deleted))}) and their {decisions} partner "
+                       f"decisions; {path} is now "
+                       f"{path.stat().st_size / 1e6:.1f} MB." if deleted else
+                       f"Nothing to delete: no rule set has more than {keep} runs over a roster.")
+            return
         click.echo(run_list_text(runs.runs()) if run_id is None else run_text(runs.run(run_id)))
     finally:
         runs.close()

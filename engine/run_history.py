@@ -173,6 +173,31 @@ class RunHistory:
                 "ORDER BY partner_id", (previous_id, run_id)):
             yield pid
 
+    def prune(self, keep: int) -> tuple[list[int], int]:
+        """Delete all but the newest ``keep`` runs of each rule set (by name)
+        over each roster, with their decisions, and give the space back.
+        Returns the ids deleted and how many partner decisions went with
+        them. A partner missing from every run kept is new again when it
+        comes back (see :meth:`last_decided`)."""
+        self.begin()
+        try:
+            doomed = [run_id for (run_id,) in self._db.execute(
+                "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY ruleset_name, "
+                "roster_source ORDER BY id DESC) AS newest FROM runs) WHERE newest > ? "
+                "ORDER BY id", (keep,))]
+            decisions = 0
+            for run_id in doomed:
+                decisions += self._db.execute("DELETE FROM decisions WHERE run_id = ?",
+                                              (run_id,)).rowcount
+                self._db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self.abort()
+            raise
+        if doomed:
+            self._db.execute("VACUUM")
+        return doomed, decisions
+
     def runs(self) -> list[RunRecord]:
         return [_record(r) for r in self._db.execute("SELECT * FROM runs ORDER BY id")]
 

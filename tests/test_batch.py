@@ -528,6 +528,31 @@ def test_history_lists_and_shows_runs(cli_run, tmp_path):
     assert cli_run("history", "9", "--db", db).exit_code == 2
 
 
+def test_history_keep_prunes_old_runs_of_each_roster(cli_run, tmp_path):
+    db = str(tmp_path / "h.sqlite")
+    other = tmp_path / "other.csv"
+    shutil.copy(EXAMPLES / "roster.csv", other)
+    for roster in (EXAMPLES / "roster.csv", EXAMPLES / "roster.csv", other,
+                   EXAMPLES / "roster.csv"):
+        result = cli_run("run", "--as-of", "2026-11-26", "--roster", str(roster), "--out",
+                         str(tmp_path / "o"), "--db", db, "--workers", "1", "-q", "--no-letters")
+        assert result.exit_code == 0, result.stderr
+    assert cli_run("history", "2", "--keep", "1", "--db", db).exit_code == 2
+    result = cli_run("history", "--keep", "1", "--db", db)
+    assert result.exit_code == 0, result.stderr
+    assert result.output.startswith("Deleted 2 runs (1, 2) and their 64 partner decisions;")
+    history = RunHistory(tmp_path / "h.sqlite")
+    assert [r.id for r in history.runs()] == [3, 4]
+    assert history.snapshots(1, ["P-1001"]) == {}
+    history.close()
+    result = cli_run("history", "--keep", "1", "--db", db)
+    assert result.output.startswith("Nothing to delete")
+    result = cli_run("run", "--as-of", "2026-11-26", "--roster", str(EXAMPLES / "roster.csv"),
+                     "--out", str(tmp_path / "o"), "--db", db, "--workers", "1", "--no-letters")
+    assert "Run 5 as of 2026-11-26" in result.output and "Changes since run 4: none." in \
+        result.output
+
+
 def test_strict_fails_and_keeps_previous_outputs(cli_run, tmp_path):
     out, db = tmp_path / "o", str(tmp_path / "h.sqlite")
     first = cli_run("run", "--as-of", "2026-11-26", "--out", str(out), "--db", db, "-q")
