@@ -402,7 +402,7 @@ class _ProgressLine:
             click.echo("", err=True)
 
 
-@cli.command(name="report")
+@cli.command(name="report", short_help="Write the self-contained HTML report of a run.")
 @click.argument("out_dir", default=DEFAULT_OUT, metavar="[DIR]",
                 type=click.Path(file_okay=False, path_type=Path))
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
@@ -427,7 +427,7 @@ def report_command(out_dir: Path, output: Path | None, moves: Path | None) -> No
     click.echo(f"Wrote {build_report(out_dir, output, moves)}")
 
 
-@cli.command(name="letters")
+@cli.command(name="letters", short_help="Write every partner's letter for a run.")
 @click.argument("out_dir", default=DEFAULT_OUT, metavar="[DIR]",
                 type=click.Path(file_okay=False, path_type=Path))
 @click.option("--run", "run_id", type=int, default=None,
@@ -492,7 +492,7 @@ def letters_command(out_dir: Path, run_id: int | None, db: Path | None, rules_di
     click.echo(letters_text(summary))
 
 
-@cli.command()
+@cli.command(short_help="List runs, show one in detail, or prune old ones.")
 @click.argument("run_id", required=False, type=int)
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
               help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.")
