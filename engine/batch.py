@@ -130,7 +130,7 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
     """Decide every partner of a roster; see the module docstring."""
     clock = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    reader = RowReader(options.roster)
+    reader = RowReader(options.roster, ruleset.fields)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(options.out_dir)
     roster_source = str(options.roster.resolve())

@@ -98,8 +98,8 @@ def compare(base: RuleSet, proposed: RuleSet, roster: Path, performance: Path | 
     try:
         if performance is not None:
             list(history.load(performance, roster))  # bad rows are counted by the run, not here
-        tasks = ((chunk, base_as_of, proposed_as_of)
-                 for chunk, _ in roster_chunks(RowReader(roster), history, {}, tally, 500))
+        chunks = roster_chunks(RowReader(roster, base.fields), history, {}, tally, 500)
+        tasks = ((chunk, base_as_of, proposed_as_of) for chunk, _ in chunks)
         for left, right in ordered_map(decide_both, tasks, workers, shared=(base, proposed)):
             tally.rejected_rows += max(left.rejected_rows, right.rejected_rows)
             decided = {r.partner_id: r for r in right.results}

@@ -198,7 +198,7 @@ def _jobs(ruleset: RuleSet, options: LetterOptions, roster: Path) -> Iterator[Le
     metric_names = {metric.name for metric in ruleset.metrics}
     decisions_path = options.out_dir / "decisions.jsonl"
     changes_path = options.out_dir / "changes.csv"
-    rows = iter(RowReader(roster))
+    rows = iter(RowReader(roster, ruleset.fields))
     with decisions_path.open("rb") as decisions, \
             changes_path.open(newline="", encoding="utf-8") as changes_file:
         changes = _changes_by_partner(csv.reader(changes_file))

@@ -185,7 +185,7 @@ def _samples(ruleset: RuleSet, settings: LetterSettings, roster, performance,
     partners = []
     seen: set[str] = set()
     if roster is not None and Path(roster).is_file():
-        for row in read_rows(roster):
+        for row in read_rows(roster, ruleset.fields):
             if row.problem:
                 continue
             try:

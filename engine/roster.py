@@ -16,7 +16,7 @@ import json
 import operator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .errors import DataError, UsageError
 from .model import RuleSet
@@ -40,10 +40,13 @@ class RowReader:
     """The records of a CSV, JSON Lines, or .xlsx file, with their row numbers.
 
     ``bytes_read`` tells how far into the file reading has got, for progress.
+    ``columns`` (the fields the rules read) must not repeat in the header,
+    nor may partner_id: which of two values to use would be a guess.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, columns: Iterable[str] = ()):
         self.path = Path(path)
+        self.columns = (PARTNER_ID, *columns)
         self.kind = FORMATS.get(self.path.suffix.lower())
         if self.kind is None:
             raise UsageError(f"{self.path}: unsupported file type '{self.path.suffix}'; "
@@ -62,20 +65,21 @@ class RowReader:
 
     def __iter__(self) -> Iterator[SourceRow]:
         if self.kind == "xlsx":
-            yield from _read_xlsx(self.path)
+            yield from _read_xlsx(self.path, self.columns)
             return
         with self.path.open("rb") as binary:
             self._binary = binary
             text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
             if self.kind == "csv":
-                yield from _read_csv(self.path, text)
+                yield from _read_csv(self.path, text, self.columns)
             else:
                 yield from _read_jsonl(self.path, text)
 
 
-def read_rows(path: str | Path) -> Iterator[SourceRow]:
-    """Yield the records of a CSV, JSON Lines, or .xlsx file, with their row numbers."""
-    return iter(RowReader(path))
+def read_rows(path: str | Path, columns: Iterable[str] = ()) -> Iterator[SourceRow]:
+    """Yield the records of a CSV, JSON Lines, or .xlsx file, with their row
+    numbers (see :class:`RowReader` for ``columns``)."""
+    return iter(RowReader(path, columns))
 
 
 def read_columns(path: str | Path, columns: list[str],
@@ -86,7 +90,7 @@ def read_columns(path: str | Path, columns: list[str],
     A column the file lacks, or a row too short to have it, gives None. Rows
     that cannot be read (see :attr:`SourceRow.problem`) go to ``unreadable``
     instead, when given."""
-    reader = RowReader(path)
+    reader = RowReader(path, columns)
     if reader.kind != "csv":
         for row in reader:
             if row.problem:
@@ -99,7 +103,7 @@ def read_columns(path: str | Path, columns: list[str],
         rows = _csv_reader(handle)
         number = 1
         try:
-            header = _csv_header(reader.path, next(rows, []))
+            header = _csv_header(reader.path, next(rows, []), columns)
             where = [header.index(c) if c in header else None for c in columns]
             width = max((i for i in where if i is not None), default=-1) + 1
             size = len(header)
@@ -166,15 +170,25 @@ def _csv_reader(handle: io.TextIOBase) -> Iterator[list[str]]:
                       delimiter=delimiter)
 
 
-def _csv_header(path: Path, row: list[str]) -> list[str]:
-    """The column names of a CSV file's first row, which must name partner_id."""
+def _csv_header(path: Path, row: list[str], columns: Iterable[str] = ()) -> list[str]:
+    """The column names of a CSV file's first row, which must name partner_id
+    once, and each of ``columns`` at most once."""
     if not row:
         raise DataError(f"{path}: " + ("the file is empty" if path.stat().st_size == 0 else
                                        "the first line is blank; it must name the columns"))
     header = [h.strip() for h in row]
     if PARTNER_ID not in header:
         raise DataError(f"{path}: no '{PARTNER_ID}' column (columns: {', '.join(header[:12])})")
+    _no_repeats(path, header, (PARTNER_ID, *columns))
     return header
+
+
+def _no_repeats(path: Path, names: list[str], columns: Iterable[str]) -> None:
+    for name in dict.fromkeys(columns):
+        where = [str(index) for index, found in enumerate(names, 1) if found == name]
+        if len(where) > 1:
+            raise DataError(f"{path}: column '{name}' appears {len(where)} times (columns "
+                            f"{', '.join(where)}); keep one, so that no value is guessed")
 
 
 def _overlong(path: Path, number: int, values: list[str], header: list[str],
@@ -210,7 +224,8 @@ def _picker(where: list[int | None]):
     return operator.itemgetter(*where)
 
 
-def _read_csv(path: Path, handle: io.TextIOBase) -> Iterator[SourceRow]:
+def _read_csv(path: Path, handle: io.TextIOBase, columns: Iterable[str] = ()
+              ) -> Iterator[SourceRow]:
     """Rows are numbered as a spreadsheet shows them: the header is row 1, a
     quoted value spanning several lines still makes one row, and a blank line
     is no record but keeps its row number. Missing cells are None; empty
@@ -222,7 +237,7 @@ def _read_csv(path: Path, handle: io.TextIOBase) -> Iterator[SourceRow]:
         header = next(rows, None)
         if header is None:
             return
-        names = _csv_header(path, header)
+        names = _csv_header(path, header, columns)
         width = len(names)
         for number, values in enumerate(rows, start=2):
             if not values:
@@ -239,7 +254,7 @@ def _read_csv(path: Path, handle: io.TextIOBase) -> Iterator[SourceRow]:
         raise _unreadable(path, number, error) from None
 
 
-def _read_xlsx(path: Path) -> Iterator[SourceRow]:
+def _read_xlsx(path: Path, columns: Iterable[str] = ()) -> Iterator[SourceRow]:
     """The first worksheet; the first row holds the column names."""
     import openpyxl  # imported here: only Excel users pay for it
     try:
@@ -254,6 +269,7 @@ def _read_xlsx(path: Path) -> Iterator[SourceRow]:
         names = [str(c.value).strip() if c.value is not None else "" for c in header]
         if PARTNER_ID not in names:
             raise DataError(f"{path}: no '{PARTNER_ID}' column (columns: {', '.join(names[:12])})")
+        _no_repeats(path, names, columns)
         for number, cells in enumerate(rows, start=2):
             record = {name: _cell_value(cell) for name, cell in zip(names, cells) if name}
             if any(v not in (None, "") for v in record.values()):
@@ -304,7 +320,7 @@ def find_partner(ruleset: RuleSet, roster: str | Path, performance: str | Path |
     Returns the partner and the history rows set aside (as a run would).
     """
     found = None
-    for row in read_rows(roster):
+    for row in read_rows(roster, ruleset.fields):
         if clean_partner_id(row.record.get(PARTNER_ID)) == partner_id:
             found = row
             break

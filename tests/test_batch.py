@@ -232,6 +232,27 @@ def test_semicolon_and_tab_separated_files_decide_like_csv(ruleset, tmp_path, de
         [r["reason"] for r in read_csv(tmp_path / "other" / "rejects.csv")]
 
 
+def test_a_column_the_rules_read_may_appear_only_once(ruleset, tmp_path):
+    """Two 'country' columns: which value to decide on would be a guess, so
+    the file is refused before anything runs. Columns the rules do not read
+    may repeat (CRM exports carry such)."""
+    rows = [HEADER + ["country", "notes", "notes"],
+            ["P-1", "A", "FR", "2020-01-01", "3", "10%", "fr", "", "DE", "x", "y"]]
+    write_csv(tmp_path / "roster.csv", rows)
+    with pytest.raises(DataError, match=r"roster.csv: column 'country' appears 2 times "
+                                        r"\(columns 3, 9\); keep one"):
+        run_batch(ruleset, options(tmp_path, roster=tmp_path / "roster.csv", performance=None))
+    write_csv(tmp_path / "roster.csv", [r[:8] + r[9:] for r in rows])
+    result = run_batch(ruleset, options(tmp_path, roster=tmp_path / "roster.csv",
+                                        performance=None))
+    assert result.summary["partners"]["decided"] == 1
+    history = _example_rows("performance.csv")
+    write_csv(tmp_path / "performance.csv", [history[0] + ["revenue"]] +
+              [r + ["1"] for r in history[1:]])
+    with pytest.raises(DataError, match="column 'revenue' appears 2 times"):
+        run_batch(ruleset, options(tmp_path, performance=tmp_path / "performance.csv"))
+
+
 def test_unreadable_json_lines_are_set_aside_and_the_rest_decided(ruleset, tmp_path):
     rows = list(csv.reader((EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines()))
     lines = [json.dumps(dict(zip(rows[0], r))) for r in rows[1:6]]
