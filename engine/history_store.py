@@ -164,7 +164,7 @@ class HistoryStore:
     def late_rejects(self, known: Container[str]) -> Iterator[Reject]:
         """History rows set aside once every partner is decided, in file order:
         rows whose partner is not in the roster (``known``: the roster's
-        partner ids), and unreadable rows met while merging."""
+        partner ids), and rows that could not be read (merged or staged)."""
         if self.merged is not None:
             self.merged.finish(self._set_aside)
         unknown = (Reject(self.source, row, partner_id, PARTNER_ID, partner_id,

@@ -32,8 +32,11 @@ class SourceRow:
     file: str
     row: int  # 1-based line of the record (the CSV header is row 1)
     record: Mapping[str, Any]
-    problem: str = ""  # why the row could not be read (a JSON line): set aside, not decided
-    text: str = ""     # the unreadable row as written, with a problem
+    # Why the row cannot be used as read (a JSON line that is no object, a CSV
+    # row with values past the last column), and what to show of it: such a
+    # row is set aside like any bad row, never decided.
+    problem: str = ""
+    text: str = ""
 
 
 class RowReader:
