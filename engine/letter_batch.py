@@ -62,13 +62,19 @@ _DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("C
                                                       for n in range(1, 10))})
 
 
-def safe_stem(partner_id: str) -> str:
+def safe_stem(partner_id: str, taken: set[str] | None = None) -> str:
     """A file name (without extension) for a partner id that cannot escape a
-    folder, nor name a device on Windows."""
+    folder, nor name a device on Windows. With ``taken`` (the stems given so
+    far, case-folded), an id that differs from an earlier one only by case
+    (``AbC``, ``abc``: two files on Linux, one on macOS and Windows) gets the
+    hash too."""
     stem = _UNSAFE.sub("_", partner_id).lstrip(".")[:MAX_STEM]
-    if stem != partner_id or not stem or stem.upper() in _DEVICES:
+    if stem != partner_id or not stem or stem.upper() in _DEVICES or \
+            (taken is not None and stem.casefold() in taken):
         digest = hashlib.sha256(partner_id.encode("utf-8")).hexdigest()[:10]
         stem = f"{stem or 'partner'}-{digest}"
+    if taken is not None:
+        taken.add(stem.casefold())
     return stem
 
 
@@ -91,6 +97,7 @@ class LetterJob(NamedTuple):
     decision: Mapping[str, Any]
     changes: tuple[Change, ...]
     record: Mapping[str, Any]
+    stem: str  # the letter files' name, without extension (see safe_stem)
 
 
 @dataclass
@@ -199,6 +206,7 @@ def _jobs(ruleset: RuleSet, options: LetterOptions, roster: Path) -> Iterator[Le
     decisions_path = options.out_dir / "decisions.jsonl"
     changes_path = options.out_dir / "changes.csv"
     rows = iter(RowReader(roster, ruleset.fields))
+    stems: set[str] = set()  # file names given, case-folded (about 70 MB at 1M partners)
     with decisions_path.open("rb") as decisions, \
             changes_path.open(newline="", encoding="utf-8") as changes_file:
         changes = _changes_by_partner(csv.reader(changes_file))
@@ -220,7 +228,8 @@ def _jobs(ruleset: RuleSet, options: LetterOptions, roster: Path) -> Iterator[Le
             else:
                 raise DataError(f"{roster}: no row {decision['row']} for partner "
                                 f"{decision['partner_id']}; the roster does not match the run")
-            yield LetterJob(decision, partner_changes, row.record)
+            yield LetterJob(decision, partner_changes, row.record,
+                            safe_stem(decision["partner_id"], stems))
         # What is left can only be partners removed since the previous run.
         while pending is not None:
             if any(c.change != "removed_partner" for c in pending[1]):
@@ -294,7 +303,7 @@ def render_chunk(ruleset: RuleSet, templates: str, settings: LetterSettings, as_
         except Exception as error:  # noqa: BLE001 - any error in a template names its line
             raise DataError(f"letter for partner {partner_id}: "
                             f"{describe_template_error(error)}") from None
-        stem = safe_stem(partner_id)
+        stem = job.stem
         written, note, to = [], "", ""
         for name in formats:
             file_name = f"{stem}{FORMATS[name]}"

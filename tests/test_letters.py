@@ -267,6 +267,25 @@ def test_safe_stem(partner_id, expected):
     assert safe_stem("a/b") != safe_stem("a_b") != safe_stem("a\\b")
 
 
+def test_ids_that_differ_only_by_case_get_files_of_their_own(tmp_path):
+    """AbC and abc are two partners (Salesforce ids are case-sensitive), but
+    one file name on macOS and Windows: the second gets its id's hash."""
+    lines = (EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines()
+    lines[1] = lines[1].replace("P-1001,", "AbC-1,", 1)
+    lines[2] = lines[2].replace("P-1002,", "abc-1,", 1)
+    roster = tmp_path / "roster.csv"
+    roster.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run_and_write(tmp_path, roster=roster, formats=("text",))
+    rows = index(tmp_path / "out")
+    assert rows["AbC-1"]["files"] == "AbC-1.txt"
+    assert rows["abc-1"]["files"].startswith("abc-1-") and \
+        rows["abc-1"]["files"].endswith(".txt")
+    assert len({r["files"].casefold() for r in rows.values()}) == len(rows)
+    taken: set[str] = set()
+    stems = [safe_stem(partner_id, taken) for partner_id in ("X", "x", "CON")]
+    assert stems[0] == "X" and len({stem.casefold() for stem in stems}) == 3
+
+
 def test_a_letter_file_never_replaces_another(tmp_path):
     from engine.letter_batch import _write_new_file
     _write_new_file(str(tmp_path / "P-1.txt"), b"first")
