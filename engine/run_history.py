@@ -136,34 +136,30 @@ class RunHistory:
         return _record(row) if row else None
 
     def snapshots(self, run_id: int, partner_ids: list[str]) -> dict[str, Snapshot]:
-        found: dict[str, Snapshot] = {}
-        for start in range(0, len(partner_ids), 900):
-            part = partner_ids[start:start + 900]
-            marks = ",".join("?" * len(part))
-            for pid, classes, engagement, programs in self._db.execute(
-                    f"SELECT partner_id, classifications, engagement, programs FROM decisions "
-                    f"WHERE run_id = ? AND partner_id IN ({marks})", [run_id, *part]):
-                found[pid] = Snapshot(json.loads(classes), engagement, tuple(json.loads(programs)))
-        return found
+        return {pid: _snapshot(*decided) for pid, *decided in self._for_partners(
+            "SELECT partner_id, classifications, engagement, programs FROM decisions "
+            "WHERE run_id = ? AND partner_id IN ({})", [run_id], partner_ids)}
 
     def last_decided(self, ruleset_name: str, roster_source: str, partner_ids: list[str],
                      before_run: int) -> dict[str, tuple[int, Snapshot]]:
         """For partners not in run ``before_run``: the last earlier run of the
         same rule set over the same roster that decided each (its id and the
         partner's decisions then). Partners never decided are left out."""
-        found: dict[str, tuple[int, Snapshot]] = {}
+        return {pid: (run_id, _snapshot(*decided)) for pid, run_id, *decided in self._for_partners(
+            "SELECT d.partner_id, d.run_id, d.classifications, d.engagement, d.programs "
+            "FROM runs r JOIN decisions d ON d.run_id = r.id "
+            "WHERE r.ruleset_name = ? AND r.roster_source = ? AND r.id < ? "
+            "AND d.partner_id IN ({}) ORDER BY d.run_id",
+            [ruleset_name, roster_source, before_run], partner_ids)}
+
+    def _for_partners(self, query: str, parameters: list, partner_ids: list[str]
+                      ) -> Iterator[tuple]:
+        """The rows of ``query`` (its ``{}`` the partner ids' placeholders), in
+        batches of ids below SQLite's limit on query parameters."""
         for start in range(0, len(partner_ids), 900):
             part = partner_ids[start:start + 900]
-            marks = ",".join("?" * len(part))
-            for pid, run_id, classes, engagement, programs in self._db.execute(
-                    f"SELECT d.partner_id, d.run_id, d.classifications, d.engagement, d.programs "
-                    f"FROM runs r JOIN decisions d ON d.run_id = r.id "
-                    f"WHERE r.ruleset_name = ? AND r.roster_source = ? AND r.id < ? "
-                    f"AND d.partner_id IN ({marks}) ORDER BY d.run_id",
-                    [ruleset_name, roster_source, before_run, *part]):
-                found[pid] = (run_id, Snapshot(json.loads(classes), engagement,
-                                               tuple(json.loads(programs))))
-        return found
+            yield from self._db.execute(query.format(",".join("?" * len(part))),
+                                        [*parameters, *part])
 
     def removed(self, previous_id: int, run_id: int) -> Iterator[str]:
         """Partners decided in the previous run but not in this one."""
@@ -210,6 +206,10 @@ class RunHistory:
     def close(self) -> None:
         self.abort()
         self._db.close()
+
+
+def _snapshot(classifications: str, engagement: str, programs: str) -> Snapshot:
+    return Snapshot(json.loads(classifications), engagement, tuple(json.loads(programs)))
 
 
 def _record(row: tuple) -> RunRecord:
