@@ -109,8 +109,9 @@ def validate(rules_dir: str, templates_dir: Path, roster: Path, performance: Pat
     (and every kind of change), so that a syntax error, an undefined name,
     raw HTML (which HTML letters would leave out), or text and blocks that
     Jinja2 would drop from a template extending the layout are reported as
-    template:line: message before a run, not in the middle of one. Exits 0 when all is valid and 1 when there is any problem. RULES_DIR
-    defaults to rules/.
+    template:line: message before a run, not in the middle of one. Exits 0
+    when all is valid and 1 when there is any problem. RULES_DIR defaults to
+    rules/.
 
     \b
     Examples:

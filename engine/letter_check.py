@@ -102,9 +102,8 @@ def _never_shown(env: Environment, folder: Path, name: str,
     text outside any block, and blocks its layout does not have (a misspelt
     block name)."""
     tree = env.parse(env.loader.get_source(env, name)[0])
-    parents = [node.template.value for node in tree.body
-               if isinstance(node, nodes.Extends) and isinstance(node.template, nodes.Const)]
-    if not parents:
+    parent = _layout_of(tree)
+    if parent is None:
         return []
     path = str(folder / name)
     problems = []
@@ -123,13 +122,13 @@ def _never_shown(env: Environment, folder: Path, name: str,
                                     "shown in a template that extends another; move it into "
                                     "a block"))
     uses_self = any(node.name == "self" for node in tree.find_all(nodes.Name))
-    if parents[0] not in layouts:
-        layouts[parents[0]] = _block_names(env, parents[0])
-    known = None if uses_self else layouts[parents[0]]  # self.x() shows any block
+    if parent not in layouts:
+        layouts[parent] = _block_names(env, parent)
+    known = None if uses_self else layouts[parent]  # self.x() shows any block
     for block in tree.body:
         if isinstance(block, nodes.Block) and known is not None and block.name not in known:
             problems.append(Problem(path, block.lineno, 0, f"block '{block.name}' is not in "
-                                    f"{parents[0]}, so it is never shown; its blocks are: "
+                                    f"{parent}, so it is never shown; its blocks are: "
                                     f"{', '.join(known)}"))
     return problems
 
@@ -141,13 +140,20 @@ def _block_names(env: Environment, name: str, depth: int = 0) -> list[str] | Non
     except Exception:  # noqa: BLE001 - a missing or broken layout is reported on its own
         return None
     names = [block.name for block in tree.find_all(nodes.Block)]
-    for node in tree.body:
-        if isinstance(node, nodes.Extends) and isinstance(node.template, nodes.Const):
-            above = _block_names(env, node.template.value, depth + 1) if depth < 10 else None
-            if above is None:
-                return None
-            names += [n for n in above if n not in names]
+    parent = _layout_of(tree)
+    if parent is not None:
+        above = _block_names(env, parent, depth + 1) if depth < 10 else None
+        if above is None:
+            return None
+        names += [n for n in above if n not in names]
     return names
+
+
+def _layout_of(tree: nodes.Template) -> str | None:
+    """The template a template extends (``{% extends "de/base.md.j2" %}``), if named."""
+    return next((node.template.value for node in tree.body
+                 if isinstance(node, nodes.Extends) and isinstance(node.template, nodes.Const)),
+                None)
 
 
 # Where a template's raw HTML probably is: a tag, a comment, or a declaration.

@@ -180,14 +180,16 @@ def _csv_header(path: Path, row: list[str], columns: Iterable[str] = ()) -> list
         raise DataError(f"{path}: " + ("the file is empty" if path.stat().st_size == 0 else
                                        "the first line is blank; it must name the columns"))
     header = [h.strip() for h in row]
-    if PARTNER_ID not in header:
-        raise DataError(f"{path}: no '{PARTNER_ID}' column (columns: {', '.join(header[:12])})")
-    _no_repeats(path, header, (PARTNER_ID, *columns))
+    _check_header(path, header, columns)
     return header
 
 
-def _no_repeats(path: Path, names: list[str], columns: Iterable[str]) -> None:
-    for name in dict.fromkeys(columns):
+def _check_header(path: Path, names: list[str], columns: Iterable[str]) -> None:
+    """A header (CSV or .xlsx) must name partner_id once, and each of
+    ``columns`` at most once."""
+    if PARTNER_ID not in names:
+        raise DataError(f"{path}: no '{PARTNER_ID}' column (columns: {', '.join(names[:12])})")
+    for name in dict.fromkeys((PARTNER_ID, *columns)):
         where = [str(index) for index, found in enumerate(names, 1) if found == name]
         if len(where) > 1:
             raise DataError(f"{path}: column '{name}' appears {len(where)} times (columns "
@@ -270,9 +272,7 @@ def _read_xlsx(path: Path, columns: Iterable[str] = ()) -> Iterator[SourceRow]:
         if header is None:
             return
         names = [str(c.value).strip() if c.value is not None else "" for c in header]
-        if PARTNER_ID not in names:
-            raise DataError(f"{path}: no '{PARTNER_ID}' column (columns: {', '.join(names[:12])})")
-        _no_repeats(path, names, columns)
+        _check_header(path, names, columns)
         for number, cells in enumerate(rows, start=2):
             record = {name: _cell_value(cell) for name, cell in zip(names, cells) if name}
             if any(v not in (None, "") for v in record.values()):
