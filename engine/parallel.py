@@ -40,12 +40,21 @@ def ordered_map(function: Callable[..., Any], tasks: Iterable[tuple], workers: i
         with context.Pool(workers, initializer=_start_worker,
                           initargs=(warm_up, shared)) as pool:
             inflight: collections.deque = collections.deque()
-            for task in tasks:
-                inflight.append(pool.apply_async(_with_shared, (function, *task)))
-                while len(inflight) > 2 * workers:
+            try:
+                for task in tasks:
+                    inflight.append(pool.apply_async(_with_shared, (function, *task)))
+                    while len(inflight) > 2 * workers:
+                        yield inflight.popleft().get()
+                while inflight:
                     yield inflight.popleft().get()
-            while inflight:
-                yield inflight.popleft().get()
+            except BaseException:
+                # Stopped (Ctrl-C, an error, the consumer gone): let the few tasks
+                # handed over finish first. Terminating the pool while its feeder
+                # thread is still writing a large task into the pipe waits for
+                # that thread forever (seen with Ctrl-C in about one run in four).
+                pool.close()
+                pool.join()
+                raise
 
 
 def workers_inherit_memory() -> bool:
