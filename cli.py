@@ -14,21 +14,21 @@ from pathlib import Path
 
 import click
 
-from engine.batch import OUTPUT_FILES, Progress, RunOptions, default_workers, run_batch
-from engine.decide import Evaluator
+from engine.run.driver import OUTPUT_FILES, Progress, RunOptions, default_workers, run_batch
+from engine.evaluate.decide import Evaluator
 from engine.errors import DataError, EligibilityError, EngineError, UsageError
-from engine.explain import explain
-from engine.impact import compare, load_rule_sets, write_moves_csv
-from engine.letter_batch import FORMATS as LETTER_FORMATS, LetterOptions, write_letters
-from engine.letter_check import check_templates
-from engine.loader import load_rules
-from engine.outputs import remove_stale_partials
-from engine.render import (explanation_text, impact_text, letters_text, run_list_text,
+from engine.evaluate.explain import explain
+from engine.run.impact import compare, load_rule_sets, write_moves_csv
+from engine.run.letters_pass import FORMATS as LETTER_FORMATS, LetterOptions, write_letters
+from engine.letters.template_check import check_templates
+from engine.ruleset.loader import load_rules
+from engine.data.outputs import remove_stale_partials
+from engine.report.terminal import (explanation_text, impact_text, letters_text, run_list_text,
                            run_text)
-from engine.report import build_diff_report, build_report
-from engine.roster import find_partner, partner_from_json_file
-from engine.rule_tests import failure_report, load_cases, run_case
-from engine.run_history import DEFAULT_DB, RunHistory
+from engine.report.html import build_diff_report, build_report
+from engine.data.readers import find_partner, partner_from_json_file
+from engine.testing.rule_cases import failure_report, load_cases, run_case
+from engine.data.run_history import DEFAULT_DB, RunHistory
 
 DEFAULT_RULES = "rules"
 DEFAULT_ROSTER = "examples/roster.csv"

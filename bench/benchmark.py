@@ -31,8 +31,8 @@ RAW_SAMPLE = 100_000  # facts held in memory for the raw engine measurement
 RUN = """
 import datetime as dt, json, resource, sys, time
 from pathlib import Path
-from engine.batch import RunOptions, run_batch
-from engine.loader import load_rules
+from engine.run.driver import RunOptions, run_batch
+from engine.ruleset.loader import load_rules
 data, out, workers = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 started = time.perf_counter()
 ruleset = load_rules("rules")
@@ -85,10 +85,10 @@ def end_to_end(data: Path, workers: int, folder: Path) -> dict:
 def raw_engine(data: Path) -> dict:
     """durable_rules alone: the same compiled rules and facts, built before timing."""
     sys.path.insert(0, str(ROOT))
-    from engine.decide import Evaluator, partner_values
-    from engine.loader import load_rules
-    from engine.partners import partner_from_record
-    from engine.roster import read_rows
+    from engine.evaluate.decide import Evaluator, partner_values
+    from engine.ruleset.loader import load_rules
+    from engine.evaluate.records import partner_from_record
+    from engine.data.readers import read_rows
     from engine.errors import DataError
     ruleset = load_rules(ROOT / "rules")
     as_of = dt.date.fromisoformat(AS_OF)

@@ -29,9 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.batch import RunOptions, run_batch  # noqa: E402
-from engine.letter_batch import LetterOptions, write_letters  # noqa: E402
-from engine.loader import load_rules  # noqa: E402
+from engine.run.driver import RunOptions, run_batch  # noqa: E402
+from engine.run.letters_pass import LetterOptions, write_letters  # noqa: E402
+from engine.ruleset.loader import load_rules  # noqa: E402
 
 AS_OF = dt.date(2026, 11, 26)
 

@@ -15,13 +15,13 @@ AS_OF = dt.date(2026, 11, 26)
 
 @pytest.fixture(scope="session")
 def ruleset():
-    from engine.loader import load_rules
+    from engine.ruleset.loader import load_rules
     return load_rules(ROOT / "rules")
 
 
 @pytest.fixture(scope="session")
 def evaluator(ruleset):
-    from engine.decide import Evaluator
+    from engine.evaluate.decide import Evaluator
     return Evaluator(ruleset)
 
 
@@ -36,8 +36,8 @@ def example_partners(ruleset):
 def load_example_partners(ruleset) -> list:
     """The valid example partners as ``ruleset`` reads them, with their history."""
     from engine.errors import DataError
-    from engine.partners import partner_from_record
-    from engine.roster import read_rows
+    from engine.evaluate.records import partner_from_record
+    from engine.data.readers import read_rows
     history: dict[str, list] = {}
     for row in read_rows(ROOT / "examples" / "performance.csv"):
         if row.record["quarter"] != "2026Q5":

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from engine import batch, history_store
-from engine.batch import RunOptions, run_batch
-from engine.decide import Evaluator
+from engine.data import performance
+from engine.run import driver
+from engine.run.driver import RunOptions, run_batch
+from engine.evaluate.decide import Evaluator
 from engine.errors import DataError
-from engine.letter_batch import LetterOptions, write_letters
-from engine.loader import load_rules
-from engine.run_history import RunHistory
+from engine.run.letters_pass import LetterOptions, write_letters
+from engine.ruleset.loader import load_rules
+from engine.data.run_history import RunHistory
 
 from conftest import AS_OF, ROOT
 
@@ -53,7 +54,7 @@ def outputs(folder: Path) -> dict[str, bytes]:
 def test_bundled_example(ruleset, example_partners, tmp_path):
     result = run_batch(ruleset, options(tmp_path))
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == sorted(batch.OUTPUT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(driver.OUTPUT_FILES)
     assert result.summary["partners"] == {"rows_read": 34, "decided": 32, "rejected": 2}
     rejects = read_csv(out / "rejects.csv")
     assert [(r["source_file"].split("/")[-1], r["row"], r["column"]) for r in rejects] == [
@@ -289,7 +290,7 @@ def test_runs_collect_cycles_less_often_and_restore_the_setting(workers):
     workers too (where what was there at the start is frozen); afterwards the
     process has its own setting back."""
     import gc
-    from engine.parallel import GC_THRESHOLD, ordered_map
+    from engine.run.parallel import GC_THRESHOLD, ordered_map
     before = gc.get_threshold()
     results = list(ordered_map(_collector_settings, [(i,) for i in range(6)], workers))
     assert [index for index, _, _ in results] == list(range(6))  # in order
@@ -306,7 +307,7 @@ def _failing_warm_up() -> None:
 def test_a_worker_whose_warm_up_fails_still_takes_tasks():
     """A pool restarts a worker whose initializer raises, forever: warm-up
     errors are left for the first task to meet and report."""
-    from engine.parallel import ordered_map
+    from engine.run.parallel import ordered_map
     results = list(ordered_map(_collector_settings, [(i,) for i in range(4)], 2,
                                warm_up=_failing_warm_up))
     assert [index for index, _, _ in results] == [0, 1, 2, 3]
@@ -331,7 +332,7 @@ def _tagged(shared: _CountedPickles, index: int) -> str:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_shared_arguments_go_to_each_worker_once(workers):
-    from engine.parallel import ordered_map
+    from engine.run.parallel import ordered_map
     _CountedPickles.pickled = 0
     results = list(ordered_map(_tagged, [(i,) for i in range(8)], workers,
                                shared=(_CountedPickles("r"),)))
@@ -366,8 +367,8 @@ def test_history_merged_in_roster_order_equals_history_staged(ruleset, tmp_path,
     merged = run_batch(ruleset, options(tmp_path, "merged", roster=roster_file,
                                         performance=perf_file, db=tmp_path / "m.sqlite"))
     assert merged.summary["run"]["history_join"] == "merged"
-    original = history_store.HistoryStore.load
-    monkeypatch.setattr(history_store.HistoryStore, "load",
+    original = performance.HistoryStore.load
+    monkeypatch.setattr(performance.HistoryStore, "load",
                         lambda self, path, roster=None: original(self, path))
     staged = run_batch(ruleset, options(tmp_path, "staged", roster=roster_file,
                                         performance=perf_file, db=tmp_path / "s.sqlite"))
@@ -410,7 +411,7 @@ def test_partner_id_runs_number_rows_like_the_reader(tmp_path):
     """Runs of one partner_id, numbered as the row reader numbers rows: a
     quoted value over two lines is one row, a blank line is no row but takes
     a number, a short row has no partner_id."""
-    from engine.roster import partner_id_runs, read_columns
+    from engine.data.readers import partner_id_runs, read_columns
     path = tmp_path / "p.csv"
     path.write_text('quarter,partner_id,revenue\n2026Q1,A,1\n"2026\nQ2",A,2\n\n'
                     '2026Q1,B,3\n2026Q2\n2026Q3,,4\n2026Q4,B,5\n', encoding="utf-8")
@@ -424,18 +425,18 @@ def test_a_performance_file_changed_while_merged_is_a_clear_error():
     positions = {"A": 0, "B": 1}
     rows = iter([(2, ("A", "2026Q1", "1")), (3, ("B", "2026Q1", "1")),
                  (4, ("A", "2026Q2", "1"))])
-    merge = history_store._Merge(rows, positions, "perf.csv")
+    merge = performance._Merge(rows, positions, "perf.csv")
     with pytest.raises(DataError, match="perf.csv changed while it was read"):
         merge.rows_for(["A", "B"], lambda rows: None)
     rows = iter([(2, ("A", "2026Q1", "1")), (3, ("Z", "2026Q1", "1")),
                  (4, ("A", "2026Q2", "2")), (5, ("B", "2026Q1", "3"))])
-    merge = history_store._Merge(rows, positions, "perf.csv")
+    merge = performance._Merge(rows, positions, "perf.csv")
     aside = []
     assert merge.rows_for(["A", "B"], aside.extend) == {
         "A": [(2, "2026Q1", ("1",)), (4, "2026Q2", ("2",))], "B": [(5, "2026Q1", ("3",))]}
     assert aside == [("Z", 3)]
     with pytest.raises(DataError, match="roster changed"):
-        history_store._Merge(iter([]), positions, "perf.csv").rows_for(
+        performance._Merge(iter([]), positions, "perf.csv").rows_for(
             ["B", "A"], lambda rows: None)
 
 
@@ -598,8 +599,8 @@ def test_interrupted_run_leaves_previous_outputs_and_history(ruleset, tmp_path, 
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(*args)
-    real = batch.decide_chunk
-    monkeypatch.setattr(batch, "decide_chunk", interrupted)
+    real = driver.decide_chunk
+    monkeypatch.setattr(driver, "decide_chunk", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_batch(ruleset, options(tmp_path, chunk_size=4))
     after = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
@@ -695,7 +696,7 @@ def test_missing_roster_is_a_usage_error(cli_run, tmp_path):
 
 def test_progress_line_shows_partners_rate_and_time_left(capsys):
     from cli import _ProgressLine
-    from engine.batch import Progress
+    from engine.run.driver import Progress
     line = _ProgressLine()
     line.update(Progress(count=5_000, done=250, total=1_000, elapsed=2.0))
     line.close()
@@ -710,7 +711,7 @@ def test_progress_line_shows_partners_rate_and_time_left(capsys):
 
 
 def test_a_busy_run_history_is_a_clear_error(ruleset, tmp_path, monkeypatch):
-    from engine import run_history
+    from engine.data import run_history
     from engine.errors import DataError
     RunHistory(tmp_path / "runs.sqlite").close()
     monkeypatch.setattr(run_history, "LOCK_TIMEOUT_SECONDS", 0.1)
@@ -728,9 +729,9 @@ def test_a_busy_run_history_is_a_clear_error(ruleset, tmp_path, monkeypatch):
 def _reference_failed_leaves(ruleset, condition, values, as_of, negate=False):
     """The failing leaves, interpreted plainly: the reference for the closures
     that batch runs build (explain._failed_leaves)."""
-    from engine.conditions import AllOf, AnyOf, Dated, IsMissing, NotOf, describe
-    from engine.explain import compare_holds
-    from engine.valuetypes import format_value
+    from engine.ruleset.conditions import AllOf, AnyOf, Dated, IsMissing, NotOf, describe
+    from engine.evaluate.explain import compare_holds
+    from engine.ruleset.value_types import format_value
     if isinstance(condition, NotOf):
         return _reference_failed_leaves(ruleset, condition.item, values, as_of, not negate)
     if isinstance(condition, Dated):
@@ -758,9 +759,9 @@ def _reference_failed_leaves(ruleset, condition, values, as_of, negate=False):
 
 def test_reasons_for_missed_programs_match_a_plain_interpreter(ruleset, example_partners):
     import datetime as dt
-    from engine.conditions import AllOf, AnyOf, Dated, NotOf, parse_condition_text
-    from engine.explain import _failed_leaves
-    from engine.yamlsource import Loc
+    from engine.ruleset.conditions import AllOf, AnyOf, Dated, NotOf, parse_condition_text
+    from engine.evaluate.explain import _failed_leaves
+    from engine.ruleset.yaml_source import Loc
     loc = Loc("test", 1, 1)
     leaf = [parse_condition_text(text, loc) for text in (
         "certified_technical >= 10", "standing == good", "revenue_4q >= $600,000",

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from engine.errors import RuleSetError
-from engine.loader import load_rules
+from engine.ruleset.loader import load_rules
 
 from conftest import DATA
 
@@ -67,7 +67,7 @@ def test_condition_error_column_points_into_the_condition(tmp_path):
 
 
 def test_yes_and_no_are_text_not_booleans(tmp_path):
-    from engine.yamlsource import load_yaml_text
+    from engine.ruleset.yaml_source import load_yaml_text
     data, problems = load_yaml_text("country: NO\nanswer: no\nflag: true\n", "x.yaml")
     assert data == {"country": "NO", "answer": "no", "flag": True} and not problems
 

@@ -98,7 +98,7 @@ def test_html_page_of_the_comparison(workspace):
 
 
 def test_html_page_of_a_large_comparison_lists_the_first_moves(workspace, monkeypatch):
-    from engine import report
+    from engine.report import html as report
     monkeypatch.setattr(report, "MAX_REPORT_PARTNERS", 4)
     result = run_diff("--base", "rules", "--as-of", "2026-12-31",
                       "--proposed-as-of", "2027-01-01", "--html", "moves.html")
@@ -120,3 +120,23 @@ def test_workers_do_not_change_the_comparison(workspace):
         outputs.append((result.output, (workspace / f"moves-{workers}.csv").read_bytes()))
     assert outputs[0][0].replace("moves-1.csv", "moves-2.csv") == outputs[1][0]
     assert outputs[0][1] == outputs[1][1]
+
+
+def test_figures_declared_in_another_order_move_nobody(workspace):
+    """History is staged once for both sides: each side must find its figures
+    by name. With `revenue` and `target` swapped in the proposed `history:`
+    section (nothing else changed), matching by position decided 30 partners
+    on swapped figures."""
+    shutil.copytree(workspace / "rules", workspace / "proposed")
+    fields = workspace / "proposed" / "fields.yaml"
+    text = fields.read_text()
+    revenue = "  revenue: {type: money, required: true, label: revenue}\n"
+    target = "  target: {type: money, required: true, label: revenue target}\n"
+    assert revenue + target in text
+    fields.write_text(text.replace(revenue + target, target + revenue))
+    result = run_diff("--base", "rules", "--proposed", "proposed", "--as-of", "2026-11-26",
+                      "--csv", "moves.csv")
+    assert result.exit_code == 0, result.stderr
+    with open("moves.csv", newline="", encoding="utf-8") as handle:
+        assert list(csv.reader(handle)) == [["partner_id", "kind", "subject", "base", "proposed",
+                                              "because"]]

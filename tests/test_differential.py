@@ -15,15 +15,15 @@ import itertools
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from engine.conditions import AllOf, AnyOf, Compare, Dated, IsMissing, NotOf
-from engine.decide import Evaluator, partner_values
-from engine.explain import explain
-from engine.history import History, Quarter
-from engine.loader import load_rules
-from engine.model import EngagementModel, FieldDef, Program, Row, RuleSet, Table
-from engine.partners import Partner
-from engine.valuetypes import ValueType
-from engine.yamlsource import Loc
+from engine.ruleset.conditions import AllOf, AnyOf, Compare, Dated, IsMissing, NotOf
+from engine.evaluate.decide import Evaluator, partner_values
+from engine.evaluate.explain import explain
+from engine.ruleset.quarters import History, Quarter
+from engine.ruleset.loader import load_rules
+from engine.ruleset.model import EngagementModel, FieldDef, Program, Row, RuleSet, Table
+from engine.evaluate.records import Partner
+from engine.ruleset.value_types import ValueType
+from engine.ruleset.yaml_source import Loc
 
 from conftest import AS_OF, ROOT
 

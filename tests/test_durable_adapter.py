@@ -15,11 +15,11 @@ import threading
 
 import pytest
 
-from engine import durable_adapter
-from engine.compiler import compile_rules, ruleset_definition
-from engine.decide import Evaluator, partner_values
+from engine.evaluate import durable_adapter
+from engine.evaluate.compiler import compile_rules, ruleset_definition
+from engine.evaluate.decide import Evaluator, partner_values
 from engine.errors import EngineError
-from engine.partners import Partner
+from engine.evaluate.records import Partner
 
 from conftest import AS_OF, ROOT
 
@@ -40,7 +40,7 @@ def _walk(node):
 
 
 def test_only_the_adapter_imports_durable():
-    sources = list((ROOT / "engine").glob("*.py")) + [ROOT / "cli.py"]
+    sources = list((ROOT / "engine").rglob("*.py")) + [ROOT / "cli.py"]
     importers = sorted(p.name for p in sources
                        if "from durable" in p.read_text() or "import durable" in p.read_text())
     assert importers == ["durable_adapter.py"]
@@ -118,9 +118,9 @@ def test_more_than_64_list_rules_in_a_stage_fail_a_batch():
 def test_stages_keep_list_rules_within_durables_limit():
     """A table whose normal form has 68 list rules in one stage (found by the
     differential test) is split into helper stages, and decided correctly."""
-    from engine.compiler import LIST_OPS, LIST_RULE_BUDGET
-    from engine.conditions import AllOf, AnyOf, Compare, Dated, IsMissing, NotOf
-    from engine.explain import explain
+    from engine.evaluate.compiler import LIST_OPS, LIST_RULE_BUDGET
+    from engine.ruleset.conditions import AllOf, AnyOf, Compare, Dated, IsMissing, NotOf
+    from engine.evaluate.explain import explain
     from test_differential import LOC, make_ruleset
     day = dt.date(2026, 1, 1)
     contains = Compare("l", "contains", ("x",), "l contains x", LOC)
@@ -143,7 +143,7 @@ def test_stages_keep_list_rules_within_durables_limit():
 
 def test_fact_ids_whose_hashes_collide_are_refused_as_duplicates():
     """The hazard: durable identifies facts by a 32-bit hash of their id."""
-    from engine.durable_adapter import fnv1a_32
+    from engine.evaluate.durable_adapter import fnv1a_32
     assert fnv1a_32("k32728") == fnv1a_32("k261234")  # found by a birthday search
     result = run_isolated("""
         import json
@@ -162,7 +162,7 @@ def test_fact_ids_whose_hashes_collide_are_refused_as_duplicates():
 
 
 def test_session_ids_never_share_a_hash():
-    from engine.durable_adapter import fnv1a_32, session_ids
+    from engine.evaluate.durable_adapter import fnv1a_32, session_ids
     made = session_ids(200_000)[:200_000]
     assert len({fnv1a_32(i) for i in made}) == len(made)
     # Exactly the hex counter without the candidates whose hash came earlier.
@@ -194,9 +194,9 @@ def test_a_field_named_id_does_not_hang(tmp_path):
     """))
     result = run_isolated(f"""
         import datetime as dt
-        from engine.loader import load_rules
-        from engine.decide import Evaluator
-        from engine.partners import Partner
+        from engine.ruleset.loader import load_rules
+        from engine.evaluate.decide import Evaluator
+        from engine.evaluate.records import Partner
         rs = load_rules({str(rules)!r})
         d = Evaluator(rs).decide([Partner('A', {{'id': 5}})], dt.date(2026, 1, 1))[0]
         print(d.classifications['big'])
@@ -211,11 +211,11 @@ def test_exponent_notation_numbers_are_decided(ruleset, example_partners):
     tiny = dict(partner.values, share_of_vendor_revenue=0.00005, certified_technical=0)
     result = run_isolated(f"""
         import datetime as dt, pickle, sys
-        from engine.loader import load_rules
-        from engine.decide import Evaluator
-        from engine.explain import explain
-        from engine.partners import Partner
-        from engine.history import History
+        from engine.ruleset.loader import load_rules
+        from engine.evaluate.decide import Evaluator
+        from engine.evaluate.explain import explain
+        from engine.evaluate.records import Partner
+        from engine.ruleset.quarters import History
         rs = load_rules('rules')
         values = pickle.loads({__import__('pickle').dumps(tiny)!r})
         p = Partner('TINY', values, History({{}}))
@@ -324,8 +324,8 @@ def test_decisions_do_not_depend_on_batching_or_order(ruleset, example_partners,
 
 def test_empty_list_does_not_contain_anything(tmp_path):
     """$iall does not match an empty list; 'not contains' must still hold for []."""
-    from engine.loader import load_rules
-    from engine.explain import explain
+    from engine.ruleset.loader import load_rules
+    from engine.evaluate.explain import explain
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "r.yaml").write_text(textwrap.dedent("""

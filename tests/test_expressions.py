@@ -5,10 +5,10 @@ import datetime as dt
 
 import pytest
 
-from engine.expressions import ParseError, parse_expression
-from engine.history import History, Quarter
-from engine.metrics import Checker, Env, evaluate
-from engine.valuetypes import ValueType
+from engine.ruleset.expressions import ParseError, parse_expression
+from engine.ruleset.quarters import History, Quarter
+from engine.ruleset.metrics import Checker, Env, evaluate
+from engine.ruleset.value_types import ValueType
 
 TYPES = {"n": ValueType("integer"), "m": ValueType("money"), "p": ValueType("percent"),
          "t": ValueType("text"), "l": ValueType("list of text"), "d": ValueType("date")}

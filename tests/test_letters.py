@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.batch import RunOptions, run_batch
-from engine.changes import Change
+from engine.run.driver import RunOptions, run_batch
+from engine.evaluate.changes import Change
 from engine.errors import DataError, RuleSetError
-from engine.letter_batch import LetterOptions, safe_stem, write_letters
-from engine.letter_check import check_templates
-from engine.letter_settings import load_letter_settings
-from engine.letters import letter_facts
+from engine.run.letters_pass import LetterOptions, safe_stem, write_letters
+from engine.letters.template_check import check_templates
+from engine.letters.settings import load_letter_settings
+from engine.letters.facts import letter_facts
 
 from conftest import AS_OF, DATA, ROOT, load_example_partners
 
@@ -35,7 +35,7 @@ GOLDEN_CHANGES = ("P-1030", "P-1018")
 
 def run_and_write(tmp_path: Path, roster: Path = EXAMPLES / "roster.csv",
                   templates: Path = TEMPLATES, rules=None, **letter_options) -> dict:
-    from engine.loader import load_rules
+    from engine.ruleset.loader import load_rules
     ruleset = rules or load_rules(ROOT / "rules")
     out = tmp_path / "out"
     run_batch(ruleset, RunOptions(roster=roster, performance=EXAMPLES / "performance.csv",
@@ -59,7 +59,7 @@ def letters_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def second_run(tmp_path_factory):
     """A run without P-1030, then one with it and Select's bar raised to 3."""
-    from engine.loader import load_rules
+    from engine.ruleset.loader import load_rules
     tmp = tmp_path_factory.mktemp("second")
     rules = tmp / "rules"
     shutil.copytree(ROOT / "rules", rules, ignore=shutil.ignore_patterns("tests"))
@@ -287,7 +287,7 @@ def test_ids_that_differ_only_by_case_get_files_of_their_own(tmp_path):
 
 
 def test_a_letter_file_never_replaces_another(tmp_path):
-    from engine.letter_batch import _write_new_file
+    from engine.run.letters_pass import _write_new_file
     _write_new_file(str(tmp_path / "P-1.txt"), b"first")
     with pytest.raises(FileExistsError):
         _write_new_file(str(tmp_path / "P-1.txt"), b"second")
@@ -435,10 +435,10 @@ def test_decisions_record_the_metrics_letters_read_back(tmp_path, rules_copy):
     (here with the expression trees interpreted, not the run's closures),
     including a date and a list metric."""
     import orjson
-    from engine.decide import partner_values, recorded_values
-    from engine.loader import load_rules
-    from engine.partners import field_values
-    from engine.roster import read_rows
+    from engine.evaluate.decide import partner_values, recorded_values
+    from engine.ruleset.loader import load_rules
+    from engine.evaluate.records import field_values
+    from engine.data.readers import read_rows
     rules = rules_copy()
     with (rules / "metrics.yaml").open("a", encoding="utf-8") as metrics:
         metrics.write("  joined:\n    value: joined_on\n"
@@ -490,7 +490,7 @@ def test_letters_refuse_decisions_without_metrics(tmp_path, ruleset):
 
 
 def test_changes_choose_the_kind_and_only_changed_letters(tmp_path, rules_copy):
-    from engine.loader import load_rules
+    from engine.ruleset.loader import load_rules
     rules = rules_copy()
     run_and_write(tmp_path, rules=load_rules(rules))
     programs = rules / "programs.yaml"
@@ -507,8 +507,8 @@ def test_changes_choose_the_kind_and_only_changed_letters(tmp_path, rules_copy):
 
 
 def test_letter_kinds_follow_decisions_and_changes(ruleset, example_partners):
-    from engine.decide import Evaluator, partner_values
-    from engine.batch_worker import decision_record
+    from engine.evaluate.decide import Evaluator, partner_values
+    from engine.evaluate.decide import decision_record
     settings = load_letter_settings(TEMPLATES, ruleset)
     partner = next(p for p in example_partners if p.partner_id == "P-1006")
     decision = Evaluator(ruleset).decide([partner], AS_OF)[0]
@@ -537,7 +537,7 @@ def test_validate_renders_every_template(ruleset):
     "Zoë Müller-Lüdenscheidt von und zu Großherzogtum Partner Team GmbH", "Ana Núñez",
     "A very long ascii partner contact name that goes on and on and on Team"])
 def test_long_and_non_ascii_recipients_are_encoded_and_folded(name):
-    from engine.letter_email import _address
+    from engine.letters.emails import _address
     address = "someone.long.address@partner-example-company.example.com"
     header = "To: " + _address(name, address)
     assert all(len(line) <= 78 for line in header.split("\r\n")) and header.isascii()
@@ -548,7 +548,7 @@ def test_long_and_non_ascii_recipients_are_encoded_and_folded(name):
 
 
 def test_long_non_ascii_subjects_fold_between_words():
-    from engine.letter_email import _encoded_words
+    from engine.letters.emails import _encoded_words
     subject = "Acción necesaria: su situación como partner está en riesgo " * 3
     header = "Subject: " + _encoded_words(subject.strip(), len("Subject: "))
     assert all(len(line) <= 78 for line in header.split("\r\n")) and header.isascii()
@@ -559,7 +559,7 @@ def test_long_non_ascii_subjects_fold_between_words():
 
 def test_the_sandbox_reads_keys_first_and_still_refuses_internals(ruleset):
     from jinja2.sandbox import SecurityError
-    from engine.letter_templates import LetterRenderer
+    from engine.letters.rendering import LetterRenderer
     renderer = LetterRenderer(TEMPLATES, load_letter_settings(TEMPLATES, ruleset), "USD")
     keys = renderer.env.from_string("{{ p.items }} {{ p['get'] }} {{ p.name }}")
     assert keys.render(p={"items": 3, "get": "x", "name": "A"}) == "3 x A"
@@ -571,7 +571,7 @@ def test_the_sandbox_reads_keys_first_and_still_refuses_internals(ruleset):
 
 def test_the_sandbox_remembers_only_the_attributes_it_allowed(ruleset):
     from jinja2.sandbox import SecurityError
-    from engine.letter_templates import LetterRenderer
+    from engine.letters.rendering import LetterRenderer
     renderer = LetterRenderer(TEMPLATES, load_letter_settings(TEMPLATES, ruleset), "USD")
     allowed = renderer.env.from_string(
         "{{ s.upper() }} {% for x in l %}{{ loop.last }}{% endfor %} {{ s.startswith('<') }}")
@@ -589,7 +589,7 @@ def test_macros_and_methods_are_called_as_jinja_calls_them(ruleset):
     """Macros and built-in methods skip the sandbox's call checks (they cannot
     carry what it looks for): arguments, loop and block variables still work."""
     from jinja2.sandbox import SecurityError
-    from engine.letter_templates import LetterRenderer
+    from engine.letters.rendering import LetterRenderer
     renderer = LetterRenderer(TEMPLATES, load_letter_settings(TEMPLATES, ruleset), "USD")
     template = renderer.env.from_string(
         "{% macro m(x, y='-') %}[{{ x }}{{ y }}{{ varargs|length }}]{% endmacro %}"
@@ -603,7 +603,7 @@ def test_macros_and_methods_are_called_as_jinja_calls_them(ruleset):
 
 
 def test_markup_in_a_template_cannot_add_scripts_or_links_to_html_letters():
-    from engine.letter_templates import _markdown_to_html
+    from engine.letters.rendering import _markdown_to_html
     html = _markdown_to_html("Hi <script>alert(1)</script> *there*\n\n<div onclick=x>y</div>\n\n"
                              "[click](javascript:alert(1)) https://example.com a@example.com\n")
     assert "<em>there</em>" in html  # Markdown is converted
@@ -652,7 +652,7 @@ def test_letters_command_errors(cli_run, tmp_path, rules_copy):
 def test_changes_join_partners_whose_ids_look_like_formulas(tmp_path, rules_copy):
     """changes.csv guards cells against spreadsheet formulas ('=...' is written
     "'=..."); letters still find each partner's changes."""
-    from engine.loader import load_rules
+    from engine.ruleset.loader import load_rules
     roster, performance = tmp_path / "roster.csv", tmp_path / "performance.csv"
     for source, target in ((EXAMPLES / "roster.csv", roster),
                            (EXAMPLES / "performance.csv", performance)):
@@ -715,8 +715,8 @@ def test_money_by_shape_is_what_babel_writes(currency):
     itself says (shapes it cannot trust stay with Babel)."""
     import random
     from babel import Locale
-    from engine.letter_templates import Formats
-    from engine.valuetypes import MONEY
+    from engine.letters.rendering import Formats
+    from engine.ruleset.value_types import MONEY
     amounts = [0.0, 0.01, 0.05, 0.5, 1.0, 9.99, 10.0, 100.1, 999.99, 1000.0, 1234.5, 99999.99,
                100000.0, 1e11, 123456789012.34, 7, 2_000_000]
     chance = random.Random(7)
@@ -732,7 +732,7 @@ def test_money_by_shape_is_what_babel_writes(currency):
 
 
 def test_placeholders_are_filled_and_stray_marks_kept():
-    from engine.letter_templates import _fill
+    from engine.letters.rendering import _fill
     skeleton = "a \ue0000\ue001 b \ue000x\ue001 c \ue0009\ue001 d \ue000-1\ue001 \ue0001\ue001"
     assert _fill(skeleton, ["<v0>", "v1"], escape=False) == \
         "a <v0> b \ue000x\ue001 c \ue0009\ue001 d \ue000-1\ue001 v1"

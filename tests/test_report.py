@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from engine.batch import RunOptions, run_batch
-from engine.letter_batch import LetterOptions, write_letters
-from engine.report import build_report
+from engine.run.driver import RunOptions, run_batch
+from engine.run.letters_pass import LetterOptions, write_letters
+from engine.report.html import build_report
 
 from conftest import AS_OF, ROOT
 
@@ -116,7 +116,7 @@ def test_a_large_run_gives_a_report_a_browser_can_open(tmp_path, report, monkeyp
     """The report lists at most so many partners (those with changes first,
     in roster order), changes and rejects, and says where the rest are; it
     never holds a run's whole decisions in memory or on the page."""
-    from engine import report as report_module
+    from engine.report import html as report_module
     target = tmp_path / "out"
     shutil.copytree(report.parent, target)
     (target / "changes.csv").write_text(

@@ -10,10 +10,10 @@ import textwrap
 
 import pytest
 
-from engine.decide import Evaluator
+from engine.evaluate.decide import Evaluator
 from engine.errors import RuleSetError
-from engine.loader import load_rules
-from engine.rule_tests import load_cases, run_case
+from engine.ruleset.loader import load_rules
+from engine.testing.rule_cases import load_cases, run_case
 
 from conftest import ROOT
 

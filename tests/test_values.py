@@ -5,8 +5,8 @@ import datetime as dt
 
 import pytest
 
-from engine.history import Quarter, last_complete_quarter, parse_quarter, window
-from engine.valuetypes import ValueType, format_value, parse_value, value_parser
+from engine.ruleset.quarters import Quarter, last_complete_quarter, parse_quarter, window
+from engine.ruleset.value_types import ValueType, format_value, parse_value, value_parser
 
 MONEY, PERCENT, INTEGER = ValueType("money"), ValueType("percent"), ValueType("integer")
 

@@ -1,0 +1,216 @@
+"""The history of runs, in an embedded SQLite database.
+
+Every run is recorded with its as-of date, the fingerprints of its rules and
+inputs, its counts, and every partner's decisions. A run is written in one
+transaction: a run killed half way leaves no trace, and the database stays
+consistent. The next run of the same rule set (by name) over the same roster
+file compares its decisions with the last recorded run to list what changed.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import orjson
+
+from engine.evaluate.changes import Snapshot
+from engine.errors import DataError, UsageError
+
+DEFAULT_DB = "eligibility-history.sqlite"
+SCHEMA_VERSION = 1
+LOCK_TIMEOUT_SECONDS = 30.0  # how long a run waits for another run's write to finish
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    as_of TEXT NOT NULL,
+    ruleset_name TEXT NOT NULL,
+    rules_fingerprint TEXT NOT NULL,
+    roster_source TEXT NOT NULL,
+    roster_fingerprint TEXT NOT NULL,
+    performance_source TEXT,
+    performance_fingerprint TEXT,
+    rows_read INTEGER NOT NULL,
+    decided INTEGER NOT NULL,
+    rejected INTEGER NOT NULL,
+    output_folder TEXT NOT NULL,
+    summary TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_source ON runs (ruleset_name, roster_source, id);
+CREATE TABLE IF NOT EXISTS decisions (
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    partner_id TEXT NOT NULL,
+    classifications TEXT NOT NULL,
+    engagement TEXT NOT NULL,
+    programs TEXT NOT NULL,
+    PRIMARY KEY (run_id, partner_id)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    started_at: str
+    finished_at: str
+    as_of: str
+    ruleset_name: str
+    rules_fingerprint: str
+    roster_source: str
+    roster_fingerprint: str
+    performance_source: str | None
+    performance_fingerprint: str | None
+    rows_read: int
+    decided: int
+    rejected: int
+    output_folder: str
+    summary: dict
+
+
+class RunHistory:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       timeout=LOCK_TIMEOUT_SECONDS)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.executescript(_SCHEMA)
+            found = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        except sqlite3.DatabaseError as error:
+            raise DataError(f"{self.path}: not a usable run-history database ({error})") from None
+        if found is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(found[0]) > SCHEMA_VERSION:
+            raise DataError(f"{self.path} was written by a newer version of this program")
+        self._open_run: int | None = None
+
+    # --- recording a run -------------------------------------------------------
+
+    def begin(self) -> None:
+        """Start the run's transaction; one run at a time writes to a history."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            raise DataError(f"{self.path}: the run history is busy ({error}); another run "
+                            "may be using it, so wait for it or give --db another file") from None
+
+    def add_decisions(self, run_id: int, rows: Iterable[tuple[str, Snapshot]]) -> None:
+        self._db.executemany(
+            "INSERT INTO decisions VALUES (?, ?, ?, ?, ?)",
+            ((run_id, pid, orjson.dumps(s.classifications, option=orjson.OPT_SORT_KEYS).decode(),
+              s.engagement, orjson.dumps(s.programs).decode()) for pid, s in rows))
+
+    def next_run_id(self) -> int:
+        last = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM runs").fetchone()[0]
+        last_decided = self._db.execute(
+            "SELECT COALESCE(MAX(run_id), 0) FROM decisions").fetchone()[0]
+        return max(last, last_decided) + 1
+
+    def finish(self, record: RunRecord) -> None:
+        self._db.execute(
+            "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (record.id, record.started_at, record.finished_at, record.as_of,
+             record.ruleset_name, record.rules_fingerprint, record.roster_source,
+             record.roster_fingerprint, record.performance_source,
+             record.performance_fingerprint, record.rows_read, record.decided, record.rejected,
+             record.output_folder, json.dumps(record.summary)))
+        self._db.execute("COMMIT")
+
+    def abort(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    # --- reading -------------------------------------------------------------------
+
+    def previous_run(self, ruleset_name: str, roster_source: str) -> RunRecord | None:
+        row = self._db.execute(
+            "SELECT * FROM runs WHERE ruleset_name = ? AND roster_source = ? "
+            "ORDER BY id DESC LIMIT 1", (ruleset_name, roster_source)).fetchone()
+        return _record(row) if row else None
+
+    def snapshots(self, run_id: int, partner_ids: list[str]) -> dict[str, Snapshot]:
+        return {pid: _snapshot(*decided) for pid, *decided in self._for_partners(
+            "SELECT partner_id, classifications, engagement, programs FROM decisions "
+            "WHERE run_id = ? AND partner_id IN ({})", [run_id], partner_ids)}
+
+    def last_decided(self, ruleset_name: str, roster_source: str, partner_ids: list[str],
+                     before_run: int) -> dict[str, tuple[int, Snapshot]]:
+        """For partners not in run ``before_run``: the last earlier run of the
+        same rule set over the same roster that decided each (its id and the
+        partner's decisions then). Partners never decided are left out."""
+        return {pid: (run_id, _snapshot(*decided)) for pid, run_id, *decided in self._for_partners(
+            "SELECT d.partner_id, d.run_id, d.classifications, d.engagement, d.programs "
+            "FROM runs r JOIN decisions d ON d.run_id = r.id "
+            "WHERE r.ruleset_name = ? AND r.roster_source = ? AND r.id < ? "
+            "AND d.partner_id IN ({}) ORDER BY d.run_id",
+            [ruleset_name, roster_source, before_run], partner_ids)}
+
+    def _for_partners(self, query: str, parameters: list, partner_ids: list[str]
+                      ) -> Iterator[tuple]:
+        """The rows of ``query`` (its ``{}`` the partner ids' placeholders), in
+        batches of ids below SQLite's limit on query parameters."""
+        for start in range(0, len(partner_ids), 900):
+            part = partner_ids[start:start + 900]
+            yield from self._db.execute(query.format(",".join("?" * len(part))),
+                                        [*parameters, *part])
+
+    def removed(self, previous_id: int, run_id: int) -> Iterator[str]:
+        """Partners decided in the previous run but not in this one."""
+        for (pid,) in self._db.execute(
+                "SELECT partner_id FROM decisions d WHERE run_id = ? AND NOT EXISTS "
+                "(SELECT 1 FROM decisions e WHERE e.run_id = ? AND e.partner_id = d.partner_id) "
+                "ORDER BY partner_id", (previous_id, run_id)):
+            yield pid
+
+    def prune(self, keep: int) -> tuple[list[int], int]:
+        """Delete all but the newest ``keep`` runs of each rule set (by name)
+        over each roster, with their decisions, and give the space back.
+        Returns the ids deleted and how many partner decisions went with
+        them. A partner missing from every run kept is new again when it
+        comes back (see :meth:`last_decided`)."""
+        self.begin()
+        try:
+            doomed = [run_id for (run_id,) in self._db.execute(
+                "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY ruleset_name, "
+                "roster_source ORDER BY id DESC) AS newest FROM runs) WHERE newest > ? "
+                "ORDER BY id", (keep,))]
+            decisions = 0
+            for run_id in doomed:
+                decisions += self._db.execute("DELETE FROM decisions WHERE run_id = ?",
+                                              (run_id,)).rowcount
+                self._db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self.abort()
+            raise
+        if doomed:
+            self._db.execute("VACUUM")
+        return doomed, decisions
+
+    def runs(self) -> list[RunRecord]:
+        return [_record(r) for r in self._db.execute("SELECT * FROM runs ORDER BY id")]
+
+    def run(self, run_id: int) -> RunRecord:
+        row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise UsageError(f"no run {run_id} in {self.path}; 'eligibility history' lists them")
+        return _record(row)
+
+    def close(self) -> None:
+        self.abort()
+        self._db.close()
+
+
+def _snapshot(classifications: str, engagement: str, programs: str) -> Snapshot:
+    return Snapshot(json.loads(classifications), engagement, tuple(json.loads(programs)))
+
+
+def _record(row: tuple) -> RunRecord:
+    return RunRecord(*row[:-1], summary=json.loads(row[-1]))

@@ -1,0 +1,162 @@
+"""Decide partners with durable_rules: the library's main entry point.
+
+``Evaluator(ruleset).decide(partners, as_of)`` computes each partner's
+metrics, turns the partner into a fact, and lets the compiled rules in
+durable_rules make every decision by forward chaining.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import orjson
+
+from engine.evaluate.compiler import (AS_OF, PARTNER, ROW_PREFIX, VALUE_PREFIX, CompiledRules, attr,
+                       compile_rules, count_attr, encode)
+from engine.evaluate.durable_adapter import DurableEngine
+from engine.ruleset.metrics import Env, compile_expression, evaluate, round_value
+from engine.ruleset.model import ENGAGEMENT, RuleSet
+from engine.evaluate.records import Partner
+from engine.ruleset.value_types import DATE, LIST
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Everything decided for one partner."""
+
+    partner_id: str
+    classifications: Mapping[str, str]
+    rows: Mapping[str, int]  # which row decided each table (-1: the default)
+    engagement: str
+    enrolled: tuple[str, ...]  # program ids, in rule-set order
+
+    def to_json(self) -> dict:
+        return {"partner_id": self.partner_id, "classifications": dict(self.classifications),
+                "engagement_model": self.engagement, "programs": list(self.enrolled)}
+
+
+def partner_values(ruleset: RuleSet, partner: Partner, as_of: dt.date,
+                   compiled: Sequence | None = None) -> dict[str, Any]:
+    """Field values, parameters, and every metric, computed in dependency order.
+
+    ``compiled`` holds the metrics' closures (see :meth:`Evaluator.values`);
+    without it the expression trees are interpreted, as the explainer does.
+    """
+    values = _with_parameters(ruleset, partner.values)
+    env = Env(values, partner.history, as_of)
+    if compiled is None:
+        for metric in ruleset.metrics:
+            values[metric.name] = round_value(metric.type, evaluate(metric.expr, env))
+    else:
+        for metric, function in zip(ruleset.metrics, compiled):
+            values[metric.name] = round_value(metric.type, function(env))
+    return values
+
+
+def recorded_values(ruleset: RuleSet, fields: Mapping[str, Any],
+                    metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`partner_values` from a partner's fields and the metrics its run
+    recorded in decisions.jsonl, where dates are ISO text and lists arrays.
+
+    Letters use this: they say what the rules decided on, without reading the
+    history again.
+    """
+    values = _with_parameters(ruleset, fields)
+    for metric in ruleset.metrics:
+        value = metrics[metric.name]
+        if value is not None:
+            kind = metric.type.kind
+            if kind == DATE:
+                value = dt.date.fromisoformat(value)
+            elif kind == LIST:
+                value = tuple(value)
+        values[metric.name] = value
+    return values
+
+
+def decision_record(ruleset: RuleSet, row: int, decision: Decision,
+                    missed: Mapping[str, list[str]], values: Mapping[str, Any]) -> dict:
+    """A partner's record in decisions.jsonl: the decisions, why each program
+    was missed, and the metrics they were decided on (``values``: see
+    :func:`partner_values`; letters read them back with
+    :func:`recorded_values`)."""
+    return {"partner_id": decision.partner_id, "row": row,
+            "classifications": dict(decision.classifications),
+            "decided_by": {name: "default" if index < 0 else f"row {index + 1}"
+                           for name, index in decision.rows.items()},
+            "engagement_model": decision.engagement,
+            "programs": list(decision.enrolled), "not_enrolled": dict(missed),
+            "metrics": {metric.name: values[metric.name] for metric in ruleset.metrics},
+            "rule_set_fingerprint": ruleset.fingerprint}
+
+
+def decision_line(ruleset: RuleSet, row: int, decision: Decision,
+                  missed: Mapping[str, list[str]], values: Mapping[str, Any]) -> str:
+    """One line of decisions.jsonl (see :func:`decision_record`)."""
+    return orjson.dumps(decision_record(ruleset, row, decision, missed, values)).decode()
+
+
+def _with_parameters(ruleset: RuleSet, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A partner's field values and the rule set's parameters: what metrics see."""
+    values: dict[str, Any] = dict(fields)
+    values.update({name: p.value for name, p in ruleset.parameters.items()})
+    return values
+
+
+def compile_metrics(ruleset: RuleSet) -> list:
+    """The rule set's metrics as closures, in order (see :func:`partner_values`)."""
+    return [compile_expression(m.expr) for m in ruleset.metrics]
+
+
+class Evaluator:
+    """A rule set compiled into durable_rules, ready to decide partners."""
+
+    def __init__(self, ruleset: RuleSet, batch_size: int | None = None):
+        self.ruleset = ruleset
+        self.compiled: CompiledRules = compile_rules(ruleset)
+        kwargs = {"batch_size": batch_size} if batch_size else {}
+        self.engine = DurableEngine(self.compiled, **kwargs)
+        self.metric_functions = compile_metrics(ruleset)
+        # (value name, fact attribute, list size attribute) of each input
+        self._inputs = [(a[len(VALUE_PREFIX):], a, count_attr(a[len(VALUE_PREFIX):]))
+                        for a in self.compiled.inputs]
+        tables = [t.name for t in ruleset.classifications]
+        # (name, fact attribute) of each decision a final fact holds
+        self._names = ([(t, attr(t)) for t in tables],
+                       [(t, ROW_PREFIX + t) for t in tables + [ENGAGEMENT]],
+                       [(p.id, attr(p.id)) for p in ruleset.programs])
+
+    def values(self, partner: Partner, as_of: dt.date) -> dict[str, Any]:
+        """The partner's fields and metrics, with the compiled metric closures."""
+        return partner_values(self.ruleset, partner, as_of, self.metric_functions)
+
+    def fact(self, partner: Partner, values: Mapping[str, Any], as_of: dt.date) -> dict:
+        fact: dict[str, Any] = {PARTNER: partner.partner_id, AS_OF: encode(as_of)}
+        for name, attribute, count in self._inputs:
+            value = values.get(name)
+            if value is not None:
+                fact[attribute] = encode(value)
+                if type(value) is tuple:
+                    fact[count] = len(value)
+        return fact
+
+    def decide(self, partners: Sequence[Partner], as_of: dt.date) -> list[Decision]:
+        """Decisions for each partner, in the order given."""
+        facts = [self.fact(p, self.values(p, as_of), as_of) for p in partners]
+        return self.decide_facts(facts)
+
+    def decide_facts(self, facts: Iterable[dict]) -> list[Decision]:
+        facts = list(facts)
+        finals = self.engine.decide(facts)
+        return [self._decision(finals[f[PARTNER]]) for f in facts]
+
+    def _decision(self, final: Mapping[str, Any]) -> Decision:
+        tables, rows, programs = self._names
+        return Decision(
+            partner_id=final[PARTNER],
+            classifications={t: final[a] for t, a in tables},
+            rows={t: int(final[a]) for t, a in rows},
+            engagement=final[attr(ENGAGEMENT)],
+            enrolled=tuple(p for p, a in programs if final.get(a) is True),
+        )

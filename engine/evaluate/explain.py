@@ -1,0 +1,408 @@
+"""Explanations: why a partner got each decision, computed without durable_rules.
+
+The explainer walks the same rule model as the compiler but evaluates it
+directly in Python: for every table row and program condition it records
+the partner's value, the operator, the threshold, and whether it held. Its
+conclusions must equal durable_rules' decisions. The property-based test
+``tests/test_differential.py`` checks exactly that, and it is the suite's
+independent check on the engine.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from engine.ruleset.conditions import AllOf, AnyOf, Compare, Condition, Dated, IsMissing, NotOf, describe
+from engine.evaluate.decide import Decision, partner_values
+from engine.ruleset.model import ENGAGEMENT, Program, RuleSet, Table, per_rule_set
+from engine.evaluate.records import Partner
+from engine.ruleset.value_types import NUMERIC, ValueType, format_value, value_formatter
+
+
+@dataclass(frozen=True)
+class Check:
+    """One condition and whether it held for this partner."""
+
+    text: str
+    holds: bool
+    kind: str                  # compare, missing, all, any, not
+    name: str | None = None
+    actual: str | None = None  # the partner's value, formatted
+    detail: str = ""           # "has 1" or "needs at least 2, has 1 (1 short)"
+    children: tuple["Check", ...] = ()
+
+    def failures(self) -> list[str]:
+        """Why this condition does not hold, one line per reason."""
+        if self.holds:
+            return []
+        if self.kind in ("compare", "missing"):
+            return [f"{self.text}: {self.detail}"]
+        if self.kind == "all":
+            return [line for child in self.children for line in child.failures()]
+        if self.kind == "any":
+            reasons = [line for child in self.children for line in child.failures()]
+            return ["none of these holds: " + "; ".join(reasons)]
+        if self.kind == "dated":
+            window = self.text.split(":")[0]
+            return [f"{window}: {line}" for line in self.children[0].failures()]
+        return [f"must not hold: {self.children[0].text}"]
+
+    def to_json(self) -> dict:
+        data: dict[str, Any] = {"condition": self.text, "holds": self.holds}
+        if self.kind in ("compare", "missing"):
+            data.update(name=self.name, value=self.actual, detail=self.detail)
+        else:
+            data.update(kind=self.kind, items=[c.to_json() for c in self.children])
+        return data
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    value: str
+    check: Check
+    note: str
+
+
+@dataclass(frozen=True)
+class TableExplanation:
+    name: str
+    label: str
+    value: str
+    row: int   # index of the deciding row, -1 for the default
+    rows: tuple[RowCheck, ...]
+    note: str  # the deciding row's note
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "value": self.value,
+                "decided_by": "default" if self.row < 0 else f"row {self.row + 1}",
+                "note": self.note,
+                "rows": [{"value": r.value, **r.check.to_json()} for r in self.rows]}
+
+
+@dataclass(frozen=True)
+class ProgramExplanation:
+    id: str
+    name: str
+    enrolled: bool
+    eligible: bool            # in effect, condition held, and prerequisites met
+    in_effect: bool
+    check: Check | None
+    missing_prerequisites: tuple[str, ...]
+    lost_to: str | None        # the higher-priority group member that won
+    group: str | None
+    reasons: tuple[str, ...]   # why (or why not), in plain words
+    benefits: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "name": self.name, "enrolled": self.enrolled,
+                "eligible": self.eligible, "in_effect": self.in_effect,
+                "group": self.group, "lost_to": self.lost_to,
+                "missing_prerequisites": list(self.missing_prerequisites),
+                "reasons": list(self.reasons),
+                "condition": self.check.to_json() if self.check else None}
+
+
+@dataclass(frozen=True)
+class Explanation:
+    partner_id: str
+    as_of: dt.date
+    values: Mapping[str, str]  # every field and metric, formatted
+    classifications: tuple[TableExplanation, ...]
+    engagement: TableExplanation
+    programs: tuple[ProgramExplanation, ...]
+
+    def decision(self) -> Decision:
+        """The conclusions, in the same shape as the engine's decisions."""
+        return Decision(
+            partner_id=self.partner_id,
+            classifications={t.name: t.value for t in self.classifications},
+            rows={**{t.name: t.row for t in self.classifications}, ENGAGEMENT: self.engagement.row},
+            engagement=self.engagement.value,
+            enrolled=tuple(p.id for p in self.programs if p.enrolled))
+
+    def to_json(self) -> dict:
+        return {"partner_id": self.partner_id, "as_of": self.as_of.isoformat(),
+                "values": dict(self.values),
+                "classifications": [t.to_json() for t in self.classifications],
+                "engagement_model": self.engagement.to_json(),
+                "programs": [p.to_json() for p in self.programs]}
+
+
+def explain(ruleset: RuleSet, partner: Partner, as_of: dt.date) -> Explanation:
+    values = partner_values(ruleset, partner, as_of)
+    shown = {name: format_value(ruleset.type_of(name), values.get(name))
+             for name in list(ruleset.fields) + [m.name for m in ruleset.metrics]}
+    explainer = _Explainer(ruleset, values, as_of)
+    tables = []
+    for table in ruleset.classifications:
+        result = explainer.table(table)
+        values[table.name] = result.value
+        tables.append(result)
+    engagement = explainer.table(ruleset.engagement)
+    values[ENGAGEMENT] = engagement.value
+    programs = []
+    for program in ruleset.programs:
+        result = explainer.program(program, as_of, {p.id: p for p in programs})
+        values[program.id] = result.enrolled
+        programs.append(result)
+    return Explanation(partner.partner_id, as_of, shown, tuple(tables), engagement, tuple(programs))
+
+
+class _Explainer:
+    def __init__(self, ruleset: RuleSet, values: dict[str, Any], as_of: dt.date):
+        self.ruleset = ruleset
+        self.values = values
+        self.as_of = as_of
+
+    def table(self, table: Table) -> TableExplanation:
+        rows = tuple(RowCheck(r.value, self.check(r.when), r.note) for r in table.rows)
+        winner = next((i for i, r in enumerate(rows) if r.check.holds), -1)
+        value = rows[winner].value if winner >= 0 else table.default
+        note = rows[winner].note if winner >= 0 else table.default_note
+        return TableExplanation(table.name, table.label, value, winner, rows, note)
+
+    def program(self, program: Program, as_of: dt.date,
+                decided: Mapping[str, ProgramExplanation]) -> ProgramExplanation:
+        reasons: list[str] = []
+        in_effect = program.in_effect(as_of)
+        if not in_effect:
+            if program.starts and as_of < program.starts:
+                reasons.append(f"not in effect on {as_of}: starts {program.starts}")
+            else:
+                reasons.append(f"not in effect on {as_of}: ended {program.ends}")
+        check = self.check(program.when) if program.when is not None else None
+        if check is not None and not check.holds:
+            reasons.extend(check.failures())
+        missing = tuple(r for r in program.requires if not decided[r].enrolled)
+        for required in missing:
+            reasons.append(f"requires {self.ruleset.program(required).name}, which the partner "
+                           "is not enrolled in")
+        eligible = in_effect and (check is None or check.holds) and not missing
+        lost_to = None
+        if program.group:
+            for member in self.ruleset.group_members(program.group):
+                if member.id == program.id:
+                    break
+                if decided[member.id].enrolled:
+                    lost_to = member.id
+                    break
+        if eligible and lost_to:
+            winner = self.ruleset.program(lost_to)
+            reasons.append(f"eligible, but {winner.name} (priority {winner.priority}) ranks "
+                           f"higher in the '{program.group}' group and was chosen")
+        enrolled = eligible and lost_to is None
+        if enrolled:
+            reasons.append("all conditions hold" if check is not None else
+                           "open to every partner")
+            if program.group:
+                below = [m for m in self.ruleset.group_members(program.group)
+                         if m.priority < program.priority]
+                if below:
+                    reasons.append(f"highest-priority program the partner qualifies for in "
+                                   f"the '{program.group}' group")
+        return ProgramExplanation(program.id, program.name, enrolled, eligible, in_effect,
+                                  check, missing, lost_to, program.group, tuple(reasons),
+                                  program.benefits)
+
+    def check(self, condition: Condition) -> Check:
+        if isinstance(condition, AllOf):
+            children = tuple(self.check(c) for c in condition.items)
+            return Check(_text(condition), all(c.holds for c in children), "all",
+                         children=children)
+        if isinstance(condition, AnyOf):
+            children = tuple(self.check(c) for c in condition.items)
+            return Check(_text(condition), any(c.holds for c in children), "any",
+                         children=children)
+        if isinstance(condition, NotOf):
+            child = self.check(condition.item)
+            return Check(_text(condition), not child.holds, "not", children=(child,))
+        if isinstance(condition, Dated):
+            child = self.check(condition.item)
+            if not condition.in_force(self.as_of):
+                return Check(_text(condition), True, "dated", detail="not in force on "
+                             f"{self.as_of}", children=(child,))
+            return Check(_text(condition), child.holds, "dated", children=(child,))
+        vtype = self.ruleset.type_of(condition.name)
+        value = self.values.get(condition.name)
+        shown = format_value(vtype, value)
+        if isinstance(condition, IsMissing):
+            holds = (value is None) != condition.negated
+            detail = "has no value" if value is None else f"has {shown}"
+            return Check(condition.text, holds, "missing", condition.name, shown, detail)
+        holds = compare_holds(condition, value)
+        detail = f"has {shown}" if holds else _gap(condition, vtype, value)
+        return Check(condition.text, holds, "compare", condition.name, shown, detail)
+
+
+def _text(condition: Condition) -> str:
+    return describe(condition)
+
+
+_TESTS: dict[str, Callable[[Any, tuple], bool]] = {
+    "==": lambda value, v: value == v[0],
+    "!=": lambda value, v: value != v[0],
+    "<": lambda value, v: value < v[0],
+    "<=": lambda value, v: value <= v[0],
+    ">": lambda value, v: value > v[0],
+    ">=": lambda value, v: value >= v[0],
+    "in": lambda value, v: value in v,
+    "not in": lambda value, v: value not in v,
+    "between": lambda value, v: v[0] <= value <= v[1],
+    "contains": lambda value, v: v[0] in value,
+}
+
+
+def compare_holds(c: Compare, value: Any) -> bool:
+    """Whether a comparison holds for a value (never for a missing value)."""
+    return value is not None and _TESTS[c.op](value, c.values)
+
+
+def compare_test(c: Compare) -> Callable[[Any], bool]:
+    """:func:`compare_holds` for one comparison, for code that tests many values."""
+    test, v = _TESTS[c.op], c.values
+    return lambda value: value is not None and test(value, v)
+
+
+def _gap(c: Compare, vtype: ValueType | None, value: Any) -> str:
+    """Why a comparison failed, with the distance to the threshold where it helps."""
+    fmt = value_formatter(vtype)
+    has = "has no value" if value is None else f"has {fmt(value)}"
+    v = c.values
+    numeric = vtype is not None and vtype.kind in NUMERIC and value is not None
+    if c.op in (">=", ">"):
+        short = f" ({fmt(v[0] - value)} short)" if numeric and c.op == ">=" else ""
+        need = "at least" if c.op == ">=" else "more than"
+        return f"needs {need} {fmt(v[0])}, {has}{short}"
+    if c.op in ("<=", "<"):
+        over = f" ({fmt(value - v[0])} over)" if numeric and c.op == "<=" else ""
+        limit = "at most" if c.op == "<=" else "below"
+        return f"must be {limit} {fmt(v[0])}, {has}{over}"
+    if c.op == "==":
+        return f"needs {fmt(v[0])}, {has}"
+    if c.op == "!=":
+        return f"must not be {fmt(v[0])}" if value is not None else has
+    if c.op == "in":
+        return f"needs one of {', '.join(fmt(x) for x in v)}; {has}"
+    if c.op == "not in":
+        return f"must not be one of {', '.join(fmt(x) for x in v)}; {has}"
+    if c.op == "between":
+        return f"needs between {fmt(v[0])} and {fmt(v[1])}, {has}"
+    return f"needs {v[0]} in the list, {has}"
+
+
+def program_failures(ruleset: RuleSet, values: Mapping[str, Any], decision: Decision,
+                     as_of: dt.date) -> dict[str, list[str]]:
+    """Why each program the partner is not enrolled in was missed, in short lines
+    such as ``certified_technical >= 10: has 8``.
+
+    A lean version of :func:`explain` for batch runs: it evaluates only the
+    programs the engine did not enroll, and formats only what failed. Every
+    program it returns has at least one reason; a program without one would
+    mean the engine and the rules disagree (see :class:`EngineError`).
+    """
+    known = dict(values)
+    known.update(decision.classifications)
+    known[ENGAGEMENT] = decision.engagement
+    enrolled = set(decision.enrolled)
+    plan = per_rule_set("failures", ruleset, _compile_program_failures)
+    for program, _, _ in plan:
+        known[program.id] = program.id in enrolled
+    result: dict[str, list[str]] = {}
+    for program, higher, failed in plan:
+        if program.id in enrolled:
+            continue
+        winner = next((h for h in higher if h in enrolled), None)
+        if winner is not None:
+            # The partner holds a higher place in the group: that is the
+            # reason; 'explain' gives this program's conditions too.
+            result[program.id] = [f"{winner} ranks higher in group {program.group}"]
+            continue
+        reasons: list[str] = []
+        if not program.in_effect(as_of):
+            reasons.append(f"not in effect on {as_of}")
+        if failed is not None:
+            reasons += failed(known, as_of)
+        reasons += [f"requires {r}" for r in program.requires if r not in enrolled]
+        result[program.id] = reasons
+    return result
+
+
+def _higher(ruleset: RuleSet, program: Program) -> tuple[str, ...]:
+    """The members of a program's group that rank above it."""
+    if not program.group:
+        return ()
+    members = [m.id for m in ruleset.group_members(program.group)]
+    return tuple(members[:members.index(program.id)])
+
+
+def _compile_program_failures(ruleset: RuleSet) -> list[tuple[Program, tuple, Callable | None]]:
+    """For each program: the program, the group members above it, and the
+    function giving its failed conditions (None without conditions)."""
+    return [(p, _higher(ruleset, p),
+             None if p.when is None else _failed_leaves(ruleset, p.when))
+            for p in ruleset.programs]
+
+
+_REMEMBERED_LINES = 4096  # per condition: failed values repeat (counts, yes/no, tiers)
+
+
+def _failed_leaves(ruleset: RuleSet, condition: Condition, negate: bool = False) -> Callable:
+    """A function (values, as_of) -> the leaf conditions that make ``condition``
+    fail (empty when it holds); built once per rule set, as batch runs call it
+    for every program a partner misses."""
+    if isinstance(condition, NotOf):
+        return _failed_leaves(ruleset, condition.item, not negate)
+    if isinstance(condition, Dated):
+        inner = _failed_leaves(ruleset, condition.item, negate)
+        text = describe(condition)
+        label = text.split(":")[0]
+
+        def dated(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
+            if not condition.in_force(as_of):
+                return [f"must not hold: {text}"] if negate else []
+            return [f"{label}: {line}" for line in inner(values, as_of)]
+        return dated
+    if isinstance(condition, (AllOf, AnyOf)):
+        parts = [_failed_leaves(ruleset, item, negate) for item in condition.items]
+        if isinstance(condition, AllOf) != negate:  # every part must hold
+
+            def every(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
+                return [line for part in parts for line in part(values, as_of)]
+            return every
+
+        def some(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
+            lines: list[str] = []
+            for part in parts:
+                failed = part(values, as_of)
+                if not failed:  # one part holds: the whole holds
+                    return []
+                lines += failed
+            return ["none of: " + "; ".join(lines)]
+        return some
+    name = condition.name
+    if isinstance(condition, IsMissing):
+        holds = (lambda value: value is not None) if condition.negated else \
+            (lambda value: value is None)
+    else:
+        holds = compare_test(condition)
+    if negate:
+        refusal = f"must not hold: {condition.text}"
+        return lambda values, as_of: [refusal] if holds(values.get(name)) else []
+    prefix, fmt = f"{condition.text}: has ", value_formatter(ruleset.type_of(name))
+    lines: dict[Any, str] = {}  # value -> its line; a name's values all have one type
+
+    def leaf(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
+        value = values.get(name)
+        if holds(value):
+            return []
+        try:
+            line = lines.get(value)
+        except TypeError:  # an unhashable value, such as a list parameter
+            return [prefix + fmt(value)]
+        if line is None:
+            line = prefix + fmt(value)
+            if len(lines) < _REMEMBERED_LINES:
+                lines[value] = line
+        return [line]
+    return leaf

@@ -1,0 +1,179 @@
+"""Partner records: typed field values and quarterly history.
+
+Raw records (a CSV row, a JSON object) are checked against the rule set's
+declarations. Problems name the field and the reason, never the whole
+record, because rosters hold personal data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from engine.errors import DataError
+from engine.ruleset.quarters import History, Quarter, parse_quarter
+from engine.ruleset.model import RuleSet, per_rule_set
+from engine.ruleset.value_types import value_parser
+
+PARTNER_ID = "partner_id"
+QUARTER = "quarter"
+MAX_ID_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class Partner:
+    partner_id: str
+    values: Mapping[str, Any]
+    history: History = field(default_factory=History)
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One unusable value: which column, what it held (shortened), and why;
+    for a history value, the number of its row in the history file."""
+
+    column: str
+    value: str
+    reason: str
+    row: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.column}: {self.reason}"
+
+
+def shorten(value: Any, limit: int = 40) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def clean_partner_id(raw: Any) -> str:
+    """A partner_id as written, trimmed; "" for none."""
+    if raw.__class__ is str:
+        return raw.strip()
+    return "" if raw is None else str(raw).strip()
+
+
+def read_partner_id(record: Mapping[str, Any]) -> str:
+    text = clean_partner_id(record.get(PARTNER_ID))
+    if not text:
+        raise DataError("partner_id is missing")
+    if len(text) > MAX_ID_LENGTH:
+        raise DataError(f"partner_id is longer than {MAX_ID_LENGTH} characters")
+    return text
+
+
+def _declared(ruleset: RuleSet) -> tuple[list, list]:
+    """(name, declaration, parser) for the rule set's fields and history figures."""
+    return per_rule_set("parsers", ruleset, lambda r: (
+        [(n, d, value_parser(d.type)) for n, d in r.fields.items()],
+        [(n, d, value_parser(d.type)) for n, d in r.figures.items()]))
+
+
+def field_values(ruleset: RuleSet, record: Mapping[str, Any]) -> tuple[dict, list[FieldProblem]]:
+    """Typed values for every declared field, defaults applied; and the problems."""
+    values: dict[str, Any] = {}
+    problems: list[FieldProblem] = []
+    for name, definition, parse in _declared(ruleset)[0]:
+        raw = record.get(name)
+        try:
+            value = parse(raw)
+        except ValueError as error:
+            problems.append(FieldProblem(name, shorten(raw), str(error)))
+            continue
+        if value is None:
+            if definition.required:
+                problems.append(FieldProblem(name, "", "a value is required"))
+                continue
+            value = definition.default
+        values[name] = value
+    return values, problems
+
+
+def _figure_parsers(ruleset: RuleSet, columns: Sequence[str]) -> list[tuple]:
+    """(name, declaration, parser, position in ``columns`` or None) for each of
+    the rule set's figures: history values are matched to figures by name,
+    whatever order (or which other figures) the rows were read with."""
+    cache = per_rule_set("figure_columns", ruleset, lambda _: {})
+    found = cache.get(columns)
+    if found is None:
+        position = {name: index for index, name in enumerate(columns)}
+        found = cache[columns] = [(name, definition, parse, position.get(name))
+                                  for name, definition, parse in _declared(ruleset)[1]]
+    return found
+
+
+def _history_row(parsers: list[tuple], number: int, quarter_label: Any,
+                 raw_figures: Sequence[Any]) -> tuple[Quarter, dict] | FieldProblem:
+    """One history row as (quarter, figures), or the problem that makes it unusable."""
+    try:
+        quarter = parse_quarter(quarter_label)
+    except ValueError as error:
+        return FieldProblem(QUARTER, shorten(quarter_label), str(error), number)
+    figures: dict[str, Any] = {}
+    for name, definition, parse, index in parsers:
+        raw = None if index is None or index >= len(raw_figures) else raw_figures[index]
+        try:
+            value = parse(raw)
+        except ValueError as error:
+            return FieldProblem(name, shorten(raw), str(error), number)
+        if value is None:
+            if definition.required:
+                return FieldProblem(name, "", "a value is required", number)
+            value = definition.default
+        figures[name] = value
+    return quarter, figures
+
+
+def checked_history(ruleset: RuleSet, rows: Iterable[tuple[int, Any, Sequence[Any]]],
+                    columns: Sequence[str], problems: list[FieldProblem]) -> History:
+    """A partner's history from rows as written: (row number, quarter, figure
+    values), the values named by ``columns`` (figures the rule set does not
+    declare are ignored, and a declared one missing from ``columns`` has no
+    value).
+
+    Unusable rows are appended to ``problems``, each with its row number, and
+    left out; of a quarter given twice, the first row is kept.
+    """
+    quarters: dict = {}
+    first_row: dict = {}
+    parsers = _figure_parsers(ruleset, tuple(columns))
+    for number, quarter, figures in rows:
+        checked = _history_row(parsers, number, quarter or "", figures)
+        if isinstance(checked, FieldProblem):
+            problems.append(checked)
+            continue
+        when, values = checked
+        if when in quarters:
+            problems.append(FieldProblem(QUARTER, shorten(quarter),
+                                         f"{when} appears twice for this partner (first on "
+                                         f"row {first_row[when]})", number))
+            continue
+        quarters[when], first_row[when] = values, number
+    return History(quarters)
+
+
+def build_history(ruleset: RuleSet, rows: Iterable[Mapping[str, Any]]) -> History:
+    """History from records such as {"quarter": "2026Q3", "revenue": ...};
+    raises DataError at the first unusable row."""
+    problems: list[FieldProblem] = []
+    columns = tuple(ruleset.figures)
+    history = checked_history(ruleset, ((number, record.get(QUARTER),
+                                         tuple(record.get(name) for name in columns))
+                                        for number, record in enumerate(rows, 1)),
+                              columns, problems)
+    if problems:
+        raise DataError(str(problems[0]))
+    return history
+
+
+def partner_from_record(ruleset: RuleSet, record: Mapping[str, Any],
+                        history_rows: Iterable[Mapping[str, Any]] = ()) -> Partner:
+    """A partner from one record; raises DataError listing every bad value."""
+    partner_id = read_partner_id(record)
+    values, problems = field_values(ruleset, record)
+    if problems:
+        raise DataError(f"partner {shorten(partner_id)}: " + "; ".join(map(str, problems)))
+    try:
+        history = build_history(ruleset, history_rows)
+    except DataError as error:
+        raise DataError(f"partner {shorten(partner_id)}, history: {error}") from None
+    return Partner(partner_id, values, history)

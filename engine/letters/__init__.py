@@ -1,0 +1,17 @@
+"""What a partner's letter says and how it is written.
+
+:func:`letter_facts` gathers what a letter can say (unformatted);
+:func:`renderer_for` renders it from the Jinja2 templates in the sandbox, in
+the partner's language; :func:`email_message` makes it an email;
+:func:`check_templates` renders every template before a run. Writing the
+letters of a whole run is :func:`engine.run.write_letters`.
+"""
+from engine.letters.emails import email_message
+from engine.letters.facts import KINDS, LetterFacts, LetterSettings, letter_facts
+from engine.letters.rendering import Letter, LetterRenderer, renderer_for
+from engine.letters.settings import load_letter_settings
+from engine.letters.template_check import check_templates
+
+__all__ = ["KINDS", "Letter", "LetterFacts", "LetterRenderer", "LetterSettings",
+           "check_templates", "email_message", "letter_facts", "load_letter_settings",
+           "renderer_for"]

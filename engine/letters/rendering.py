@@ -1,0 +1,550 @@
+"""Rendering letters from the Jinja2 templates in ``templates/``.
+
+Templates are Markdown, one file per letter kind and language
+(``templates/fr/at_risk.md.j2``), each extending that language's
+``base.md.j2``. They run in Jinja2's sandbox with ``StrictUndefined``.
+
+Roster values are data, never template code or markup. Every ``{{ ... }}``
+output is replaced, while rendering, by a numbered placeholder; the
+rendered Markdown is then
+
+- the text letter, with the placeholders replaced by the values as they are;
+- the HTML letter, converted to HTML by cmark-gfm (CommonMark with tables;
+  raw HTML written in a template is left out) with the placeholders replaced
+  by the values HTML-escaped.
+
+So a partner named ``*{{ 7*7 }}* <script>`` reads exactly so in both, and
+never turns into markup. Letters with the same structure share the
+Markdown-to-HTML conversion (a cache keyed by the placeholder skeleton),
+which keeps HTML letters about as fast as text ones.
+
+Numbers, money, percentages, and dates are formatted for the partner's
+locale with Babel. A language without a template for the letter's kind
+falls back to the default language, and the letter says so.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import functools
+import html
+import re
+import types
+from pathlib import Path
+from typing import Any
+
+import cmarkgfm
+from babel import Locale, UnknownLocaleError, localedata
+from babel.dates import format_date
+from babel.numbers import format_currency, format_decimal, format_percent, parse_pattern
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError
+from jinja2.compiler import CodeGenerator
+from jinja2.runtime import Macro
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup, escape
+
+from engine.letters.settings import load_terms
+from engine.letters.facts import KINDS, LetterFacts, LetterSettings
+from engine.ruleset.value_types import BOOL, CHOICE, DATE, INTEGER, LIST, MONEY, NUMBER, PERCENT, plain_text
+
+TEMPLATE_SUFFIX = ".md.j2"
+HTML_LAYOUT = "letter.html.j2"
+_OPEN, _CLOSE = "\ue000", "\ue001"  # Unicode private-use characters: never in templates
+_PLACEHOLDERS = [Markup(f"{_OPEN}{i}{_CLOSE}") for i in range(512)]  # made once
+_BODY_MARK, _SUBJECT_MARK = "\ue002", "\ue003"
+_RAW_HTML_OMITTED = "<!-- raw HTML omitted -->"  # what cmark-gfm writes instead
+_FORMAT_CACHE_SIZE = 20_000
+_PERCENT_TEXT = re.compile(r"^\d+(?:\.\d+)?%$")
+_ASCII_DIGITS = frozenset("0123456789")
+
+
+class Letter:
+    """A rendered letter; its text and HTML are made when first asked for."""
+
+    def __init__(self, subject: str, skeleton: str, slots: list[str], page, language: str,
+                 fallback: bool, locale: str):
+        self.subject = subject
+        self.language = language    # the language the letter is written in
+        self.fallback = fallback    # True when the partner's language had no template
+        self.locale = locale
+        self._skeleton, self._slots, self._page = skeleton, slots, page
+
+    @functools.cached_property
+    def text(self) -> str:
+        return _fill(self._skeleton, self._slots, escape=False)
+
+    @functools.cached_property
+    def html(self) -> str:
+        body = Markup(_fill(_markdown_to_html(self._skeleton), self._slots, escape=True))
+        return self._page(body=body, subject=self.subject, language=self.language)
+
+    # As written to files, once: an .eml holds both beside the .txt and the .html.
+    @functools.cached_property
+    def text_utf8(self) -> bytes:
+        return self.text.encode("utf-8")
+
+    @functools.cached_property
+    def html_utf8(self) -> bytes:
+        return self.html.encode("utf-8")
+
+    @property
+    def loses_raw_html(self) -> bool:
+        """Whether the template wrote raw HTML, which HTML letters leave out
+        (roster values never count: they are placeholders here)."""
+        return _RAW_HTML_OMITTED in _markdown_to_html(self._skeleton)
+
+
+@functools.lru_cache(maxsize=20_000)
+def _html_escape(value: str) -> str:
+    """``html.escape``, remembered: most values (terms, thresholds, benefits)
+    repeat from letter to letter."""
+    return html.escape(value, quote=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _markdown_to_html(skeleton: str) -> str:
+    """CommonMark and tables, by GitHub's C library: no autolinks, raw HTML
+    left out, unsafe links (``javascript:``) emptied. About 50 µs for a
+    letter, where markdown-it-py took a millisecond."""
+    return cmarkgfm.markdown_to_html_with_extensions(skeleton, extensions=["table"])
+
+
+class _Slots:
+    """Where ``{{ }}`` outputs of data go while a letter renders.
+
+    Used as the environment's ``finalize``: every output of data becomes a
+    placeholder and the value is kept aside. The environment autoescapes, so
+    what the template itself produced (a macro's output, a ``{% set %}``
+    block) arrives as Markup and is kept as it is, with the placeholders
+    inside it; everything else is data. Outside a letter (``values`` is
+    None) data is returned as text.
+    """
+
+    def __init__(self) -> None:
+        self.values: list[str] | None = None
+
+    def __call__(self, value: Any) -> Markup:
+        kind = type(value)
+        if kind is str:  # the common case first: what the filters return
+            text = value
+        elif isinstance(value, Markup):
+            return value
+        else:
+            text = "" if value is None else plain_text(value)
+        slots = self.values
+        if slots is None:
+            return escape(text)
+        index = len(slots)
+        slots.append(text)
+        return _PLACEHOLDERS[index] if index < len(_PLACEHOLDERS) else \
+            Markup(f"{_OPEN}{index}{_CLOSE}")
+
+
+class _SlotCodeGenerator(CodeGenerator):
+    """Compiles a ``{{ }}`` output to ``finalize(value)`` where autoescaping
+    would make it ``escape(finalize(value))``: finalize (:class:`_Slots`)
+    returns Markup for everything, which escape would only copy (a tenth of
+    a letter's rendering time). Outputs in ``{% autoescape %}`` blocks are
+    compiled as Jinja does."""
+
+    def _output_child_pre(self, node, frame, finalize) -> None:
+        if _finalize_only(frame, finalize):
+            self.write(finalize.src)
+        else:
+            super()._output_child_pre(node, frame, finalize)
+
+    def _output_child_post(self, node, frame, finalize) -> None:
+        if _finalize_only(frame, finalize):
+            self.write(")")
+        else:
+            super()._output_child_post(node, frame, finalize)
+
+
+def _finalize_only(frame, finalize) -> bool:
+    return (frame.eval_ctx.autoescape and not frame.eval_ctx.volatile
+            and finalize.src == "environment.finalize(")
+
+
+_PLAIN_CALLABLES = (Macro, types.BuiltinMethodType)
+# Attribute names the sandbox wraps when they are read (str.format), never remembered.
+_WRAPPED_ATTRIBUTES = frozenset({"format", "format_map"})
+
+
+class _LetterSandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's sandbox (the immutable one: templates cannot change the data),
+    reading a dict's keys first, and remembering which attributes it allows.
+
+    ``r.name`` on a dict goes straight to the key, skipping the failed
+    attribute lookup the sandbox tries first (a quarter of a letter's
+    rendering time). A key thus wins over a dict method of the same name
+    (``p.items`` is the data).
+
+    Other attributes (``loop.last``, ``r.key.endswith``) get the sandbox's
+    own checks the first time; its verdict depends only on the object's type
+    and the attribute's name, so an allowed (type, name) is read directly
+    from then on. Refused ones are checked every time.
+    """
+
+    code_generator_class = _SlotCodeGenerator
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._allowed: set[tuple[type, str]] = set()
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        kind = type(obj)
+        if kind is dict:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        elif (kind, attribute) in self._allowed:
+            try:
+                return getattr(obj, attribute)
+            except AttributeError:
+                pass
+        return super().getattr(obj, attribute)
+
+    def is_safe_callable(self, obj: Any) -> bool:
+        # A macro or a method of a built-in type (``r.key.endswith``) has no
+        # attributes of its own, so never the ones the sandbox looks for.
+        if type(obj) in _PLAIN_CALLABLES:
+            return True
+        return super().is_safe_callable(obj)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        # What the sandbox and Context.call would do for macros and built-in
+        # methods, without looking for pass_context markers they cannot carry
+        # (about a sixth of a letter's rendering). str.format and format_map
+        # always take the sandbox's own way (older Jinja2 checks them here).
+        kind = type(__obj)
+        if kind is Macro or (kind is types.BuiltinMethodType
+                             and __obj.__name__ not in _WRAPPED_ATTRIBUTES):
+            kwargs.pop("_block_vars", None)
+            kwargs.pop("_loop_vars", None)
+            try:
+                return __obj(*args, **kwargs)
+            except StopIteration:
+                return __context.environment.undefined(
+                    "value was undefined because a callable raised a StopIteration exception")
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        safe = super().is_safe_attribute(obj, attr, value)
+        if safe and attr not in _WRAPPED_ATTRIBUTES:
+            self._allowed.add((type(obj), attr))
+        return safe
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if type(obj) is dict and type(argument) is str:
+            try:
+                return obj[argument]
+            except KeyError:
+                pass
+        return super().getitem(obj, argument)
+
+
+def _join(values, separator: str = "") -> str:
+    """``join`` that keeps data as data (Jinja's escapes it into Markup)."""
+    return separator.join("" if v is None else plain_text(v) for v in values)
+
+
+def _fill(skeleton: str, slots: list[str], escape: bool) -> str:
+    """The skeleton with each placeholder replaced by its value (HTML-escaped)."""
+    pattern, highest = _fill_pattern(skeleton)
+    if highest >= len(slots):  # a placeholder-like mark in the template's own text
+        pattern, _ = _fill_pattern(skeleton, len(slots))
+    return pattern.format(*([_html_escape(v) for v in slots] if escape else slots))
+
+
+@functools.lru_cache(maxsize=8192)
+def _fill_pattern(skeleton: str, count: int | None = None) -> tuple[str, int]:
+    """The skeleton as a ``str.format`` pattern, made once per letter layout:
+    ``{n}`` where placeholder n is (below ``count``, when given), every other
+    brace doubled; and the highest placeholder number (-1 for none)."""
+    pieces = skeleton.split(_OPEN)
+    out = [_braces(pieces[0])]
+    highest = -1
+    for piece in pieces[1:]:
+        index, closed, rest = piece.partition(_CLOSE)
+        if closed and index.isdecimal() and (count is None or int(index) < count):
+            number = int(index)
+            highest = max(highest, number)
+            out.append(f"{{{number}}}{_braces(rest)}")
+        else:  # not a placeholder: the character came with the template's own text
+            out.append(_braces(_OPEN + piece))
+    return "".join(out), highest
+
+
+def _braces(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+class Formats:
+    """Babel formatting for one locale, with a cache: thresholds and benefits
+    repeat across thousands of letters.
+
+    Amounts of money (a partner's own figures, which rarely repeat) are
+    formatted by *shape*: Babel formats one probe amount per sign and number
+    of digits (``$123,456.78``), and every amount of that shape is written
+    into the probe's digit positions (``$490,178.70``), about a tenth of
+    Babel's time. A shape whose probe does not come back with exactly its
+    digits, in order (other digits, other rounding), stays with Babel.
+    """
+
+    def __init__(self, locale: Locale, currency: str):
+        self.locale = locale
+        self.currency = currency
+        self._cache: dict[tuple, str] = {}
+        self._whole_money = copy.copy(parse_pattern(locale.currency_formats["standard"].pattern))
+        self._whole_money.frac_prec = (0, 0)
+        self._money_shapes: dict[tuple[bool, int, bool], str | None] = {}
+
+    def value(self, kind: str, value: Any) -> str:
+        key = (kind, value)
+        found = self._cache.get(key)
+        if found is None:
+            if len(self._cache) >= _FORMAT_CACHE_SIZE:  # partners' own figures rarely repeat
+                self._cache.clear()
+            found = self._cache[key] = self._format(kind, value)
+        return found
+
+    def _format(self, kind: str, value: Any) -> str:
+        if value is None:
+            return ""
+        if kind == MONEY:
+            return self._money(value)
+        if kind == PERCENT:
+            return format_percent(round(value, 6), locale=self.locale, decimal_quantization=False)
+        if kind in (INTEGER, NUMBER):
+            return format_decimal(round(value, 2), locale=self.locale, decimal_quantization=False)
+        if kind == DATE:
+            return format_date(value, format="long", locale=self.locale)
+        if kind == LIST:
+            return ", ".join(value)
+        return str(value)
+
+    def _money(self, value: float | int) -> str:
+        whole = float(value).is_integer()
+        if value == 0 or (not whole and round(value, 2) != value):  # -0.0; not in cents
+            return self._babel_money(value)
+        digits = f"{abs(value):.{0 if whole else 2}f}".replace(".", "")
+        key = (value < 0, len(digits), whole)
+        shape = self._money_shapes.get(key, "")
+        if shape == "":
+            shape = self._money_shapes[key] = self._money_shape(*key)
+        return self._babel_money(value) if shape is None else shape.format(*digits)
+
+    def _money_shape(self, negative: bool, length: int, whole: bool) -> str | None:
+        """Babel's text for a probe amount of this shape, with ``{}`` for each digit."""
+        probe = ("123456789" * (length // 9 + 1))[:length]
+        amount = int(probe) if whole else int(probe) / 100
+        text = self._babel_money(-amount if negative else amount)
+        if [c for c in text if c in _ASCII_DIGITS] != list(probe):
+            return None
+        return "".join("{}" if c in _ASCII_DIGITS else c.replace("{", "{{").replace("}", "}}")
+                       for c in text)
+
+    def _babel_money(self, value: float | int) -> str:
+        if float(value).is_integer():  # whole amounts without ".00"
+            return self._whole_money.apply(value, self.locale, currency=self.currency,
+                                           currency_digits=False)
+        return format_currency(value, self.currency, locale=self.locale)
+
+
+class LetterRenderer:
+    """The templates of one folder, ready to render letters (one per process)."""
+
+    def __init__(self, folder: str | Path, settings: LetterSettings, currency: str):
+        self.folder = Path(folder)
+        self.settings = settings
+        self.currency = currency
+        self._slots = _Slots()
+        self.env = _LetterSandbox(
+            loader=FileSystemLoader(str(self.folder)), undefined=StrictUndefined,
+            autoescape=True, finalize=self._slots, trim_blocks=True, lstrip_blocks=True,
+            keep_trailing_newline=True, auto_reload=False,
+            cache_size=-1)  # a dict: each letter looks its base template up again
+        self.env.filters.update(money=self._formatter(MONEY),
+                                percent=self._formatter(PERCENT),
+                                number=self._formatter(NUMBER), date=self._formatter(DATE),
+                                value=self._value,
+                                term=self._term, human=_human, join=_join,
+                                e=_no_escape, escape=_no_escape, safe=_no_escape)
+        self.html_env = ImmutableSandboxedEnvironment(
+            loader=FileSystemLoader(str(self.folder)), undefined=StrictUndefined,
+            autoescape=True, auto_reload=False)
+        self._layout = self.html_env.get_template(HTML_LAYOUT)
+        self._terms = {lang: load_terms(self.folder, lang) for lang in settings.languages}
+        self._pages: dict[str, list[list[str]]] = {}
+        self._formats: dict[str, Formats] = {}
+        self._templates: dict[tuple[str, str], Any] = {}
+        # The letter being rendered's formats and words, which the filters use.
+        self._letter_formats = self.formats(settings.default_language, None)
+        self._letter_terms = self._terms.get(settings.default_language, {})
+
+    # --- choosing the template and the locale --------------------------------
+
+    def template_for(self, kind: str, language: str):
+        """(template, language used); the default language when ``language`` has none."""
+        key = (kind, language)
+        found = self._templates.get(key)
+        if found is None:
+            name = f"{language}/{kind}{TEMPLATE_SUFFIX}"
+            if language in self.settings.languages and (self.folder / name).is_file():
+                found = (self.env.get_template(name), language)
+            else:
+                default = self.settings.default_language
+                found = (self.env.get_template(f"{default}/{kind}{TEMPLATE_SUFFIX}"), default)
+            # Its globals as a plain dict, not a ChainMap over the environment's
+            # (which never change here): each letter's context copies them.
+            found[0].globals = dict(found[0].globals)
+            self._templates[key] = found
+        return found
+
+    def formats(self, language: str, country: str | None) -> Formats:
+        key = f"{language}_{(country or '').upper()}"
+        found = self._formats.get(key)
+        if found is None:
+            name = key if country and localedata.exists(key) else language
+            try:
+                locale = Locale.parse(name)
+            except (UnknownLocaleError, ValueError):
+                locale = Locale.parse(self.settings.default_language)
+            found = self._formats[key] = Formats(locale, self.currency)
+        return found
+
+    # --- rendering -----------------------------------------------------------------
+
+    def render(self, facts: LetterFacts) -> Letter:
+        partner = facts.context["partner"]
+        wanted = partner.get("language") or self.settings.default_language
+        template, language = self.template_for(facts.kinds[0], wanted)
+        formats = self.formats(language, partner.get("country"))
+        slots: list[str] = []
+        context = {**facts.context, "sender": self._sender(), "language": language,
+                   "fallback": language != wanted}
+        self._letter_formats, self._letter_terms = formats, self._terms.get(language, {})
+        self._slots.values = slots
+        try:
+            jinja_context = template.new_context(context)
+            skeleton = "".join(template.root_render_func(jinja_context))
+            subject_block = jinja_context.blocks.get("subject")
+            subject_skeleton = "".join(subject_block[0](jinja_context)) if subject_block else ""
+        except Exception:  # noqa: BLE001 - a template's error: re-raised with template lines
+            self.env.handle_exception()
+        finally:
+            self._slots.values = None
+        subject = " ".join(_fill(subject_skeleton, slots, escape=False).split())
+        return Letter(subject, skeleton, slots, self._page, language, language != wanted,
+                      str(formats.locale))
+
+    def _page(self, body: Markup, subject: str, language: str) -> str:
+        """The HTML page around a letter's body (templates/letter.html.j2).
+
+        The layout is rendered once per language with markers for the body and
+        the subject, which each letter then fills in (escaped as Jinja would);
+        a layout that transforms either is rendered for every letter instead.
+        """
+        parts = self._pages.get(language)
+        if parts is None:
+            page = self._layout.render(sender=self._sender(), body=Markup(_BODY_MARK),
+                                       subject=_SUBJECT_MARK, language=language)
+            outer = page.split(_BODY_MARK)
+            parts = self._pages[language] = \
+                [piece.split(_SUBJECT_MARK) for piece in outer] if len(outer) == 2 else []
+        if not parts:
+            return self._layout.render(sender=self._sender(), body=body, subject=subject,
+                                       language=language)
+        title = str(escape(subject))
+        before, after = (title.join(pieces) for pieces in parts)
+        return before + str(body) + after
+
+    def _sender(self) -> dict:
+        s = self.settings
+        return {"name": s.sender_name, "email": s.sender_email, "signature": s.signature}
+
+    # --- filters (the locale comes from the letter being rendered) -----------------
+    # Plain functions, not pass_context ones: Jinja calls those through the
+    # context, and looking the locale up there cost a tenth of a letter's rendering.
+
+    def _formatter(self, kind: str):
+        """A filter formatting values of one kind for the letter's locale."""
+        def format_for_locale(value) -> str:
+            return self._letter_formats.value(kind, value)
+        return format_for_locale
+
+    def _value(self, value, kind: str | None = None) -> str:
+        """A rule value by its type; ``kind`` from a requirement's ``type``.
+        Benefit values (``45%``, ``20000``) are shown as the rules wrote them."""
+        if kind is None:
+            if isinstance(value, bool):
+                kind = BOOL
+            elif isinstance(value, (int, float)):
+                kind = NUMBER
+            elif isinstance(value, dt.date):
+                kind = DATE
+            else:
+                kind = "text"
+        if kind == BOOL:
+            word = "yes" if value else "no"
+            return self._letter_terms.get(word, word)
+        if kind in ("text", CHOICE) and isinstance(value, str):
+            if _PERCENT_TEXT.match(value):  # a benefit written "45%"
+                return self._letter_formats.value(PERCENT, float(value[:-1]) / 100)
+            return self._letter_terms.get(value, _human(value))
+        return self._letter_formats.value(kind, value)
+
+    def _term(self, key: str, fallback: str | None = None) -> str:
+        """The language's word for a rule id, else ``fallback``, else the id in words."""
+        return self._letter_terms.get(key) or fallback or _human(key)
+
+
+def _no_escape(value: Any) -> str:
+    """Letters escape for their format themselves; in a template, escaping is a
+    no-op, and ``|safe`` cannot turn data into markup."""
+    return "" if value is None else str(value)
+
+
+def _human(key: Any) -> str:
+    """``at_risk`` -> ``at risk``."""
+    return str(key).replace("_", " ")
+
+
+_renderers: dict[tuple, LetterRenderer] = {}
+
+
+def renderer_for(folder: str | Path, settings: LetterSettings, currency: str, *,
+                 fresh: bool = False) -> LetterRenderer:
+    """This process's renderer for a templates folder: templates compiled once.
+
+    ``fresh`` reads and compiles the templates again (the template check
+    does), and the letters this process writes next use what was checked.
+    Forked worker processes inherit the renderer, compiled and warm.
+    """
+    key = (str(folder), settings, currency)
+    found = None if fresh else _renderers.get(key)
+    if found is None:
+        found = _renderers[key] = LetterRenderer(folder, settings, currency)
+    return found
+
+
+def kind_templates(folder: str | Path, language: str) -> list[str]:
+    """The kinds that have a template in ``language``."""
+    return [kind for kind in KINDS
+            if (Path(folder) / language / f"{kind}{TEMPLATE_SUFFIX}").is_file()]
+
+
+def describe_template_error(error: Exception) -> str:
+    """'file:line: message' for a template error, from its own or its traceback's line."""
+    if isinstance(error, TemplateSyntaxError) and error.filename:
+        return f"{error.filename}:{error.lineno}: {error.message}"
+    where = ""
+    trace = error.__traceback__
+    while trace is not None:
+        name = trace.tb_frame.f_code.co_filename
+        if name.endswith(".j2"):
+            where = f"{name}:{trace.tb_lineno}: "
+        trace = trace.tb_next
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    return f"{where}{message}"

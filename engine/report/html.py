@@ -1,0 +1,165 @@
+"""The HTML run report: one self-contained file to look at a run.
+
+Built from a run's output folder (summary.json, decisions.jsonl, rejects.csv,
+changes.csv). The file has no external resources: CSS and the partner table's
+script are inline, and the charts are inline SVG. It is rendered by a
+sandboxed Jinja2 environment with autoescaping and StrictUndefined. Roster
+values (partner ids, reasons) are data, never markup.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
+
+from engine.errors import UsageError
+from engine.data.outputs import AtomicFile
+
+TEMPLATES = Path(__file__).parent / "templates"
+REPORT_NAME = "report.html"
+# A report stays a page a browser opens (about 2.5 KB a partner shown): at
+# most this many partners, changes, and rejects; the output files hold them all.
+MAX_REPORT_PARTNERS = 5000
+MAX_REPORT_ROWS = 2000       # changes and rejects listed
+MAX_LETTER_PREVIEWS = 2000   # letters shown in the report; the rest are in letters/
+MAX_PREVIEW_CHARS = 12_000
+BAR_WIDTH = 320
+
+
+def _environment() -> SandboxedEnvironment:
+    return SandboxedEnvironment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,
+                                autoescape=select_autoescape(["html"]))
+
+
+def _rows(path: Path) -> Iterator[dict]:
+    """The rows of one of our CSV files, as a stream (none if it is missing)."""
+    if path.exists():
+        with path.open(newline="", encoding="utf-8") as handle:
+            yield from csv.DictReader(handle)
+
+
+def _first_rows(path: Path, limit: int | None = None) -> tuple[list[dict], int]:
+    """The first ``limit`` rows of a CSV file (MAX_REPORT_ROWS), and how many it has."""
+    limit = MAX_REPORT_ROWS if limit is None else limit
+    rows, count = [], 0
+    for count, row in enumerate(_rows(path), 1):
+        if count <= limit:
+            rows.append(row)
+    return rows, count
+
+
+def _bars(counts: dict[str, int]) -> list[dict]:
+    """Rows of a horizontal bar chart, scaled to the largest count."""
+    top = max(counts.values(), default=0) or 1
+    return [{"label": label, "count": count, "width": round(BAR_WIDTH * count / top)}
+            for label, count in counts.items()]
+
+
+def build_report(folder: str | Path, output: str | Path | None = None,
+                 moves: str | Path | None = None) -> Path:
+    """Write the report for the run in ``folder``; returns the file written.
+
+    ``moves`` is a CSV written by ``eligibility diff --csv``; its moves become
+    the report's what-if section.
+    """
+    folder = Path(folder)
+    summary_path = folder / "summary.json"
+    if not summary_path.exists():
+        raise UsageError(f"{folder}: no summary.json; give the --out folder of a run")
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    changes, change_count = _first_rows(folder / "changes.csv")
+    rejects, reject_count = _first_rows(folder / "rejects.csv")
+    moves_shown, move_count = _first_rows(Path(moves)) if moves else (None, 0)
+    partners = _partners_shown(folder, {row["partner_id"] for row in _rows(folder / "changes.csv")})
+    previews = _letter_previews(folder, {p["partner_id"] for p in partners})
+    for partner in partners:
+        partner["letter"] = previews.get(partner["partner_id"])
+    context = {
+        "summary": summary,
+        "partners": partners,
+        # Embedded as JSON for the detail panel; Jinja's tojson escapes <, >, &.
+        "partners_json": partners,
+        "charts": {**{f"Classification: {name}": _bars(counts)
+                      for name, counts in summary["classifications"].items()},
+                   "Engagement models": _bars(summary["engagement_models"]),
+                   "Programs": _bars(summary["programs"])},
+        "rejects": rejects,
+        "changes": changes,
+        "counts": {"rejects": reject_count, "changes": change_count, "moves": move_count},
+        "moves": moves_shown,
+        "letters": {"written": _first_rows(folder / "letters" / "index.csv", 0)[1],
+                    "previewed": len(previews)},
+    }
+    html = _environment().get_template("report.html").render(**context)
+    target = Path(output) if output else folder / REPORT_NAME
+    _write(target, html)
+    return target
+
+
+def _partners_shown(folder: Path, changed: set[str]) -> list[dict]:
+    """At most MAX_REPORT_PARTNERS decisions, in roster order: the partners
+    with changes since the previous run first, then the others from the top.
+    decisions.jsonl is read as a stream, never whole."""
+    first: list[dict] = []
+    others: list[dict] = []
+    with (folder / "decisions.jsonl").open("rb") as handle:
+        for line in handle:
+            if len(first) >= MAX_REPORT_PARTNERS:
+                break
+            partner = orjson.loads(line)
+            if partner["partner_id"] in changed:
+                first.append(partner)
+            elif len(others) < MAX_REPORT_PARTNERS:
+                others.append(partner)
+    shown = first + others[:MAX_REPORT_PARTNERS - len(first)]
+    return sorted(shown, key=lambda partner: partner["row"])
+
+
+def _letter_previews(folder: Path, partner_ids: set[str]) -> dict[str, dict]:
+    """The text of the letters of partners shown (letters/index.csv), for the
+    detail panel: at most MAX_LETTER_PREVIEWS."""
+    previews: dict[str, dict] = {}
+    for row in _rows(folder / "letters" / "index.csv"):
+        if len(previews) >= MAX_LETTER_PREVIEWS:
+            break
+        if row["partner_id"] not in partner_ids:
+            continue
+        text_file = next((name for name in row["files"].split(";") if name.endswith(".txt")),
+                         None)
+        text = ""
+        if text_file and (folder / "letters" / text_file).is_file():
+            text = (folder / "letters" / text_file).read_text(encoding="utf-8")
+            if len(text) > MAX_PREVIEW_CHARS:
+                text = text[:MAX_PREVIEW_CHARS] + "\n…"
+        previews[row["partner_id"]] = {"subject": row["subject"], "kind": row["kind"],
+                                       "language": row["template_language"],
+                                       "files": row["files"], "text": text}
+    return previews
+
+
+def build_diff_report(impact, output: str | Path) -> Path:
+    """A self-contained HTML page of a what-if comparison (see engine.run.impact)."""
+    from engine.run.impact import impact_rows
+    rows = [row for row in impact_rows(impact) if row[5] or row[6]]
+    context = {
+        "impact": impact,
+        "rows": [{"label": f"{kind} {subject}" if kind == "program"
+                  else f"{kind} {subject} = {value}", "base": before, "proposed": after,
+                  "entered": entered, "left": left}
+                 for kind, subject, value, before, after, entered, left in rows],
+        "moves": impact.moves[:MAX_REPORT_PARTNERS],
+        "move_count": len(impact.moves),
+    }
+    target = Path(output)
+    _write(target, _environment().get_template("diff.html").render(**context))
+    return target
+
+
+def _write(target: Path, html: str) -> None:
+    with AtomicFile(target) as result:
+        result.handle.write(html)

@@ -1,0 +1,168 @@
+"""Plain-text rendering for a terminal: explanations, what-if impacts, runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.evaluate.decide import Decision
+from engine.evaluate.explain import Check, Explanation, ProgramExplanation, TableExplanation
+from engine.ruleset.model import RuleSet
+from engine.ruleset.value_types import plain_text
+
+
+def explanation_text(ruleset: RuleSet, decision: Decision, explanation: Explanation,
+                     partner_name: str | None = None) -> str:
+    lines: list[str] = []
+    title = f"Partner {decision.partner_id}" + (f" ({partner_name})" if partner_name else "")
+    lines += [f"{title}, as of {explanation.as_of}",
+              f"Rule set: {ruleset.name} (fingerprint {ruleset.fingerprint})", ""]
+    lines.append("Classifications")
+    for table in explanation.classifications:
+        lines += _table(table)
+    model = ruleset.engagement_models[decision.engagement]
+    lines += ["", f"Engagement model: {model.name} ({model.id})"]
+    lines += _table(explanation.engagement, heading=False)
+    for key, value in model.resources.items():
+        lines.append(f"    {key.replace('_', ' ')}: {plain_text(value)}")
+    lines += ["", "Programs"]
+    for program in explanation.programs:
+        lines += _program(program)
+    lines += ["", "Values used"]
+    width = max(len(n) for n in explanation.values) if explanation.values else 0
+    for name, value in explanation.values.items():
+        lines.append(f"  {name.ljust(width)}  {value}")
+    return "\n".join(lines)
+
+
+def _table(table: TableExplanation, heading: bool = True) -> list[str]:
+    lines = []
+    decided = "default" if table.row < 0 else f"row {table.row + 1}"
+    if heading:
+        lines.append(f"  {table.label}: {table.value}  ({decided})")
+    else:
+        lines.append(f"  decided by {decided}")
+    for index, row in enumerate(table.rows):
+        marker = "=>" if index == table.row else "  "
+        state = "holds" if row.check.holds else "does not hold"
+        if index > table.row >= 0:
+            state += ", not reached"
+        lines.append(f"    {marker} row {index + 1} {row.value}: {row.check.text}: {state}")
+        lines += [f"          {line}" for line in _leaves(row.check)]
+    if table.row < 0:
+        lines.append(f"    => default {table.value}: no row holds")
+    if table.note:
+        lines.append(f"       note: {table.note}")
+    return lines
+
+
+def _leaves(check: Check, depth: int = 0) -> list[str]:
+    mark = "yes" if check.holds else "no "
+    if check.kind in ("compare", "missing"):
+        return [f"{'  ' * depth}[{mark}] {check.text}: {check.detail}"]
+    if check.kind == "dated":
+        note = f" ({check.detail})" if check.detail else ""
+        result = [f"{'  ' * depth}[{mark}] {check.text.split(':')[0]}{note}:"]
+        for child in check.children:
+            result += _leaves(child, depth + 1)
+        return result
+    result = []
+    if depth or check.kind != "all":
+        result.append(f"{'  ' * depth}[{'yes' if check.holds else 'no '}] {check.kind} of:")
+        depth += 1
+    for child in check.children:
+        result += _leaves(child, depth)
+    return result
+
+
+def _program(program: ProgramExplanation) -> list[str]:
+    mark = "[x]" if program.enrolled else "[ ]"
+    group = f" [group {program.group}]" if program.group else ""
+    lines = [f"  {mark} {program.name} ({program.id}){group}"]
+    for reason in program.reasons:
+        lines.append(f"        {reason}")
+    if program.enrolled and program.benefits:
+        benefits = ", ".join(f"{k.replace('_', ' ')}: {plain_text(v)}" for k, v in program.benefits.items())
+        lines.append(f"        benefits: {benefits}")
+    return lines
+
+
+
+def impact_text(impact, base_fingerprint: str, proposed_fingerprint: str,
+                show_all: bool = False, limit: int = 30) -> str:
+    """A what-if comparison (engine.run.impact.Impact): counts, then moved partners."""
+    from engine.run.impact import impact_rows
+    lines = [f"Base:     {impact.base_label} (fingerprint {base_fingerprint})",
+             f"Proposed: {impact.proposed_label} (fingerprint {proposed_fingerprint})",
+             f"{impact.partners} partners decided on both sides"
+             + (f"; {impact.rejected_rows} roster rows rejected" if impact.rejected_rows else "")
+             + ".", ""]
+    rows = [row for row in impact_rows(impact) if show_all or row[5] or row[6]]
+    labels = [f"{kind} {subject}" if kind == "program" else f"{kind} {subject} = {value}"
+              for kind, subject, value, *_ in rows]
+    if rows:
+        width = max(len(label) for label in labels)
+        lines.append(f"{'':{width}}  {'base':>8} {'proposed':>8} {'entered':>8} {'left':>8}")
+        for label, (*_, before, after, entered, left) in zip(labels, rows):
+            lines.append(f"{label:{width}}  {before:>8} {after:>8} {entered:>8} {left:>8}")
+    if not impact.moves:
+        lines += ["", "No partner moves."]
+        return "\n".join(lines)
+    shown = impact.moves[:limit]
+    lines += ["", f"Partners that move ({len(shown)} of {len(impact.moves)}):"]
+    for move in shown:
+        change = f"{move.base or '(none)'} -> {move.proposed or '(none)'}"
+        reason = f": {'; '.join(move.because)}" if move.because else ""
+        lines.append(f"  {move.partner_id}  {move.kind} {move.subject}: {change}{reason}")
+    return "\n".join(lines)
+
+
+def run_list_text(records) -> str:
+    """One line per recorded run (engine.data.run_history.RunRecord)."""
+    if not records:
+        return "No runs recorded yet."
+    return "\n".join(
+        f"{r.id:>4}  {r.finished_at}  as of {r.as_of}  {r.ruleset_name} "
+        f"({r.rules_fingerprint})  {Path(r.roster_source).name}: "
+        f"{r.rows_read} read, {r.decided} decided, {r.rejected} rejected" for r in records)
+
+
+def run_text(r) -> str:
+    """One recorded run in detail: inputs, fingerprints, counts, changes."""
+    s = r.summary
+    lines = [f"Run {r.id}, as of {r.as_of}, started {r.started_at}, finished {r.finished_at}",
+             f"  rules:       {r.ruleset_name} (fingerprint {r.rules_fingerprint})",
+             f"  roster:      {r.roster_source} (fingerprint {r.roster_fingerprint})"]
+    if r.performance_source:
+        lines.append(f"  performance: {r.performance_source} "
+                     f"(fingerprint {r.performance_fingerprint})")
+    lines += [f"  output:      {r.output_folder}",
+              f"  partners:    {r.rows_read} read, {r.decided} decided, {r.rejected} rejected"]
+    changes = s["changes"]
+    if changes["previous_run"] is not None:
+        listed = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in changes["counts"].items() if n)
+        lines.append(f"  changes since run {changes['previous_run']}: {listed or 'none'}")
+    for table, counts in s["classifications"].items():
+        lines.append(f"  {table}: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
+    lines.append("  engagement models: " + ", ".join(
+        f"{m} {n}" for m, n in s["engagement_models"].items()))
+    lines.append("  programs: " + ", ".join(f"{p} {n}" for p, n in s["programs"].items()))
+    return "\n".join(lines)
+
+
+def letters_text(summary: dict) -> str:
+    """What a letters run wrote (the ``letters`` section of summary.json)."""
+    kinds = ", ".join(f"{n:,} {kind.replace('_', ' ')}" for kind, n in summary["by_kind"].items()
+                      if n)
+    lines = [f"Wrote {summary['letters']:,} letters ({summary['files']:,} files: "
+             f"{', '.join(summary['formats'])}) to {summary['folder']}/, listed in "
+             f"{summary['folder']}/index.csv" + (f"; {kinds}" if kinds else "") + "."]
+    if summary["only_changed"]:
+        lines.append(f"Left out {summary['skipped_unchanged']:,} partners without changes "
+                     "(--only-changed).")
+    if summary["fallbacks"]:
+        lines.append("Written in the default language for lack of a template: " + ", ".join(
+            f"{n:,} in '{lang}'" for lang, n in summary["fallbacks"].items()) + ".")
+    if summary["without_address"]:
+        count = summary["without_address"]
+        lines.append(f"{count:,} partner{' has' if count == 1 else 's have'} no usable "
+                     "contact_email: no To in the .eml (see the index's note column).")
+    return "\n".join(lines)

@@ -1,0 +1,481 @@
+"""Metrics: values derived from fields, parameters, and history.
+
+This module type-checks metric expressions (so ``money + percent`` is
+caught while validating) and evaluates them for one partner. Both
+directions use one table of built-in functions, :data:`FUNCTIONS`.
+
+Missing values propagate: an operation with a missing operand is missing,
+and division by zero is missing (a partner with no target has no attainment).
+Results are rounded (money to cents, others to 6 decimals) so that
+a threshold of 90% is met by exactly 90% attainment.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from engine.ruleset.expressions import Binary, Call, Expr, Literal, Name, ParseError, Unary
+from engine.ruleset.quarters import History, last_complete_quarter, window
+from engine.ruleset.value_types import (BOOL, DATE, INTEGER, LIST, MAX_MAGNITUDE, MONEY, NUMBER, PERCENT,
+                         TEXT, ValueType, canonical)
+
+T_INT, T_NUM, T_MONEY, T_PCT = (ValueType(INTEGER), ValueType(NUMBER), ValueType(MONEY),
+                                ValueType(PERCENT))
+T_BOOL, T_TEXT, T_DATE, T_LIST = ValueType(BOOL), ValueType(TEXT), ValueType(DATE), ValueType(LIST)
+LITERAL_TYPES = {"number": T_NUM, "percent": T_PCT, "money": T_MONEY, "date": T_DATE,
+                 "text": T_TEXT, "yes/no": T_BOOL}
+MAX_QUARTERS = 40
+
+
+@dataclass(frozen=True)
+class Env:
+    """What an expression can see while it is evaluated for one partner."""
+
+    values: Mapping[str, Any]
+    history: History
+    as_of: dt.date
+
+
+@dataclass(frozen=True)
+class Function:
+    """A built-in: ``check`` types the call (raising ParseError), ``run`` evaluates it."""
+
+    usage: str
+    check: Callable[[Call, "Checker"], ValueType]
+    run: Callable[[Call, Env, Callable], Any]
+
+
+class Checker:
+    """Infers the type of an expression; ``resolve`` maps a name to its type."""
+
+    def __init__(self, resolve: Callable[[Name], ValueType],
+                 figure_type: Callable[[Name], ValueType]):
+        self.resolve = resolve
+        self.figure_type = figure_type
+
+    def type_of(self, expr: Expr) -> ValueType:
+        if isinstance(expr, Literal):
+            return LITERAL_TYPES[expr.kind]
+        if isinstance(expr, Name):
+            return self.resolve(expr)
+        if isinstance(expr, Unary):
+            inner = self.type_of(expr.operand)
+            if expr.op == "not":
+                _require(inner.kind == BOOL, expr, "'not' needs a yes/no value")
+                return T_BOOL
+            _require(inner.is_numeric, expr, f"cannot negate a {inner.describe()}")
+            return inner
+        if isinstance(expr, Binary):
+            return self._binary(expr)
+        if isinstance(expr, Call):
+            function = FUNCTIONS.get(expr.function)
+            if function is None:
+                import difflib
+                close = difflib.get_close_matches(expr.function, FUNCTIONS, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else \
+                    f" (functions: {', '.join(sorted(FUNCTIONS))})"
+                raise ParseError(f"unknown function '{expr.function}'{hint}", expr.offset)
+            return function.check(expr, self)
+        raise AssertionError(expr)  # pragma: no cover
+
+    def _binary(self, expr: Binary) -> ValueType:
+        left, right = self.type_of(expr.left), self.type_of(expr.right)
+        op = expr.op
+        if op in ("and", "or"):
+            _require(left.kind == BOOL and right.kind == BOOL, expr, f"'{op}' joins yes/no values")
+            return T_BOOL
+        if op in ("==", "!=", "<", "<=", ">", ">="):
+            _require(comparable(left, right), expr,
+                     f"cannot compare a {left.describe()} with a {right.describe()}")
+            if op not in ("==", "!="):
+                _require(left.is_numeric or left.kind == DATE, expr,
+                         f"'{op}' needs numbers or dates, not a {left.describe()}")
+            return T_BOOL
+        result = arithmetic_type(op, left, right)
+        _require(result is not None, expr,
+                 f"cannot use '{op}' between a {left.describe()} and a {right.describe()}")
+        return result
+
+
+def _require(ok: bool, expr: Expr, message: str) -> None:
+    if not ok:
+        raise ParseError(message, expr.offset)
+
+
+def comparable(a: ValueType, b: ValueType) -> bool:
+    if a.is_numeric and b.is_numeric:
+        return a.family == b.family or NUMBER in (a.family, b.family)
+    return a.family == b.family
+
+
+def arithmetic_type(op: str, a: ValueType, b: ValueType) -> ValueType | None:
+    if not (a.is_numeric and b.is_numeric):
+        return None
+    fa, fb = a.family, b.family
+    if op in ("+", "-"):
+        if a.kind == b.kind == INTEGER:
+            return T_INT
+        if fa == fb:
+            return ValueType(fa)
+        return ValueType(fb) if fa == NUMBER else ValueType(fa) if fb == NUMBER else None
+    if op == "*":
+        if a.kind == b.kind == INTEGER:
+            return T_INT
+        kinds = sorted((fa, fb))
+        if kinds == [MONEY, MONEY]:
+            return None
+        for kind in (MONEY, PERCENT):
+            if kind in kinds:
+                return ValueType(kind)
+        return T_NUM
+    if op == "/":
+        if fa == fb:
+            return T_NUM
+        if fb in (NUMBER, PERCENT) and fa != NUMBER:
+            return ValueType(fa)
+        return T_NUM if fa == NUMBER and fb == NUMBER else None
+    raise AssertionError(op)  # pragma: no cover
+
+
+# --- evaluation ------------------------------------------------------------
+
+def evaluate(expr: Expr, env: Env) -> Any:
+    if isinstance(expr, Literal):
+        return expr.value
+    if isinstance(expr, Name):
+        return env.values.get(expr.name)
+    if isinstance(expr, Unary):
+        value = evaluate(expr.operand, env)
+        if value is None:
+            return None
+        return (not value) if expr.op == "not" else -value
+    if isinstance(expr, Binary):
+        if expr.op in ("and", "or"):
+            left = evaluate(expr.left, env)
+            right = evaluate(expr.right, env)
+            if expr.op == "and":
+                return False if (left is False or right is False) else (
+                    None if None in (left, right) else True)
+            return True if (left is True or right is True) else (
+                None if None in (left, right) else False)
+        left, right = evaluate(expr.left, env), evaluate(expr.right, env)
+        if left is None or right is None:
+            return None
+        op = expr.op
+        if op == "+":
+            return left + right
+        if op == "-":
+            return left - right
+        if op == "*":
+            return left * right
+        if op == "/":
+            return None if right == 0 else left / right
+        return {"==": left == right, "!=": left != right, "<": left < right,
+                "<=": left <= right, ">": left > right, ">=": left >= right}[op]
+    if isinstance(expr, Call):
+        return FUNCTIONS[expr.function].run(expr, env, evaluate)
+    raise AssertionError(expr)  # pragma: no cover
+
+
+_ARITHMETIC = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+               "/": lambda a, b: None if b == 0 else a / b,
+               "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+               "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+
+
+def compile_expression(expr: Expr) -> Callable[[Env], Any]:
+    """The expression as a Python closure with the meaning of :func:`evaluate`.
+
+    The tree is walked once here instead of once per partner. Batch runs use
+    this; the explainer uses :func:`evaluate`, so the two are checked against
+    each other by the differential tests.
+    """
+    if isinstance(expr, Literal):
+        value = expr.value
+        return lambda env: value
+    if isinstance(expr, Name):
+        name = expr.name
+        return lambda env: env.values.get(name)
+    if isinstance(expr, Unary):
+        inner = compile_expression(expr.operand)
+        if expr.op == "not":
+            return lambda env: None if (v := inner(env)) is None else not v
+        return lambda env: None if (v := inner(env)) is None else -v
+    if isinstance(expr, Binary):
+        left, right = compile_expression(expr.left), compile_expression(expr.right)
+        if expr.op in ("and", "or"):
+            return lambda env: evaluate(expr, env)
+        apply = _ARITHMETIC[expr.op]
+
+        def binary(env: Env) -> Any:
+            a, b = left(env), right(env)
+            return None if a is None or b is None else apply(a, b)
+        return binary
+    if isinstance(expr, Call):
+        run = FUNCTIONS[expr.function].run
+        return lambda env: run(expr, env, evaluate)
+    raise AssertionError(expr)  # pragma: no cover
+
+
+def round_value(vtype: ValueType, value: Any) -> Any:
+    """A metric result on the same grid as field values; out-of-range is missing."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            (value != value or abs(value) >= MAX_MAGNITUDE):
+        return None
+    return canonical(vtype.kind, value)
+
+
+# --- built-in functions ----------------------------------------------------
+
+def _args(call: Call, count: int, usage: str) -> None:
+    if len(call.args) != count:
+        raise ParseError(f"{call.function} takes {count} argument{'s' * (count != 1)}: {usage}",
+                         call.offset)
+
+
+def _quarters_arg(call: Call, index: int, usage: str) -> int:
+    arg = call.args[index]
+    ok = isinstance(arg, Literal) and arg.kind == "number" and float(arg.value).is_integer() \
+        and 1 <= arg.value <= MAX_QUARTERS
+    if not ok:
+        raise ParseError(f"the number of quarters must be a whole number from 1 to "
+                         f"{MAX_QUARTERS}: {usage}", getattr(arg, "offset", call.offset))
+    return int(arg.value)
+
+
+def _figure_arg(call: Call, checker: "Checker", usage: str) -> ValueType:
+    arg = call.args[0]
+    if not isinstance(arg, Name):
+        raise ParseError(f"the first argument must name a history figure: {usage}",
+                         getattr(arg, "offset", call.offset))
+    return checker.figure_type(arg)
+
+
+def _sum_figure(env: Env, figure: str, quarters: list) -> float | None:
+    values = [row.get(figure) for q in quarters if (row := env.history.figures(q)) is not None]
+    values = [v for v in values if v is not None]
+    return sum(values) if values else None
+
+
+def _check_attainment(call, c):
+    _args(call, 1, "attainment(4)")
+    _quarters_arg(call, 0, "attainment(4)")
+    c.figure_type(Name("revenue", call.offset))
+    c.figure_type(Name("target", call.offset))
+    return T_PCT
+
+
+def _run_attainment(call, env, _):
+    quarters = window(env.as_of, int(call.args[0].value))
+    revenue, target = _sum_figure(env, "revenue", quarters), _sum_figure(env, "target", quarters)
+    if revenue is None or not target:
+        return None
+    return revenue / target
+
+
+def _check_total(call, c, usage="total(revenue, 4)"):
+    _args(call, 2, usage)
+    figure = _figure_arg(call, c, usage)
+    _quarters_arg(call, 1, usage)
+    _require(figure.is_numeric, call, f"{call.args[0].name} is not a number")
+    return figure
+
+
+def _run_total(call, env, _):
+    return _sum_figure(env, call.args[0].name, window(env.as_of, int(call.args[1].value)))
+
+
+def _check_average(call, c):
+    figure = _check_total(call, c, "average(revenue, 4)")
+    return T_NUM if figure.kind == INTEGER else figure
+
+
+def _run_average(call, env, _):
+    quarters = window(env.as_of, int(call.args[1].value))
+    rows = [env.history.figures(q) for q in quarters]
+    values = [r.get(call.args[0].name) for r in rows if r is not None]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _check_growth(call, c):
+    _check_total(call, c, "growth(revenue, 4)")
+    return T_PCT
+
+
+def _run_growth(call, env, _):
+    n = int(call.args[1].value)
+    recent = _sum_figure(env, call.args[0].name, window(env.as_of, n))
+    before = _sum_figure(env, call.args[0].name, window(env.as_of, n, skip=n))
+    if recent is None or before is None or before <= 0:
+        return None
+    return recent / before - 1
+
+
+def _check_below(call, c):
+    _args(call, 0, "quarters_below_target()")
+    c.figure_type(Name("revenue", call.offset))
+    c.figure_type(Name("target", call.offset))
+    return T_INT
+
+
+def _run_below(call, env, _):
+    count = 0
+    quarter = last_complete_quarter(env.as_of)
+    for _step in range(MAX_QUARTERS):
+        row = env.history.figures(quarter)
+        if not row or row.get("revenue") is None or row.get("target") is None:
+            break
+        if not row["revenue"] < row["target"]:
+            break
+        count += 1
+        quarter = quarter.previous()
+    return count
+
+
+def _check_reported(call, c):
+    _args(call, 1, "quarters_reported(4)")
+    _quarters_arg(call, 0, "quarters_reported(4)")
+    return T_INT
+
+
+def _run_reported(call, env, _):
+    return sum(1 for q in window(env.as_of, int(call.args[0].value)) if env.history.figures(q))
+
+
+def _check_date_fn(call, c):
+    _args(call, 1, f"{call.function}(joined_on)")
+    arg_type = c.type_of(call.args[0])
+    _require(arg_type.kind == DATE, call, f"{call.function} needs a date, not a {arg_type.describe()}")
+    return T_INT
+
+
+def _run_days_since(call, env, ev):
+    start = ev(call.args[0], env)
+    return None if start is None else (env.as_of - start).days
+
+
+def _run_quarters_since(call, env, ev):
+    start = ev(call.args[0], env)
+    if start is None:
+        return None
+    months = (env.as_of.year - start.year) * 12 + env.as_of.month - start.month
+    if env.as_of.day < start.day:
+        months -= 1
+    return months // 3
+
+
+def _check_overlap(call, c):
+    _args(call, 2, "overlap(focus_verticals, priority_verticals)")
+    for arg in call.args:
+        _require(c.type_of(arg).kind == LIST, arg, "overlap compares two lists of text")
+    return T_INT
+
+
+def _run_overlap(call, env, ev):
+    a, b = (ev(arg, env) for arg in call.args)
+    if a is None or b is None:
+        return None
+    return len({x.casefold() for x in a} & {x.casefold() for x in b})
+
+
+def _check_count(call, c):
+    _args(call, 1, "count(focus_verticals)")
+    _require(c.type_of(call.args[0]).kind == LIST, call, "count needs a list of text")
+    return T_INT
+
+
+def _run_count(call, env, ev):
+    value = ev(call.args[0], env)
+    return None if value is None else len(value)
+
+
+def _check_minmax(call, c):
+    if len(call.args) < 2:
+        raise ParseError(f"{call.function} needs at least two values, like "
+                         f"{call.function}(4 * certified_technical, 20)", call.offset)
+    types = [c.type_of(arg) for arg in call.args]
+    result = types[0]
+    for arg, t in zip(call.args[1:], types[1:]):
+        _require(comparable(result, t) and t.is_numeric, arg,
+                 f"{call.function} cannot mix a {result.describe()} with a {t.describe()}")
+        if result.family == NUMBER and t.family != NUMBER:
+            result = t
+        elif result.kind == INTEGER and t.kind != INTEGER:
+            result = t
+    return result
+
+
+def _run_minmax(call, env, ev):
+    values = [ev(arg, env) for arg in call.args]
+    if any(v is None for v in values):
+        return None
+    return (min if call.function == "min" else max)(values)
+
+
+def _check_round(call, c):
+    if len(call.args) not in (1, 2):
+        raise ParseError("round takes a value and optionally the number of decimals: "
+                         "round(x) or round(x, 2)", call.offset)
+    t = c.type_of(call.args[0])
+    _require(t.is_numeric, call, f"round needs a number, not a {t.describe()}")
+    if len(call.args) == 2:
+        _quarters_arg_like_digits(call)
+        return t
+    return T_INT if t.family == NUMBER else t
+
+
+def _quarters_arg_like_digits(call: Call) -> None:
+    arg = call.args[1]
+    if not (isinstance(arg, Literal) and arg.kind == "number" and float(arg.value).is_integer()
+            and 0 <= arg.value <= 6):
+        raise ParseError("the number of decimals must be a whole number from 0 to 6",
+                         getattr(arg, "offset", call.offset))
+
+
+def _run_round(call, env, ev):
+    value = ev(call.args[0], env)
+    if value is None:
+        return None
+    digits = int(call.args[1].value) if len(call.args) == 2 else 0
+    return round(value, digits)
+
+
+def _check_abs(call, c):
+    _args(call, 1, "abs(x)")
+    t = c.type_of(call.args[0])
+    _require(t.is_numeric, call, f"abs needs a number, not a {t.describe()}")
+    return t
+
+
+def _run_abs(call, env, ev):
+    value = ev(call.args[0], env)
+    return None if value is None else abs(value)
+
+
+FUNCTIONS: dict[str, Function] = {
+    "attainment": Function("attainment(4): revenue / target over the last 4 quarters",
+                           _check_attainment, _run_attainment),
+    "total": Function("total(revenue, 4): sum of a figure over the last 4 quarters",
+                      _check_total, _run_total),
+    "average": Function("average(deals_closed, 4): average per reported quarter",
+                        _check_average, _run_average),
+    "growth": Function("growth(revenue, 4): last 4 quarters against the 4 before",
+                       _check_growth, _run_growth),
+    "quarters_below_target": Function(
+        "quarters_below_target(): consecutive most recent quarters under target",
+        _check_below, _run_below),
+    "quarters_reported": Function("quarters_reported(4): quarters with figures",
+                                  _check_reported, _run_reported),
+    "days_since": Function("days_since(joined_on)", _check_date_fn, _run_days_since),
+    "quarters_since": Function("quarters_since(joined_on): whole quarters",
+                               _check_date_fn, _run_quarters_since),
+    "overlap": Function("overlap(focus_verticals, priority_verticals): items in both",
+                        _check_overlap, _run_overlap),
+    "count": Function("count(focus_verticals): number of items", _check_count, _run_count),
+    "min": Function("min(a, b, ...)", _check_minmax, _run_minmax),
+    "max": Function("max(a, b, ...)", _check_minmax, _run_minmax),
+    "round": Function("round(x) or round(x, 2)", _check_round, _run_round),
+    "abs": Function("abs(x)", _check_abs, _run_abs),
+}

@@ -1,0 +1,193 @@
+"""The rule model: what a loaded, validated rule set says.
+
+Everything here is produced by :mod:`engine.ruleset.loader` and is immutable.
+Stages are listed in the order they are decided: classifications (in
+dependency order), then the engagement model, then programs (in dependency
+order, exclusive groups by descending priority).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable, Mapping
+
+from engine.ruleset.conditions import Condition
+from engine.ruleset.expressions import Expr
+from engine.ruleset.value_types import CHOICE, BOOL, ValueType
+from engine.ruleset.yaml_source import Loc
+
+ENGAGEMENT = "engagement"
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    """A roster attribute (or, in ``history``, a per-quarter figure)."""
+
+    name: str
+    type: ValueType
+    required: bool
+    default: Any
+    label: str
+    description: str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A named constant of the vendor's, such as this year's priority verticals."""
+
+    name: str
+    type: ValueType
+    value: Any
+    description: str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    expr: Expr
+    source: str
+    type: ValueType
+    label: str
+    description: str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Row:
+    value: str
+    when: Condition
+    note: str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Table:
+    """An ordered decision table: the first row whose condition holds wins,
+    otherwise the default."""
+
+    name: str
+    label: str
+    description: str
+    rows: tuple[Row, ...]
+    default: str
+    default_note: str
+    loc: Loc
+    order: tuple[str, ...] = ()  # values from lowest to highest, when they rank
+
+    def direction(self, before: str, after: str) -> str:
+        """'up', 'down', or 'changed' (when the values do not rank)."""
+        if before in self.order and after in self.order:
+            return "up" if self.order.index(after) > self.order.index(before) else "down"
+        return "changed"
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for value in [r.value for r in self.rows] + [self.default]:
+            seen.setdefault(value, None)
+        return tuple(seen)
+
+
+@dataclass(frozen=True)
+class EngagementModel:
+    id: str
+    name: str
+    description: str
+    resources: Mapping[str, Any]
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Program:
+    id: str
+    name: str
+    description: str
+    when: Condition | None
+    group: str | None
+    priority: int
+    starts: dt.date | None
+    ends: dt.date | None
+    requires: tuple[str, ...]
+    benefits: Mapping[str, Any]
+    loc: Loc
+
+    def in_effect(self, as_of: dt.date) -> bool:
+        return (self.starts is None or self.starts <= as_of) and \
+            (self.ends is None or as_of <= self.ends)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    name: str
+    description: str
+    currency: str
+    folder: str
+    fingerprint: str
+    fields: Mapping[str, FieldDef]
+    figures: Mapping[str, FieldDef]
+    parameters: Mapping[str, Parameter]
+    metrics: tuple[Metric, ...]
+    classifications: tuple[Table, ...]
+    engagement: Table
+    engagement_models: Mapping[str, EngagementModel]
+    programs: tuple[Program, ...]
+    files: tuple[str, ...] = field(default=())
+
+    def program(self, program_id: str) -> Program:
+        return self._programs_by_id[program_id]
+
+    @cached_property
+    def _programs_by_id(self) -> dict[str, Program]:
+        return {p.id: p for p in self.programs}
+
+    def group_members(self, group: str) -> list[Program]:
+        """Members of an exclusive group, highest priority first."""
+        return [p for p in self.programs if p.group == group]
+
+    @cached_property
+    def _types(self) -> dict[str, ValueType]:
+        types = {name: f.type for name, f in self.fields.items()}
+        types.update({m.name: m.type for m in self.metrics})
+        types.update({t.name: ValueType(CHOICE, t.values) for t in self.classifications})
+        types[ENGAGEMENT] = ValueType(CHOICE, self.engagement.values)
+        types.update({p.id: ValueType(BOOL) for p in self.programs})
+        return types
+
+    def type_of(self, name: str) -> ValueType | None:
+        """The type of anything a condition can name."""
+        return self._types.get(name)
+
+    def label_of(self, name: str) -> str:
+        """The label of anything a condition can name (the name itself if none)."""
+        return self._labels.get(name, name)
+
+    @cached_property
+    def _labels(self) -> dict[str, str]:
+        labels = {p.id: p.name for p in reversed(self.programs)}
+        labels[ENGAGEMENT] = self.engagement.label
+        named = self.metrics + self.classifications
+        labels.update({item.name: item.label for item in reversed(named)})
+        labels.update({name: f.label for name, f in self.fields.items()})
+        return labels
+
+
+_made: dict[tuple[str, str], Any] = {}
+
+
+def per_rule_set(what: str, ruleset: RuleSet, build: Callable[[RuleSet], Any]) -> Any:
+    """``build(ruleset)``, made once per process and rule set.
+
+    For what is costly to make and cannot travel to a worker process with the
+    rule set: a compiled engine, parsers, closures. Keyed by the rule set's
+    fingerprint (a digest of its files).
+    """
+    key = (what, ruleset.fingerprint)
+    found = _made.get(key)
+    if found is None:
+        if len(_made) >= 32:  # a process rarely sees more than two rule sets
+            _made.clear()
+        found = _made[key] = build(ruleset)
+    return found

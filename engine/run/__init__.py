@@ -1,0 +1,16 @@
+"""Batch work over a roster: runs, the letters pass, what-if comparisons.
+
+:func:`run_batch` decides a whole roster in worker processes
+(:func:`decide_chunk` is the pure unit of work) and records the run;
+:func:`write_letters` writes every partner's letter for a finished run;
+:func:`compare` decides a roster under two rule sets or dates and lists who
+moves, and why.
+"""
+from engine.run.chunks import ChunkResult, ChunkRow, decide_chunk
+from engine.run.driver import OUTPUT_FILES, Progress, RunOptions, RunResult, run_batch
+from engine.run.impact import Impact, compare, load_rule_sets, write_moves_csv
+from engine.run.letters_pass import LetterOptions, write_letters
+
+__all__ = ["ChunkResult", "ChunkRow", "Impact", "LetterOptions", "OUTPUT_FILES", "Progress",
+           "RunOptions", "RunResult", "compare", "decide_chunk", "load_rule_sets", "run_batch",
+           "write_letters", "write_moves_csv"]

@@ -1,0 +1,388 @@
+"""Batch runs: a whole roster against a rule set, as of a date.
+
+The roster is read as a stream and cut into chunks. Each chunk gets its
+partners' staged history and goes to a worker process (see
+:mod:`engine.run.chunks`). Results come back in roster order whatever the
+number of workers, so outputs are deterministic. Bad rows are set aside in
+``rejects.csv`` with their row number and reason, and the counts always
+reconcile: rows read = partners decided + rows rejected.
+
+Outputs are written to temporary files and renamed into place at the end,
+and the run is recorded in the run history in one transaction. A run
+stopped at any moment leaves the previous complete outputs and history.
+Once the new outputs are in place, the report and letters made from the
+previous ones are removed, so the folder never mixes two runs.
+"""
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import functools
+import heapq
+import operator
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from engine.run.chunks import ChunkResult, ChunkRow, PartnerResult, decide_chunk, warm_up
+from engine.evaluate.changes import COLUMNS as CHANGE_COLUMNS, KINDS as CHANGE_KINDS, Change, Snapshot, compare
+from engine.errors import DataError
+from engine.data.performance import HistoryStore
+from engine.ruleset.model import RuleSet
+from engine.data.outputs import (CsvOutput, JsonLinesOutput, remove_stale_partials, safe_cell,
+                      write_json_atomically)
+from engine.run.parallel import ordered_map
+from engine.evaluate.records import PARTNER_ID, read_partner_id, shorten
+from engine.data.rejects import COLUMNS as REJECT_COLUMNS, Reject
+from engine.data.readers import RowReader, file_fingerprint, unreadable_row
+from engine.data.run_history import DEFAULT_DB, RunHistory, RunRecord
+
+CHUNK_SIZE = 500
+OUTPUT_FILES = ("decisions.jsonl", "enrollments.csv", "rejects.csv", "changes.csv",
+                "summary.json")
+ENROLLMENT_COLUMNS = ("partner_id", "program", "program_name", "group")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    roster: Path
+    performance: Path | None
+    as_of: dt.date
+    out_dir: Path
+    workers: int = 1
+    strict: bool = False
+    db: Path = Path(DEFAULT_DB)
+    chunk_size: int = CHUNK_SIZE
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a long step has got: ``count`` items handled so far (roster
+    rows decided or rejected, or letters written), and ``done`` of ``total``
+    units of work (bytes of the roster, or letters) for the time left."""
+
+    count: int
+    done: int
+    total: int
+    elapsed: float
+    what: str = "partners"
+
+
+@dataclass
+class RunResult:
+    run_id: int | None
+    summary: dict
+    out_dir: Path
+    rejected_rows: int = 0
+    history_rejects: int = 0
+    changes: int = 0
+    failed_strict: bool = False
+
+
+@dataclass
+class RunTally:
+    rows_read: int = 0
+    decided: int = 0
+    rejected_rows: int = 0
+    history_rejects: int = 0
+    reject_lines: int = 0
+    classifications: dict = field(default_factory=dict)
+    engagement: collections.Counter = field(default_factory=collections.Counter)
+    programs: collections.Counter = field(default_factory=collections.Counter)
+    changes: collections.Counter = field(default_factory=collections.Counter)
+
+
+class _Outputs:
+    """The output files of one run, committed together at the end."""
+
+    def __init__(self, folder: Path):
+        self.decisions = JsonLinesOutput(folder / "decisions.jsonl")
+        self.enrollments = CsvOutput(folder / "enrollments.csv", ENROLLMENT_COLUMNS)
+        self.rejects = CsvOutput(folder / "rejects.csv", REJECT_COLUMNS)
+        self.changes = CsvOutput(folder / "changes.csv", CHANGE_COLUMNS)
+        self.all = (self.decisions, self.enrollments, self.rejects, self.changes)
+
+    def commit(self, only: tuple = ()) -> None:
+        for output in self.all:
+            if not only or output in only:
+                output.commit()
+            else:
+                output.discard()
+
+    def discard(self) -> None:
+        for output in self.all:
+            output.discard()
+
+
+def run_batch(ruleset: RuleSet, options: RunOptions,
+              progress: Callable[[Progress], None] | None = None) -> RunResult:
+    """Decide every partner of a roster; see the module docstring."""
+    clock = time.perf_counter()
+    started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    reader = RowReader(options.roster, ruleset.fields)
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(options.out_dir)
+    roster_source = str(options.roster.resolve())
+    fingerprints = {"roster": file_fingerprint(options.roster)}
+    history = HistoryStore(ruleset.figures)
+    runs = RunHistory(options.db)
+    outputs = _Outputs(options.out_dir)
+    tally = RunTally()
+    timings: dict[str, float] = {}
+    try:
+        previous = runs.previous_run(ruleset.name, roster_source)
+        runs.begin()
+        run_id = runs.next_run_id()
+        seen: dict[str, int] = {}
+        # Rows set aside while a chunk was read, written with that chunk's
+        # results: the same place in rejects.csv whatever the number of workers.
+        aside: collections.deque[list[Reject]] = collections.deque()
+
+        def report() -> None:
+            if progress:
+                progress(Progress(tally.rows_read, reader.bytes_read, reader.size,
+                                  time.perf_counter() - clock))
+
+        def tasks() -> Iterator[tuple]:
+            # History is read here, once the workers have started: they build
+            # their engines (warm_up) meanwhile.
+            if options.performance is not None:
+                fingerprints["performance"] = file_fingerprint(options.performance)
+                for reject in history.load(options.performance, options.roster):
+                    _write_reject(reject, outputs, tally)
+                    tally.history_rejects += 1
+            timings["history_seconds"] = round(time.perf_counter() - clock, 3)
+            for chunk, set_aside in roster_chunks(reader, history, seen, tally,
+                                                  options.chunk_size):
+                aside.append(set_aside)
+                yield chunk, options.as_of
+
+        for result in ordered_map(decide_chunk, tasks(), options.workers,
+                                  warm_up=functools.partial(warm_up, ruleset), shared=(ruleset,)):
+            _record_chunk(ruleset, result, aside.popleft(), run_id, previous, runs, outputs,
+                          tally)
+            report()
+        # Never a run over nobody (below too): it would list every partner as
+        # removed, and the next run would compare with it.
+        if tally.rows_read == 0:
+            raise DataError(f"{options.roster}: " + (
+                "the file is empty" if reader.size == 0 else "the file has no partner rows")
+                + "; nothing was decided or recorded. Check the export and run again")
+        if previous is not None:
+            for partner_id in runs.removed(previous.id, run_id):
+                _write_change(Change(partner_id, "removed_partner", "", "", "", ""),
+                              outputs, tally)
+        for reject in history.late_rejects(seen):  # not a copy (30 MB at 1M ids)
+            _write_reject(reject, outputs, tally)
+            tally.history_rejects += 1
+        if tally.decided == 0:
+            outputs.commit(only=(outputs.rejects,))
+            rows = f"all {tally.rows_read} rows were" if tally.rows_read > 1 else \
+                "its only row was"
+            raise DataError(f"{options.roster}: no partner could be decided, {rows} "
+                            "rejected; see "
+                            f"{options.out_dir / 'rejects.csv'} (nothing else was written "
+                            "or recorded)")
+        timings["total_seconds"] = round(time.perf_counter() - clock, 3)
+        if tally.rows_read != tally.decided + tally.rejected_rows:  # pragma: no cover
+            raise AssertionError("the counts do not reconcile; this is a bug")
+        summary = _summary(ruleset, options, fingerprints, history, tally, previous, run_id,
+                           started_at, timings)
+        result = RunResult(run_id, summary, options.out_dir, tally.rejected_rows,
+                           tally.history_rejects, sum(tally.changes.values()))
+        if options.strict and (tally.rejected_rows or tally.history_rejects):
+            outputs.commit(only=(outputs.rejects,))
+            runs.abort()
+            result.failed_strict = True
+            result.run_id = None
+            return result
+        outputs.commit()
+        write_json_atomically(options.out_dir / "summary.json", summary)
+        remove_derived_outputs(options.out_dir)
+        finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        runs.finish(RunRecord(
+            run_id, started_at, finished_at, options.as_of.isoformat(), ruleset.name,
+            ruleset.fingerprint, roster_source, fingerprints["roster"],
+            str(options.performance.resolve()) if options.performance else None,
+            fingerprints.get("performance"), tally.rows_read, tally.decided,
+            tally.rejected_rows, str(options.out_dir.resolve()), summary))
+        return result
+    except BaseException:
+        outputs.discard()
+        runs.abort()
+        raise
+    finally:
+        history.close()
+        runs.close()
+
+
+def roster_chunks(reader: RowReader, history: HistoryStore, seen: dict[str, int],
+                  tally: RunTally, size: int
+                  ) -> Iterator[tuple[list[ChunkRow], list[Reject]]]:
+    """Roster rows in chunks, with their history, each with the rows set aside
+    since the previous chunk: unreadable rows, and rows without a usable or
+    with a repeated partner_id (the last chunk may hold no rows, only those).
+    ``seen`` collects the ids read."""
+    chunk: list[tuple] = []
+    aside: list[Reject] = []
+    for row in reader:
+        tally.rows_read += 1
+        if row.problem:
+            reject = unreadable_row(row)
+            aside.append(reject)
+            tally.rejected_rows += 1
+            if reject.partner_id:  # in the roster, if unusable: its history is no orphan
+                seen.setdefault(reject.partner_id, row.row)
+            continue
+        try:
+            partner_id = read_partner_id(row.record)
+        except DataError as error:
+            aside.append(Reject(row.file, row.row, "", PARTNER_ID,
+                                shorten(row.record.get(PARTNER_ID)), str(error)))
+            tally.rejected_rows += 1
+            continue
+        if partner_id in seen:
+            aside.append(Reject(row.file, row.row, partner_id, PARTNER_ID, partner_id,
+                                f"duplicate partner_id (first on row {seen[partner_id]})"))
+            tally.rejected_rows += 1
+            continue
+        seen[partner_id] = row.row
+        chunk.append((partner_id, row))
+        if len(chunk) == size:
+            yield _with_history(chunk, history), aside
+            chunk, aside = [], []
+    if chunk or aside:
+        yield _with_history(chunk, history), aside
+
+
+def _with_history(chunk: list[tuple], history: HistoryStore) -> list[ChunkRow]:
+    rows = history.rows_for(pid for pid, _ in chunk)
+    return [ChunkRow(row.file, row.row, row.record, rows.get(pid, ()), history.source,
+                     history.figures)
+            for pid, row in chunk]
+
+
+def _record_chunk(ruleset: RuleSet, result: ChunkResult, aside: list[Reject], run_id: int,
+                  previous: RunRecord | None, runs: RunHistory, outputs: _Outputs,
+                  tally: RunTally) -> None:
+    """Write a chunk's results, and its rejects with the rows set aside before
+    it was sent (``aside``), in roster order."""
+    in_order = heapq.merge(((r.row, r) for r in aside), zip(result.reject_rows, result.rejects),
+                           key=operator.itemgetter(0))
+    for _, reject in in_order:
+        _write_reject(reject, outputs, tally)
+    tally.rejected_rows += result.rejected_rows
+    tally.history_rejects += result.history_rejects
+    snapshots = [(r.partner_id, _snapshot(r)) for r in result.results]
+    runs.add_decisions(run_id, snapshots)
+    before, returned = _earlier_decisions(runs, previous, [pid for pid, _ in snapshots])
+    cells = {p.id: (safe_cell(p.id), safe_cell(p.name), safe_cell(p.group or ""))
+             for p in ruleset.programs}
+    classifications = tally.classifications
+    for partner, (partner_id, snapshot) in zip(result.results, snapshots):
+        tally.decided += 1
+        outputs.decisions.write_line(partner.line)
+        if partner.decision.enrolled:
+            safe_id = safe_cell(partner_id)
+            for program_id in partner.decision.enrolled:
+                outputs.enrollments.write_safe((safe_id, *cells[program_id]))
+                tally.programs[program_id] += 1
+        for table, value in partner.decision.classifications.items():
+            counts = classifications.get(table)
+            if counts is None:
+                counts = classifications[table] = collections.Counter()
+            counts[value] += 1
+        tally.engagement[partner.decision.engagement] += 1
+        if previous is not None:
+            earlier = before.get(partner_id)
+            if earlier is None and partner_id in returned:
+                last_run, earlier = returned[partner_id]
+                _write_change(Change(partner_id, "returned_partner", "", str(last_run), "", ""),
+                              outputs, tally)
+            for change in compare(ruleset, partner_id, earlier, snapshot):
+                _write_change(change, outputs, tally)
+
+
+def _earlier_decisions(runs: RunHistory, previous: RunRecord | None, partner_ids: list[str]
+                       ) -> tuple[dict[str, Snapshot], dict[str, tuple[int, Snapshot]]]:
+    """The partners' decisions in the previous run; and, for those it did not
+    decide, in the last earlier run that did (a partner left out of one export
+    and back in the next returns: it is not new, and is not welcomed again)."""
+    if previous is None:
+        return {}, {}
+    before = runs.snapshots(previous.id, partner_ids)
+    missing = [pid for pid in partner_ids if pid not in before]
+    returned = runs.last_decided(previous.ruleset_name, previous.roster_source, missing,
+                                 previous.id) if missing else {}
+    return before, returned
+
+
+def _snapshot(result: PartnerResult) -> Snapshot:
+    d = result.decision
+    return Snapshot(dict(d.classifications), d.engagement, tuple(d.enrolled))
+
+
+def _write_reject(reject: Reject, outputs: _Outputs, tally: RunTally) -> None:
+    outputs.rejects.write(reject.as_row())
+    tally.reject_lines += 1
+
+
+def _write_change(change: Change, outputs: _Outputs, tally: RunTally) -> None:
+    outputs.changes.write(change.as_row())
+    tally.changes[change.change] += 1
+
+
+def _summary(ruleset: RuleSet, options: RunOptions, fingerprints: dict, history: HistoryStore,
+             tally: RunTally, previous: RunRecord | None, run_id: int, started_at: str,
+             timings: dict) -> dict:
+    """Everything but the 'run' section is the same for the same inputs."""
+    inputs = {"roster": {"file": str(options.roster), "fingerprint": fingerprints["roster"],
+                         "rows_read": tally.rows_read, "rows_rejected": tally.rejected_rows}}
+    if options.performance is not None:
+        inputs["performance"] = {"file": str(options.performance),
+                                 "fingerprint": fingerprints["performance"],
+                                 "rows_read": history.rows_read,
+                                 "rows_rejected": tally.history_rejects}
+    return {
+        "as_of": options.as_of.isoformat(),
+        "rule_set": {"name": ruleset.name, "fingerprint": ruleset.fingerprint},
+        "inputs": inputs,
+        "partners": {"rows_read": tally.rows_read, "decided": tally.decided,
+                     "rejected": tally.rejected_rows},
+        "classifications": {t.name: {v: tally.classifications.get(t.name, {}).get(v, 0)
+                                     for v in t.values} for t in ruleset.classifications},
+        "engagement_models": {m: tally.engagement.get(m, 0) for m in ruleset.engagement_models},
+        "programs": {p.id: tally.programs.get(p.id, 0) for p in ruleset.programs},
+        "changes": {"previous_run": previous.id if previous else None,
+                    "counts": {k: tally.changes.get(k, 0) for k in CHANGE_KINDS}},
+        "run": {"id": run_id, "started_at": started_at, "workers": options.workers,
+                "history_join": None if options.performance is None else
+                "merged" if history.merged is not None else "staged",
+                "timings": timings,
+                "partners_per_second": round(tally.rows_read / max(timings["total_seconds"],
+                                                                  1e-9))},
+    }
+
+
+def remove_derived_outputs(folder: Path) -> None:
+    """The report and letters made from the previous outputs: they no longer match.
+
+    ``eligibility run --report`` and its letters (or ``eligibility report`` and
+    ``eligibility letters``) make them again for the new outputs. The old
+    letters folder is only moved aside (``.letters.<pid>.stale``) here; it is
+    deleted by :func:`~engine.data.outputs.remove_stale_partials` once new letters
+    are written (``eligibility run`` calls it last). Deleting thousands of
+    files just before creating as many makes ext4 hunt for free inodes past
+    the ones just freed, which made each new file cost ten times as much.
+    """
+    (folder / "report.html").unlink(missing_ok=True)
+    letters = folder / "letters"
+    if letters.is_dir():
+        os.replace(letters, folder / f".letters.{os.getpid()}.stale")
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else (os.cpu_count() or 1))

@@ -1,0 +1,196 @@
+"""What a rule change would do: two rule sets (or two dates) over one roster.
+
+Both sides decide the same partners. For every program, classification value,
+and engagement model, the report counts who enters and who leaves. For every
+partner that moves, it gives the condition that made the difference: the
+reasons that hold on one side and not on the other.
+
+A rule set is a folder, or ``git:REVISION:PATH`` for a folder as committed in
+git (``git:HEAD:rules`` is the committed version of ``rules/``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import subprocess
+import tarfile
+import tempfile
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+
+from engine.run.driver import RunTally, roster_chunks
+from engine.run.chunks import ChunkResult, decide_chunk
+from engine.errors import UsageError
+from engine.data.performance import HistoryStore
+from engine.ruleset.loader import load_rules
+from engine.ruleset.model import ENGAGEMENT, RuleSet
+from engine.run.parallel import ordered_map
+from engine.data.readers import RowReader
+
+GIT_PREFIX = "git:"
+CSV_COLUMNS = ("partner_id", "kind", "subject", "base", "proposed", "because")
+
+
+@dataclass(frozen=True)
+class Move:
+    partner_id: str
+    kind: str        # program, classification, engagement_model
+    subject: str     # program id, table name, or 'engagement'
+    base: str        # the value on the base side ('' when not enrolled)
+    proposed: str
+    because: tuple[str, ...]
+
+    def as_row(self) -> tuple:
+        return (self.partner_id, self.kind, self.subject, self.base, self.proposed,
+                "; ".join(self.because))
+
+
+@dataclass
+class Impact:
+    base_label: str
+    proposed_label: str
+    partners: int = 0
+    rejected_rows: int = 0
+    counts: dict = field(default_factory=dict)  # (kind, subject, value) -> [base, proposed]
+    entered: Counter = field(default_factory=Counter)
+    left: Counter = field(default_factory=Counter)
+    moves: list[Move] = field(default_factory=list)
+
+
+@contextmanager
+def rules_folder(spec: str) -> Iterator[Path]:
+    """A rules folder from a path or from ``git:REVISION:PATH``."""
+    if not spec.startswith(GIT_PREFIX):
+        yield Path(spec)
+        return
+    revision, _, path = spec[len(GIT_PREFIX):].partition(":")
+    if not revision or not path:
+        raise UsageError(f"'{spec}': write a git rule set as git:REVISION:PATH, "
+                         "for example git:HEAD:rules")
+    try:
+        archive = subprocess.run(["git", "archive", "--format=tar", revision, path],
+                                 capture_output=True, check=True).stdout
+    except FileNotFoundError:
+        raise UsageError("git is not installed, so git: rule sets cannot be read") from None
+    except subprocess.CalledProcessError as error:
+        message = error.stderr.decode(errors="replace").strip().splitlines()
+        raise UsageError(f"'{spec}': git could not read it ({message[-1] if message else 'error'})") \
+            from None
+    with tempfile.TemporaryDirectory(prefix="eligibility-rules-") as folder:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(folder, filter="data")
+        yield Path(folder) / path
+
+
+def compare(base: RuleSet, proposed: RuleSet, roster: Path, performance: Path | None,
+            base_as_of: dt.date, proposed_as_of: dt.date, base_label: str,
+            proposed_label: str, workers: int = 1) -> Impact:
+    """Decide every partner on both sides and collect who moves, and why.
+    Chunks of partners are decided in ``workers`` processes, as runs do."""
+    impact = Impact(base_label, proposed_label)
+    history = HistoryStore([*base.figures, *proposed.figures])  # matched by name
+    tally = RunTally()
+    try:
+        if performance is not None:
+            list(history.load(performance, roster))  # bad rows are counted by the run, not here
+        chunks = roster_chunks(RowReader(roster, base.fields), history, {}, tally, 500)
+        tasks = ((chunk, base_as_of, proposed_as_of) for chunk, _ in chunks)
+        for left, right in ordered_map(decide_both, tasks, workers, shared=(base, proposed)):
+            tally.rejected_rows += max(left.rejected_rows, right.rejected_rows)
+            decided = {r.partner_id: r for r in right.results}
+            for result in left.results:
+                if result.partner_id in decided:
+                    _compare_partner(impact, base, proposed, result, decided[result.partner_id])
+    finally:
+        history.close()
+    impact.rejected_rows = tally.rejected_rows
+    return impact
+
+
+def decide_both(base: RuleSet, proposed: RuleSet, chunk: list, base_as_of: dt.date,
+                proposed_as_of: dt.date) -> tuple[ChunkResult, ChunkResult]:
+    """One chunk decided by both rule sets (in a worker process)."""
+    return decide_chunk(base, chunk, base_as_of), decide_chunk(proposed, chunk, proposed_as_of)
+
+
+def _compare_partner(impact: Impact, base: RuleSet, proposed: RuleSet, left, right) -> None:
+    impact.partners += 1
+    a, b = left.decision, right.decision
+    missed_a = orjson.loads(left.line)["not_enrolled"]
+    missed_b = orjson.loads(right.line)["not_enrolled"]
+    tables = {t.name for t in base.classifications} | {t.name for t in proposed.classifications}
+    for table in sorted(tables):
+        _count(impact, "classification", table, a.classifications.get(table),
+               b.classifications.get(table))
+        if a.classifications.get(table) != b.classifications.get(table):
+            impact.moves.append(Move(a.partner_id, "classification", table,
+                                     a.classifications.get(table, ""),
+                                     b.classifications.get(table, ""),
+                                     (_rows_moved(a, b, table),)))
+    _count(impact, "engagement_model", ENGAGEMENT, a.engagement, b.engagement)
+    if a.engagement != b.engagement:
+        impact.moves.append(Move(a.partner_id, "engagement_model", ENGAGEMENT, a.engagement,
+                                 b.engagement, (_rows_moved(a, b, ENGAGEMENT),)))
+    programs = [p.id for p in base.programs] + \
+        [p.id for p in proposed.programs if p.id not in {q.id for q in base.programs}]
+    for program in programs:
+        before, after = program in a.enrolled, program in b.enrolled
+        _count(impact, "program", program, program if before else None,
+               program if after else None)
+        if before != after:
+            # What changed between the two sides' reasons is what made the difference.
+            reasons_a, reasons_b = set(missed_a.get(program, [])), set(missed_b.get(program, []))
+            because = sorted(reasons_b - reasons_a) if before else sorted(reasons_a - reasons_b)
+            if not because:
+                because = sorted(reasons_b if before else reasons_a)
+            impact.moves.append(Move(a.partner_id, "program", program,
+                                     program if before else "", program if after else "",
+                                     tuple(because)))
+
+
+def _rows_moved(a, b, table: str) -> str:
+    def row(decision) -> str:
+        index = decision.rows.get(table, -1)
+        return "the default" if index < 0 else f"row {index + 1}"
+    return f"decided by {row(b)} instead of {row(a)}"
+
+
+def _count(impact: Impact, kind: str, subject: str, before, after) -> None:
+    for value, side in ((before, 0), (after, 1)):
+        if value is not None:
+            impact.counts.setdefault((kind, subject, value), [0, 0])[side] += 1
+    if before != after:
+        if after is not None:
+            impact.entered[(kind, subject, after)] += 1
+        if before is not None:
+            impact.left[(kind, subject, before)] += 1
+
+
+def write_moves_csv(impact: Impact, path: str | Path) -> None:
+    """Every move with its reason, as CSV (written atomically)."""
+    from engine.data.outputs import CsvOutput
+    with CsvOutput(Path(path), CSV_COLUMNS) as output:
+        for move in impact.moves:
+            output.write(move.as_row())
+
+
+def impact_rows(impact: Impact) -> list[tuple]:
+    """(kind, subject, value, base count, proposed count, entered, left), changed ones first."""
+    rows = []
+    for (kind, subject, value), (before, after) in impact.counts.items():
+        key = (kind, subject, value)
+        rows.append((kind, subject, value, before, after, impact.entered[key], impact.left[key]))
+    rows.sort(key=lambda r: (r[5] + r[6] == 0, r[0], r[1], str(r[2])))
+    return rows
+
+
+@contextmanager
+def load_rule_sets(base_spec: str, proposed_spec: str) -> Iterator[tuple[RuleSet, RuleSet]]:
+    """Both rule sets, loaded (git ones from a temporary copy)."""
+    with rules_folder(base_spec) as base_folder, rules_folder(proposed_spec) as proposed_folder:
+        yield load_rules(base_folder), load_rules(proposed_folder)
