@@ -3,6 +3,7 @@
 Exit codes: 0 ok, 1 bad rules or data (or an engine failure), 2 usage.
 Errors go to stderr, without tracebacks.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,21 +15,27 @@ from pathlib import Path
 
 import click
 
-from engine.run.driver import OUTPUT_FILES, Progress, RunOptions, default_workers, run_batch
-from engine.evaluate.decide import Evaluator
-from engine.errors import DataError, EligibilityError, EngineError, UsageError
-from engine.evaluate.explain import explain
-from engine.run.impact import compare, load_rule_sets, write_moves_csv
-from engine.run.letters_pass import FORMATS as LETTER_FORMATS, LetterOptions, write_letters
-from engine.letters.template_check import check_templates
-from engine.ruleset.loader import load_rules
 from engine.data.outputs import remove_stale_partials
-from engine.report.terminal import (explanation_text, impact_text, letters_text, run_list_text,
-                           run_text)
-from engine.report.html import build_diff_report, build_report
 from engine.data.readers import find_partner, partner_from_json_file
-from engine.testing.rule_cases import failure_report, load_cases, run_case
 from engine.data.run_history import DEFAULT_DB, RunHistory
+from engine.errors import DataError, EligibilityError, EngineError, UsageError
+from engine.evaluate.decide import Evaluator
+from engine.evaluate.explain import explain
+from engine.letters.template_check import check_templates
+from engine.report.html import build_diff_report, build_report
+from engine.report.terminal import (
+    explanation_text,
+    impact_text,
+    letters_text,
+    run_list_text,
+    run_text,
+)
+from engine.ruleset.loader import load_rules
+from engine.run.driver import OUTPUT_FILES, Progress, RunOptions, default_workers, run_batch
+from engine.run.impact import compare, load_rule_sets, write_moves_csv
+from engine.run.letters_pass import FORMATS as LETTER_FORMATS
+from engine.run.letters_pass import LetterOptions, write_letters
+from engine.testing.rule_cases import failure_report, load_cases, run_case
 
 DEFAULT_RULES = "rules"
 DEFAULT_ROSTER = "examples/roster.csv"
@@ -47,8 +54,12 @@ def _as_of(_ctx, _param, value: str | None) -> dt.date:
         raise click.BadParameter(f"'{value}' is not a date; use YYYY-MM-DD") from None
 
 
-WORKERS_OPTION = click.option("--workers", type=click.IntRange(1, 256), default=None,
-                              help="Worker processes. Default: the machine's cores.")
+WORKERS_OPTION = click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Worker processes. Default: the machine's cores.",
+)
 
 
 class _Group(click.Group):
@@ -61,8 +72,11 @@ class _Group(click.Group):
             click.echo(f"error: {error}", err=True)
             ctx.exit(error.exit_code)
         except KeyboardInterrupt:
-            click.echo("\ninterrupted: nothing half-written was kept (what was being written "
-                       "is gone, what was complete stays)", err=True)
+            click.echo(
+                "\ninterrupted: nothing half-written was kept (what was being written "
+                "is gone, what was complete stays)",
+                err=True,
+            )
             ctx.exit(130)
         except OSError as error:  # a folder that is a file, no permission, a full disk
             where = f"{error.filename}: " if error.filename else ""
@@ -91,16 +105,29 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("rules_dir", default=DEFAULT_RULES, metavar="[RULES_DIR]")
-@click.option("--templates", "templates_dir", default=DEFAULT_TEMPLATES, show_default=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Letter templates to check too (without this option, skipped when "
-                   "templates/ does not exist).")
-@click.option("--roster", default=DEFAULT_ROSTER, show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="Partners to render every template against.")
-@click.option("--performance", default=DEFAULT_PERFORMANCE, show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="Their quarterly performance history.")
+@click.option(
+    "--templates",
+    "templates_dir",
+    default=DEFAULT_TEMPLATES,
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Letter templates to check too (without this option, skipped when "
+    "templates/ does not exist).",
+)
+@click.option(
+    "--roster",
+    default=DEFAULT_ROSTER,
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Partners to render every template against.",
+)
+@click.option(
+    "--performance",
+    default=DEFAULT_PERFORMANCE,
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Their quarterly performance history.",
+)
 def validate(rules_dir: str, templates_dir: Path, roster: Path, performance: Path) -> None:
     """Check a rule set and its letter templates; report every problem.
 
@@ -120,18 +147,25 @@ def validate(rules_dir: str, templates_dir: Path, roster: Path, performance: Pat
     """
     ruleset = load_rules(rules_dir)
     Evaluator(ruleset)  # compiling into durable_rules can fail too; find out now
-    click.echo(f"{rules_dir}: valid. {ruleset.name}: {len(ruleset.fields)} fields, "
-               f"{len(ruleset.metrics)} metrics, {len(ruleset.classifications)} classifications, "
-               f"{len(ruleset.engagement_models)} engagement models, "
-               f"{len(ruleset.programs)} programs (fingerprint {ruleset.fingerprint}).")
-    given = click.get_current_context().get_parameter_source("templates_dir") \
+    click.echo(
+        f"{rules_dir}: valid. {ruleset.name}: {len(ruleset.fields)} fields, "
+        f"{len(ruleset.metrics)} metrics, {len(ruleset.classifications)} classifications, "
+        f"{len(ruleset.engagement_models)} engagement models, "
+        f"{len(ruleset.programs)} programs (fingerprint {ruleset.fingerprint})."
+    )
+    given = (
+        click.get_current_context().get_parameter_source("templates_dir")
         != click.core.ParameterSource.DEFAULT
+    )
     if given or templates_dir.is_dir():
-        checked = check_templates(ruleset, templates_dir, roster,
-                                  performance if performance.is_file() else None)
-        click.echo(f"{templates_dir}: valid. {checked.templates} templates in "
-                   f"{len(checked.languages)} languages ({', '.join(checked.languages)}), "
-                   f"each rendered against {checked.partners} partners.")
+        checked = check_templates(
+            ruleset, templates_dir, roster, performance if performance.is_file() else None
+        )
+        click.echo(
+            f"{templates_dir}: valid. {checked.templates} templates in "
+            f"{len(checked.languages)} languages ({', '.join(checked.languages)}), "
+            f"each rendered against {checked.partners} partners."
+        )
 
 
 @cli.command(name="test")
@@ -151,8 +185,10 @@ def test_command(rules_dir: str) -> None:
     ruleset = load_rules(rules_dir)
     cases = load_cases(ruleset)
     if not cases:
-        raise UsageError(f"no rule tests in {Path(rules_dir) / 'tests'}; see "
-                         "docs/rule-authoring.md, 'Rule tests'")
+        raise UsageError(
+            f"no rule tests in {Path(rules_dir) / 'tests'}; see "
+            "docs/rule-authoring.md, 'Rule tests'"
+        )
     evaluator = Evaluator(ruleset)
     failed = 0
     for case in cases:
@@ -168,31 +204,80 @@ def test_command(rules_dir: str) -> None:
 
 
 @cli.command()
-@click.option("--base", default="git:HEAD:rules", show_default=True,
-              help="Rule set now: a folder, or git:REVISION:PATH.")
-@click.option("--proposed", default=DEFAULT_RULES, show_default=True,
-              help="Rule set proposed: a folder, or git:REVISION:PATH.")
-@click.option("--roster", type=click.Path(dir_okay=False, path_type=Path),
-              help=f"Roster. Default: {DEFAULT_ROSTER} with {DEFAULT_PERFORMANCE}.")
-@click.option("--performance", type=click.Path(dir_okay=False, path_type=Path),
-              help="Quarterly performance history.")
-@click.option("--as-of", callback=_as_of, metavar="DATE",
-              help="Decide as of this date (YYYY-MM-DD). Default: today.")
-@click.option("--proposed-as-of", metavar="DATE", default=None,
-              help="Decide the proposed side as of another date, to see who an "
-                   "announced change will move. Default: --as-of.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write every move, with its reason, to this CSV file.")
-@click.option("--limit", type=click.IntRange(0), default=30, show_default=True,
-              help="Moves listed on screen (the CSV has them all).")
-@click.option("--all", "show_all", is_flag=True,
-              help="List every program and value, not only those that change.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write a self-contained HTML page of the comparison.")
+@click.option(
+    "--base",
+    default="git:HEAD:rules",
+    show_default=True,
+    help="Rule set now: a folder, or git:REVISION:PATH.",
+)
+@click.option(
+    "--proposed",
+    default=DEFAULT_RULES,
+    show_default=True,
+    help="Rule set proposed: a folder, or git:REVISION:PATH.",
+)
+@click.option(
+    "--roster",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Roster. Default: {DEFAULT_ROSTER} with {DEFAULT_PERFORMANCE}.",
+)
+@click.option(
+    "--performance",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Quarterly performance history.",
+)
+@click.option(
+    "--as-of",
+    callback=_as_of,
+    metavar="DATE",
+    help="Decide as of this date (YYYY-MM-DD). Default: today.",
+)
+@click.option(
+    "--proposed-as-of",
+    metavar="DATE",
+    default=None,
+    help="Decide the proposed side as of another date, to see who an "
+    "announced change will move. Default: --as-of.",
+)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write every move, with its reason, to this CSV file.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(0),
+    default=30,
+    show_default=True,
+    help="Moves listed on screen (the CSV has them all).",
+)
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="List every program and value, not only those that change.",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a self-contained HTML page of the comparison.",
+)
 @WORKERS_OPTION
-def diff(base: str, proposed: str, roster: Path | None, performance: Path | None,
-         as_of: dt.date, proposed_as_of: str | None, csv_path: Path | None, limit: int,
-         show_all: bool, html_path: Path | None, workers: int | None) -> None:
+def diff(
+    base: str,
+    proposed: str,
+    roster: Path | None,
+    performance: Path | None,
+    as_of: dt.date,
+    proposed_as_of: str | None,
+    csv_path: Path | None,
+    limit: int,
+    show_all: bool,
+    html_path: Path | None,
+    workers: int | None,
+) -> None:
     """Show who a rule change would move, and why, before it lands.
 
     Decides the roster with both rule sets and counts, for every program,
@@ -212,11 +297,20 @@ def diff(base: str, proposed: str, roster: Path | None, performance: Path | None
         performance = performance or Path(DEFAULT_PERFORMANCE)
     later = _as_of(None, None, proposed_as_of) if proposed_as_of else as_of
     with load_rule_sets(base, proposed) as (base_rules, proposed_rules):
-        impact = compare(base_rules, proposed_rules, roster, performance, as_of, later,
-                         f"{base} as of {as_of}", f"{proposed} as of {later}",
-                         workers or default_workers())
-    click.echo(impact_text(impact, base_rules.fingerprint, proposed_rules.fingerprint,
-                           show_all, limit))
+        impact = compare(
+            base_rules,
+            proposed_rules,
+            roster,
+            performance,
+            as_of,
+            later,
+            f"{base} as of {as_of}",
+            f"{proposed} as of {later}",
+            workers or default_workers(),
+        )
+    click.echo(
+        impact_text(impact, base_rules.fingerprint, proposed_rules.fingerprint, show_all, limit)
+    )
     if csv_path:
         write_moves_csv(impact, csv_path)
         click.echo(f"\nWrote {len(impact.moves)} moves to {csv_path}")
@@ -226,19 +320,43 @@ def diff(base: str, proposed: str, roster: Path | None, performance: Path | None
 
 @cli.command(name="explain")
 @click.argument("partner_id", required=False)
-@click.option("--file", "json_file", type=click.Path(dir_okay=False),
-              help="Read the partner from a JSON file instead of the roster.")
-@click.option("--rules", "rules_dir", default=DEFAULT_RULES, show_default=True,
-              help="Rules folder.")
-@click.option("--roster", default=DEFAULT_ROSTER, show_default=True,
-              help="Roster (.csv, .jsonl, or .xlsx) to find PARTNER_ID in.")
-@click.option("--performance", default=DEFAULT_PERFORMANCE, show_default=True,
-              help="Quarterly performance history (.csv, .jsonl, or .xlsx).")
-@click.option("--as-of", callback=_as_of, metavar="DATE",
-              help="Evaluate as of this date (YYYY-MM-DD). Default: today.")
+@click.option(
+    "--file",
+    "json_file",
+    type=click.Path(dir_okay=False),
+    help="Read the partner from a JSON file instead of the roster.",
+)
+@click.option(
+    "--rules", "rules_dir", default=DEFAULT_RULES, show_default=True, help="Rules folder."
+)
+@click.option(
+    "--roster",
+    default=DEFAULT_ROSTER,
+    show_default=True,
+    help="Roster (.csv, .jsonl, or .xlsx) to find PARTNER_ID in.",
+)
+@click.option(
+    "--performance",
+    default=DEFAULT_PERFORMANCE,
+    show_default=True,
+    help="Quarterly performance history (.csv, .jsonl, or .xlsx).",
+)
+@click.option(
+    "--as-of",
+    callback=_as_of,
+    metavar="DATE",
+    help="Evaluate as of this date (YYYY-MM-DD). Default: today.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def explain_command(partner_id: str | None, json_file: str | None, rules_dir: str, roster: str,
-                    performance: str, as_of: dt.date, as_json: bool) -> None:
+def explain_command(
+    partner_id: str | None,
+    json_file: str | None,
+    rules_dir: str,
+    roster: str,
+    performance: str,
+    as_of: dt.date,
+    as_json: bool,
+) -> None:
     """Decide one partner and explain every decision.
 
     For each classification row and program condition, it shows the partner's
@@ -259,53 +377,108 @@ def explain_command(partner_id: str | None, json_file: str | None, rules_dir: st
         partner, set_aside = find_partner(ruleset, roster, performance, partner_id)
         for reject in set_aside:
             column = f"{reject.column}: " if reject.column else ""
-            click.echo(f"warning: {reject.source_file}:{reject.row}: {column}{reject.reason}; "
-                       "row left out", err=True)
+            click.echo(
+                f"warning: {reject.source_file}:{reject.row}: {column}{reject.reason}; "
+                "row left out",
+                err=True,
+            )
     decision = Evaluator(ruleset).decide([partner], as_of)[0]
     explanation = explain(ruleset, partner, as_of)
     if explanation.decision() != decision:
-        raise EngineError("durable_rules and the independent explanation disagree for this "
-                          "partner; please report this with the rule set")
+        raise EngineError(
+            "durable_rules and the independent explanation disagree for this "
+            "partner; please report this with the rule set"
+        )
     if as_json:
-        data = {"decision": decision.to_json(), "rule_set_fingerprint": ruleset.fingerprint,
-                "explanation": explanation.to_json()}
+        data = {
+            "decision": decision.to_json(),
+            "rule_set_fingerprint": ruleset.fingerprint,
+            "explanation": explanation.to_json(),
+        }
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        click.echo(explanation_text(ruleset, decision, explanation,
-                                    partner.values.get("partner_name")))
+        click.echo(
+            explanation_text(ruleset, decision, explanation, partner.values.get("partner_name"))
+        )
 
 
 @cli.command()
-@click.option("--rules", "rules_dir", default=DEFAULT_RULES, show_default=True,
-              help="Rules folder.")
-@click.option("--roster", type=click.Path(dir_okay=False, path_type=Path),
-              help=f"Roster (.csv, .jsonl, or .xlsx). Default: {DEFAULT_ROSTER} with "
-                   f"{DEFAULT_PERFORMANCE}.")
-@click.option("--performance", type=click.Path(dir_okay=False, path_type=Path),
-              help="Quarterly performance history, one row per partner and quarter.")
-@click.option("--as-of", callback=_as_of, metavar="DATE",
-              help="Decide as of this date (YYYY-MM-DD). Default: today.")
-@click.option("--out", "out_dir", default=DEFAULT_OUT, show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option(
+    "--rules", "rules_dir", default=DEFAULT_RULES, show_default=True, help="Rules folder."
+)
+@click.option(
+    "--roster",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Roster (.csv, .jsonl, or .xlsx). Default: {DEFAULT_ROSTER} with {DEFAULT_PERFORMANCE}.",
+)
+@click.option(
+    "--performance",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Quarterly performance history, one row per partner and quarter.",
+)
+@click.option(
+    "--as-of",
+    callback=_as_of,
+    metavar="DATE",
+    help="Decide as of this date (YYYY-MM-DD). Default: today.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default=DEFAULT_OUT,
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder.",
+)
 @WORKERS_OPTION
-@click.option("--strict", is_flag=True,
-              help="Fail (exit 1) if any row is rejected; only rejects.csv is written.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail (exit 1) if any row is rejected; only rejects.csv is written.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
-              help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.")
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.",
+)
 @click.option("--report", is_flag=True, help="Also write the HTML run report (report.html).")
-@click.option("--letters/--no-letters", default=True, show_default=True,
-              help="Write every partner's letter to the --out folder's letters/ "
-                   "(see 'eligibility letters').")
-@click.option("--letter-format", "letter_formats", multiple=True,
-              type=click.Choice(list(LETTER_FORMATS)),
-              help="Letter format; repeat for several. Default: text, html, and eml.")
-@click.option("--templates", "templates_dir", default=DEFAULT_TEMPLATES, show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Letter templates.")
-def run(rules_dir: str, roster: Path | None, performance: Path | None, as_of: dt.date,
-        out_dir: Path, workers: int | None, strict: bool, quiet: bool, db: Path | None,
-        report: bool, letters: bool, letter_formats: tuple[str, ...],
-        templates_dir: Path) -> None:
+@click.option(
+    "--letters/--no-letters",
+    default=True,
+    show_default=True,
+    help="Write every partner's letter to the --out folder's letters/ (see 'eligibility letters').",
+)
+@click.option(
+    "--letter-format",
+    "letter_formats",
+    multiple=True,
+    type=click.Choice(list(LETTER_FORMATS)),
+    help="Letter format; repeat for several. Default: text, html, and eml.",
+)
+@click.option(
+    "--templates",
+    "templates_dir",
+    default=DEFAULT_TEMPLATES,
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Letter templates.",
+)
+def run(
+    rules_dir: str,
+    roster: Path | None,
+    performance: Path | None,
+    as_of: dt.date,
+    out_dir: Path,
+    workers: int | None,
+    strict: bool,
+    quiet: bool,
+    db: Path | None,
+    report: bool,
+    letters: bool,
+    letter_formats: tuple[str, ...],
+    templates_dir: Path,
+) -> None:
     """Decide every partner of a roster and write the results to --out.
 
     Writes decisions.jsonl (every decision, why programs were missed, and
@@ -327,9 +500,15 @@ def run(rules_dir: str, roster: Path | None, performance: Path | None, as_of: dt
     ruleset = load_rules(rules_dir)
     if letters:  # bad templates stop the run before anything is decided
         check_templates(ruleset, templates_dir, roster, performance, as_of)
-    options = RunOptions(roster=roster, performance=performance, as_of=as_of, out_dir=out_dir,
-                         workers=workers or default_workers(), strict=strict,
-                         db=db or Path(os.environ.get(DB_ENV, DEFAULT_DB)))
+    options = RunOptions(
+        roster=roster,
+        performance=performance,
+        as_of=as_of,
+        out_dir=out_dir,
+        workers=workers or default_workers(),
+        strict=strict,
+        db=db or Path(os.environ.get(DB_ENV, DEFAULT_DB)),
+    )
     bar = _ProgressLine() if not quiet and sys.stderr.isatty() else None
     try:
         result = run_batch(ruleset, options, bar.update if bar else None)
@@ -339,16 +518,26 @@ def run(rules_dir: str, roster: Path | None, performance: Path | None, as_of: dt
     summary = result.summary
     partners = summary["partners"]
     if result.failed_strict:
-        raise DataError(f"--strict: {partners['rejected']} roster rows and "
-                        f"{result.history_rejects} history rows rejected; see "
-                        f"{out_dir / 'rejects.csv'} (no other output was written)")
+        raise DataError(
+            f"--strict: {partners['rejected']} roster rows and "
+            f"{result.history_rejects} history rows rejected; see "
+            f"{out_dir / 'rejects.csv'} (no other output was written)"
+        )
     letter_summary = None
     if letters:
         bar = _ProgressLine() if not quiet and sys.stderr.isatty() else None
         try:
-            letter_summary = write_letters(ruleset, LetterOptions(
-                out_dir, templates_dir, letter_formats or tuple(LETTER_FORMATS),
-                workers=options.workers, check=False), bar.update if bar else None)
+            letter_summary = write_letters(
+                ruleset,
+                LetterOptions(
+                    out_dir,
+                    templates_dir,
+                    letter_formats or tuple(LETTER_FORMATS),
+                    workers=options.workers,
+                    check=False,
+                ),
+                bar.update if bar else None,
+            )
         finally:
             if bar:
                 bar.close()
@@ -357,12 +546,17 @@ def run(rules_dir: str, roster: Path | None, performance: Path | None, as_of: dt
     remove_stale_partials(out_dir)  # the previous run's letters, deleted last
     if quiet:
         return
-    click.echo(f"Run {result.run_id} as of {summary['as_of']}: {partners['rows_read']} rows "
-               f"read, {partners['decided']} partners decided, {partners['rejected']} rejected"
-               + (f" (and {result.history_rejects} history rows)" if result.history_rejects
-                  else "") + ".")
-    click.echo("Wrote " + ", ".join(str(out_dir / name) for name in OUTPUT_FILES)
-               + (f", {written}" if report else ""))
+    click.echo(
+        f"Run {result.run_id} as of {summary['as_of']}: {partners['rows_read']} rows "
+        f"read, {partners['decided']} partners decided, {partners['rejected']} rejected"
+        + (f" (and {result.history_rejects} history rows)" if result.history_rejects else "")
+        + "."
+    )
+    click.echo(
+        "Wrote "
+        + ", ".join(str(out_dir / name) for name in OUTPUT_FILES)
+        + (f", {written}" if report else "")
+    )
     counts = summary["changes"]["counts"]
     previous = summary["changes"]["previous_run"]
     if previous is None:
@@ -370,11 +564,20 @@ def run(rules_dir: str, roster: Path | None, performance: Path | None, as_of: dt
     else:
         listed = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items() if n)
         click.echo(f"Changes since run {previous}: {listed or 'none'}.")
-    click.echo("Engagement models: " + ", ".join(
-        f"{ruleset.engagement_models[m].name} {n}" for m, n in summary["engagement_models"].items()))
-    click.echo("Programs: " + (", ".join(
-        f"{ruleset.program(p).name} {n}" for p, n in summary["programs"].items() if n)
-        or "nobody enrolled"))
+    click.echo(
+        "Engagement models: "
+        + ", ".join(
+            f"{ruleset.engagement_models[m].name} {n}"
+            for m, n in summary["engagement_models"].items()
+        )
+    )
+    click.echo(
+        "Programs: "
+        + (
+            ", ".join(f"{ruleset.program(p).name} {n}" for p, n in summary["programs"].items() if n)
+            or "nobody enrolled"
+        )
+    )
     if letter_summary is not None:
         click.echo(letters_text(letter_summary))
 
@@ -404,12 +607,23 @@ class _ProgressLine:
 
 
 @cli.command(name="report", short_help="Write the self-contained HTML report of a run.")
-@click.argument("out_dir", default=DEFAULT_OUT, metavar="[DIR]",
-                type=click.Path(file_okay=False, path_type=Path))
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the report. Default: DIR/report.html.")
-@click.option("--diff", "moves", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A CSV from 'eligibility diff --csv', shown as a what-if section.")
+@click.argument(
+    "out_dir",
+    default=DEFAULT_OUT,
+    metavar="[DIR]",
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the report. Default: DIR/report.html.",
+)
+@click.option(
+    "--diff",
+    "moves",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A CSV from 'eligibility diff --csv', shown as a what-if section.",
+)
 def report_command(out_dir: Path, output: Path | None, moves: Path | None) -> None:
     """Write a self-contained HTML report of the run whose outputs are in DIR.
 
@@ -429,27 +643,64 @@ def report_command(out_dir: Path, output: Path | None, moves: Path | None) -> No
 
 
 @cli.command(name="letters", short_help="Write every partner's letter for a run.")
-@click.argument("out_dir", default=DEFAULT_OUT, metavar="[DIR]",
-                type=click.Path(file_okay=False, path_type=Path))
-@click.option("--run", "run_id", type=int, default=None,
-              help="A run from the history instead of DIR: its output folder is used.")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
-              help=f"Run-history database, with --run. Default: ${DB_ENV}, else ./{DEFAULT_DB}.")
-@click.option("--rules", "rules_dir", default=DEFAULT_RULES, show_default=True,
-              help="The run's rules folder.")
-@click.option("--templates", "templates_dir", default=DEFAULT_TEMPLATES, show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Letter templates.")
-@click.option("--format", "letter_formats", multiple=True,
-              type=click.Choice(list(LETTER_FORMATS)),
-              help="Letter format; repeat for several. Default: text, html, and eml.")
-@click.option("--only-changed", is_flag=True,
-              help="Only partners whose decisions changed since the previous run.")
-@click.option("--roster", type=click.Path(dir_okay=False, path_type=Path),
-              help="The run's roster, if it has moved since the run.")
+@click.argument(
+    "out_dir",
+    default=DEFAULT_OUT,
+    metavar="[DIR]",
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option(
+    "--run",
+    "run_id",
+    type=int,
+    default=None,
+    help="A run from the history instead of DIR: its output folder is used.",
+)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Run-history database, with --run. Default: ${DB_ENV}, else ./{DEFAULT_DB}.",
+)
+@click.option(
+    "--rules", "rules_dir", default=DEFAULT_RULES, show_default=True, help="The run's rules folder."
+)
+@click.option(
+    "--templates",
+    "templates_dir",
+    default=DEFAULT_TEMPLATES,
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Letter templates.",
+)
+@click.option(
+    "--format",
+    "letter_formats",
+    multiple=True,
+    type=click.Choice(list(LETTER_FORMATS)),
+    help="Letter format; repeat for several. Default: text, html, and eml.",
+)
+@click.option(
+    "--only-changed",
+    is_flag=True,
+    help="Only partners whose decisions changed since the previous run.",
+)
+@click.option(
+    "--roster",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The run's roster, if it has moved since the run.",
+)
 @WORKERS_OPTION
-def letters_command(out_dir: Path, run_id: int | None, db: Path | None, rules_dir: str,
-                    templates_dir: Path, letter_formats: tuple[str, ...], only_changed: bool,
-                    roster: Path | None, workers: int | None) -> None:
+def letters_command(
+    out_dir: Path,
+    run_id: int | None,
+    db: Path | None,
+    rules_dir: str,
+    templates_dir: Path,
+    letter_formats: tuple[str, ...],
+    only_changed: bool,
+    roster: Path | None,
+    workers: int | None,
+) -> None:
     """Write every partner's letter for the run whose outputs are in DIR.
 
     One letter per partner, in its language (falling back to the default
@@ -479,14 +730,25 @@ def letters_command(out_dir: Path, run_id: int | None, db: Path | None, rules_di
             runs.close()
         recorded = out_dir / "summary.json"
         if not recorded.is_file() or json.loads(recorded.read_text("utf-8"))["run"]["id"] != run_id:
-            raise UsageError(f"the outputs of run {run_id} in {out_dir} have been replaced by a "
-                             "later run; run again to write its letters")
+            raise UsageError(
+                f"the outputs of run {run_id} in {out_dir} have been replaced by a "
+                "later run; run again to write its letters"
+            )
     ruleset = load_rules(rules_dir)
     bar = _ProgressLine() if sys.stderr.isatty() else None
     try:
-        summary = write_letters(ruleset, LetterOptions(
-            out_dir, templates_dir, letter_formats or tuple(LETTER_FORMATS), only_changed,
-            workers or default_workers(), roster), bar.update if bar else None)
+        summary = write_letters(
+            ruleset,
+            LetterOptions(
+                out_dir,
+                templates_dir,
+                letter_formats or tuple(LETTER_FORMATS),
+                only_changed,
+                workers or default_workers(),
+                roster,
+            ),
+            bar.update if bar else None,
+        )
     finally:
         if bar:
             bar.close()
@@ -495,11 +757,18 @@ def letters_command(out_dir: Path, run_id: int | None, db: Path | None, rules_di
 
 @cli.command(short_help="List runs, show one in detail, or prune old ones.")
 @click.argument("run_id", required=False, type=int)
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
-              help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.")
-@click.option("--keep", type=click.IntRange(1), metavar="N",
-              help="Delete all but the newest N runs of each rule set over each roster "
-                   "(with their decisions), and compact the database.")
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.",
+)
+@click.option(
+    "--keep",
+    type=click.IntRange(1),
+    metavar="N",
+    help="Delete all but the newest N runs of each rule set over each roster "
+    "(with their decisions), and compact the database.",
+)
 def history(run_id: int | None, db: Path | None, keep: int | None) -> None:
     """List recorded runs, or show one run in detail, or prune old runs.
 
@@ -523,11 +792,14 @@ def history(run_id: int | None, db: Path | None, keep: int | None) -> None:
     try:
         if keep is not None:
             deleted, decisions = runs.prune(keep)
-            click.echo(f"Deleted {len(deleted)} run{'s' if len(deleted) > 1 else ''} "
-                       f"({', '.join(map(str, deleted))}) and their {decisions} partner "
-                       f"decisions; {path} is now "
-                       f"{path.stat().st_size / 1e6:.1f} MB." if deleted else
-                       f"Nothing to delete: no rule set has more than {keep} runs over a roster.")
+            click.echo(
+                f"Deleted {len(deleted)} run{'s' if len(deleted) > 1 else ''} "
+                f"({', '.join(map(str, deleted))}) and their {decisions} partner "
+                f"decisions; {path} is now "
+                f"{path.stat().st_size / 1e6:.1f} MB."
+                if deleted
+                else f"Nothing to delete: no rule set has more than {keep} runs over a roster."
+            )
             return
         click.echo(run_list_text(runs.runs()) if run_id is None else run_text(runs.run(run_id)))
     finally:

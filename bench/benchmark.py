@@ -11,6 +11,7 @@ it is not a test.
     python bench/benchmark.py                       # 10k and 100k partners
     python bench/benchmark.py --sizes 10000,100000,1000000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ data, out, workers = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 started = time.perf_counter()
 ruleset = load_rules("rules")
 result = run_batch(ruleset, RunOptions(data / "roster.csv", data / "performance.csv",
-                   dt.date.fromisoformat("%s"), out, workers=workers, db=out / "runs.sqlite"))
+                   dt.date.fromisoformat("@AS_OF@"), out, workers=workers, db=out / "runs.sqlite"))
 seconds = time.perf_counter() - started
 print(json.dumps({"seconds": seconds, "partners": result.summary["partners"],
                   "main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -45,14 +46,23 @@ print(json.dumps({"seconds": seconds, "partners": result.summary["partners"],
                   "cpu_seconds": sum(u.ru_utime + u.ru_stime for u in (
                       resource.getrusage(resource.RUSAGE_SELF),
                       resource.getrusage(resource.RUSAGE_CHILDREN)))}))
-""" % AS_OF
+""".replace("@AS_OF@", AS_OF)
 
 
 def generate(size: int, folder: Path) -> Path:
     data = folder / f"roster-{size}"
     if not (data / "roster.csv").exists():
-        subprocess.run([sys.executable, str(ROOT / "bench" / "generate.py"), "--partners",
-                        str(size), "--out", str(data)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "generate.py"),
+                "--partners",
+                str(size),
+                "--out",
+                str(data),
+            ],
+            check=True,
+        )
     return data
 
 
@@ -63,8 +73,9 @@ def measure(*args: str) -> dict:
     memory across fork and exec, so measuring in a big parent would inflate
     the child's figure.
     """
-    done = subprocess.run([sys.executable, __file__, *args], cwd=ROOT, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, __file__, *args], cwd=ROOT, capture_output=True, text=True
+    )
     if done.returncode:
         sys.exit(f"measurement {args} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout)
@@ -73,8 +84,12 @@ def measure(*args: str) -> dict:
 def end_to_end(data: Path, workers: int, folder: Path) -> dict:
     out = Path(tempfile.mkdtemp(dir=folder))
     try:
-        done = subprocess.run([sys.executable, "-c", RUN, str(data), str(out), str(workers)],
-                              cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-c", RUN, str(data), str(out), str(workers)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
     finally:
         shutil.rmtree(out, ignore_errors=True)  # outputs of 1M partners take 2 GB
     if done.returncode:
@@ -85,11 +100,12 @@ def end_to_end(data: Path, workers: int, folder: Path) -> dict:
 def raw_engine(data: Path) -> dict:
     """durable_rules alone: the same compiled rules and facts, built before timing."""
     sys.path.insert(0, str(ROOT))
-    from engine.evaluate.decide import Evaluator, partner_values
-    from engine.ruleset.loader import load_rules
-    from engine.evaluate.records import partner_from_record
     from engine.data.readers import read_rows
     from engine.errors import DataError
+    from engine.evaluate.decide import Evaluator, partner_values
+    from engine.evaluate.records import partner_from_record
+    from engine.ruleset.loader import load_rules
+
     ruleset = load_rules(ROOT / "rules")
     as_of = dt.date.fromisoformat(AS_OF)
     history: dict[str, list] = {}
@@ -101,8 +117,9 @@ def raw_engine(data: Path) -> dict:
         if len(facts) == RAW_SAMPLE:
             break
         try:
-            partner = partner_from_record(ruleset, row.record,
-                                          history.get(row.record.get("partner_id"), []))
+            partner = partner_from_record(
+                ruleset, row.record, history.get(row.record.get("partner_id"), [])
+            )
         except DataError:
             continue
         if partner.partner_id in seen:
@@ -126,9 +143,11 @@ def main() -> None:
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores; workers: 1 and {args.workers}; as of {AS_OF}")
-    header = (f"{'partners':>10} {'workers':>7} {'seconds':>8} {'partners/s':>11} "
-              f"{'CPU µs/partner':>14} {'main MB':>8} {'worker MB':>9} {'raw engine/s':>12} "
-              f"{'e2e/raw':>8}")
+    header = (
+        f"{'partners':>10} {'workers':>7} {'seconds':>8} {'partners/s':>11} "
+        f"{'CPU µs/partner':>14} {'main MB':>8} {'worker MB':>9} {'raw engine/s':>12} "
+        f"{'e2e/raw':>8}"
+    )
     print(header)
     for size in (int(s) for s in args.sizes.split(",")):
         data = generate(size, args.data)
@@ -137,11 +156,14 @@ def main() -> None:
         for workers in sorted({1, args.workers}):
             run = end_to_end(data, workers, args.data)
             rows = run["partners"]["rows_read"]
-            print(f"{rows:>10,} {workers:>7} {run['seconds']:>8.1f} "
-                  f"{rows / run['seconds']:>11,.0f} {run['cpu_seconds'] / rows * 1e6:>14,.0f} "
-                  f"{run['main_mb']:>8.0f} "
-                  f"{run['worker_mb']:>9.0f} {raw['per_second']:>12,.0f} "
-                  f"{run['seconds'] / raw_seconds:>8.2f}", flush=True)
+            print(
+                f"{rows:>10,} {workers:>7} {run['seconds']:>8.1f} "
+                f"{rows / run['seconds']:>11,.0f} {run['cpu_seconds'] / rows * 1e6:>14,.0f} "
+                f"{run['main_mb']:>8.0f} "
+                f"{run['worker_mb']:>9.0f} {raw['per_second']:>12,.0f} "
+                f"{run['seconds'] / raw_seconds:>8.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
 The CLI catches :class:`EligibilityError` and prints its message; anything else
 escaping is a bug in this program, not bad input.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 
 @dataclass(frozen=True, order=True)
@@ -19,8 +20,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}" if self.column else \
-            f"{self.file}:{self.line}"  # column 0: not known (template errors)
+        where = (
+            f"{self.file}:{self.line}:{self.column}" if self.column else f"{self.file}:{self.line}"
+        )  # column 0: not known (template errors)
         return f"{where}: {self.message}"
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures: the reference rules, the example data, and a CLI runner."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,12 +17,14 @@ AS_OF = dt.date(2026, 11, 26)
 @pytest.fixture(scope="session")
 def ruleset():
     from engine.ruleset.loader import load_rules
+
     return load_rules(ROOT / "rules")
 
 
 @pytest.fixture(scope="session")
 def evaluator(ruleset):
     from engine.evaluate.decide import Evaluator
+
     return Evaluator(ruleset)
 
 
@@ -35,9 +38,10 @@ def example_partners(ruleset):
 
 def load_example_partners(ruleset) -> list:
     """The valid example partners as ``ruleset`` reads them, with their history."""
+    from engine.data.readers import read_rows
     from engine.errors import DataError
     from engine.evaluate.records import partner_from_record
-    from engine.data.readers import read_rows
+
     history: dict[str, list] = {}
     for row in read_rows(ROOT / "examples" / "performance.csv"):
         if row.record["quarter"] != "2026Q5":
@@ -45,8 +49,9 @@ def load_example_partners(ruleset) -> list:
     partners = []
     for row in read_rows(ROOT / "examples" / "roster.csv"):
         try:
-            partners.append(partner_from_record(ruleset, row.record,
-                                                history.get(row.record["partner_id"], [])))
+            partners.append(
+                partner_from_record(ruleset, row.record, history.get(row.record["partner_id"], []))
+            )
         except DataError:
             pass
     return partners
@@ -56,19 +61,23 @@ def load_example_partners(ruleset) -> list:
 def cli_run(monkeypatch):
     """Run the CLI from the project folder; returns click's Result (stderr separate)."""
     from cli import cli
+
     monkeypatch.chdir(ROOT)
     runner = CliRunner()
 
     def run(*args: str):
         return runner.invoke(cli, list(args), catch_exceptions=False)
+
     return run
 
 
 @pytest.fixture
 def rules_copy(tmp_path):
     """A writable copy of a rules folder (the reference rules by default)."""
+
     def make(source: Path = ROOT / "rules") -> Path:
         target = tmp_path / "rules"
         shutil.copytree(source, target, ignore=shutil.ignore_patterns("tests"))
         return target
+
     return make

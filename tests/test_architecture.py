@@ -1,6 +1,7 @@
 """The layout described in engine/__init__.py and docs/architecture.md, held
 against the code: layers point one way and no modules import each other in
 a loop."""
+
 from __future__ import annotations
 
 import ast
@@ -23,8 +24,13 @@ def _imports() -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.level:
                 raise AssertionError(f"{path}: use absolute imports (from engine.x.y import ...)")
-            names = [node.module] if isinstance(node, ast.ImportFrom) else \
-                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names = (
+                [node.module]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
             targets.update(n for n in names if n and n.split(".")[0] == "engine")
     return found
 
@@ -40,16 +46,21 @@ def test_every_package_is_a_known_layer():
 
 
 def test_layers_import_only_lower_layers():
-    upward = sorted(f"{module} imports {target}"
-                    for module, targets in _imports().items() if _layer(module)
-                    for target in targets if _layer(target)
-                    and LAYERS.index(_layer(target)) > LAYERS.index(_layer(module)))
+    upward = sorted(
+        f"{module} imports {target}"
+        for module, targets in _imports().items()
+        if _layer(module)
+        for target in targets
+        if _layer(target) and LAYERS.index(_layer(target)) > LAYERS.index(_layer(module))
+    )
     assert upward == []
 
 
 def test_no_import_cycles_between_modules():
-    graph = {module: {t for t in targets if t != module and t.count(".") > 1}
-             for module, targets in _imports().items()}
+    graph = {
+        module: {t for t in targets if t != module and t.count(".") > 1}
+        for module, targets in _imports().items()
+    }
     graphlib.TopologicalSorter(graph).prepare()  # raises CycleError naming the loop
 
 
@@ -58,6 +69,9 @@ def test_the_library_never_talks_to_the_terminal():
         text = path.read_text(encoding="utf-8")
         assert "import click" not in text and "from click" not in text, path
         tree = ast.parse(text)
-        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-                 and isinstance(n.func, ast.Name) and n.func.id == "print"]
+        calls = [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print"
+        ]
         assert not calls, f"{path}:{calls[0].lineno} prints"

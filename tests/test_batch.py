@@ -1,4 +1,5 @@
 """Batch runs: nothing lost, bad rows set aside, deterministic, atomic, remembered."""
+
 from __future__ import annotations
 
 import csv
@@ -14,23 +15,28 @@ from pathlib import Path
 
 import pytest
 
+from conftest import AS_OF, ROOT
 from engine.data import performance
+from engine.data.run_history import RunHistory
+from engine.errors import DataError
+from engine.evaluate.decide import Evaluator
+from engine.ruleset.loader import load_rules
 from engine.run import driver
 from engine.run.driver import RunOptions, run_batch
-from engine.evaluate.decide import Evaluator
-from engine.errors import DataError
 from engine.run.letters_pass import LetterOptions, write_letters
-from engine.ruleset.loader import load_rules
-from engine.data.run_history import RunHistory
-
-from conftest import AS_OF, ROOT
 
 EXAMPLES = ROOT / "examples"
 
 
 def options(tmp_path: Path, name: str = "out", **kwargs) -> RunOptions:
-    values = dict(roster=EXAMPLES / "roster.csv", performance=EXAMPLES / "performance.csv",
-                  as_of=AS_OF, out_dir=tmp_path / name, workers=1, db=tmp_path / "runs.sqlite")
+    values = dict(
+        roster=EXAMPLES / "roster.csv",
+        performance=EXAMPLES / "performance.csv",
+        as_of=AS_OF,
+        out_dir=tmp_path / name,
+        workers=1,
+        db=tmp_path / "runs.sqlite",
+    )
     values.update(kwargs)
     return RunOptions(**values)
 
@@ -43,8 +49,7 @@ def read_csv(path: Path) -> list[dict]:
 def outputs(folder: Path) -> dict[str, bytes]:
     """Every output file (letters too); summary.json without its 'run' section
     (timings, ids)."""
-    files = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
-             if p.is_file()}
+    files = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     summary = json.loads(files.pop("summary.json"))
     summary.pop("run")
     files["summary.json"] = json.dumps(summary, sort_keys=True).encode()
@@ -58,8 +63,11 @@ def test_bundled_example(ruleset, example_partners, tmp_path):
     assert result.summary["partners"] == {"rows_read": 34, "decided": 32, "rejected": 2}
     rejects = read_csv(out / "rejects.csv")
     assert [(r["source_file"].split("/")[-1], r["row"], r["column"]) for r in rejects] == [
-        ("performance.csv", "327", "quarter"), ("roster.csv", "34", "joined_on"),
-        ("roster.csv", "35", "certified_technical"), ("performance.csv", "326", "partner_id")]
+        ("performance.csv", "327", "quarter"),
+        ("roster.csv", "34", "joined_on"),
+        ("roster.csv", "35", "certified_technical"),
+        ("performance.csv", "326", "partner_id"),
+    ]
     decisions = [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
     expected = {d.partner_id: d for d in Evaluator(ruleset).decide(example_partners, AS_OF)}
     assert [d["partner_id"] for d in decisions] == [p.partner_id for p in example_partners]
@@ -68,8 +76,10 @@ def test_bundled_example(ruleset, example_partners, tmp_path):
         assert record["programs"] == list(decision.enrolled)
         assert record["classifications"] == decision.classifications
         assert record["engagement_model"] == decision.engagement
-        assert record["decided_by"] == {name: "default" if index < 0 else f"row {index + 1}"
-                                        for name, index in decision.rows.items()}
+        assert record["decided_by"] == {
+            name: "default" if index < 0 else f"row {index + 1}"
+            for name, index in decision.rows.items()
+        }
         assert record["rule_set_fingerprint"] == ruleset.fingerprint
         not_enrolled = {p.id for p in ruleset.programs} - set(decision.enrolled)
         assert set(record["not_enrolled"]) == not_enrolled
@@ -80,10 +90,8 @@ def test_bundled_example(ruleset, example_partners, tmp_path):
 
 
 def test_output_does_not_depend_on_workers(ruleset, tmp_path):
-    run_batch(ruleset, options(tmp_path, "one", workers=1, db=tmp_path / "a.sqlite",
-                               chunk_size=5))
-    run_batch(ruleset, options(tmp_path, "two", workers=2, db=tmp_path / "b.sqlite",
-                               chunk_size=3))
+    run_batch(ruleset, options(tmp_path, "one", workers=1, db=tmp_path / "a.sqlite", chunk_size=5))
+    run_batch(ruleset, options(tmp_path, "two", workers=2, db=tmp_path / "b.sqlite", chunk_size=3))
     assert outputs(tmp_path / "one") == outputs(tmp_path / "two")
 
 
@@ -98,14 +106,25 @@ def test_rejects_are_in_roster_order_whatever_the_workers(ruleset, tmp_path):
         roster += [[f"P-1001-{block}", *rows[1][1:]], ["", "no id"]]
     write_csv(tmp_path / "roster.csv", roster)
     for name, workers, chunk_size in (("one", 1, 500), ("two", 2, 7), ("three", 3, 4)):
-        run_batch(ruleset, options(tmp_path, name, workers=workers, chunk_size=chunk_size,
-                                   roster=tmp_path / "roster.csv", db=tmp_path / f"{name}.db"))
+        run_batch(
+            ruleset,
+            options(
+                tmp_path,
+                name,
+                workers=workers,
+                chunk_size=chunk_size,
+                roster=tmp_path / "roster.csv",
+                db=tmp_path / f"{name}.db",
+            ),
+        )
     assert outputs(tmp_path / "one") == outputs(tmp_path / "two") == outputs(tmp_path / "three")
     rejects = read_csv(tmp_path / "two" / "rejects.csv")
     rows_read = [int(r["row"]) for r in rejects if r["source_file"].endswith("roster.csv")]
     assert rows_read == sorted(rows_read) and len(rows_read) == 4 * 4
-    assert {r["reason"][:9] for r in rejects if int(r["row"]) in rows_read} >= \
-        {"duplicate", "partner_i"}
+    assert {r["reason"][:9] for r in rejects if int(r["row"]) in rows_read} >= {
+        "duplicate",
+        "partner_i",
+    }
 
 
 def write_csv(path: Path, rows: list[list], bom: bool = False) -> Path:
@@ -114,38 +133,56 @@ def write_csv(path: Path, rows: list[list], bom: bool = False) -> Path:
     return path
 
 
-HEADER = ["partner_id", "partner_name", "country", "joined_on", "certified_technical",
-          "smb_share", "language", "focus_verticals"]
+HEADER = [
+    "partner_id",
+    "partner_name",
+    "country",
+    "joined_on",
+    "certified_technical",
+    "smb_share",
+    "language",
+    "focus_verticals",
+]
 
 
 def test_bad_rows_are_set_aside_and_the_rest_decided(ruleset, tmp_path):
-    roster = write_csv(tmp_path / "roster.csv", [
-        HEADER,
-        ["A-1", "Comma, Newline\nand \"quotes\" Ltd", "FR", "2020-01-01", "3", "70%", "fr", ""],
-        ["A-2", "Bad Date", "FR", "31/12/2020", "3", "70%", "fr", ""],
-        ["A-3", "Bad Number", "FR", "2020-01-01", "three", "70%", "fr", ""],
-        ["A-4", "", "FR", "2020-01-01", "3", "70%", "fr", ""],
-        ["A-5", "Bad Language", "FR", "2020-01-01", "3", "70%", "italiano", ""],
-        ["A-1", "Duplicate", "FR", "2020-01-01", "3", "70%", "fr", ""],
-        ["", "No Id", "FR", "2020-01-01", "3", "70%", "fr", ""],
-        ["A-6", "Ambiguous Percent", "FR", "2020-01-01", "3", "1.234,5%", "fr", ""],
-        ["A-7", "Unknown Vertical", "FR", "2020-01-01", "3", "70%", "fr", "space"],
-        ["A-8", "=HYPERLINK(\"http://x\")", "FR", "=1+1", "3", "70%", "en", "retail"],
-        ["A-9", "Fine", "DE", "2021-05-05", "4", "20%", "de", "healthcare; retail"],
-    ], bom=True)
-    performance = write_csv(tmp_path / "performance.csv", [
-        ["partner_id", "quarter", "revenue", "target", "deals_closed"],
-        ["A-1", "2026Q3", "$1,200.50", "1,000", "3"],
-        ["A-1", "2026-Q3", "1300", "1000", "3"],
-        ["A-9", "2026Q5", "10", "10", "1"],
-        ["A-9", "2026Q2", "ten", "10", "1"],
-        ["Z-1", "2026Q3", "10", "10", "1"],
-        ["A-9", "Q1 2026", "10", "", "1"],
-    ])
+    roster = write_csv(
+        tmp_path / "roster.csv",
+        [
+            HEADER,
+            ["A-1", 'Comma, Newline\nand "quotes" Ltd', "FR", "2020-01-01", "3", "70%", "fr", ""],
+            ["A-2", "Bad Date", "FR", "31/12/2020", "3", "70%", "fr", ""],
+            ["A-3", "Bad Number", "FR", "2020-01-01", "three", "70%", "fr", ""],
+            ["A-4", "", "FR", "2020-01-01", "3", "70%", "fr", ""],
+            ["A-5", "Bad Language", "FR", "2020-01-01", "3", "70%", "italiano", ""],
+            ["A-1", "Duplicate", "FR", "2020-01-01", "3", "70%", "fr", ""],
+            ["", "No Id", "FR", "2020-01-01", "3", "70%", "fr", ""],
+            ["A-6", "Ambiguous Percent", "FR", "2020-01-01", "3", "1.234,5%", "fr", ""],
+            ["A-7", "Unknown Vertical", "FR", "2020-01-01", "3", "70%", "fr", "space"],
+            ["A-8", '=HYPERLINK("http://x")', "FR", "=1+1", "3", "70%", "en", "retail"],
+            ["A-9", "Fine", "DE", "2021-05-05", "4", "20%", "de", "healthcare; retail"],
+        ],
+        bom=True,
+    )
+    performance = write_csv(
+        tmp_path / "performance.csv",
+        [
+            ["partner_id", "quarter", "revenue", "target", "deals_closed"],
+            ["A-1", "2026Q3", "$1,200.50", "1,000", "3"],
+            ["A-1", "2026-Q3", "1300", "1000", "3"],
+            ["A-9", "2026Q5", "10", "10", "1"],
+            ["A-9", "2026Q2", "ten", "10", "1"],
+            ["Z-1", "2026Q3", "10", "10", "1"],
+            ["A-9", "Q1 2026", "10", "", "1"],
+        ],
+    )
     result = run_batch(ruleset, options(tmp_path, roster=roster, performance=performance))
     assert result.summary["partners"] == {"rows_read": 11, "decided": 2, "rejected": 9}
-    rejects = {(r["row"], r["column"]): r for r in read_csv(tmp_path / "out" / "rejects.csv")
-               if r["source_file"].endswith("roster.csv")}
+    rejects = {
+        (r["row"], r["column"]): r
+        for r in read_csv(tmp_path / "out" / "rejects.csv")
+        if r["source_file"].endswith("roster.csv")
+    }
     assert rejects[("3", "joined_on")]["reason"].startswith("'31/12/2020' is not a date")
     assert rejects[("4", "certified_technical")]["reason"] == "'three' is not a whole number"
     assert rejects[("5", "partner_name")]["reason"] == "a value is required"
@@ -155,16 +192,22 @@ def test_bad_rows_are_set_aside_and_the_rest_decided(ruleset, tmp_path):
     assert "ambiguous" in rejects[("9", "smb_share")]["reason"]
     assert "not one of the allowed values" in rejects[("10", "focus_verticals")]["reason"]
     assert rejects[("11", "joined_on")]["value"] == "'=1+1"  # never a formula in a spreadsheet
-    history = {(r["row"], r["column"]): r["reason"] for r in read_csv(tmp_path / "out" / "rejects.csv")
-               if r["source_file"].endswith("performance.csv")}
+    history = {
+        (r["row"], r["column"]): r["reason"]
+        for r in read_csv(tmp_path / "out" / "rejects.csv")
+        if r["source_file"].endswith("performance.csv")
+    }
     assert history == {
         ("3", "quarter"): "2026Q3 appears twice for this partner (first on row 2)",
         ("4", "quarter"): "'2026Q5' is not a quarter; write it like 2026Q3",
         ("5", "revenue"): "'ten' is not a money amount",
         ("7", "target"): "a value is required",
-        ("6", "partner_id"): "no partner with this partner_id in the roster"}
-    decided = [json.loads(line)["partner_id"]
-               for line in (tmp_path / "out" / "decisions.jsonl").read_text().splitlines()]
+        ("6", "partner_id"): "no partner with this partner_id in the roster",
+    }
+    decided = [
+        json.loads(line)["partner_id"]
+        for line in (tmp_path / "out" / "decisions.jsonl").read_text().splitlines()
+    ]
     assert decided == ["A-1", "A-9"]
 
 
@@ -172,17 +215,22 @@ def test_rows_after_a_blank_line_keep_their_spreadsheet_numbers(ruleset, tmp_pat
     """A blank line is no record, but a spreadsheet shows it as a row: the rows
     after it are numbered as the spreadsheet numbers them."""
     roster = tmp_path / "roster.csv"
-    roster.write_text("partner_id,partner_name,country,language,joined_on\n"
-                      "A-1,Fine,FR,fr,2020-01-01\n\n"
-                      "A-2,Bad Date,FR,fr,31/12/2020\n", encoding="utf-8")
+    roster.write_text(
+        "partner_id,partner_name,country,language,joined_on\n"
+        "A-1,Fine,FR,fr,2020-01-01\n\n"
+        "A-2,Bad Date,FR,fr,31/12/2020\n",
+        encoding="utf-8",
+    )
     run_batch(ruleset, options(tmp_path, roster=roster, performance=None))
     rejects = read_csv(tmp_path / "out" / "rejects.csv")
     assert [(r["row"], r["partner_id"], r["column"]) for r in rejects] == [
-        ("4", "A-2", "joined_on")]
+        ("4", "A-2", "joined_on")
+    ]
 
 
 def test_jsonl_and_xlsx_rosters_decide_like_csv(ruleset, tmp_path):
     import openpyxl
+
     rows = list(csv.reader((EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines()))
     header, body = rows[0], rows[1:]
     jsonl = tmp_path / "roster.jsonl"
@@ -211,8 +259,11 @@ def test_jsonl_and_xlsx_rosters_decide_like_csv(ruleset, tmp_path):
 
     def decisions(name):
         # Rows are numbered per format (a JSON Lines file has no header row).
-        return [{k: v for k, v in json.loads(line).items() if k != "row"}
-                for line in (tmp_path / name / "decisions.jsonl").read_text().splitlines()]
+        return [
+            {k: v for k, v in json.loads(line).items() if k != "row"}
+            for line in (tmp_path / name / "decisions.jsonl").read_text().splitlines()
+        ]
+
     assert decisions("jsonl") == decisions("csv")
     assert decisions("xlsx") == decisions("csv")
 
@@ -225,31 +276,46 @@ def test_semicolon_and_tab_separated_files_decide_like_csv(ruleset, tmp_path, de
         with (tmp_path / name).open("w", newline="", encoding="utf-8") as handle:
             csv.writer(handle, delimiter=delimiter).writerows(_example_rows(name))
     run_batch(ruleset, options(tmp_path, "comma"))
-    run_batch(ruleset, options(tmp_path, "other", roster=tmp_path / "roster.csv",
-                               performance=tmp_path / "performance.csv", db=tmp_path / "o.db"))
-    assert (tmp_path / "comma" / "decisions.jsonl").read_bytes() == \
-        (tmp_path / "other" / "decisions.jsonl").read_bytes()
-    assert [r["reason"] for r in read_csv(tmp_path / "comma" / "rejects.csv")] == \
-        [r["reason"] for r in read_csv(tmp_path / "other" / "rejects.csv")]
+    run_batch(
+        ruleset,
+        options(
+            tmp_path,
+            "other",
+            roster=tmp_path / "roster.csv",
+            performance=tmp_path / "performance.csv",
+            db=tmp_path / "o.db",
+        ),
+    )
+    assert (tmp_path / "comma" / "decisions.jsonl").read_bytes() == (
+        tmp_path / "other" / "decisions.jsonl"
+    ).read_bytes()
+    assert [r["reason"] for r in read_csv(tmp_path / "comma" / "rejects.csv")] == [
+        r["reason"] for r in read_csv(tmp_path / "other" / "rejects.csv")
+    ]
 
 
 def test_a_column_the_rules_read_may_appear_only_once(ruleset, tmp_path):
     """Two 'country' columns: which value to decide on would be a guess, so
     the file is refused before anything runs. Columns the rules do not read
     may repeat (CRM exports carry such)."""
-    rows = [HEADER + ["country", "notes", "notes"],
-            ["P-1", "A", "FR", "2020-01-01", "3", "10%", "fr", "", "DE", "x", "y"]]
+    rows = [
+        HEADER + ["country", "notes", "notes"],
+        ["P-1", "A", "FR", "2020-01-01", "3", "10%", "fr", "", "DE", "x", "y"],
+    ]
     write_csv(tmp_path / "roster.csv", rows)
-    with pytest.raises(DataError, match=r"roster.csv: column 'country' appears 2 times "
-                                        r"\(columns 3, 9\); keep one"):
+    with pytest.raises(
+        DataError,
+        match=r"roster.csv: column 'country' appears 2 times "
+        r"\(columns 3, 9\); keep one",
+    ):
         run_batch(ruleset, options(tmp_path, roster=tmp_path / "roster.csv", performance=None))
     write_csv(tmp_path / "roster.csv", [r[:8] + r[9:] for r in rows])
-    result = run_batch(ruleset, options(tmp_path, roster=tmp_path / "roster.csv",
-                                        performance=None))
+    result = run_batch(ruleset, options(tmp_path, roster=tmp_path / "roster.csv", performance=None))
     assert result.summary["partners"]["decided"] == 1
     history = _example_rows("performance.csv")
-    write_csv(tmp_path / "performance.csv", [history[0] + ["revenue"]] +
-              [r + ["1"] for r in history[1:]])
+    write_csv(
+        tmp_path / "performance.csv", [history[0] + ["revenue"]] + [r + ["1"] for r in history[1:]]
+    )
     with pytest.raises(DataError, match="column 'revenue' appears 2 times"):
         run_batch(ruleset, options(tmp_path, performance=tmp_path / "performance.csv"))
 
@@ -268,19 +334,34 @@ def test_unreadable_json_lines_are_set_aside_and_the_rest_decided(ruleset, tmp_p
     performance.write_text("\n".join(history) + "\n", encoding="utf-8")
     result = run_batch(ruleset, options(tmp_path, roster=roster, performance=performance))
     assert result.summary["partners"] == {"rows_read": 7, "decided": 5, "rejected": 2}
-    rejects = [(r["source_file"], r["row"], r["value"][:12], r["reason"])
-               for r in read_csv(tmp_path / "out" / "rejects.csv")]
-    assert (str(performance), "4", "not json at ", "not valid JSON (Expecting value, at "
-            "character 1)") in rejects
-    assert (str(roster), "2", '{"partner_id', "not valid JSON (Expecting value, at the "
-            "end of the line)") in rejects
-    assert (str(roster), "3", '["P-8", "a l', "not a JSON object ({...}); each line must hold "
-            "one partner's fields") in rejects
+    rejects = [
+        (r["source_file"], r["row"], r["value"][:12], r["reason"])
+        for r in read_csv(tmp_path / "out" / "rejects.csv")
+    ]
+    assert (
+        str(performance),
+        "4",
+        "not json at ",
+        "not valid JSON (Expecting value, at character 1)",
+    ) in rejects
+    assert (
+        str(roster),
+        "2",
+        '{"partner_id',
+        "not valid JSON (Expecting value, at the end of the line)",
+    ) in rejects
+    assert (
+        str(roster),
+        "3",
+        '["P-8", "a l',
+        "not a JSON object ({...}); each line must hold one partner's fields",
+    ) in rejects
     assert result.summary["inputs"]["performance"]["rows_read"] == 40
 
 
 def _collector_settings(index: int) -> tuple:
     import gc
+
     return index, gc.get_threshold(), gc.get_freeze_count() > 0
 
 
@@ -290,7 +371,9 @@ def test_runs_collect_cycles_less_often_and_restore_the_setting(workers):
     workers too (where what was there at the start is frozen); afterwards the
     process has its own setting back."""
     import gc
+
     from engine.run.parallel import GC_THRESHOLD, ordered_map
+
     before = gc.get_threshold()
     results = list(ordered_map(_collector_settings, [(i,) for i in range(6)], workers))
     assert [index for index, _, _ in results] == list(range(6))  # in order
@@ -308,8 +391,10 @@ def test_a_worker_whose_warm_up_fails_still_takes_tasks():
     """A pool restarts a worker whose initializer raises, forever: warm-up
     errors are left for the first task to meet and report."""
     from engine.run.parallel import ordered_map
-    results = list(ordered_map(_collector_settings, [(i,) for i in range(4)], 2,
-                               warm_up=_failing_warm_up))
+
+    results = list(
+        ordered_map(_collector_settings, [(i,) for i in range(4)], 2, warm_up=_failing_warm_up)
+    )
     assert [index for index, _, _ in results] == [0, 1, 2, 3]
 
 
@@ -333,9 +418,11 @@ def _tagged(shared: _CountedPickles, index: int) -> str:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_shared_arguments_go_to_each_worker_once(workers):
     from engine.run.parallel import ordered_map
+
     _CountedPickles.pickled = 0
-    results = list(ordered_map(_tagged, [(i,) for i in range(8)], workers,
-                               shared=(_CountedPickles("r"),)))
+    results = list(
+        ordered_map(_tagged, [(i,) for i in range(8)], workers, shared=(_CountedPickles("r"),))
+    )
     assert results == [f"r{i}" for i in range(8)]
     assert _CountedPickles.pickled <= (workers if workers > 1 else 0)  # not once a task
 
@@ -350,43 +437,65 @@ def test_history_merged_in_roster_order_equals_history_staged(ruleset, tmp_path,
     unknown partners first, between and last, rows without a partner_id,
     history for set-aside roster rows, and partners without history."""
     roster = _example_rows("roster.csv")
-    roster.insert(3, [roster[2][0]] + roster[2][1:])        # a repeated partner_id
-    roster.insert(5, [" "] + roster[5][1:])                 # no partner_id
+    roster.insert(3, [roster[2][0]] + roster[2][1:])  # a repeated partner_id
+    roster.insert(5, [" "] + roster[5][1:])  # no partner_id
     perf = _example_rows("performance.csv")
     header = perf[0]
-    body = sorted((r for r in perf[1:] if r[0] not in ("P-1004", "P-1099")),  # P-1004: no history
-                  key=lambda r: r[0])
-    body.insert(0, ["Z-0", "2026Q1", "1", "1", "1"])         # unknown, before everyone
-    body.insert(9, ["Z-5", "2026Q1", "1", "1", "1"])         # unknown, inside a partner's rows
-    body.insert(20, ["", "2026Q1", "1", "1", "1"])           # no partner_id
-    body.append(["A-0", "2026Q2", "1", "1", "1"])            # unknown, after everyone
+    body = sorted(
+        (r for r in perf[1:] if r[0] not in ("P-1004", "P-1099")),  # P-1004: no history
+        key=lambda r: r[0],
+    )
+    body.insert(0, ["Z-0", "2026Q1", "1", "1", "1"])  # unknown, before everyone
+    body.insert(9, ["Z-5", "2026Q1", "1", "1", "1"])  # unknown, inside a partner's rows
+    body.insert(20, ["", "2026Q1", "1", "1", "1"])  # no partner_id
+    body.append(["A-0", "2026Q2", "1", "1", "1"])  # unknown, after everyone
     body[12] = body[12][:2] + ["1", "234.50"] + body[12][3:]  # revenue 1,234.50 unquoted
     roster[8] = roster[8][:1] + ["Contoso", " Inc"] + roster[8][2:]  # a name with a comma
     roster_file = write_csv(tmp_path / "roster.csv", roster)
     perf_file = write_csv(tmp_path / "performance.csv", [header] + body)
-    merged = run_batch(ruleset, options(tmp_path, "merged", roster=roster_file,
-                                        performance=perf_file, db=tmp_path / "m.sqlite"))
+    merged = run_batch(
+        ruleset,
+        options(
+            tmp_path, "merged", roster=roster_file, performance=perf_file, db=tmp_path / "m.sqlite"
+        ),
+    )
     assert merged.summary["run"]["history_join"] == "merged"
     original = performance.HistoryStore.load
-    monkeypatch.setattr(performance.HistoryStore, "load",
-                        lambda self, path, roster=None: original(self, path))
-    staged = run_batch(ruleset, options(tmp_path, "staged", roster=roster_file,
-                                        performance=perf_file, db=tmp_path / "s.sqlite"))
+    monkeypatch.setattr(
+        performance.HistoryStore, "load", lambda self, path, roster=None: original(self, path)
+    )
+    staged = run_batch(
+        ruleset,
+        options(
+            tmp_path, "staged", roster=roster_file, performance=perf_file, db=tmp_path / "s.sqlite"
+        ),
+    )
     assert staged.summary["run"]["history_join"] == "staged"
     assert outputs(tmp_path / "merged") == outputs(tmp_path / "staged")
-    reasons = [(r["row"], r["partner_id"], r["reason"])
-               for r in read_csv(tmp_path / "merged" / "rejects.csv")
-               if r["source_file"].endswith("performance.csv")]
+    reasons = [
+        (r["row"], r["partner_id"], r["reason"])
+        for r in read_csv(tmp_path / "merged" / "rejects.csv")
+        if r["source_file"].endswith("performance.csv")
+    ]
     assert ("22", "", "partner_id is missing") in reasons
     unknown = [(row, pid) for row, pid, reason in reasons if reason.startswith("no partner")]
     assert [pid for _, pid in unknown] == ["Z-0", "Z-5", "A-0"]  # not the Contoso row's
-    assert ("14", body[12][0], "6 values for 5 columns; a value holding a comma must be in "
-            "double quotes") in reasons
-    roster_rejects = [(r["row"], r["partner_id"], r["value"], r["reason"])
-                      for r in read_csv(tmp_path / "merged" / "rejects.csv")
-                      if r["source_file"].endswith("roster.csv")]
-    assert ("9", roster[8][0], "no", "22 values for 21 columns; a value holding a comma must "
-            "be in double quotes") in roster_rejects
+    assert (
+        "14",
+        body[12][0],
+        "6 values for 5 columns; a value holding a comma must be in double quotes",
+    ) in reasons
+    roster_rejects = [
+        (r["row"], r["partner_id"], r["value"], r["reason"])
+        for r in read_csv(tmp_path / "merged" / "rejects.csv")
+        if r["source_file"].endswith("roster.csv")
+    ]
+    assert (
+        "9",
+        roster[8][0],
+        "no",
+        "22 values for 21 columns; a value holding a comma must be in double quotes",
+    ) in roster_rejects
     assert merged.summary["inputs"]["performance"]["rows_read"] == len(body)
 
 
@@ -397,14 +506,19 @@ def test_history_out_of_roster_order_is_staged_and_reported_once(ruleset, tmp_pa
     runs = {}
     for name, rows in (("staged", body), ("merged", sorted(body, key=lambda r: r[0]))):
         perf_file = write_csv(tmp_path / f"{name}.csv", [header] + rows)
-        runs[name] = run_batch(ruleset, options(tmp_path, name, performance=perf_file,
-                                                db=tmp_path / f"{name}.sqlite"))
+        runs[name] = run_batch(
+            ruleset, options(tmp_path, name, performance=perf_file, db=tmp_path / f"{name}.sqlite")
+        )
         assert runs[name].summary["run"]["history_join"] == name
-        missing = [r["row"] for r in read_csv(tmp_path / name / "rejects.csv")
-                   if r["reason"] == "partner_id is missing"]
+        missing = [
+            r["row"]
+            for r in read_csv(tmp_path / name / "rejects.csv")
+            if r["reason"] == "partner_id is missing"
+        ]
         assert missing == ["2"]  # reported once, though the order was checked first
-    assert (tmp_path / "staged" / "decisions.jsonl").read_bytes() == \
-        (tmp_path / "merged" / "decisions.jsonl").read_bytes()
+    assert (tmp_path / "staged" / "decisions.jsonl").read_bytes() == (
+        tmp_path / "merged" / "decisions.jsonl"
+    ).read_bytes()
 
 
 def test_partner_id_runs_number_rows_like_the_reader(tmp_path):
@@ -412,44 +526,67 @@ def test_partner_id_runs_number_rows_like_the_reader(tmp_path):
     quoted value over two lines is one row, a blank line is no row but takes
     a number, a short row has no partner_id."""
     from engine.data.readers import partner_id_runs, read_columns
+
     path = tmp_path / "p.csv"
-    path.write_text('quarter,partner_id,revenue\n2026Q1,A,1\n"2026\nQ2",A,2\n\n'
-                    '2026Q1,B,3\n2026Q2\n2026Q3,,4\n2026Q4,B,5\n', encoding="utf-8")
-    assert list(partner_id_runs(path)) == [(2, "A", 2), (5, "B", 1), (6, None, 1),
-                                           (7, "", 1), (8, "B", 1)]
+    path.write_text(
+        'quarter,partner_id,revenue\n2026Q1,A,1\n"2026\nQ2",A,2\n\n'
+        "2026Q1,B,3\n2026Q2\n2026Q3,,4\n2026Q4,B,5\n",
+        encoding="utf-8",
+    )
+    assert list(partner_id_runs(path)) == [
+        (2, "A", 2),
+        (5, "B", 1),
+        (6, None, 1),
+        (7, "", 1),
+        (8, "B", 1),
+    ]
     rows = [(number, values[0]) for number, values in read_columns(path, ["partner_id"])]
     assert rows == [(2, "A"), (3, "A"), (5, "B"), (6, None), (7, ""), (8, "B")]
 
 
 def test_a_performance_file_changed_while_merged_is_a_clear_error():
     positions = {"A": 0, "B": 1}
-    rows = iter([(2, ("A", "2026Q1", "1")), (3, ("B", "2026Q1", "1")),
-                 (4, ("A", "2026Q2", "1"))])
+    rows = iter([(2, ("A", "2026Q1", "1")), (3, ("B", "2026Q1", "1")), (4, ("A", "2026Q2", "1"))])
     merge = performance._Merge(rows, positions, "perf.csv")
     with pytest.raises(DataError, match="perf.csv changed while it was read"):
         merge.rows_for(["A", "B"], lambda rows: None)
-    rows = iter([(2, ("A", "2026Q1", "1")), (3, ("Z", "2026Q1", "1")),
-                 (4, ("A", "2026Q2", "2")), (5, ("B", "2026Q1", "3"))])
+    rows = iter(
+        [
+            (2, ("A", "2026Q1", "1")),
+            (3, ("Z", "2026Q1", "1")),
+            (4, ("A", "2026Q2", "2")),
+            (5, ("B", "2026Q1", "3")),
+        ]
+    )
     merge = performance._Merge(rows, positions, "perf.csv")
     aside = []
     assert merge.rows_for(["A", "B"], aside.extend) == {
-        "A": [(2, "2026Q1", ("1",)), (4, "2026Q2", ("2",))], "B": [(5, "2026Q1", ("3",))]}
+        "A": [(2, "2026Q1", ("1",)), (4, "2026Q2", ("2",))],
+        "B": [(5, "2026Q1", ("3",))],
+    }
     assert aside == [("Z", 3)]
     with pytest.raises(DataError, match="roster changed"):
-        performance._Merge(iter([]), positions, "perf.csv").rows_for(
-            ["B", "A"], lambda rows: None)
+        performance._Merge(iter([]), positions, "perf.csv").rows_for(["B", "A"], lambda rows: None)
 
 
 def test_changes_since_the_previous_run(tmp_path, rules_copy):
     rules = rules_copy()
     run_batch(load_rules(rules), options(tmp_path))
     programs = rules / "programs.yaml"
-    programs.write_text(programs.read_text().replace(
-        "        - certified_technical >= 2\n", "        - certified_technical >= 3\n"))
-    roster = write_csv(tmp_path / "roster.csv",
-                       [r for r in csv.reader((EXAMPLES / "roster.csv").read_text(
-                           encoding="utf-8").splitlines()) if r[0] != "P-1032"] +
-                       [["P-2000", "Newcomer Ltd", "FR", "fr", "", "", "2026-09-01"]])
+    programs.write_text(
+        programs.read_text().replace(
+            "        - certified_technical >= 2\n", "        - certified_technical >= 3\n"
+        )
+    )
+    roster = write_csv(
+        tmp_path / "roster.csv",
+        [
+            r
+            for r in csv.reader((EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines())
+            if r[0] != "P-1032"
+        ]
+        + [["P-2000", "Newcomer Ltd", "FR", "fr", "", "", "2026-09-01"]],
+    )
     # Same roster source: the changed file in place of the original one.
     shutil.copy(roster, tmp_path / "roster-in-place.csv")
     first = options(tmp_path, roster=tmp_path / "roster-in-place.csv")
@@ -458,11 +595,16 @@ def test_changes_since_the_previous_run(tmp_path, rules_copy):
     run_batch(ruleset, first)  # nothing changed since
     assert read_csv(tmp_path / "out" / "changes.csv") == []
     (tmp_path / "roster-in-place.csv").write_text((EXAMPLES / "roster.csv").read_text())
-    programs.write_text(programs.read_text().replace(
-        "        - certified_technical >= 3\n", "        - certified_technical >= 2\n"))
+    programs.write_text(
+        programs.read_text().replace(
+            "        - certified_technical >= 3\n", "        - certified_technical >= 2\n"
+        )
+    )
     result = run_batch(load_rules(rules), first)
-    changes = {(c["partner_id"], c["change"], c["subject"]): c
-               for c in read_csv(tmp_path / "out" / "changes.csv")}
+    changes = {
+        (c["partner_id"], c["change"], c["subject"]): c
+        for c in read_csv(tmp_path / "out" / "changes.csv")
+    }
     assert changes[("P-1018", "group_change", "tier")]["direction"] == "up"
     assert changes[("P-1018", "enrolled", "select")]["after"] == "select"
     assert ("P-1032", "new_partner", "") in changes
@@ -481,25 +623,34 @@ def test_a_partner_back_after_a_missing_export_is_returned_not_new(ruleset, tmp_
     run_batch(ruleset, run)
     write_csv(roster, [r for r in rows if r[0] not in ("P-1001", "P-1002")])
     run_batch(ruleset, run)
-    assert {(c["partner_id"], c["change"]) for c in read_csv(tmp_path / "out" / "changes.csv")} \
-        == {("P-1001", "removed_partner"), ("P-1002", "removed_partner")}
+    assert {(c["partner_id"], c["change"]) for c in read_csv(tmp_path / "out" / "changes.csv")} == {
+        ("P-1001", "removed_partner"),
+        ("P-1002", "removed_partner"),
+    }
     write_csv(roster, rows + [newcomer])
     result = run_batch(ruleset, run)
-    changes = [(c["partner_id"], c["change"], c["before"])
-               for c in read_csv(tmp_path / "out" / "changes.csv")]
-    assert changes == [("P-1001", "returned_partner", "1"), ("P-1002", "returned_partner", "1"),
-                       ("P-2000", "new_partner", "")]
+    changes = [
+        (c["partner_id"], c["change"], c["before"])
+        for c in read_csv(tmp_path / "out" / "changes.csv")
+    ]
+    assert changes == [
+        ("P-1001", "returned_partner", "1"),
+        ("P-1002", "returned_partner", "1"),
+        ("P-2000", "new_partner", ""),
+    ]
     assert result.summary["changes"]["counts"]["returned_partner"] == 2
     assert result.summary["changes"]["previous_run"] == 2
     write_letters(ruleset, LetterOptions(tmp_path / "out", ROOT / "templates", ("text",)))
-    kinds = {r["partner_id"]: r["kind"] for r in read_csv(tmp_path / "out" / "letters" /
-                                                          "index.csv")}
+    kinds = {
+        r["partner_id"]: r["kind"] for r in read_csv(tmp_path / "out" / "letters" / "index.csv")
+    }
     assert kinds["P-2000"] == "welcome"
     assert kinds["P-1001"] != "welcome" and kinds["P-1002"] != "welcome"
 
 
-@pytest.mark.parametrize("content, reason", [("", "the file is empty"),
-                                             ("partner_id,partner_name\n", "no partner rows")])
+@pytest.mark.parametrize(
+    "content, reason", [("", "the file is empty"), ("partner_id,partner_name\n", "no partner rows")]
+)
 def test_a_roster_without_partners_stops_the_run(ruleset, tmp_path, content, reason):
     """An export that came out empty would list every partner as removed (and
     the next run would compare with it): it is refused, and nothing changes."""
@@ -520,16 +671,19 @@ def test_a_run_that_decides_nobody_writes_only_its_rejects(ruleset, tmp_path):
     rejects.csv says why, and nothing else is written or recorded."""
     run_batch(ruleset, options(tmp_path))
     before = outputs(tmp_path / "out")
-    roster = write_csv(tmp_path / "roster.csv", [HEADER, ["A-1", "A", "FR", "31/12/2020"],
-                                                 ["A-2", "B", "DE", "2020-13-01"]])
-    with pytest.raises(DataError, match="no partner could be decided, all 2 rows were "
-                                        "rejected; see .*rejects.csv"):
+    roster = write_csv(
+        tmp_path / "roster.csv",
+        [HEADER, ["A-1", "A", "FR", "31/12/2020"], ["A-2", "B", "DE", "2020-13-01"]],
+    )
+    with pytest.raises(
+        DataError, match="no partner could be decided, all 2 rows were rejected; see .*rejects.csv"
+    ):
         run_batch(ruleset, options(tmp_path, roster=roster, performance=None))
     after = outputs(tmp_path / "out")
-    assert [r["partner_id"] for r in read_csv(tmp_path / "out" / "rejects.csv")] == \
-        ["A-1", "A-2"]
-    assert {k: v for k, v in after.items() if k != "rejects.csv"} == \
-        {k: v for k, v in before.items() if k != "rejects.csv"}
+    assert [r["partner_id"] for r in read_csv(tmp_path / "out" / "rejects.csv")] == ["A-1", "A-2"]
+    assert {k: v for k, v in after.items() if k != "rejects.csv"} == {
+        k: v for k, v in before.items() if k != "rejects.csv"
+    }
     history = RunHistory(tmp_path / "runs.sqlite")
     assert [r.id for r in history.runs()] == [1]
     history.close()
@@ -538,8 +692,17 @@ def test_a_run_that_decides_nobody_writes_only_its_rejects(ruleset, tmp_path):
 def test_history_lists_and_shows_runs(cli_run, tmp_path):
     db = str(tmp_path / "h.sqlite")
     for _ in range(2):
-        result = cli_run("run", "--as-of", "2026-11-26", "--out", str(tmp_path / "o"),
-                         "--db", db, "--workers", "1")
+        result = cli_run(
+            "run",
+            "--as-of",
+            "2026-11-26",
+            "--out",
+            str(tmp_path / "o"),
+            "--db",
+            db,
+            "--workers",
+            "1",
+        )
         assert result.exit_code == 0, result.stderr
     assert "Changes since run 1: none." in result.output
     listing = cli_run("history", "--db", db)
@@ -554,10 +717,27 @@ def test_history_keep_prunes_old_runs_of_each_roster(cli_run, tmp_path):
     db = str(tmp_path / "h.sqlite")
     other = tmp_path / "other.csv"
     shutil.copy(EXAMPLES / "roster.csv", other)
-    for roster in (EXAMPLES / "roster.csv", EXAMPLES / "roster.csv", other,
-                   EXAMPLES / "roster.csv"):
-        result = cli_run("run", "--as-of", "2026-11-26", "--roster", str(roster), "--out",
-                         str(tmp_path / "o"), "--db", db, "--workers", "1", "-q", "--no-letters")
+    for roster in (
+        EXAMPLES / "roster.csv",
+        EXAMPLES / "roster.csv",
+        other,
+        EXAMPLES / "roster.csv",
+    ):
+        result = cli_run(
+            "run",
+            "--as-of",
+            "2026-11-26",
+            "--roster",
+            str(roster),
+            "--out",
+            str(tmp_path / "o"),
+            "--db",
+            db,
+            "--workers",
+            "1",
+            "-q",
+            "--no-letters",
+        )
         assert result.exit_code == 0, result.stderr
     assert cli_run("history", "2", "--keep", "1", "--db", db).exit_code == 2
     result = cli_run("history", "--keep", "1", "--db", db)
@@ -569,10 +749,23 @@ def test_history_keep_prunes_old_runs_of_each_roster(cli_run, tmp_path):
     history.close()
     result = cli_run("history", "--keep", "1", "--db", db)
     assert result.output.startswith("Nothing to delete")
-    result = cli_run("run", "--as-of", "2026-11-26", "--roster", str(EXAMPLES / "roster.csv"),
-                     "--out", str(tmp_path / "o"), "--db", db, "--workers", "1", "--no-letters")
-    assert "Run 5 as of 2026-11-26" in result.output and "Changes since run 4: none." in \
-        result.output
+    result = cli_run(
+        "run",
+        "--as-of",
+        "2026-11-26",
+        "--roster",
+        str(EXAMPLES / "roster.csv"),
+        "--out",
+        str(tmp_path / "o"),
+        "--db",
+        db,
+        "--workers",
+        "1",
+        "--no-letters",
+    )
+    assert (
+        "Run 5 as of 2026-11-26" in result.output and "Changes since run 4: none." in result.output
+    )
 
 
 def test_strict_fails_and_keeps_previous_outputs(cli_run, tmp_path):
@@ -584,8 +777,9 @@ def test_strict_fails_and_keeps_previous_outputs(cli_run, tmp_path):
     assert result.exit_code == 1
     assert "--strict: 2 roster rows and 2 history rows rejected" in result.stderr
     after = outputs(out)
-    assert {k: v for k, v in after.items() if k != "rejects.csv"} == \
-        {k: v for k, v in before.items() if k != "rejects.csv"}
+    assert {k: v for k, v in after.items() if k != "rejects.csv"} == {
+        k: v for k, v in before.items() if k != "rejects.csv"
+    }
     assert len(RunHistory(tmp_path / "h.sqlite").runs()) == 1
 
 
@@ -599,6 +793,7 @@ def test_interrupted_run_leaves_previous_outputs_and_history(ruleset, tmp_path, 
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(*args)
+
     real = driver.decide_chunk
     monkeypatch.setattr(driver, "decide_chunk", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -611,13 +806,38 @@ def test_interrupted_run_leaves_previous_outputs_and_history(ruleset, tmp_path, 
 def test_killed_run_leaves_consistent_outputs_and_history(tmp_path):
     """SIGKILL in the middle of a large run: outputs complete or absent, history intact."""
     data = tmp_path / "data"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "generate.py"), "--partners", "6000",
-                    "--out", str(data)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "generate.py"),
+            "--partners",
+            "6000",
+            "--out",
+            str(data),
+        ],
+        check=True,
+        capture_output=True,
+    )
     db, out = tmp_path / "runs.sqlite", tmp_path / "out"
-    command = [sys.executable, "-c", "from cli import main; main()", "run", "--roster",
-               str(data / "roster.csv"), "--performance", str(data / "performance.csv"),
-               "--as-of", "2026-11-26", "--out", str(out), "--db", str(db), "--workers", "1",
-               "--quiet"]
+    command = [
+        sys.executable,
+        "-c",
+        "from cli import main; main()",
+        "run",
+        "--roster",
+        str(data / "roster.csv"),
+        "--performance",
+        str(data / "performance.csv"),
+        "--as-of",
+        "2026-11-26",
+        "--out",
+        str(out),
+        "--db",
+        str(db),
+        "--workers",
+        "1",
+        "--quiet",
+    ]
     temp = tmp_path / "tmp"  # where the runs stage their history
     temp.mkdir()
     env = {**os.environ, "TMPDIR": str(temp)}
@@ -630,8 +850,9 @@ def test_killed_run_leaves_consistent_outputs_and_history(tmp_path):
     time.sleep(0.5)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    finals = {p.name: p.read_bytes() for p in out.iterdir()
-              if p.is_file() and not p.name.startswith(".")}
+    finals = {
+        p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and not p.name.startswith(".")
+    }
     assert finals == complete  # the previous complete outputs, untouched
     connection = sqlite3.connect(db)
     assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -650,20 +871,51 @@ def test_ctrl_c_stops_a_run_with_a_message_and_keeps_nothing_half_written(tmp_pa
     the middle of a run with workers: one line saying so, exit code 130, no
     tracebacks from the workers, no output and no run recorded."""
     data = tmp_path / "data"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "generate.py"), "--partners", "6000",
-                    "--out", str(data)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "generate.py"),
+            "--partners",
+            "6000",
+            "--out",
+            str(data),
+        ],
+        check=True,
+        capture_output=True,
+    )
     db, out = tmp_path / "runs.sqlite", tmp_path / "out"
     temp = tmp_path / "tmp"
     temp.mkdir()
     process = subprocess.Popen(
-        [sys.executable, "-c", "from cli import main; main()", "run", "--roster",
-         str(data / "roster.csv"), "--performance", str(data / "performance.csv"), "--as-of",
-         "2026-11-26", "--out", str(out), "--db", str(db), "--workers", "2", "--quiet"],
-        cwd=ROOT, start_new_session=True, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "TMPDIR": str(temp)})
+        [
+            sys.executable,
+            "-c",
+            "from cli import main; main()",
+            "run",
+            "--roster",
+            str(data / "roster.csv"),
+            "--performance",
+            str(data / "performance.csv"),
+            "--as-of",
+            "2026-11-26",
+            "--out",
+            str(out),
+            "--db",
+            str(db),
+            "--workers",
+            "2",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(temp)},
+    )
     deadline = time.time() + 60
-    while time.time() < deadline and not (out.is_dir() and any(
-            p.name.endswith(".partial") for p in out.iterdir())):
+    while time.time() < deadline and not (
+        out.is_dir() and any(p.name.endswith(".partial") for p in out.iterdir())
+    ):
         time.sleep(0.05)
     time.sleep(0.5)  # deciding, in the workers
     os.killpg(process.pid, signal.SIGINT)
@@ -679,17 +931,35 @@ def test_ctrl_c_stops_a_run_with_a_message_and_keeps_nothing_half_written(tmp_pa
 
 
 def test_run_command_prints_a_summary(cli_run, tmp_path):
-    result = cli_run("run", "--as-of", "2026-11-26", "--out", str(tmp_path / "o"),
-                     "--db", str(tmp_path / "h.sqlite"), "--workers", "2")
+    result = cli_run(
+        "run",
+        "--as-of",
+        "2026-11-26",
+        "--out",
+        str(tmp_path / "o"),
+        "--db",
+        str(tmp_path / "h.sqlite"),
+        "--workers",
+        "2",
+    )
     assert result.exit_code == 0, result.stderr
-    assert result.output.startswith("Run 1 as of 2026-11-26: 34 rows read, 32 partners decided, "
-                                    "2 rejected (and 2 history rows).")
+    assert result.output.startswith(
+        "Run 1 as of 2026-11-26: 34 rows read, 32 partners decided, "
+        "2 rejected (and 2 history rows)."
+    )
     assert result.stderr == ""  # no progress bar when stderr is not a terminal
 
 
 def test_missing_roster_is_a_usage_error(cli_run, tmp_path):
-    result = cli_run("run", "--roster", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o"),
-                     "--db", str(tmp_path / "h.sqlite"))
+    result = cli_run(
+        "run",
+        "--roster",
+        str(tmp_path / "none.csv"),
+        "--out",
+        str(tmp_path / "o"),
+        "--db",
+        str(tmp_path / "h.sqlite"),
+    )
     assert result.exit_code == 2
     assert "file not found" in result.stderr
 
@@ -697,6 +967,7 @@ def test_missing_roster_is_a_usage_error(cli_run, tmp_path):
 def test_progress_line_shows_partners_rate_and_time_left(capsys):
     from cli import _ProgressLine
     from engine.run.driver import Progress
+
     line = _ProgressLine()
     line.update(Progress(count=5_000, done=250, total=1_000, elapsed=2.0))
     line.close()
@@ -713,6 +984,7 @@ def test_progress_line_shows_partners_rate_and_time_left(capsys):
 def test_a_busy_run_history_is_a_clear_error(ruleset, tmp_path, monkeypatch):
     from engine.data import run_history
     from engine.errors import DataError
+
     RunHistory(tmp_path / "runs.sqlite").close()
     monkeypatch.setattr(run_history, "LOCK_TIMEOUT_SECONDS", 0.1)
     other = sqlite3.connect(tmp_path / "runs.sqlite", isolation_level=None)
@@ -729,9 +1001,10 @@ def test_a_busy_run_history_is_a_clear_error(ruleset, tmp_path, monkeypatch):
 def _reference_failed_leaves(ruleset, condition, values, as_of, negate=False):
     """The failing leaves, interpreted plainly: the reference for the closures
     that batch runs build (explain._failed_leaves)."""
-    from engine.ruleset.conditions import AllOf, AnyOf, Dated, IsMissing, NotOf, describe
     from engine.evaluate.explain import compare_holds
+    from engine.ruleset.conditions import AllOf, AnyOf, Dated, IsMissing, NotOf, describe
     from engine.ruleset.value_types import format_value
+
     if isinstance(condition, NotOf):
         return _reference_failed_leaves(ruleset, condition.item, values, as_of, not negate)
     if isinstance(condition, Dated):
@@ -740,16 +1013,21 @@ def _reference_failed_leaves(ruleset, condition, values, as_of, negate=False):
         inner = _reference_failed_leaves(ruleset, condition.item, values, as_of, negate)
         return [f"{describe(condition).split(':')[0]}: {line}" for line in inner]
     if isinstance(condition, (AllOf, AnyOf)):
-        parts = [_reference_failed_leaves(ruleset, item, values, as_of, negate)
-                 for item in condition.items]
+        parts = [
+            _reference_failed_leaves(ruleset, item, values, as_of, negate)
+            for item in condition.items
+        ]
         if isinstance(condition, AllOf) != negate:
             return [line for part in parts for line in part]
         if any(not part for part in parts):
             return []
         return ["none of: " + "; ".join(line for part in parts for line in part)]
     value = values.get(condition.name)
-    holds = ((value is None) != condition.negated if isinstance(condition, IsMissing)
-             else compare_holds(condition, value))
+    holds = (
+        (value is None) != condition.negated
+        if isinstance(condition, IsMissing)
+        else compare_holds(condition, value)
+    )
     if holds != negate:
         return []
     if negate:
@@ -759,18 +1037,28 @@ def _reference_failed_leaves(ruleset, condition, values, as_of, negate=False):
 
 def test_reasons_for_missed_programs_match_a_plain_interpreter(ruleset, example_partners):
     import datetime as dt
-    from engine.ruleset.conditions import AllOf, AnyOf, Dated, NotOf, parse_condition_text
+
     from engine.evaluate.explain import _failed_leaves
+    from engine.ruleset.conditions import AllOf, AnyOf, Dated, NotOf, parse_condition_text
     from engine.ruleset.yaml_source import Loc
+
     loc = Loc("test", 1, 1)
-    leaf = [parse_condition_text(text, loc) for text in (
-        "certified_technical >= 10", "standing == good", "revenue_4q >= $600,000",
-        "focus_verticals contains healthcare", "country in [US, DE]")]
+    leaf = [
+        parse_condition_text(text, loc)
+        for text in (
+            "certified_technical >= 10",
+            "standing == good",
+            "revenue_4q >= $600,000",
+            "focus_verticals contains healthcare",
+            "country in [US, DE]",
+        )
+    ]
     conditions = [p.when for p in ruleset.programs if p.when is not None] + [
         NotOf(AnyOf((leaf[0], leaf[1]), loc), loc),
         NotOf(AllOf((leaf[2], NotOf(leaf[3], loc)), loc), loc),
         AnyOf((Dated(leaf[0], dt.date(2027, 1, 1), None, loc), leaf[4]), loc),
-        NotOf(Dated(AllOf((leaf[1], leaf[4]), loc), None, dt.date(2026, 12, 31), loc), loc)]
+        NotOf(Dated(AllOf((leaf[1], leaf[4]), loc), None, dt.date(2026, 12, 31), loc), loc),
+    ]
     evaluator = Evaluator(ruleset)
     compiled = [_failed_leaves(ruleset, c) for c in conditions]  # they remember failed lines
     compared = 0

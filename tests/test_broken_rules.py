@@ -1,4 +1,5 @@
 """Every failure mode of a rule file gives a message naming file, line, and fix."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,10 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import DATA
 from engine.errors import RuleSetError
 from engine.ruleset.loader import load_rules
-
-from conftest import DATA
 
 BASE = DATA / "base_rules"
 BROKEN = DATA / "broken_rules"
@@ -40,8 +40,13 @@ def test_broken_rule_file(case, tmp_path):
     with pytest.raises(RuleSetError) as caught:
         load_rules(assemble(case, tmp_path / "rules"))
     problems = caught.value.problems
-    matching = [p for p in problems if Path(p.file).name == expected["file"]
-                and p.line == expected["line"] and expected["message"] in p.message]
+    matching = [
+        p
+        for p in problems
+        if Path(p.file).name == expected["file"]
+        and p.line == expected["line"]
+        and expected["message"] in p.message
+    ]
     assert matching, f"expected {expected} among:\n" + "\n".join(map(str, problems))
     assert all(p.column >= 1 for p in problems)
     # The message shown to the user is "file:line:column: message".
@@ -62,12 +67,15 @@ def test_condition_error_column_points_into_the_condition(tmp_path):
     with pytest.raises(RuleSetError) as caught:
         load_rules(assemble("unknown_operator", tmp_path / "rules"))
     problem = caught.value.problems[0]
-    line = (BROKEN / "unknown_operator" / "programs.yaml").read_text().splitlines()[problem.line - 1]
-    assert line[problem.column - 1:].startswith("=>")
+    line = (
+        (BROKEN / "unknown_operator" / "programs.yaml").read_text().splitlines()[problem.line - 1]
+    )
+    assert line[problem.column - 1 :].startswith("=>")
 
 
 def test_yes_and_no_are_text_not_booleans(tmp_path):
     from engine.ruleset.yaml_source import load_yaml_text
+
     data, problems = load_yaml_text("country: NO\nanswer: no\nflag: true\n", "x.yaml")
     assert data == {"country": "NO", "answer": "no", "flag": True} and not problems
 

@@ -1,4 +1,5 @@
 """The command line: exit codes, stderr, and output a person can read."""
+
 from __future__ import annotations
 
 import json
@@ -55,10 +56,19 @@ def test_explain_json_matches_decision(cli_run):
 
 def test_explain_from_json_file(cli_run, tmp_path):
     partner = tmp_path / "partner.json"
-    partner.write_text(json.dumps({
-        "partner_id": "J-1", "partner_name": "From JSON", "country": "FR",
-        "joined_on": "2020-01-01", "certified_technical": 3, "certified_sales": 2,
-        "history": [{"quarter": "2026Q3", "revenue": "$10,000", "target": "9000"}]}))
+    partner.write_text(
+        json.dumps(
+            {
+                "partner_id": "J-1",
+                "partner_name": "From JSON",
+                "country": "FR",
+                "joined_on": "2020-01-01",
+                "certified_technical": 3,
+                "certified_sales": 2,
+                "history": [{"quarter": "2026Q3", "revenue": "$10,000", "target": "9000"}],
+            }
+        )
+    )
     result = cli_run("explain", "--file", str(partner), "--as-of", "2026-11-26")
     assert result.exit_code == 0, result.stderr
     assert "[x] Select Partner (select)" in result.output
@@ -66,9 +76,17 @@ def test_explain_from_json_file(cli_run, tmp_path):
 
 def test_explain_bad_partner_data_exits_1(cli_run, tmp_path):
     partner = tmp_path / "partner.json"
-    partner.write_text(json.dumps({"partner_id": "J-2", "partner_name": "Bad",
-                                   "country": "FR", "joined_on": "31/12/2020",
-                                   "contact_email": "secret@example.com"}))
+    partner.write_text(
+        json.dumps(
+            {
+                "partner_id": "J-2",
+                "partner_name": "Bad",
+                "country": "FR",
+                "joined_on": "31/12/2020",
+                "contact_email": "secret@example.com",
+            }
+        )
+    )
     result = cli_run("explain", "--file", str(partner))
     assert result.exit_code == 1
     assert "joined_on: '31/12/2020' is not a date" in result.stderr
@@ -84,6 +102,7 @@ def test_explain_unknown_partner_is_usage_error(cli_run):
 def test_explain_reads_partner_ids_as_a_run_does(cli_run, tmp_path):
     """A missing partner_id is no id (not the text 'None'); spaces around one are trimmed."""
     import json
+
     first = {"partner_id": None, "partner_name": "No id"}
     second = {"partner_id": "  P-7  ", "partner_name": "Spaced"}
     roster = tmp_path / "roster.jsonl"
@@ -117,7 +136,7 @@ def test_explain_names_rows_whose_values_are_shifted(cli_run, tmp_path):
     it: such a roster row is refused and such a history row left out, as a
     run does; empty cells past the last column are harmless."""
     lines = (ROOT / "examples" / "roster.csv").read_text(encoding="utf-8").splitlines()
-    lines[1] += ",,"                                        # P-1001: empty extra cells
+    lines[1] += ",,"  # P-1001: empty extra cells
     lines[2] = lines[2].replace("Contoso Sécurité SA", "Contoso, Sécurité SA")  # P-1002
     roster = tmp_path / "roster.csv"
     roster.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -126,16 +145,36 @@ def test_explain_names_rows_whose_values_are_shifted(cli_run, tmp_path):
     history[number] = history[number].replace("P-1001,2024Q1,", "P-1001,2024Q1,1,")
     performance = tmp_path / "performance.csv"
     performance.write_text("\n".join(history) + "\n", encoding="utf-8")
-    result = cli_run("explain", "P-1002", "--roster", str(roster), "--performance",
-                     str(performance), "--as-of", "2026-11-26")
+    result = cli_run(
+        "explain",
+        "P-1002",
+        "--roster",
+        str(roster),
+        "--performance",
+        str(performance),
+        "--as-of",
+        "2026-11-26",
+    )
     assert result.exit_code == 1
-    assert (f"{roster}:3: partner P-1002: 22 values for 21 columns; a value holding a comma "
-            "must be in double quotes") in result.stderr
-    result = cli_run("explain", "P-1001", "--roster", str(roster), "--performance",
-                     str(performance), "--as-of", "2026-11-26")
+    assert (
+        f"{roster}:3: partner P-1002: 22 values for 21 columns; a value holding a comma "
+        "must be in double quotes"
+    ) in result.stderr
+    result = cli_run(
+        "explain",
+        "P-1001",
+        "--roster",
+        str(roster),
+        "--performance",
+        str(performance),
+        "--as-of",
+        "2026-11-26",
+    )
     assert result.exit_code == 0, result.stderr
-    assert (f"warning: {performance}:{number + 1}: 6 values for 5 columns; a value holding a "
-            "comma must be in double quotes; row left out") in result.stderr
+    assert (
+        f"warning: {performance}:{number + 1}: 6 values for 5 columns; a value holding a "
+        "comma must be in double quotes; row left out"
+    ) in result.stderr
 
 
 def test_a_system_error_is_a_message_not_a_traceback(cli_run, tmp_path):
@@ -143,7 +182,15 @@ def test_a_system_error_is_a_message_not_a_traceback(cli_run, tmp_path):
     system's reason, on one line, and exit code 1."""
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = cli_run("run", "--as-of", "2026-11-26", "--out", str(blocker / "out"),
-                     "--db", str(tmp_path / "h.sqlite"), "-q")
+    result = cli_run(
+        "run",
+        "--as-of",
+        "2026-11-26",
+        "--out",
+        str(blocker / "out"),
+        "--db",
+        str(tmp_path / "h.sqlite"),
+        "-q",
+    )
     assert result.exit_code == 1
     assert result.stderr == f"error: {blocker / 'out'}: Not a directory\n"

@@ -1,4 +1,5 @@
 """eligibility diff: who a rule change would move, and why."""
+
 from __future__ import annotations
 
 import csv
@@ -21,29 +22,37 @@ def workspace(tmp_path, monkeypatch):
 
 def raise_select_threshold(rules):
     programs = rules / "programs.yaml"
-    programs.write_text(programs.read_text().replace(
-        "        - certified_technical >= 2\n", "        - certified_technical >= 3\n"))
+    programs.write_text(
+        programs.read_text().replace(
+            "        - certified_technical >= 2\n", "        - certified_technical >= 3\n"
+        )
+    )
 
 
 def run_diff(*args):
     from click.testing import CliRunner
+
     from cli import cli
+
     return CliRunner().invoke(cli, ["diff", *args], catch_exceptions=False)
 
 
 def test_a_threshold_change_moves_one_partner(workspace):
     shutil.copytree(workspace / "rules", workspace / "proposed")
     raise_select_threshold(workspace / "proposed")
-    result = run_diff("--base", "rules", "--proposed", "proposed", "--as-of", "2026-11-26",
-                      "--csv", "moves.csv")
+    result = run_diff(
+        "--base", "rules", "--proposed", "proposed", "--as-of", "2026-11-26", "--csv", "moves.csv"
+    )
     assert result.exit_code == 0, result.stderr
     assert "program select            10        9        0        1" in result.output
-    assert "P-1018  program select: select -> (none): certified_technical >= 3: has 2" \
-        in result.output
+    assert (
+        "P-1018  program select: select -> (none): certified_technical >= 3: has 2" in result.output
+    )
     rows = list(csv.DictReader((workspace / "moves.csv").read_text().splitlines()))
     assert {(r["partner_id"], r["subject"], r["because"]) for r in rows} == {
         ("P-1018", "select", "certified_technical >= 3: has 2"),
-        ("P-1018", "registered", "select ranks higher in group tier")}
+        ("P-1018", "registered", "select ranks higher in group tier"),
+    }
 
 
 def test_no_change_moves_nobody(workspace):
@@ -66,21 +75,23 @@ def test_uncommitted_edit_against_git_head(workspace):
 
 def test_an_announced_change_between_two_dates(workspace):
     """The reference rules raise Premier's bar and open Zero Trust on 2027-01-01."""
-    result = run_diff("--base", "rules", "--as-of", "2026-12-31",
-                      "--proposed-as-of", "2027-01-01")
+    result = run_diff("--base", "rules", "--as-of", "2026-12-31", "--proposed-as-of", "2027-01-01")
     assert result.exit_code == 0
-    assert "program premier                           8        6        0        2" \
-        in result.output
-    assert "P-1003  program premier: premier -> (none): from 2027-01-01: " \
+    assert "program premier                           8        6        0        2" in result.output
+    assert (
+        "P-1003  program premier: premier -> (none): from 2027-01-01: "
         "certified_technical >= 12: has 11" in result.output
-    assert "program zero_trust_specialization         0        5        5        0" \
-        in result.output
+    )
+    assert "program zero_trust_specialization         0        5        5        0" in result.output
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("git:HEAD", "write a git rule set as git:REVISION:PATH"),
-    ("git:no-such-revision:rules", "git could not read it"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("git:HEAD", "write a git rule set as git:REVISION:PATH"),
+        ("git:no-such-revision:rules", "git could not read it"),
+    ],
+)
 def test_bad_git_rule_sets_are_usage_errors(workspace, spec, message):
     result = run_diff("--base", spec)
     assert result.exit_code == 2
@@ -88,8 +99,16 @@ def test_bad_git_rule_sets_are_usage_errors(workspace, spec, message):
 
 
 def test_html_page_of_the_comparison(workspace):
-    result = run_diff("--base", "rules", "--as-of", "2026-12-31",
-                      "--proposed-as-of", "2027-01-01", "--html", "moves.html")
+    result = run_diff(
+        "--base",
+        "rules",
+        "--as-of",
+        "2026-12-31",
+        "--proposed-as-of",
+        "2027-01-01",
+        "--html",
+        "moves.html",
+    )
     assert result.exit_code == 0
     html = (workspace / "moves.html").read_text(encoding="utf-8")
     assert html.count('<tr class="move">') == 9
@@ -99,14 +118,24 @@ def test_html_page_of_the_comparison(workspace):
 
 def test_html_page_of_a_large_comparison_lists_the_first_moves(workspace, monkeypatch):
     from engine.report import html as report
+
     monkeypatch.setattr(report, "MAX_REPORT_PARTNERS", 4)
-    result = run_diff("--base", "rules", "--as-of", "2026-12-31",
-                      "--proposed-as-of", "2027-01-01", "--html", "moves.html")
+    result = run_diff(
+        "--base",
+        "rules",
+        "--as-of",
+        "2026-12-31",
+        "--proposed-as-of",
+        "2027-01-01",
+        "--html",
+        "moves.html",
+    )
     assert result.exit_code == 0
     html = (workspace / "moves.html").read_text(encoding="utf-8")
     assert html.count('<tr class="move">') == 4
-    assert "The first 4 of 9 moves; <code>eligibility diff --csv FILE</code> writes them all." \
-        in html
+    assert (
+        "The first 4 of 9 moves; <code>eligibility diff --csv FILE</code> writes them all." in html
+    )
 
 
 def test_workers_do_not_change_the_comparison(workspace):
@@ -114,8 +143,18 @@ def test_workers_do_not_change_the_comparison(workspace):
     raise_select_threshold(workspace / "proposed")
     outputs = []
     for workers in ("1", "2"):
-        result = run_diff("--base", "rules", "--proposed", "proposed", "--as-of", "2026-11-26",
-                          "--csv", f"moves-{workers}.csv", "--workers", workers)
+        result = run_diff(
+            "--base",
+            "rules",
+            "--proposed",
+            "proposed",
+            "--as-of",
+            "2026-11-26",
+            "--csv",
+            f"moves-{workers}.csv",
+            "--workers",
+            workers,
+        )
         assert result.exit_code == 0, result.stderr
         outputs.append((result.output, (workspace / f"moves-{workers}.csv").read_bytes()))
     assert outputs[0][0].replace("moves-1.csv", "moves-2.csv") == outputs[1][0]
@@ -134,9 +173,11 @@ def test_figures_declared_in_another_order_move_nobody(workspace):
     target = "  target: {type: money, required: true, label: revenue target}\n"
     assert revenue + target in text
     fields.write_text(text.replace(revenue + target, target + revenue))
-    result = run_diff("--base", "rules", "--proposed", "proposed", "--as-of", "2026-11-26",
-                      "--csv", "moves.csv")
+    result = run_diff(
+        "--base", "rules", "--proposed", "proposed", "--as-of", "2026-11-26", "--csv", "moves.csv"
+    )
     assert result.exit_code == 0, result.stderr
     with open("moves.csv", newline="", encoding="utf-8") as handle:
-        assert list(csv.reader(handle)) == [["partner_id", "kind", "subject", "base", "proposed",
-                                              "because"]]
+        assert list(csv.reader(handle)) == [
+            ["partner_id", "kind", "subject", "base", "proposed", "because"]
+        ]

@@ -8,54 +8,74 @@ Two property-based tests:
   missing values everywhere, exclusive groups and prerequisites) that stress
   the compiler's negation and normal-form logic.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import itertools
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from engine.ruleset.conditions import AllOf, AnyOf, Compare, Dated, IsMissing, NotOf
+from conftest import AS_OF, ROOT
 from engine.evaluate.decide import Evaluator, partner_values
 from engine.evaluate.explain import explain
-from engine.ruleset.quarters import History, Quarter
+from engine.evaluate.records import Partner
+from engine.ruleset.conditions import AllOf, AnyOf, Compare, Dated, IsMissing, NotOf
 from engine.ruleset.loader import load_rules
 from engine.ruleset.model import EngagementModel, FieldDef, Program, Row, RuleSet, Table
-from engine.evaluate.records import Partner
+from engine.ruleset.quarters import History, Quarter
 from engine.ruleset.value_types import ValueType
 from engine.ruleset.yaml_source import Loc
 
-from conftest import AS_OF, ROOT
-
 RULES = load_rules(ROOT / "rules")
 EVALUATOR = Evaluator(RULES)
-SETTINGS = settings(max_examples=300, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # --- generated partners for the reference rules ---------------------------
 
-counts = st.one_of(st.sampled_from([0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 16, 19, 20, 21]),
-                   st.integers(0, 40))
-shares = st.sampled_from([0.0, 0.001, 0.00005, 0.005, 0.0999, 0.1, 0.5, 0.599999, 0.6, 0.61,
-                          0.02, 0.019999, 1.0])
-money = st.sampled_from([0.0, 9_999.99, 25_000.0, 119_999.99, 120_000.0, 400_000.0,
-                         600_000.0, 2_000_000.0, 1e9])
+counts = st.one_of(
+    st.sampled_from([0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 16, 19, 20, 21]), st.integers(0, 40)
+)
+shares = st.sampled_from(
+    [0.0, 0.001, 0.00005, 0.005, 0.0999, 0.1, 0.5, 0.599999, 0.6, 0.61, 0.02, 0.019999, 1.0]
+)
+money = st.sampled_from(
+    [0.0, 9_999.99, 25_000.0, 119_999.99, 120_000.0, 400_000.0, 600_000.0, 2_000_000.0, 1e9]
+)
 ratios = st.sampled_from([0.0, 0.3, 0.49, 0.5, 0.69, 0.7, 0.99, 1.0, 1.2])
 optional = lambda s: st.one_of(st.none(), s)  # noqa: E731
 
 
 @st.composite
-def partners(draw, index=itertools.count()):
+def partners(draw, index=itertools.count()):  # noqa: B008 (one counter for all draws)
     values = {
-        "partner_name": "Generated", "country": "FR", "language": draw(st.sampled_from(["en", "fr"])),
+        "partner_name": "Generated",
+        "country": "FR",
+        "language": draw(st.sampled_from(["en", "fr"])),
         "joined_on": draw(st.dates(dt.date(2018, 1, 1), dt.date(2026, 11, 26))),
-        "certified_sales": draw(counts), "certified_technical": draw(counts),
+        "certified_sales": draw(counts),
+        "certified_technical": draw(counts),
         "certified_marketing": draw(counts),
-        "smb_share": draw(shares), "mid_market_share": draw(shares),
-        "enterprise_share": draw(shares), "share_of_vendor_revenue": draw(shares),
-        "focus_verticals": tuple(draw(st.lists(st.sampled_from(
-            ["manufacturing", "healthcare", "finance", "retail"]), unique=True, max_size=3))),
-        "business_plan_on_file": draw(st.booleans()), "invited_to_elite": draw(st.booleans()),
+        "smb_share": draw(shares),
+        "mid_market_share": draw(shares),
+        "enterprise_share": draw(shares),
+        "share_of_vendor_revenue": draw(shares),
+        "focus_verticals": tuple(
+            draw(
+                st.lists(
+                    st.sampled_from(["manufacturing", "healthcare", "finance", "retail"]),
+                    unique=True,
+                    max_size=3,
+                )
+            )
+        ),
+        "business_plan_on_file": draw(st.booleans()),
+        "invited_to_elite": draw(st.booleans()),
         "downgrade_hold": draw(st.booleans()),
     }
     quarters = {}
@@ -64,30 +84,41 @@ def partners(draw, index=itertools.count()):
         if draw(st.integers(0, 9)) == 0:
             continue  # a quarter not reported
         target = draw(money)
-        quarters[last.previous(back)] = {"revenue": round(target * draw(ratios), 2),
-                                         "target": target, "deals_closed": draw(counts)}
+        quarters[last.previous(back)] = {
+            "revenue": round(target * draw(ratios), 2),
+            "target": target,
+            "deals_closed": draw(counts),
+        }
     return Partner(f"G{next(index)}", values, History(quarters))
 
 
 @SETTINGS
-@given(st.lists(partners(), min_size=1, max_size=40),
-       st.sampled_from([AS_OF, dt.date(2027, 1, 1), dt.date(2026, 6, 30), dt.date(2027, 7, 1)]))
+@given(
+    st.lists(partners(), min_size=1, max_size=40),
+    st.sampled_from([AS_OF, dt.date(2027, 1, 1), dt.date(2026, 6, 30), dt.date(2027, 7, 1)]),
+)
 def test_reference_rules_engine_equals_explanation(batch, as_of):
     decided = EVALUATOR.decide(batch, as_of)
     explained = [explain(RULES, p, as_of).decision() for p in batch]
     assert decided == explained
     # Metrics: compiled closures (runs) against the interpreted trees (explain).
-    assert [EVALUATOR.values(p, as_of) for p in batch] == \
-        [partner_values(RULES, p, as_of) for p in batch]
+    assert [EVALUATOR.values(p, as_of) for p in batch] == [
+        partner_values(RULES, p, as_of) for p in batch
+    ]
 
 
 # --- generated rule sets ---------------------------------------------------
 
 LOC = Loc("generated.yaml", 1, 1)
 FIELDS = {
-    "a": ValueType("integer"), "m": ValueType("money"), "p": ValueType("percent"),
-    "t": ValueType("one of", ("x", "y", "z")), "l": ValueType("list of text", ("x", "y", "z")),
-    "b": ValueType("yes/no"), "d": ValueType("date"), "s": ValueType("text"),
+    "a": ValueType("integer"),
+    "m": ValueType("money"),
+    "p": ValueType("percent"),
+    "t": ValueType("one of", ("x", "y", "z")),
+    "l": ValueType("list of text", ("x", "y", "z")),
+    "b": ValueType("yes/no"),
+    "d": ValueType("date"),
+    "s": ValueType("text"),
 }
 NUMBERS = [-1.0, 0.0, 1.0, 2.0, 2.5, 3.0, 1e-05, 1e7]
 DATES = [dt.date(2026, 1, 1), dt.date(2026, 6, 30), dt.date(2027, 1, 1)]
@@ -115,7 +146,9 @@ def leaves(draw):
     if draw(st.integers(0, 7)) == 0:
         return IsMissing(name, draw(st.booleans()), f"{name} is missing", LOC)
     if kind == "list of text":
-        return Compare(name, "contains", (draw(st.sampled_from(["x", "y"])),), f"{name} contains", LOC)
+        return Compare(
+            name, "contains", (draw(st.sampled_from(["x", "y"])),), f"{name} contains", LOC
+        )
     if kind == "yes/no":
         op = draw(st.sampled_from(["==", "!="]))
         return Compare(name, op, (draw(st.booleans()),), f"{name} {op}", LOC)
@@ -140,30 +173,69 @@ conditions = st.recursive(
         inner.map(lambda item: NotOf(item, LOC)),
         st.tuples(inner, st.sampled_from([None] + DATES), st.sampled_from([None] + DATES))
         .filter(lambda t: (t[1] or t[2]) and not (t[1] and t[2] and t[2] < t[1]))
-        .map(lambda t: Dated(t[0], t[1], t[2], LOC))),
-    max_leaves=6)
+        .map(lambda t: Dated(t[0], t[1], t[2], LOC)),
+    ),
+    max_leaves=6,
+)
 
 
 def make_ruleset(rows, program_conditions) -> RuleSet:
     fields = {n: FieldDef(n, t, False, None, n, "", LOC) for n, t in FIELDS.items()}
-    table = Table("kind", "kind", "", tuple(Row(f"v{i}", c, "", LOC) for i, c in enumerate(rows)),
-                  "other", "", LOC)
-    engagement = Table("engagement", "engagement", "",
-                       (Row("near", Compare("kind", "in", ("v0", "v1"), "kind in", LOC), "", LOC),),
-                       "far", "", LOC)
+    table = Table(
+        "kind",
+        "kind",
+        "",
+        tuple(Row(f"v{i}", c, "", LOC) for i, c in enumerate(rows)),
+        "other",
+        "",
+        LOC,
+    )
+    engagement = Table(
+        "engagement",
+        "engagement",
+        "",
+        (Row("near", Compare("kind", "in", ("v0", "v1"), "kind in", LOC), "", LOC),),
+        "far",
+        "",
+        LOC,
+    )
     models = {m: EngagementModel(m, m, "", {}, LOC) for m in ("near", "far")}
     programs = []
     for i, condition in enumerate(program_conditions):
-        programs.append(Program(
-            f"p{i}", f"P{i}", "", condition, "tier" if i < 2 else None, 10 - i,
-            DATES[1] if i == 2 else None, DATES[1] if i == 3 else None,
-            ("p0",) if i == 4 else (), {}, LOC))
-    return RuleSet("generated", "", "USD", "generated", "0", fields, {}, {}, (), (table,),
-                   engagement, models, tuple(programs))
+        programs.append(
+            Program(
+                f"p{i}",
+                f"P{i}",
+                "",
+                condition,
+                "tier" if i < 2 else None,
+                10 - i,
+                DATES[1] if i == 2 else None,
+                DATES[1] if i == 3 else None,
+                ("p0",) if i == 4 else (),
+                {},
+                LOC,
+            )
+        )
+    return RuleSet(
+        "generated",
+        "",
+        "USD",
+        "generated",
+        "0",
+        fields,
+        {},
+        {},
+        (),
+        (table,),
+        engagement,
+        models,
+        tuple(programs),
+    )
 
 
 @st.composite
-def generated_partners(draw, index=itertools.count()):
+def generated_partners(draw, index=itertools.count()):  # noqa: B008 (one counter for all draws)
     values = {}
     for name in FIELDS:
         if draw(st.integers(0, 3)):  # a quarter of values are missing
@@ -172,10 +244,12 @@ def generated_partners(draw, index=itertools.count()):
 
 
 @SETTINGS
-@given(st.lists(conditions, min_size=1, max_size=4),
-       st.lists(st.one_of(st.none(), conditions), min_size=5, max_size=5),
-       st.lists(generated_partners(), min_size=1, max_size=25),
-       st.sampled_from(DATES))
+@given(
+    st.lists(conditions, min_size=1, max_size=4),
+    st.lists(st.one_of(st.none(), conditions), min_size=5, max_size=5),
+    st.lists(generated_partners(), min_size=1, max_size=25),
+    st.sampled_from(DATES),
+)
 def test_generated_rules_engine_equals_explanation(rows, program_conditions, batch, as_of):
     ruleset = make_ruleset(rows, program_conditions)
     decided = Evaluator(ruleset).decide(batch, as_of)

@@ -4,6 +4,7 @@ Hazards that could crash or hang the interpreter if the fix regressed run
 in a subprocess with a time limit, so a regression fails the test instead of
 killing the suite.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,18 +16,22 @@ import threading
 
 import pytest
 
+from conftest import AS_OF, ROOT
+from engine.errors import EngineError
 from engine.evaluate import durable_adapter
 from engine.evaluate.compiler import compile_rules, ruleset_definition
 from engine.evaluate.decide import Evaluator, partner_values
-from engine.errors import EngineError
 from engine.evaluate.records import Partner
-
-from conftest import AS_OF, ROOT
 
 
 def run_isolated(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _walk(node):
@@ -41,8 +46,11 @@ def _walk(node):
 
 def test_only_the_adapter_imports_durable():
     sources = list((ROOT / "engine").rglob("*.py")) + [ROOT / "cli.py"]
-    importers = sorted(p.name for p in sources
-                       if "from durable" in p.read_text() or "import durable" in p.read_text())
+    importers = sorted(
+        p.name
+        for p in sources
+        if "from durable" in p.read_text() or "import durable" in p.read_text()
+    )
     assert importers == ["durable_adapter.py"]
 
 
@@ -118,23 +126,43 @@ def test_more_than_64_list_rules_in_a_stage_fail_a_batch():
 def test_stages_keep_list_rules_within_durables_limit():
     """A table whose normal form has 68 list rules in one stage (found by the
     differential test) is split into helper stages, and decided correctly."""
-    from engine.evaluate.compiler import LIST_OPS, LIST_RULE_BUDGET
-    from engine.ruleset.conditions import AllOf, AnyOf, Compare, Dated, IsMissing, NotOf
-    from engine.evaluate.explain import explain
     from test_differential import LOC, make_ruleset
+
+    from engine.evaluate.compiler import LIST_OPS, LIST_RULE_BUDGET
+    from engine.evaluate.explain import explain
+    from engine.ruleset.conditions import AllOf, AnyOf, Compare, Dated, IsMissing, NotOf
+
     day = dt.date(2026, 1, 1)
     contains = Compare("l", "contains", ("x",), "l contains x", LOC)
-    rows = [NotOf(NotOf(NotOf(contains, LOC), LOC), LOC),
-            Compare("a", "==", (0,), "a == 0", LOC),
-            NotOf(Dated(IsMissing("a", False, "a is missing", LOC), None, day, LOC), LOC),
-            NotOf(AllOf((Compare("p", "in", (-1.0, 0.0), "p in", LOC),
-                         AnyOf((Compare("b", "==", (False,), "b == no", LOC),
-                                Compare("d", "==", (day,), "d ==", LOC)), LOC),
-                         IsMissing("m", False, "m is missing", LOC)), LOC), LOC)]
+    rows = [
+        NotOf(NotOf(NotOf(contains, LOC), LOC), LOC),
+        Compare("a", "==", (0,), "a == 0", LOC),
+        NotOf(Dated(IsMissing("a", False, "a is missing", LOC), None, day, LOC), LOC),
+        NotOf(
+            AllOf(
+                (
+                    Compare("p", "in", (-1.0, 0.0), "p in", LOC),
+                    AnyOf(
+                        (
+                            Compare("b", "==", (False,), "b == no", LOC),
+                            Compare("d", "==", (day,), "d ==", LOC),
+                        ),
+                        LOC,
+                    ),
+                    IsMissing("m", False, "m is missing", LOC),
+                ),
+                LOC,
+            ),
+            LOC,
+        ),
+    ]
     ruleset = make_ruleset(rows, [None] * 5)
     for stage in compile_rules(ruleset).stages:
-        list_rules = [name for name, condition, _ in stage.rules
-                      if any(f"${op[:4]}" in key for op in LIST_OPS for key in _walk(condition))]
+        list_rules = [
+            name
+            for name, condition, _ in stage.rules
+            if any(f"${op[:4]}" in key for op in LIST_OPS for key in _walk(condition))
+        ]
         assert len(list_rules) <= LIST_RULE_BUDGET
     partners = [Partner("R2", {}), Partner("R3", {"l": ("x",)})]
     decided = Evaluator(ruleset).decide(partners, day)
@@ -144,6 +172,7 @@ def test_stages_keep_list_rules_within_durables_limit():
 def test_fact_ids_whose_hashes_collide_are_refused_as_duplicates():
     """The hazard: durable identifies facts by a 32-bit hash of their id."""
     from engine.evaluate.durable_adapter import fnv1a_32
+
     assert fnv1a_32("k32728") == fnv1a_32("k261234")  # found by a birthday search
     result = run_isolated("""
         import json
@@ -163,6 +192,7 @@ def test_fact_ids_whose_hashes_collide_are_refused_as_duplicates():
 
 def test_session_ids_never_share_a_hash():
     from engine.evaluate.durable_adapter import fnv1a_32, session_ids
+
     made = session_ids(200_000)[:200_000]
     assert len({fnv1a_32(i) for i in made}) == len(made)
     # Exactly the hex counter without the candidates whose hash came earlier.
@@ -179,7 +209,8 @@ def test_session_ids_never_share_a_hash():
 def test_a_field_named_id_does_not_hang(tmp_path):
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "r.yaml").write_text(textwrap.dedent("""
+    (rules / "r.yaml").write_text(
+        textwrap.dedent("""
         fields:
           id: {type: integer, default: 0}
         classifications:
@@ -191,8 +222,10 @@ def test_a_field_named_id_does_not_hang(tmp_path):
           rows: [{value: digital, when: big == 'yes'}]
           default: digital
           models: {digital: {name: Digital}}
-    """))
-    result = run_isolated(f"""
+    """)
+    )
+    result = run_isolated(
+        f"""
         import datetime as dt
         from engine.ruleset.loader import load_rules
         from engine.evaluate.decide import Evaluator
@@ -200,7 +233,9 @@ def test_a_field_named_id_does_not_hang(tmp_path):
         rs = load_rules({str(rules)!r})
         d = Evaluator(rs).decide([Partner('A', {{'id': 5}})], dt.date(2026, 1, 1))[0]
         print(d.classifications['big'])
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "yes"
 
@@ -217,7 +252,7 @@ def test_exponent_notation_numbers_are_decided(ruleset, example_partners):
         from engine.evaluate.records import Partner
         from engine.ruleset.quarters import History
         rs = load_rules('rules')
-        values = pickle.loads({__import__('pickle').dumps(tiny)!r})
+        values = pickle.loads({__import__("pickle").dumps(tiny)!r})
         p = Partner('TINY', values, History({{}}))
         d = Evaluator(rs).decide([p], dt.date(2026, 11, 26))[0]
         assert d == explain(rs, p, dt.date(2026, 11, 26)).decision()
@@ -271,6 +306,7 @@ def test_rules_firing_over_and_over_are_an_error(ruleset, example_partners, monk
         started = real(handle, state_handle)
         first["message"] = started[1]
         return started
+
     monkeypatch.setattr(durable_adapter._core, "start_action_for_state", start)
     monkeypatch.setattr(durable_adapter._core, "complete_and_start_action", again)
     with pytest.raises(EngineError, match="fired rules over and over"):
@@ -285,7 +321,8 @@ def test_a_fact_no_rule_matches_is_an_error_not_a_loss(ruleset, example_partners
     first = compiled.stages[0]
     gapped = dataclasses.replace(first, rules=first.rules[:-1])  # drop the default row
     engine = durable_adapter.DurableEngine(
-        dataclasses.replace(compiled, stages=(gapped,) + compiled.stages[1:]))
+        dataclasses.replace(compiled, stages=(gapped,) + compiled.stages[1:])
+    )
     evaluator = Evaluator(ruleset)
     facts = [evaluator.fact(p, partner_values(ruleset, p, AS_OF), AS_OF) for p in example_partners]
     with pytest.raises(EngineError):
@@ -324,11 +361,13 @@ def test_decisions_do_not_depend_on_batching_or_order(ruleset, example_partners,
 
 def test_empty_list_does_not_contain_anything(tmp_path):
     """$iall does not match an empty list; 'not contains' must still hold for []."""
-    from engine.ruleset.loader import load_rules
     from engine.evaluate.explain import explain
+    from engine.ruleset.loader import load_rules
+
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "r.yaml").write_text(textwrap.dedent("""
+    (rules / "r.yaml").write_text(
+        textwrap.dedent("""
         fields:
           tags: {type: list of text}
         classifications:
@@ -341,13 +380,22 @@ def test_empty_list_does_not_contain_anything(tmp_path):
           rows: [{value: digital, when: kind == tagged}]
           default: digital
           models: {digital: {name: Digital}}
-    """))
+    """)
+    )
     rs = load_rules(rules)
-    partners = [Partner("A", {"tags": ()}), Partner("B", {"tags": ("x",)}),
-                Partner("C", {"tags": ("y", "z")}), Partner("D", {})]
+    partners = [
+        Partner("A", {"tags": ()}),
+        Partner("B", {"tags": ("x",)}),
+        Partner("C", {"tags": ("y", "z")}),
+        Partner("D", {}),
+    ]
     decided = Evaluator(rs).decide(partners, dt.date(2026, 1, 1))
-    assert [d.classifications["kind"] for d in decided] == ["untagged", "tagged", "untagged",
-                                                           "untagged"]
+    assert [d.classifications["kind"] for d in decided] == [
+        "untagged",
+        "tagged",
+        "untagged",
+        "untagged",
+    ]
     assert decided == [explain(rs, p, dt.date(2026, 1, 1)).decision() for p in partners]
 
 
@@ -371,28 +419,35 @@ def test_a_level_never_tests_what_its_own_or_a_later_level_decides(ruleset):
     for level, stages in enumerate(levels):
         tested = {name for stage in stages for name in stage.reads}
         for later in levels[level:]:
-            recorded = {name for stage in later for _, _, outcome in stage.rules
-                        if outcome is not None
-                        for name in [f"v_{outcome.decision}", f"r_{outcome.decision}"]
-                        + [f"v_{program}" for program, _ in outcome.also]}
+            recorded = {
+                name
+                for stage in later
+                for _, _, outcome in stage.rules
+                if outcome is not None
+                for name in [f"v_{outcome.decision}", f"r_{outcome.decision}"]
+                + [f"v_{program}" for program, _ in outcome.also]
+            }
             assert not tested & recorded
 
 
-def test_each_level_fact_holds_only_what_the_level_tests(evaluator, example_partners,
-                                                         monkeypatch):
+def test_each_level_fact_holds_only_what_the_level_tests(evaluator, example_partners, monkeypatch):
     """durable_rules parses every attribute of every fact: a partner gets one
     fact per level, cut to the attributes that level's rules test, and the
     decisions still come out whole."""
     compiled = evaluator.compiled
     tested = []
     for stages in compiled.levels:
-        keys = {key for stage in stages for _, condition, _ in stage.rules
-                for key in _walk(condition)}
+        keys = {
+            key for stage in stages for _, condition, _ in stage.rules for key in _walk(condition)
+        }
         tested.append({k for k in keys if not k.startswith("$")} - {"st"})
     sent = []
     real = durable_adapter._core.assert_facts
-    monkeypatch.setattr(durable_adapter._core, "assert_facts",
-                        lambda handle, text: sent.append(text) or real(handle, text))
+    monkeypatch.setattr(
+        durable_adapter._core,
+        "assert_facts",
+        lambda handle, text: sent.append(text) or real(handle, text),
+    )
     decisions = evaluator.decide(example_partners, AS_OF)
     facts = [fact for text in sent for fact in durable_adapter.orjson.loads(text)]
     assert len(facts) == len(example_partners) * len(compiled.levels)
@@ -401,19 +456,23 @@ def test_each_level_fact_holds_only_what_the_level_tests(evaluator, example_part
         assert not extra, f"level {fact['st']} was sent {sorted(extra)}"
     assert max(len(f) for f in facts) < len(compiled.inputs)
     assert {d.partner_id for d in decisions} == {p.partner_id for p in example_partners}
-    assert all(d.engagement and len(d.classifications) == len(evaluator.ruleset.classifications)
-               for d in decisions)
+    assert all(
+        d.engagement and len(d.classifications) == len(evaluator.ruleset.classifications)
+        for d in decisions
+    )
 
 
-def test_action_messages_are_read_without_parsing_the_fact(evaluator, example_partners,
-                                                           monkeypatch):
+def test_action_messages_are_read_without_parsing_the_fact(
+    evaluator, example_partners, monkeypatch
+):
     """durable_rules writes a fact's attributes in the order given, so the rule
     and the fact id (first) are read from the message's head; a message shaped
     otherwise is parsed in full and gives the same answer."""
     fallbacks = []
     real_loads = durable_adapter.orjson.loads
-    monkeypatch.setattr(durable_adapter.orjson, "loads",
-                        lambda text: fallbacks.append(text) or real_loads(text))
+    monkeypatch.setattr(
+        durable_adapter.orjson, "loads", lambda text: fallbacks.append(text) or real_loads(text)
+    )
     assert len(evaluator.decide(example_partners, AS_OF)) == len(example_partners)
     assert fallbacks == []
     partner_of = {"7": "P-1"}

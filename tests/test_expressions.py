@@ -1,4 +1,5 @@
 """The metric expression language: parsing, typing, and evaluation."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -6,14 +7,23 @@ import datetime as dt
 import pytest
 
 from engine.ruleset.expressions import ParseError, parse_expression
-from engine.ruleset.quarters import History, Quarter
 from engine.ruleset.metrics import Checker, Env, evaluate
+from engine.ruleset.quarters import History, Quarter
 from engine.ruleset.value_types import ValueType
 
-TYPES = {"n": ValueType("integer"), "m": ValueType("money"), "p": ValueType("percent"),
-         "t": ValueType("text"), "l": ValueType("list of text"), "d": ValueType("date")}
-FIGURES = {"revenue": ValueType("money"), "target": ValueType("money"),
-           "deals_closed": ValueType("integer")}
+TYPES = {
+    "n": ValueType("integer"),
+    "m": ValueType("money"),
+    "p": ValueType("percent"),
+    "t": ValueType("text"),
+    "l": ValueType("list of text"),
+    "d": ValueType("date"),
+}
+FIGURES = {
+    "revenue": ValueType("money"),
+    "target": ValueType("money"),
+    "deals_closed": ValueType("integer"),
+}
 
 
 def type_of(text):
@@ -24,28 +34,42 @@ def type_of(text):
         if name.name not in FIGURES:
             raise ParseError(f"unknown history figure '{name.name}'", name.offset)
         return FIGURES[name.name]
+
     return Checker(resolve, figure).type_of(parse_expression(text)).kind
 
 
-@pytest.mark.parametrize("text, kind", [
-    ("min(4 * n, 20)", "number"), ("n + n", "integer"), ("m * p", "money"), ("m / m", "number"),
-    ("attainment(4)", "percent"), ("total(revenue, 4)", "money"), ("quarters_below_target()",
-                                                                  "integer"),
-    ("growth(revenue, 4) >= 10%", "yes/no"), ("overlap(l, l)", "integer"),
-    ("quarters_since(d)", "integer"), ("round(m / 3, 2)", "money")])
+@pytest.mark.parametrize(
+    "text, kind",
+    [
+        ("min(4 * n, 20)", "number"),
+        ("n + n", "integer"),
+        ("m * p", "money"),
+        ("m / m", "number"),
+        ("attainment(4)", "percent"),
+        ("total(revenue, 4)", "money"),
+        ("quarters_below_target()", "integer"),
+        ("growth(revenue, 4) >= 10%", "yes/no"),
+        ("overlap(l, l)", "integer"),
+        ("quarters_since(d)", "integer"),
+        ("round(m / 3, 2)", "money"),
+    ],
+)
 def test_types(text, kind):
     assert type_of(text) == kind
 
 
-@pytest.mark.parametrize("text, message, offset", [
-    ("m + p", "cannot use '+' between a money amount and a percentage", 2),
-    ("t > 3", "cannot compare a text with a number", 2),
-    ("total(revnue, 4)", "unknown history figure 'revnue'", 6),
-    ("attainment(0)", "whole number from 1 to 40", 11),
-    ("min(n)", "at least two values", 0),
-    ("n +", "ends too early", 3),
-    ("__import__('os')", "unknown function", 0),
-])
+@pytest.mark.parametrize(
+    "text, message, offset",
+    [
+        ("m + p", "cannot use '+' between a money amount and a percentage", 2),
+        ("t > 3", "cannot compare a text with a number", 2),
+        ("total(revnue, 4)", "unknown history figure 'revnue'", 6),
+        ("attainment(0)", "whole number from 1 to 40", 11),
+        ("min(n)", "at least two values", 0),
+        ("n +", "ends too early", 3),
+        ("__import__('os')", "unknown function", 0),
+    ],
+)
 def test_type_errors_have_columns(text, message, offset):
     with pytest.raises(ParseError) as caught:
         type_of(text)
@@ -69,9 +93,13 @@ def run(text, values=None, hist=None, as_of=dt.date(2026, 11, 26)):
 
 
 def test_history_functions():
-    h = history({"revenue": 80, "target": 100}, {"revenue": 90, "target": 100},
-                {"revenue": 120, "target": 100}, {"revenue": 50, "target": 100},
-                {"revenue": 100, "target": 100})
+    h = history(
+        {"revenue": 80, "target": 100},
+        {"revenue": 90, "target": 100},
+        {"revenue": 120, "target": 100},
+        {"revenue": 50, "target": 100},
+        {"revenue": 100, "target": 100},
+    )
     assert run("attainment(4)", hist=h) == pytest.approx(340 / 400)
     assert run("quarters_below_target()", hist=h) == 2
     assert run("total(revenue, 2)", hist=h) == 170

@@ -1,4 +1,5 @@
 """Partner letters: golden files, email structure, injection, paths, fallback, atomicity."""
+
 from __future__ import annotations
 
 import csv
@@ -11,36 +12,58 @@ from pathlib import Path
 
 import pytest
 
-from engine.run.driver import RunOptions, run_batch
-from engine.evaluate.changes import Change
-from engine.errors import DataError, RuleSetError
-from engine.run.letters_pass import LetterOptions, safe_stem, write_letters
-from engine.letters.template_check import check_templates
-from engine.letters.settings import load_letter_settings
-from engine.letters.facts import letter_facts
-
 from conftest import AS_OF, DATA, ROOT, load_example_partners
+from engine.errors import DataError, RuleSetError
+from engine.evaluate.changes import Change
+from engine.letters.facts import letter_facts
+from engine.letters.settings import load_letter_settings
+from engine.letters.template_check import check_templates
+from engine.run.driver import RunOptions, run_batch
+from engine.run.letters_pass import LetterOptions, safe_stem, write_letters
 
 EXAMPLES = ROOT / "examples"
 TEMPLATES = ROOT / "templates"
 GOLDEN = DATA / "letters"
 # Partners in each language, in good standing, at risk, and on probation.
-GOLDEN_PARTNERS = ("P-1001", "P-1006", "P-1007",             # en
-                   "P-1002", "P-1008",                       # fr
-                   "P-1003", "P-1014", "P-1023",             # de
-                   "P-1004", "P-1011", "P-1032")             # es
+GOLDEN_PARTNERS = (
+    "P-1001",
+    "P-1006",
+    "P-1007",  # en
+    "P-1002",
+    "P-1008",  # fr
+    "P-1003",
+    "P-1014",
+    "P-1023",  # de
+    "P-1004",
+    "P-1011",
+    "P-1032",
+)  # es
 # After a second run: a new partner (welcome, en) and a tier moved down (es).
 GOLDEN_CHANGES = ("P-1030", "P-1018")
 
 
-def run_and_write(tmp_path: Path, roster: Path = EXAMPLES / "roster.csv",
-                  templates: Path = TEMPLATES, rules=None, **letter_options) -> dict:
+def run_and_write(
+    tmp_path: Path,
+    roster: Path = EXAMPLES / "roster.csv",
+    templates: Path = TEMPLATES,
+    rules=None,
+    **letter_options,
+) -> dict:
     from engine.ruleset.loader import load_rules
+
     ruleset = rules or load_rules(ROOT / "rules")
     out = tmp_path / "out"
-    run_batch(ruleset, RunOptions(roster=roster, performance=EXAMPLES / "performance.csv",
-                                  as_of=AS_OF, out_dir=out, workers=1,
-                                  db=tmp_path / "runs.sqlite"))
+    run_batch(
+        ruleset,
+        RunOptions(
+            roster=roster,
+            performance=EXAMPLES / "performance.csv",
+            as_of=AS_OF,
+            out_dir=out,
+            workers=1,
+            db=tmp_path / "runs.sqlite",
+        ),
+    )
     return write_letters(ruleset, LetterOptions(out, templates, **letter_options))
 
 
@@ -60,19 +83,36 @@ def letters_run(tmp_path_factory):
 def second_run(tmp_path_factory):
     """A run without P-1030, then one with it and Select's bar raised to 3."""
     from engine.ruleset.loader import load_rules
+
     tmp = tmp_path_factory.mktemp("second")
     rules = tmp / "rules"
     shutil.copytree(ROOT / "rules", rules, ignore=shutil.ignore_patterns("tests"))
     roster = tmp / "roster.csv"
-    roster.write_text("".join(line for line in (EXAMPLES / "roster.csv").read_text(
-        encoding="utf-8").splitlines(keepends=True) if not line.startswith("P-1030,")),
-        encoding="utf-8")
-    options = dict(performance=EXAMPLES / "performance.csv", as_of=AS_OF,
-                   out_dir=tmp / "out", workers=1, db=tmp / "runs.sqlite")
+    roster.write_text(
+        "".join(
+            line
+            for line in (EXAMPLES / "roster.csv")
+            .read_text(encoding="utf-8")
+            .splitlines(keepends=True)
+            if not line.startswith("P-1030,")
+        ),
+        encoding="utf-8",
+    )
+    options = dict(
+        performance=EXAMPLES / "performance.csv",
+        as_of=AS_OF,
+        out_dir=tmp / "out",
+        workers=1,
+        db=tmp / "runs.sqlite",
+    )
     run_batch(load_rules(rules), RunOptions(roster=roster, **options))
     programs = rules / "programs.yaml"
-    programs.write_text(programs.read_text(encoding="utf-8").replace(
-        "- certified_technical >= 2\n", "- certified_technical >= 3\n"), encoding="utf-8")
+    programs.write_text(
+        programs.read_text(encoding="utf-8").replace(
+            "- certified_technical >= 2\n", "- certified_technical >= 3\n"
+        ),
+        encoding="utf-8",
+    )
     shutil.copy(EXAMPLES / "roster.csv", roster)  # the same roster file, now with P-1030
     run_batch(load_rules(rules), RunOptions(roster=roster, **options))
     write_letters(load_rules(rules), LetterOptions(tmp / "out", TEMPLATES, only_changed=True))
@@ -104,7 +144,9 @@ def test_golden_letters_after_changes(second_run, partner_id, extension):
 def test_a_second_run_writes_welcome_and_tier_change_letters(second_run):
     rows = index(second_run)
     assert {pid: row["kind"] for pid, row in rows.items()} == {
-        "P-1030": "welcome", "P-1018": "tier_change"}
+        "P-1030": "welcome",
+        "P-1018": "tier_change",
+    }
     welcome = (second_run / "letters" / "P-1030.txt").read_text(encoding="utf-8")
     assert welcome.startswith("# Welcome to the Nimbus Systems partner program 2026")
 
@@ -118,7 +160,8 @@ def test_every_partner_gets_one_letter_in_its_language(letters_run):
     assert all(r["language"] == r["template_language"] for r in rows.values())
     assert rows["P-1006"]["kind"] == "at_risk" and rows["P-1007"]["kind"] == "probation"
     assert sorted(p.name for p in (out / "letters").iterdir()) == sorted(
-        ["index.csv"] + [f"{pid}{ext}" for pid in rows for ext in (".txt", ".html", ".eml")])
+        ["index.csv"] + [f"{pid}{ext}" for pid in rows for ext in (".txt", ".html", ".eml")]
+    )
 
 
 def test_letters_say_what_is_missed_and_by_how_much(letters_run):
@@ -150,11 +193,15 @@ def test_eml_is_a_multipart_message_python_can_parse(letters_run):
         text = message.get_body(("plain",)).get_content()
         html = message.get_body(("html",)).get_content()
         assert text.replace("\r\n", "\n") == (out / "letters" / f"{partner_id}.txt").read_text(
-            encoding="utf-8")
-        assert html.replace("\r\n", "\n").strip() == (out / "letters" / f"{partner_id}.html"
-                                                      ).read_text(encoding="utf-8").strip()
-    spanish = email.message_from_bytes((out / "letters" / "P-1004.eml").read_bytes(),
-                                       policy=email.policy.default)
+            encoding="utf-8"
+        )
+        assert (
+            html.replace("\r\n", "\n").strip()
+            == (out / "letters" / f"{partner_id}.html").read_text(encoding="utf-8").strip()
+        )
+    spanish = email.message_from_bytes(
+        (out / "letters" / "P-1004.eml").read_bytes(), policy=email.policy.default
+    )
     assert "situación" in spanish["Subject"]  # non-ASCII subject survives encoding
 
 
@@ -171,10 +218,11 @@ def hostile_roster(tmp_path: Path) -> Path:
     header, first = source[0], source[1].split(",")
     rows = [header]
     for partner_id, name, mail in [
-            ("X-1", "{{ 7*7 }} *Bold* Corp", "x1@example.com"),
-            ("../../escape", "<script>alert(1)</script> & Co", "x2@example.com"),
-            ("a/b\\c", "Slashes Ltd", "victim@example.com\nBcc: all@example.com"),
-            ("X-4", "Quiet Ltd", "")]:
+        ("X-1", "{{ 7*7 }} *Bold* Corp", "x1@example.com"),
+        ("../../escape", "<script>alert(1)</script> & Co", "x2@example.com"),
+        ("a/b\\c", "Slashes Ltd", "victim@example.com\nBcc: all@example.com"),
+        ("X-4", "Quiet Ltd", ""),
+    ]:
         row = list(first)
         row[0], row[1], row[5] = partner_id, name, mail
         rows.append(",".join(f'"{v}"' if any(c in v for c in ',"\n') else v for v in row))
@@ -201,17 +249,22 @@ def test_roster_values_are_data_never_markup_or_template_code(tmp_path):
 def test_safe_cannot_turn_data_into_markup(tmp_path):
     templates = templates_copy(tmp_path)
     status = templates / "en" / "status.md.j2"
-    status.write_text(status.read_text(encoding="utf-8").replace(
-        "{% block message %}", "{% block message %}{{ partner.partner_name|safe }}\n"),
-        encoding="utf-8")
+    status.write_text(
+        status.read_text(encoding="utf-8").replace(
+            "{% block message %}", "{% block message %}{{ partner.partner_name|safe }}\n"
+        ),
+        encoding="utf-8",
+    )
     roster = hostile_roster(tmp_path)
     with roster.open("a", encoding="utf-8") as rows:  # placeholder characters in data too
         example = (EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines()[1]
         rows.write("X-5," + "\ue0000\ue001 <b>Odd</b> \ue000," + example.split(",", 2)[2] + "\n")
     run_and_write(tmp_path, roster=roster, templates=templates)
     folder = tmp_path / "out" / "letters"
-    for stem, name in ((safe_stem("../../escape"), "<script>alert(1)</script> & Co"),
-                       ("X-5", "\ue0000\ue001 <b>Odd</b> \ue000")):
+    for stem, name in (
+        (safe_stem("../../escape"), "<script>alert(1)</script> & Co"),
+        ("X-5", "\ue0000\ue001 <b>Odd</b> \ue000"),
+    ):
         assert f"\n{name}\n" in (folder / f"{stem}.txt").read_text(encoding="utf-8")
         html = (folder / f"{stem}.html").read_text(encoding="utf-8")
         assert "<script>" not in html and "<b>" not in html
@@ -222,8 +275,14 @@ def test_partner_ids_cannot_escape_the_letters_folder(tmp_path):
     run_and_write(tmp_path, roster=hostile_roster(tmp_path))
     out = tmp_path / "out"
     written = {p.relative_to(out).parts[0] for p in out.rglob("*") if p.is_file()}
-    assert written <= {"letters", "decisions.jsonl", "enrollments.csv", "rejects.csv",
-                       "changes.csv", "summary.json"}
+    assert written <= {
+        "letters",
+        "decisions.jsonl",
+        "enrollments.csv",
+        "rejects.csv",
+        "changes.csv",
+        "summary.json",
+    }
     assert not (tmp_path / "escape.txt").exists()
     rows = index(out)
     assert rows["../../escape"]["files"].startswith("_.._escape-")
@@ -258,9 +317,18 @@ def test_an_address_with_a_domain_in_another_script_is_written_in_ascii(tmp_path
     assert rows["P-1002"]["note"] == "no usable contact_email; the message has no To"
 
 
-@pytest.mark.parametrize("partner_id,expected", [
-    ("P-1001", "P-1001"), ("..", "partner-"), ("a/b", "a_b-"), (".hidden", "hidden-"),
-    ("x" * 300, "x" * 80 + "-"), ("CON", "CON-"), ("lpt1", "lpt1-")])
+@pytest.mark.parametrize(
+    "partner_id,expected",
+    [
+        ("P-1001", "P-1001"),
+        ("..", "partner-"),
+        ("a/b", "a_b-"),
+        (".hidden", "hidden-"),
+        ("x" * 300, "x" * 80 + "-"),
+        ("CON", "CON-"),
+        ("lpt1", "lpt1-"),
+    ],
+)
 def test_safe_stem(partner_id, expected):
     stem = safe_stem(partner_id)
     assert stem.startswith(expected) and "/" not in stem and not stem.startswith(".")
@@ -278,8 +346,7 @@ def test_ids_that_differ_only_by_case_get_files_of_their_own(tmp_path):
     run_and_write(tmp_path, roster=roster, formats=("text",))
     rows = index(tmp_path / "out")
     assert rows["AbC-1"]["files"] == "AbC-1.txt"
-    assert rows["abc-1"]["files"].startswith("abc-1-") and \
-        rows["abc-1"]["files"].endswith(".txt")
+    assert rows["abc-1"]["files"].startswith("abc-1-") and rows["abc-1"]["files"].endswith(".txt")
     assert len({r["files"].casefold() for r in rows.values()}) == len(rows)
     taken: set[str] = set()
     stems = [safe_stem(partner_id, taken) for partner_id in ("X", "x", "CON")]
@@ -288,6 +355,7 @@ def test_ids_that_differ_only_by_case_get_files_of_their_own(tmp_path):
 
 def test_a_letter_file_never_replaces_another(tmp_path):
     from engine.run.letters_pass import _write_new_file
+
     _write_new_file(str(tmp_path / "P-1.txt"), b"first")
     with pytest.raises(FileExistsError):
         _write_new_file(str(tmp_path / "P-1.txt"), b"second")
@@ -316,9 +384,12 @@ def test_missing_translation_falls_back_to_english_and_is_reported(tmp_path):
 def test_a_template_error_names_file_and_line(tmp_path, cli_run):
     templates = templates_copy(tmp_path)
     status = templates / "de" / "status.md.j2"
-    status.write_text(status.read_text(encoding="utf-8").replace(
-        "{% block message %}", "{% block message %}\n{{ partner.no_such_field }}"),
-        encoding="utf-8")
+    status.write_text(
+        status.read_text(encoding="utf-8").replace(
+            "{% block message %}", "{% block message %}\n{{ partner.no_such_field }}"
+        ),
+        encoding="utf-8",
+    )
     welcome = templates / "es" / "welcome.md.j2"
     welcome.write_text(welcome.read_text(encoding="utf-8") + "{% if %}\n", encoding="utf-8")
     result = cli_run("validate", "--templates", str(templates))
@@ -334,9 +405,12 @@ def test_the_template_check_reads_the_templates_again(tmp_path, ruleset):
     as_of = dt.date(2026, 11, 26)
     check_templates(ruleset, templates, EXAMPLES / "roster.csv", None, as_of)
     status = templates / "en" / "status.md.j2"
-    status.write_text(status.read_text(encoding="utf-8").replace(
-        "{% block message %}", "{% block message %}\n{{ partner.no_such_field }}"),
-        encoding="utf-8")
+    status.write_text(
+        status.read_text(encoding="utf-8").replace(
+            "{% block message %}", "{% block message %}\n{{ partner.no_such_field }}"
+        ),
+        encoding="utf-8",
+    )
     with pytest.raises(RuleSetError, match="no_such_field"):
         check_templates(ruleset, templates, EXAMPLES / "roster.csv", None, as_of)
 
@@ -346,15 +420,19 @@ def test_raw_html_in_a_template_is_reported_where_it_is(tmp_path, cli_run):
     so the check refuses it, naming the line; '<' as text and data are fine."""
     templates = templates_copy(tmp_path)
     at_risk = templates / "fr" / "at_risk.md.j2"
-    at_risk.write_text(at_risk.read_text(encoding="utf-8").replace(
-        "{% block message %}\n", "{% block message %}\nSi 2 < 3, lisez <b>ceci</b>.\n"),
-        encoding="utf-8")
+    at_risk.write_text(
+        at_risk.read_text(encoding="utf-8").replace(
+            "{% block message %}\n", "{% block message %}\nSi 2 < 3, lisez <b>ceci</b>.\n"
+        ),
+        encoding="utf-8",
+    )
     result = cli_run("validate", "--templates", str(templates))
     assert result.exit_code == 1
     assert f"{at_risk}:4: raw HTML is left out of HTML letters" in result.stderr
     assert result.stderr.count("raw HTML") == 1  # only the template that has some
-    at_risk.write_text(at_risk.read_text(encoding="utf-8").replace("<b>ceci</b>", "**ceci**"),
-                       encoding="utf-8")
+    at_risk.write_text(
+        at_risk.read_text(encoding="utf-8").replace("<b>ceci</b>", "**ceci**"), encoding="utf-8"
+    )
     assert cli_run("validate", "--templates", str(templates)).exit_code == 0
 
 
@@ -363,26 +441,39 @@ def test_parts_of_a_template_jinja_would_drop_are_reported(tmp_path, cli_run):
     the blocks and blocks the layout does not have (a misspelt name)."""
     templates = templates_copy(tmp_path)
     status = templates / "de" / "status.md.j2"
-    status.write_text(status.read_text(encoding="utf-8").replace(
-        "{% block message %}", "Hallo!\n{% block mesage %}"), encoding="utf-8")
+    status.write_text(
+        status.read_text(encoding="utf-8").replace(
+            "{% block message %}", "Hallo!\n{% block mesage %}"
+        ),
+        encoding="utf-8",
+    )
     result = cli_run("validate", "--templates", str(templates))
     assert result.exit_code == 1
     assert f"{status}:3: text outside any {{% block %}} is never shown" in result.stderr
-    assert (f"{status}:4: block 'mesage' is not in de/base.md.j2, so it is never shown; its "
-            "blocks are: subject, message, changes") in result.stderr
+    assert (
+        f"{status}:4: block 'mesage' is not in de/base.md.j2, so it is never shown; its "
+        "blocks are: subject, message, changes"
+    ) in result.stderr
     # Blank lines, settings and macros outside blocks are fine.
-    status.write_text(status.read_text(encoding="utf-8").replace(
-        "Hallo!\n{% block mesage %}", "\n{% set x = 1 %}{% macro m() %}m{% endmacro %}\n"
-        "{% block message %}"), encoding="utf-8")
+    status.write_text(
+        status.read_text(encoding="utf-8").replace(
+            "Hallo!\n{% block mesage %}",
+            "\n{% set x = 1 %}{% macro m() %}m{% endmacro %}\n{% block message %}",
+        ),
+        encoding="utf-8",
+    )
     assert cli_run("validate", "--templates", str(templates)).exit_code == 0
 
 
 def test_bad_letter_settings_are_located(tmp_path, ruleset):
     templates = templates_copy(tmp_path)
     settings = templates / "letters.yaml"
-    settings.write_text(settings.read_text(encoding="utf-8").replace(
-        "table: standing", "table: standin").replace("tier_group:", "tier_gruop:"),
-        encoding="utf-8")
+    settings.write_text(
+        settings.read_text(encoding="utf-8")
+        .replace("table: standing", "table: standin")
+        .replace("tier_group:", "tier_gruop:"),
+        encoding="utf-8",
+    )
     with pytest.raises(RuleSetError) as error:
         load_letter_settings(templates, ruleset)
     message = str(error.value)
@@ -396,9 +487,12 @@ def test_a_failing_letters_run_keeps_the_previous_letters(tmp_path, ruleset):
     before = {p.name: p.read_bytes() for p in (tmp_path / "out" / "letters").iterdir()}
     templates = templates_copy(tmp_path)
     probation = templates / "en" / "probation.md.j2"
-    probation.write_text(probation.read_text(encoding="utf-8").replace(
-        "{% block message %}", "{% block message %}{{ partner.partner_name|int / 0 }}"),
-        encoding="utf-8")
+    probation.write_text(
+        probation.read_text(encoding="utf-8").replace(
+            "{% block message %}", "{% block message %}{{ partner.partner_name|int / 0 }}"
+        ),
+        encoding="utf-8",
+    )
     with pytest.raises(DataError, match="probation.md.j2:3: division by zero"):
         write_letters(ruleset, LetterOptions(tmp_path / "out", templates, check=False))
     after = {p.name: p.read_bytes() for p in (tmp_path / "out" / "letters").iterdir()}
@@ -435,28 +529,40 @@ def test_decisions_record_the_metrics_letters_read_back(tmp_path, rules_copy):
     (here with the expression trees interpreted, not the run's closures),
     including a date and a list metric."""
     import orjson
-    from engine.evaluate.decide import partner_values, recorded_values
-    from engine.ruleset.loader import load_rules
-    from engine.evaluate.records import field_values
+
     from engine.data.readers import read_rows
+    from engine.evaluate.decide import partner_values, recorded_values
+    from engine.evaluate.records import field_values
+    from engine.ruleset.loader import load_rules
+
     rules = rules_copy()
     with (rules / "metrics.yaml").open("a", encoding="utf-8") as metrics:
-        metrics.write("  joined:\n    value: joined_on\n"
-                      "  verticals:\n    value: focus_verticals\n")
+        metrics.write("  joined:\n    value: joined_on\n  verticals:\n    value: focus_verticals\n")
     ruleset = load_rules(rules)
-    run_batch(ruleset, RunOptions(roster=EXAMPLES / "roster.csv",
-                                  performance=EXAMPLES / "performance.csv", as_of=AS_OF,
-                                  out_dir=tmp_path / "out", workers=1, db=tmp_path / "h.sqlite"))
-    lines = [orjson.loads(line) for line in
-             (tmp_path / "out" / "decisions.jsonl").read_bytes().splitlines()]
+    run_batch(
+        ruleset,
+        RunOptions(
+            roster=EXAMPLES / "roster.csv",
+            performance=EXAMPLES / "performance.csv",
+            as_of=AS_OF,
+            out_dir=tmp_path / "out",
+            workers=1,
+            db=tmp_path / "h.sqlite",
+        ),
+    )
+    lines = [
+        orjson.loads(line)
+        for line in (tmp_path / "out" / "decisions.jsonl").read_bytes().splitlines()
+    ]
     records = {row.row: row.record for row in read_rows(EXAMPLES / "roster.csv")}
     partners = {p.partner_id: p for p in load_example_partners(ruleset)}
     assert len(lines) == len(partners) == 32
     for line in lines:
         assert list(line["metrics"]) == [m.name for m in ruleset.metrics]
         fields, _ = field_values(ruleset, records[line["row"]])
-        assert recorded_values(ruleset, fields, line["metrics"]) == \
-            partner_values(ruleset, partners[line["partner_id"]], AS_OF)
+        assert recorded_values(ruleset, fields, line["metrics"]) == partner_values(
+            ruleset, partners[line["partner_id"]], AS_OF
+        )
     first = lines[0]["metrics"]
     assert first["joined"] == records[2]["joined_on"] and isinstance(first["verticals"], list)
 
@@ -466,8 +572,17 @@ def test_letters_do_not_read_the_performance_history_again(tmp_path, ruleset):
     shutil.copy(EXAMPLES / "roster.csv", roster)
     shutil.copy(EXAMPLES / "performance.csv", performance)
     out = tmp_path / "out"
-    run_batch(ruleset, RunOptions(roster=roster, performance=performance, as_of=AS_OF,
-                                  out_dir=out, workers=1, db=tmp_path / "h.sqlite"))
+    run_batch(
+        ruleset,
+        RunOptions(
+            roster=roster,
+            performance=performance,
+            as_of=AS_OF,
+            out_dir=out,
+            workers=1,
+            db=tmp_path / "h.sqlite",
+        ),
+    )
     write_letters(ruleset, LetterOptions(out, TEMPLATES))
     before = {p.name: p.read_bytes() for p in (out / "letters").iterdir()}
     performance.unlink()
@@ -477,6 +592,7 @@ def test_letters_do_not_read_the_performance_history_again(tmp_path, ruleset):
 
 def test_letters_refuse_decisions_without_metrics(tmp_path, ruleset):
     import orjson
+
     run_and_write(tmp_path, formats=("text",))
     decisions = tmp_path / "out" / "decisions.jsonl"
     lines = decisions.read_bytes().splitlines(keepends=True)
@@ -484,31 +600,39 @@ def test_letters_refuse_decisions_without_metrics(tmp_path, ruleset):
     del old["metrics"]
     lines[2] = orjson.dumps(old) + b"\n"
     decisions.write_bytes(b"".join(lines))
-    with pytest.raises(DataError, match=f"decisions.jsonl:3: no metrics for partner "
-                                        f"{old['partner_id']} .*run again"):
+    with pytest.raises(
+        DataError,
+        match=f"decisions.jsonl:3: no metrics for partner {old['partner_id']} .*run again",
+    ):
         write_letters(ruleset, LetterOptions(tmp_path / "out", TEMPLATES, ("text",)))
 
 
 def test_changes_choose_the_kind_and_only_changed_letters(tmp_path, rules_copy):
     from engine.ruleset.loader import load_rules
+
     rules = rules_copy()
     run_and_write(tmp_path, rules=load_rules(rules))
     programs = rules / "programs.yaml"
-    programs.write_text(programs.read_text(encoding="utf-8").replace(
-        "- certified_technical >= 2\n", "- certified_technical >= 3\n"), encoding="utf-8")
+    programs.write_text(
+        programs.read_text(encoding="utf-8").replace(
+            "- certified_technical >= 2\n", "- certified_technical >= 3\n"
+        ),
+        encoding="utf-8",
+    )
     summary = run_and_write(tmp_path, rules=load_rules(rules), only_changed=True)
     rows = index(tmp_path / "out")
     assert list(rows) == ["P-1018"] and summary["skipped_unchanged"] == 31
     assert rows["P-1018"]["kind"] == "tier_change"
     letter = (tmp_path / "out" / "letters" / "P-1018.txt").read_text(encoding="utf-8")
     assert "Su nivel de partner ha bajado de Select Partner a **Registered Partner**" in letter
-    assert "personal técnico certificado: se requiere al menos 3, tiene 2 (1 por alcanzar)" \
-        in letter
+    assert (
+        "personal técnico certificado: se requiere al menos 3, tiene 2 (1 por alcanzar)" in letter
+    )
 
 
 def test_letter_kinds_follow_decisions_and_changes(ruleset, example_partners):
-    from engine.evaluate.decide import Evaluator, partner_values
-    from engine.evaluate.decide import decision_record
+    from engine.evaluate.decide import Evaluator, decision_record, partner_values
+
     settings = load_letter_settings(TEMPLATES, ruleset)
     partner = next(p for p in example_partners if p.partner_id == "P-1006")
     decision = Evaluator(ruleset).decide([partner], AS_OF)[0]
@@ -516,9 +640,11 @@ def test_letter_kinds_follow_decisions_and_changes(ruleset, example_partners):
     record = decision_record(ruleset, 5, decision, {}, values)
     facts = letter_facts(ruleset, settings, values, record, (), AS_OF, None)
     assert facts.kinds == ("at_risk", "status")
-    changes = (Change("P-1006", "new_partner", "", "", "", ""),
-               Change("P-1006", "dropped", "co_sell", "co_sell", "", ""),
-               Change("P-1006", "enrolled", "deal_registration", "", "deal_registration", ""))
+    changes = (
+        Change("P-1006", "new_partner", "", "", "", ""),
+        Change("P-1006", "dropped", "co_sell", "co_sell", "", ""),
+        Change("P-1006", "enrolled", "deal_registration", "", "deal_registration", ""),
+    )
     facts = letter_facts(ruleset, settings, values, record, changes, AS_OF, 1)
     assert facts.kinds == ("welcome", "at_risk", "removed", "enrolled", "status")
     dropped = facts.context["dropped"][0]
@@ -527,74 +653,102 @@ def test_letter_kinds_follow_decisions_and_changes(ruleset, example_partners):
 
 
 def test_validate_renders_every_template(ruleset):
-    checked = check_templates(ruleset, TEMPLATES, EXAMPLES / "roster.csv",
-                              EXAMPLES / "performance.csv", AS_OF)
+    checked = check_templates(
+        ruleset, TEMPLATES, EXAMPLES / "roster.csv", EXAMPLES / "performance.csv", AS_OF
+    )
     assert checked.templates == 28 and checked.languages == ("en", "fr", "de", "es")
     assert checked.missing == ()
 
 
-@pytest.mark.parametrize("name", [
-    "Zoë Müller-Lüdenscheidt von und zu Großherzogtum Partner Team GmbH", "Ana Núñez",
-    "A very long ascii partner contact name that goes on and on and on Team"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Zoë Müller-Lüdenscheidt von und zu Großherzogtum Partner Team GmbH",
+        "Ana Núñez",
+        "A very long ascii partner contact name that goes on and on and on Team",
+    ],
+)
 def test_long_and_non_ascii_recipients_are_encoded_and_folded(name):
     from engine.letters.emails import _address
+
     address = "someone.long.address@partner-example-company.example.com"
     header = "To: " + _address(name, address)
     assert all(len(line) <= 78 for line in header.split("\r\n")) and header.isascii()
-    parsed = email.message_from_bytes((header + "\r\n\r\n").encode(),
-                                      policy=email.policy.default)["To"].addresses[0]
+    parsed = email.message_from_bytes((header + "\r\n\r\n").encode(), policy=email.policy.default)[
+        "To"
+    ].addresses[0]
     assert parsed.addr_spec == address
     assert " ".join(parsed.display_name.split()) == name  # parsers differ on spaces only
 
 
 def test_long_non_ascii_subjects_fold_between_words():
     from engine.letters.emails import _encoded_words
+
     subject = "Acción necesaria: su situación como partner está en riesgo " * 3
     header = "Subject: " + _encoded_words(subject.strip(), len("Subject: "))
     assert all(len(line) <= 78 for line in header.split("\r\n")) and header.isascii()
-    parsed = email.message_from_bytes((header + "\r\n\r\n").encode(),
-                                      policy=email.policy.default)["Subject"]
+    parsed = email.message_from_bytes((header + "\r\n\r\n").encode(), policy=email.policy.default)[
+        "Subject"
+    ]
     assert parsed == subject.strip()
 
 
 def test_the_sandbox_reads_keys_first_and_still_refuses_internals(ruleset):
     from jinja2.sandbox import SecurityError
+
     from engine.letters.rendering import LetterRenderer
+
     renderer = LetterRenderer(TEMPLATES, load_letter_settings(TEMPLATES, ruleset), "USD")
     keys = renderer.env.from_string("{{ p.items }} {{ p['get'] }} {{ p.name }}")
     assert keys.render(p={"items": 3, "get": "x", "name": "A"}) == "3 x A"
-    for code in ("{{ p.__class__.__mro__ }}", "{{ p.items.__self__ }}",
-                 "{{ ''.__class__.__base__ }}", "{{ p.update(q) }}"):
+    for code in (
+        "{{ p.__class__.__mro__ }}",
+        "{{ p.items.__self__ }}",
+        "{{ ''.__class__.__base__ }}",
+        "{{ p.update(q) }}",
+    ):
         with pytest.raises(SecurityError):
             renderer.env.from_string(code).render(p={"a": 1}, q={"b": 2})
 
 
 def test_the_sandbox_remembers_only_the_attributes_it_allowed(ruleset):
     from jinja2.sandbox import SecurityError
+
     from engine.letters.rendering import LetterRenderer
+
     renderer = LetterRenderer(TEMPLATES, load_letter_settings(TEMPLATES, ruleset), "USD")
     allowed = renderer.env.from_string(
-        "{{ s.upper() }} {% for x in l %}{{ loop.last }}{% endfor %} {{ s.startswith('<') }}")
+        "{{ s.upper() }} {% for x in l %}{{ loop.last }}{% endfor %} {{ s.startswith('<') }}"
+    )
     for _ in range(2):  # the second time from what the sandbox remembered
         assert allowed.render(s="<b>", l=[1]) == "&lt;B&gt; yes yes"  # booleans as letters say them
-    for code in ("{{ s.__class__ }}", "{{ l.append(1) }}", "{{ '{0.__class__}'.format(s) }}",
-                 "{{ '{x.__class__}'.format_map({'x': s}) }}", "{{ loop.__class__ }}"):
+    for code in (
+        "{{ s.__class__ }}",
+        "{{ l.append(1) }}",
+        "{{ '{0.__class__}'.format(s) }}",
+        "{{ '{x.__class__}'.format_map({'x': s}) }}",
+        "{{ loop.__class__ }}",
+    ):
         for _ in range(2):
             with pytest.raises(SecurityError):
-                renderer.env.from_string(
-                    "{% for x in l %}" + code + "{% endfor %}").render(s="a", l=[{}])
+                renderer.env.from_string("{% for x in l %}" + code + "{% endfor %}").render(
+                    s="a", l=[{}]
+                )
 
 
 def test_macros_and_methods_are_called_as_jinja_calls_them(ruleset):
     """Macros and built-in methods skip the sandbox's call checks (they cannot
     carry what it looks for): arguments, loop and block variables still work."""
     from jinja2.sandbox import SecurityError
+
     from engine.letters.rendering import LetterRenderer
+
     renderer = LetterRenderer(TEMPLATES, load_letter_settings(TEMPLATES, ruleset), "USD")
     template = renderer.env.from_string(
         "{% macro m(x, y='-') %}[{{ x }}{{ y }}{{ varargs|length }}]{% endmacro %}"
         "{% block b %}{% for x in l %}{{ m(x) }}{{ m(x, '+', 3) }}{{ s.endswith('c') }}"
-        "{% endfor %}{% endblock %}")
+        "{% endfor %}{% endblock %}"
+    )
     assert template.render(l=[1, 2], s="abc") == "[1-0][1+1]yes[2-0][2+1]yes"
     with pytest.raises(TypeError, match="no keyword argument 'z'"):
         renderer.env.from_string("{% macro m(x) %}{% endmacro %}{{ m(1, z=2) }}").render()
@@ -604,20 +758,23 @@ def test_macros_and_methods_are_called_as_jinja_calls_them(ruleset):
 
 def test_markup_in_a_template_cannot_add_scripts_or_links_to_html_letters():
     from engine.letters.rendering import _markdown_to_html
-    html = _markdown_to_html("Hi <script>alert(1)</script> *there*\n\n<div onclick=x>y</div>\n\n"
-                             "[click](javascript:alert(1)) https://example.com a@example.com\n")
+
+    html = _markdown_to_html(
+        "Hi <script>alert(1)</script> *there*\n\n<div onclick=x>y</div>\n\n"
+        "[click](javascript:alert(1)) https://example.com a@example.com\n"
+    )
     assert "<em>there</em>" in html  # Markdown is converted
     assert "<script" not in html and "<div" not in html and "javascript:" not in html
-    assert "<a href=\"https" not in html and "mailto:" not in html  # no autolinks
+    assert '<a href="https' not in html and "mailto:" not in html  # no autolinks
 
 
 def test_letters_command_and_run_options(cli_run, tmp_path):
     out, db = tmp_path / "o", str(tmp_path / "h.sqlite")
-    result = cli_run("run", "--as-of", "2026-11-26", "--out", str(out), "--db", db,
-                     "--no-letters", "-q")
+    result = cli_run(
+        "run", "--as-of", "2026-11-26", "--out", str(out), "--db", db, "--no-letters", "-q"
+    )
     assert result.exit_code == 0 and not (out / "letters").exists()
-    result = cli_run("letters", str(out), "--format", "eml", "--format", "text",
-                     "--workers", "1")
+    result = cli_run("letters", str(out), "--format", "eml", "--format", "text", "--workers", "1")
     assert result.exit_code == 0, result.stderr
     assert "Wrote 32 letters (64 files: eml, text)" in result.output
     assert "5 probation, 5 at risk, 22 status" in result.output
@@ -626,8 +783,18 @@ def test_letters_command_and_run_options(cli_run, tmp_path):
     assert result.exit_code == 0
     assert "Left out 32 partners without changes (--only-changed)." in result.output
     assert [p.name for p in (out / "letters").iterdir()] == ["index.csv"]
-    result = cli_run("run", "--as-of", "2026-11-26", "--out", str(out), "--db", db,
-                     "--letter-format", "html", "-q")
+    result = cli_run(
+        "run",
+        "--as-of",
+        "2026-11-26",
+        "--out",
+        str(out),
+        "--db",
+        db,
+        "--letter-format",
+        "html",
+        "-q",
+    )
     assert result.exit_code == 0 and (out / "letters" / "P-1001.html").is_file()
     assert not (out / "letters" / "P-1001.txt").exists()
 
@@ -636,14 +803,22 @@ def test_letters_command_errors(cli_run, tmp_path, rules_copy):
     result = cli_run("letters", str(tmp_path))
     assert result.exit_code == 2 and "no summary.json" in result.stderr
     out, db = tmp_path / "o", str(tmp_path / "h.sqlite")
-    assert cli_run("run", "--as-of", "2026-11-26", "--out", str(out), "--db", db,
-                   "--no-letters", "-q").exit_code == 0
+    assert (
+        cli_run(
+            "run", "--as-of", "2026-11-26", "--out", str(out), "--db", db, "--no-letters", "-q"
+        ).exit_code
+        == 0
+    )
     result = cli_run("letters", "--run", "7", "--db", db)
     assert result.exit_code == 2 and "no run 7" in result.stderr
     rules = rules_copy()
     programs = rules / "programs.yaml"
-    programs.write_text(programs.read_text(encoding="utf-8").replace(
-        "- certified_technical >= 2\n", "- certified_technical >= 3\n"), encoding="utf-8")
+    programs.write_text(
+        programs.read_text(encoding="utf-8").replace(
+            "- certified_technical >= 2\n", "- certified_technical >= 3\n"
+        ),
+        encoding="utf-8",
+    )
     result = cli_run("letters", str(out), "--rules", str(rules))
     assert result.exit_code == 1 and "the rules have changed since the run" in result.stderr
     assert "Traceback" not in result.stderr
@@ -653,22 +828,35 @@ def test_changes_join_partners_whose_ids_look_like_formulas(tmp_path, rules_copy
     """changes.csv guards cells against spreadsheet formulas ('=...' is written
     "'=..."); letters still find each partner's changes."""
     from engine.ruleset.loader import load_rules
+
     roster, performance = tmp_path / "roster.csv", tmp_path / "performance.csv"
-    for source, target in ((EXAMPLES / "roster.csv", roster),
-                           (EXAMPLES / "performance.csv", performance)):
-        target.write_text(source.read_text(encoding="utf-8").replace("P-1018,", "=P-1018,"),
-                          encoding="utf-8")
+    for source, target in (
+        (EXAMPLES / "roster.csv", roster),
+        (EXAMPLES / "performance.csv", performance),
+    ):
+        target.write_text(
+            source.read_text(encoding="utf-8").replace("P-1018,", "=P-1018,"), encoding="utf-8"
+        )
     rules = rules_copy()
-    options = dict(roster=roster, performance=performance, as_of=AS_OF, out_dir=tmp_path / "out",
-                   workers=1, db=tmp_path / "runs.sqlite")
+    options = dict(
+        roster=roster,
+        performance=performance,
+        as_of=AS_OF,
+        out_dir=tmp_path / "out",
+        workers=1,
+        db=tmp_path / "runs.sqlite",
+    )
     run_batch(load_rules(rules), RunOptions(**options))
     programs = rules / "programs.yaml"
-    programs.write_text(programs.read_text(encoding="utf-8").replace(
-        "- certified_technical >= 2\n", "- certified_technical >= 3\n"), encoding="utf-8")
+    programs.write_text(
+        programs.read_text(encoding="utf-8").replace(
+            "- certified_technical >= 2\n", "- certified_technical >= 3\n"
+        ),
+        encoding="utf-8",
+    )
     run_batch(load_rules(rules), RunOptions(**options))
     assert "'=P-1018" in (tmp_path / "out" / "changes.csv").read_text(encoding="utf-8")
-    write_letters(load_rules(rules), LetterOptions(tmp_path / "out", TEMPLATES,
-                                                   only_changed=True))
+    write_letters(load_rules(rules), LetterOptions(tmp_path / "out", TEMPLATES, only_changed=True))
     rows = index(tmp_path / "out")
     assert list(rows) == ["'=P-1018"]  # the index is guarded the same way
     assert next(iter(rows.values()))["kind"] == "tier_change"
@@ -676,16 +864,47 @@ def test_changes_join_partners_whose_ids_look_like_formulas(tmp_path, rules_copy
 
 def test_a_new_run_removes_the_letters_and_report_of_the_previous_one(cli_run, tmp_path):
     out, db = tmp_path / "o", str(tmp_path / "h.sqlite")
-    assert cli_run("run", "--as-of", "2026-11-26", "--out", str(out), "--db", db, "--report",
-                   "--letter-format", "text", "-q").exit_code == 0
+    assert (
+        cli_run(
+            "run",
+            "--as-of",
+            "2026-11-26",
+            "--out",
+            str(out),
+            "--db",
+            db,
+            "--report",
+            "--letter-format",
+            "text",
+            "-q",
+        ).exit_code
+        == 0
+    )
     assert (out / "letters" / "P-1001.txt").is_file() and (out / "report.html").is_file()
-    assert cli_run("run", "--as-of", "2026-11-27", "--out", str(out), "--db", db,
-                   "--no-letters", "-q").exit_code == 0
+    assert (
+        cli_run(
+            "run", "--as-of", "2026-11-27", "--out", str(out), "--db", db, "--no-letters", "-q"
+        ).exit_code
+        == 0
+    )
     assert not (out / "letters").exists() and not (out / "report.html").exists()
     assert not list(out.glob(".letters*"))
     for as_of in ("2026-11-28", "2026-11-29"):  # letters replacing letters
-        assert cli_run("run", "--as-of", as_of, "--out", str(out), "--db", db,
-                       "--letter-format", "text", "-q").exit_code == 0
+        assert (
+            cli_run(
+                "run",
+                "--as-of",
+                as_of,
+                "--out",
+                str(out),
+                "--db",
+                db,
+                "--letter-format",
+                "text",
+                "-q",
+            ).exit_code
+            == 0
+        )
         assert (out / "letters" / "P-1001.txt").is_file() and not list(out.glob(".letters*"))
 
 
@@ -702,8 +921,9 @@ def test_folders_left_by_a_killed_letters_run_are_cleaned_up(tmp_path, ruleset):
 def test_letters_report_progress(tmp_path, ruleset):
     run_and_write(tmp_path)
     seen = []
-    write_letters(ruleset, LetterOptions(tmp_path / "out", TEMPLATES, ("text",), check=False),
-                  seen.append)
+    write_letters(
+        ruleset, LetterOptions(tmp_path / "out", TEMPLATES, ("text",), check=False), seen.append
+    )
     assert seen and seen[-1].count == 32 and seen[-1].done == seen[-1].total == 32
     assert seen[-1].what == "letters"
 
@@ -714,17 +934,55 @@ def test_money_by_shape_is_what_babel_writes(currency):
     formatted; for any locale, currency and amount it must say what Babel
     itself says (shapes it cannot trust stay with Babel)."""
     import random
+
     from babel import Locale
+
     from engine.letters.rendering import Formats
     from engine.ruleset.value_types import MONEY
-    amounts = [0.0, 0.01, 0.05, 0.5, 1.0, 9.99, 10.0, 100.1, 999.99, 1000.0, 1234.5, 99999.99,
-               100000.0, 1e11, 123456789012.34, 7, 2_000_000]
+
+    amounts = [
+        0.0,
+        0.01,
+        0.05,
+        0.5,
+        1.0,
+        9.99,
+        10.0,
+        100.1,
+        999.99,
+        1000.0,
+        1234.5,
+        99999.99,
+        100000.0,
+        1e11,
+        123456789012.34,
+        7,
+        2_000_000,
+    ]
     chance = random.Random(7)
-    amounts += [round(chance.uniform(0, 10 ** chance.randint(0, 11)), chance.choice([0, 2]))
-                for _ in range(300)]
+    amounts += [
+        round(chance.uniform(0, 10 ** chance.randint(0, 11)), chance.choice([0, 2]))
+        for _ in range(300)
+    ]
     amounts += [-a for a in amounts if a] + [1.005, 2.675, 0.1 + 0.2]  # not on the cent grid
-    for name in ("en_US", "en_GB", "en_IN", "fr_FR", "fr_CA", "fr_CH", "de_DE", "de_CH",
-                 "es_ES", "es_MX", "nl_NL", "pt_BR", "sv_SE", "ja_JP", "ar_EG", "hi_IN"):
+    for name in (
+        "en_US",
+        "en_GB",
+        "en_IN",
+        "fr_FR",
+        "fr_CA",
+        "fr_CH",
+        "de_DE",
+        "de_CH",
+        "es_ES",
+        "es_MX",
+        "nl_NL",
+        "pt_BR",
+        "sv_SE",
+        "ja_JP",
+        "ar_EG",
+        "hi_IN",
+    ):
         shapes, babel = Formats(Locale.parse(name), currency), Formats(Locale.parse(name), currency)
         for amount in amounts:
             assert shapes.value(MONEY, amount) == babel._babel_money(amount), (name, amount)
@@ -733,9 +991,12 @@ def test_money_by_shape_is_what_babel_writes(currency):
 
 def test_placeholders_are_filled_and_stray_marks_kept():
     from engine.letters.rendering import _fill
+
     skeleton = "a \ue0000\ue001 b \ue000x\ue001 c \ue0009\ue001 d \ue000-1\ue001 \ue0001\ue001"
-    assert _fill(skeleton, ["<v0>", "v1"], escape=False) == \
-        "a <v0> b \ue000x\ue001 c \ue0009\ue001 d \ue000-1\ue001 v1"
+    assert (
+        _fill(skeleton, ["<v0>", "v1"], escape=False)
+        == "a <v0> b \ue000x\ue001 c \ue0009\ue001 d \ue000-1\ue001 v1"
+    )
     assert _fill(skeleton, ["<v0>", "v1"], escape=True).startswith("a &lt;v0&gt; b \ue000x")
     braces = "{0} {{x}} } \ue0001\ue001{ \ue0000\ue001 {}"  # literal braces stay literal
     assert _fill(braces, ["<a>", "{b}"], escape=False) == "{0} {{x}} } {b}{ <a> {}"

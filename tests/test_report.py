@@ -1,4 +1,5 @@
 """The HTML run report: self-contained, escaped, and usable in a real browser."""
+
 from __future__ import annotations
 
 import re
@@ -6,19 +7,25 @@ import shutil
 
 import pytest
 
+from conftest import AS_OF, ROOT
+from engine.report.html import build_report
 from engine.run.driver import RunOptions, run_batch
 from engine.run.letters_pass import LetterOptions, write_letters
-from engine.report.html import build_report
-
-from conftest import AS_OF, ROOT
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, ruleset):
     folder = tmp_path_factory.mktemp("run")
-    run_batch(ruleset, RunOptions(ROOT / "examples" / "roster.csv",
-                                  ROOT / "examples" / "performance.csv", AS_OF,
-                                  folder / "out", db=folder / "runs.sqlite"))
+    run_batch(
+        ruleset,
+        RunOptions(
+            ROOT / "examples" / "roster.csv",
+            ROOT / "examples" / "performance.csv",
+            AS_OF,
+            folder / "out",
+            db=folder / "runs.sqlite",
+        ),
+    )
     write_letters(ruleset, LetterOptions(folder / "out", ROOT / "templates", ("text",)))
     return build_report(folder / "out")
 
@@ -61,9 +68,17 @@ def _browser():
         return None, "Debian's chromium and chromium-driver are not installed"
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--window-size=1280,1000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,1000",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options), ""
@@ -74,6 +89,7 @@ def test_report_in_a_real_browser(report):
     if driver is None:
         pytest.skip(f"no browser for the report test: {reason} (.ci/run installs them)")
     from selenium.webdriver.common.by import By
+
     try:
         driver.get(report.as_uri())
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
@@ -96,8 +112,11 @@ def test_report_in_a_real_browser(report):
         header = driver.find_element(By.CSS_SELECTOR, "th[data-key='partner_id']")
         header.click()
         header.click()  # descending
-        ids = [r.find_element(By.TAG_NAME, "td").text
-               for r in driver.find_elements(By.CSS_SELECTOR, "tr.partner") if r.is_displayed()]
+        ids = [
+            r.find_element(By.TAG_NAME, "td").text
+            for r in driver.find_elements(By.CSS_SELECTOR, "tr.partner")
+            if r.is_displayed()
+        ]
         assert len(ids) == 6 and ids == sorted(ids, reverse=True)
     finally:
         driver.quit()
@@ -105,8 +124,10 @@ def test_report_in_a_real_browser(report):
 
 def test_report_with_a_what_if_section(tmp_path, report):
     moves = tmp_path / "moves.csv"
-    moves.write_text("partner_id,kind,subject,base,proposed,because\n"
-                     "P-1018,program,select,select,,certified_technical >= 3: has 2\n")
+    moves.write_text(
+        "partner_id,kind,subject,base,proposed,because\n"
+        "P-1018,program,select,select,,certified_technical >= 3: has 2\n"
+    )
     html = build_report(report.parent, tmp_path / "r.html", moves).read_text(encoding="utf-8")
     assert 'id="what-if"' in html and "certified_technical &gt;= 3: has 2" in html
     assert 'id="what-if"' not in report.read_text(encoding="utf-8")
@@ -117,12 +138,15 @@ def test_a_large_run_gives_a_report_a_browser_can_open(tmp_path, report, monkeyp
     in roster order), changes and rejects, and says where the rest are; it
     never holds a run's whole decisions in memory or on the page."""
     from engine.report import html as report_module
+
     target = tmp_path / "out"
     shutil.copytree(report.parent, target)
     (target / "changes.csv").write_text(
         "partner_id,change,subject,before,after,direction\n"
         "P-1030,enrolled,select,,select,\nP-1007,dropped,select,select,,\n"
-        "P-1030,group_change,tier,registered,select,up\n", encoding="utf-8")
+        "P-1030,group_change,tier,registered,select,up\n",
+        encoding="utf-8",
+    )
     monkeypatch.setattr(report_module, "MAX_REPORT_PARTNERS", 4)
     monkeypatch.setattr(report_module, "MAX_REPORT_ROWS", 2)
     html = build_report(target).read_text(encoding="utf-8")

@@ -3,6 +3,7 @@
 The reference rules' own cases (rules/tests/*.yaml) are collected by the
 plugin when pytest runs (testpaths includes rules/).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -10,12 +11,11 @@ import textwrap
 
 import pytest
 
-from engine.evaluate.decide import Evaluator
+from conftest import ROOT
 from engine.errors import RuleSetError
+from engine.evaluate.decide import Evaluator
 from engine.ruleset.loader import load_rules
 from engine.testing.rule_cases import load_cases, run_case
-
-from conftest import ROOT
 
 pytest_plugins = ["pytester"]
 RULES = load_rules(ROOT / "rules")
@@ -60,20 +60,27 @@ def rules_with_cases(tmp_path):
 
 
 def test_pytest_collects_rule_cases_and_reports_failures(pytester, rules_with_cases):
-    result = pytester.runpytest(str(rules_with_cases / "tests" / "mine.yaml"),
-                                "-p", "no:cacheprovider")
+    result = pytester.runpytest(
+        str(rules_with_cases / "tests" / "mine.yaml"), "-p", "no:cacheprovider"
+    )
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*mine.yaml:7: wrong on purpose",
-                                 "*expected enrollment in elite, but not enrolled",
-                                 "*Partner case*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*mine.yaml:7: wrong on purpose",
+            "*expected enrollment in elite, but not enrolled",
+            "*Partner case*",
+        ]
+    )
 
 
 def test_pytest_reports_broken_rules_at_collection(pytester, rules_with_cases):
     programs = rules_with_cases / "programs.yaml"
-    programs.write_text(programs.read_text().replace("certified_technical >= 10",
-                                                     "certified_tech >= 10"))
-    result = pytester.runpytest(str(rules_with_cases / "tests" / "mine.yaml"),
-                                "-p", "no:cacheprovider")
+    programs.write_text(
+        programs.read_text().replace("certified_technical >= 10", "certified_tech >= 10")
+    )
+    result = pytester.runpytest(
+        str(rules_with_cases / "tests" / "mine.yaml"), "-p", "no:cacheprovider"
+    )
     result.stdout.fnmatch_lines(["*programs.yaml:28:11: in program 'premier': unknown name*"])
     assert result.ret != 0
 

@@ -1,4 +1,5 @@
 """Parsing what CRM exports contain, and rejecting what is ambiguous."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -11,9 +12,19 @@ from engine.ruleset.value_types import ValueType, format_value, parse_value, val
 MONEY, PERCENT, INTEGER = ValueType("money"), ValueType("percent"), ValueType("integer")
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("1,234.50", 1234.5), ("$1,200", 1200.0), ("USD 99", 99.0), ("(100)", -100.0),
-    ("  42 ", 42.0), (1500, 1500.0), ("0.005", 0.01), ("-3", -3.0)])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("1,234.50", 1234.5),
+        ("$1,200", 1200.0),
+        ("USD 99", 99.0),
+        ("(100)", -100.0),
+        ("  42 ", 42.0),
+        (1500, 1500.0),
+        ("0.005", 0.01),
+        ("-3", -3.0),
+    ],
+)
 def test_money(raw, expected):
     assert parse_value(MONEY, raw) == expected
 
@@ -24,8 +35,10 @@ def test_money_rejects_ambiguous_or_bad(raw):
         parse_value(MONEY, raw)
 
 
-@pytest.mark.parametrize("raw, expected", [("12%", 0.12), ("12", 0.12), ("0.005%", 0.00005),
-                                           ("12.3456789%", 0.123457), (60, 0.6)])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [("12%", 0.12), ("12", 0.12), ("0.005%", 0.00005), ("12.3456789%", 0.123457), (60, 0.6)],
+)
 def test_percent(raw, expected):
     assert parse_value(PERCENT, raw) == expected
 
@@ -36,8 +49,9 @@ def test_integer_rejects_fractions():
         parse_value(INTEGER, "2.5")
 
 
-@pytest.mark.parametrize("raw, expected", [("yes", True), ("NO", False), ("1", True),
-                                           ("false", False), ("Y", True)])
+@pytest.mark.parametrize(
+    "raw, expected", [("yes", True), ("NO", False), ("1", True), ("false", False), ("Y", True)]
+)
 def test_yes_no(raw, expected):
     assert parse_value(ValueType("yes/no"), raw) is expected
 
@@ -95,7 +109,11 @@ def test_quarter_windows_count_only_ended_quarters():
     assert last_complete_quarter(dt.date(2026, 11, 26)) == Quarter(2026, 3)
     assert last_complete_quarter(dt.date(2026, 9, 30)) == Quarter(2026, 3)
     assert last_complete_quarter(dt.date(2026, 1, 1)) == Quarter(2025, 4)
-    assert window(dt.date(2026, 11, 26), 3) == (Quarter(2026, 3), Quarter(2026, 2), Quarter(2026, 1))
+    assert window(dt.date(2026, 11, 26), 3) == (
+        Quarter(2026, 3),
+        Quarter(2026, 2),
+        Quarter(2026, 1),
+    )
 
 
 def test_format_value():
@@ -107,13 +125,32 @@ def test_format_value():
 def test_a_remembering_parser_gives_what_parse_value_gives():
     choice = ValueType("one of", ("US", "DE"))
     listed = ValueType("list of text", ("healthcare", "retail"))
-    cases = [(MONEY, ["$1,200", "$1,200", 1500, "1,23"]), (choice, ["us", "US", " de", "FR"]),
-             (listed, ["retail; healthcare", "retail; healthcare", "retail;x"]),
-             (INTEGER, ["3", "3", "3.5"]), (ValueType("date"), ["2026-03-31", "2026-02-30"]),
-             # plain decimals take a short path: these must still agree
-             (MONEY, ["161938.21", ".5", "5.", "00012", "１２", "²", "2²", "1.2.3", "1e5",
-                      "99999999999.5", "999999999999", "1000000000000"]),
-             (ValueType("number"), ["0.1234565", "12.5", "²", "1000000000000.0"])]
+    cases = [
+        (MONEY, ["$1,200", "$1,200", 1500, "1,23"]),
+        (choice, ["us", "US", " de", "FR"]),
+        (listed, ["retail; healthcare", "retail; healthcare", "retail;x"]),
+        (INTEGER, ["3", "3", "3.5"]),
+        (ValueType("date"), ["2026-03-31", "2026-02-30"]),
+        # plain decimals take a short path: these must still agree
+        (
+            MONEY,
+            [
+                "161938.21",
+                ".5",
+                "5.",
+                "00012",
+                "１２",
+                "²",
+                "2²",
+                "1.2.3",
+                "1e5",
+                "99999999999.5",
+                "999999999999",
+                "1000000000000",
+            ],
+        ),
+        (ValueType("number"), ["0.1234565", "12.5", "²", "1000000000000.0"]),
+    ]
     for vtype, raws in cases:
         parse = value_parser(vtype, remember=2)
         for raw in raws * 2:  # the second time from memory, where remembered

@@ -4,13 +4,35 @@ Roster and history readers (CSV, JSON Lines, .xlsx) with row numbers, the
 join of performance history to roster partners, rejected rows, output files
 written atomically, and the run history in SQLite.
 """
+
 from engine.data.outputs import CsvOutput, JsonLinesOutput, remove_stale_partials
 from engine.data.performance import HistoryStore
-from engine.data.readers import (RowReader, SourceRow, file_fingerprint, find_partner,
-                                 partner_from_json_file, read_columns, read_rows)
+from engine.data.readers import (
+    RowReader,
+    SourceRow,
+    file_fingerprint,
+    find_partner,
+    partner_from_json_file,
+    read_columns,
+    read_rows,
+)
 from engine.data.rejects import Reject
 from engine.data.run_history import DEFAULT_DB, RunHistory, RunRecord
 
-__all__ = ["CsvOutput", "DEFAULT_DB", "HistoryStore", "JsonLinesOutput", "Reject", "RowReader",
-           "RunHistory", "RunRecord", "SourceRow", "file_fingerprint", "find_partner",
-           "partner_from_json_file", "read_columns", "read_rows", "remove_stale_partials"]
+__all__ = [
+    "CsvOutput",
+    "DEFAULT_DB",
+    "HistoryStore",
+    "JsonLinesOutput",
+    "Reject",
+    "RowReader",
+    "RunHistory",
+    "RunRecord",
+    "SourceRow",
+    "file_fingerprint",
+    "find_partner",
+    "partner_from_json_file",
+    "read_columns",
+    "read_rows",
+    "remove_stale_partials",
+]

@@ -4,14 +4,16 @@ Every file is written to a temporary name in the output folder and renamed
 into place only when complete, so an interrupted run leaves either the
 previous complete file or the new one, never half a file.
 """
+
 from __future__ import annotations
 
 import csv
 import json
 import os
 import shutil
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 TEMP_SUFFIX = ".partial"
 # Spreadsheets run cells starting with these as formulas (CSV injection).

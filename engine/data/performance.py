@@ -24,6 +24,7 @@ The staging folder is removed when the run ends. One left by a run that was
 killed (its name holds the run's process id, which is no longer alive) is
 removed by the next run.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -32,14 +33,13 @@ import os
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Container, Iterable, Iterator
 from pathlib import Path
-from typing import Container, Iterable, Iterator
 
+from engine.data.readers import RowReader, SourceRow, partner_id_runs, read_columns, unreadable_row
+from engine.data.rejects import Reject
 from engine.errors import DataError
 from engine.evaluate.records import MAX_ID_LENGTH, PARTNER_ID, QUARTER, clean_partner_id
-from engine.data.rejects import Reject
-from engine.data.readers import (RowReader, SourceRow, partner_id_runs, read_columns,
-                                 unreadable_row)
 
 _INSERT_BATCH = 10_000
 _FOLDER_PREFIX = "eligibility-history-"
@@ -85,21 +85,29 @@ class HistoryStore:
         """
         self.source = str(path)
         reported = 0  # rows up to this one have been checked for a partner_id
-        if roster is not None and RowReader(path).kind == "csv" \
-                and RowReader(roster).kind in ("csv", "jsonl"):
+        if (
+            roster is not None
+            and RowReader(path).kind == "csv"
+            and RowReader(roster).kind in ("csv", "jsonl")
+        ):
             positions = _roster_positions(roster)
             rejects: list[Reject] = []
             self.rows_read, reported, in_order = self._check_order(path, positions, rejects)
             yield from rejects
             if in_order:
-                self.merged = _Merge(read_columns(path, [PARTNER_ID, QUARTER, *self.figures],
-                                                  self._unreadable.append),
-                                     positions, self.source)
+                self.merged = _Merge(
+                    read_columns(
+                        path, [PARTNER_ID, QUARTER, *self.figures], self._unreadable.append
+                    ),
+                    positions,
+                    self.source,
+                )
                 return
         yield from self._stage(path, reported)
 
-    def _check_order(self, path: str | Path, positions: dict[str, int],
-                     rejects: list[Reject]) -> tuple[int, int, bool]:
+    def _check_order(
+        self, path: str | Path, positions: dict[str, int], rejects: list[Reject]
+    ) -> tuple[int, int, bool]:
         """(rows read, last row checked, whether the roster's partners come in
         roster order, each one's rows together)."""
         last, count, number = -1, 0, 0
@@ -121,16 +129,20 @@ class HistoryStore:
         self.rows_read = 0
         batch: list[tuple] = []
         as_text = RowReader(path).kind == "csv"  # CSV gives only text: stored as it is
-        for number, values in read_columns(path, [PARTNER_ID, QUARTER, *self.figures],
-                                           self._unreadable.append):
+        for number, values in read_columns(
+            path, [PARTNER_ID, QUARTER, *self.figures], self._unreadable.append
+        ):
             self.rows_read += 1
             partner_id = clean_partner_id(values[0])
             if not partner_id:
                 if number > reported:
                     yield self._missing_id(number)
                 continue
-            batch.append((partner_id, number) + values[1:] if as_text else
-                         (partner_id, number, *(_storable(v) for v in values[1:])))
+            batch.append(
+                (partner_id, number) + values[1:]
+                if as_text
+                else (partner_id, number, *(_storable(v) for v in values[1:]))
+            )
             if len(batch) >= _INSERT_BATCH:
                 self._db.executemany(self._insert, batch)
                 batch = []
@@ -149,11 +161,12 @@ class HistoryStore:
         ids = list(partner_ids)
         found: dict[str, list[RawRow]] = {}
         for start in range(0, len(ids), 900):  # SQLite's limit on query parameters
-            part = ids[start:start + 900]
+            part = ids[start : start + 900]
             marks = ",".join("?" * len(part))
             for partner_id, row, quarter, *figures in self._db.execute(
-                    f"SELECT * FROM history WHERE partner_id IN ({marks}) "
-                    f"ORDER BY partner_id, row", part):
+                f"SELECT * FROM history WHERE partner_id IN ({marks}) ORDER BY partner_id, row",
+                part,
+            ):
                 found.setdefault(partner_id, []).append((row, quarter, tuple(figures)))
         return found
 
@@ -167,13 +180,23 @@ class HistoryStore:
         partner ids), and rows that could not be read (merged or staged)."""
         if self.merged is not None:
             self.merged.finish(self._set_aside)
-        unknown = (Reject(self.source, row, partner_id, PARTNER_ID, partner_id,
-                          "no partner with this partner_id in the roster")
-                   for partner_id, row in self._db.execute(
-                       "SELECT partner_id, row FROM history ORDER BY row")
-                   if partner_id not in known)
-        yield from heapq.merge(unknown, map(unreadable_row, self._unreadable),
-                               key=operator.attrgetter("row"))
+        unknown = (
+            Reject(
+                self.source,
+                row,
+                partner_id,
+                PARTNER_ID,
+                partner_id,
+                "no partner with this partner_id in the roster",
+            )
+            for partner_id, row in self._db.execute(
+                "SELECT partner_id, row FROM history ORDER BY row"
+            )
+            if partner_id not in known
+        )
+        yield from heapq.merge(
+            unknown, map(unreadable_row, self._unreadable), key=operator.attrgetter("row")
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -187,7 +210,7 @@ def remove_abandoned_folders() -> None:
     if os.name != "posix":
         return
     for path in Path(tempfile.gettempdir()).glob(f"{_FOLDER_PREFIX}*-*"):
-        pid = path.name[len(_FOLDER_PREFIX):].split("-", 1)[0]
+        pid = path.name[len(_FOLDER_PREFIX) :].split("-", 1)[0]
         if pid.isdecimal() and not _alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -208,16 +231,16 @@ class _Merge:
     (in roster order), skips those of partners not asked for (rows the run
     set aside), and sets aside rows of partner ids the roster does not have."""
 
-    def __init__(self, rows: Iterator[tuple[int, tuple]], positions: dict[str, int],
-                 source: str):
+    def __init__(self, rows: Iterator[tuple[int, tuple]], positions: dict[str, int], source: str):
         self._positions = positions
         self._unknown: list[tuple[str, int]] = []
         self._groups = self._by_partner(rows, source)
-        self._asked = -1      # roster position of the last partner asked for
+        self._asked = -1  # roster position of the last partner asked for
         self._pending = next(self._groups, None)
 
-    def _by_partner(self, rows: Iterator[tuple[int, tuple]],
-                    source: str) -> Iterator[tuple[int, list[RawRow]]]:
+    def _by_partner(
+        self, rows: Iterator[tuple[int, tuple]], source: str
+    ) -> Iterator[tuple[int, list[RawRow]]]:
         """(roster position, its rows) for each roster partner with rows, in
         file order; rows of other partner ids are collected as unknown."""
         positions, unknown = self._positions, self._unknown
@@ -231,8 +254,10 @@ class _Merge:
                 continue
             if position != current:
                 if position < current:
-                    raise DataError(f"{source} changed while it was read (partner_id "
-                                    f"{partner_id} on row {number} is out of order); run again")
+                    raise DataError(
+                        f"{source} changed while it was read (partner_id "
+                        f"{partner_id} on row {number} is out of order); run again"
+                    )
                 if group:
                     yield current, group
                 current, group = position, []
@@ -246,8 +271,10 @@ class _Merge:
         for wanted in partner_ids:
             position = self._positions.get(wanted, -1)
             if position <= self._asked:
-                raise DataError(f"the roster changed while it was read (partner_id {wanted} "
-                                "is new or out of order); run again")
+                raise DataError(
+                    f"the roster changed while it was read (partner_id {wanted} "
+                    "is new or out of order); run again"
+                )
             self._asked = position
             while pending is not None and pending[0] < position:
                 pending = next(groups, None)  # a partner the run set aside

@@ -7,6 +7,7 @@ number in the source file so problems can point at it; a row that cannot be
 read (a JSON line that is no object, a CSV row with values past the last
 column) comes with its problem instead, to be set aside like any bad row.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,15 +16,25 @@ import io
 import itertools
 import json
 import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
-from engine.errors import DataError, UsageError
-from engine.ruleset.model import RuleSet
-from engine.evaluate.records import (PARTNER_ID, QUARTER, FieldProblem, Partner, checked_history, clean_partner_id,
-                       field_values, partner_from_record, shorten)
 from engine.data.rejects import Reject
+from engine.errors import DataError, UsageError
+from engine.evaluate.records import (
+    PARTNER_ID,
+    QUARTER,
+    FieldProblem,
+    Partner,
+    checked_history,
+    clean_partner_id,
+    field_values,
+    partner_from_record,
+    shorten,
+)
+from engine.ruleset.model import RuleSet
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".xlsx": "xlsx"}
 
@@ -44,8 +55,9 @@ def unreadable_row(row: SourceRow) -> Reject:
     """The reject for a row that could not be read (see
     :attr:`SourceRow.problem`): its value is the row's text, or
     the value out of place."""
-    return Reject(row.file, row.row, clean_partner_id(row.record.get(PARTNER_ID)), "",
-                  row.text, row.problem)
+    return Reject(
+        row.file, row.row, clean_partner_id(row.record.get(PARTNER_ID)), "", row.text, row.problem
+    )
 
 
 class RowReader:
@@ -61,8 +73,10 @@ class RowReader:
         self.columns = (PARTNER_ID, *columns)
         self.kind = FORMATS.get(self.path.suffix.lower())
         if self.kind is None:
-            raise UsageError(f"{self.path}: unsupported file type '{self.path.suffix}'; "
-                             "use .csv, .jsonl, or .xlsx")
+            raise UsageError(
+                f"{self.path}: unsupported file type '{self.path.suffix}'; "
+                "use .csv, .jsonl, or .xlsx"
+            )
         if not self.path.is_file():
             raise UsageError(f"{self.path}: file not found")
         self.size = self.path.stat().st_size
@@ -94,9 +108,9 @@ def read_rows(path: str | Path, columns: Iterable[str] = ()) -> Iterator[SourceR
     return iter(RowReader(path, columns))
 
 
-def read_columns(path: str | Path, columns: list[str],
-                 unreadable: Callable[[SourceRow], None] | None = None
-                 ) -> Iterator[tuple[int, tuple]]:
+def read_columns(
+    path: str | Path, columns: list[str], unreadable: Callable[[SourceRow], None] | None = None
+) -> Iterator[tuple[int, tuple]]:
     """(row number, (value of each column)) for every record: a faster path
     than :func:`read_rows` for big CSV files when only some columns matter.
     A column the file lacks, or a row too short to have it, gives None. Rows
@@ -130,8 +144,12 @@ def read_columns(path: str | Path, columns: list[str],
                 if len(values) >= width and pick is not None:
                     yield number, pick(values)
                 elif values:  # a short row, or a column the file lacks
-                    yield number, tuple(values[i] if i is not None and i < len(values) else None
-                                        for i in where)
+                    yield (
+                        number,
+                        tuple(
+                            values[i] if i is not None and i < len(values) else None for i in where
+                        ),
+                    )
         except (UnicodeDecodeError, csv.Error) as error:
             raise _unreadable(reader.path, number, error) from None
 
@@ -142,8 +160,9 @@ def partner_id_runs(path: str | Path) -> Iterator[tuple[int, Any, int]]:
     big files: in CSV, the rows are grouped without Python code per row."""
     reader = RowReader(path)
     if reader.kind != "csv":
-        for value, group in itertools.groupby(read_columns(path, [PARTNER_ID]),
-                                              key=lambda row: row[1][0]):
+        for value, group in itertools.groupby(
+            read_columns(path, [PARTNER_ID]), key=lambda row: row[1][0]
+        ):
             rows = list(group)
             yield rows[0][0], value, len(rows)
         return
@@ -152,8 +171,15 @@ def partner_id_runs(path: str | Path) -> Iterator[tuple[int, Any, int]]:
         number = 2
         try:
             column = _csv_header(reader.path, next(rows, [])).index(PARTNER_ID)
-            cells = map(lambda values: values[column] if len(values) > column else  # noqa: E731
-                        (None if values else _BLANK_LINE), rows)
+            cells = map(
+                lambda values: (
+                    values[column]
+                    if len(values) > column
+                    # noqa: E731
+                    else (None if values else _BLANK_LINE)
+                ),
+                rows,
+            )
             for value, group in itertools.groupby(cells):
                 count = len(list(group))
                 if value is not _BLANK_LINE:  # blank lines are no records, but are numbered
@@ -187,16 +213,21 @@ def _csv_reader(handle: io.TextIOBase) -> Iterator[list[str]]:
         if PARTNER_ID in (h.strip() for h in next(csv.reader([first], delimiter=candidate), [])):
             delimiter = candidate
             break
-    return csv.reader(itertools.chain([first], handle) if first else handle,
-                      delimiter=delimiter)
+    return csv.reader(itertools.chain([first], handle) if first else handle, delimiter=delimiter)
 
 
 def _csv_header(path: Path, row: list[str], columns: Iterable[str] = ()) -> list[str]:
     """The column names of a CSV file's first row, which must name partner_id
     once, and each of ``columns`` at most once."""
     if not row:
-        raise DataError(f"{path}: " + ("the file is empty" if path.stat().st_size == 0 else
-                                       "the first line is blank; it must name the columns"))
+        raise DataError(
+            f"{path}: "
+            + (
+                "the file is empty"
+                if path.stat().st_size == 0
+                else "the first line is blank; it must name the columns"
+            )
+        )
     header = [h.strip() for h in row]
     _check_header(path, header, columns)
     return header
@@ -210,30 +241,39 @@ def _check_header(path: Path, names: list[str], columns: Iterable[str]) -> None:
     for name in dict.fromkeys((PARTNER_ID, *columns)):
         where = [str(index) for index, found in enumerate(names, 1) if found == name]
         if len(where) > 1:
-            raise DataError(f"{path}: column '{name}' appears {len(where)} times (columns "
-                            f"{', '.join(where)}); keep one, so that no value is guessed")
+            raise DataError(
+                f"{path}: column '{name}' appears {len(where)} times (columns "
+                f"{', '.join(where)}); keep one, so that no value is guessed"
+            )
 
 
-def _overlong(path: Path, number: int, values: list[str], header: list[str],
-              rows: Any) -> SourceRow | None:
+def _overlong(
+    path: Path, number: int, values: list[str], header: list[str], rows: Any
+) -> SourceRow | None:
     """A row with more values than the header has columns: a value holding the
     delimiter without quotes (``Contoso, Inc``, ``1,234.50``) has shifted the
     values after it into the wrong columns, so the row is not used. Empty
     cells past the last column are harmless (None then)."""
-    extra = [value for value in values[len(header):] if value.strip()]
+    extra = [value for value in values[len(header) :] if value.strip()]
     if not extra:
         return None
     delimiter = rows.dialect.delimiter
-    return SourceRow(str(path), number, {PARTNER_ID: values[header.index(PARTNER_ID)]},
-                     f"{len(values)} values for {len(header)} columns; a value holding "
-                     f"{_DELIMITER_NAMES.get(delimiter, repr(delimiter))} must be in double "
-                     "quotes", shorten(extra[0]))
+    return SourceRow(
+        str(path),
+        number,
+        {PARTNER_ID: values[header.index(PARTNER_ID)]},
+        f"{len(values)} values for {len(header)} columns; a value holding "
+        f"{_DELIMITER_NAMES.get(delimiter, repr(delimiter))} must be in double "
+        "quotes",
+        shorten(extra[0]),
+    )
 
 
 def _unreadable(path: Path, number: int, error: Exception) -> DataError:
     if isinstance(error, UnicodeDecodeError):
-        return DataError(f"{path}: not UTF-8 text after row {number} ({error.reason}); "
-                         "export the file as UTF-8")
+        return DataError(
+            f"{path}: not UTF-8 text after row {number} ({error.reason}); export the file as UTF-8"
+        )
     return DataError(f"{path}: unreadable CSV after row {number} ({error})")
 
 
@@ -247,8 +287,9 @@ def _picker(where: list[int | None]):
     return operator.itemgetter(*where)
 
 
-def _read_csv(path: Path, handle: io.TextIOBase, columns: Iterable[str] = ()
-              ) -> Iterator[SourceRow]:
+def _read_csv(
+    path: Path, handle: io.TextIOBase, columns: Iterable[str] = ()
+) -> Iterator[SourceRow]:
     """Rows are numbered as a spreadsheet shows them: the header is row 1, a
     quoted value spanning several lines still makes one row, and a blank line
     is no record but keeps its row number. Missing cells are None; empty
@@ -280,6 +321,7 @@ def _read_csv(path: Path, handle: io.TextIOBase, columns: Iterable[str] = ()
 def _read_xlsx(path: Path, columns: Iterable[str] = ()) -> Iterator[SourceRow]:
     """The first worksheet; the first row holds the column names."""
     import openpyxl  # imported here: only Excel users pay for it
+
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as error:  # openpyxl raises many types for damaged files
@@ -302,8 +344,11 @@ def _read_xlsx(path: Path, columns: Iterable[str] = ()) -> Iterator[SourceRow]:
 def _cell_value(cell: Any) -> Any:
     # A cell shown as 12% holds 0.12; say so, since bare numbers mean points.
     value = cell.value
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and \
-            "%" in (cell.number_format or ""):
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and "%" in (cell.number_format or "")
+    ):
         return f"{value * 100!r}%"
     return value
 
@@ -319,23 +364,34 @@ def _read_jsonl(path: Path, handle: io.TextIOBase) -> Iterator[SourceRow]:
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as error:
-                where = "at the end of the line" if error.pos >= len(text) else \
-                    f"at character {error.pos + 1}"
-                yield SourceRow(str(path), number, {}, f"not valid JSON ({error.msg}, {where})",
-                                shorten(text))
+                where = (
+                    "at the end of the line"
+                    if error.pos >= len(text)
+                    else f"at character {error.pos + 1}"
+                )
+                yield SourceRow(
+                    str(path), number, {}, f"not valid JSON ({error.msg}, {where})", shorten(text)
+                )
                 continue
             if not isinstance(record, dict):
-                yield SourceRow(str(path), number, {}, "not a JSON object ({...}); each line "
-                                "must hold one partner's fields", shorten(text))
+                yield SourceRow(
+                    str(path),
+                    number,
+                    {},
+                    "not a JSON object ({...}); each line must hold one partner's fields",
+                    shorten(text),
+                )
                 continue
             yield SourceRow(str(path), number, record)
     except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error.reason}); export the file as "
-                        "UTF-8") from None
+        raise DataError(
+            f"{path}: not UTF-8 text ({error.reason}); export the file as UTF-8"
+        ) from None
 
 
-def find_partner(ruleset: RuleSet, roster: str | Path, performance: str | Path | None,
-                 partner_id: str) -> tuple[Partner, list]:
+def find_partner(
+    ruleset: RuleSet, roster: str | Path, performance: str | Path | None, partner_id: str
+) -> tuple[Partner, list]:
     """One partner from a roster and its history, by partner_id.
 
     Returns the partner and the history rows set aside (as a run would).
@@ -348,20 +404,25 @@ def find_partner(ruleset: RuleSet, roster: str | Path, performance: str | Path |
     if found is None:
         raise UsageError(f"partner '{partner_id}' is not in {roster}")
     if found.problem:
-        raise DataError(f"{found.file}:{found.row}: partner {shorten(partner_id)}: "
-                        f"{found.problem}")
+        raise DataError(f"{found.file}:{found.row}: partner {shorten(partner_id)}: {found.problem}")
     values, problems = field_values(ruleset, found.record)
     if problems:
-        raise DataError(f"{found.file}:{found.row}: partner {shorten(partner_id)}: "
-                        + "; ".join(map(str, problems)))
+        raise DataError(
+            f"{found.file}:{found.row}: partner {shorten(partner_id)}: "
+            + "; ".join(map(str, problems))
+        )
     rows, unusable = [], []
     if performance is not None:  # read by columns: C speed for CSV
-        for number, cells in read_columns(performance, [PARTNER_ID, QUARTER, *ruleset.figures],
-                                           unusable.append):
+        for number, cells in read_columns(
+            performance, [PARTNER_ID, QUARTER, *ruleset.figures], unusable.append
+        ):
             if clean_partner_id(cells[0]) == partner_id:
                 rows.append((number, cells[1], cells[2:]))
-    rejects = [unreadable_row(r) for r in unusable
-               if clean_partner_id(r.record.get(PARTNER_ID)) == partner_id]
+    rejects = [
+        unreadable_row(r)
+        for r in unusable
+        if clean_partner_id(r.record.get(PARTNER_ID)) == partner_id
+    ]
     history_problems: list[FieldProblem] = []
     history = checked_history(ruleset, rows, tuple(ruleset.figures), history_problems)
     rejects += [Reject.of(str(performance), 0, partner_id, p) for p in history_problems]

@@ -1,9 +1,10 @@
 """Rows set aside during a run, with where they came from and why."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.evaluate.records import PARTNER_ID, FieldProblem, clean_partner_id, shorten
+from engine.evaluate.records import FieldProblem, shorten
 
 COLUMNS = ("source_file", "row", "partner_id", "column", "value", "reason")
 
@@ -18,12 +19,24 @@ class Reject:
     reason: str
 
     @classmethod
-    def of(cls, source_file: str, row: int, partner_id: str, problem: FieldProblem) -> "Reject":
+    def of(cls, source_file: str, row: int, partner_id: str, problem: FieldProblem) -> Reject:
         """The reject for one unusable value of a partner's row (a history
         value's problem carries its own row number, which wins)."""
-        return cls(source_file, problem.row or row, partner_id, problem.column, problem.value,
-                   problem.reason)
+        return cls(
+            source_file,
+            problem.row or row,
+            partner_id,
+            problem.column,
+            problem.value,
+            problem.reason,
+        )
 
     def as_row(self) -> tuple:
-        return (self.source_file, self.row, shorten(self.partner_id), self.column,
-                shorten(self.value), self.reason)
+        return (
+            self.source_file,
+            self.row,
+            shorten(self.partner_id),
+            self.column,
+            shorten(self.value),
+            self.reason,
+        )

@@ -6,18 +6,19 @@ transaction: a run killed half way leaves no trace, and the database stays
 consistent. The next run of the same rule set (by name) over the same roster
 file compares its decisions with the last recorded run to list what changed.
 """
+
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import orjson
 
-from engine.evaluate.changes import Snapshot
 from engine.errors import DataError, UsageError
+from engine.evaluate.changes import Snapshot
 
 DEFAULT_DB = "eligibility-history.sqlite"
 SCHEMA_VERSION = 1
@@ -78,8 +79,9 @@ class RunHistory:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None,
-                                       timeout=LOCK_TIMEOUT_SECONDS)
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, timeout=LOCK_TIMEOUT_SECONDS
+            )
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.executescript(_SCHEMA)
             found = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
@@ -98,29 +100,54 @@ class RunHistory:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:
-            raise DataError(f"{self.path}: the run history is busy ({error}); another run "
-                            "may be using it, so wait for it or give --db another file") from None
+            raise DataError(
+                f"{self.path}: the run history is busy ({error}); another run "
+                "may be using it, so wait for it or give --db another file"
+            ) from None
 
     def add_decisions(self, run_id: int, rows: Iterable[tuple[str, Snapshot]]) -> None:
         self._db.executemany(
             "INSERT INTO decisions VALUES (?, ?, ?, ?, ?)",
-            ((run_id, pid, orjson.dumps(s.classifications, option=orjson.OPT_SORT_KEYS).decode(),
-              s.engagement, orjson.dumps(s.programs).decode()) for pid, s in rows))
+            (
+                (
+                    run_id,
+                    pid,
+                    orjson.dumps(s.classifications, option=orjson.OPT_SORT_KEYS).decode(),
+                    s.engagement,
+                    orjson.dumps(s.programs).decode(),
+                )
+                for pid, s in rows
+            ),
+        )
 
     def next_run_id(self) -> int:
         last = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM runs").fetchone()[0]
         last_decided = self._db.execute(
-            "SELECT COALESCE(MAX(run_id), 0) FROM decisions").fetchone()[0]
+            "SELECT COALESCE(MAX(run_id), 0) FROM decisions"
+        ).fetchone()[0]
         return max(last, last_decided) + 1
 
     def finish(self, record: RunRecord) -> None:
         self._db.execute(
             "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (record.id, record.started_at, record.finished_at, record.as_of,
-             record.ruleset_name, record.rules_fingerprint, record.roster_source,
-             record.roster_fingerprint, record.performance_source,
-             record.performance_fingerprint, record.rows_read, record.decided, record.rejected,
-             record.output_folder, json.dumps(record.summary)))
+            (
+                record.id,
+                record.started_at,
+                record.finished_at,
+                record.as_of,
+                record.ruleset_name,
+                record.rules_fingerprint,
+                record.roster_source,
+                record.roster_fingerprint,
+                record.performance_source,
+                record.performance_fingerprint,
+                record.rows_read,
+                record.decided,
+                record.rejected,
+                record.output_folder,
+                json.dumps(record.summary),
+            ),
+        )
         self._db.execute("COMMIT")
 
     def abort(self) -> None:
@@ -132,41 +159,59 @@ class RunHistory:
     def previous_run(self, ruleset_name: str, roster_source: str) -> RunRecord | None:
         row = self._db.execute(
             "SELECT * FROM runs WHERE ruleset_name = ? AND roster_source = ? "
-            "ORDER BY id DESC LIMIT 1", (ruleset_name, roster_source)).fetchone()
+            "ORDER BY id DESC LIMIT 1",
+            (ruleset_name, roster_source),
+        ).fetchone()
         return _record(row) if row else None
 
     def snapshots(self, run_id: int, partner_ids: list[str]) -> dict[str, Snapshot]:
-        return {pid: _snapshot(*decided) for pid, *decided in self._for_partners(
-            "SELECT partner_id, classifications, engagement, programs FROM decisions "
-            "WHERE run_id = ? AND partner_id IN ({})", [run_id], partner_ids)}
+        return {
+            pid: _snapshot(*decided)
+            for pid, *decided in self._for_partners(
+                "SELECT partner_id, classifications, engagement, programs FROM decisions "
+                "WHERE run_id = ? AND partner_id IN ({})",
+                [run_id],
+                partner_ids,
+            )
+        }
 
-    def last_decided(self, ruleset_name: str, roster_source: str, partner_ids: list[str],
-                     before_run: int) -> dict[str, tuple[int, Snapshot]]:
+    def last_decided(
+        self, ruleset_name: str, roster_source: str, partner_ids: list[str], before_run: int
+    ) -> dict[str, tuple[int, Snapshot]]:
         """For partners not in run ``before_run``: the last earlier run of the
         same rule set over the same roster that decided each (its id and the
         partner's decisions then). Partners never decided are left out."""
-        return {pid: (run_id, _snapshot(*decided)) for pid, run_id, *decided in self._for_partners(
-            "SELECT d.partner_id, d.run_id, d.classifications, d.engagement, d.programs "
-            "FROM runs r JOIN decisions d ON d.run_id = r.id "
-            "WHERE r.ruleset_name = ? AND r.roster_source = ? AND r.id < ? "
-            "AND d.partner_id IN ({}) ORDER BY d.run_id",
-            [ruleset_name, roster_source, before_run], partner_ids)}
+        return {
+            pid: (run_id, _snapshot(*decided))
+            for pid, run_id, *decided in self._for_partners(
+                "SELECT d.partner_id, d.run_id, d.classifications, d.engagement, d.programs "
+                "FROM runs r JOIN decisions d ON d.run_id = r.id "
+                "WHERE r.ruleset_name = ? AND r.roster_source = ? AND r.id < ? "
+                "AND d.partner_id IN ({}) ORDER BY d.run_id",
+                [ruleset_name, roster_source, before_run],
+                partner_ids,
+            )
+        }
 
-    def _for_partners(self, query: str, parameters: list, partner_ids: list[str]
-                      ) -> Iterator[tuple]:
+    def _for_partners(
+        self, query: str, parameters: list, partner_ids: list[str]
+    ) -> Iterator[tuple]:
         """The rows of ``query`` (its ``{}`` the partner ids' placeholders), in
         batches of ids below SQLite's limit on query parameters."""
         for start in range(0, len(partner_ids), 900):
-            part = partner_ids[start:start + 900]
-            yield from self._db.execute(query.format(",".join("?" * len(part))),
-                                        [*parameters, *part])
+            part = partner_ids[start : start + 900]
+            yield from self._db.execute(
+                query.format(",".join("?" * len(part))), [*parameters, *part]
+            )
 
     def removed(self, previous_id: int, run_id: int) -> Iterator[str]:
         """Partners decided in the previous run but not in this one."""
         for (pid,) in self._db.execute(
-                "SELECT partner_id FROM decisions d WHERE run_id = ? AND NOT EXISTS "
-                "(SELECT 1 FROM decisions e WHERE e.run_id = ? AND e.partner_id = d.partner_id) "
-                "ORDER BY partner_id", (previous_id, run_id)):
+            "SELECT partner_id FROM decisions d WHERE run_id = ? AND NOT EXISTS "
+            "(SELECT 1 FROM decisions e WHERE e.run_id = ? AND e.partner_id = d.partner_id) "
+            "ORDER BY partner_id",
+            (previous_id, run_id),
+        ):
             yield pid
 
     def prune(self, keep: int) -> tuple[list[int], int]:
@@ -177,14 +222,20 @@ class RunHistory:
         comes back (see :meth:`last_decided`)."""
         self.begin()
         try:
-            doomed = [run_id for (run_id,) in self._db.execute(
-                "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY ruleset_name, "
-                "roster_source ORDER BY id DESC) AS newest FROM runs) WHERE newest > ? "
-                "ORDER BY id", (keep,))]
+            doomed = [
+                run_id
+                for (run_id,) in self._db.execute(
+                    "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY ruleset_name, "
+                    "roster_source ORDER BY id DESC) AS newest FROM runs) WHERE newest > ? "
+                    "ORDER BY id",
+                    (keep,),
+                )
+            ]
             decisions = 0
             for run_id in doomed:
-                decisions += self._db.execute("DELETE FROM decisions WHERE run_id = ?",
-                                              (run_id,)).rowcount
+                decisions += self._db.execute(
+                    "DELETE FROM decisions WHERE run_id = ?", (run_id,)
+                ).rowcount
                 self._db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             self._db.execute("COMMIT")
         except BaseException:

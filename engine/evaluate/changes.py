@@ -1,14 +1,23 @@
 """What changed for a partner between two runs: the input for letters."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from engine.ruleset.model import ENGAGEMENT, RuleSet
 
 COLUMNS = ("partner_id", "change", "subject", "before", "after", "direction")
-KINDS = ("new_partner", "removed_partner", "returned_partner", "classification",
-         "engagement_model", "group_change", "enrolled", "dropped")
+KINDS = (
+    "new_partner",
+    "removed_partner",
+    "returned_partner",
+    "classification",
+    "engagement_model",
+    "group_change",
+    "enrolled",
+    "dropped",
+)
 
 
 @dataclass(frozen=True)
@@ -23,19 +32,19 @@ class Snapshot:
 @dataclass(frozen=True)
 class Change:
     partner_id: str
-    change: str      # one of KINDS
-    subject: str     # table, 'engagement', exclusive group, or program id
+    change: str  # one of KINDS
+    subject: str  # table, 'engagement', exclusive group, or program id
     before: str
     after: str
-    direction: str   # up, down, changed, or empty
+    direction: str  # up, down, changed, or empty
 
     def as_row(self) -> tuple:
-        return (self.partner_id, self.change, self.subject, self.before, self.after,
-                self.direction)
+        return (self.partner_id, self.change, self.subject, self.before, self.after, self.direction)
 
 
-def compare(ruleset: RuleSet, partner_id: str, before: Snapshot | None,
-            after: Snapshot) -> list[Change]:
+def compare(
+    ruleset: RuleSet, partner_id: str, before: Snapshot | None, after: Snapshot
+) -> list[Change]:
     """Changes from ``before`` (None: the partner is new) to ``after``."""
     if before is None:
         return [Change(partner_id, "new_partner", "", "", "", "")]
@@ -44,12 +53,20 @@ def compare(ruleset: RuleSet, partner_id: str, before: Snapshot | None,
         old, new = before.classifications.get(table.name), after.classifications[table.name]
         if old != new:
             direction = table.direction(old, new) if old is not None else "changed"
-            changes.append(Change(partner_id, "classification", table.name, old or "", new,
-                                  direction))
+            changes.append(
+                Change(partner_id, "classification", table.name, old or "", new, direction)
+            )
     if before.engagement != after.engagement:
-        changes.append(Change(partner_id, "engagement_model", ENGAGEMENT, before.engagement,
-                              after.engagement,
-                              ruleset.engagement.direction(before.engagement, after.engagement)))
+        changes.append(
+            Change(
+                partner_id,
+                "engagement_model",
+                ENGAGEMENT,
+                before.engagement,
+                after.engagement,
+                ruleset.engagement.direction(before.engagement, after.engagement),
+            )
+        )
     old_programs, new_programs = set(before.programs), set(after.programs)
     groups = dict.fromkeys(p.group for p in ruleset.programs if p.group)
     for group in groups:
@@ -57,10 +74,23 @@ def compare(ruleset: RuleSet, partner_id: str, before: Snapshot | None,
         old = next((m for m in members if m.id in old_programs), None)
         new = next((m for m in members if m.id in new_programs), None)
         if old != new:
-            direction = "changed" if old is None or new is None else \
-                "up" if new.priority > old.priority else "down"
-            changes.append(Change(partner_id, "group_change", group, old.id if old else "",
-                                  new.id if new else "", direction))
+            direction = (
+                "changed"
+                if old is None or new is None
+                else "up"
+                if new.priority > old.priority
+                else "down"
+            )
+            changes.append(
+                Change(
+                    partner_id,
+                    "group_change",
+                    group,
+                    old.id if old else "",
+                    new.id if new else "",
+                    direction,
+                )
+            )
     for program in ruleset.programs:
         if program.id in new_programs - old_programs:
             changes.append(Change(partner_id, "enrolled", program.id, "", program.id, ""))

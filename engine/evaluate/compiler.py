@@ -35,23 +35,34 @@ same rule the explainer uses.
 
 Nothing here imports durable_rules; :mod:`engine.evaluate.durable_adapter` runs it.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from engine.ruleset.semantics import toposort
-from engine.ruleset.conditions import (AllOf, AnyOf, Compare, Condition, Dated, IsMissing, NotOf, describe,
-                         is_dated, names_read)
+from engine.ruleset.conditions import (
+    AllOf,
+    AnyOf,
+    Compare,
+    Condition,
+    Dated,
+    IsMissing,
+    NotOf,
+    describe,
+    is_dated,
+    names_read,
+)
 from engine.ruleset.model import ENGAGEMENT, Program, RuleSet, Table
+from engine.ruleset.semantics import toposort
 
-STAGE = "st"          # the stage a fact is at
-PARTNER = "pid"       # the partner id (never read by a condition)
-AS_OF = "asof"        # the run's as-of date, as a day number
-VALUE_PREFIX = "v_"   # every user-named value; keeps clear of durable's own 'id' and 'sid'
-ROW_PREFIX = "r_"     # which row of a table decided (-1 for the default)
-COUNT_PREFIX = "n_"   # number of items in a list value (durable cannot test for [])
+STAGE = "st"  # the stage a fact is at
+PARTNER = "pid"  # the partner id (never read by a condition)
+AS_OF = "asof"  # the run's as-of date, as a day number
+VALUE_PREFIX = "v_"  # every user-named value; keeps clear of durable's own 'id' and 'sid'
+ROW_PREFIX = "r_"  # which row of a table decided (-1 for the default)
+COUNT_PREFIX = "n_"  # number of items in a list value (durable cannot test for [])
 
 
 def attr(name: str) -> str:
@@ -74,8 +85,8 @@ def _condition_reads(conditions) -> set[str]:
     return reads | ({AS_OF} if any(is_dated(c) for c in conditions) else set())
 
 
-SCALE = 1_000_000          # numbers travel as whole millionths
-MAX_ENCODED = 2 ** 63 - 1  # durable_rules reads integers as 64-bit
+SCALE = 1_000_000  # numbers travel as whole millionths
+MAX_ENCODED = 2**63 - 1  # durable_rules reads integers as 64-bit
 
 
 def encode(value: Any) -> Any:
@@ -120,26 +131,26 @@ class Outcome:
     """What the rule's action records: ``decision`` becomes ``value``, and
     each (program id, yes/no) in ``also`` is recorded too."""
 
-    decision: str          # table name, 'engagement', program id, or group stage
-    value: Any             # row value, or True/False for a program
-    row: int | None        # table row index (-1 default); None for programs
+    decision: str  # table name, 'engagement', program id, or group stage
+    value: Any  # row value, or True/False for a program
+    row: int | None  # table row index (-1 default); None for programs
     also: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True)
 class Stage:
     index: int
-    kind: str              # classification, engagement, program, final
+    kind: str  # classification, engagement, program, final
     decision: str
     rules: tuple[tuple[str, dict, Outcome | None], ...]  # (rule name, durable condition, outcome)
     reads: tuple[str, ...]  # attributes its rules test (the level number aside)
-    level: int = 0         # the fact its rules match: st == level (see _levels)
+    level: int = 0  # the fact its rules match: st == level (see _levels)
 
 
 @dataclass(frozen=True)
 class CompiledRules:
     stages: tuple[Stage, ...]
-    inputs: tuple[str, ...]   # the values rules test, which a partner's record starts with
+    inputs: tuple[str, ...]  # the values rules test, which a partner's record starts with
 
     @property
     def final_stage(self) -> int:
@@ -181,15 +192,19 @@ class _Planner:
         self.plans: list[tuple[str, str, list[tuple[str, DNF, Outcome]], set[str]]] = []
         self.leaves: list[tuple[str, str, list[tuple[str, DNF, Outcome]], set[str]]] = []
         self.helpers = 0
-        self.always = {attr(t.name) for t in ruleset.classifications} | \
-            {attr(ENGAGEMENT), AS_OF} | {attr(p.id) for p in ruleset.programs}
+        self.always = (
+            {attr(t.name) for t in ruleset.classifications}
+            | {attr(ENGAGEMENT), AS_OF}
+            | {attr(p.id) for p in ruleset.programs}
+        )
 
     def compile(self) -> CompiledRules:
         for table in self.ruleset.classifications:
             self._table(table, "classification")
         self._table(self.ruleset.engagement, "engagement")
-        used = {r for p in self.ruleset.programs for r in p.requires} | \
-            {n for p in self.ruleset.programs if p.when is not None for n, _ in names_read(p.when)}
+        used = {r for p in self.ruleset.programs for r in p.requires} | {
+            n for p in self.ruleset.programs if p.when is not None for n, _ in names_read(p.when)
+        }
         units = self._program_units()
         for unit in units:
             if isinstance(unit, str):
@@ -211,7 +226,8 @@ class _Planner:
         for p in programs:
             needed = set(p.requires) | ({n for n, _ in names_read(p.when)} if p.when else set())
             deps.setdefault(unit_of[p.id], set()).update(
-                unit_of[n] for n in needed if n in unit_of and unit_of[n] != unit_of[p.id])
+                unit_of[n] for n in needed if n in unit_of and unit_of[n] != unit_of[p.id]
+            )
         names = list(dict.fromkeys(unit_of[p.id] for p in programs))
         order, cycle = toposort(names, deps)
         if cycle:
@@ -223,8 +239,9 @@ class _Planner:
     # --- stages of decisions -------------------------------------------------
 
     def _table(self, table: Table, kind: str) -> None:
-        rules, conditions = self._fit(lambda cs: _table_rules(table, cs),
-                                      [row.when for row in table.rows])
+        rules, conditions = self._fit(
+            lambda cs: _table_rules(table, cs), [row.when for row in table.rows]
+        )
         self._add(kind, table.name, rules, _condition_reads(conditions))
 
     def _fit(self, build, conditions: list):
@@ -250,8 +267,11 @@ class _Planner:
         if rules is None:
             when = self._helper(when)
             rules = self._program_rules(program, when, leaf)
-        if leaf and self._list_rules(rules) + sum(
-                self._list_rules(r) for _, _, r, _ in self.leaves) > LIST_RULE_BUDGET:
+        if (
+            leaf
+            and self._list_rules(rules) + sum(self._list_rules(r) for _, _, r, _ in self.leaves)
+            > LIST_RULE_BUDGET
+        ):
             leaf = False
             rules = self._program_rules(program, when)
         reads = _condition_reads([when])
@@ -269,8 +289,9 @@ class _Planner:
         priority first, are its rows; a row holds when all of that member's
         gates hold. The winner is enrolled and every other member is not."""
         members = self.ruleset.group_members(group)
-        rules, whens = self._fit(lambda ws: self._group_rules(group, members, ws),
-                                 [m.when for m in members])
+        rules, whens = self._fit(
+            lambda ws: self._group_rules(group, members, ws), [m.when for m in members]
+        )
         self.always.add(attr(f"{HELPER_PREFIX}group_{group}"))
         reads = _condition_reads(whens)
         reads |= {attr(r) for m in members for r in m.requires}
@@ -283,36 +304,56 @@ class _Planner:
         decision = f"{HELPER_PREFIX}group_{group}"
         rules = []
         earlier_fail: list[DNF] = []
-        for index, (member, when) in enumerate(zip(members, whens)):
+        for member, when in zip(members, whens):
             gates = self._gates(member, when, with_group=False)
             holds = _product([g[0] for g in gates])
-            rules.append((f"{member.id}__wins", _product(earlier_fail + [holds]),
-                          Outcome(decision, member.id, None,
-                                  tuple((i, i == member.id) for i in ids))))
-            earlier_fail.append(_exclusive_or([(fails, ok) for ok, fails in gates])
-                                if gates else [])
-        rules.append((f"{group}__none", _product(earlier_fail),
-                      Outcome(decision, "", None, tuple((i, False) for i in ids))))
+            rules.append(
+                (
+                    f"{member.id}__wins",
+                    _product(earlier_fail + [holds]),
+                    Outcome(decision, member.id, None, tuple((i, i == member.id) for i in ids)),
+                )
+            )
+            earlier_fail.append(
+                _exclusive_or([(fails, ok) for ok, fails in gates]) if gates else []
+            )
+        rules.append(
+            (
+                f"{group}__none",
+                _product(earlier_fail),
+                Outcome(decision, "", None, tuple((i, False) for i in ids)),
+            )
+        )
         return rules
 
     def _higher(self, program: Program) -> list[Program]:
         if not program.group:
             return []
         members = self.ruleset.group_members(program.group)
-        return members[:members.index(program)]
+        return members[: members.index(program)]
 
     def _program_rules(self, program: Program, when: Condition | None, leaf: bool = False):
         gates = self._gates(program, when)
-        rules = [(f"{program.id}__enrolled", _product([g[0] for g in gates]),
-                  Outcome(program.id, True, None))]
+        rules = [
+            (
+                f"{program.id}__enrolled",
+                _product([g[0] for g in gates]),
+                Outcome(program.id, True, None),
+            )
+        ]
         if gates and not leaf:
-            rules.append((f"{program.id}__not_enrolled",
-                          _exclusive_or([(fails, holds) for holds, fails in gates]),
-                          Outcome(program.id, False, None)))
+            rules.append(
+                (
+                    f"{program.id}__not_enrolled",
+                    _exclusive_or([(fails, holds) for holds, fails in gates]),
+                    Outcome(program.id, False, None),
+                )
+            )
         return rules
 
-    def _gates(self, program: Program, when: Condition | None,
-               with_group: bool = True) -> list[tuple[DNF, DNF]]:
+    def _gates(
+        self, program: Program, when: Condition | None, with_group: bool = True
+    ) -> list[tuple[DNF, DNF]]:
         """What enrollment needs, each as (holds, fails) in normal form."""
         gates: list[tuple[DNF, DNF]] = _window(program.starts, program.ends)
         if when is not None:
@@ -338,8 +379,9 @@ class _Planner:
 
     def _list_rules(self, rules) -> int:
         """How many of the rules' conjunctions test a list, once simplified."""
-        return _list_rules([(name, _simplify(terms, self.always), outcome)
-                            for name, terms, outcome in rules])
+        return _list_rules(
+            [(name, _simplify(terms, self.always), outcome) for name, terms, outcome in rules]
+        )
 
     def _helper(self, condition: Condition) -> Condition:
         """Decide ``condition`` in a helper stage; return a test of its answer."""
@@ -348,22 +390,27 @@ class _Planner:
         if isinstance(condition, (AllOf, AnyOf)):
             inner = self._sized(lambda: self._helper_rules("_", condition))
             if inner is None:  # decide the parts first
-                items = tuple(c if isinstance(c, (Compare, IsMissing)) else self._helper(c)
-                              for c in condition.items)
+                items = tuple(
+                    c if isinstance(c, (Compare, IsMissing)) else self._helper(c)
+                    for c in condition.items
+                )
                 condition = type(condition)(items, condition.loc)
         elif isinstance(condition, NotOf):
             return NotOf(self._helper(condition.item), condition.loc)
         self.helpers += 1
         name = f"{HELPER_PREFIX}{self.helpers}"
         self.always.add(attr(name))
-        self._add("helper", name, self._helper_rules(name, condition),
-                  _condition_reads([condition]))
+        self._add(
+            "helper", name, self._helper_rules(name, condition), _condition_reads([condition])
+        )
         return Compare(name, "==", (True,), describe(condition), condition.loc)
 
     @staticmethod
     def _helper_rules(name: str, condition: Condition):
-        return [(f"{name}__holds", dnf(condition), Outcome(name, True, None)),
-                (f"{name}__fails", dnf(condition, negate=True), Outcome(name, False, None))]
+        return [
+            (f"{name}__holds", dnf(condition), Outcome(name, True, None)),
+            (f"{name}__fails", dnf(condition, negate=True), Outcome(name, False, None)),
+        ]
 
     # --- assembling stages -----------------------------------------------------------
 
@@ -371,21 +418,41 @@ class _Planner:
         self.plans.append((kind, decision, rules, reads))
 
     def _stages(self) -> CompiledRules:
-        simple = lambda plans: [(kind, decision, [(name, _simplify(terms, self.always), outcome)  # noqa: E731
-                                                  for name, terms, outcome in rules], reads)
-                                for kind, decision, rules, reads in plans]
+        simple = lambda plans: [
+            (
+                kind,
+                decision,
+                [
+                    (name, _simplify(terms, self.always), outcome)  # noqa: E731
+                    for name, terms, outcome in rules
+                ],
+                reads,
+            )
+            for kind, decision, rules, reads in plans
+        ]
         plans, leaves = simple(self.plans), simple(self.leaves)
         leaf_reads = set().union(set(), *[p[3] for p in leaves])
-        stage_rules = [rules for _, _, rules, _ in plans] + \
-            [[("final", [[]], None)] + [rule for _, _, rules, _ in leaves for rule in rules]]
+        stage_rules = [rules for _, _, rules, _ in plans] + [
+            [("final", [[]], None)] + [rule for _, _, rules, _ in leaves for rule in rules]
+        ]
         levels = _levels(stage_rules)
         decisions = [(kind, decision) for kind, decision, _, _ in plans] + [("final", "")]
-        stages = tuple(Stage(index, kind, decision, _staged(index, levels[index], rules),
-                             tuple(sorted(_tests(rules))), levels[index])
-                       for index, ((kind, decision), rules) in enumerate(zip(decisions,
-                                                                             stage_rules)))
-        inputs = sorted(a for a in set().union(leaf_reads, *[p[3] for p in plans])
-                        if a.startswith(VALUE_PREFIX) and not a.startswith(attr(HELPER_PREFIX)))
+        stages = tuple(
+            Stage(
+                index,
+                kind,
+                decision,
+                _staged(index, levels[index], rules),
+                tuple(sorted(_tests(rules))),
+                levels[index],
+            )
+            for index, ((kind, decision), rules) in enumerate(zip(decisions, stage_rules))
+        )
+        inputs = sorted(
+            a
+            for a in set().union(leaf_reads, *[p[3] for p in plans])
+            if a.startswith(VALUE_PREFIX) and not a.startswith(attr(HELPER_PREFIX))
+        )
         return CompiledRules(stages, tuple(inputs))
 
 
@@ -397,8 +464,8 @@ def _levels(stage_rules: list[list]) -> list[int]:
     budgets, which hold per fact. The final stage (the last) has a level of
     its own."""
     levels: list[int] = []
-    loads: list[list[int]] = []   # per level: rules, list rules
-    made: list[set[str]] = []     # per stage: the attributes its actions record
+    loads: list[list[int]] = []  # per level: rules, list rules
+    made: list[set[str]] = []  # per stage: the attributes its actions record
     for index, rules in enumerate(stage_rules):
         tests = _tests(rules)
         if index == len(stage_rules) - 1:
@@ -407,16 +474,18 @@ def _levels(stage_rules: list[list]) -> list[int]:
             level = max((levels[j] + 1 for j in range(index) if made[j] & tests), default=0)
         size = sum(len(terms) for _, terms, _ in rules)
         lists = _list_rules(rules)
-        while level < len(loads) and (loads[level][0] + size > STAGE_BUDGET
-                                      or loads[level][1] + lists > LIST_RULE_BUDGET):
+        while level < len(loads) and (
+            loads[level][0] + size > STAGE_BUDGET or loads[level][1] + lists > LIST_RULE_BUDGET
+        ):
             level += 1
         while len(loads) <= level:
             loads.append([0, 0])
         loads[level][0] += size
         loads[level][1] += lists
         levels.append(level)
-        made.append({a for _, _, outcome in rules if outcome is not None
-                     for a in _recorded(outcome)})
+        made.append(
+            {a for _, _, outcome in rules if outcome is not None for a in _recorded(outcome)}
+        )
     return levels
 
 
@@ -428,8 +497,12 @@ def _tests(rules) -> set[str]:
 
 def _list_rules(rules) -> int:
     """How many of the rules' conjunctions test a list (see LIST_RULE_BUDGET)."""
-    return sum(1 for _, terms, _ in rules for conjunction in terms
-               if any(op in LIST_OPS for _, op, _ in conjunction))
+    return sum(
+        1
+        for _, terms, _ in rules
+        for conjunction in terms
+        if any(op in LIST_OPS for _, op, _ in conjunction)
+    )
 
 
 def _recorded(outcome: Outcome) -> set[str]:
@@ -452,14 +525,18 @@ def _size(condition: Condition | None) -> int:
 
 def _staged(index: int, level: int, rules) -> tuple:
     """(rule name, durable condition, outcome) for each conjunction of each rule."""
-    return tuple((f"s{index}__{name}__{j + 1}", _at_level(level, conjunction), outcome)
-                 for name, terms, outcome in rules for j, conjunction in enumerate(terms))
+    return tuple(
+        (f"s{index}__{name}__{j + 1}", _at_level(level, conjunction), outcome)
+        for name, terms, outcome in rules
+        for j, conjunction in enumerate(terms)
+    )
 
 
 def ruleset_definition(compiled: CompiledRules) -> dict[str, dict]:
     """The JSON ruleset (without actions): {rule name: {"all": [{"m": condition}]}}."""
-    return {name: {"all": [{"m": cond}]}
-            for stage in compiled.stages for name, cond, _ in stage.rules}
+    return {
+        name: {"all": [{"m": cond}]} for stage in compiled.stages for name, cond, _ in stage.rules
+    }
 
 
 def _at_level(level: int, conjunction: list[Leaf]) -> dict:
@@ -486,10 +563,13 @@ def _table_rules(table: Table, conditions: list[Condition]) -> list[tuple[str, D
     earlier_fail: list[DNF] = []
     for index, (row, condition) in enumerate(zip(table.rows, conditions)):
         terms = _product(earlier_fail + [dnf(condition)])
-        rules.append((f"{table.name}__row{index + 1}", terms, Outcome(table.name, row.value, index)))
+        rules.append(
+            (f"{table.name}__row{index + 1}", terms, Outcome(table.name, row.value, index))
+        )
         earlier_fail.append(dnf(condition, negate=True))
-    rules.append((f"{table.name}__default", _product(earlier_fail),
-                  Outcome(table.name, table.default, -1)))
+    rules.append(
+        (f"{table.name}__default", _product(earlier_fail), Outcome(table.name, table.default, -1))
+    )
     return rules
 
 
@@ -507,8 +587,9 @@ def dnf(condition: Condition, negate: bool = False) -> DNF:
     if isinstance(condition, (AllOf, AnyOf)):
         if isinstance(condition, AllOf) != negate:
             return _product([dnf(item, negate) for item in condition.items])
-        return _exclusive_or([(dnf(item, negate), dnf(item, not negate))
-                              for item in condition.items])
+        return _exclusive_or(
+            [(dnf(item, negate), dnf(item, not negate)) for item in condition.items]
+        )
     name = attr(condition.name)
     if isinstance(condition, IsMissing):
         return [[(name, "ex" if condition.negated != negate else "nex", 1)]]
@@ -537,8 +618,12 @@ def _product(parts: list[DNF]) -> DNF:
     """The conjunction of DNFs, distributed; contradictions dropped."""
     result: DNF = [[]]
     for part in parts:
-        result = [merged for left in result for right in part
-                  if (merged := _conjoin(left, right)) is not None]
+        result = [
+            merged
+            for left in result
+            for right in part
+            if (merged := _conjoin(left, right)) is not None
+        ]
         if len(result) > MAX_CONJUNCTIONS:
             raise CompileError(f"a condition expands to more than {MAX_CONJUNCTIONS} cases")
     return result
@@ -559,9 +644,16 @@ def _simplify(terms: DNF, always: set[str]) -> DNF:
         if any(op == "nex" and name in always for name, op, _ in conjunction):
             continue
         equal = {name for name, op, _ in conjunction if op == "eq"}
-        result.append([leaf for leaf in conjunction
-                       if not (leaf[1] in ("ex", "neq") and (leaf[0] in equal or
-                                                             (leaf[1] == "ex" and leaf[0] in always)))])
+        result.append(
+            [
+                leaf
+                for leaf in conjunction
+                if not (
+                    leaf[1] in ("ex", "neq")
+                    and (leaf[0] in equal or (leaf[1] == "ex" and leaf[0] in always))
+                )
+            ]
+        )
     return result
 
 
@@ -587,14 +679,16 @@ def _contradicts(conjunction: list[Leaf]) -> bool:
         unequal = {_key(v) for op, v in tests if op == "neq"}
         if equal & unequal:
             return True
-        if {_key(v) for op, v in tests if op == "iany"} & \
-                {_key(v) for op, v in tests if op == "iall_neq"}:
+        if {_key(v) for op, v in tests if op == "iany"} & {
+            _key(v) for op, v in tests if op == "iall_neq"
+        }:
             return True
         if _empty_range(tests):
             return True
-        if name.startswith(COUNT_PREFIX) and (VALUE_PREFIX + name[len(COUNT_PREFIX):]) in by_name:
-            if ("eq", 0) in tests and any(op == "iany" for op, _ in
-                                            by_name[VALUE_PREFIX + name[len(COUNT_PREFIX):]]):
+        if name.startswith(COUNT_PREFIX) and (VALUE_PREFIX + name[len(COUNT_PREFIX) :]) in by_name:
+            if ("eq", 0) in tests and any(
+                op == "iany" for op, _ in by_name[VALUE_PREFIX + name[len(COUNT_PREFIX) :]]
+            ):
                 return True
     return False
 
@@ -604,8 +698,13 @@ def _key(value: Any) -> tuple:
 
 
 def _empty_range(tests: list[tuple[str, Any]]) -> bool:
-    numbers = [(op, v) for op, v in tests if op in ("eq", "lt", "lte", "gt", "gte")
-               and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    numbers = [
+        (op, v)
+        for op, v in tests
+        if op in ("eq", "lt", "lte", "gt", "gte")
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+    ]
     low, low_inclusive, high, high_inclusive = None, True, None, True
     for op, v in numbers:
         if op in ("gt", "gte", "eq") and (low is None or v > low or (v == low and op == "gt")):
@@ -642,7 +741,10 @@ def _compare(c: Compare, name: str, negate: bool) -> DNF:
         return outside if op == "not in" else missing + outside
     if negate:
         op = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}[op]
-    leaf = (name, {"==": "eq", "!=": "neq", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}[op],
-            values[0])
+    leaf = (
+        name,
+        {"==": "eq", "!=": "neq", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}[op],
+        values[0],
+    )
     test = [[(name, "ex", 1), leaf]] if op == "!=" else [[leaf]]
     return missing + test if negate else test

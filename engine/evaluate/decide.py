@@ -4,20 +4,31 @@
 metrics, turns the partner into a fact, and lets the compiled rules in
 durable_rules make every decision by forward chaining.
 """
+
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import orjson
 
-from engine.evaluate.compiler import (AS_OF, PARTNER, ROW_PREFIX, VALUE_PREFIX, CompiledRules, attr,
-                       compile_rules, count_attr, encode)
+from engine.evaluate.compiler import (
+    AS_OF,
+    PARTNER,
+    ROW_PREFIX,
+    VALUE_PREFIX,
+    CompiledRules,
+    attr,
+    compile_rules,
+    count_attr,
+    encode,
+)
 from engine.evaluate.durable_adapter import DurableEngine
+from engine.evaluate.records import Partner
 from engine.ruleset.metrics import Env, compile_expression, evaluate, round_value
 from engine.ruleset.model import ENGAGEMENT, RuleSet
-from engine.evaluate.records import Partner
 from engine.ruleset.value_types import DATE, LIST
 
 
@@ -32,12 +43,17 @@ class Decision:
     enrolled: tuple[str, ...]  # program ids, in rule-set order
 
     def to_json(self) -> dict:
-        return {"partner_id": self.partner_id, "classifications": dict(self.classifications),
-                "engagement_model": self.engagement, "programs": list(self.enrolled)}
+        return {
+            "partner_id": self.partner_id,
+            "classifications": dict(self.classifications),
+            "engagement_model": self.engagement,
+            "programs": list(self.enrolled),
+        }
 
 
-def partner_values(ruleset: RuleSet, partner: Partner, as_of: dt.date,
-                   compiled: Sequence | None = None) -> dict[str, Any]:
+def partner_values(
+    ruleset: RuleSet, partner: Partner, as_of: dt.date, compiled: Sequence | None = None
+) -> dict[str, Any]:
     """Field values, parameters, and every metric, computed in dependency order.
 
     ``compiled`` holds the metrics' closures (see :meth:`Evaluator.values`);
@@ -54,8 +70,9 @@ def partner_values(ruleset: RuleSet, partner: Partner, as_of: dt.date,
     return values
 
 
-def recorded_values(ruleset: RuleSet, fields: Mapping[str, Any],
-                    metrics: Mapping[str, Any]) -> dict[str, Any]:
+def recorded_values(
+    ruleset: RuleSet, fields: Mapping[str, Any], metrics: Mapping[str, Any]
+) -> dict[str, Any]:
     """:func:`partner_values` from a partner's fields and the metrics its run
     recorded in decisions.jsonl, where dates are ISO text and lists arrays.
 
@@ -75,24 +92,40 @@ def recorded_values(ruleset: RuleSet, fields: Mapping[str, Any],
     return values
 
 
-def decision_record(ruleset: RuleSet, row: int, decision: Decision,
-                    missed: Mapping[str, list[str]], values: Mapping[str, Any]) -> dict:
+def decision_record(
+    ruleset: RuleSet,
+    row: int,
+    decision: Decision,
+    missed: Mapping[str, list[str]],
+    values: Mapping[str, Any],
+) -> dict:
     """A partner's record in decisions.jsonl: the decisions, why each program
     was missed, and the metrics they were decided on (``values``: see
     :func:`partner_values`; letters read them back with
     :func:`recorded_values`)."""
-    return {"partner_id": decision.partner_id, "row": row,
-            "classifications": dict(decision.classifications),
-            "decided_by": {name: "default" if index < 0 else f"row {index + 1}"
-                           for name, index in decision.rows.items()},
-            "engagement_model": decision.engagement,
-            "programs": list(decision.enrolled), "not_enrolled": dict(missed),
-            "metrics": {metric.name: values[metric.name] for metric in ruleset.metrics},
-            "rule_set_fingerprint": ruleset.fingerprint}
+    return {
+        "partner_id": decision.partner_id,
+        "row": row,
+        "classifications": dict(decision.classifications),
+        "decided_by": {
+            name: "default" if index < 0 else f"row {index + 1}"
+            for name, index in decision.rows.items()
+        },
+        "engagement_model": decision.engagement,
+        "programs": list(decision.enrolled),
+        "not_enrolled": dict(missed),
+        "metrics": {metric.name: values[metric.name] for metric in ruleset.metrics},
+        "rule_set_fingerprint": ruleset.fingerprint,
+    }
 
 
-def decision_line(ruleset: RuleSet, row: int, decision: Decision,
-                  missed: Mapping[str, list[str]], values: Mapping[str, Any]) -> str:
+def decision_line(
+    ruleset: RuleSet,
+    row: int,
+    decision: Decision,
+    missed: Mapping[str, list[str]],
+    values: Mapping[str, Any],
+) -> str:
     """One line of decisions.jsonl (see :func:`decision_record`)."""
     return orjson.dumps(decision_record(ruleset, row, decision, missed, values)).decode()
 
@@ -119,13 +152,17 @@ class Evaluator:
         self.engine = DurableEngine(self.compiled, **kwargs)
         self.metric_functions = compile_metrics(ruleset)
         # (value name, fact attribute, list size attribute) of each input
-        self._inputs = [(a[len(VALUE_PREFIX):], a, count_attr(a[len(VALUE_PREFIX):]))
-                        for a in self.compiled.inputs]
+        self._inputs = [
+            (a[len(VALUE_PREFIX) :], a, count_attr(a[len(VALUE_PREFIX) :]))
+            for a in self.compiled.inputs
+        ]
         tables = [t.name for t in ruleset.classifications]
         # (name, fact attribute) of each decision a final fact holds
-        self._names = ([(t, attr(t)) for t in tables],
-                       [(t, ROW_PREFIX + t) for t in tables + [ENGAGEMENT]],
-                       [(p.id, attr(p.id)) for p in ruleset.programs])
+        self._names = (
+            [(t, attr(t)) for t in tables],
+            [(t, ROW_PREFIX + t) for t in tables + [ENGAGEMENT]],
+            [(p.id, attr(p.id)) for p in ruleset.programs],
+        )
 
     def values(self, partner: Partner, as_of: dt.date) -> dict[str, Any]:
         """The partner's fields and metrics, with the compiled metric closures."""

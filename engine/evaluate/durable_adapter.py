@@ -64,21 +64,30 @@ found is handled here or in the compiler, and covered by
   makes more than twice the actions its stages should (rules firing over
   and over) stops. Anything else is an :class:`EngineError`.
 """
+
 from __future__ import annotations
 
 import itertools
 import json
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import durable_rules_engine as _core
 import orjson
 from durable import engine as _durable
 
-from engine.evaluate.compiler import PARTNER, ROW_PREFIX, STAGE, CompiledRules, attr, ruleset_definition
 from engine.errors import EngineError
+from engine.evaluate.compiler import (
+    PARTNER,
+    ROW_PREFIX,
+    STAGE,
+    CompiledRules,
+    attr,
+    ruleset_definition,
+)
 
-MAX_BATCH = 500      # facts per session; ~1,024 live sessions is durable's limit
+MAX_BATCH = 500  # facts per session; ~1,024 live sessions is durable's limit
 DEFAULT_BATCH = 100  # larger batches slow durable down (facts accumulate per session)
 _ruleset_ids = itertools.count(1)
 
@@ -115,14 +124,16 @@ class DurableEngine:
                 also = {attr(program): value for program, value in outcome.also}
                 if outcome.row is not None:
                     also[ROW_PREFIX + outcome.decision] = outcome.row
-                self._plans[rule_name] = (stage.index, attr(outcome.decision), outcome.value,
-                                          also)
+                self._plans[rule_name] = (stage.index, attr(outcome.decision), outcome.value, also)
         # per level: what its rules test, and at most how many actions a fact
         # can make (one per stage, and one per leaf program on the final stage)
-        self._levels = [(tuple(sorted({name for stage in stages for name in stage.reads})),
-                         sum(len(stage.rules) if stage.kind == "final" else 1
-                             for stage in stages))
-                        for stages in compiled.levels]
+        self._levels = [
+            (
+                tuple(sorted({name for stage in stages for name in stage.reads})),
+                sum(len(stage.rules) if stage.kind == "final" else 1 for stage in stages),
+            )
+            for stages in compiled.levels
+        ]
         self._handle = self._register()
 
     def _register(self) -> int:
@@ -157,8 +168,10 @@ class DurableEngine:
         partners = [f[PARTNER] for f in facts]
         duplicates = [p for p, n in Counter(partners).items() if n > 1]
         if duplicates:
-            raise EngineError(f"partner ids must be unique in a batch; repeated: "
-                              f"{', '.join(map(str, duplicates[:5]))}")
+            raise EngineError(
+                f"partner ids must be unique in a batch; repeated: "
+                f"{', '.join(map(str, duplicates[:5]))}"
+            )
         sid = f"b{next(self._sids)}"
         try:
             finals, passes = self._run_stages(sid, facts)
@@ -229,8 +242,10 @@ class DurableEngine:
 
     def _verify(self, partners: list[str], finals: dict, passes: dict) -> None:
         """Each partner passed each stage once, reached the end, and no rule repeated."""
-        stages = {(stage.index, None if stage.kind == "final" else attr(stage.decision))
-                  for stage in self.compiled.stages}
+        stages = {
+            (stage.index, None if stage.kind == "final" else attr(stage.decision))
+            for stage in self.compiled.stages
+        }
         seen: Counter = Counter()
         repeated = 0
         for (partner, stage, decision), count in passes.items():
@@ -242,7 +257,8 @@ class DurableEngine:
             raise EngineError(
                 f"durable_rules lost or repeated decisions in a batch of {len(partners)} "
                 f"partners: {len(short)} partners incomplete, {repeated} rules fired more than "
-                f"once (first incomplete: {short[0] if short else None})")
+                f"once (first incomplete: {short[0] if short else None})"
+            )
 
 
 _ACTION_HEAD = '":{"m":{"id":"'
@@ -258,10 +274,10 @@ def _action(message: str, partner_of: dict[str, str]) -> tuple[str, str]:
     end = message.find('"', 2)
     if message.startswith(_ACTION_HEAD, end):
         start = end + len(_ACTION_HEAD)
-        partner = partner_of.get(message[start:message.find('"', start)])
+        partner = partner_of.get(message[start : message.find('"', start)])
         if partner is not None:
             return message[2:end], partner
-    (rule_name, matched), = orjson.loads(message).items()
+    ((rule_name, matched),) = orjson.loads(message).items()
     return rule_name, matched["m"][PARTNER]
 
 
@@ -273,7 +289,7 @@ def fnv1a_32(text: str) -> int:
     return value
 
 
-_ids: list[str] = []            # fact ids, the same sequence for every session
+_ids: list[str] = []  # fact ids, the same sequence for every session
 _id_hashes: set[int] = set()
 _id_candidates = itertools.count()
 
@@ -305,8 +321,10 @@ def _engine_error(error: BaseException) -> EngineError:
     if isinstance(error, EngineError):
         return error
     if isinstance(error, _durable.MessageNotHandledException):
-        return EngineError("durable_rules found no rule for a fact; the compiled rules are "
-                           "not exhaustive (a bug in the compiler)")
+        return EngineError(
+            "durable_rules found no rule for a fact; the compiled rules are "
+            "not exhaustive (a bug in the compiler)"
+        )
     if isinstance(error, _durable.MessageObservedException):
         return EngineError("durable_rules saw the same fact twice")
     if isinstance(error, MemoryError):

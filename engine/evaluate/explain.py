@@ -7,16 +7,27 @@ conclusions must equal durable_rules' decisions. The property-based test
 ``tests/test_differential.py`` checks exactly that, and it is the suite's
 independent check on the engine.
 """
+
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from engine.ruleset.conditions import AllOf, AnyOf, Compare, Condition, Dated, IsMissing, NotOf, describe
 from engine.evaluate.decide import Decision, partner_values
-from engine.ruleset.model import ENGAGEMENT, Program, RuleSet, Table, per_rule_set
 from engine.evaluate.records import Partner
+from engine.ruleset.conditions import (
+    AllOf,
+    AnyOf,
+    Compare,
+    Condition,
+    Dated,
+    IsMissing,
+    NotOf,
+    describe,
+)
+from engine.ruleset.model import ENGAGEMENT, Program, RuleSet, Table, per_rule_set
 from engine.ruleset.value_types import NUMERIC, ValueType, format_value, value_formatter
 
 
@@ -26,11 +37,11 @@ class Check:
 
     text: str
     holds: bool
-    kind: str                  # compare, missing, all, any, not
+    kind: str  # compare, missing, all, any, not
     name: str | None = None
     actual: str | None = None  # the partner's value, formatted
-    detail: str = ""           # "has 1" or "needs at least 2, has 1 (1 short)"
-    children: tuple["Check", ...] = ()
+    detail: str = ""  # "has 1" or "needs at least 2, has 1 (1 short)"
+    children: tuple[Check, ...] = ()
 
     def failures(self) -> list[str]:
         """Why this condition does not hold, one line per reason."""
@@ -69,15 +80,18 @@ class TableExplanation:
     name: str
     label: str
     value: str
-    row: int   # index of the deciding row, -1 for the default
+    row: int  # index of the deciding row, -1 for the default
     rows: tuple[RowCheck, ...]
     note: str  # the deciding row's note
 
     def to_json(self) -> dict:
-        return {"name": self.name, "value": self.value,
-                "decided_by": "default" if self.row < 0 else f"row {self.row + 1}",
-                "note": self.note,
-                "rows": [{"value": r.value, **r.check.to_json()} for r in self.rows]}
+        return {
+            "name": self.name,
+            "value": self.value,
+            "decided_by": "default" if self.row < 0 else f"row {self.row + 1}",
+            "note": self.note,
+            "rows": [{"value": r.value, **r.check.to_json()} for r in self.rows],
+        }
 
 
 @dataclass(frozen=True)
@@ -85,22 +99,28 @@ class ProgramExplanation:
     id: str
     name: str
     enrolled: bool
-    eligible: bool            # in effect, condition held, and prerequisites met
+    eligible: bool  # in effect, condition held, and prerequisites met
     in_effect: bool
     check: Check | None
     missing_prerequisites: tuple[str, ...]
-    lost_to: str | None        # the higher-priority group member that won
+    lost_to: str | None  # the higher-priority group member that won
     group: str | None
-    reasons: tuple[str, ...]   # why (or why not), in plain words
+    reasons: tuple[str, ...]  # why (or why not), in plain words
     benefits: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"id": self.id, "name": self.name, "enrolled": self.enrolled,
-                "eligible": self.eligible, "in_effect": self.in_effect,
-                "group": self.group, "lost_to": self.lost_to,
-                "missing_prerequisites": list(self.missing_prerequisites),
-                "reasons": list(self.reasons),
-                "condition": self.check.to_json() if self.check else None}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "enrolled": self.enrolled,
+            "eligible": self.eligible,
+            "in_effect": self.in_effect,
+            "group": self.group,
+            "lost_to": self.lost_to,
+            "missing_prerequisites": list(self.missing_prerequisites),
+            "reasons": list(self.reasons),
+            "condition": self.check.to_json() if self.check else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -119,20 +139,26 @@ class Explanation:
             classifications={t.name: t.value for t in self.classifications},
             rows={**{t.name: t.row for t in self.classifications}, ENGAGEMENT: self.engagement.row},
             engagement=self.engagement.value,
-            enrolled=tuple(p.id for p in self.programs if p.enrolled))
+            enrolled=tuple(p.id for p in self.programs if p.enrolled),
+        )
 
     def to_json(self) -> dict:
-        return {"partner_id": self.partner_id, "as_of": self.as_of.isoformat(),
-                "values": dict(self.values),
-                "classifications": [t.to_json() for t in self.classifications],
-                "engagement_model": self.engagement.to_json(),
-                "programs": [p.to_json() for p in self.programs]}
+        return {
+            "partner_id": self.partner_id,
+            "as_of": self.as_of.isoformat(),
+            "values": dict(self.values),
+            "classifications": [t.to_json() for t in self.classifications],
+            "engagement_model": self.engagement.to_json(),
+            "programs": [p.to_json() for p in self.programs],
+        }
 
 
 def explain(ruleset: RuleSet, partner: Partner, as_of: dt.date) -> Explanation:
     values = partner_values(ruleset, partner, as_of)
-    shown = {name: format_value(ruleset.type_of(name), values.get(name))
-             for name in list(ruleset.fields) + [m.name for m in ruleset.metrics]}
+    shown = {
+        name: format_value(ruleset.type_of(name), values.get(name))
+        for name in list(ruleset.fields) + [m.name for m in ruleset.metrics]
+    }
     explainer = _Explainer(ruleset, values, as_of)
     tables = []
     for table in ruleset.classifications:
@@ -162,8 +188,9 @@ class _Explainer:
         note = rows[winner].note if winner >= 0 else table.default_note
         return TableExplanation(table.name, table.label, value, winner, rows, note)
 
-    def program(self, program: Program, as_of: dt.date,
-                decided: Mapping[str, ProgramExplanation]) -> ProgramExplanation:
+    def program(
+        self, program: Program, as_of: dt.date, decided: Mapping[str, ProgramExplanation]
+    ) -> ProgramExplanation:
         reasons: list[str] = []
         in_effect = program.in_effect(as_of)
         if not in_effect:
@@ -176,8 +203,10 @@ class _Explainer:
             reasons.extend(check.failures())
         missing = tuple(r for r in program.requires if not decided[r].enrolled)
         for required in missing:
-            reasons.append(f"requires {self.ruleset.program(required).name}, which the partner "
-                           "is not enrolled in")
+            reasons.append(
+                f"requires {self.ruleset.program(required).name}, which the partner "
+                "is not enrolled in"
+            )
         eligible = in_effect and (check is None or check.holds) and not missing
         lost_to = None
         if program.group:
@@ -189,39 +218,58 @@ class _Explainer:
                     break
         if eligible and lost_to:
             winner = self.ruleset.program(lost_to)
-            reasons.append(f"eligible, but {winner.name} (priority {winner.priority}) ranks "
-                           f"higher in the '{program.group}' group and was chosen")
+            reasons.append(
+                f"eligible, but {winner.name} (priority {winner.priority}) ranks "
+                f"higher in the '{program.group}' group and was chosen"
+            )
         enrolled = eligible and lost_to is None
         if enrolled:
-            reasons.append("all conditions hold" if check is not None else
-                           "open to every partner")
+            reasons.append("all conditions hold" if check is not None else "open to every partner")
             if program.group:
-                below = [m for m in self.ruleset.group_members(program.group)
-                         if m.priority < program.priority]
+                below = [
+                    m
+                    for m in self.ruleset.group_members(program.group)
+                    if m.priority < program.priority
+                ]
                 if below:
-                    reasons.append(f"highest-priority program the partner qualifies for in "
-                                   f"the '{program.group}' group")
-        return ProgramExplanation(program.id, program.name, enrolled, eligible, in_effect,
-                                  check, missing, lost_to, program.group, tuple(reasons),
-                                  program.benefits)
+                    reasons.append(
+                        f"highest-priority program the partner qualifies for in "
+                        f"the '{program.group}' group"
+                    )
+        return ProgramExplanation(
+            program.id,
+            program.name,
+            enrolled,
+            eligible,
+            in_effect,
+            check,
+            missing,
+            lost_to,
+            program.group,
+            tuple(reasons),
+            program.benefits,
+        )
 
     def check(self, condition: Condition) -> Check:
         if isinstance(condition, AllOf):
             children = tuple(self.check(c) for c in condition.items)
-            return Check(_text(condition), all(c.holds for c in children), "all",
-                         children=children)
+            return Check(_text(condition), all(c.holds for c in children), "all", children=children)
         if isinstance(condition, AnyOf):
             children = tuple(self.check(c) for c in condition.items)
-            return Check(_text(condition), any(c.holds for c in children), "any",
-                         children=children)
+            return Check(_text(condition), any(c.holds for c in children), "any", children=children)
         if isinstance(condition, NotOf):
             child = self.check(condition.item)
             return Check(_text(condition), not child.holds, "not", children=(child,))
         if isinstance(condition, Dated):
             child = self.check(condition.item)
             if not condition.in_force(self.as_of):
-                return Check(_text(condition), True, "dated", detail="not in force on "
-                             f"{self.as_of}", children=(child,))
+                return Check(
+                    _text(condition),
+                    True,
+                    "dated",
+                    detail=f"not in force on {self.as_of}",
+                    children=(child,),
+                )
             return Check(_text(condition), child.holds, "dated", children=(child,))
         vtype = self.ruleset.type_of(condition.name)
         value = self.values.get(condition.name)
@@ -291,8 +339,9 @@ def _gap(c: Compare, vtype: ValueType | None, value: Any) -> str:
     return f"needs {v[0]} in the list, {has}"
 
 
-def program_failures(ruleset: RuleSet, values: Mapping[str, Any], decision: Decision,
-                     as_of: dt.date) -> dict[str, list[str]]:
+def program_failures(
+    ruleset: RuleSet, values: Mapping[str, Any], decision: Decision, as_of: dt.date
+) -> dict[str, list[str]]:
     """Why each program the partner is not enrolled in was missed, in short lines
     such as ``certified_technical >= 10: has 8``.
 
@@ -333,15 +382,16 @@ def _higher(ruleset: RuleSet, program: Program) -> tuple[str, ...]:
     if not program.group:
         return ()
     members = [m.id for m in ruleset.group_members(program.group)]
-    return tuple(members[:members.index(program.id)])
+    return tuple(members[: members.index(program.id)])
 
 
 def _compile_program_failures(ruleset: RuleSet) -> list[tuple[Program, tuple, Callable | None]]:
     """For each program: the program, the group members above it, and the
     function giving its failed conditions (None without conditions)."""
-    return [(p, _higher(ruleset, p),
-             None if p.when is None else _failed_leaves(ruleset, p.when))
-            for p in ruleset.programs]
+    return [
+        (p, _higher(ruleset, p), None if p.when is None else _failed_leaves(ruleset, p.when))
+        for p in ruleset.programs
+    ]
 
 
 _REMEMBERED_LINES = 4096  # per condition: failed values repeat (counts, yes/no, tiers)
@@ -362,6 +412,7 @@ def _failed_leaves(ruleset: RuleSet, condition: Condition, negate: bool = False)
             if not condition.in_force(as_of):
                 return [f"must not hold: {text}"] if negate else []
             return [f"{label}: {line}" for line in inner(values, as_of)]
+
         return dated
     if isinstance(condition, (AllOf, AnyOf)):
         parts = [_failed_leaves(ruleset, item, negate) for item in condition.items]
@@ -369,6 +420,7 @@ def _failed_leaves(ruleset: RuleSet, condition: Condition, negate: bool = False)
 
             def every(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
                 return [line for part in parts for line in part(values, as_of)]
+
             return every
 
         def some(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
@@ -379,11 +431,15 @@ def _failed_leaves(ruleset: RuleSet, condition: Condition, negate: bool = False)
                     return []
                 lines += failed
             return ["none of: " + "; ".join(lines)]
+
         return some
     name = condition.name
     if isinstance(condition, IsMissing):
-        holds = (lambda value: value is not None) if condition.negated else \
-            (lambda value: value is None)
+        holds = (
+            (lambda value: value is not None)
+            if condition.negated
+            else (lambda value: value is None)
+        )
     else:
         holds = compare_test(condition)
     if negate:
@@ -405,4 +461,5 @@ def _failed_leaves(ruleset: RuleSet, condition: Condition, negate: bool = False)
             if len(lines) < _REMEMBERED_LINES:
                 lines[value] = line
         return [line]
+
     return leaf

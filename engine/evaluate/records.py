@@ -4,14 +4,16 @@ Raw records (a CSV row, a JSON object) are checked against the rule set's
 declarations. Problems name the field and the reason, never the whole
 record, because rosters hold personal data.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from engine.errors import DataError
-from engine.ruleset.quarters import History, Quarter, parse_quarter
 from engine.ruleset.model import RuleSet, per_rule_set
+from engine.ruleset.quarters import History, Quarter, parse_quarter
 from engine.ruleset.value_types import value_parser
 
 PARTNER_ID = "partner_id"
@@ -63,9 +65,14 @@ def read_partner_id(record: Mapping[str, Any]) -> str:
 
 def _declared(ruleset: RuleSet) -> tuple[list, list]:
     """(name, declaration, parser) for the rule set's fields and history figures."""
-    return per_rule_set("parsers", ruleset, lambda r: (
-        [(n, d, value_parser(d.type)) for n, d in r.fields.items()],
-        [(n, d, value_parser(d.type)) for n, d in r.figures.items()]))
+    return per_rule_set(
+        "parsers",
+        ruleset,
+        lambda r: (
+            [(n, d, value_parser(d.type)) for n, d in r.fields.items()],
+            [(n, d, value_parser(d.type)) for n, d in r.figures.items()],
+        ),
+    )
 
 
 def field_values(ruleset: RuleSet, record: Mapping[str, Any]) -> tuple[dict, list[FieldProblem]]:
@@ -96,13 +103,16 @@ def _figure_parsers(ruleset: RuleSet, columns: Sequence[str]) -> list[tuple]:
     found = cache.get(columns)
     if found is None:
         position = {name: index for index, name in enumerate(columns)}
-        found = cache[columns] = [(name, definition, parse, position.get(name))
-                                  for name, definition, parse in _declared(ruleset)[1]]
+        found = cache[columns] = [
+            (name, definition, parse, position.get(name))
+            for name, definition, parse in _declared(ruleset)[1]
+        ]
     return found
 
 
-def _history_row(parsers: list[tuple], number: int, quarter_label: Any,
-                 raw_figures: Sequence[Any]) -> tuple[Quarter, dict] | FieldProblem:
+def _history_row(
+    parsers: list[tuple], number: int, quarter_label: Any, raw_figures: Sequence[Any]
+) -> tuple[Quarter, dict] | FieldProblem:
     """One history row as (quarter, figures), or the problem that makes it unusable."""
     try:
         quarter = parse_quarter(quarter_label)
@@ -123,8 +133,12 @@ def _history_row(parsers: list[tuple], number: int, quarter_label: Any,
     return quarter, figures
 
 
-def checked_history(ruleset: RuleSet, rows: Iterable[tuple[int, Any, Sequence[Any]]],
-                    columns: Sequence[str], problems: list[FieldProblem]) -> History:
+def checked_history(
+    ruleset: RuleSet,
+    rows: Iterable[tuple[int, Any, Sequence[Any]]],
+    columns: Sequence[str],
+    problems: list[FieldProblem],
+) -> History:
     """A partner's history from rows as written: (row number, quarter, figure
     values), the values named by ``columns`` (figures the rule set does not
     declare are ignored, and a declared one missing from ``columns`` has no
@@ -143,9 +157,14 @@ def checked_history(ruleset: RuleSet, rows: Iterable[tuple[int, Any, Sequence[An
             continue
         when, values = checked
         if when in quarters:
-            problems.append(FieldProblem(QUARTER, shorten(quarter),
-                                         f"{when} appears twice for this partner (first on "
-                                         f"row {first_row[when]})", number))
+            problems.append(
+                FieldProblem(
+                    QUARTER,
+                    shorten(quarter),
+                    f"{when} appears twice for this partner (first on row {first_row[when]})",
+                    number,
+                )
+            )
             continue
         quarters[when], first_row[when] = values, number
     return History(quarters)
@@ -156,17 +175,23 @@ def build_history(ruleset: RuleSet, rows: Iterable[Mapping[str, Any]]) -> Histor
     raises DataError at the first unusable row."""
     problems: list[FieldProblem] = []
     columns = tuple(ruleset.figures)
-    history = checked_history(ruleset, ((number, record.get(QUARTER),
-                                         tuple(record.get(name) for name in columns))
-                                        for number, record in enumerate(rows, 1)),
-                              columns, problems)
+    history = checked_history(
+        ruleset,
+        (
+            (number, record.get(QUARTER), tuple(record.get(name) for name in columns))
+            for number, record in enumerate(rows, 1)
+        ),
+        columns,
+        problems,
+    )
     if problems:
         raise DataError(str(problems[0]))
     return history
 
 
-def partner_from_record(ruleset: RuleSet, record: Mapping[str, Any],
-                        history_rows: Iterable[Mapping[str, Any]] = ()) -> Partner:
+def partner_from_record(
+    ruleset: RuleSet, record: Mapping[str, Any], history_rows: Iterable[Mapping[str, Any]] = ()
+) -> Partner:
     """A partner from one record; raises DataError listing every bad value."""
     partner_id = read_partner_id(record)
     values, problems = field_values(ruleset, record)

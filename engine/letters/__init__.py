@@ -6,12 +6,22 @@ the partner's language; :func:`email_message` makes it an email;
 :func:`check_templates` renders every template before a run. Writing the
 letters of a whole run is :func:`engine.run.write_letters`.
 """
+
 from engine.letters.emails import email_message
 from engine.letters.facts import KINDS, LetterFacts, LetterSettings, letter_facts
 from engine.letters.rendering import Letter, LetterRenderer, renderer_for
 from engine.letters.settings import load_letter_settings
 from engine.letters.template_check import check_templates
 
-__all__ = ["KINDS", "Letter", "LetterFacts", "LetterRenderer", "LetterSettings",
-           "check_templates", "email_message", "letter_facts", "load_letter_settings",
-           "renderer_for"]
+__all__ = [
+    "KINDS",
+    "Letter",
+    "LetterFacts",
+    "LetterRenderer",
+    "LetterSettings",
+    "check_templates",
+    "email_message",
+    "letter_facts",
+    "load_letter_settings",
+    "renderer_for",
+]

@@ -8,6 +8,7 @@ are easy to get wrong: encoded words for non-ASCII names and subjects
 Both parts are UTF-8 in base64 with CRLF line ends. The tests parse every
 message back with Python's ``email`` package and check it has no defects.
 """
+
 from __future__ import annotations
 
 import binascii
@@ -15,13 +16,14 @@ import datetime as dt
 import functools
 import hashlib
 import string
+from collections.abc import Mapping
 from email.header import Header
 from email.utils import format_datetime, formataddr
-from typing import Any, Mapping
+from typing import Any
 
-from engine.letters.settings import EMAIL
-from engine.letters.rendering import Letter
 from engine.letters.facts import LetterSettings
+from engine.letters.rendering import Letter
+from engine.letters.settings import EMAIL
 
 CRLF = "\r\n"
 MAX_LINE = 76
@@ -37,8 +39,13 @@ def message_id(fingerprint: str, as_of: dt.date, partner_id: str, sender_email: 
     return f"<{digest[:32]}@{sender_email.rpartition('@')[2]}>"
 
 
-def email_message(letter: Letter, settings: LetterSettings, partner: Mapping[str, Any],
-                  as_of: dt.date, msg_id: str) -> tuple[bytes, str]:
+def email_message(
+    letter: Letter,
+    settings: LetterSettings,
+    partner: Mapping[str, Any],
+    as_of: dt.date,
+    msg_id: str,
+) -> tuple[bytes, str]:
     """The message's bytes, and a note when it has no To (no usable address)."""
     note = ""
     written = _one_line(partner.get("contact_email") or "")
@@ -47,8 +54,9 @@ def email_message(letter: Letter, settings: LetterSettings, partner: Mapping[str
     if address:
         headers.append(("To", _address(partner.get("contact_name") or "", address)))
     else:
-        note = ("no usable contact_email" if written else "no contact_email") + \
-            "; the message has no To"
+        note = (
+            "no usable contact_email" if written else "no contact_email"
+        ) + "; the message has no To"
     headers += [
         ("Subject", _subject(letter.subject)),
         ("Date", _date(as_of)),
@@ -60,10 +68,17 @@ def email_message(letter: Letter, settings: LetterSettings, partner: Mapping[str
     headers.append(("Content-Type", f'multipart/alternative;{CRLF} boundary="{boundary}"'))
     lines = [f"{name}: {value}" for name, value in headers]
     separator = f"{CRLF}--{boundary}{CRLF}".encode("ascii")
-    return b"".join((CRLF.join(lines).encode("ascii"), CRLF.encode("ascii"), separator,
-                     _part(b"plain", letter.text_utf8), separator,
-                     _part(b"html", letter.html_utf8),
-                     f"{CRLF}--{boundary}--{CRLF}".encode("ascii"))), note
+    return b"".join(
+        (
+            CRLF.join(lines).encode("ascii"),
+            CRLF.encode("ascii"),
+            separator,
+            _part(b"plain", letter.text_utf8),
+            separator,
+            _part(b"html", letter.html_utf8),
+            f"{CRLF}--{boundary}--{CRLF}".encode("ascii"),
+        )
+    ), note
 
 
 def _usable(address: str) -> str:
@@ -88,12 +103,14 @@ def _subject(text: str) -> str:
     """The Subject header's value, folded (subjects repeat from letter to letter)."""
     subject = _one_line(text)
     if subject.isascii():
-        return Header(subject, "us-ascii", maxlinelen=MAX_LINE,
-                      header_name="Subject").encode(linesep=CRLF)
+        return Header(subject, "us-ascii", maxlinelen=MAX_LINE, header_name="Subject").encode(
+            linesep=CRLF
+        )
     return _encoded_words(subject, len("Subject: "))
 
 
 # The same for every letter of a run: made once.
+
 
 @functools.lru_cache(maxsize=16)
 def _sender(name: str, address: str) -> str:
@@ -111,9 +128,14 @@ def _part(subtype: bytes, data: bytes) -> bytes:
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n")
     body = binascii.b2a_base64(data.replace(b"\n", b"\r\n"), newline=False)
-    return b"".join((b'Content-Type: text/', subtype, b'; charset="utf-8"\r\n'
-                     b"Content-Transfer-Encoding: base64\r\n\r\n",
-                     b"\r\n".join([body[i:i + MAX_LINE] for i in range(0, len(body), MAX_LINE)])))
+    return b"".join(
+        (
+            b"Content-Type: text/",
+            subtype,
+            b'; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n',
+            b"\r\n".join([body[i : i + MAX_LINE] for i in range(0, len(body), MAX_LINE)]),
+        )
+    )
 
 
 def _address(name: str, address: str) -> str:
@@ -126,7 +148,7 @@ def _address(name: str, address: str) -> str:
         header = f"{_encoded_words(name)} <{address}>"
     last = header.rsplit(CRLF, 1)[-1]
     if len(last) > MAX_LINE - len("From: ") and " <" in last:
-        header = header[:header.rindex(" <")] + CRLF + header[header.rindex(" <"):]
+        header = header[: header.rindex(" <")] + CRLF + header[header.rindex(" <") :]
     return header
 
 

@@ -11,15 +11,17 @@ from the rule model evaluated over the partner's values, in the same way
 the explainer does, so a warning names exactly the condition the rules hold
 against the partner.
 """
+
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from engine.evaluate.changes import Change
-from engine.ruleset.conditions import AllOf, AnyOf, Compare, Condition, Dated, IsMissing, NotOf
 from engine.evaluate.explain import compare_test
+from engine.ruleset.conditions import AllOf, AnyOf, Compare, Condition, Dated, IsMissing, NotOf
 from engine.ruleset.model import ENGAGEMENT, RuleSet, per_rule_set
 from engine.ruleset.value_types import NUMERIC
 
@@ -48,23 +50,35 @@ def _requirement_parts(ruleset: RuleSet, condition: Compare) -> dict:
     language) says whatever the partner's value; ``actual`` and ``short`` are
     added per partner."""
     vtype = ruleset.type_of(condition.name)
-    return {"name": condition.name, "label": ruleset.label_of(condition.name),
-            "type": vtype.kind if vtype else "text", "op": condition.op,
-            "choices": tuple(condition.values),  # shared by every letter: immutable
-            "threshold": condition.values[0] if condition.values else None}
+    return {
+        "name": condition.name,
+        "label": ruleset.label_of(condition.name),
+        "type": vtype.kind if vtype else "text",
+        "op": condition.op,
+        "choices": tuple(condition.values),  # shared by every letter: immutable
+        "threshold": condition.values[0] if condition.values else None,
+    }
 
 
 def _short(condition: Compare, value: Any, numeric: bool) -> Any:
     """How much is missing for a threshold (``>=``, ``>``, ``<=``, ``<``), or None."""
     if not numeric or value is None or condition.op not in (">=", ">", "<=", "<"):
         return None
-    gap = condition.values[0] - value if condition.op in (">=", ">") \
-        else value - condition.values[0]
+    gap = (
+        condition.values[0] - value if condition.op in (">=", ">") else value - condition.values[0]
+    )
     return gap if gap > 0 else None
 
 
-def leaves(ruleset: RuleSet, condition: Condition, values: Mapping[str, Any], as_of: dt.date,
-           *, holding: bool, negate: bool = False) -> list[dict]:
+def leaves(
+    ruleset: RuleSet,
+    condition: Condition,
+    values: Mapping[str, Any],
+    as_of: dt.date,
+    *,
+    holding: bool,
+    negate: bool = False,
+) -> list[dict]:
     """The comparisons that make ``condition`` fail (``holding=False``), or that
     make it hold (``holding=True``), as requirements: ``name``, ``label``,
     ``type``, ``op``, ``choices``, ``threshold``, ``actual``, ``short``.
@@ -81,8 +95,7 @@ def leaves(ruleset: RuleSet, condition: Condition, values: Mapping[str, Any], as
     key = (id(condition), holding, negate)
     found = compiled.get(key)
     if found is None or found[0] is not condition:  # kept with it: its id stays its own
-        found = compiled[key] = (condition,
-                                 _compile_leaves(ruleset, condition, holding, negate))
+        found = compiled[key] = (condition, _compile_leaves(ruleset, condition, holding, negate))
     return found[1](values, as_of)
 
 
@@ -95,10 +108,12 @@ def _compile_leaves(ruleset: RuleSet, condition: Condition, holding: bool, negat
     if isinstance(condition, (AllOf, AnyOf)):
         parts = [_compile_leaves(ruleset, item, holding, negate) for item in condition.items]
         if isinstance(condition, AnyOf) and not holding and not negate:
+
             def nearest(values: Mapping[str, Any], as_of: dt.date) -> list[dict]:
                 # Any one way in is enough: show the one closest to holding.
                 found = (part(values, as_of) for part in parts)
                 return min((p for p in found if p), key=len, default=[])
+
             return nearest
         return lambda values, as_of: [leaf for part in parts for leaf in part(values, as_of)]
     if isinstance(condition, IsMissing) or negate:
@@ -112,6 +127,7 @@ def _compile_leaves(ruleset: RuleSet, condition: Condition, holding: bool, negat
         if test(value) != holding:
             return []
         return [{**parts, "actual": value, "short": _short(condition, value, numeric)}]
+
     return leaf
 
 
@@ -123,9 +139,15 @@ class LetterFacts:
     context: dict
 
 
-def letter_facts(ruleset: RuleSet, settings: LetterSettings, values: Mapping[str, Any],
-                 decision: Mapping[str, Any], changes: Iterable[Change], as_of: dt.date,
-                 previous_run: int | None) -> LetterFacts:
+def letter_facts(
+    ruleset: RuleSet,
+    settings: LetterSettings,
+    values: Mapping[str, Any],
+    decision: Mapping[str, Any],
+    changes: Iterable[Change],
+    as_of: dt.date,
+    previous_run: int | None,
+) -> LetterFacts:
     """The kinds of letter that apply and the template context (unformatted).
 
     ``decision`` is the partner's line of decisions.jsonl; ``values`` its
@@ -140,8 +162,13 @@ def letter_facts(ruleset: RuleSet, settings: LetterSettings, values: Mapping[str
     changes = list(changes)
 
     standing = classifications.get(settings.standing_table) if settings.standing_table else None
-    warning = ("probation" if standing in settings.probation else
-               "at_risk" if standing in settings.at_risk else None)
+    warning = (
+        "probation"
+        if standing in settings.probation
+        else "at_risk"
+        if standing in settings.at_risk
+        else None
+    )
     standing_reasons: list[dict] = []
     if warning:
         table = next(t for t in ruleset.classifications if t.name == settings.standing_table)
@@ -151,33 +178,48 @@ def letter_facts(ruleset: RuleSet, settings: LetterSettings, values: Mapping[str
             standing_reasons = leaves(ruleset, row.when, known, as_of, holding=True)
 
     programs = [_program(ruleset, pid) for pid in enrolled]
-    tier = next((p for p in programs if settings.tier_group and p["group"] == settings.tier_group),
-                None)
+    tier = next(
+        (p for p in programs if settings.tier_group and p["group"] == settings.tier_group), None
+    )
     next_tier = _next_tier(ruleset, settings, tier, known, as_of)
 
     news = _news(ruleset, settings, changes, known, as_of)
-    kinds = [kind for kind, applies in (
-        ("welcome", news["new_partner"]),
-        ("probation", warning == "probation"),
-        ("at_risk", warning == "at_risk"),
-        ("tier_change", bool(news["tier_change"] or news["engagement_change"])),
-        ("removed", bool(news["dropped"])),
-        ("enrolled", bool(news["enrolled"])),
-        ("status", True)) if applies]
+    kinds = [
+        kind
+        for kind, applies in (
+            ("welcome", news["new_partner"]),
+            ("probation", warning == "probation"),
+            ("at_risk", warning == "at_risk"),
+            ("tier_change", bool(news["tier_change"] or news["engagement_change"])),
+            ("removed", bool(news["dropped"])),
+            ("enrolled", bool(news["enrolled"])),
+            ("status", True),
+        )
+        if applies
+    ]
     context = {
         "kind": kinds[0],
         "kinds": kinds,
         "as_of": as_of,
         "rule_set": ruleset.name,
         "previous_run": previous_run,
-        "partner": {"id": decision["partner_id"], **{name: values.get(name)
-                                                      for name in ruleset.fields}},
-        "classifications": [{"table": t.name, "label": t.label, "value": classifications[t.name]}
-                            for t in ruleset.classifications],
-        "standing": {"table": settings.standing_table, "value": standing, "warning": warning,
-                     "reasons": standing_reasons},
+        "partner": {
+            "id": decision["partner_id"],
+            **{name: values.get(name) for name in ruleset.fields},
+        },
+        "classifications": [
+            {"table": t.name, "label": t.label, "value": classifications[t.name]}
+            for t in ruleset.classifications
+        ],
+        "standing": {
+            "table": settings.standing_table,
+            "value": standing,
+            "warning": warning,
+            "reasons": standing_reasons,
+        },
         "engagement": per_rule_set("letter_engagement", ruleset, _engagements)[
-            decision["engagement_model"]],
+            decision["engagement_model"]
+        ],
         "programs": programs,
         "tier": tier,
         "next_tier": next_tier,
@@ -190,27 +232,43 @@ def letter_facts(ruleset: RuleSet, settings: LetterSettings, values: Mapping[str
 # What letters say of a program or an engagement model is the same in every
 # letter: made once per rule set and shared (the sandbox cannot change it).
 
+
 def _program(ruleset: RuleSet, program_id: str) -> dict:
     return per_rule_set("letter_programs", ruleset, _programs)[program_id]
 
 
 def _programs(ruleset: RuleSet) -> dict[str, dict]:
-    return {program.id: {"id": program.id, "name": program.name,
-                         "description": program.description, "group": program.group,
-                         "benefits": [{"key": k, "value": v}
-                                      for k, v in program.benefits.items()]}
-            for program in ruleset.programs}
+    return {
+        program.id: {
+            "id": program.id,
+            "name": program.name,
+            "description": program.description,
+            "group": program.group,
+            "benefits": [{"key": k, "value": v} for k, v in program.benefits.items()],
+        }
+        for program in ruleset.programs
+    }
 
 
 def _engagements(ruleset: RuleSet) -> dict[str, dict]:
-    return {model.id: {"id": model.id, "name": model.name, "description": model.description,
-                       "resources": [{"key": k, "value": v}
-                                     for k, v in model.resources.items()]}
-            for model in ruleset.engagement_models.values()}
+    return {
+        model.id: {
+            "id": model.id,
+            "name": model.name,
+            "description": model.description,
+            "resources": [{"key": k, "value": v} for k, v in model.resources.items()],
+        }
+        for model in ruleset.engagement_models.values()
+    }
 
 
-def _next_tier(ruleset: RuleSet, settings: LetterSettings, tier: dict | None,
-               known: Mapping[str, Any], as_of: dt.date) -> dict | None:
+def _next_tier(
+    ruleset: RuleSet,
+    settings: LetterSettings,
+    tier: dict | None,
+    known: Mapping[str, Any],
+    as_of: dt.date,
+) -> dict | None:
     """The next program up in the tier group and what the partner still misses."""
     if not settings.tier_group:
         return None
@@ -226,39 +284,64 @@ def _next_tier(ruleset: RuleSet, settings: LetterSettings, tier: dict | None,
     return None
 
 
-def _news(ruleset: RuleSet, settings: LetterSettings, changes: list[Change],
-          known: Mapping[str, Any], as_of: dt.date) -> dict:
+def _news(
+    ruleset: RuleSet,
+    settings: LetterSettings,
+    changes: list[Change],
+    known: Mapping[str, Any],
+    as_of: dt.date,
+) -> dict:
     """Changes since the previous run, as facts for the letter."""
     grouped = {p.id for p in ruleset.programs if p.group}
-    news: dict[str, Any] = {"new_partner": False, "tier_change": None,
-                            "engagement_change": None, "classification_changes": [],
-                            "enrolled": [], "dropped": []}
+    news: dict[str, Any] = {
+        "new_partner": False,
+        "tier_change": None,
+        "engagement_change": None,
+        "classification_changes": [],
+        "enrolled": [],
+        "dropped": [],
+    }
     for change in changes:
         if change.change == "new_partner":
             news["new_partner"] = True
         elif change.change == "group_change" and change.subject == settings.tier_group:
             news["tier_change"] = {
-                "before": _program(ruleset, change.before) if change.before
-                else None,
-                "after": _program(ruleset, change.after) if change.after
-                else None,
-                "direction": change.direction}
+                "before": _program(ruleset, change.before) if change.before else None,
+                "after": _program(ruleset, change.after) if change.after else None,
+                "direction": change.direction,
+            }
         elif change.change == "engagement_model":
             news["engagement_change"] = {
                 "before": ruleset.engagement_models[change.before].name,
                 "after": ruleset.engagement_models[change.after].name,
-                "before_id": change.before, "after_id": change.after,
-                "direction": change.direction}
+                "before_id": change.before,
+                "after_id": change.after,
+                "direction": change.direction,
+            }
         elif change.change == "classification":
             news["classification_changes"].append(
-                {"table": change.subject, "label": ruleset.label_of(change.subject),
-                 "before": change.before, "after": change.after, "direction": change.direction})
+                {
+                    "table": change.subject,
+                    "label": ruleset.label_of(change.subject),
+                    "before": change.before,
+                    "after": change.after,
+                    "direction": change.direction,
+                }
+            )
         elif change.change == "enrolled" and change.subject not in grouped:
             news["enrolled"].append(_program(ruleset, change.subject))
         elif change.change == "dropped" and change.subject not in grouped:
             program = ruleset.program(change.subject)
-            reasons = [] if program.when is None else \
-                leaves(ruleset, program.when, known, as_of, holding=False)
-            news["dropped"].append({**_program(ruleset, program.id), "reasons": reasons,
-                                    "ended": not program.in_effect(as_of)})
+            reasons = (
+                []
+                if program.when is None
+                else leaves(ruleset, program.when, known, as_of, holding=False)
+            )
+            news["dropped"].append(
+                {
+                    **_program(ruleset, program.id),
+                    "reasons": reasons,
+                    "ended": not program.in_effect(as_of),
+                }
+            )
     return news

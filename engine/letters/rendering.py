@@ -22,6 +22,7 @@ Numbers, money, percentages, and dates are formatted for the partner's
 locale with Babel. A language without a template for the letter's kind
 falls back to the default language, and the letter says so.
 """
+
 from __future__ import annotations
 
 import copy
@@ -43,9 +44,19 @@ from jinja2.runtime import Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
 
-from engine.letters.settings import load_terms
 from engine.letters.facts import KINDS, LetterFacts, LetterSettings
-from engine.ruleset.value_types import BOOL, CHOICE, DATE, INTEGER, LIST, MONEY, NUMBER, PERCENT, plain_text
+from engine.letters.settings import load_terms
+from engine.ruleset.value_types import (
+    BOOL,
+    CHOICE,
+    DATE,
+    INTEGER,
+    LIST,
+    MONEY,
+    NUMBER,
+    PERCENT,
+    plain_text,
+)
 
 TEMPLATE_SUFFIX = ".md.j2"
 HTML_LAYOUT = "letter.html.j2"
@@ -61,11 +72,19 @@ _ASCII_DIGITS = frozenset("0123456789")
 class Letter:
     """A rendered letter; its text and HTML are made when first asked for."""
 
-    def __init__(self, subject: str, skeleton: str, slots: list[str], page, language: str,
-                 fallback: bool, locale: str):
+    def __init__(
+        self,
+        subject: str,
+        skeleton: str,
+        slots: list[str],
+        page,
+        language: str,
+        fallback: bool,
+        locale: str,
+    ):
         self.subject = subject
-        self.language = language    # the language the letter is written in
-        self.fallback = fallback    # True when the partner's language had no template
+        self.language = language  # the language the letter is written in
+        self.fallback = fallback  # True when the partner's language had no template
         self.locale = locale
         self._skeleton, self._slots, self._page = skeleton, slots, page
 
@@ -136,8 +155,11 @@ class _Slots:
             return escape(text)
         index = len(slots)
         slots.append(text)
-        return _PLACEHOLDERS[index] if index < len(_PLACEHOLDERS) else \
-            Markup(f"{_OPEN}{index}{_CLOSE}")
+        return (
+            _PLACEHOLDERS[index]
+            if index < len(_PLACEHOLDERS)
+            else Markup(f"{_OPEN}{index}{_CLOSE}")
+        )
 
 
 class _SlotCodeGenerator(CodeGenerator):
@@ -161,8 +183,11 @@ class _SlotCodeGenerator(CodeGenerator):
 
 
 def _finalize_only(frame, finalize) -> bool:
-    return (frame.eval_ctx.autoescape and not frame.eval_ctx.volatile
-            and finalize.src == "environment.finalize(")
+    return (
+        frame.eval_ctx.autoescape
+        and not frame.eval_ctx.volatile
+        and finalize.src == "environment.finalize("
+    )
 
 
 _PLAIN_CALLABLES = (Macro, types.BuiltinMethodType)
@@ -218,15 +243,17 @@ class _LetterSandbox(ImmutableSandboxedEnvironment):
         # (about a sixth of a letter's rendering). str.format and format_map
         # always take the sandbox's own way (older Jinja2 checks them here).
         kind = type(__obj)
-        if kind is Macro or (kind is types.BuiltinMethodType
-                             and __obj.__name__ not in _WRAPPED_ATTRIBUTES):
+        if kind is Macro or (
+            kind is types.BuiltinMethodType and __obj.__name__ not in _WRAPPED_ATTRIBUTES
+        ):
             kwargs.pop("_block_vars", None)
             kwargs.pop("_loop_vars", None)
             try:
                 return __obj(*args, **kwargs)
             except StopIteration:
                 return __context.environment.undefined(
-                    "value was undefined because a callable raised a StopIteration exception")
+                    "value was undefined because a callable raised a StopIteration exception"
+                )
         return super().call(__context, __obj, *args, **kwargs)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
@@ -342,13 +369,15 @@ class Formats:
         text = self._babel_money(-amount if negative else amount)
         if [c for c in text if c in _ASCII_DIGITS] != list(probe):
             return None
-        return "".join("{}" if c in _ASCII_DIGITS else c.replace("{", "{{").replace("}", "}}")
-                       for c in text)
+        return "".join(
+            "{}" if c in _ASCII_DIGITS else c.replace("{", "{{").replace("}", "}}") for c in text
+        )
 
     def _babel_money(self, value: float | int) -> str:
         if float(value).is_integer():  # whole amounts without ".00"
-            return self._whole_money.apply(value, self.locale, currency=self.currency,
-                                           currency_digits=False)
+            return self._whole_money.apply(
+                value, self.locale, currency=self.currency, currency_digits=False
+            )
         return format_currency(value, self.currency, locale=self.locale)
 
 
@@ -361,19 +390,35 @@ class LetterRenderer:
         self.currency = currency
         self._slots = _Slots()
         self.env = _LetterSandbox(
-            loader=FileSystemLoader(str(self.folder)), undefined=StrictUndefined,
-            autoescape=True, finalize=self._slots, trim_blocks=True, lstrip_blocks=True,
-            keep_trailing_newline=True, auto_reload=False,
-            cache_size=-1)  # a dict: each letter looks its base template up again
-        self.env.filters.update(money=self._formatter(MONEY),
-                                percent=self._formatter(PERCENT),
-                                number=self._formatter(NUMBER), date=self._formatter(DATE),
-                                value=self._value,
-                                term=self._term, human=_human, join=_join,
-                                e=_no_escape, escape=_no_escape, safe=_no_escape)
+            loader=FileSystemLoader(str(self.folder)),
+            undefined=StrictUndefined,
+            autoescape=True,
+            finalize=self._slots,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            auto_reload=False,
+            cache_size=-1,
+        )  # a dict: each letter looks its base template up again
+        self.env.filters.update(
+            money=self._formatter(MONEY),
+            percent=self._formatter(PERCENT),
+            number=self._formatter(NUMBER),
+            date=self._formatter(DATE),
+            value=self._value,
+            term=self._term,
+            human=_human,
+            join=_join,
+            e=_no_escape,
+            escape=_no_escape,
+            safe=_no_escape,
+        )
         self.html_env = ImmutableSandboxedEnvironment(
-            loader=FileSystemLoader(str(self.folder)), undefined=StrictUndefined,
-            autoescape=True, auto_reload=False)
+            loader=FileSystemLoader(str(self.folder)),
+            undefined=StrictUndefined,
+            autoescape=True,
+            auto_reload=False,
+        )
         self._layout = self.html_env.get_template(HTML_LAYOUT)
         self._terms = {lang: load_terms(self.folder, lang) for lang in settings.languages}
         self._pages: dict[str, list[list[str]]] = {}
@@ -422,8 +467,12 @@ class LetterRenderer:
         template, language = self.template_for(facts.kinds[0], wanted)
         formats = self.formats(language, partner.get("country"))
         slots: list[str] = []
-        context = {**facts.context, "sender": self._sender(), "language": language,
-                   "fallback": language != wanted}
+        context = {
+            **facts.context,
+            "sender": self._sender(),
+            "language": language,
+            "fallback": language != wanted,
+        }
         self._letter_formats, self._letter_terms = formats, self._terms.get(language, {})
         self._slots.values = slots
         try:
@@ -436,8 +485,9 @@ class LetterRenderer:
         finally:
             self._slots.values = None
         subject = " ".join(_fill(subject_skeleton, slots, escape=False).split())
-        return Letter(subject, skeleton, slots, self._page, language, language != wanted,
-                      str(formats.locale))
+        return Letter(
+            subject, skeleton, slots, self._page, language, language != wanted, str(formats.locale)
+        )
 
     def _page(self, body: Markup, subject: str, language: str) -> str:
         """The HTML page around a letter's body (templates/letter.html.j2).
@@ -448,14 +498,20 @@ class LetterRenderer:
         """
         parts = self._pages.get(language)
         if parts is None:
-            page = self._layout.render(sender=self._sender(), body=Markup(_BODY_MARK),
-                                       subject=_SUBJECT_MARK, language=language)
+            page = self._layout.render(
+                sender=self._sender(),
+                body=Markup(_BODY_MARK),
+                subject=_SUBJECT_MARK,
+                language=language,
+            )
             outer = page.split(_BODY_MARK)
-            parts = self._pages[language] = \
+            parts = self._pages[language] = (
                 [piece.split(_SUBJECT_MARK) for piece in outer] if len(outer) == 2 else []
+            )
         if not parts:
-            return self._layout.render(sender=self._sender(), body=body, subject=subject,
-                                       language=language)
+            return self._layout.render(
+                sender=self._sender(), body=body, subject=subject, language=language
+            )
         title = str(escape(subject))
         before, after = (title.join(pieces) for pieces in parts)
         return before + str(body) + after
@@ -470,8 +526,10 @@ class LetterRenderer:
 
     def _formatter(self, kind: str):
         """A filter formatting values of one kind for the letter's locale."""
+
         def format_for_locale(value) -> str:
             return self._letter_formats.value(kind, value)
+
         return format_for_locale
 
     def _value(self, value, kind: str | None = None) -> str:
@@ -514,8 +572,9 @@ def _human(key: Any) -> str:
 _renderers: dict[tuple, LetterRenderer] = {}
 
 
-def renderer_for(folder: str | Path, settings: LetterSettings, currency: str, *,
-                 fresh: bool = False) -> LetterRenderer:
+def renderer_for(
+    folder: str | Path, settings: LetterSettings, currency: str, *, fresh: bool = False
+) -> LetterRenderer:
     """This process's renderer for a templates folder: templates compiled once.
 
     ``fresh`` reads and compiles the templates again (the template check
@@ -531,8 +590,9 @@ def renderer_for(folder: str | Path, settings: LetterSettings, currency: str, *,
 
 def kind_templates(folder: str | Path, language: str) -> list[str]:
     """The kinds that have a template in ``language``."""
-    return [kind for kind in KINDS
-            if (Path(folder) / language / f"{kind}{TEMPLATE_SUFFIX}").is_file()]
+    return [
+        kind for kind in KINDS if (Path(folder) / language / f"{kind}{TEMPLATE_SUFFIX}").is_file()
+    ]
 
 
 def describe_template_error(error: Exception) -> str:

@@ -4,15 +4,16 @@ and each language's terms (``templates/<language>/terms.yaml``).
 Both are untrusted YAML, loaded safely like rule files; every problem names
 the file, line, and column.
 """
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
 from typing import Any
 
-from engine.ruleset.conditions import unknown_key_message
 from engine.errors import Problem, RuleSetError
 from engine.letters.facts import LetterSettings
+from engine.ruleset.conditions import unknown_key_message
 from engine.ruleset.model import RuleSet
 from engine.ruleset.yaml_source import YList, YMap, load_yaml
 
@@ -22,29 +23,45 @@ _TOP_KEYS = ("sender", "languages", "default_language", "tier_group", "warnings"
 _SENDER_KEYS = ("name", "email", "signature")
 _WARNING_KEYS = ("table", "at_risk", "probation")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
-EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-                   r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+EMAIL = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
 
 
 def load_letter_settings(folder: str | Path, ruleset: RuleSet) -> LetterSettings:
     """The settings in ``folder/letters.yaml``, checked against the rule set."""
     path = Path(folder) / SETTINGS_FILE
     if not path.is_file():
-        raise RuleSetError([Problem(str(path), 1, 1, "no letter settings; every templates "
-                                    "folder needs a letters.yaml (see docs/letters.md)")],
-                           "the letter templates")
+        raise RuleSetError(
+            [
+                Problem(
+                    str(path),
+                    1,
+                    1,
+                    "no letter settings; every templates "
+                    "folder needs a letters.yaml (see docs/letters.md)",
+                )
+            ],
+            "the letter templates",
+        )
     data, problems = load_yaml(path)
     if data is not None and not isinstance(data, YMap):
         problems.append(Problem(str(path), 1, 1, "letters.yaml must be a mapping of settings"))
     if problems or data is None:
-        raise RuleSetError(problems or [Problem(str(path), 1, 1, "letters.yaml is empty")],
-                           "the letter templates")
+        raise RuleSetError(
+            problems or [Problem(str(path), 1, 1, "letters.yaml is empty")], "the letter templates"
+        )
     _unknown_keys(data, _TOP_KEYS, "letters.yaml", problems)
     sender = data.get("sender")
     if not isinstance(sender, YMap):
-        problems.append(data.key_loc("sender").problem(
-            "'sender' needs name, email, and signature" if "sender" in data
-            else "missing 'sender' (name, email, and signature of the letters)"))
+        problems.append(
+            data.key_loc("sender").problem(
+                "'sender' needs name, email, and signature"
+                if "sender" in data
+                else "missing 'sender' (name, email, and signature of the letters)"
+            )
+        )
         sender = YMap()
         sender.loc, sender.key_locs, sender.value_locs = data.loc, {}, {}
     else:
@@ -52,37 +69,61 @@ def load_letter_settings(folder: str | Path, ruleset: RuleSet) -> LetterSettings
     name = _text(sender, "name", problems, required=True)
     email = _text(sender, "email", problems, required=True)
     if email and not EMAIL.match(email):
-        problems.append(sender.value_loc("email").problem(
-            f"'{email}' is not an email address like partners@vendor.example"))
+        problems.append(
+            sender.value_loc("email").problem(
+                f"'{email}' is not an email address like partners@vendor.example"
+            )
+        )
     signature = _text(sender, "signature", problems) or name
 
     languages = data.get("languages", YList(["en"]))
     if not isinstance(languages, YList) or not all(
-            isinstance(x, str) and _LANGUAGE.match(x) for x in languages):
-        problems.append(data.value_loc("languages").problem(
-            "'languages' needs a list of language codes, for example [en, fr, de, es]"))
+        isinstance(x, str) and _LANGUAGE.match(x) for x in languages
+    ):
+        problems.append(
+            data.value_loc("languages").problem(
+                "'languages' needs a list of language codes, for example [en, fr, de, es]"
+            )
+        )
         languages = ["en"]
     default = _text(data, "default_language", problems) or "en"
     if default not in languages:
-        problems.append(data.value_loc("default_language").problem(
-            f"default_language '{default}' is not one of the languages "
-            f"({', '.join(languages)})"))
+        problems.append(
+            data.value_loc("default_language").problem(
+                f"default_language '{default}' is not one of the languages ({', '.join(languages)})"
+            )
+        )
     for language in languages:
         if not (Path(folder) / language).is_dir():
-            problems.append(data.value_loc("languages").problem(
-                f"no folder {Path(folder) / language} for language '{language}'"))
+            problems.append(
+                data.value_loc("languages").problem(
+                    f"no folder {Path(folder) / language} for language '{language}'"
+                )
+            )
 
     groups = sorted({p.group for p in ruleset.programs if p.group})
     tier_group = _text(data, "tier_group", problems)
     if tier_group and tier_group not in groups:
-        problems.append(data.value_loc("tier_group").problem(
-            f"tier_group '{tier_group}' is not an exclusive group of the rules "
-            f"({', '.join(groups) or 'there are none'})"))
+        problems.append(
+            data.value_loc("tier_group").problem(
+                f"tier_group '{tier_group}' is not an exclusive group of the rules "
+                f"({', '.join(groups) or 'there are none'})"
+            )
+        )
     table_name, at_risk, probation = _warnings(data, ruleset, problems)
     if problems:
         raise RuleSetError(problems, "the letter templates")
-    return LetterSettings(name, email, signature, tuple(languages), default, tier_group,
-                          table_name, at_risk, probation)
+    return LetterSettings(
+        name,
+        email,
+        signature,
+        tuple(languages),
+        default,
+        tier_group,
+        table_name,
+        at_risk,
+        probation,
+    )
 
 
 def _warnings(data: YMap, ruleset: RuleSet, problems: list[Problem]):
@@ -90,16 +131,20 @@ def _warnings(data: YMap, ruleset: RuleSet, problems: list[Problem]):
     if warnings is None:
         return None, (), ()
     if not isinstance(warnings, YMap):
-        problems.append(data.value_loc("warnings").problem(
-            "'warnings' needs table, at_risk, and probation"))
+        problems.append(
+            data.value_loc("warnings").problem("'warnings' needs table, at_risk, and probation")
+        )
         return None, (), ()
     _unknown_keys(warnings, _WARNING_KEYS, "warnings", problems)
     table_name = _text(warnings, "table", problems, required=True)
     table = next((t for t in ruleset.classifications if t.name == table_name), None)
     if table_name and table is None:
         names = [t.name for t in ruleset.classifications]
-        problems.append(warnings.value_loc("table").problem(
-            f"'{table_name}' is not a classification of the rules ({', '.join(names)})"))
+        problems.append(
+            warnings.value_loc("table").problem(
+                f"'{table_name}' is not a classification of the rules ({', '.join(names)})"
+            )
+        )
     lists = []
     for key in ("at_risk", "probation"):
         values = warnings.get(key, YList())
@@ -108,8 +153,11 @@ def _warnings(data: YMap, ruleset: RuleSet, problems: list[Problem]):
             values = []
         for value in values:
             if table is not None and value not in table.values:
-                problems.append(warnings.value_loc(key).problem(
-                    f"'{value}' is not a value of '{table.name}' ({', '.join(table.values)})"))
+                problems.append(
+                    warnings.value_loc(key).problem(
+                        f"'{value}' is not a value of '{table.name}' ({', '.join(table.values)})"
+                    )
+                )
         lists.append(tuple(values))
     return table_name, lists[0], lists[1]
 
@@ -120,17 +168,20 @@ def load_terms(folder: str | Path, language: str) -> dict[str, str]:
     if not path.is_file():
         return {}
     data, problems = load_yaml(path)
-    if data is not None and (not isinstance(data, YMap) or not all(
-            isinstance(v, str) for v in data.values())):
-        problems.append(Problem(str(path), 1, 1,
-                                "terms.yaml must map ids to text, like 'at_risk: à risque'"))
+    if data is not None and (
+        not isinstance(data, YMap) or not all(isinstance(v, str) for v in data.values())
+    ):
+        problems.append(
+            Problem(str(path), 1, 1, "terms.yaml must map ids to text, like 'at_risk: à risque'")
+        )
     if problems:
         raise RuleSetError(problems, "the letter templates")
     return dict(data or {})
 
 
-def _unknown_keys(data: YMap, allowed: tuple[str, ...], where: str,
-                  problems: list[Problem]) -> None:
+def _unknown_keys(
+    data: YMap, allowed: tuple[str, ...], where: str, problems: list[Problem]
+) -> None:
     for key in data:
         if key not in allowed:
             problems.append(data.key_loc(key).problem(unknown_key_message(key, allowed, where)))

@@ -9,6 +9,7 @@ partner is decided. So are the parts of a template that Jinja2 would drop
 without a word (text outside the blocks of a template that extends another,
 blocks its layout lacks), and raw HTML, which HTML letters leave out.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,19 +19,29 @@ from pathlib import Path
 
 from jinja2 import Environment, TemplateSyntaxError, nodes
 
-from engine.evaluate.decide import decision_record
-from engine.evaluate.changes import Change
-from engine.evaluate.decide import Evaluator, partner_values
-from engine.errors import DataError, Problem, RuleSetError
-from engine.evaluate.explain import program_failures
-from engine.letters.settings import load_letter_settings
-from engine.letters.rendering import (TEMPLATE_SUFFIX, describe_template_error, renderer_for,
-                               kind_templates)
-from engine.letters.facts import KINDS, LetterFacts, LetterSettings, letter_facts
-from engine.ruleset.model import ENGAGEMENT, RuleSet
-from engine.evaluate.records import (PARTNER_ID, QUARTER, Partner, build_history, clean_partner_id,
-                       field_values, read_partner_id)
 from engine.data.readers import read_columns, read_rows
+from engine.errors import DataError, Problem, RuleSetError
+from engine.evaluate.changes import Change
+from engine.evaluate.decide import Evaluator, decision_record, partner_values
+from engine.evaluate.explain import program_failures
+from engine.evaluate.records import (
+    PARTNER_ID,
+    QUARTER,
+    Partner,
+    build_history,
+    clean_partner_id,
+    field_values,
+    read_partner_id,
+)
+from engine.letters.facts import KINDS, LetterFacts, LetterSettings, letter_facts
+from engine.letters.rendering import (
+    TEMPLATE_SUFFIX,
+    describe_template_error,
+    kind_templates,
+    renderer_for,
+)
+from engine.letters.settings import load_letter_settings
+from engine.ruleset.model import ENGAGEMENT, RuleSet
 
 SAMPLE_PARTNERS = 50
 MAX_HISTORY_BYTES = 50_000_000  # larger history files are not scanned for the samples
@@ -44,16 +55,29 @@ class TemplateCheck:
     missing: tuple[tuple[str, str], ...]  # (language, kind) without a template
 
 
-def check_templates(ruleset: RuleSet, folder: str | Path, roster: str | Path | None,
-                    performance: str | Path | None, as_of: dt.date | None = None
-                    ) -> TemplateCheck:
+def check_templates(
+    ruleset: RuleSet,
+    folder: str | Path,
+    roster: str | Path | None,
+    performance: str | Path | None,
+    as_of: dt.date | None = None,
+) -> TemplateCheck:
     """Render every template for sample partners; raise RuleSetError listing
     every problem found."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise RuleSetError([Problem(str(folder), 1, 0, "no such templates folder; give "
-                                   "--templates, or --no-letters to run without letters")],
-                           "the letter templates")
+        raise RuleSetError(
+            [
+                Problem(
+                    str(folder),
+                    1,
+                    0,
+                    "no such templates folder; give "
+                    "--templates, or --no-letters to run without letters",
+                )
+            ],
+            "the letter templates",
+        )
     settings = load_letter_settings(folder, ruleset)
     renderer = renderer_for(folder, settings, ruleset.currency, fresh=True)
     as_of = as_of or dt.date.today()
@@ -71,8 +95,11 @@ def check_templates(ruleset: RuleSet, folder: str | Path, roster: str | Path | N
             try:
                 renderer.env.get_template(name)
             except TemplateSyntaxError as error:
-                problems.add(Problem(error.filename or name, error.lineno, 0, error.message or
-                                     "syntax error"))
+                problems.add(
+                    Problem(
+                        error.filename or name, error.lineno, 0, error.message or "syntax error"
+                    )
+                )
                 continue
             problems.update(_never_shown(renderer.env, folder, name, layouts))
             for facts in samples:
@@ -88,16 +115,23 @@ def check_templates(ruleset: RuleSet, folder: str | Path, roster: str | Path | N
                     break
     for language, kind in missing:
         if language == settings.default_language:
-            problems.add(Problem(str(folder / language), 1, 0,
-                                 f"no template {kind}{TEMPLATE_SUFFIX} in the default language; "
-                                 f"every kind needs one there ({', '.join(KINDS)})"))
+            problems.add(
+                Problem(
+                    str(folder / language),
+                    1,
+                    0,
+                    f"no template {kind}{TEMPLATE_SUFFIX} in the default language; "
+                    f"every kind needs one there ({', '.join(KINDS)})",
+                )
+            )
     if problems:
         raise RuleSetError(problems, "the letter templates")
     return TemplateCheck(count, settings.languages, len(samples) // 2, tuple(missing))
 
 
-def _never_shown(env: Environment, folder: Path, name: str,
-                 layouts: dict[str, list[str] | None]) -> list[Problem]:
+def _never_shown(
+    env: Environment, folder: Path, name: str, layouts: dict[str, list[str] | None]
+) -> list[Problem]:
     """Parts of a template that extends another which Jinja2 silently drops:
     text outside any block, and blocks its layout does not have (a misspelt
     block name)."""
@@ -110,26 +144,43 @@ def _never_shown(env: Environment, folder: Path, name: str,
     for node in tree.body:
         if not isinstance(node, nodes.Output):
             continue
-        shown = [part for part in node.nodes
-                 if not (isinstance(part, nodes.TemplateData) and not part.data.strip())]
+        shown = [
+            part
+            for part in node.nodes
+            if not (isinstance(part, nodes.TemplateData) and not part.data.strip())
+        ]
         if shown:
             first = shown[0]
             line = first.lineno
             if isinstance(first, nodes.TemplateData):  # the line of its first visible character
                 data = first.data
-                line += data[:len(data) - len(data.lstrip())].count("\n")
-            problems.append(Problem(path, line, 0, "text outside any {% block %} is never "
-                                    "shown in a template that extends another; move it into "
-                                    "a block"))
+                line += data[: len(data) - len(data.lstrip())].count("\n")
+            problems.append(
+                Problem(
+                    path,
+                    line,
+                    0,
+                    "text outside any {% block %} is never "
+                    "shown in a template that extends another; move it into "
+                    "a block",
+                )
+            )
     uses_self = any(node.name == "self" for node in tree.find_all(nodes.Name))
     if parent not in layouts:
         layouts[parent] = _block_names(env, parent)
     known = None if uses_self else layouts[parent]  # self.x() shows any block
     for block in tree.body:
         if isinstance(block, nodes.Block) and known is not None and block.name not in known:
-            problems.append(Problem(path, block.lineno, 0, f"block '{block.name}' is not in "
-                                    f"{parent}, so it is never shown; its blocks are: "
-                                    f"{', '.join(known)}"))
+            problems.append(
+                Problem(
+                    path,
+                    block.lineno,
+                    0,
+                    f"block '{block.name}' is not in "
+                    f"{parent}, so it is never shown; its blocks are: "
+                    f"{', '.join(known)}",
+                )
+            )
     return problems
 
 
@@ -151,9 +202,14 @@ def _block_names(env: Environment, name: str, depth: int = 0) -> list[str] | Non
 
 def _layout_of(tree: nodes.Template) -> str | None:
     """The template a template extends (``{% extends "de/base.md.j2" %}``), if named."""
-    return next((node.template.value for node in tree.body
-                 if isinstance(node, nodes.Extends) and isinstance(node.template, nodes.Const)),
-                None)
+    return next(
+        (
+            node.template.value
+            for node in tree.body
+            if isinstance(node, nodes.Extends) and isinstance(node.template, nodes.Const)
+        ),
+        None,
+    )
 
 
 # Where a template's raw HTML probably is: a tag, a comment, or a declaration.
@@ -163,8 +219,10 @@ _HTML_LIKE = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>|<!--|<\?|<![A
 def _raw_html_problem(folder: Path, name: str, language: str) -> Problem:
     """The template (or its language's base) line with raw HTML, which HTML
     letters would silently leave out while text letters show it."""
-    message = ("raw HTML is left out of HTML letters; write it in Markdown (or, for a "
-               "'<' shown as it is, write '\\<')")
+    message = (
+        "raw HTML is left out of HTML letters; write it in Markdown (or, for a "
+        "'<' shown as it is, write '\\<')"
+    )
     for candidate in (name, f"{language}/base{TEMPLATE_SUFFIX}"):
         path = folder / candidate
         if path.is_file():
@@ -185,8 +243,9 @@ def _problem(error: Exception, name: str) -> Problem:
     return Problem(name, 1, 0, text)
 
 
-def _samples(ruleset: RuleSet, settings: LetterSettings, roster, performance,
-             as_of: dt.date) -> list[LetterFacts]:
+def _samples(
+    ruleset: RuleSet, settings: LetterSettings, roster, performance, as_of: dt.date
+) -> list[LetterFacts]:
     """Letter facts for the roster's first partners, without and with changes."""
     partners = []
     seen: set[str] = set()
@@ -208,8 +267,10 @@ def _samples(ruleset: RuleSet, settings: LetterSettings, roster, performance,
         values = {name: f.default for name, f in ruleset.fields.items()}
         partners.append(("SAMPLE-1", values))
     histories = _histories(ruleset, {pid for pid, _ in partners}, performance)
-    people = [Partner(pid, values, histories.get(pid, build_history(ruleset, [])))
-              for pid, values in partners]
+    people = [
+        Partner(pid, values, histories.get(pid, build_history(ruleset, [])))
+        for pid, values in partners
+    ]
     evaluator = Evaluator(ruleset)
     decisions = evaluator.decide(people, as_of)
     samples = []
@@ -223,8 +284,11 @@ def _samples(ruleset: RuleSet, settings: LetterSettings, roster, performance,
 
 
 def _histories(ruleset: RuleSet, ids: set[str], performance) -> dict:
-    if performance is None or not Path(performance).is_file() or \
-            Path(performance).stat().st_size > MAX_HISTORY_BYTES:
+    if (
+        performance is None
+        or not Path(performance).is_file()
+        or Path(performance).stat().st_size > MAX_HISTORY_BYTES
+    ):
         return {}
     columns = [QUARTER, *ruleset.figures]
     rows: dict[str, list] = {}
@@ -241,25 +305,29 @@ def _histories(ruleset: RuleSet, ids: set[str], performance) -> dict:
     return found
 
 
-def _every_change(ruleset: RuleSet, settings: LetterSettings, partner_id: str,
-                  decision) -> tuple[Change, ...]:
+def _every_change(
+    ruleset: RuleSet, settings: LetterSettings, partner_id: str, decision
+) -> tuple[Change, ...]:
     """One change of every kind, so that every branch of a template runs."""
     changes = [Change(partner_id, "new_partner", "", "", "", "")]
     if settings.tier_group:
         members = ruleset.group_members(settings.tier_group)
         current = next((m for m in members if m.id in decision.enrolled), members[-1])
         other = next((m for m in members if m.id != current.id), current)
-        changes.append(Change(partner_id, "group_change", settings.tier_group, other.id,
-                              current.id, "up"))
+        changes.append(
+            Change(partner_id, "group_change", settings.tier_group, other.id, current.id, "up")
+        )
     models = list(ruleset.engagement_models)
     other_model = next((m for m in models if m != decision.engagement), decision.engagement)
-    changes.append(Change(partner_id, "engagement_model", ENGAGEMENT, other_model,
-                          decision.engagement, "down"))
+    changes.append(
+        Change(partner_id, "engagement_model", ENGAGEMENT, other_model, decision.engagement, "down")
+    )
     for table in ruleset.classifications:
         value = decision.classifications[table.name]
         other_value = next((v for v in table.values if v != value), value)
-        changes.append(Change(partner_id, "classification", table.name, other_value, value,
-                              "changed"))
+        changes.append(
+            Change(partner_id, "classification", table.name, other_value, value, "changed")
+        )
     loose = [p for p in ruleset.programs if not p.group]
     for program in loose:
         if program.id in decision.enrolled:

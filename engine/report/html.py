@@ -6,34 +6,38 @@ script are inline, and the charts are inline SVG. It is rendered by a
 sandboxed Jinja2 environment with autoescaping and StrictUndefined. Roster
 values (partner ids, reasons) are data, never markup.
 """
+
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
-from engine.errors import UsageError
 from engine.data.outputs import AtomicFile
+from engine.errors import UsageError
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORT_NAME = "report.html"
 # A report stays a page a browser opens (about 2.5 KB a partner shown): at
 # most this many partners, changes, and rejects; the output files hold them all.
 MAX_REPORT_PARTNERS = 5000
-MAX_REPORT_ROWS = 2000       # changes and rejects listed
-MAX_LETTER_PREVIEWS = 2000   # letters shown in the report; the rest are in letters/
+MAX_REPORT_ROWS = 2000  # changes and rejects listed
+MAX_LETTER_PREVIEWS = 2000  # letters shown in the report; the rest are in letters/
 MAX_PREVIEW_CHARS = 12_000
 BAR_WIDTH = 320
 
 
 def _environment() -> SandboxedEnvironment:
-    return SandboxedEnvironment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,
-                                autoescape=select_autoescape(["html"]))
+    return SandboxedEnvironment(
+        loader=FileSystemLoader(TEMPLATES),
+        undefined=StrictUndefined,
+        autoescape=select_autoescape(["html"]),
+    )
 
 
 def _rows(path: Path) -> Iterator[dict]:
@@ -56,12 +60,15 @@ def _first_rows(path: Path, limit: int | None = None) -> tuple[list[dict], int]:
 def _bars(counts: dict[str, int]) -> list[dict]:
     """Rows of a horizontal bar chart, scaled to the largest count."""
     top = max(counts.values(), default=0) or 1
-    return [{"label": label, "count": count, "width": round(BAR_WIDTH * count / top)}
-            for label, count in counts.items()]
+    return [
+        {"label": label, "count": count, "width": round(BAR_WIDTH * count / top)}
+        for label, count in counts.items()
+    ]
 
 
-def build_report(folder: str | Path, output: str | Path | None = None,
-                 moves: str | Path | None = None) -> Path:
+def build_report(
+    folder: str | Path, output: str | Path | None = None, moves: str | Path | None = None
+) -> Path:
     """Write the report for the run in ``folder``; returns the file written.
 
     ``moves`` is a CSV written by ``eligibility diff --csv``; its moves become
@@ -84,16 +91,22 @@ def build_report(folder: str | Path, output: str | Path | None = None,
         "partners": partners,
         # Embedded as JSON for the detail panel; Jinja's tojson escapes <, >, &.
         "partners_json": partners,
-        "charts": {**{f"Classification: {name}": _bars(counts)
-                      for name, counts in summary["classifications"].items()},
-                   "Engagement models": _bars(summary["engagement_models"]),
-                   "Programs": _bars(summary["programs"])},
+        "charts": {
+            **{
+                f"Classification: {name}": _bars(counts)
+                for name, counts in summary["classifications"].items()
+            },
+            "Engagement models": _bars(summary["engagement_models"]),
+            "Programs": _bars(summary["programs"]),
+        },
         "rejects": rejects,
         "changes": changes,
         "counts": {"rejects": reject_count, "changes": change_count, "moves": move_count},
         "moves": moves_shown,
-        "letters": {"written": _first_rows(folder / "letters" / "index.csv", 0)[1],
-                    "previewed": len(previews)},
+        "letters": {
+            "written": _first_rows(folder / "letters" / "index.csv", 0)[1],
+            "previewed": len(previews),
+        },
     }
     html = _environment().get_template("report.html").render(**context)
     target = Path(output) if output else folder / REPORT_NAME
@@ -116,7 +129,7 @@ def _partners_shown(folder: Path, changed: set[str]) -> list[dict]:
                 first.append(partner)
             elif len(others) < MAX_REPORT_PARTNERS:
                 others.append(partner)
-    shown = first + others[:MAX_REPORT_PARTNERS - len(first)]
+    shown = first + others[: MAX_REPORT_PARTNERS - len(first)]
     return sorted(shown, key=lambda partner: partner["row"])
 
 
@@ -129,29 +142,41 @@ def _letter_previews(folder: Path, partner_ids: set[str]) -> dict[str, dict]:
             break
         if row["partner_id"] not in partner_ids:
             continue
-        text_file = next((name for name in row["files"].split(";") if name.endswith(".txt")),
-                         None)
+        text_file = next((name for name in row["files"].split(";") if name.endswith(".txt")), None)
         text = ""
         if text_file and (folder / "letters" / text_file).is_file():
             text = (folder / "letters" / text_file).read_text(encoding="utf-8")
             if len(text) > MAX_PREVIEW_CHARS:
                 text = text[:MAX_PREVIEW_CHARS] + "\n…"
-        previews[row["partner_id"]] = {"subject": row["subject"], "kind": row["kind"],
-                                       "language": row["template_language"],
-                                       "files": row["files"], "text": text}
+        previews[row["partner_id"]] = {
+            "subject": row["subject"],
+            "kind": row["kind"],
+            "language": row["template_language"],
+            "files": row["files"],
+            "text": text,
+        }
     return previews
 
 
 def build_diff_report(impact, output: str | Path) -> Path:
     """A self-contained HTML page of a what-if comparison (see engine.run.impact)."""
     from engine.run.impact import impact_rows
+
     rows = [row for row in impact_rows(impact) if row[5] or row[6]]
     context = {
         "impact": impact,
-        "rows": [{"label": f"{kind} {subject}" if kind == "program"
-                  else f"{kind} {subject} = {value}", "base": before, "proposed": after,
-                  "entered": entered, "left": left}
-                 for kind, subject, value, before, after, entered, left in rows],
+        "rows": [
+            {
+                "label": f"{kind} {subject}"
+                if kind == "program"
+                else f"{kind} {subject} = {value}",
+                "base": before,
+                "proposed": after,
+                "entered": entered,
+                "left": left,
+            }
+            for kind, subject, value, before, after, entered, left in rows
+        ],
         "moves": impact.moves[:MAX_REPORT_PARTNERS],
         "move_count": len(impact.moves),
     }

@@ -1,4 +1,5 @@
 """Plain-text rendering for a terminal: explanations, what-if impacts, runs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,12 +10,16 @@ from engine.ruleset.model import RuleSet
 from engine.ruleset.value_types import plain_text
 
 
-def explanation_text(ruleset: RuleSet, decision: Decision, explanation: Explanation,
-                     partner_name: str | None = None) -> str:
+def explanation_text(
+    ruleset: RuleSet, decision: Decision, explanation: Explanation, partner_name: str | None = None
+) -> str:
     lines: list[str] = []
     title = f"Partner {decision.partner_id}" + (f" ({partner_name})" if partner_name else "")
-    lines += [f"{title}, as of {explanation.as_of}",
-              f"Rule set: {ruleset.name} (fingerprint {ruleset.fingerprint})", ""]
+    lines += [
+        f"{title}, as of {explanation.as_of}",
+        f"Rule set: {ruleset.name} (fingerprint {ruleset.fingerprint})",
+        "",
+    ]
     lines.append("Classifications")
     for table in explanation.classifications:
         lines += _table(table)
@@ -80,24 +85,36 @@ def _program(program: ProgramExplanation) -> list[str]:
     for reason in program.reasons:
         lines.append(f"        {reason}")
     if program.enrolled and program.benefits:
-        benefits = ", ".join(f"{k.replace('_', ' ')}: {plain_text(v)}" for k, v in program.benefits.items())
+        benefits = ", ".join(
+            f"{k.replace('_', ' ')}: {plain_text(v)}" for k, v in program.benefits.items()
+        )
         lines.append(f"        benefits: {benefits}")
     return lines
 
 
-
-def impact_text(impact, base_fingerprint: str, proposed_fingerprint: str,
-                show_all: bool = False, limit: int = 30) -> str:
+def impact_text(
+    impact,
+    base_fingerprint: str,
+    proposed_fingerprint: str,
+    show_all: bool = False,
+    limit: int = 30,
+) -> str:
     """A what-if comparison (engine.run.impact.Impact): counts, then moved partners."""
     from engine.run.impact import impact_rows
-    lines = [f"Base:     {impact.base_label} (fingerprint {base_fingerprint})",
-             f"Proposed: {impact.proposed_label} (fingerprint {proposed_fingerprint})",
-             f"{impact.partners} partners decided on both sides"
-             + (f"; {impact.rejected_rows} roster rows rejected" if impact.rejected_rows else "")
-             + ".", ""]
+
+    lines = [
+        f"Base:     {impact.base_label} (fingerprint {base_fingerprint})",
+        f"Proposed: {impact.proposed_label} (fingerprint {proposed_fingerprint})",
+        f"{impact.partners} partners decided on both sides"
+        + (f"; {impact.rejected_rows} roster rows rejected" if impact.rejected_rows else "")
+        + ".",
+        "",
+    ]
     rows = [row for row in impact_rows(impact) if show_all or row[5] or row[6]]
-    labels = [f"{kind} {subject}" if kind == "program" else f"{kind} {subject} = {value}"
-              for kind, subject, value, *_ in rows]
+    labels = [
+        f"{kind} {subject}" if kind == "program" else f"{kind} {subject} = {value}"
+        for kind, subject, value, *_ in rows
+    ]
     if rows:
         width = max(len(label) for label in labels)
         lines.append(f"{'':{width}}  {'base':>8} {'proposed':>8} {'entered':>8} {'left':>8}")
@@ -122,47 +139,64 @@ def run_list_text(records) -> str:
     return "\n".join(
         f"{r.id:>4}  {r.finished_at}  as of {r.as_of}  {r.ruleset_name} "
         f"({r.rules_fingerprint})  {Path(r.roster_source).name}: "
-        f"{r.rows_read} read, {r.decided} decided, {r.rejected} rejected" for r in records)
+        f"{r.rows_read} read, {r.decided} decided, {r.rejected} rejected"
+        for r in records
+    )
 
 
 def run_text(r) -> str:
     """One recorded run in detail: inputs, fingerprints, counts, changes."""
     s = r.summary
-    lines = [f"Run {r.id}, as of {r.as_of}, started {r.started_at}, finished {r.finished_at}",
-             f"  rules:       {r.ruleset_name} (fingerprint {r.rules_fingerprint})",
-             f"  roster:      {r.roster_source} (fingerprint {r.roster_fingerprint})"]
+    lines = [
+        f"Run {r.id}, as of {r.as_of}, started {r.started_at}, finished {r.finished_at}",
+        f"  rules:       {r.ruleset_name} (fingerprint {r.rules_fingerprint})",
+        f"  roster:      {r.roster_source} (fingerprint {r.roster_fingerprint})",
+    ]
     if r.performance_source:
-        lines.append(f"  performance: {r.performance_source} "
-                     f"(fingerprint {r.performance_fingerprint})")
-    lines += [f"  output:      {r.output_folder}",
-              f"  partners:    {r.rows_read} read, {r.decided} decided, {r.rejected} rejected"]
+        lines.append(
+            f"  performance: {r.performance_source} (fingerprint {r.performance_fingerprint})"
+        )
+    lines += [
+        f"  output:      {r.output_folder}",
+        f"  partners:    {r.rows_read} read, {r.decided} decided, {r.rejected} rejected",
+    ]
     changes = s["changes"]
     if changes["previous_run"] is not None:
         listed = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in changes["counts"].items() if n)
         lines.append(f"  changes since run {changes['previous_run']}: {listed or 'none'}")
     for table, counts in s["classifications"].items():
         lines.append(f"  {table}: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
-    lines.append("  engagement models: " + ", ".join(
-        f"{m} {n}" for m, n in s["engagement_models"].items()))
+    lines.append(
+        "  engagement models: " + ", ".join(f"{m} {n}" for m, n in s["engagement_models"].items())
+    )
     lines.append("  programs: " + ", ".join(f"{p} {n}" for p, n in s["programs"].items()))
     return "\n".join(lines)
 
 
 def letters_text(summary: dict) -> str:
     """What a letters run wrote (the ``letters`` section of summary.json)."""
-    kinds = ", ".join(f"{n:,} {kind.replace('_', ' ')}" for kind, n in summary["by_kind"].items()
-                      if n)
-    lines = [f"Wrote {summary['letters']:,} letters ({summary['files']:,} files: "
-             f"{', '.join(summary['formats'])}) to {summary['folder']}/, listed in "
-             f"{summary['folder']}/index.csv" + (f"; {kinds}" if kinds else "") + "."]
+    kinds = ", ".join(
+        f"{n:,} {kind.replace('_', ' ')}" for kind, n in summary["by_kind"].items() if n
+    )
+    lines = [
+        f"Wrote {summary['letters']:,} letters ({summary['files']:,} files: "
+        f"{', '.join(summary['formats'])}) to {summary['folder']}/, listed in "
+        f"{summary['folder']}/index.csv" + (f"; {kinds}" if kinds else "") + "."
+    ]
     if summary["only_changed"]:
-        lines.append(f"Left out {summary['skipped_unchanged']:,} partners without changes "
-                     "(--only-changed).")
+        lines.append(
+            f"Left out {summary['skipped_unchanged']:,} partners without changes (--only-changed)."
+        )
     if summary["fallbacks"]:
-        lines.append("Written in the default language for lack of a template: " + ", ".join(
-            f"{n:,} in '{lang}'" for lang, n in summary["fallbacks"].items()) + ".")
+        lines.append(
+            "Written in the default language for lack of a template: "
+            + ", ".join(f"{n:,} in '{lang}'" for lang, n in summary["fallbacks"].items())
+            + "."
+        )
     if summary["without_address"]:
         count = summary["without_address"]
-        lines.append(f"{count:,} partner{' has' if count == 1 else 's have'} no usable "
-                     "contact_email: no To in the .eml (see the index's note column).")
+        lines.append(
+            f"{count:,} partner{' has' if count == 1 else 's have'} no usable "
+            "contact_email: no To in the .eml (see the index's note column)."
+        )
     return "\n".join(lines)

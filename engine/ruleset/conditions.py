@@ -10,11 +10,12 @@ or a dated requirement ``{from: 2027-01-01, when: ...}`` (``until`` too).
 Parsing here is purely syntactic; :mod:`engine.ruleset.loader` checks names and types
 and replaces the raw literals with typed values.
 """
+
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from engine.errors import Problem
 from engine.ruleset.expressions import Literal, ParseError, TokenStream, literal_from_token
@@ -22,8 +23,16 @@ from engine.ruleset.yaml_source import Loc, YList, YMap
 
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in", "contains", "between")
 ORDERING_OPERATORS = ("<", "<=", ">", ">=", "between")
-NEGATED = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<",
-           "in": "not in", "not in": "in"}
+NEGATED = {
+    "==": "!=",
+    "!=": "==",
+    "<": ">=",
+    "<=": ">",
+    ">": "<=",
+    ">=": "<",
+    "in": "not in",
+    "not in": "in",
+}
 GROUP_KEYS = ("all", "any", "not")
 
 
@@ -55,19 +64,19 @@ class IsMissing:
 
 @dataclass(frozen=True)
 class AllOf:
-    items: tuple["Condition", ...]
+    items: tuple[Condition, ...]
     loc: Loc
 
 
 @dataclass(frozen=True)
 class AnyOf:
-    items: tuple["Condition", ...]
+    items: tuple[Condition, ...]
     loc: Loc
 
 
 @dataclass(frozen=True)
 class NotOf:
-    item: "Condition"
+    item: Condition
     loc: Loc
 
 
@@ -76,17 +85,18 @@ class Dated:
     """A requirement in force only from ``starts`` and/or until ``ends``
     (inclusive): outside that window it holds; inside, ``item`` must hold."""
 
-    item: "Condition"
+    item: Condition
     starts: object  # datetime.date or None
     ends: object
     loc: Loc
 
     def in_force(self, as_of) -> bool:
-        return (self.starts is None or self.starts <= as_of) and \
-            (self.ends is None or as_of <= self.ends)
+        return (self.starts is None or self.starts <= as_of) and (
+            self.ends is None or as_of <= self.ends
+        )
 
 
-Condition = Union[Compare, IsMissing, AllOf, AnyOf, NotOf, Dated]
+Condition = Compare | IsMissing | AllOf | AnyOf | NotOf | Dated
 DATED_KEYS = ("from", "until", "when")
 
 
@@ -99,23 +109,32 @@ def parse_condition(raw: Any, loc: Loc, problems: list[Problem]) -> Condition | 
             problems.append(loc.at(error.offset).problem(f"in condition '{raw}': {error.message}"))
             return None
     if isinstance(raw, bool) or raw is None or isinstance(raw, (int, float)):
-        problems.append(loc.problem(
-            "a condition must be text such as 'certified_technical >= 2' "
-            "or a mapping with one of: all, any, not"))
+        problems.append(
+            loc.problem(
+                "a condition must be text such as 'certified_technical >= 2' "
+                "or a mapping with one of: all, any, not"
+            )
+        )
         return None
     if isinstance(raw, YList):
-        problems.append(loc.problem(
-            "a list of conditions needs 'all:' (every one must hold) or 'any:' "
-            "(at least one must hold) in front of it"))
+        problems.append(
+            loc.problem(
+                "a list of conditions needs 'all:' (every one must hold) or 'any:' "
+                "(at least one must hold) in front of it"
+            )
+        )
         return None
     if isinstance(raw, YMap) and ("from" in raw or "until" in raw):
         return _parse_dated(raw, loc, problems)
     if not isinstance(raw, YMap) or len(raw) != 1:
-        problems.append(loc.problem(
-            "a condition mapping must have exactly one key: all, any, or not "
-            "(or 'from'/'until' with 'when', for a dated requirement)"))
+        problems.append(
+            loc.problem(
+                "a condition mapping must have exactly one key: all, any, or not "
+                "(or 'from'/'until' with 'when', for a dated requirement)"
+            )
+        )
         return None
-    (key, value), = raw.items()
+    ((key, value),) = raw.items()
     key_loc, value_loc = raw.key_loc(key), raw.value_loc(key)
     if key not in GROUP_KEYS:
         problems.append(key_loc.problem(unknown_key_message(key, GROUP_KEYS, "condition")))
@@ -134,27 +153,38 @@ def parse_condition(raw: Any, loc: Loc, problems: list[Problem]) -> Condition | 
 
 def _parse_dated(raw: YMap, loc: Loc, problems: list[Problem]) -> Condition | None:
     import datetime as dt
+
     ok = True
     for key in raw:
         if key not in DATED_KEYS:
-            problems.append(raw.key_loc(key).problem(
-                unknown_key_message(key, DATED_KEYS, "a dated requirement")))
+            problems.append(
+                raw.key_loc(key).problem(
+                    unknown_key_message(key, DATED_KEYS, "a dated requirement")
+                )
+            )
             ok = False
     dates = {}
     for key in ("from", "until"):
         value = raw.get(key)
-        if value is not None and not (isinstance(value, dt.date) and
-                                      not isinstance(value, dt.datetime)):
-            problems.append(raw.value_loc(key).problem(
-                f"'{key}' must be a date written as YYYY-MM-DD, like 2027-01-01"))
+        if value is not None and not (
+            isinstance(value, dt.date) and not isinstance(value, dt.datetime)
+        ):
+            problems.append(
+                raw.value_loc(key).problem(
+                    f"'{key}' must be a date written as YYYY-MM-DD, like 2027-01-01"
+                )
+            )
             ok = False
         dates[key] = value
     if dates["from"] and dates["until"] and dates["until"] < dates["from"]:
         problems.append(raw.value_loc("until").problem("'until' is before 'from'"))
         ok = False
     if "when" not in raw:
-        problems.append(loc.problem("a dated requirement needs 'when': the condition that "
-                                    "applies from that date"))
+        problems.append(
+            loc.problem(
+                "a dated requirement needs 'when': the condition that applies from that date"
+            )
+        )
         return None
     item = parse_condition(raw["when"], raw.value_loc("when"), problems)
     if item is None or not ok:
@@ -166,12 +196,15 @@ def parse_condition_text(text: str, loc: Loc) -> Condition:
     stream = TokenStream(text)
     head = stream.current
     if head.kind != "NAME":
-        raise ParseError("a condition starts with the name of a field, metric, "
-                         "classification, or program", head.offset)
+        raise ParseError(
+            "a condition starts with the name of a field, metric, classification, or program",
+            head.offset,
+        )
     name = stream.advance().text
     if stream.at("END"):
-        return Compare(name, "==", (True,), text.strip(), loc,
-                       (Literal(True, "yes/no", head.offset, name),))
+        return Compare(
+            name, "==", (True,), text.strip(), loc, (Literal(True, "yes/no", head.offset, name),)
+        )
     op_token = stream.current
     if stream.accept("NAME", "is"):
         negated = bool(stream.accept("NAME", "not"))
@@ -187,8 +220,11 @@ def parse_condition_text(text: str, loc: Loc) -> Condition:
         op = stream.advance().text
     else:
         close = difflib.get_close_matches(op_token.text, OPERATORS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else \
-            f"; use one of {', '.join(OPERATORS)}, is missing"
+        hint = (
+            f"; did you mean '{close[0]}'?"
+            if close
+            else f"; use one of {', '.join(OPERATORS)}, is missing"
+        )
         raise ParseError(f"unknown operator {stream.describe(op_token)}{hint}", op_token.offset)
     if op in ("in", "not in"):
         stream.expect("OP", "[", "a list in brackets, like [gold, silver]")
@@ -203,20 +239,26 @@ def parse_condition_text(text: str, loc: Loc) -> Condition:
     else:
         literals = [_literal(stream)]
     stream.expect_end()
-    return Compare(name, op, tuple(l.value for l in literals), text.strip(), loc,
-                   tuple(literals))
+    return Compare(
+        name, op, tuple(literal.value for literal in literals), text.strip(), loc, tuple(literals)
+    )
 
 
 def _literal(stream: TokenStream) -> Literal:
     token = stream.current
-    if token.kind == "OP" and token.text == "-" and stream.peek().kind in ("NUMBER", "MONEY", "PERCENT"):
+    if (
+        token.kind == "OP"
+        and token.text == "-"
+        and stream.peek().kind in ("NUMBER", "MONEY", "PERCENT")
+    ):
         stream.advance()
         number = literal_from_token(stream.advance())
         return Literal(-number.value, number.kind, token.offset, "-" + number.text)
     if token.kind in ("NUMBER", "PERCENT", "MONEY", "DATE", "STRING", "NAME"):
         if token.kind == "NAME" and stream.peek().kind == "OP" and stream.peek().text == "-":
-            raise ParseError("put text with spaces or dashes in quotes, like 'mid-market'",
-                             token.offset)
+            raise ParseError(
+                "put text with spaces or dashes in quotes, like 'mid-market'", token.offset
+            )
         return literal_from_token(stream.advance())
     raise ParseError(f"expected a value, found {stream.describe(token)}", token.offset)
 
@@ -255,9 +297,11 @@ def describe(condition: Condition) -> str:
     if isinstance(condition, NotOf):
         return f"not ({describe(condition.item)})"
     if isinstance(condition, Dated):
-        window = (f"from {condition.starts}" if condition.starts else "") + \
-            (" " if condition.starts and condition.ends else "") + \
-            (f"until {condition.ends}" if condition.ends else "")
+        window = (
+            (f"from {condition.starts}" if condition.starts else "")
+            + (" " if condition.starts and condition.ends else "")
+            + (f"until {condition.ends}" if condition.ends else "")
+        )
         return f"{window}: {describe(condition.item)}"
     joiner = " and " if isinstance(condition, AllOf) else " or "
     return "(" + joiner.join(describe(item) for item in condition.items) + ")"

@@ -17,13 +17,13 @@ Grammar (lowest to highest precedence)::
     atom     := NUMBER | PERCENT | MONEY | DATE | STRING | "yes" | "no"
               | NAME | NAME "(" [expr ("," expr)*] ")" | "(" expr ")"
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Union
 
 
 class ParseError(Exception):
@@ -46,11 +46,23 @@ class Token:
 COMPARISON_OPS = ("==", "!=", "<", "<=", ">", ">=")
 _OPS = ("==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "(", ")", "[", "]", ",")
 # Spellings people try that are not operators here, and what they meant.
-_WRONG_OPS = {"=": "==", "=>": ">=", "=<": "<=", "<>": "!=", "≥": ">=", "≤": "<=",
-              "≠": "!=", "&&": "and", "||": "or", "!": "not", "%": "a percentage like 90%"}
+_WRONG_OPS = {
+    "=": "==",
+    "=>": ">=",
+    "=<": "<=",
+    "<>": "!=",
+    "≥": ">=",
+    "≤": "<=",
+    "≠": "!=",
+    "&&": "and",
+    "||": "or",
+    "!": "not",
+    "%": "a percentage like 90%",
+}
 KEYWORDS = ("and", "or", "not", "in", "contains", "between", "is", "missing", "yes", "no")
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<space>\s+)
   | (?P<date>\d{4}-\d{2}-\d{2}(?![\w.]))
   | (?P<money>\$(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w.]))
@@ -58,7 +70,9 @@ _TOKEN = re.compile(r"""
   | (?P<string>'[^']*'|"[^"]*")
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<op>==|!=|<=|>=|=>|=<|<>|&&|\|\||[-+*/()\[\],<>=!%≥≤≠])
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 
 
 def tokenize(text: str) -> list[Token]:
@@ -94,7 +108,9 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(Token("NAME", raw, pos, raw))
         else:
             if raw in _WRONG_OPS:
-                raise ParseError(f"unknown operator '{raw}'; did you mean '{_WRONG_OPS[raw]}'?", pos)
+                raise ParseError(
+                    f"unknown operator '{raw}'; did you mean '{_WRONG_OPS[raw]}'?", pos
+                )
             tokens.append(Token("OP", raw, pos, raw))
         pos = match.end()
     tokens.append(Token("END", "", len(text)))
@@ -102,6 +118,7 @@ def tokenize(text: str) -> list[Token]:
 
 
 # --- expression tree -------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Literal:
@@ -120,32 +137,38 @@ class Name:
 @dataclass(frozen=True)
 class Unary:
     op: str  # "-" or "not"
-    operand: "Expr"
+    operand: Expr
     offset: int
 
 
 @dataclass(frozen=True)
 class Binary:
     op: str
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
     offset: int
 
 
 @dataclass(frozen=True)
 class Call:
     function: str
-    args: tuple["Expr", ...]
+    args: tuple[Expr, ...]
     offset: int
 
 
-Expr = Union[Literal, Name, Unary, Binary, Call]
+Expr = Literal | Name | Unary | Binary | Call
 
 
 def literal_from_token(token: Token) -> Literal:
     """A literal token as an expression node (NAME tokens become text)."""
-    kind = {"NUMBER": "number", "PERCENT": "percent", "MONEY": "money", "DATE": "date",
-            "STRING": "text", "NAME": "text"}[token.kind]
+    kind = {
+        "NUMBER": "number",
+        "PERCENT": "percent",
+        "MONEY": "money",
+        "DATE": "date",
+        "STRING": "text",
+        "NAME": "text",
+    }[token.kind]
     if token.kind == "NAME" and token.text in ("yes", "no"):
         return Literal(token.text == "yes", "yes/no", token.offset, token.text)
     return Literal(token.value, kind, token.offset, token.text)
@@ -181,7 +204,9 @@ class TokenStream:
     def expect(self, kind: str, text: str | None, what: str) -> Token:
         if self.at(kind, text):
             return self.advance()
-        raise ParseError(f"expected {what}, found {self.describe(self.current)}", self.current.offset)
+        raise ParseError(
+            f"expected {what}, found {self.describe(self.current)}", self.current.offset
+        )
 
     @staticmethod
     def describe(token: Token) -> str:

@@ -7,6 +7,7 @@ as one :class:`~engine.errors.RuleSetError`, each with file, line, and column.
 Checks of meaning (names, types, reachability, cycles) live in
 :mod:`engine.ruleset.semantics`.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -15,18 +16,45 @@ import re
 from pathlib import Path
 from typing import Any
 
+from engine.errors import Problem, RuleSetError
 from engine.ruleset import semantics
 from engine.ruleset.conditions import parse_condition, unknown_key_message
-from engine.errors import Problem, RuleSetError
 from engine.ruleset.expressions import ParseError, parse_expression
-from engine.ruleset.model import (ENGAGEMENT, EngagementModel, FieldDef, Parameter, Program, Row,
-                    RuleSet, Table)
-from engine.ruleset.value_types import (BOOL, CHOICE, DATE, LIST, MONEY, NUMBER, PERCENT, TEXT,
-                         TYPE_NAMES, ValueType, parse_value)
+from engine.ruleset.model import (
+    ENGAGEMENT,
+    EngagementModel,
+    FieldDef,
+    Parameter,
+    Program,
+    Row,
+    RuleSet,
+    Table,
+)
+from engine.ruleset.value_types import (
+    BOOL,
+    CHOICE,
+    DATE,
+    LIST,
+    MONEY,
+    NUMBER,
+    PERCENT,
+    TEXT,
+    TYPE_NAMES,
+    ValueType,
+    parse_value,
+)
 from engine.ruleset.yaml_source import Loc, YList, YMap, load_yaml
 
-SECTIONS = ("ruleset", "fields", "history", "parameters", "metrics", "classifications",
-            "engagement", "programs")
+SECTIONS = (
+    "ruleset",
+    "fields",
+    "history",
+    "parameters",
+    "metrics",
+    "classifications",
+    "engagement",
+    "programs",
+)
 MERGED_SECTIONS = ("fields", "history", "parameters", "metrics", "classifications", "programs")
 RULESET_KEYS = ("name", "description", "currency")
 FIELD_KEYS = ("type", "required", "default", "label", "description", "values")
@@ -36,11 +64,37 @@ TABLE_KEYS = ("label", "description", "rows", "default", "default_note", "order"
 ENGAGEMENT_KEYS = TABLE_KEYS + ("models",)
 ROW_KEYS = ("value", "when", "note")
 MODEL_KEYS = ("name", "description", "resources")
-PROGRAM_KEYS = ("name", "description", "when", "group", "priority", "starts", "ends",
-                "requires", "benefits")
+PROGRAM_KEYS = (
+    "name",
+    "description",
+    "when",
+    "group",
+    "priority",
+    "starts",
+    "ends",
+    "requires",
+    "benefits",
+)
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-RESERVED = {"partner_id", "as_of", ENGAGEMENT, "and", "or", "not", "in", "contains",
-            "between", "is", "missing", "yes", "no", "true", "false", "all", "any"}
+RESERVED = {
+    "partner_id",
+    "as_of",
+    ENGAGEMENT,
+    "and",
+    "or",
+    "not",
+    "in",
+    "contains",
+    "between",
+    "is",
+    "missing",
+    "yes",
+    "no",
+    "true",
+    "false",
+    "all",
+    "any",
+}
 
 
 def load_rules(folder: str | Path) -> RuleSet:
@@ -65,14 +119,23 @@ class _RuleLoader:
 
     def load(self) -> RuleSet:
         if not self.folder.is_dir():
-            raise RuleSetError([Problem(str(self.folder), 1, 1,
-                                        "rules folder not found; give the folder that "
-                                        "holds the rule files")])
-        paths = sorted(p for p in self.folder.iterdir()
-                       if p.suffix in (".yaml", ".yml") and p.is_file())
+            raise RuleSetError(
+                [
+                    Problem(
+                        str(self.folder),
+                        1,
+                        1,
+                        "rules folder not found; give the folder that holds the rule files",
+                    )
+                ]
+            )
+        paths = sorted(
+            p for p in self.folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
+        )
         if not paths:
-            raise RuleSetError([Problem(str(self.folder), 1, 1,
-                                        "no rule files (*.yaml) in this folder")])
+            raise RuleSetError(
+                [Problem(str(self.folder), 1, 1, "no rule files (*.yaml) in this folder")]
+            )
         digest = hashlib.sha256()
         sections: dict[str, list[tuple[YMap, Loc]]] = {s: [] for s in SECTIONS}
         for path in paths:
@@ -83,17 +146,25 @@ class _RuleLoader:
                 self.unreadable = self.unreadable or bool(problems)
                 continue
             if not isinstance(data, YMap):
-                self.problems.append(Problem(str(path), 1, 1,
-                                             "a rule file must be a mapping of sections: "
-                                             + ", ".join(SECTIONS)))
+                self.problems.append(
+                    Problem(
+                        str(path),
+                        1,
+                        1,
+                        "a rule file must be a mapping of sections: " + ", ".join(SECTIONS),
+                    )
+                )
                 continue
             for key, value in data.items():
                 if key not in SECTIONS:
-                    self.problem(data.key_loc(key), unknown_key_message(key, SECTIONS, "a rule file"))
+                    self.problem(
+                        data.key_loc(key), unknown_key_message(key, SECTIONS, "a rule file")
+                    )
                     continue
                 if key != "ruleset" and key != ENGAGEMENT and not isinstance(value, YMap):
-                    self.problem(data.value_loc(key),
-                                 f"'{key}' must be a mapping of names to definitions")
+                    self.problem(
+                        data.value_loc(key), f"'{key}' must be a mapping of names to definitions"
+                    )
                     continue
                 sections[key].append((value, data.key_loc(key)))
         ruleset = self._build(sections, digest.hexdigest()[:16], [str(p) for p in paths])
@@ -101,7 +172,9 @@ class _RuleLoader:
             raise RuleSetError(self.problems)
         return ruleset
 
-    def _merged(self, entries: list[tuple[YMap, Loc]], what: str) -> list[tuple[str, Any, Loc, Loc]]:
+    def _merged(
+        self, entries: list[tuple[YMap, Loc]], what: str
+    ) -> list[tuple[str, Any, Loc, Loc]]:
         """(name, definition, name location, definition location), duplicates reported."""
         seen: dict[str, Loc] = {}
         merged = []
@@ -111,14 +184,18 @@ class _RuleLoader:
                 loc = section.key_loc(name)
                 if name in seen:
                     first = seen[name]
-                    self.problem(loc, f"{what} '{name}' is already defined at "
-                                      f"{first.file}:{first.line}")
+                    self.problem(
+                        loc, f"{what} '{name}' is already defined at {first.file}:{first.line}"
+                    )
                     continue
                 seen[name] = loc
                 if not NAME.match(name):
-                    self.problem(loc, f"{what} name '{name}' must use lowercase letters, digits "
-                                      "and underscores, starting with a letter (like "
-                                      "certified_technical)")
+                    self.problem(
+                        loc,
+                        f"{what} name '{name}' must use lowercase letters, digits "
+                        "and underscores, starting with a letter (like "
+                        "certified_technical)",
+                    )
                     continue
                 if name in RESERVED:
                     self.problem(loc, f"'{name}' is a reserved word; choose another {what} name")
@@ -130,14 +207,21 @@ class _RuleLoader:
         if len(entries) > 1:
             first = entries[0][1]
             for _, loc in entries[1:]:
-                self.problem(loc, f"'{what}' is already defined at {first.file}:{first.line}; "
-                                  "define it once")
+                self.problem(
+                    loc, f"'{what}' is already defined at {first.file}:{first.line}; define it once"
+                )
         return entries[0] if entries else None
 
     # --- small typed readers ------------------------------------------------
 
-    def keys(self, data: Any, loc: Loc, allowed: tuple[str, ...], where: str,
-             required: tuple[str, ...] = ()) -> bool:
+    def keys(
+        self,
+        data: Any,
+        loc: Loc,
+        allowed: tuple[str, ...],
+        where: str,
+        required: tuple[str, ...] = (),
+    ) -> bool:
         if not isinstance(data, YMap):
             self.problem(loc, f"{where} must be a mapping with keys: {', '.join(allowed)}")
             return False
@@ -164,9 +248,11 @@ class _RuleLoader:
         value = data[key]
         if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
             return value
-        self.problem(data.value_loc(key),
-                     f"'{key}' of {where} must be a date written as YYYY-MM-DD, "
-                     f"like 2027-01-01 (found '{value}')")
+        self.problem(
+            data.value_loc(key),
+            f"'{key}' of {where} must be a date written as YYYY-MM-DD, "
+            f"like 2027-01-01 (found '{value}')",
+        )
         return None
 
     def plain_mapping(self, data: YMap, key: str, where: str) -> dict:
@@ -174,14 +260,17 @@ class _RuleLoader:
         if value is None:
             return {}
         if not isinstance(value, YMap):
-            self.problem(data.value_loc(key), f"'{key}' of {where} must be a mapping of "
-                                              "names to values")
+            self.problem(
+                data.value_loc(key), f"'{key}' of {where} must be a mapping of names to values"
+            )
             return {}
         result = {}
         for name, item in value.items():
             if isinstance(item, YMap):
-                self.problem(value.value_loc(name), f"'{name}' in '{key}' of {where} must be a "
-                                                    "value or a list of values")
+                self.problem(
+                    value.value_loc(name),
+                    f"'{name}' in '{key}' of {where} must be a value or a list of values",
+                )
                 continue
             result[name] = list(item) if isinstance(item, YList) else item
         return result
@@ -198,26 +287,50 @@ class _RuleLoader:
                 description = self.text(data, "description", "ruleset")
                 currency = self.text(data, "currency", "ruleset", "USD").upper()
                 if not re.match(r"^[A-Z]{3}$", currency):
-                    self.problem(data.value_loc("currency"),
-                                 "currency must be a three-letter ISO code such as USD or EUR")
+                    self.problem(
+                        data.value_loc("currency"),
+                        "currency must be a three-letter ISO code such as USD or EUR",
+                    )
         fields = self._fields(self._merged(sections["fields"], "field"), "field")
-        figures = self._fields(self._merged(sections["history"], "history figure"), "history figure")
+        figures = self._fields(
+            self._merged(sections["history"], "history figure"), "history figure"
+        )
         parameters = self._parameters(self._merged(sections["parameters"], "parameter"))
         metric_defs = self._metric_defs(self._merged(sections["metrics"], "metric"))
-        tables = [self._table(name, data, loc, vloc, "classification", TABLE_KEYS)
-                  for name, data, loc, vloc in self._merged(sections["classifications"],
-                                                            "classification")]
+        tables = [
+            self._table(name, data, loc, vloc, "classification", TABLE_KEYS)
+            for name, data, loc, vloc in self._merged(sections["classifications"], "classification")
+        ]
         tables = [t for t in tables if t is not None]
         engagement, models = self._engagement(self._single(sections[ENGAGEMENT], ENGAGEMENT))
-        programs = [self._program(*entry) for entry in self._merged(sections["programs"], "program")]
+        programs = [
+            self._program(*entry) for entry in self._merged(sections["programs"], "program")
+        ]
         programs = [p for p in programs if p is not None]
 
-        checker = semantics.Checks(self.problems, fields, figures, parameters, metric_defs,
-                                tables, engagement, models, programs,
-                                quiet_names=None if self.unreadable else self.declared)
-        return checker.run(lambda **kw: RuleSet(
-            name=name, description=description, currency=currency,
-            folder=str(self.folder), fingerprint=fingerprint, files=tuple(files), **kw))
+        checker = semantics.Checks(
+            self.problems,
+            fields,
+            figures,
+            parameters,
+            metric_defs,
+            tables,
+            engagement,
+            models,
+            programs,
+            quiet_names=None if self.unreadable else self.declared,
+        )
+        return checker.run(
+            lambda **kw: RuleSet(
+                name=name,
+                description=description,
+                currency=currency,
+                folder=str(self.folder),
+                fingerprint=fingerprint,
+                files=tuple(files),
+                **kw,
+            )
+        )
 
     def _fields(self, entries, what: str) -> dict[str, FieldDef]:
         result = {}
@@ -230,27 +343,36 @@ class _RuleLoader:
             type_name = data.get("type")
             if type_name not in TYPE_NAMES:
                 import difflib
+
                 close = difflib.get_close_matches(str(type_name), TYPE_NAMES, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 if "type" in data:
-                    self.problem(data.value_loc("type"),
-                                 f"unknown type '{type_name}' for {where} (types: "
-                                 f"{', '.join(TYPE_NAMES)}){hint}")
+                    self.problem(
+                        data.value_loc("type"),
+                        f"unknown type '{type_name}' for {where} (types: "
+                        f"{', '.join(TYPE_NAMES)}){hint}",
+                    )
                 continue
             values = data.get("values")
             if type_name == CHOICE and not values:
-                self.problem(data.loc, f"{where} is 'one of' and needs 'values', the list of "
-                                       "allowed values")
+                self.problem(
+                    data.loc, f"{where} is 'one of' and needs 'values', the list of allowed values"
+                )
                 continue
             if values is not None:
                 if type_name not in (CHOICE, LIST):
-                    self.problem(data.key_loc("values"), "'values' only applies to 'one of' "
-                                                         "and 'list of text' fields")
+                    self.problem(
+                        data.key_loc("values"),
+                        "'values' only applies to 'one of' and 'list of text' fields",
+                    )
                     values = None
                 elif not isinstance(values, YList) or not all(
-                        isinstance(v, str) and v.strip() for v in values):
-                    self.problem(data.value_loc("values"), "'values' must be a list of text "
-                                                           "values, like [smb, mid_market]")
+                    isinstance(v, str) and v.strip() for v in values
+                ):
+                    self.problem(
+                        data.value_loc("values"),
+                        "'values' must be a list of text values, like [smb, mid_market]",
+                    )
                     values = None
                 else:
                     values = tuple(str(v).strip() for v in values)
@@ -269,13 +391,16 @@ class _RuleLoader:
                 except ValueError as error:
                     self.problem(data.value_loc("default"), f"default of {where}: {error}")
                 if required:
-                    self.problem(data.key_loc("default"), f"{where} is required, so a default "
-                                                          "would never be used; remove one")
+                    self.problem(
+                        data.key_loc("default"),
+                        f"{where} is required, so a default would never be used; remove one",
+                    )
             elif vtype.kind == LIST and not required:
                 default = ()
             label = self.text(data, "label", where, name.replace("_", " "))
-            result[name] = FieldDef(name, vtype, required, default, label,
-                                    self.text(data, "description", where), loc)
+            result[name] = FieldDef(
+                name, vtype, required, default, label, self.text(data, "description", where), loc
+            )
         return result
 
     def _parameters(self, entries) -> dict[str, Parameter]:
@@ -290,8 +415,11 @@ class _RuleLoader:
                 description = self.text(data, "description", f"parameter '{name}'")
             vtype, parsed = _infer_parameter(value)
             if vtype is None:
-                self.problem(value_loc, f"parameter '{name}' must be a number, a percentage "
-                                        "(90%), money ($1,000), a date, text, or a list of text")
+                self.problem(
+                    value_loc,
+                    f"parameter '{name}' must be a number, a percentage "
+                    "(90%), money ($1,000), a date, text, or a list of text",
+                )
                 continue
             result[name] = Parameter(name, vtype, parsed, description, loc)
         return result
@@ -309,33 +437,50 @@ class _RuleLoader:
             if isinstance(source, (int, float)) and not isinstance(source, bool):
                 source = str(source)
             if not isinstance(source, str):
-                self.problem(sloc, f"the value of {where} must be an expression, like "
-                                   "'min(4 * certified_technical, 20)'")
+                self.problem(
+                    sloc,
+                    f"the value of {where} must be an expression, like "
+                    "'min(4 * certified_technical, 20)'",
+                )
                 continue
             try:
                 expr = parse_expression(source)
             except ParseError as error:
                 self.problem(sloc.at(error.offset), f"in {where}: {error.message}")
                 continue
-            result.append((name, expr, source, self.text(data, "label", where,
-                                                          name.replace("_", " ")),
-                           self.text(data, "description", where), loc, sloc))
+            result.append(
+                (
+                    name,
+                    expr,
+                    source,
+                    self.text(data, "label", where, name.replace("_", " ")),
+                    self.text(data, "description", where),
+                    loc,
+                    sloc,
+                )
+            )
         return result
 
-    def _table(self, name: str, data: Any, loc: Loc, vloc: Loc, what: str,
-               allowed: tuple[str, ...]) -> Table | None:
+    def _table(
+        self, name: str, data: Any, loc: Loc, vloc: Loc, what: str, allowed: tuple[str, ...]
+    ) -> Table | None:
         where = f"{what} '{name}'"
         if not self.keys(data, vloc, allowed, where):
             return None
         ok = True
         if "default" not in data or data.get("default") in (None, ""):
-            self.problem(data.loc, f"{where} has no default; add 'default:' with the value "
-                                   "for partners no row matches")
+            self.problem(
+                data.loc,
+                f"{where} has no default; add 'default:' with the value "
+                "for partners no row matches",
+            )
             ok = False
         rows_data = data.get("rows")
         if not isinstance(rows_data, YList) or not rows_data:
-            self.problem(data.value_loc("rows") if "rows" in data else data.loc,
-                         f"{where} needs 'rows', a list of rows with 'value' and 'when'")
+            self.problem(
+                data.value_loc("rows") if "rows" in data else data.loc,
+                f"{where} needs 'rows', a list of rows with 'value' and 'when'",
+            )
             return None
         rows = []
         for index, row in enumerate(rows_data):
@@ -349,8 +494,10 @@ class _RuleLoader:
                 continue
             value = row["value"]
             if not isinstance(value, str) or not NAME.match(value):
-                self.problem(row.value_loc("value"), f"the value of {row_where} must be a "
-                                                     "lowercase name like at_risk")
+                self.problem(
+                    row.value_loc("value"),
+                    f"the value of {row_where} must be a lowercase name like at_risk",
+                )
                 ok = False
                 continue
             when = parse_condition(row["when"], row.value_loc("when"), self.problems)
@@ -360,24 +507,46 @@ class _RuleLoader:
             rows.append(Row(value, when, self.text(row, "note", row_where), rloc))
         default = data.get("default")
         if default is not None and (not isinstance(default, str) or not NAME.match(default)):
-            self.problem(data.value_loc("default"), f"the default of {where} must be a "
-                                                    "lowercase name like standard")
+            self.problem(
+                data.value_loc("default"),
+                f"the default of {where} must be a lowercase name like standard",
+            )
             ok = False
         if not ok:
             return None
-        table = Table(name, self.text(data, "label", where, name.replace("_", " ")),
-                      self.text(data, "description", where), tuple(rows), default,
-                      self.text(data, "default_note", where), loc)
+        table = Table(
+            name,
+            self.text(data, "label", where, name.replace("_", " ")),
+            self.text(data, "description", where),
+            tuple(rows),
+            default,
+            self.text(data, "default_note", where),
+            loc,
+        )
         order = data.get("order")
         if order is not None:
             if not isinstance(order, YList) or sorted(map(str, order)) != sorted(table.values):
-                self.problem(data.value_loc("order"),
-                             f"'order' of {where} must list each of its values once, lowest "
-                             f"first: {', '.join(table.values)}")
+                self.problem(
+                    data.value_loc("order"),
+                    f"'order' of {where} must list each of its values once, lowest "
+                    f"first: {', '.join(table.values)}",
+                )
             else:
-                table = Table(*[getattr(table, f) for f in ("name", "label", "description",
-                                                            "rows", "default", "default_note",
-                                                            "loc")], order=tuple(order))
+                table = Table(
+                    *[
+                        getattr(table, f)
+                        for f in (
+                            "name",
+                            "label",
+                            "description",
+                            "rows",
+                            "default",
+                            "default_note",
+                            "loc",
+                        )
+                    ],
+                    order=tuple(order),
+                )
         return table
 
     def _engagement(self, entry) -> tuple[Table | None, dict[str, EngagementModel]]:
@@ -390,9 +559,11 @@ class _RuleLoader:
             return table, models
         models_data = data.get("models")
         if not isinstance(models_data, YMap) or not models_data:
-            self.problem(data.value_loc("models") if "models" in data else data.loc,
-                         "the engagement section needs 'models': each engagement model with "
-                         "its name, description, and resources")
+            self.problem(
+                data.value_loc("models") if "models" in data else data.loc,
+                "the engagement section needs 'models': each engagement model with "
+                "its name, description, and resources",
+            )
             return table, models
         for model_id, model in models_data.items():
             mloc = models_data.key_loc(model_id)
@@ -400,9 +571,12 @@ class _RuleLoader:
             if not self.keys(model, models_data.value_loc(model_id), MODEL_KEYS, where, ("name",)):
                 continue
             models[model_id] = EngagementModel(
-                model_id, self.text(model, "name", where, model_id),
+                model_id,
+                self.text(model, "name", where, model_id),
                 self.text(model, "description", where),
-                self.plain_mapping(model, "resources", where), mloc)
+                self.plain_mapping(model, "resources", where),
+                mloc,
+            )
         return table, models
 
     def _program(self, pid: str, data: Any, loc: Loc, vloc: Loc) -> Program | None:
@@ -416,31 +590,49 @@ class _RuleLoader:
                 return None
         group = data.get("group")
         if group is not None and (not isinstance(group, str) or not NAME.match(group)):
-            self.problem(data.value_loc("group"), f"the group of {where} must be a lowercase "
-                                                  "name like tier")
+            self.problem(
+                data.value_loc("group"), f"the group of {where} must be a lowercase name like tier"
+            )
             group = None
         priority = data.get("priority", 0)
         if isinstance(priority, bool) or not isinstance(priority, int):
-            self.problem(data.value_loc("priority"), f"the priority of {where} must be a whole "
-                                                     "number (higher wins within a group)")
+            self.problem(
+                data.value_loc("priority"),
+                f"the priority of {where} must be a whole number (higher wins within a group)",
+            )
             priority = 0
         elif group is not None and "priority" not in data:
-            self.problem(data.loc, f"{where} is in group '{group}' and needs a 'priority' "
-                                   "(higher wins within the group)")
+            self.problem(
+                data.loc,
+                f"{where} is in group '{group}' and needs a 'priority' "
+                "(higher wins within the group)",
+            )
         starts, ends = self.date(data, "starts", where), self.date(data, "ends", where)
         if starts and ends and ends < starts:
-            self.problem(data.value_loc("ends"), f"{where} ends ({ends}) before it starts "
-                                                 f"({starts})")
+            self.problem(
+                data.value_loc("ends"), f"{where} ends ({ends}) before it starts ({starts})"
+            )
         requires = data.get("requires", [])
         if isinstance(requires, str):
             requires = [requires]
         if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
-            self.problem(data.value_loc("requires"), f"'requires' of {where} must be a list of "
-                                                     "program ids")
+            self.problem(
+                data.value_loc("requires"), f"'requires' of {where} must be a list of program ids"
+            )
             requires = []
-        return Program(pid, self.text(data, "name", where, pid), self.text(data, "description", where),
-                       when, group, priority, starts, ends, tuple(requires),
-                       self.plain_mapping(data, "benefits", where), loc)
+        return Program(
+            pid,
+            self.text(data, "name", where, pid),
+            self.text(data, "description", where),
+            when,
+            group,
+            priority,
+            starts,
+            ends,
+            tuple(requires),
+            self.plain_mapping(data, "benefits", where),
+            loc,
+        )
 
 
 def _shorthand(value: str, key: str, loc: Loc) -> YMap:

@@ -9,22 +9,45 @@ and division by zero is missing (a partner with no target has no attainment).
 Results are rounded (money to cents, others to 6 decimals) so that
 a threshold of 90% is met by exactly 90% attainment.
 """
+
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from engine.ruleset.expressions import Binary, Call, Expr, Literal, Name, ParseError, Unary
 from engine.ruleset.quarters import History, last_complete_quarter, window
-from engine.ruleset.value_types import (BOOL, DATE, INTEGER, LIST, MAX_MAGNITUDE, MONEY, NUMBER, PERCENT,
-                         TEXT, ValueType, canonical)
+from engine.ruleset.value_types import (
+    BOOL,
+    DATE,
+    INTEGER,
+    LIST,
+    MAX_MAGNITUDE,
+    MONEY,
+    NUMBER,
+    PERCENT,
+    TEXT,
+    ValueType,
+    canonical,
+)
 
-T_INT, T_NUM, T_MONEY, T_PCT = (ValueType(INTEGER), ValueType(NUMBER), ValueType(MONEY),
-                                ValueType(PERCENT))
+T_INT, T_NUM, T_MONEY, T_PCT = (
+    ValueType(INTEGER),
+    ValueType(NUMBER),
+    ValueType(MONEY),
+    ValueType(PERCENT),
+)
 T_BOOL, T_TEXT, T_DATE, T_LIST = ValueType(BOOL), ValueType(TEXT), ValueType(DATE), ValueType(LIST)
-LITERAL_TYPES = {"number": T_NUM, "percent": T_PCT, "money": T_MONEY, "date": T_DATE,
-                 "text": T_TEXT, "yes/no": T_BOOL}
+LITERAL_TYPES = {
+    "number": T_NUM,
+    "percent": T_PCT,
+    "money": T_MONEY,
+    "date": T_DATE,
+    "text": T_TEXT,
+    "yes/no": T_BOOL,
+}
 MAX_QUARTERS = 40
 
 
@@ -42,15 +65,16 @@ class Function:
     """A built-in: ``check`` types the call (raising ParseError), ``run`` evaluates it."""
 
     usage: str
-    check: Callable[[Call, "Checker"], ValueType]
+    check: Callable[[Call, Checker], ValueType]
     run: Callable[[Call, Env, Callable], Any]
 
 
 class Checker:
     """Infers the type of an expression; ``resolve`` maps a name to its type."""
 
-    def __init__(self, resolve: Callable[[Name], ValueType],
-                 figure_type: Callable[[Name], ValueType]):
+    def __init__(
+        self, resolve: Callable[[Name], ValueType], figure_type: Callable[[Name], ValueType]
+    ):
         self.resolve = resolve
         self.figure_type = figure_type
 
@@ -72,9 +96,13 @@ class Checker:
             function = FUNCTIONS.get(expr.function)
             if function is None:
                 import difflib
+
                 close = difflib.get_close_matches(expr.function, FUNCTIONS, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else \
-                    f" (functions: {', '.join(sorted(FUNCTIONS))})"
+                hint = (
+                    f"; did you mean '{close[0]}'?"
+                    if close
+                    else f" (functions: {', '.join(sorted(FUNCTIONS))})"
+                )
                 raise ParseError(f"unknown function '{expr.function}'{hint}", expr.offset)
             return function.check(expr, self)
         raise AssertionError(expr)  # pragma: no cover
@@ -86,15 +114,24 @@ class Checker:
             _require(left.kind == BOOL and right.kind == BOOL, expr, f"'{op}' joins yes/no values")
             return T_BOOL
         if op in ("==", "!=", "<", "<=", ">", ">="):
-            _require(comparable(left, right), expr,
-                     f"cannot compare a {left.describe()} with a {right.describe()}")
+            _require(
+                comparable(left, right),
+                expr,
+                f"cannot compare a {left.describe()} with a {right.describe()}",
+            )
             if op not in ("==", "!="):
-                _require(left.is_numeric or left.kind == DATE, expr,
-                         f"'{op}' needs numbers or dates, not a {left.describe()}")
+                _require(
+                    left.is_numeric or left.kind == DATE,
+                    expr,
+                    f"'{op}' needs numbers or dates, not a {left.describe()}",
+                )
             return T_BOOL
         result = arithmetic_type(op, left, right)
-        _require(result is not None, expr,
-                 f"cannot use '{op}' between a {left.describe()} and a {right.describe()}")
+        _require(
+            result is not None,
+            expr,
+            f"cannot use '{op}' between a {left.describe()} and a {right.describe()}",
+        )
         return result
 
 
@@ -140,6 +177,7 @@ def arithmetic_type(op: str, a: ValueType, b: ValueType) -> ValueType | None:
 
 # --- evaluation ------------------------------------------------------------
 
+
 def evaluate(expr: Expr, env: Env) -> Any:
     if isinstance(expr, Literal):
         return expr.value
@@ -155,10 +193,16 @@ def evaluate(expr: Expr, env: Env) -> Any:
             left = evaluate(expr.left, env)
             right = evaluate(expr.right, env)
             if expr.op == "and":
-                return False if (left is False or right is False) else (
-                    None if None in (left, right) else True)
-            return True if (left is True or right is True) else (
-                None if None in (left, right) else False)
+                return (
+                    False
+                    if (left is False or right is False)
+                    else (None if None in (left, right) else True)
+                )
+            return (
+                True
+                if (left is True or right is True)
+                else (None if None in (left, right) else False)
+            )
         left, right = evaluate(expr.left, env), evaluate(expr.right, env)
         if left is None or right is None:
             return None
@@ -171,17 +215,31 @@ def evaluate(expr: Expr, env: Env) -> Any:
             return left * right
         if op == "/":
             return None if right == 0 else left / right
-        return {"==": left == right, "!=": left != right, "<": left < right,
-                "<=": left <= right, ">": left > right, ">=": left >= right}[op]
+        return {
+            "==": left == right,
+            "!=": left != right,
+            "<": left < right,
+            "<=": left <= right,
+            ">": left > right,
+            ">=": left >= right,
+        }[op]
     if isinstance(expr, Call):
         return FUNCTIONS[expr.function].run(expr, env, evaluate)
     raise AssertionError(expr)  # pragma: no cover
 
 
-_ARITHMETIC = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-               "/": lambda a, b: None if b == 0 else a / b,
-               "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
-               "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+_ARITHMETIC = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: None if b == 0 else a / b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
 
 
 def compile_expression(expr: Expr) -> Callable[[Env], Any]:
@@ -211,6 +269,7 @@ def compile_expression(expr: Expr) -> Callable[[Env], Any]:
         def binary(env: Env) -> Any:
             a, b = left(env), right(env)
             return None if a is None or b is None else apply(a, b)
+
         return binary
     if isinstance(expr, Call):
         run = FUNCTIONS[expr.function].run
@@ -220,35 +279,48 @@ def compile_expression(expr: Expr) -> Callable[[Env], Any]:
 
 def round_value(vtype: ValueType, value: Any) -> Any:
     """A metric result on the same grid as field values; out-of-range is missing."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and \
-            (value != value or abs(value) >= MAX_MAGNITUDE):
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (value != value or abs(value) >= MAX_MAGNITUDE)
+    ):
         return None
     return canonical(vtype.kind, value)
 
 
 # --- built-in functions ----------------------------------------------------
 
+
 def _args(call: Call, count: int, usage: str) -> None:
     if len(call.args) != count:
-        raise ParseError(f"{call.function} takes {count} argument{'s' * (count != 1)}: {usage}",
-                         call.offset)
+        raise ParseError(
+            f"{call.function} takes {count} argument{'s' * (count != 1)}: {usage}", call.offset
+        )
 
 
 def _quarters_arg(call: Call, index: int, usage: str) -> int:
     arg = call.args[index]
-    ok = isinstance(arg, Literal) and arg.kind == "number" and float(arg.value).is_integer() \
+    ok = (
+        isinstance(arg, Literal)
+        and arg.kind == "number"
+        and float(arg.value).is_integer()
         and 1 <= arg.value <= MAX_QUARTERS
+    )
     if not ok:
-        raise ParseError(f"the number of quarters must be a whole number from 1 to "
-                         f"{MAX_QUARTERS}: {usage}", getattr(arg, "offset", call.offset))
+        raise ParseError(
+            f"the number of quarters must be a whole number from 1 to {MAX_QUARTERS}: {usage}",
+            getattr(arg, "offset", call.offset),
+        )
     return int(arg.value)
 
 
-def _figure_arg(call: Call, checker: "Checker", usage: str) -> ValueType:
+def _figure_arg(call: Call, checker: Checker, usage: str) -> ValueType:
     arg = call.args[0]
     if not isinstance(arg, Name):
-        raise ParseError(f"the first argument must name a history figure: {usage}",
-                         getattr(arg, "offset", call.offset))
+        raise ParseError(
+            f"the first argument must name a history figure: {usage}",
+            getattr(arg, "offset", call.offset),
+        )
     return checker.figure_type(arg)
 
 
@@ -347,7 +419,9 @@ def _run_reported(call, env, _):
 def _check_date_fn(call, c):
     _args(call, 1, f"{call.function}(joined_on)")
     arg_type = c.type_of(call.args[0])
-    _require(arg_type.kind == DATE, call, f"{call.function} needs a date, not a {arg_type.describe()}")
+    _require(
+        arg_type.kind == DATE, call, f"{call.function} needs a date, not a {arg_type.describe()}"
+    )
     return T_INT
 
 
@@ -393,13 +467,19 @@ def _run_count(call, env, ev):
 
 def _check_minmax(call, c):
     if len(call.args) < 2:
-        raise ParseError(f"{call.function} needs at least two values, like "
-                         f"{call.function}(4 * certified_technical, 20)", call.offset)
+        raise ParseError(
+            f"{call.function} needs at least two values, like "
+            f"{call.function}(4 * certified_technical, 20)",
+            call.offset,
+        )
     types = [c.type_of(arg) for arg in call.args]
     result = types[0]
     for arg, t in zip(call.args[1:], types[1:]):
-        _require(comparable(result, t) and t.is_numeric, arg,
-                 f"{call.function} cannot mix a {result.describe()} with a {t.describe()}")
+        _require(
+            comparable(result, t) and t.is_numeric,
+            arg,
+            f"{call.function} cannot mix a {result.describe()} with a {t.describe()}",
+        )
         if result.family == NUMBER and t.family != NUMBER:
             result = t
         elif result.kind == INTEGER and t.kind != INTEGER:
@@ -416,8 +496,10 @@ def _run_minmax(call, env, ev):
 
 def _check_round(call, c):
     if len(call.args) not in (1, 2):
-        raise ParseError("round takes a value and optionally the number of decimals: "
-                         "round(x) or round(x, 2)", call.offset)
+        raise ParseError(
+            "round takes a value and optionally the number of decimals: round(x) or round(x, 2)",
+            call.offset,
+        )
     t = c.type_of(call.args[0])
     _require(t.is_numeric, call, f"round needs a number, not a {t.describe()}")
     if len(call.args) == 2:
@@ -428,10 +510,16 @@ def _check_round(call, c):
 
 def _quarters_arg_like_digits(call: Call) -> None:
     arg = call.args[1]
-    if not (isinstance(arg, Literal) and arg.kind == "number" and float(arg.value).is_integer()
-            and 0 <= arg.value <= 6):
-        raise ParseError("the number of decimals must be a whole number from 0 to 6",
-                         getattr(arg, "offset", call.offset))
+    if not (
+        isinstance(arg, Literal)
+        and arg.kind == "number"
+        and float(arg.value).is_integer()
+        and 0 <= arg.value <= 6
+    ):
+        raise ParseError(
+            "the number of decimals must be a whole number from 0 to 6",
+            getattr(arg, "offset", call.offset),
+        )
 
 
 def _run_round(call, env, ev):
@@ -455,24 +543,35 @@ def _run_abs(call, env, ev):
 
 
 FUNCTIONS: dict[str, Function] = {
-    "attainment": Function("attainment(4): revenue / target over the last 4 quarters",
-                           _check_attainment, _run_attainment),
-    "total": Function("total(revenue, 4): sum of a figure over the last 4 quarters",
-                      _check_total, _run_total),
-    "average": Function("average(deals_closed, 4): average per reported quarter",
-                        _check_average, _run_average),
-    "growth": Function("growth(revenue, 4): last 4 quarters against the 4 before",
-                       _check_growth, _run_growth),
+    "attainment": Function(
+        "attainment(4): revenue / target over the last 4 quarters",
+        _check_attainment,
+        _run_attainment,
+    ),
+    "total": Function(
+        "total(revenue, 4): sum of a figure over the last 4 quarters", _check_total, _run_total
+    ),
+    "average": Function(
+        "average(deals_closed, 4): average per reported quarter", _check_average, _run_average
+    ),
+    "growth": Function(
+        "growth(revenue, 4): last 4 quarters against the 4 before", _check_growth, _run_growth
+    ),
     "quarters_below_target": Function(
         "quarters_below_target(): consecutive most recent quarters under target",
-        _check_below, _run_below),
-    "quarters_reported": Function("quarters_reported(4): quarters with figures",
-                                  _check_reported, _run_reported),
+        _check_below,
+        _run_below,
+    ),
+    "quarters_reported": Function(
+        "quarters_reported(4): quarters with figures", _check_reported, _run_reported
+    ),
     "days_since": Function("days_since(joined_on)", _check_date_fn, _run_days_since),
-    "quarters_since": Function("quarters_since(joined_on): whole quarters",
-                               _check_date_fn, _run_quarters_since),
-    "overlap": Function("overlap(focus_verticals, priority_verticals): items in both",
-                        _check_overlap, _run_overlap),
+    "quarters_since": Function(
+        "quarters_since(joined_on): whole quarters", _check_date_fn, _run_quarters_since
+    ),
+    "overlap": Function(
+        "overlap(focus_verticals, priority_verticals): items in both", _check_overlap, _run_overlap
+    ),
     "count": Function("count(focus_verticals): number of items", _check_count, _run_count),
     "min": Function("min(a, b, ...)", _check_minmax, _run_minmax),
     "max": Function("max(a, b, ...)", _check_minmax, _run_minmax),

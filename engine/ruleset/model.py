@@ -5,16 +5,18 @@ Stages are listed in the order they are decided: classifications (in
 dependency order), then the engagement model, then programs (in dependency
 order, exclusive groups by descending priority).
 """
+
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from engine.ruleset.conditions import Condition
 from engine.ruleset.expressions import Expr
-from engine.ruleset.value_types import CHOICE, BOOL, ValueType
+from engine.ruleset.value_types import BOOL, CHOICE, ValueType
 from engine.ruleset.yaml_source import Loc
 
 ENGAGEMENT = "engagement"
@@ -115,8 +117,9 @@ class Program:
     loc: Loc
 
     def in_effect(self, as_of: dt.date) -> bool:
-        return (self.starts is None or self.starts <= as_of) and \
-            (self.ends is None or as_of <= self.ends)
+        return (self.starts is None or self.starts <= as_of) and (
+            self.ends is None or as_of <= self.ends
+        )
 
 
 @dataclass(frozen=True)

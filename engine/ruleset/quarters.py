@@ -5,15 +5,19 @@ as of 2026-11-26 looks back from 2026Q3. A quarter with no row is "not
 reported": sums skip it, and it ends a run of consecutive missed quarters
 (the rule set decides, through its own metrics, how to treat silence).
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import re
-from functools import lru_cache
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple
+from functools import lru_cache
+from typing import Any, NamedTuple
 
-_QUARTER = re.compile(r"^\s*(?:(\d{4})\s*-?\s*Q([1-4])|Q([1-4])\s*[-/ ]?\s*(\d{4}))\s*$", re.IGNORECASE)
+_QUARTER = re.compile(
+    r"^\s*(?:(\d{4})\s*-?\s*Q([1-4])|Q([1-4])\s*[-/ ]?\s*(\d{4}))\s*$", re.IGNORECASE
+)
 
 
 class Quarter(NamedTuple):
@@ -32,7 +36,7 @@ class Quarter(NamedTuple):
         next_first = dt.date(self.year + (month == 12), month % 12 + 1, 1)
         return next_first - dt.timedelta(days=1)
 
-    def previous(self, steps: int = 1) -> "Quarter":
+    def previous(self, steps: int = 1) -> Quarter:
         index = self.year * 4 + (self.number - 1) - steps
         return Quarter(index // 4, index % 4 + 1)
 

@@ -6,29 +6,62 @@ nothing may depend on itself, exclusive groups need distinct priorities,
 and no table row may be hidden behind an earlier row that always matches
 first. Checks also fix the order stages are decided in.
 """
+
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Callable, Iterable
 
-from engine.ruleset.conditions import (ORDERING_OPERATORS, AllOf, AnyOf, Compare, Condition, Dated,
-                         IsMissing, NotOf, names_read)
 from engine.errors import Problem
+from engine.ruleset.conditions import (
+    ORDERING_OPERATORS,
+    AllOf,
+    AnyOf,
+    Compare,
+    Condition,
+    Dated,
+    IsMissing,
+    NotOf,
+    names_read,
+)
 from engine.ruleset.expressions import Literal, Name, ParseError, names_in
 from engine.ruleset.metrics import Checker
-from engine.ruleset.model import ENGAGEMENT, EngagementModel, FieldDef, Metric, Parameter, Program, Table
-from engine.ruleset.value_types import (BOOL, CHOICE, DATE, LIST, MONEY, NUMBER, PERCENT, ValueType,
-                         canonical)
+from engine.ruleset.model import (
+    ENGAGEMENT,
+    EngagementModel,
+    FieldDef,
+    Metric,
+    Parameter,
+    Program,
+    Table,
+)
+from engine.ruleset.value_types import (
+    BOOL,
+    CHOICE,
+    DATE,
+    LIST,
+    MONEY,
+    NUMBER,
+    PERCENT,
+    ValueType,
+    canonical,
+)
 from engine.ruleset.yaml_source import Loc
 
 # What each kind of stage may look at.
 TABLE_SCOPE = ("field", "metric", "classification")
 ENGAGEMENT_SCOPE = TABLE_SCOPE
 PROGRAM_SCOPE = ("field", "metric", "classification", "engagement", "program")
-KIND_WORDS = {"field": "a field", "metric": "a metric", "parameter": "a parameter",
-              "classification": "a classification", "engagement": "the engagement model",
-              "program": "a program", "figure": "a history figure"}
+KIND_WORDS = {
+    "field": "a field",
+    "metric": "a metric",
+    "parameter": "a parameter",
+    "classification": "a classification",
+    "engagement": "the engagement model",
+    "program": "a program",
+    "figure": "a history figure",
+}
 
 
 def toposort(names: list[str], deps: dict[str, list[str]]) -> tuple[list[str], list[str] | None]:
@@ -54,15 +87,23 @@ def _find_cycle(pending: list[str], deps: dict[str, list[str]]) -> list[str]:
     while node not in path:
         path.append(node)
         node = next(d for d in deps[node] if d in pending)
-    return path[path.index(node):] + [node]
+    return path[path.index(node) :] + [node]
 
 
 class Checks:
-    def __init__(self, problems: list[Problem], fields: dict[str, FieldDef],
-                 figures: dict[str, FieldDef], parameters: dict[str, Parameter],
-                 metric_defs: list, tables: list[Table], engagement: Table | None,
-                 models: dict[str, EngagementModel], programs: list[Program],
-                 quiet_names: set[str] | None = frozenset()):
+    def __init__(
+        self,
+        problems: list[Problem],
+        fields: dict[str, FieldDef],
+        figures: dict[str, FieldDef],
+        parameters: dict[str, Parameter],
+        metric_defs: list,
+        tables: list[Table],
+        engagement: Table | None,
+        models: dict[str, EngagementModel],
+        programs: list[Program],
+        quiet_names: set[str] | None = frozenset(),
+    ):
         self.problems = problems
         # Unknown names not to report: declared but broken (reported where they
         # are defined). None: a file was unreadable, so any name may be declared.
@@ -85,10 +126,16 @@ class Checks:
         programs = self._programs()
         if self.problems or engagement is None:
             return None
-        return make(fields=self.fields, figures=self.figures, parameters=self.parameters,
-                    metrics=tuple(metrics), classifications=tuple(tables),
-                    engagement=engagement, engagement_models=self.models,
-                    programs=tuple(programs))
+        return make(
+            fields=self.fields,
+            figures=self.figures,
+            parameters=self.parameters,
+            metrics=tuple(metrics),
+            classifications=tuple(tables),
+            engagement=engagement,
+            engagement_models=self.models,
+            programs=tuple(programs),
+        )
 
     # --- names ------------------------------------------------------------------
 
@@ -98,14 +145,18 @@ class Checks:
         entries += [(n, "field", f.loc, f.type) for n, f in self.fields.items()]
         entries += [(n, "parameter", p.loc, p.type) for n, p in self.parameters.items()]
         entries += [(d[0], "metric", d[5], None) for d in self.metric_defs]
-        entries += [(t.name, "classification", t.loc, ValueType(CHOICE, t.values))
-                    for t in self.tables]
+        entries += [
+            (t.name, "classification", t.loc, ValueType(CHOICE, t.values)) for t in self.tables
+        ]
         entries += [(p.id, "program", p.loc, ValueType(BOOL)) for p in self.programs]
         for name, kind, loc, vtype in entries:
             if name in self.kinds:
                 first = where[name]
-                self.problem(loc, f"'{name}' is already used for {KIND_WORDS[self.kinds[name]]} "
-                                  f"at {first.file}:{first.line}; names must be unique")
+                self.problem(
+                    loc,
+                    f"'{name}' is already used for {KIND_WORDS[self.kinds[name]]} "
+                    f"at {first.file}:{first.line}; names must be unique",
+                )
                 continue
             self.kinds[name], where[name] = kind, loc
             if vtype is not None:
@@ -122,16 +173,19 @@ class Checks:
         close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         if name in self.figures:
-            hint = (f"; '{name}' is a history figure: use it through a metric such as "
-                    f"total({name}, 4)")
+            hint = (
+                f"; '{name}' is a history figure: use it through a metric such as total({name}, 4)"
+            )
         return f"unknown name '{name}'{hint}"
 
     # --- metrics ----------------------------------------------------------------
 
     def _metrics(self) -> list[Metric]:
         defs = {d[0]: d for d in self.metric_defs}
-        deps = {name: [n.name for n in names_in(d[1]) if self.kinds.get(n.name) == "metric"]
-                for name, d in defs.items()}
+        deps = {
+            name: [n.name for n in names_in(d[1]) if self.kinds.get(n.name) == "metric"]
+            for name, d in defs.items()
+        }
         order, cycle = toposort(list(defs), deps)
         if cycle:
             loc = defs[cycle[0]][5]
@@ -160,24 +214,32 @@ class Checks:
         if kind is None and self._quiet(name.name):
             raise _BrokenName()
         if kind is not None:
-            raise ParseError(f"metrics are computed before decisions, so they cannot use "
-                             f"{KIND_WORDS[kind]} ('{name.name}')", name.offset)
+            raise ParseError(
+                f"metrics are computed before decisions, so they cannot use "
+                f"{KIND_WORDS[kind]} ('{name.name}')",
+                name.offset,
+            )
         raise ParseError(self._unknown(name.name, ("field", "parameter", "metric")), name.offset)
 
     def _figure_type(self, name: Name) -> ValueType:
         if name.name in self.figures:
             return self.figures[name.name].type
         if not self.figures:
-            raise ParseError(f"this needs the history figure '{name.name}'; declare it under "
-                             "'history:'", name.offset)
+            raise ParseError(
+                f"this needs the history figure '{name.name}'; declare it under 'history:'",
+                name.offset,
+            )
         close = difflib.get_close_matches(name.name, list(self.figures), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else \
-            f" (figures: {', '.join(self.figures)})"
+        hint = (
+            f"; did you mean '{close[0]}'?" if close else f" (figures: {', '.join(self.figures)})"
+        )
         raise ParseError(f"unknown history figure '{name.name}'{hint}", name.offset)
 
     # --- conditions ---------------------------------------------------------
 
-    def condition(self, condition: Condition, scope: tuple[str, ...], where: str) -> Condition | None:
+    def condition(
+        self, condition: Condition, scope: tuple[str, ...], where: str
+    ) -> Condition | None:
         """Check names and types; returns the condition with typed values."""
         if isinstance(condition, (AllOf, AnyOf)):
             items = [self.condition(item, scope, where) for item in condition.items]
@@ -191,14 +253,19 @@ class Checks:
         if kind is None or kind == "parameter":
             message = self._unknown(condition.name, scope)
             if kind == "parameter":
-                message = (f"'{condition.name}' is a parameter; use it in a metric and test "
-                           "the metric here")
+                message = (
+                    f"'{condition.name}' is a parameter; use it in a metric and test "
+                    "the metric here"
+                )
             self.problem(condition.loc, f"in {where}: {message}")
             return None
         if kind not in scope:
-            self.problem(condition.loc, f"in {where}: cannot use {KIND_WORDS[kind]} "
-                                        f"('{condition.name}') here, because "
-                                        f"{_order_reason(kind, scope)}")
+            self.problem(
+                condition.loc,
+                f"in {where}: cannot use {KIND_WORDS[kind]} "
+                f"('{condition.name}') here, because "
+                f"{_order_reason(kind, scope)}",
+            )
             return None
         vtype = self.types.get(condition.name)
         if vtype is None:  # a metric with an error of its own, already reported
@@ -241,12 +308,18 @@ class Checks:
             if lk in accepted:
                 return literal.value
             hint = _LITERAL_HINTS.get((kind, lk), _LITERAL_HINTS.get(kind, ""))
-            self.problem(loc, f"in {where}: {label}, but '{literal.text}' is a "
-                              f"{_literal_word(lk)}{hint.format(text=literal.text)}")
+            self.problem(
+                loc,
+                f"in {where}: {label}, but '{literal.text}' is a "
+                f"{_literal_word(lk)}{hint.format(text=literal.text)}",
+            )
             return _BAD
         if lk != "text":
-            self.problem(loc, f"in {where}: {label}, but '{literal.text}' is a "
-                              f"{_literal_word(lk)}; put text in quotes")
+            self.problem(
+                loc,
+                f"in {where}: {label}, but '{literal.text}' is a "
+                f"{_literal_word(lk)}; put text in quotes",
+            )
             return _BAD
         allowed = vtype.values
         if kind in (CHOICE, LIST) and allowed:
@@ -255,8 +328,11 @@ class Checks:
                     return value
             close = difflib.get_close_matches(literal.value, allowed, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            self.problem(loc, f"in {where}: '{literal.value}' is not a value of '{c.name}' "
-                              f"(values: {', '.join(allowed)}){hint}")
+            self.problem(
+                loc,
+                f"in {where}: '{literal.value}' is not a value of '{c.name}' "
+                f"(values: {', '.join(allowed)}){hint}",
+            )
             return _BAD
         return literal.value
 
@@ -274,22 +350,29 @@ class Checks:
         for j, later in enumerate(rows):
             for i in range(j):
                 if implies(later.when, rows[i].when):
-                    self.problem(later.loc, f"row {j + 1} ({later.value}) of {what} can never "
-                                            f"match: whenever it holds, row {i + 1} "
-                                            f"({rows[i].value}) holds too and comes first; "
-                                            "move it up or narrow row "
-                                            f"{i + 1}")
+                    self.problem(
+                        later.loc,
+                        f"row {j + 1} ({later.value}) of {what} can never "
+                        f"match: whenever it holds, row {i + 1} "
+                        f"({rows[i].value}) holds too and comes first; "
+                        "move it up or narrow row "
+                        f"{i + 1}",
+                    )
                     break
         return replace(table, rows=tuple(rows))
 
     def _tables(self) -> list[Table]:
         by_name = {t.name: t for t in self.tables}
-        deps = {t.name: sorted({n for row in t.rows for n, _ in names_read(row.when)
-                                if n in by_name}) for t in self.tables}
+        deps = {
+            t.name: sorted({n for row in t.rows for n, _ in names_read(row.when) if n in by_name})
+            for t in self.tables
+        }
         order, cycle = toposort(list(by_name), deps)
         if cycle:
-            self.problem(by_name[cycle[0]].loc, "classifications depend on each other in a "
-                                                "circle: " + " -> ".join(cycle))
+            self.problem(
+                by_name[cycle[0]].loc,
+                "classifications depend on each other in a circle: " + " -> ".join(cycle),
+            )
         result = []
         for name in order:
             checked = self._check_rows(by_name[name], TABLE_SCOPE, f"classification '{name}'")
@@ -300,8 +383,14 @@ class Checks:
     def _engagement_table(self) -> Table | None:
         if self.engagement is None:
             if self.kinds:
-                self.problems.append(Problem("(rules)", 1, 1, "no 'engagement' section: add one "
-                                                              "with rows, a default, and models"))
+                self.problems.append(
+                    Problem(
+                        "(rules)",
+                        1,
+                        1,
+                        "no 'engagement' section: add one with rows, a default, and models",
+                    )
+                )
             return None
         table = self._check_rows(self.engagement, ENGAGEMENT_SCOPE, "the engagement section")
         for value in self.engagement.values:
@@ -310,8 +399,11 @@ class Checks:
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 row = next((r for r in self.engagement.rows if r.value == value), None)
                 loc = row.loc if row else self.engagement.loc
-                self.problem(loc, f"engagement model '{value}' is not defined under 'models' "
-                                  f"(models: {', '.join(self.models)}){hint}")
+                self.problem(
+                    loc,
+                    f"engagement model '{value}' is not defined under 'models' "
+                    f"(models: {', '.join(self.models)}){hint}",
+                )
                 table = None
         return table
 
@@ -332,42 +424,59 @@ class Checks:
                 if required not in by_id:
                     close = difflib.get_close_matches(required, list(by_id), n=1)
                     hint = f"; did you mean '{close[0]}'?" if close else ""
-                    self.problem(program.loc, f"program '{program.id}' requires unknown program "
-                                              f"'{required}'{hint}")
+                    self.problem(
+                        program.loc,
+                        f"program '{program.id}' requires unknown program '{required}'{hint}",
+                    )
                     ok = False
             if ok:
                 checked[program.id] = replace(program, when=when)
             deps[program.id] = list(program.requires) + (
-                [n for n, _ in names_read(when) if n in by_id] if when is not None else [])
+                [n for n, _ in names_read(when) if n in by_id] if when is not None else []
+            )
             if program.group:
                 groups.setdefault(program.group, []).append(program)
         for group, members in groups.items():
             members.sort(key=lambda p: -p.priority)
             for higher, lower in zip(members, members[1:]):
                 if higher.priority == lower.priority:
-                    self.problem(lower.loc, f"programs '{higher.id}' and '{lower.id}' in group "
-                                            f"'{group}' have the same priority "
-                                            f"({lower.priority}); give each a different one")
+                    self.problem(
+                        lower.loc,
+                        f"programs '{higher.id}' and '{lower.id}' in group "
+                        f"'{group}' have the same priority "
+                        f"({lower.priority}); give each a different one",
+                    )
             for index, member in enumerate(members):
                 deps[member.id] = deps[member.id] + [m.id for m in members[:index]]
         order, cycle = toposort([p.id for p in self.programs], deps)
         if cycle:
-            self.problem(by_id[cycle[0]].loc,
-                         "programs depend on each other in a circle (through 'requires', "
-                         "conditions, or group priority): " + " -> ".join(cycle))
+            self.problem(
+                by_id[cycle[0]].loc,
+                "programs depend on each other in a circle (through 'requires', "
+                "conditions, or group priority): " + " -> ".join(cycle),
+            )
             return []
         return [checked[pid] for pid in order if pid in checked]
 
 
 _BAD = object()
 # For each type with literal values: the kinds of literal it accepts, and hints.
-_ACCEPTED_LITERALS = {BOOL: ("yes/no",), NUMBER: ("number",), "integer": ("number",),
-                      MONEY: ("number", "money"), PERCENT: ("percent",), DATE: ("date",)}
-_LITERAL_HINTS = {BOOL: "; compare it with yes or no", MONEY: "; write an amount like $1,500,000",
-                  DATE: "; write a date like 2027-01-01",
-                  (NUMBER, "percent"): " (write the number without a % sign)",
-                  ("integer", "percent"): " (write the number without a % sign)",
-                  (PERCENT, "number"): "; write it with a % sign, like {text}%"}
+_ACCEPTED_LITERALS = {
+    BOOL: ("yes/no",),
+    NUMBER: ("number",),
+    "integer": ("number",),
+    MONEY: ("number", "money"),
+    PERCENT: ("percent",),
+    DATE: ("date",),
+}
+_LITERAL_HINTS = {
+    BOOL: "; compare it with yes or no",
+    MONEY: "; write an amount like $1,500,000",
+    DATE: "; write a date like 2027-01-01",
+    (NUMBER, "percent"): " (write the number without a % sign)",
+    ("integer", "percent"): " (write the number without a % sign)",
+    (PERCENT, "number"): "; write it with a % sign, like {text}%",
+}
 
 
 class _BrokenName(Exception):
@@ -375,8 +484,14 @@ class _BrokenName(Exception):
 
 
 def _literal_word(kind: str) -> str:
-    return {"number": "plain number", "percent": "percentage", "money": "money amount",
-            "date": "date", "text": "text", "yes/no": "yes/no value"}[kind]
+    return {
+        "number": "plain number",
+        "percent": "percentage",
+        "money": "money amount",
+        "date": "date",
+        "text": "text",
+        "yes/no": "yes/no value",
+    }[kind]
 
 
 def _order_reason(kind: str, scope: tuple[str, ...]) -> str:
@@ -386,6 +501,7 @@ def _order_reason(kind: str, scope: tuple[str, ...]) -> str:
 
 
 # --- reachability ------------------------------------------------------------
+
 
 def implies(a: Condition, b: Condition) -> bool:
     """True only when ``a`` holding guarantees ``b`` holds (conservative)."""
@@ -449,6 +565,10 @@ def _subset(a, b) -> bool:
         return False
     _, alo, alo_inc, ahi, ahi_inc = a
     _, blo, blo_inc, bhi, bhi_inc = b
-    lower_ok = blo is None or (alo is not None and (alo > blo or (alo == blo and (blo_inc or not alo_inc))))
-    upper_ok = bhi is None or (ahi is not None and (ahi < bhi or (ahi == bhi and (bhi_inc or not ahi_inc))))
+    lower_ok = blo is None or (
+        alo is not None and (alo > blo or (alo == blo and (blo_inc or not alo_inc)))
+    )
+    upper_ok = bhi is None or (
+        ahi is not None and (ahi < bhi or (ahi == bhi and (bhi_inc or not ahi_inc)))
+    )
     return lower_ok and upper_ok

@@ -5,16 +5,25 @@ Internal representations: text and one-of values are ``str``; integers are
 (``12%`` is ``0.12``); dates are ``datetime.date``; yes/no values are ``bool``;
 lists of text are tuples of ``str``. ``None`` means "missing".
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 TEXT, INTEGER, NUMBER, MONEY, PERCENT, DATE, BOOL, LIST, CHOICE = (
-    "text", "integer", "number", "money", "percent", "date", "yes/no",
-    "list of text", "one of",
+    "text",
+    "integer",
+    "number",
+    "money",
+    "percent",
+    "date",
+    "yes/no",
+    "list of text",
+    "one of",
 )
 TYPE_NAMES = (TEXT, INTEGER, NUMBER, MONEY, PERCENT, DATE, BOOL, LIST, CHOICE)
 NUMERIC = (INTEGER, NUMBER, MONEY, PERCENT)
@@ -39,12 +48,18 @@ class ValueType:
     def describe(self) -> str:
         if self.kind == CHOICE and self.values:
             return "one of " + ", ".join(self.values)
-        return {BOOL: "yes/no value", LIST: "list of text", INTEGER: "whole number",
-                MONEY: "money amount", PERCENT: "percentage"}.get(self.kind, self.kind)
+        return {
+            BOOL: "yes/no value",
+            LIST: "list of text",
+            INTEGER: "whole number",
+            MONEY: "money amount",
+            PERCENT: "percentage",
+        }.get(self.kind, self.kind)
 
 
-_CURRENCY = re.compile(r"^(?:[$€£¥]|USD|EUR|GBP|CHF|CAD|AUD)\s*|\s*(?:[$€£¥]|USD|EUR|GBP|CHF|CAD|AUD)$",
-                       re.IGNORECASE)
+_CURRENCY = re.compile(
+    r"^(?:[$€£¥]|USD|EUR|GBP|CHF|CAD|AUD)\s*|\s*(?:[$€£¥]|USD|EUR|GBP|CHF|CAD|AUD)$", re.IGNORECASE
+)
 _PLAIN_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
 _GROUPED_NUMBER = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _TRUE = {"yes", "y", "true", "1"}
@@ -63,15 +78,17 @@ def _number(text: str, what: str) -> float:
     if _GROUPED_NUMBER.match(value):
         value = value.replace(",", "")
     elif "," in value:
-        raise ValueError(f"'{text}' is ambiguous as a {what} (is ',' a decimal or a "
-                         "thousands separator?); write it like 1234.50 or 1,234.50")
+        raise ValueError(
+            f"'{text}' is ambiguous as a {what} (is ',' a decimal or a "
+            "thousands separator?); write it like 1234.50 or 1,234.50"
+        )
     if not _PLAIN_NUMBER.match(value):
         raise ValueError(f"'{text}' is not a {what}")
     number = float(value)
     return -number if negative else number
 
 
-DECIMALS = 6          # every number is kept to six decimals (money to cents)
+DECIMALS = 6  # every number is kept to six decimals (money to cents)
 MAX_MAGNITUDE = 1e12  # larger figures are data errors, and too big for the engine
 
 
@@ -105,8 +122,9 @@ def parse_value(vtype: ValueType, raw: Any) -> Any:
         for allowed in vtype.values or ():
             if allowed.casefold() == text.casefold():
                 return allowed
-        raise ValueError(f"'{_short(text)}' is not one of the allowed values "
-                         f"({', '.join(vtype.values or ())})")
+        raise ValueError(
+            f"'{_short(text)}' is not one of the allowed values ({', '.join(vtype.values or ())})"
+        )
     if kind == LIST:
         items = raw if isinstance(raw, (list, tuple)) else str(raw).split(LIST_SEPARATOR)
         result = []
@@ -181,6 +199,7 @@ def value_parser(vtype: ValueType, remember: int = 4096) -> Callable[[Any], Any]
             if len(seen) < remember:
                 seen[raw] = value
         return value
+
     return parse
 
 
@@ -201,8 +220,9 @@ def parse_date(raw: Any) -> dt.date:
     text = str(raw).strip()
     match = re.match(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$", text)
     if not match:
-        raise ValueError(f"'{_short(text)}' is not a date; write it as YYYY-MM-DD, "
-                         "for example 2026-03-31")
+        raise ValueError(
+            f"'{_short(text)}' is not a date; write it as YYYY-MM-DD, for example 2026-03-31"
+        )
     try:
         return dt.date(int(match[1]), int(match[2]), int(match[3]))
     except ValueError:

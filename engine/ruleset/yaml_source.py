@@ -8,6 +8,7 @@ file size are capped, so a "billion laughs" file is an error instead of a hang.
 Every mapping and list remembers the file, line, and column of its items,
 so validation can point at the exact spot.
 """
+
 from __future__ import annotations
 
 import re
@@ -34,7 +35,7 @@ class Loc:
     # plain or quoted scalars); otherwise point at the scalar's start.
     inline: bool = False
 
-    def at(self, offset: int) -> "Loc":
+    def at(self, offset: int) -> Loc:
         """The location ``offset`` characters into this scalar's text."""
         if not self.inline:
             return self
@@ -130,13 +131,17 @@ class _Builder:
             try:
                 return self.loader.construct_object(node, deep=True)
             except yaml.constructor.ConstructorError as error:
-                self.problems.append(_loc(self.file, node).problem(
-                    f"cannot read this value: {error.problem}"))
+                self.problems.append(
+                    _loc(self.file, node).problem(f"cannot read this value: {error.problem}")
+                )
                 return None
             except (ValueError, OverflowError):
                 # PyYAML resolves 2026-13-01 as a timestamp, then fails to build it.
-                self.problems.append(_loc(self.file, node).problem(
-                    f"'{node.value}' is not a real calendar date (YYYY-MM-DD)"))
+                self.problems.append(
+                    _loc(self.file, node).problem(
+                        f"'{node.value}' is not a real calendar date (YYYY-MM-DD)"
+                    )
+                )
                 return None
         if isinstance(node, yaml.SequenceNode):
             result = YList()
@@ -159,9 +164,12 @@ class _Builder:
                 key = str(key)
                 if key in result:
                     first = result.key_locs[key]
-                    self.problems.append(key_loc.problem(
-                        f"duplicate key '{key}' (first defined on line {first.line}); "
-                        "remove one of them"))
+                    self.problems.append(
+                        key_loc.problem(
+                            f"duplicate key '{key}' (first defined on line {first.line}); "
+                            "remove one of them"
+                        )
+                    )
                     continue
                 result[key] = self.build(value_node)
                 result.key_locs[key] = key_loc
@@ -178,14 +186,25 @@ def load_yaml(path: Path, display_name: str | None = None) -> tuple[Any, list[Pr
     except OSError as error:
         return None, [Problem(name, 1, 1, f"cannot read file: {error.strerror}")]
     if size > MAX_FILE_BYTES:
-        return None, [Problem(name, 1, 1,
-                              f"file is {size:,} bytes; rule files are limited to "
-                              f"{MAX_FILE_BYTES:,} bytes")]
+        return None, [
+            Problem(
+                name,
+                1,
+                1,
+                f"file is {size:,} bytes; rule files are limited to {MAX_FILE_BYTES:,} bytes",
+            )
+        ]
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        return None, [Problem(name, 1, 1, f"file is not UTF-8 text ({error.reason} "
-                                          f"at byte {error.start}); save it as UTF-8")]
+        return None, [
+            Problem(
+                name,
+                1,
+                1,
+                f"file is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8",
+            )
+        ]
     return load_yaml_text(text, name)
 
 
@@ -212,9 +231,15 @@ def load_yaml_text(text: str, name: str) -> tuple[Any, list[Problem]]:
     try:
         data = builder.build(node)
     except _TooBig:
-        return None, [Problem(name, 1, 1,
-                              f"file expands to more than {MAX_NODES:,} values "
-                              "(too many aliases?); rule files must stay small")]
+        return None, [
+            Problem(
+                name,
+                1,
+                1,
+                f"file expands to more than {MAX_NODES:,} values "
+                "(too many aliases?); rule files must stay small",
+            )
+        ]
     except RecursionError:
         return None, [Problem(name, 1, 1, "file is nested too deeply or refers to itself")]
     return data, builder.problems

@@ -6,11 +6,25 @@
 :func:`compare` decides a roster under two rule sets or dates and lists who
 moves, and why.
 """
+
 from engine.run.chunks import ChunkResult, ChunkRow, decide_chunk
 from engine.run.driver import OUTPUT_FILES, Progress, RunOptions, RunResult, run_batch
 from engine.run.impact import Impact, compare, load_rule_sets, write_moves_csv
 from engine.run.letters_pass import LetterOptions, write_letters
 
-__all__ = ["ChunkResult", "ChunkRow", "Impact", "LetterOptions", "OUTPUT_FILES", "Progress",
-           "RunOptions", "RunResult", "compare", "decide_chunk", "load_rule_sets", "run_batch",
-           "write_letters", "write_moves_csv"]
+__all__ = [
+    "ChunkResult",
+    "ChunkRow",
+    "Impact",
+    "LetterOptions",
+    "OUTPUT_FILES",
+    "Progress",
+    "RunOptions",
+    "RunResult",
+    "compare",
+    "decide_chunk",
+    "load_rule_sets",
+    "run_batch",
+    "write_letters",
+    "write_moves_csv",
+]

@@ -6,19 +6,26 @@ process here, or unchanged on a distributed engine later. Each process
 keeps one compiled engine per rule set, because building one costs far
 more than deciding a chunk.
 """
+
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
-from engine.evaluate.decide import Decision, Evaluator, decision_line
-from engine.errors import EngineError
-from engine.evaluate.explain import program_failures
-from engine.ruleset.model import RuleSet, per_rule_set
-from engine.evaluate.records import (FieldProblem, Partner, checked_history, field_values,
-                                     read_partner_id)
 from engine.data.rejects import Reject
+from engine.errors import EngineError
+from engine.evaluate.decide import Decision, Evaluator, decision_line
+from engine.evaluate.explain import program_failures
+from engine.evaluate.records import (
+    FieldProblem,
+    Partner,
+    checked_history,
+    field_values,
+    read_partner_id,
+)
+from engine.ruleset.model import RuleSet, per_rule_set
 
 
 # Chunks and results travel between processes as named tuples, and history
@@ -82,15 +89,23 @@ def decide_chunk(ruleset: RuleSet, rows: Sequence[ChunkRow], as_of: dt.date) -> 
         reject_rows.extend([row.row] * (len(rejects) - before))
     all_values = [evaluator.values(partner, as_of) for _, partner in partners]
     decisions = evaluator.decide_facts(
-        evaluator.fact(partner, values, as_of) for (_, partner), values in zip(partners, all_values))
+        evaluator.fact(partner, values, as_of) for (_, partner), values in zip(partners, all_values)
+    )
     results = []
     for (row, partner), values, decision in zip(partners, all_values, decisions):
         missed = program_failures(ruleset, values, decision, as_of)
         unexplained = [pid for pid, reasons in missed.items() if not reasons]
         if unexplained:
-            raise EngineError(f"durable_rules did not enroll partner {partner.partner_id} in "
-                              f"{unexplained[0]}, but every condition holds; please report this")
-        results.append(PartnerResult(partner.partner_id, row.row, decision,
-                                     decision_line(ruleset, row.row, decision, missed,
-                                                   values)))
+            raise EngineError(
+                f"durable_rules did not enroll partner {partner.partner_id} in "
+                f"{unexplained[0]}, but every condition holds; please report this"
+            )
+        results.append(
+            PartnerResult(
+                partner.partner_id,
+                row.row,
+                decision,
+                decision_line(ruleset, row.row, decision, missed, values),
+            )
+        )
     return ChunkResult(results, rejects, rejected_rows, history_rejects, reject_rows)

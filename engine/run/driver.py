@@ -13,6 +13,7 @@ stopped at any moment leaves the previous complete outputs and history.
 Once the new outputs are in place, the report and letters made from the
 previous ones are removed, so the folder never mixes two runs.
 """
+
 from __future__ import annotations
 
 import collections
@@ -22,26 +23,41 @@ import heapq
 import operator
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
-from engine.run.chunks import ChunkResult, ChunkRow, PartnerResult, decide_chunk, warm_up
-from engine.evaluate.changes import COLUMNS as CHANGE_COLUMNS, KINDS as CHANGE_KINDS, Change, Snapshot, compare
-from engine.errors import DataError
+from engine.data.outputs import (
+    CsvOutput,
+    JsonLinesOutput,
+    remove_stale_partials,
+    safe_cell,
+    write_json_atomically,
+)
 from engine.data.performance import HistoryStore
-from engine.ruleset.model import RuleSet
-from engine.data.outputs import (CsvOutput, JsonLinesOutput, remove_stale_partials, safe_cell,
-                      write_json_atomically)
-from engine.run.parallel import ordered_map
-from engine.evaluate.records import PARTNER_ID, read_partner_id, shorten
-from engine.data.rejects import COLUMNS as REJECT_COLUMNS, Reject
 from engine.data.readers import RowReader, file_fingerprint, unreadable_row
+from engine.data.rejects import COLUMNS as REJECT_COLUMNS
+from engine.data.rejects import Reject
 from engine.data.run_history import DEFAULT_DB, RunHistory, RunRecord
+from engine.errors import DataError
+from engine.evaluate.changes import (
+    COLUMNS as CHANGE_COLUMNS,
+)
+from engine.evaluate.changes import (
+    KINDS as CHANGE_KINDS,
+)
+from engine.evaluate.changes import (
+    Change,
+    Snapshot,
+    compare,
+)
+from engine.evaluate.records import PARTNER_ID, read_partner_id, shorten
+from engine.ruleset.model import RuleSet
+from engine.run.chunks import ChunkResult, ChunkRow, PartnerResult, decide_chunk, warm_up
+from engine.run.parallel import ordered_map
 
 CHUNK_SIZE = 500
-OUTPUT_FILES = ("decisions.jsonl", "enrollments.csv", "rejects.csv", "changes.csv",
-                "summary.json")
+OUTPUT_FILES = ("decisions.jsonl", "enrollments.csv", "rejects.csv", "changes.csv", "summary.json")
 ENROLLMENT_COLUMNS = ("partner_id", "program", "program_name", "group")
 
 
@@ -116,8 +132,9 @@ class _Outputs:
             output.discard()
 
 
-def run_batch(ruleset: RuleSet, options: RunOptions,
-              progress: Callable[[Progress], None] | None = None) -> RunResult:
+def run_batch(
+    ruleset: RuleSet, options: RunOptions, progress: Callable[[Progress], None] | None = None
+) -> RunResult:
     """Decide every partner of a roster; see the module docstring."""
     clock = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -142,8 +159,11 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
 
         def report() -> None:
             if progress:
-                progress(Progress(tally.rows_read, reader.bytes_read, reader.size,
-                                  time.perf_counter() - clock))
+                progress(
+                    Progress(
+                        tally.rows_read, reader.bytes_read, reader.size, time.perf_counter() - clock
+                    )
+                )
 
         def tasks() -> Iterator[tuple]:
             # History is read here, once the workers have started: they build
@@ -154,44 +174,56 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
                     _write_reject(reject, outputs, tally)
                     tally.history_rejects += 1
             timings["history_seconds"] = round(time.perf_counter() - clock, 3)
-            for chunk, set_aside in roster_chunks(reader, history, seen, tally,
-                                                  options.chunk_size):
+            for chunk, set_aside in roster_chunks(reader, history, seen, tally, options.chunk_size):
                 aside.append(set_aside)
                 yield chunk, options.as_of
 
-        for result in ordered_map(decide_chunk, tasks(), options.workers,
-                                  warm_up=functools.partial(warm_up, ruleset), shared=(ruleset,)):
-            _record_chunk(ruleset, result, aside.popleft(), run_id, previous, runs, outputs,
-                          tally)
+        for result in ordered_map(
+            decide_chunk,
+            tasks(),
+            options.workers,
+            warm_up=functools.partial(warm_up, ruleset),
+            shared=(ruleset,),
+        ):
+            _record_chunk(ruleset, result, aside.popleft(), run_id, previous, runs, outputs, tally)
             report()
         # Never a run over nobody (below too): it would list every partner as
         # removed, and the next run would compare with it.
         if tally.rows_read == 0:
-            raise DataError(f"{options.roster}: " + (
-                "the file is empty" if reader.size == 0 else "the file has no partner rows")
-                + "; nothing was decided or recorded. Check the export and run again")
+            raise DataError(
+                f"{options.roster}: "
+                + ("the file is empty" if reader.size == 0 else "the file has no partner rows")
+                + "; nothing was decided or recorded. Check the export and run again"
+            )
         if previous is not None:
             for partner_id in runs.removed(previous.id, run_id):
-                _write_change(Change(partner_id, "removed_partner", "", "", "", ""),
-                              outputs, tally)
+                _write_change(Change(partner_id, "removed_partner", "", "", "", ""), outputs, tally)
         for reject in history.late_rejects(seen):  # not a copy (30 MB at 1M ids)
             _write_reject(reject, outputs, tally)
             tally.history_rejects += 1
         if tally.decided == 0:
             outputs.commit(only=(outputs.rejects,))
-            rows = f"all {tally.rows_read} rows were" if tally.rows_read > 1 else \
-                "its only row was"
-            raise DataError(f"{options.roster}: no partner could be decided, {rows} "
-                            "rejected; see "
-                            f"{options.out_dir / 'rejects.csv'} (nothing else was written "
-                            "or recorded)")
+            rows = f"all {tally.rows_read} rows were" if tally.rows_read > 1 else "its only row was"
+            raise DataError(
+                f"{options.roster}: no partner could be decided, {rows} "
+                "rejected; see "
+                f"{options.out_dir / 'rejects.csv'} (nothing else was written "
+                "or recorded)"
+            )
         timings["total_seconds"] = round(time.perf_counter() - clock, 3)
         if tally.rows_read != tally.decided + tally.rejected_rows:  # pragma: no cover
             raise AssertionError("the counts do not reconcile; this is a bug")
-        summary = _summary(ruleset, options, fingerprints, history, tally, previous, run_id,
-                           started_at, timings)
-        result = RunResult(run_id, summary, options.out_dir, tally.rejected_rows,
-                           tally.history_rejects, sum(tally.changes.values()))
+        summary = _summary(
+            ruleset, options, fingerprints, history, tally, previous, run_id, started_at, timings
+        )
+        result = RunResult(
+            run_id,
+            summary,
+            options.out_dir,
+            tally.rejected_rows,
+            tally.history_rejects,
+            sum(tally.changes.values()),
+        )
         if options.strict and (tally.rejected_rows or tally.history_rejects):
             outputs.commit(only=(outputs.rejects,))
             runs.abort()
@@ -202,12 +234,25 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
         write_json_atomically(options.out_dir / "summary.json", summary)
         remove_derived_outputs(options.out_dir)
         finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        runs.finish(RunRecord(
-            run_id, started_at, finished_at, options.as_of.isoformat(), ruleset.name,
-            ruleset.fingerprint, roster_source, fingerprints["roster"],
-            str(options.performance.resolve()) if options.performance else None,
-            fingerprints.get("performance"), tally.rows_read, tally.decided,
-            tally.rejected_rows, str(options.out_dir.resolve()), summary))
+        runs.finish(
+            RunRecord(
+                run_id,
+                started_at,
+                finished_at,
+                options.as_of.isoformat(),
+                ruleset.name,
+                ruleset.fingerprint,
+                roster_source,
+                fingerprints["roster"],
+                str(options.performance.resolve()) if options.performance else None,
+                fingerprints.get("performance"),
+                tally.rows_read,
+                tally.decided,
+                tally.rejected_rows,
+                str(options.out_dir.resolve()),
+                summary,
+            )
+        )
         return result
     except BaseException:
         outputs.discard()
@@ -218,9 +263,9 @@ def run_batch(ruleset: RuleSet, options: RunOptions,
         runs.close()
 
 
-def roster_chunks(reader: RowReader, history: HistoryStore, seen: dict[str, int],
-                  tally: RunTally, size: int
-                  ) -> Iterator[tuple[list[ChunkRow], list[Reject]]]:
+def roster_chunks(
+    reader: RowReader, history: HistoryStore, seen: dict[str, int], tally: RunTally, size: int
+) -> Iterator[tuple[list[ChunkRow], list[Reject]]]:
     """Roster rows in chunks, with their history, each with the rows set aside
     since the previous chunk: unreadable rows, and rows without a usable or
     with a repeated partner_id (the last chunk may hold no rows, only those).
@@ -239,13 +284,29 @@ def roster_chunks(reader: RowReader, history: HistoryStore, seen: dict[str, int]
         try:
             partner_id = read_partner_id(row.record)
         except DataError as error:
-            aside.append(Reject(row.file, row.row, "", PARTNER_ID,
-                                shorten(row.record.get(PARTNER_ID)), str(error)))
+            aside.append(
+                Reject(
+                    row.file,
+                    row.row,
+                    "",
+                    PARTNER_ID,
+                    shorten(row.record.get(PARTNER_ID)),
+                    str(error),
+                )
+            )
             tally.rejected_rows += 1
             continue
         if partner_id in seen:
-            aside.append(Reject(row.file, row.row, partner_id, PARTNER_ID, partner_id,
-                                f"duplicate partner_id (first on row {seen[partner_id]})"))
+            aside.append(
+                Reject(
+                    row.file,
+                    row.row,
+                    partner_id,
+                    PARTNER_ID,
+                    partner_id,
+                    f"duplicate partner_id (first on row {seen[partner_id]})",
+                )
+            )
             tally.rejected_rows += 1
             continue
         seen[partner_id] = row.row
@@ -259,18 +320,29 @@ def roster_chunks(reader: RowReader, history: HistoryStore, seen: dict[str, int]
 
 def _with_history(chunk: list[tuple], history: HistoryStore) -> list[ChunkRow]:
     rows = history.rows_for(pid for pid, _ in chunk)
-    return [ChunkRow(row.file, row.row, row.record, rows.get(pid, ()), history.source,
-                     history.figures)
-            for pid, row in chunk]
+    return [
+        ChunkRow(row.file, row.row, row.record, rows.get(pid, ()), history.source, history.figures)
+        for pid, row in chunk
+    ]
 
 
-def _record_chunk(ruleset: RuleSet, result: ChunkResult, aside: list[Reject], run_id: int,
-                  previous: RunRecord | None, runs: RunHistory, outputs: _Outputs,
-                  tally: RunTally) -> None:
+def _record_chunk(
+    ruleset: RuleSet,
+    result: ChunkResult,
+    aside: list[Reject],
+    run_id: int,
+    previous: RunRecord | None,
+    runs: RunHistory,
+    outputs: _Outputs,
+    tally: RunTally,
+) -> None:
     """Write a chunk's results, and its rejects with the rows set aside before
     it was sent (``aside``), in roster order."""
-    in_order = heapq.merge(((r.row, r) for r in aside), zip(result.reject_rows, result.rejects),
-                           key=operator.itemgetter(0))
+    in_order = heapq.merge(
+        ((r.row, r) for r in aside),
+        zip(result.reject_rows, result.rejects),
+        key=operator.itemgetter(0),
+    )
     for _, reject in in_order:
         _write_reject(reject, outputs, tally)
     tally.rejected_rows += result.rejected_rows
@@ -278,8 +350,10 @@ def _record_chunk(ruleset: RuleSet, result: ChunkResult, aside: list[Reject], ru
     snapshots = [(r.partner_id, _snapshot(r)) for r in result.results]
     runs.add_decisions(run_id, snapshots)
     before, returned = _earlier_decisions(runs, previous, [pid for pid, _ in snapshots])
-    cells = {p.id: (safe_cell(p.id), safe_cell(p.name), safe_cell(p.group or ""))
-             for p in ruleset.programs}
+    cells = {
+        p.id: (safe_cell(p.id), safe_cell(p.name), safe_cell(p.group or ""))
+        for p in ruleset.programs
+    }
     classifications = tally.classifications
     for partner, (partner_id, snapshot) in zip(result.results, snapshots):
         tally.decided += 1
@@ -299,14 +373,18 @@ def _record_chunk(ruleset: RuleSet, result: ChunkResult, aside: list[Reject], ru
             earlier = before.get(partner_id)
             if earlier is None and partner_id in returned:
                 last_run, earlier = returned[partner_id]
-                _write_change(Change(partner_id, "returned_partner", "", str(last_run), "", ""),
-                              outputs, tally)
+                _write_change(
+                    Change(partner_id, "returned_partner", "", str(last_run), "", ""),
+                    outputs,
+                    tally,
+                )
             for change in compare(ruleset, partner_id, earlier, snapshot):
                 _write_change(change, outputs, tally)
 
 
-def _earlier_decisions(runs: RunHistory, previous: RunRecord | None, partner_ids: list[str]
-                       ) -> tuple[dict[str, Snapshot], dict[str, tuple[int, Snapshot]]]:
+def _earlier_decisions(
+    runs: RunHistory, previous: RunRecord | None, partner_ids: list[str]
+) -> tuple[dict[str, Snapshot], dict[str, tuple[int, Snapshot]]]:
     """The partners' decisions in the previous run; and, for those it did not
     decide, in the last earlier run that did (a partner left out of one export
     and back in the next returns: it is not new, and is not welcomed again)."""
@@ -314,8 +392,11 @@ def _earlier_decisions(runs: RunHistory, previous: RunRecord | None, partner_ids
         return {}, {}
     before = runs.snapshots(previous.id, partner_ids)
     missing = [pid for pid in partner_ids if pid not in before]
-    returned = runs.last_decided(previous.ruleset_name, previous.roster_source, missing,
-                                 previous.id) if missing else {}
+    returned = (
+        runs.last_decided(previous.ruleset_name, previous.roster_source, missing, previous.id)
+        if missing
+        else {}
+    )
     return before, returned
 
 
@@ -334,35 +415,64 @@ def _write_change(change: Change, outputs: _Outputs, tally: RunTally) -> None:
     tally.changes[change.change] += 1
 
 
-def _summary(ruleset: RuleSet, options: RunOptions, fingerprints: dict, history: HistoryStore,
-             tally: RunTally, previous: RunRecord | None, run_id: int, started_at: str,
-             timings: dict) -> dict:
+def _summary(
+    ruleset: RuleSet,
+    options: RunOptions,
+    fingerprints: dict,
+    history: HistoryStore,
+    tally: RunTally,
+    previous: RunRecord | None,
+    run_id: int,
+    started_at: str,
+    timings: dict,
+) -> dict:
     """Everything but the 'run' section is the same for the same inputs."""
-    inputs = {"roster": {"file": str(options.roster), "fingerprint": fingerprints["roster"],
-                         "rows_read": tally.rows_read, "rows_rejected": tally.rejected_rows}}
+    inputs = {
+        "roster": {
+            "file": str(options.roster),
+            "fingerprint": fingerprints["roster"],
+            "rows_read": tally.rows_read,
+            "rows_rejected": tally.rejected_rows,
+        }
+    }
     if options.performance is not None:
-        inputs["performance"] = {"file": str(options.performance),
-                                 "fingerprint": fingerprints["performance"],
-                                 "rows_read": history.rows_read,
-                                 "rows_rejected": tally.history_rejects}
+        inputs["performance"] = {
+            "file": str(options.performance),
+            "fingerprint": fingerprints["performance"],
+            "rows_read": history.rows_read,
+            "rows_rejected": tally.history_rejects,
+        }
     return {
         "as_of": options.as_of.isoformat(),
         "rule_set": {"name": ruleset.name, "fingerprint": ruleset.fingerprint},
         "inputs": inputs,
-        "partners": {"rows_read": tally.rows_read, "decided": tally.decided,
-                     "rejected": tally.rejected_rows},
-        "classifications": {t.name: {v: tally.classifications.get(t.name, {}).get(v, 0)
-                                     for v in t.values} for t in ruleset.classifications},
+        "partners": {
+            "rows_read": tally.rows_read,
+            "decided": tally.decided,
+            "rejected": tally.rejected_rows,
+        },
+        "classifications": {
+            t.name: {v: tally.classifications.get(t.name, {}).get(v, 0) for v in t.values}
+            for t in ruleset.classifications
+        },
         "engagement_models": {m: tally.engagement.get(m, 0) for m in ruleset.engagement_models},
         "programs": {p.id: tally.programs.get(p.id, 0) for p in ruleset.programs},
-        "changes": {"previous_run": previous.id if previous else None,
-                    "counts": {k: tally.changes.get(k, 0) for k in CHANGE_KINDS}},
-        "run": {"id": run_id, "started_at": started_at, "workers": options.workers,
-                "history_join": None if options.performance is None else
-                "merged" if history.merged is not None else "staged",
-                "timings": timings,
-                "partners_per_second": round(tally.rows_read / max(timings["total_seconds"],
-                                                                  1e-9))},
+        "changes": {
+            "previous_run": previous.id if previous else None,
+            "counts": {k: tally.changes.get(k, 0) for k in CHANGE_KINDS},
+        },
+        "run": {
+            "id": run_id,
+            "started_at": started_at,
+            "workers": options.workers,
+            "history_join": None
+            if options.performance is None
+            else "merged"
+            if history.merged is not None
+            else "staged",
+            "timings": timings,
+            "partners_per_second": round(tally.rows_read / max(timings["total_seconds"], 1e-9)),
+        },
     }
 
 
@@ -384,5 +494,7 @@ def remove_derived_outputs(folder: Path) -> None:
 
 
 def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-               else (os.cpu_count() or 1))
+    return max(
+        1,
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+    )

@@ -8,6 +8,7 @@ reasons that hold on one side and not on the other.
 A rule set is a folder, or ``git:REVISION:PATH`` for a folder as committed in
 git (``git:HEAD:rules`` is the committed version of ``rules/``).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,21 +17,21 @@ import subprocess
 import tarfile
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 
-from engine.run.driver import RunTally, roster_chunks
-from engine.run.chunks import ChunkResult, decide_chunk
-from engine.errors import UsageError
 from engine.data.performance import HistoryStore
+from engine.data.readers import RowReader
+from engine.errors import UsageError
 from engine.ruleset.loader import load_rules
 from engine.ruleset.model import ENGAGEMENT, RuleSet
+from engine.run.chunks import ChunkResult, decide_chunk
+from engine.run.driver import RunTally, roster_chunks
 from engine.run.parallel import ordered_map
-from engine.data.readers import RowReader
 
 GIT_PREFIX = "git:"
 CSV_COLUMNS = ("partner_id", "kind", "subject", "base", "proposed", "because")
@@ -39,15 +40,21 @@ CSV_COLUMNS = ("partner_id", "kind", "subject", "base", "proposed", "because")
 @dataclass(frozen=True)
 class Move:
     partner_id: str
-    kind: str        # program, classification, engagement_model
-    subject: str     # program id, table name, or 'engagement'
-    base: str        # the value on the base side ('' when not enrolled)
+    kind: str  # program, classification, engagement_model
+    subject: str  # program id, table name, or 'engagement'
+    base: str  # the value on the base side ('' when not enrolled)
     proposed: str
     because: tuple[str, ...]
 
     def as_row(self) -> tuple:
-        return (self.partner_id, self.kind, self.subject, self.base, self.proposed,
-                "; ".join(self.because))
+        return (
+            self.partner_id,
+            self.kind,
+            self.subject,
+            self.base,
+            self.proposed,
+            "; ".join(self.because),
+        )
 
 
 @dataclass
@@ -68,28 +75,39 @@ def rules_folder(spec: str) -> Iterator[Path]:
     if not spec.startswith(GIT_PREFIX):
         yield Path(spec)
         return
-    revision, _, path = spec[len(GIT_PREFIX):].partition(":")
+    revision, _, path = spec[len(GIT_PREFIX) :].partition(":")
     if not revision or not path:
-        raise UsageError(f"'{spec}': write a git rule set as git:REVISION:PATH, "
-                         "for example git:HEAD:rules")
+        raise UsageError(
+            f"'{spec}': write a git rule set as git:REVISION:PATH, for example git:HEAD:rules"
+        )
     try:
-        archive = subprocess.run(["git", "archive", "--format=tar", revision, path],
-                                 capture_output=True, check=True).stdout
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", revision, path], capture_output=True, check=True
+        ).stdout
     except FileNotFoundError:
         raise UsageError("git is not installed, so git: rule sets cannot be read") from None
     except subprocess.CalledProcessError as error:
         message = error.stderr.decode(errors="replace").strip().splitlines()
-        raise UsageError(f"'{spec}': git could not read it ({message[-1] if message else 'error'})") \
-            from None
+        raise UsageError(
+            f"'{spec}': git could not read it ({message[-1] if message else 'error'})"
+        ) from None
     with tempfile.TemporaryDirectory(prefix="eligibility-rules-") as folder:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(folder, filter="data")
         yield Path(folder) / path
 
 
-def compare(base: RuleSet, proposed: RuleSet, roster: Path, performance: Path | None,
-            base_as_of: dt.date, proposed_as_of: dt.date, base_label: str,
-            proposed_label: str, workers: int = 1) -> Impact:
+def compare(
+    base: RuleSet,
+    proposed: RuleSet,
+    roster: Path,
+    performance: Path | None,
+    base_as_of: dt.date,
+    proposed_as_of: dt.date,
+    base_label: str,
+    proposed_label: str,
+    workers: int = 1,
+) -> Impact:
     """Decide every partner on both sides and collect who moves, and why.
     Chunks of partners are decided in ``workers`` processes, as runs do."""
     impact = Impact(base_label, proposed_label)
@@ -112,8 +130,9 @@ def compare(base: RuleSet, proposed: RuleSet, roster: Path, performance: Path | 
     return impact
 
 
-def decide_both(base: RuleSet, proposed: RuleSet, chunk: list, base_as_of: dt.date,
-                proposed_as_of: dt.date) -> tuple[ChunkResult, ChunkResult]:
+def decide_both(
+    base: RuleSet, proposed: RuleSet, chunk: list, base_as_of: dt.date, proposed_as_of: dt.date
+) -> tuple[ChunkResult, ChunkResult]:
     """One chunk decided by both rule sets (in a worker process)."""
     return decide_chunk(base, chunk, base_as_of), decide_chunk(proposed, chunk, proposed_as_of)
 
@@ -125,38 +144,65 @@ def _compare_partner(impact: Impact, base: RuleSet, proposed: RuleSet, left, rig
     missed_b = orjson.loads(right.line)["not_enrolled"]
     tables = {t.name for t in base.classifications} | {t.name for t in proposed.classifications}
     for table in sorted(tables):
-        _count(impact, "classification", table, a.classifications.get(table),
-               b.classifications.get(table))
+        _count(
+            impact,
+            "classification",
+            table,
+            a.classifications.get(table),
+            b.classifications.get(table),
+        )
         if a.classifications.get(table) != b.classifications.get(table):
-            impact.moves.append(Move(a.partner_id, "classification", table,
-                                     a.classifications.get(table, ""),
-                                     b.classifications.get(table, ""),
-                                     (_rows_moved(a, b, table),)))
+            impact.moves.append(
+                Move(
+                    a.partner_id,
+                    "classification",
+                    table,
+                    a.classifications.get(table, ""),
+                    b.classifications.get(table, ""),
+                    (_rows_moved(a, b, table),),
+                )
+            )
     _count(impact, "engagement_model", ENGAGEMENT, a.engagement, b.engagement)
     if a.engagement != b.engagement:
-        impact.moves.append(Move(a.partner_id, "engagement_model", ENGAGEMENT, a.engagement,
-                                 b.engagement, (_rows_moved(a, b, ENGAGEMENT),)))
-    programs = [p.id for p in base.programs] + \
-        [p.id for p in proposed.programs if p.id not in {q.id for q in base.programs}]
+        impact.moves.append(
+            Move(
+                a.partner_id,
+                "engagement_model",
+                ENGAGEMENT,
+                a.engagement,
+                b.engagement,
+                (_rows_moved(a, b, ENGAGEMENT),),
+            )
+        )
+    programs = [p.id for p in base.programs] + [
+        p.id for p in proposed.programs if p.id not in {q.id for q in base.programs}
+    ]
     for program in programs:
         before, after = program in a.enrolled, program in b.enrolled
-        _count(impact, "program", program, program if before else None,
-               program if after else None)
+        _count(impact, "program", program, program if before else None, program if after else None)
         if before != after:
             # What changed between the two sides' reasons is what made the difference.
             reasons_a, reasons_b = set(missed_a.get(program, [])), set(missed_b.get(program, []))
             because = sorted(reasons_b - reasons_a) if before else sorted(reasons_a - reasons_b)
             if not because:
                 because = sorted(reasons_b if before else reasons_a)
-            impact.moves.append(Move(a.partner_id, "program", program,
-                                     program if before else "", program if after else "",
-                                     tuple(because)))
+            impact.moves.append(
+                Move(
+                    a.partner_id,
+                    "program",
+                    program,
+                    program if before else "",
+                    program if after else "",
+                    tuple(because),
+                )
+            )
 
 
 def _rows_moved(a, b, table: str) -> str:
     def row(decision) -> str:
         index = decision.rows.get(table, -1)
         return "the default" if index < 0 else f"row {index + 1}"
+
     return f"decided by {row(b)} instead of {row(a)}"
 
 
@@ -174,6 +220,7 @@ def _count(impact: Impact, kind: str, subject: str, before, after) -> None:
 def write_moves_csv(impact: Impact, path: str | Path) -> None:
     """Every move with its reason, as CSV (written atomically)."""
     from engine.data.outputs import CsvOutput
+
     with CsvOutput(Path(path), CSV_COLUMNS) as output:
         for move in impact.moves:
             output.write(move.as_row())

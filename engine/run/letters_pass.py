@@ -15,6 +15,7 @@ and ``-`` only, never a leading dot, and a short hash of the real id
 whenever anything had to change, so two partners never share a file and
 no id can write outside the folder.
 """
+
 from __future__ import annotations
 
 import collections
@@ -26,40 +27,51 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 
-from engine.run.driver import Progress
+from engine.data.outputs import CsvOutput, read_cell, remove_stale_partials, write_json_atomically
+from engine.data.readers import RowReader, file_fingerprint
+from engine.errors import DataError, UsageError
 from engine.evaluate.changes import Change
 from engine.evaluate.decide import recorded_values
-from engine.errors import DataError, UsageError
-from engine.letters.template_check import check_templates
-from engine.letters.emails import email_message, message_id
-from engine.letters.settings import load_letter_settings
-from engine.letters.rendering import describe_template_error, renderer_for
-from engine.letters.facts import KINDS, LetterSettings, letter_facts
-from engine.ruleset.model import RuleSet
-from engine.data.outputs import CsvOutput, read_cell, remove_stale_partials, write_json_atomically
-from engine.run.parallel import ordered_map, workers_inherit_memory
 from engine.evaluate.records import field_values
-from engine.data.readers import RowReader, file_fingerprint
+from engine.letters.emails import email_message, message_id
+from engine.letters.facts import KINDS, LetterSettings, letter_facts
+from engine.letters.rendering import describe_template_error, renderer_for
+from engine.letters.settings import load_letter_settings
+from engine.letters.template_check import check_templates
+from engine.ruleset.model import RuleSet
+from engine.run.driver import Progress
+from engine.run.parallel import ordered_map, workers_inherit_memory
 
 LETTERS_FOLDER = "letters"
 INDEX_FILE = "index.csv"
 FORMATS = {"text": ".txt", "html": ".html", "eml": ".eml"}
-INDEX_COLUMNS = ("partner_id", "kind", "kinds", "language", "template_language", "subject",
-                 "to", "files", "note")
+INDEX_COLUMNS = (
+    "partner_id",
+    "kind",
+    "kinds",
+    "language",
+    "template_language",
+    "subject",
+    "to",
+    "files",
+    "note",
+)
 CHUNK_SIZE = 250
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 MAX_STEM = 80
 
 
 # Names Windows keeps for devices, whatever the extension (CON.txt is the console).
-_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("COM", "LPT")
-                                                      for n in range(1, 10))})
+_DEVICES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10))}
+)
 
 
 def safe_stem(partner_id: str, taken: set[str] | None = None) -> str:
@@ -69,8 +81,12 @@ def safe_stem(partner_id: str, taken: set[str] | None = None) -> str:
     (``AbC``, ``abc``: two files on Linux, one on macOS and Windows) gets the
     hash too."""
     stem = _UNSAFE.sub("_", partner_id).lstrip(".")[:MAX_STEM]
-    if stem != partner_id or not stem or stem.upper() in _DEVICES or \
-            (taken is not None and stem.casefold() in taken):
+    if (
+        stem != partner_id
+        or not stem
+        or stem.upper() in _DEVICES
+        or (taken is not None and stem.casefold() in taken)
+    ):
         digest = hashlib.sha256(partner_id.encode("utf-8")).hexdigest()[:10]
         stem = f"{stem or 'partner'}-{digest}"
     if taken is not None:
@@ -85,8 +101,8 @@ class LetterOptions:
     formats: tuple[str, ...] = tuple(FORMATS)
     only_changed: bool = False
     workers: int = 1
-    roster: Path | None = None        # default: the run's own roster
-    check: bool = True                # render every template for sample partners first
+    roster: Path | None = None  # default: the run's own roster
+    check: bool = True  # render every template for sample partners first
 
 
 class LetterJob(NamedTuple):
@@ -122,17 +138,23 @@ class LetterTally:
             self.no_address += 1
 
     def summary(self, options: LetterOptions, skipped: int) -> dict:
-        return {"folder": str(options.out_dir / LETTERS_FOLDER), "formats": list(options.formats),
-                "only_changed": options.only_changed, "letters": self.written,
-                "files": self.files, "skipped_unchanged": skipped,
-                "by_kind": {k: self.kinds.get(k, 0) for k in KINDS},
-                "by_language": dict(sorted(self.languages.items())),
-                "fallbacks": dict(sorted(self.fallbacks.items())),
-                "without_address": self.no_address}
+        return {
+            "folder": str(options.out_dir / LETTERS_FOLDER),
+            "formats": list(options.formats),
+            "only_changed": options.only_changed,
+            "letters": self.written,
+            "files": self.files,
+            "skipped_unchanged": skipped,
+            "by_kind": {k: self.kinds.get(k, 0) for k in KINDS},
+            "by_language": dict(sorted(self.languages.items())),
+            "fallbacks": dict(sorted(self.fallbacks.items())),
+            "without_address": self.no_address,
+        }
 
 
-def write_letters(ruleset: RuleSet, options: LetterOptions,
-                  progress: Callable[[Progress], None] | None = None) -> dict:
+def write_letters(
+    ruleset: RuleSet, options: LetterOptions, progress: Callable[[Progress], None] | None = None
+) -> dict:
     """Write the letters of the run in ``options.out_dir``; returns their summary,
     which is also added to the run's summary.json under ``letters``.
     ``progress`` is told after each chunk how many letters are written."""
@@ -144,9 +166,11 @@ def write_letters(ruleset: RuleSet, options: LetterOptions,
         raise UsageError(f"{options.out_dir}: no summary.json; give the --out folder of a run")
     run = json.loads(summary_path.read_text(encoding="utf-8"))
     if run["rule_set"]["fingerprint"] != ruleset.fingerprint:
-        raise DataError(f"the rules have changed since the run in {options.out_dir} (its rules "
-                        f"have fingerprint {run['rule_set']['fingerprint']}, these "
-                        f"{ruleset.fingerprint}); run again, or give the run's rules")
+        raise DataError(
+            f"the rules have changed since the run in {options.out_dir} (its rules "
+            f"have fingerprint {run['rule_set']['fingerprint']}, these "
+            f"{ruleset.fingerprint}); run again, or give the run's rules"
+        )
     roster = options.roster or Path(run["inputs"]["roster"]["file"])
     _same_input(roster, run["inputs"]["roster"]["fingerprint"])
     as_of = dt.date.fromisoformat(run["as_of"])
@@ -163,8 +187,15 @@ def write_letters(ruleset: RuleSet, options: LetterOptions,
     tally = LetterTally()
     try:
         selected = _Selection(_jobs(ruleset, options, roster), options.only_changed)
-        shared = (ruleset, str(options.templates), settings, as_of, previous_run,
-                  options.formats, str(temp))
+        shared = (
+            ruleset,
+            str(options.templates),
+            settings,
+            as_of,
+            previous_run,
+            options.formats,
+            str(temp),
+        )
         if options.workers > 1 and workers_inherit_memory():
             # Compiled here once (or already, by the check), not in every worker.
             renderer_for(str(options.templates), settings, ruleset.currency)
@@ -176,9 +207,15 @@ def write_letters(ruleset: RuleSet, options: LetterOptions,
                     index.write(row)
                     tally.add(row)
                 if progress:
-                    progress(Progress(tally.written, tally.written + selected.skipped,
-                                      run["partners"]["decided"], time.perf_counter() - clock,
-                                      "letters"))
+                    progress(
+                        Progress(
+                            tally.written,
+                            tally.written + selected.skipped,
+                            run["partners"]["decided"],
+                            time.perf_counter() - clock,
+                            "letters",
+                        )
+                    )
         _swap(temp, target)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
@@ -192,12 +229,13 @@ def write_letters(ruleset: RuleSet, options: LetterOptions,
 
 def _same_input(path: Path, fingerprint: str) -> None:
     if not path.is_file():
-        raise UsageError(f"{path}: the run's roster is not there any more; give it with "
-                         "--roster")
+        raise UsageError(f"{path}: the run's roster is not there any more; give it with --roster")
     found = file_fingerprint(path)
     if found != fingerprint:
-        raise DataError(f"{path} has changed since the run (fingerprint {found}, the run "
-                        f"read {fingerprint}); run again so that letters match the data")
+        raise DataError(
+            f"{path} has changed since the run (fingerprint {found}, the run "
+            f"read {fingerprint}); run again so that letters match the data"
+        )
 
 
 def _jobs(ruleset: RuleSet, options: LetterOptions, roster: Path) -> Iterator[LetterJob]:
@@ -207,17 +245,21 @@ def _jobs(ruleset: RuleSet, options: LetterOptions, roster: Path) -> Iterator[Le
     changes_path = options.out_dir / "changes.csv"
     rows = iter(RowReader(roster, ruleset.fields))
     stems: set[str] = set()  # file names given, case-folded (about 70 MB at 1M partners)
-    with decisions_path.open("rb") as decisions, \
-            changes_path.open(newline="", encoding="utf-8") as changes_file:
+    with (
+        decisions_path.open("rb") as decisions,
+        changes_path.open(newline="", encoding="utf-8") as changes_file,
+    ):
         changes = _changes_by_partner(csv.reader(changes_file))
         pending = next(changes, None)
         for number, line in enumerate(decisions, 1):
             decision = orjson.loads(line)
             decision.pop("not_enrolled", None)  # long, and no letter uses it: not sent to workers
             if not metric_names <= decision.get("metrics", {}).keys():
-                raise DataError(f"{decisions_path}:{number}: no metrics for partner "
-                                f"{decision['partner_id']} (written before runs recorded "
-                                "them); run again")
+                raise DataError(
+                    f"{decisions_path}:{number}: no metrics for partner "
+                    f"{decision['partner_id']} (written before runs recorded "
+                    "them); run again"
+                )
             partner_changes: tuple = ()
             if pending is not None and pending[0] == decision["partner_id"]:
                 partner_changes = pending[1]
@@ -226,15 +268,20 @@ def _jobs(ruleset: RuleSet, options: LetterOptions, roster: Path) -> Iterator[Le
                 if row.row == decision["row"]:
                     break
             else:
-                raise DataError(f"{roster}: no row {decision['row']} for partner "
-                                f"{decision['partner_id']}; the roster does not match the run")
-            yield LetterJob(decision, partner_changes, row.record,
-                            safe_stem(decision["partner_id"], stems))
+                raise DataError(
+                    f"{roster}: no row {decision['row']} for partner "
+                    f"{decision['partner_id']}; the roster does not match the run"
+                )
+            yield LetterJob(
+                decision, partner_changes, row.record, safe_stem(decision["partner_id"], stems)
+            )
         # What is left can only be partners removed since the previous run.
         while pending is not None:
             if any(c.change != "removed_partner" for c in pending[1]):
-                raise DataError(f"{changes_path} does not match {decisions_path} (changes for "
-                                f"partner {pending[0]} out of order); run again")
+                raise DataError(
+                    f"{changes_path} does not match {decisions_path} (changes for "
+                    f"partner {pending[0]} out of order); run again"
+                )
             pending = next(changes, None)
 
 
@@ -282,9 +329,16 @@ def _chunks(jobs: Iterator[LetterJob]) -> Iterator[list[LetterJob]]:
         yield chunk
 
 
-def render_chunk(ruleset: RuleSet, templates: str, settings: LetterSettings, as_of: dt.date,
-                 previous_run: int | None, formats: Sequence[str], folder: str,
-                 jobs: Sequence[LetterJob]) -> list[tuple]:
+def render_chunk(
+    ruleset: RuleSet,
+    templates: str,
+    settings: LetterSettings,
+    as_of: dt.date,
+    previous_run: int | None,
+    formats: Sequence[str],
+    folder: str,
+    jobs: Sequence[LetterJob],
+) -> list[tuple]:
     """Render and write the letters of one chunk; returns their index rows.
 
     A pure function of its arguments but for the files it writes into
@@ -296,13 +350,15 @@ def render_chunk(ruleset: RuleSet, templates: str, settings: LetterSettings, as_
         partner_id = job.decision["partner_id"]
         fields, _ = field_values(ruleset, job.record)
         values = recorded_values(ruleset, fields, job.decision["metrics"])
-        facts = letter_facts(ruleset, settings, values, job.decision, job.changes, as_of,
-                             previous_run)
+        facts = letter_facts(
+            ruleset, settings, values, job.decision, job.changes, as_of, previous_run
+        )
         try:
             letter = renderer.render(facts)
         except Exception as error:  # noqa: BLE001 - any error in a template names its line
-            raise DataError(f"letter for partner {partner_id}: "
-                            f"{describe_template_error(error)}") from None
+            raise DataError(
+                f"letter for partner {partner_id}: {describe_template_error(error)}"
+            ) from None
         stem = job.stem
         written, note, to = [], "", ""
         for name in formats:
@@ -312,16 +368,30 @@ def render_chunk(ruleset: RuleSet, templates: str, settings: LetterSettings, as_
             elif name == "html":
                 data = letter.html_utf8
             else:
-                data, note = email_message(letter, settings, facts.context["partner"], as_of,
-                                           message_id(ruleset.fingerprint, as_of, partner_id,
-                                                      settings.sender_email))
+                data, note = email_message(
+                    letter,
+                    settings,
+                    facts.context["partner"],
+                    as_of,
+                    message_id(ruleset.fingerprint, as_of, partner_id, settings.sender_email),
+                )
             _write_new_file(os.path.join(folder, file_name), data)
             written.append(file_name)
         if not note:
             to = facts.context["partner"].get("contact_email") or ""
-        rows.append((partner_id, facts.kinds[0], " ".join(facts.kinds),
-                     facts.context["partner"].get("language") or settings.default_language,
-                     letter.language, letter.subject, to, ";".join(written), note))
+        rows.append(
+            (
+                partner_id,
+                facts.kinds[0],
+                " ".join(facts.kinds),
+                facts.context["partner"].get("language") or settings.default_language,
+                letter.language,
+                letter.subject,
+                to,
+                ";".join(written),
+                note,
+            )
+        )
     return rows
 
 
@@ -336,7 +406,7 @@ def _write_new_file(path: str, data: bytes) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(descriptor, view):]
+            view = view[os.write(descriptor, view) :]
     finally:
         os.close(descriptor)
 

@@ -3,6 +3,7 @@
 Used by batch runs and letters: each task is a pure function of its
 arguments, so results do not depend on the number of workers.
 """
+
 from __future__ import annotations
 
 import collections
@@ -10,7 +11,8 @@ import contextlib
 import gc
 import multiprocessing
 import signal
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 # A run allocates millions of short-lived containers (rows, facts, results),
 # nearly all freed by reference counting. At Python's default threshold (700
@@ -21,8 +23,13 @@ GC_THRESHOLD = (50_000, 20, 20)
 _shared: tuple = ()  # in a worker: the shared arguments of its pool's tasks
 
 
-def ordered_map(function: Callable[..., Any], tasks: Iterable[tuple], workers: int,
-                warm_up: Callable[[], Any] | None = None, shared: tuple = ()) -> Iterator[Any]:
+def ordered_map(
+    function: Callable[..., Any],
+    tasks: Iterable[tuple],
+    workers: int,
+    warm_up: Callable[[], Any] | None = None,
+    shared: tuple = (),
+) -> Iterator[Any]:
     """``function(*shared, *task)`` for each task, in order, in this process or a pool.
 
     ``shared`` holds the leading arguments that are the same for every task
@@ -37,8 +44,7 @@ def ordered_map(function: Callable[..., Any], tasks: Iterable[tuple], workers: i
                 yield function(*shared, *task)
             return
         context = multiprocessing.get_context("fork" if workers_inherit_memory() else "spawn")
-        with context.Pool(workers, initializer=_start_worker,
-                          initargs=(warm_up, shared)) as pool:
+        with context.Pool(workers, initializer=_start_worker, initargs=(warm_up, shared)) as pool:
             inflight: collections.deque = collections.deque()
             try:
                 for task in tasks:
@@ -91,6 +97,6 @@ def _start_worker(warm_up: Callable[[], Any] | None, shared: tuple) -> None:
         try:
             warm_up()
         except Exception:  # noqa: BLE001 - a pool whose initializer raises restarts it forever;
-            pass           # the first task meets the same error and reports it
+            pass  # the first task meets the same error and reports it
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)

@@ -6,14 +6,15 @@ a ``tests/`` folder next to rule files (a folder holding ``*.yaml`` with a
 cases becomes a test. A failure names the file, the line, and the case,
 shows expected against actual, and prints the partner's full explanation.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from engine.evaluate.decide import Evaluator
 from engine.errors import RuleSetError
+from engine.evaluate.decide import Evaluator
 from engine.ruleset.loader import load_rules
 from engine.testing.rule_cases import RuleCase, failure_report, load_case_file, run_case
 
@@ -27,8 +28,11 @@ def _is_rules_folder(folder: Path) -> bool:
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path):
-    if file_path.suffix == ".yaml" and file_path.parent.name == "tests" and \
-            _is_rules_folder(file_path.parent.parent):
+    if (
+        file_path.suffix == ".yaml"
+        and file_path.parent.name == "tests"
+        and _is_rules_folder(file_path.parent.parent)
+    ):
         return RuleCaseFile.from_parent(parent, path=file_path)
     return None
 
@@ -46,8 +50,9 @@ class RuleCaseFile(pytest.File):
             raise RuleSetInvalid(str(error)) from None
         evaluator = Evaluator(ruleset)
         for case in cases:
-            yield RuleCaseItem.from_parent(self, name=case.name, case=case, ruleset=ruleset,
-                                           evaluator=evaluator)
+            yield RuleCaseItem.from_parent(
+                self, name=case.name, case=case, ruleset=ruleset, evaluator=evaluator
+            )
 
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, RuleSetInvalid):

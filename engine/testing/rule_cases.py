@@ -17,6 +17,7 @@ to expect::
 
 ``quarters: A-B`` repeats a history row for every quarter from A to B.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -24,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.ruleset.conditions import unknown_key_message
-from engine.evaluate.decide import Decision, Evaluator
 from engine.errors import DataError, Problem, RuleSetError
+from engine.evaluate.decide import Decision, Evaluator
 from engine.evaluate.explain import Explanation, explain
-from engine.ruleset.quarters import parse_quarter
-from engine.ruleset.model import RuleSet
 from engine.evaluate.records import Partner, partner_from_record
+from engine.ruleset.conditions import unknown_key_message
+from engine.ruleset.model import RuleSet
+from engine.ruleset.quarters import parse_quarter
 from engine.ruleset.yaml_source import Loc, YList, YMap, load_yaml
 
 CASE_KEYS = ("name", "as_of", "partner", "history", "expect")
@@ -112,12 +113,16 @@ def _case(ruleset: RuleSet, raw: Any, loc: Loc, problems: list[Problem]) -> Rule
     name = str(raw.get("name") or f"case at line {loc.line}")
     as_of = raw.get("as_of")
     if not isinstance(as_of, dt.date):
-        problems.append(raw.value_loc("as_of").problem(f"case '{name}' needs 'as_of', a date "
-                                                       "like 2026-11-26"))
+        problems.append(
+            raw.value_loc("as_of").problem(f"case '{name}' needs 'as_of', a date like 2026-11-26")
+        )
     record = raw.get("partner")
     if not isinstance(record, YMap):
-        problems.append(raw.value_loc("partner").problem(f"case '{name}' needs 'partner', a "
-                                                         "mapping of field values"))
+        problems.append(
+            raw.value_loc("partner").problem(
+                f"case '{name}' needs 'partner', a mapping of field values"
+            )
+        )
         return None
     expect = raw.get("expect")
     if not isinstance(expect, YMap):
@@ -144,8 +149,9 @@ def _history_rows(rows: Any) -> list[dict]:
             first, _, last = str(row["quarters"]).partition("-")
             quarter, end = parse_quarter(first), parse_quarter(last or first)
             while quarter <= end:
-                result.append({**{k: v for k, v in row.items() if k != "quarters"},
-                               "quarter": str(quarter)})
+                result.append(
+                    {**{k: v for k, v in row.items() if k != "quarters"}, "quarter": str(quarter)}
+                )
                 quarter = quarter.previous(-1)
         else:
             result.append(dict(row))
@@ -155,31 +161,41 @@ def _history_rows(rows: Any) -> list[dict]:
 def _check_expect(ruleset: RuleSet, name: str, expect: YMap, problems: list[Problem]) -> None:
     for key in expect:
         if key not in EXPECT_KEYS:
-            problems.append(expect.key_loc(key).problem(unknown_key_message(key, EXPECT_KEYS,
-                                                                            "expect")))
+            problems.append(
+                expect.key_loc(key).problem(unknown_key_message(key, EXPECT_KEYS, "expect"))
+            )
     tables = {t.name: t for t in ruleset.classifications}
     for table, value in (expect.get("classifications") or {}).items():
         if table not in tables or value not in tables[table].values:
-            problems.append(expect.value_loc("classifications").problem(
-                f"case '{name}': {table} is not a classification with value {value}"))
+            problems.append(
+                expect.value_loc("classifications").problem(
+                    f"case '{name}': {table} is not a classification with value {value}"
+                )
+            )
     if "engagement" in expect and expect["engagement"] not in ruleset.engagement_models:
-        problems.append(expect.value_loc("engagement").problem(
-            f"case '{name}': unknown engagement model '{expect['engagement']}'"))
+        problems.append(
+            expect.value_loc("engagement").problem(
+                f"case '{name}': unknown engagement model '{expect['engagement']}'"
+            )
+        )
     ids = {p.id for p in ruleset.programs}
     for key in ("programs", "not_programs"):
         for program in expect.get(key) or []:
             if program not in ids:
-                problems.append(expect.value_loc(key).problem(
-                    f"case '{name}': unknown program '{program}'"))
+                problems.append(
+                    expect.value_loc(key).problem(f"case '{name}': unknown program '{program}'")
+                )
 
 
 def failure_report(ruleset: RuleSet, result: CaseResult) -> str:
     """What a failing case prints: where it is, what differed, and why."""
     from engine.report.terminal import explanation_text
+
     case = result.case
     lines = [f"{case.where}: {case.name}"] + [f"  {f}" for f in result.failures]
-    return "\n".join(lines) + "\n\n" + explanation_text(ruleset, result.decision,
-                                                         result.explanation)
+    return (
+        "\n".join(lines) + "\n\n" + explanation_text(ruleset, result.decision, result.explanation)
+    )
 
 
 def run_case(ruleset: RuleSet, evaluator: Evaluator, case: RuleCase) -> CaseResult:
@@ -191,8 +207,9 @@ def run_case(ruleset: RuleSet, evaluator: Evaluator, case: RuleCase) -> CaseResu
         if actual != expected:
             failures.append(f"{table}: expected {expected}, got {actual}")
     if "engagement" in case.expect and decision.engagement != case.expect["engagement"]:
-        failures.append(f"engagement model: expected {case.expect['engagement']}, "
-                        f"got {decision.engagement}")
+        failures.append(
+            f"engagement model: expected {case.expect['engagement']}, got {decision.engagement}"
+        )
     for program in case.expect.get("programs") or []:
         if program not in decision.enrolled:
             failures.append(f"expected enrollment in {program}, but not enrolled")
