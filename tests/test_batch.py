@@ -1000,8 +1000,8 @@ def test_a_busy_run_history_is_a_clear_error(ruleset, tmp_path, monkeypatch):
 
 def _reference_failed_leaves(ruleset, condition, values, as_of, negate=False):
     """The failing leaves, interpreted plainly: the reference for the closures
-    that batch runs build (explain._failed_leaves)."""
-    from engine.evaluate.explain import compare_holds
+    that batch runs build (requirements.unmet, worded by requirements.brief)."""
+    from engine.evaluate.requirements import compare_holds
     from engine.ruleset.conditions import AllOf, AnyOf, Dated, IsMissing, NotOf, describe
     from engine.ruleset.value_types import format_value
 
@@ -1038,7 +1038,7 @@ def _reference_failed_leaves(ruleset, condition, values, as_of, negate=False):
 def test_reasons_for_missed_programs_match_a_plain_interpreter(ruleset, example_partners):
     import datetime as dt
 
-    from engine.evaluate.explain import _failed_leaves
+    from engine.evaluate.requirements import brief, unmet
     from engine.ruleset.conditions import AllOf, AnyOf, Dated, NotOf, parse_condition_text
     from engine.ruleset.yaml_source import Loc
 
@@ -1060,17 +1060,17 @@ def test_reasons_for_missed_programs_match_a_plain_interpreter(ruleset, example_
         NotOf(Dated(AllOf((leaf[1], leaf[4]), loc), None, dt.date(2026, 12, 31), loc), loc),
     ]
     evaluator = Evaluator(ruleset)
-    compiled = [_failed_leaves(ruleset, c) for c in conditions]  # they remember failed lines
+    compiled = [unmet(ruleset, c) for c in conditions]  # they remember failed values
     compared = 0
     for as_of in (AS_OF, dt.date(2027, 2, 1)):
         for partner in example_partners:
             values = evaluator.values(partner, as_of)
             for condition, failed in zip(conditions, compiled):
                 expected = _reference_failed_leaves(ruleset, condition, values, as_of)
-                assert failed(values, as_of) == expected
+                assert brief(failed(values, as_of)) == expected
                 compared += bool(expected)
     assert compared > 100  # most partners miss something
     unhashable = {"focus_verticals": ["retail"]}  # a list, not the parser's tuple
     expected = ["focus_verticals contains healthcare: has [retail]"]
     assert _reference_failed_leaves(ruleset, leaf[3], unhashable, AS_OF) == expected
-    assert _failed_leaves(ruleset, leaf[3])(unhashable, AS_OF) == expected
+    assert brief(unmet(ruleset, leaf[3])(unhashable, AS_OF)) == expected

@@ -17,10 +17,10 @@ from typing import Any
 
 from engine.evaluate.decide import Decision, partner_values
 from engine.evaluate.records import Partner
+from engine.evaluate.requirements import Requirement, brief, detailed, gap, leaf_test, unmet
 from engine.ruleset.conditions import (
     AllOf,
     AnyOf,
-    Compare,
     Condition,
     Dated,
     IsMissing,
@@ -28,12 +28,14 @@ from engine.ruleset.conditions import (
     describe,
 )
 from engine.ruleset.model import ENGAGEMENT, Program, RuleSet, Table, per_rule_set
-from engine.ruleset.value_types import NUMERIC, ValueType, format_value, value_formatter
+from engine.ruleset.value_types import format_value
 
 
 @dataclass(frozen=True)
 class Check:
-    """One condition and whether it held for this partner."""
+    """One condition and whether it held for this partner: the tree that
+    ``explain`` shows. Why a condition fails comes from
+    :mod:`engine.evaluate.requirements`, as for runs and letters."""
 
     text: str
     holds: bool
@@ -42,22 +44,6 @@ class Check:
     actual: str | None = None  # the partner's value, formatted
     detail: str = ""  # "has 1" or "needs at least 2, has 1 (1 short)"
     children: tuple[Check, ...] = ()
-
-    def failures(self) -> list[str]:
-        """Why this condition does not hold, one line per reason."""
-        if self.holds:
-            return []
-        if self.kind in ("compare", "missing"):
-            return [f"{self.text}: {self.detail}"]
-        if self.kind == "all":
-            return [line for child in self.children for line in child.failures()]
-        if self.kind == "any":
-            reasons = [line for child in self.children for line in child.failures()]
-            return ["none of these holds: " + "; ".join(reasons)]
-        if self.kind == "dated":
-            window = self.text.split(":")[0]
-            return [f"{window}: {line}" for line in self.children[0].failures()]
-        return [f"must not hold: {self.children[0].text}"]
 
     def to_json(self) -> dict:
         data: dict[str, Any] = {"condition": self.text, "holds": self.holds}
@@ -183,7 +169,7 @@ class _Explainer:
 
     def table(self, table: Table) -> TableExplanation:
         rows = tuple(RowCheck(r.value, self.check(r.when), r.note) for r in table.rows)
-        winner = next((i for i, r in enumerate(rows) if r.check.holds), -1)
+        winner = next((i for i, r in enumerate(table.rows) if not self.unmet(r.when)), -1)
         value = rows[winner].value if winner >= 0 else table.default
         note = rows[winner].note if winner >= 0 else table.default_note
         return TableExplanation(table.name, table.label, value, winner, rows, note)
@@ -199,15 +185,17 @@ class _Explainer:
             else:
                 reasons.append(f"not in effect on {as_of}: ended {program.ends}")
         check = self.check(program.when) if program.when is not None else None
-        if check is not None and not check.holds:
-            reasons.extend(check.failures())
+        failing = self.unmet(program.when) if program.when is not None else []
+        if check is not None and check.holds == bool(failing):  # pragma: no cover
+            raise AssertionError(f"the tree shown for {program.id} disagrees; this is a bug")
+        reasons.extend(detailed(self.ruleset, failing))
         missing = tuple(r for r in program.requires if not decided[r].enrolled)
         for required in missing:
             reasons.append(
                 f"requires {self.ruleset.program(required).name}, which the partner "
                 "is not enrolled in"
             )
-        eligible = in_effect and (check is None or check.holds) and not missing
+        eligible = in_effect and not failing and not missing
         lost_to = None
         if program.group:
             for member in self.ruleset.group_members(program.group):
@@ -250,6 +238,10 @@ class _Explainer:
             program.benefits,
         )
 
+    def unmet(self, condition: Condition) -> list[Requirement]:
+        """What keeps ``condition`` from holding (empty: it holds)."""
+        return unmet(self.ruleset, condition)(self.values, self.as_of)
+
     def check(self, condition: Condition) -> Check:
         if isinstance(condition, AllOf):
             children = tuple(self.check(c) for c in condition.items)
@@ -274,69 +266,14 @@ class _Explainer:
         vtype = self.ruleset.type_of(condition.name)
         value = self.values.get(condition.name)
         shown = format_value(vtype, value)
-        if isinstance(condition, IsMissing):
-            holds = (value is None) != condition.negated
-            detail = "has no value" if value is None else f"has {shown}"
-            return Check(condition.text, holds, "missing", condition.name, shown, detail)
-        holds = compare_holds(condition, value)
-        detail = f"has {shown}" if holds else _gap(condition, vtype, value)
-        return Check(condition.text, holds, "compare", condition.name, shown, detail)
+        holds = leaf_test(condition)(value)
+        detail = f"has {shown}" if holds else gap(condition, vtype, value)
+        kind = "missing" if isinstance(condition, IsMissing) else "compare"
+        return Check(condition.text, holds, kind, condition.name, shown, detail)
 
 
 def _text(condition: Condition) -> str:
     return describe(condition)
-
-
-_TESTS: dict[str, Callable[[Any, tuple], bool]] = {
-    "==": lambda value, v: value == v[0],
-    "!=": lambda value, v: value != v[0],
-    "<": lambda value, v: value < v[0],
-    "<=": lambda value, v: value <= v[0],
-    ">": lambda value, v: value > v[0],
-    ">=": lambda value, v: value >= v[0],
-    "in": lambda value, v: value in v,
-    "not in": lambda value, v: value not in v,
-    "between": lambda value, v: v[0] <= value <= v[1],
-    "contains": lambda value, v: v[0] in value,
-}
-
-
-def compare_holds(c: Compare, value: Any) -> bool:
-    """Whether a comparison holds for a value (never for a missing value)."""
-    return value is not None and _TESTS[c.op](value, c.values)
-
-
-def compare_test(c: Compare) -> Callable[[Any], bool]:
-    """:func:`compare_holds` for one comparison, for code that tests many values."""
-    test, v = _TESTS[c.op], c.values
-    return lambda value: value is not None and test(value, v)
-
-
-def _gap(c: Compare, vtype: ValueType | None, value: Any) -> str:
-    """Why a comparison failed, with the distance to the threshold where it helps."""
-    fmt = value_formatter(vtype)
-    has = "has no value" if value is None else f"has {fmt(value)}"
-    v = c.values
-    numeric = vtype is not None and vtype.kind in NUMERIC and value is not None
-    if c.op in (">=", ">"):
-        short = f" ({fmt(v[0] - value)} short)" if numeric and c.op == ">=" else ""
-        need = "at least" if c.op == ">=" else "more than"
-        return f"needs {need} {fmt(v[0])}, {has}{short}"
-    if c.op in ("<=", "<"):
-        over = f" ({fmt(value - v[0])} over)" if numeric and c.op == "<=" else ""
-        limit = "at most" if c.op == "<=" else "below"
-        return f"must be {limit} {fmt(v[0])}, {has}{over}"
-    if c.op == "==":
-        return f"needs {fmt(v[0])}, {has}"
-    if c.op == "!=":
-        return f"must not be {fmt(v[0])}" if value is not None else has
-    if c.op == "in":
-        return f"needs one of {', '.join(fmt(x) for x in v)}; {has}"
-    if c.op == "not in":
-        return f"must not be one of {', '.join(fmt(x) for x in v)}; {has}"
-    if c.op == "between":
-        return f"needs between {fmt(v[0])} and {fmt(v[1])}, {has}"
-    return f"needs {v[0]} in the list, {has}"
 
 
 def program_failures(
@@ -371,7 +308,7 @@ def program_failures(
         if not program.in_effect(as_of):
             reasons.append(f"not in effect on {as_of}")
         if failed is not None:
-            reasons += failed(known, as_of)
+            reasons += brief(failed(known, as_of))
         reasons += [f"requires {r}" for r in program.requires if r not in enrolled]
         result[program.id] = reasons
     return result
@@ -389,77 +326,6 @@ def _compile_program_failures(ruleset: RuleSet) -> list[tuple[Program, tuple, Ca
     """For each program: the program, the group members above it, and the
     function giving its failed conditions (None without conditions)."""
     return [
-        (p, _higher(ruleset, p), None if p.when is None else _failed_leaves(ruleset, p.when))
+        (p, _higher(ruleset, p), None if p.when is None else unmet(ruleset, p.when))
         for p in ruleset.programs
     ]
-
-
-_REMEMBERED_LINES = 4096  # per condition: failed values repeat (counts, yes/no, tiers)
-
-
-def _failed_leaves(ruleset: RuleSet, condition: Condition, negate: bool = False) -> Callable:
-    """A function (values, as_of) -> the leaf conditions that make ``condition``
-    fail (empty when it holds); built once per rule set, as batch runs call it
-    for every program a partner misses."""
-    if isinstance(condition, NotOf):
-        return _failed_leaves(ruleset, condition.item, not negate)
-    if isinstance(condition, Dated):
-        inner = _failed_leaves(ruleset, condition.item, negate)
-        text = describe(condition)
-        label = text.split(":")[0]
-
-        def dated(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
-            if not condition.in_force(as_of):
-                return [f"must not hold: {text}"] if negate else []
-            return [f"{label}: {line}" for line in inner(values, as_of)]
-
-        return dated
-    if isinstance(condition, (AllOf, AnyOf)):
-        parts = [_failed_leaves(ruleset, item, negate) for item in condition.items]
-        if isinstance(condition, AllOf) != negate:  # every part must hold
-
-            def every(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
-                return [line for part in parts for line in part(values, as_of)]
-
-            return every
-
-        def some(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
-            lines: list[str] = []
-            for part in parts:
-                failed = part(values, as_of)
-                if not failed:  # one part holds: the whole holds
-                    return []
-                lines += failed
-            return ["none of: " + "; ".join(lines)]
-
-        return some
-    name = condition.name
-    if isinstance(condition, IsMissing):
-        holds = (
-            (lambda value: value is not None)
-            if condition.negated
-            else (lambda value: value is None)
-        )
-    else:
-        holds = compare_test(condition)
-    if negate:
-        refusal = f"must not hold: {condition.text}"
-        return lambda values, as_of: [refusal] if holds(values.get(name)) else []
-    prefix, fmt = f"{condition.text}: has ", value_formatter(ruleset.type_of(name))
-    lines: dict[Any, str] = {}  # value -> its line; a name's values all have one type
-
-    def leaf(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
-        value = values.get(name)
-        if holds(value):
-            return []
-        try:
-            line = lines.get(value)
-        except TypeError:  # an unhashable value, such as a list parameter
-            return [prefix + fmt(value)]
-        if line is None:
-            line = prefix + fmt(value)
-            if len(lines) < _REMEMBERED_LINES:
-                lines[value] = line
-        return [line]
-
-    return leaf

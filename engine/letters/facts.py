@@ -7,9 +7,10 @@ facts in plain Python values: nothing here is formatted or translated, that
 is the templates' job (see :mod:`engine.letters.rendering`).
 
 Requirements ("needs 10 certified technical staff, has 8, 2 short") come
-from the rule model evaluated over the partner's values, in the same way
-the explainer does, so a warning names exactly the condition the rules hold
-against the partner.
+from the rule model evaluated over the partner's values by the one walker of
+conditions that runs and the explainer use too
+(:mod:`engine.evaluate.requirements`), so a warning names exactly the
+condition the rules hold against the partner.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.evaluate.changes import Change
-from engine.evaluate.explain import compare_test
-from engine.ruleset.conditions import AllOf, AnyOf, Compare, Condition, Dated, IsMissing, NotOf
+from engine.evaluate.requirements import actionable, held, unmet
+from engine.ruleset.conditions import Compare, Condition
 from engine.ruleset.model import ENGAGEMENT, RuleSet, per_rule_set
 from engine.ruleset.value_types import NUMERIC
 
@@ -77,58 +78,33 @@ def leaves(
     as_of: dt.date,
     *,
     holding: bool,
-    negate: bool = False,
 ) -> list[dict]:
     """The comparisons that make ``condition`` fail (``holding=False``), or that
     make it hold (``holding=True``), as requirements: ``name``, ``label``,
     ``type``, ``op``, ``choices``, ``threshold``, ``actual``, ``short``.
 
-    For an ``any`` that fails, the alternative with the fewest failing
-    comparisons is listed (the nearest way in); for one that holds, the
-    alternatives that hold. Missing-value checks and negated
-    parts are left out: a letter talks about thresholds.
-
-    Each condition is compiled once per rule set into a function of the
-    partner's values (letters ask this of every partner).
+    They come from the one walker of conditions
+    (:mod:`engine.evaluate.requirements`), which runs and ``explain`` use too;
+    :func:`~engine.evaluate.requirements.actionable` keeps what a letter
+    talks about (the nearest way into an ``any`` that fails; no missing-value
+    checks or negated parts).
     """
-    compiled = per_rule_set("letter_leaves", ruleset, lambda _: {})
-    key = (id(condition), holding, negate)
-    found = compiled.get(key)
-    if found is None or found[0] is not condition:  # kept with it: its id stays its own
-        found = compiled[key] = (condition, _compile_leaves(ruleset, condition, holding, negate))
-    return found[1](values, as_of)
-
-
-def _compile_leaves(ruleset: RuleSet, condition: Condition, holding: bool, negate: bool):
-    if isinstance(condition, NotOf):
-        return _compile_leaves(ruleset, condition.item, holding, not negate)
-    if isinstance(condition, Dated):
-        inner = _compile_leaves(ruleset, condition.item, holding, negate)
-        return lambda values, as_of: inner(values, as_of) if condition.in_force(as_of) else []
-    if isinstance(condition, (AllOf, AnyOf)):
-        parts = [_compile_leaves(ruleset, item, holding, negate) for item in condition.items]
-        if isinstance(condition, AnyOf) and not holding and not negate:
-
-            def nearest(values: Mapping[str, Any], as_of: dt.date) -> list[dict]:
-                # Any one way in is enough: show the one closest to holding.
-                found = (part(values, as_of) for part in parts)
-                return min((p for p in found if p), key=len, default=[])
-
-            return nearest
-        return lambda values, as_of: [leaf for part in parts for leaf in part(values, as_of)]
-    if isinstance(condition, IsMissing) or negate:
-        return lambda values, as_of: []
-    name, test = condition.name, compare_test(condition)
-    parts = _requirement_parts(ruleset, condition)
-    numeric = parts["type"] in NUMERIC
-
-    def leaf(values: Mapping[str, Any], as_of: dt.date) -> list[dict]:
-        value = values.get(name)
-        if test(value) != holding:
-            return []
-        return [{**parts, "actual": value, "short": _short(condition, value, numeric)}]
-
-    return leaf
+    walk = held if holding else unmet
+    found = actionable(walk(ruleset, condition)(values, as_of), met=holding)
+    if not found:
+        return []
+    parts = per_rule_set("letter_requirements", ruleset, lambda _: {})
+    result = []
+    for item in found:
+        leaf = item.condition
+        fixed = parts.get(id(leaf))
+        if fixed is None or fixed[0] is not leaf:  # kept with it: its id stays its own
+            fixed = parts[id(leaf)] = (leaf, _requirement_parts(ruleset, leaf))
+        numeric = fixed[1]["type"] in NUMERIC
+        result.append(
+            {**fixed[1], "actual": item.value, "short": _short(leaf, item.value, numeric)}
+        )
+    return result
 
 
 @dataclass(frozen=True)
