@@ -31,10 +31,16 @@ from engine.report.terminal import (
     run_text,
 )
 from engine.ruleset.loader import load_rules
-from engine.run.driver import OUTPUT_FILES, Progress, RunOptions, default_workers, run_batch
+from engine.run.driver import (
+    OUTPUT_FILES,
+    Progress,
+    RunLetters,
+    RunOptions,
+    default_workers,
+    run_batch,
+)
 from engine.run.impact import compare, load_rule_sets, write_moves_csv
-from engine.run.letters_pass import FORMATS as LETTER_FORMATS
-from engine.run.letters_pass import LetterOptions, write_letters
+from engine.run.letters_pass import FORMATS as LETTER_FORMATS, LetterOptions, write_letters
 from engine.testing.rule_cases import failure_report, load_cases, run_case
 
 DEFAULT_RULES = "rules"
@@ -498,8 +504,6 @@ def run(
         roster = Path(DEFAULT_ROSTER)
         performance = performance or Path(DEFAULT_PERFORMANCE)
     ruleset = load_rules(rules_dir)
-    if letters:  # bad templates stop the run before anything is decided
-        check_templates(ruleset, templates_dir, roster, performance, as_of)
     options = RunOptions(
         roster=roster,
         performance=performance,
@@ -508,6 +512,9 @@ def run(
         workers=workers or default_workers(),
         strict=strict,
         db=db or Path(os.environ.get(DB_ENV, DEFAULT_DB)),
+        letters=RunLetters(templates_dir, letter_formats or tuple(LETTER_FORMATS))
+        if letters
+        else None,
     )
     bar = _ProgressLine() if not quiet and sys.stderr.isatty() else None
     try:
@@ -523,24 +530,7 @@ def run(
             f"{result.history_rejects} history rows rejected; see "
             f"{out_dir / 'rejects.csv'} (no other output was written)"
         )
-    letter_summary = None
-    if letters:
-        bar = _ProgressLine() if not quiet and sys.stderr.isatty() else None
-        try:
-            letter_summary = write_letters(
-                ruleset,
-                LetterOptions(
-                    out_dir,
-                    templates_dir,
-                    letter_formats or tuple(LETTER_FORMATS),
-                    workers=options.workers,
-                    check=False,
-                ),
-                bar.update if bar else None,
-            )
-        finally:
-            if bar:
-                bar.close()
+    letter_summary = result.letters
     if report:
         written = build_report(out_dir)
     remove_stale_partials(out_dir)  # the previous run's letters, deleted last

@@ -14,8 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import AS_OF, ROOT
 from engine.evaluate.decide import Evaluator, partner_values

@@ -16,10 +16,11 @@ from conftest import AS_OF, DATA, ROOT, load_example_partners
 from engine.errors import DataError, RuleSetError
 from engine.evaluate.changes import Change
 from engine.letters.facts import letter_facts
+from engine.letters.files import safe_stem
 from engine.letters.settings import load_letter_settings
 from engine.letters.template_check import check_templates
 from engine.run.driver import RunOptions, run_batch
-from engine.run.letters_pass import LetterOptions, safe_stem, write_letters
+from engine.run.letters_pass import LetterOptions, write_letters
 
 EXAMPLES = ROOT / "examples"
 TEMPLATES = ROOT / "templates"
@@ -354,7 +355,7 @@ def test_ids_that_differ_only_by_case_get_files_of_their_own(tmp_path):
 
 
 def test_a_letter_file_never_replaces_another(tmp_path):
-    from engine.run.letters_pass import _write_new_file
+    from engine.letters.files import _write_new_file
 
     _write_new_file(str(tmp_path / "P-1.txt"), b"first")
     with pytest.raises(FileExistsError):
@@ -1001,3 +1002,50 @@ def test_placeholders_are_filled_and_stray_marks_kept():
     braces = "{0} {{x}} } \ue0001\ue001{ \ue0000\ue001 {}"  # literal braces stay literal
     assert _fill(braces, ["<a>", "{b}"], escape=False) == "{0} {{x}} } {b}{ <a> {}"
     assert _fill(braces, ["<a>", "{b}"], escape=True) == "{0} {{x}} } {b}{ &lt;a&gt; {}"
+
+
+def _letter_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((folder / "letters").iterdir())}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_letters_written_by_the_run_equal_the_letters_pass(tmp_path, workers):
+    """`eligibility run` writes each letter in the decide workers from the
+    values it has just computed; `eligibility letters` replays them from
+    decisions.jsonl. Both give the same files, byte for byte: after changes
+    since a previous run, and with file names that depend on earlier rows (an
+    id differing only by case from a row rejected for its fields)."""
+    from engine.ruleset.loader import load_rules
+    from engine.run.driver import RunLetters
+
+    ruleset = load_rules(ROOT / "rules")
+    lines = (EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    first = tmp_path / "first.csv"
+    first.write_text("".join(line for line in lines if not line.startswith("P-1030,")))
+    roster = tmp_path / "roster.csv"
+    bad = next(line for line in lines if line.startswith("P-1034,"))  # rejected: 'twelve'
+    twin = next(line for line in lines if line.startswith("P-1001,"))
+    roster.write_text(
+        "".join(lines) + bad.replace("P-1034", "case-a", 1) + twin.replace("P-1001", "CASE-A", 1),
+        encoding="utf-8",
+    )
+    common = dict(
+        performance=EXAMPLES / "performance.csv",
+        as_of=AS_OF,
+        workers=workers,
+        db=tmp_path / "runs.sqlite",
+        chunk_size=5,
+    )
+    run_batch(ruleset, RunOptions(roster=first, out_dir=tmp_path / "one", **common))
+    out = tmp_path / "out"
+    shutil.copy(roster, first)  # the same roster file, now with P-1030 and the twins
+    result = run_batch(
+        ruleset, RunOptions(roster=first, out_dir=out, letters=RunLetters(TEMPLATES), **common)
+    )
+    written = _letter_files(out)
+    assert result.letters["letters"] == result.summary["partners"]["decided"]
+    assert any(name.startswith("CASE-A-") for name in written)  # hashed: 'case-a' came first
+    assert "welcome" in (out / "letters" / "index.csv").read_text(encoding="utf-8")
+    replayed = write_letters(ruleset, LetterOptions(out, TEMPLATES, workers=workers))
+    assert replayed == result.letters
+    assert _letter_files(out) == written

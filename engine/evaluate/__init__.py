@@ -11,7 +11,6 @@ from engine.evaluate.changes import Change, Snapshot
 from engine.evaluate.decide import (
     Decision,
     Evaluator,
-    decision_line,
     decision_record,
     partner_values,
     recorded_values,
@@ -36,7 +35,6 @@ __all__ = [
     "Snapshot",
     "build_history",
     "checked_history",
-    "decision_line",
     "decision_record",
     "explain",
     "field_values",

@@ -12,8 +12,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from engine.evaluate.compiler import (
     AS_OF,
     PARTNER,
@@ -117,17 +115,6 @@ def decision_record(
         "metrics": {metric.name: values[metric.name] for metric in ruleset.metrics},
         "rule_set_fingerprint": ruleset.fingerprint,
     }
-
-
-def decision_line(
-    ruleset: RuleSet,
-    row: int,
-    decision: Decision,
-    missed: Mapping[str, list[str]],
-    values: Mapping[str, Any],
-) -> str:
-    """One line of decisions.jsonl (see :func:`decision_record`)."""
-    return orjson.dumps(decision_record(ruleset, row, decision, missed, values)).decode()
 
 
 def _with_parameters(ruleset: RuleSet, fields: Mapping[str, Any]) -> dict[str, Any]:

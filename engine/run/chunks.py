@@ -1,10 +1,15 @@
 """The unit of work of a batch run: decide one chunk of roster rows.
 
-:func:`decide_chunk` is a pure function of (rule set, chunk, as-of date):
-it reads nothing else and writes nothing, so it can run in a worker
-process here, or unchanged on a distributed engine later. Each process
-keeps one compiled engine per rule set, because building one costs far
-more than deciding a chunk.
+:func:`decide_chunk` is a pure function of (rule set, chunk, as-of date, the
+chunk's partners' decisions in the previous run): it reads nothing else and
+writes nothing but, when the run writes letters, each partner's letter files.
+It checks each row and its history, computes the metrics, lets durable_rules
+decide, explains every missed program, lists what changed since the previous
+run, and writes the letter from the values it has just computed, so nothing
+is parsed twice and values stay typed until they are written. It runs in a
+worker process here, or unchanged on a distributed engine later. Each process
+keeps one compiled engine per rule set, because building one costs far more
+than deciding a chunk.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import orjson
+
 from engine.data.rejects import Reject
 from engine.errors import EngineError
-from engine.evaluate.decide import Decision, Evaluator, decision_line
+from engine.evaluate.changes import Change, Snapshot, compare
+from engine.evaluate.decide import Decision, Evaluator, decision_record
 from engine.evaluate.explain import program_failures
 from engine.evaluate.records import (
     FieldProblem,
@@ -25,6 +33,8 @@ from engine.evaluate.records import (
     field_values,
     read_partner_id,
 )
+from engine.letters.files import LetterWork, write_letter
+from engine.letters.rendering import renderer_for
 from engine.ruleset.model import RuleSet, per_rule_set
 
 
@@ -43,6 +53,7 @@ class ChunkRow(NamedTuple):
     history: Sequence[tuple[int, Any, Sequence[Any]]] = ()
     history_file: str = ""
     history_columns: tuple[str, ...] = ()
+    letter_stem: str = ""  # the partner's letter files' name, when the run writes letters
 
 
 class PartnerResult(NamedTuple):
@@ -52,6 +63,15 @@ class PartnerResult(NamedTuple):
     line: str  # the partner's line of decisions.jsonl, made here to spread the work
 
 
+class Earlier(NamedTuple):
+    """The chunk's partners in earlier runs, for the changes since the previous one:
+    their decisions in it, and for those it lacks, the last earlier run that
+    decided them (a partner back in the roster is not new)."""
+
+    before: Mapping[str, Snapshot]
+    returned: Mapping[str, tuple[int, Snapshot]]
+
+
 @dataclass(frozen=True)
 class ChunkResult:
     results: list[PartnerResult] = field(default_factory=list)
@@ -59,6 +79,8 @@ class ChunkResult:
     rejected_rows: int = 0
     history_rejects: int = 0
     reject_rows: list[int] = field(default_factory=list)  # each reject's partner's roster row
+    changes: list[Change] = field(default_factory=list)  # since the previous run, in order
+    letters: list[tuple] = field(default_factory=list)  # index rows of the letters written
 
 
 def warm_up(ruleset: RuleSet) -> None:
@@ -67,7 +89,16 @@ def warm_up(ruleset: RuleSet) -> None:
     per_rule_set("evaluator", ruleset, Evaluator)
 
 
-def decide_chunk(ruleset: RuleSet, rows: Sequence[ChunkRow], as_of: dt.date) -> ChunkResult:
+def decide_chunk(
+    ruleset: RuleSet,
+    letters: LetterWork | None,
+    rows: Sequence[ChunkRow],
+    as_of: dt.date,
+    earlier: Earlier | None = None,
+) -> ChunkResult:
+    """Decide a chunk (see the module docstring). Without ``earlier`` (a first
+    run, or a what-if) no changes are listed; with ``letters``, each decided
+    partner's letter is written (file names: ``ChunkRow.letter_stem``)."""
     evaluator = per_rule_set("evaluator", ruleset, Evaluator)
     partners: list[tuple[ChunkRow, Partner]] = []
     rejects: list[Reject] = []
@@ -91,7 +122,10 @@ def decide_chunk(ruleset: RuleSet, rows: Sequence[ChunkRow], as_of: dt.date) -> 
     decisions = evaluator.decide_facts(
         evaluator.fact(partner, values, as_of) for (_, partner), values in zip(partners, all_values)
     )
-    results = []
+    renderer = None
+    if letters is not None:
+        renderer = renderer_for(letters.templates, letters.settings, ruleset.currency)
+    results, changes, index = [], [], []
     for (row, partner), values, decision in zip(partners, all_values, decisions):
         missed = program_failures(ruleset, values, decision, as_of)
         unexplained = [pid for pid, reasons in missed.items() if not reasons]
@@ -100,12 +134,33 @@ def decide_chunk(ruleset: RuleSet, rows: Sequence[ChunkRow], as_of: dt.date) -> 
                 f"durable_rules did not enroll partner {partner.partner_id} in "
                 f"{unexplained[0]}, but every condition holds; please report this"
             )
+        record = decision_record(ruleset, row.row, decision, missed, values)
         results.append(
-            PartnerResult(
-                partner.partner_id,
-                row.row,
-                decision,
-                decision_line(ruleset, row.row, decision, missed, values),
-            )
+            PartnerResult(partner.partner_id, row.row, decision, orjson.dumps(record).decode())
         )
-    return ChunkResult(results, rejects, rejected_rows, history_rejects, reject_rows)
+        partner_changes = () if earlier is None else _changes(ruleset, decision, earlier)
+        changes.extend(partner_changes)
+        if renderer is not None:
+            index.append(
+                write_letter(
+                    ruleset, renderer, letters, values, record, partner_changes, row.letter_stem
+                )
+            )
+    return ChunkResult(
+        results, rejects, rejected_rows, history_rejects, reject_rows, changes, index
+    )
+
+
+def snapshot(decision: Decision) -> Snapshot:
+    """A decision as the run history keeps it."""
+    return Snapshot(dict(decision.classifications), decision.engagement, tuple(decision.enrolled))
+
+
+def _changes(ruleset: RuleSet, decision: Decision, earlier: Earlier) -> list[Change]:
+    partner_id = decision.partner_id
+    before = earlier.before.get(partner_id)
+    found = []
+    if before is None and partner_id in earlier.returned:
+        last_run, before = earlier.returned[partner_id]
+        found.append(Change(partner_id, "returned_partner", "", str(last_run), "", ""))
+    return found + compare(ruleset, partner_id, before, snapshot(decision))

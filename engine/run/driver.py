@@ -22,8 +22,9 @@ import functools
 import heapq
 import operator
 import os
+import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,25 +36,33 @@ from engine.data.outputs import (
     write_json_atomically,
 )
 from engine.data.performance import HistoryStore
-from engine.data.readers import RowReader, file_fingerprint, unreadable_row
-from engine.data.rejects import COLUMNS as REJECT_COLUMNS
-from engine.data.rejects import Reject
+from engine.data.readers import RowReader, SourceRow, file_fingerprint, unreadable_row
+from engine.data.rejects import COLUMNS as REJECT_COLUMNS, Reject
 from engine.data.run_history import DEFAULT_DB, RunHistory, RunRecord
-from engine.errors import DataError
+from engine.errors import DataError, UsageError
 from engine.evaluate.changes import (
     COLUMNS as CHANGE_COLUMNS,
-)
-from engine.evaluate.changes import (
     KINDS as CHANGE_KINDS,
-)
-from engine.evaluate.changes import (
     Change,
-    Snapshot,
-    compare,
 )
 from engine.evaluate.records import PARTNER_ID, read_partner_id, shorten
+from engine.letters.files import (
+    FORMATS as LETTER_FORMATS,
+    INDEX_COLUMNS,
+    INDEX_FILE,
+    LETTERS_FOLDER,
+    LetterTally,
+    LetterWork,
+    remove_leftovers,
+    restore_interrupted,
+    safe_stem,
+    swap_folder,
+)
+from engine.letters.rendering import renderer_for
+from engine.letters.settings import load_letter_settings
+from engine.letters.template_check import check_templates
 from engine.ruleset.model import RuleSet
-from engine.run.chunks import ChunkResult, ChunkRow, PartnerResult, decide_chunk, warm_up
+from engine.run.chunks import ChunkResult, ChunkRow, Earlier, decide_chunk, snapshot, warm_up
 from engine.run.parallel import ordered_map
 
 CHUNK_SIZE = 500
@@ -71,6 +80,15 @@ class RunOptions:
     strict: bool = False
     db: Path = Path(DEFAULT_DB)
     chunk_size: int = CHUNK_SIZE
+    letters: RunLetters | None = None  # write every partner's letter as it is decided
+
+
+@dataclass(frozen=True)
+class RunLetters:
+    """The letters a run writes into ``letters/`` (see :mod:`engine.letters.files`)."""
+
+    templates: Path
+    formats: tuple[str, ...] = tuple(LETTER_FORMATS)
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,7 @@ class RunResult:
     history_rejects: int = 0
     changes: int = 0
     failed_strict: bool = False
+    letters: dict | None = None  # the letters' summary, when the run wrote them
 
 
 @dataclass
@@ -136,6 +155,10 @@ def run_batch(
     ruleset: RuleSet, options: RunOptions, progress: Callable[[Progress], None] | None = None
 ) -> RunResult:
     """Decide every partner of a roster; see the module docstring."""
+    if options.letters is not None:  # bad templates stop the run before anything is decided
+        check_templates(
+            ruleset, options.letters.templates, options.roster, options.performance, options.as_of
+        )
     clock = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     reader = RowReader(options.roster, ruleset.fields)
@@ -148,10 +171,13 @@ def run_batch(
     outputs = _Outputs(options.out_dir)
     tally = RunTally()
     timings: dict[str, float] = {}
+    letters: _RunLetters | None = None
     try:
         previous = runs.previous_run(ruleset.name, roster_source)
         runs.begin()
         run_id = runs.next_run_id()
+        if options.letters is not None:
+            letters = _RunLetters(ruleset, options, previous.id if previous else None)
         seen: dict[str, int] = {}
         # Rows set aside while a chunk was read, written with that chunk's
         # results: the same place in rejects.csv whatever the number of workers.
@@ -174,18 +200,22 @@ def run_batch(
                     _write_reject(reject, outputs, tally)
                     tally.history_rejects += 1
             timings["history_seconds"] = round(time.perf_counter() - clock, 3)
-            for chunk, set_aside in roster_chunks(reader, history, seen, tally, options.chunk_size):
+            names = letters.names if letters is not None else None
+            chunks = roster_chunks(reader, history, seen, tally, options.chunk_size, names)
+            for chunk, set_aside in chunks:
                 aside.append(set_aside)
-                yield chunk, options.as_of
+                yield chunk, options.as_of, _earlier(runs, previous, chunk)
 
         for result in ordered_map(
             decide_chunk,
             tasks(),
             options.workers,
             warm_up=functools.partial(warm_up, ruleset),
-            shared=(ruleset,),
+            shared=(ruleset, letters.work if letters is not None else None),
         ):
-            _record_chunk(ruleset, result, aside.popleft(), run_id, previous, runs, outputs, tally)
+            _record_chunk(ruleset, result, aside.popleft(), run_id, runs, outputs, tally)
+            if letters is not None:
+                letters.add(result.letters)
             report()
         # Never a run over nobody (below too): it would list every partner as
         # removed, and the next run would compare with it.
@@ -227,12 +257,18 @@ def run_batch(
         if options.strict and (tally.rejected_rows or tally.history_rejects):
             outputs.commit(only=(outputs.rejects,))
             runs.abort()
+            if letters is not None:
+                letters.discard()
             result.failed_strict = True
             result.run_id = None
             return result
+        if letters is not None:
+            summary["letters"] = result.letters = letters.summary()
         outputs.commit()
         write_json_atomically(options.out_dir / "summary.json", summary)
-        remove_derived_outputs(options.out_dir)
+        remove_derived_outputs(options.out_dir, keep_letters=letters is not None)
+        if letters is not None:
+            letters.commit()
         finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         runs.finish(
             RunRecord(
@@ -257,6 +293,8 @@ def run_batch(
     except BaseException:
         outputs.discard()
         runs.abort()
+        if letters is not None:
+            letters.discard()
         raise
     finally:
         history.close()
@@ -264,27 +302,52 @@ def run_batch(
 
 
 def roster_chunks(
-    reader: RowReader, history: HistoryStore, seen: dict[str, int], tally: RunTally, size: int
+    reader: RowReader,
+    history: HistoryStore,
+    seen: dict[str, int],
+    tally: RunTally,
+    size: int,
+    names: Callable[[str], str] | None = None,
 ) -> Iterator[tuple[list[ChunkRow], list[Reject]]]:
     """Roster rows in chunks, with their history, each with the rows set aside
-    since the previous chunk: unreadable rows, and rows without a usable or
-    with a repeated partner_id (the last chunk may hold no rows, only those).
-    ``seen`` collects the ids read."""
+    since the previous chunk (see :func:`screened_rows`; the last chunk may
+    hold no rows, only those). ``seen`` collects the ids read; ``names``
+    gives each partner its letter files' name, in roster order."""
     chunk: list[tuple] = []
     aside: list[Reject] = []
-    for row in reader:
+    for row, outcome in screened_rows(reader, seen):
         tally.rows_read += 1
+        if outcome.__class__ is Reject:
+            aside.append(outcome)
+            tally.rejected_rows += 1
+            continue
+        chunk.append((outcome, row))
+        if len(chunk) == size:
+            yield _with_history(chunk, history, names), aside
+            chunk, aside = [], []
+    if chunk or aside:
+        yield _with_history(chunk, history, names), aside
+
+
+def screened_rows(
+    rows: Iterable[SourceRow], seen: dict[str, int]
+) -> Iterator[tuple[SourceRow, str | Reject]]:
+    """Each roster row with the partner_id it is decided under, or the reject
+    that sets it aside first: an unreadable row, no usable partner_id, or one
+    seen before (``seen``: partner id -> its first row, filled here). The
+    letters pass names letter files by the same rule as runs do."""
+    for row in rows:
         if row.problem:
             reject = unreadable_row(row)
-            aside.append(reject)
-            tally.rejected_rows += 1
             if reject.partner_id:  # in the roster, if unusable: its history is no orphan
                 seen.setdefault(reject.partner_id, row.row)
+            yield row, reject
             continue
         try:
             partner_id = read_partner_id(row.record)
         except DataError as error:
-            aside.append(
+            yield (
+                row,
                 Reject(
                     row.file,
                     row.row,
@@ -292,12 +355,12 @@ def roster_chunks(
                     PARTNER_ID,
                     shorten(row.record.get(PARTNER_ID)),
                     str(error),
-                )
+                ),
             )
-            tally.rejected_rows += 1
             continue
         if partner_id in seen:
-            aside.append(
+            yield (
+                row,
                 Reject(
                     row.file,
                     row.row,
@@ -305,25 +368,44 @@ def roster_chunks(
                     PARTNER_ID,
                     partner_id,
                     f"duplicate partner_id (first on row {seen[partner_id]})",
-                )
+                ),
             )
-            tally.rejected_rows += 1
             continue
         seen[partner_id] = row.row
-        chunk.append((partner_id, row))
-        if len(chunk) == size:
-            yield _with_history(chunk, history), aside
-            chunk, aside = [], []
-    if chunk or aside:
-        yield _with_history(chunk, history), aside
+        yield row, partner_id
 
 
-def _with_history(chunk: list[tuple], history: HistoryStore) -> list[ChunkRow]:
+def _with_history(
+    chunk: list[tuple], history: HistoryStore, names: Callable[[str], str] | None
+) -> list[ChunkRow]:
     rows = history.rows_for(pid for pid, _ in chunk)
     return [
-        ChunkRow(row.file, row.row, row.record, rows.get(pid, ()), history.source, history.figures)
+        ChunkRow(
+            row.file,
+            row.row,
+            row.record,
+            rows.get(pid, ()),
+            history.source,
+            history.figures,
+            names(pid) if names is not None else "",
+        )
         for pid, row in chunk
     ]
+
+
+def _earlier(runs: RunHistory, previous: RunRecord | None, chunk: list[ChunkRow]) -> Earlier | None:
+    """The chunk's partners in earlier runs (see :class:`~engine.run.chunks.Earlier`)."""
+    if previous is None:
+        return None
+    partner_ids = [read_partner_id(row.record) for row in chunk]
+    before = runs.snapshots(previous.id, partner_ids)
+    missing = [pid for pid in partner_ids if pid not in before]
+    returned = (
+        runs.last_decided(previous.ruleset_name, previous.roster_source, missing, previous.id)
+        if missing
+        else {}
+    )
+    return Earlier(before, returned)
 
 
 def _record_chunk(
@@ -331,7 +413,6 @@ def _record_chunk(
     result: ChunkResult,
     aside: list[Reject],
     run_id: int,
-    previous: RunRecord | None,
     runs: RunHistory,
     outputs: _Outputs,
     tally: RunTally,
@@ -347,19 +428,17 @@ def _record_chunk(
         _write_reject(reject, outputs, tally)
     tally.rejected_rows += result.rejected_rows
     tally.history_rejects += result.history_rejects
-    snapshots = [(r.partner_id, _snapshot(r)) for r in result.results]
-    runs.add_decisions(run_id, snapshots)
-    before, returned = _earlier_decisions(runs, previous, [pid for pid, _ in snapshots])
+    runs.add_decisions(run_id, [(r.partner_id, snapshot(r.decision)) for r in result.results])
     cells = {
         p.id: (safe_cell(p.id), safe_cell(p.name), safe_cell(p.group or ""))
         for p in ruleset.programs
     }
     classifications = tally.classifications
-    for partner, (partner_id, snapshot) in zip(result.results, snapshots):
+    for partner in result.results:
         tally.decided += 1
         outputs.decisions.write_line(partner.line)
         if partner.decision.enrolled:
-            safe_id = safe_cell(partner_id)
+            safe_id = safe_cell(partner.partner_id)
             for program_id in partner.decision.enrolled:
                 outputs.enrollments.write_safe((safe_id, *cells[program_id]))
                 tally.programs[program_id] += 1
@@ -369,40 +448,59 @@ def _record_chunk(
                 counts = classifications[table] = collections.Counter()
             counts[value] += 1
         tally.engagement[partner.decision.engagement] += 1
-        if previous is not None:
-            earlier = before.get(partner_id)
-            if earlier is None and partner_id in returned:
-                last_run, earlier = returned[partner_id]
-                _write_change(
-                    Change(partner_id, "returned_partner", "", str(last_run), "", ""),
-                    outputs,
-                    tally,
-                )
-            for change in compare(ruleset, partner_id, earlier, snapshot):
-                _write_change(change, outputs, tally)
+    for change in result.changes:
+        _write_change(change, outputs, tally)
 
 
-def _earlier_decisions(
-    runs: RunHistory, previous: RunRecord | None, partner_ids: list[str]
-) -> tuple[dict[str, Snapshot], dict[str, tuple[int, Snapshot]]]:
-    """The partners' decisions in the previous run; and, for those it did not
-    decide, in the last earlier run that did (a partner left out of one export
-    and back in the next returns: it is not new, and is not welcomed again)."""
-    if previous is None:
-        return {}, {}
-    before = runs.snapshots(previous.id, partner_ids)
-    missing = [pid for pid in partner_ids if pid not in before]
-    returned = (
-        runs.last_decided(previous.ruleset_name, previous.roster_source, missing, previous.id)
-        if missing
-        else {}
-    )
-    return before, returned
+class _RunLetters:
+    """The letters a run writes as it decides: a new folder filled by the
+    workers, its index written here in roster order, put in place of
+    ``letters/`` once the run's outputs are (see :mod:`engine.letters.files`)."""
 
+    def __init__(self, ruleset: RuleSet, options: RunOptions, previous_run: int | None):
+        spec = options.letters
+        for name in spec.formats:
+            if name not in LETTER_FORMATS:
+                raise UsageError(f"unknown letter format '{name}'; use {', '.join(LETTER_FORMATS)}")
+        self.out_dir = options.out_dir
+        self.formats = tuple(spec.formats)
+        settings = load_letter_settings(spec.templates, ruleset)
+        restore_interrupted(options.out_dir)
+        self.folder = options.out_dir / f".{LETTERS_FOLDER}.{os.getpid()}.partial"
+        self.folder.mkdir()
+        self.work = LetterWork(
+            str(spec.templates),
+            settings,
+            self.formats,
+            str(self.folder),
+            options.as_of,
+            previous_run,
+        )
+        # Compiled here once, not in every worker (forked workers inherit it).
+        renderer_for(self.work.templates, settings, ruleset.currency)
+        self.index = CsvOutput(self.folder / INDEX_FILE, INDEX_COLUMNS)
+        self.tally = LetterTally()
+        self._taken: set[str] = set()  # file names given, case-folded
 
-def _snapshot(result: PartnerResult) -> Snapshot:
-    d = result.decision
-    return Snapshot(dict(d.classifications), d.engagement, tuple(d.enrolled))
+    def names(self, partner_id: str) -> str:
+        return safe_stem(partner_id, self._taken)
+
+    def add(self, rows: list[tuple]) -> None:
+        for row in rows:
+            self.index.write(row)
+            self.tally.add(row)
+
+    def summary(self) -> dict:
+        return self.tally.summary(self.out_dir, self.formats, False, 0)
+
+    def commit(self) -> None:
+        self.index.commit()
+        swap_folder(self.folder, self.out_dir / LETTERS_FOLDER)
+        remove_leftovers(self.out_dir)
+
+    def discard(self) -> None:
+        self.index.discard()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _write_reject(reject: Reject, outputs: _Outputs, tally: RunTally) -> None:
@@ -476,21 +574,23 @@ def _summary(
     }
 
 
-def remove_derived_outputs(folder: Path) -> None:
+def remove_derived_outputs(folder: Path, keep_letters: bool = False) -> None:
     """The report and letters made from the previous outputs: they no longer match.
 
-    ``eligibility run --report`` and its letters (or ``eligibility report`` and
-    ``eligibility letters``) make them again for the new outputs. The old
+    ``eligibility run --report`` makes the report again (or ``eligibility
+    report``); a run that writes letters puts its own in place of the old
+    ones (``keep_letters``: they are left for that). Otherwise the old
     letters folder is only moved aside (``.letters.<pid>.stale``) here; it is
-    deleted by :func:`~engine.data.outputs.remove_stale_partials` once new letters
-    are written (``eligibility run`` calls it last). Deleting thousands of
-    files just before creating as many makes ext4 hunt for free inodes past
-    the ones just freed, which made each new file cost ten times as much.
+    deleted by :func:`~engine.data.outputs.remove_stale_partials` once new
+    letters are written (``eligibility run`` calls it last). Deleting
+    thousands of files just before creating as many makes ext4 hunt for free
+    inodes past the ones just freed, which made each new file cost ten times
+    as much.
     """
     (folder / "report.html").unlink(missing_ok=True)
-    letters = folder / "letters"
-    if letters.is_dir():
-        os.replace(letters, folder / f".letters.{os.getpid()}.stale")
+    letters = folder / LETTERS_FOLDER
+    if not keep_letters and letters.is_dir():
+        os.replace(letters, folder / f".{LETTERS_FOLDER}.{os.getpid()}.stale")
 
 
 def default_workers() -> int:

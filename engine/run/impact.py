@@ -134,7 +134,10 @@ def decide_both(
     base: RuleSet, proposed: RuleSet, chunk: list, base_as_of: dt.date, proposed_as_of: dt.date
 ) -> tuple[ChunkResult, ChunkResult]:
     """One chunk decided by both rule sets (in a worker process)."""
-    return decide_chunk(base, chunk, base_as_of), decide_chunk(proposed, chunk, proposed_as_of)
+    return (
+        decide_chunk(base, None, chunk, base_as_of),
+        decide_chunk(proposed, None, chunk, proposed_as_of),
+    )
 
 
 def _compare_partner(impact: Impact, base: RuleSet, proposed: RuleSet, left, right) -> None:

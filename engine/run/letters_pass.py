@@ -1,97 +1,59 @@
-"""Writing every partner's letter for a run: ``DIR/letters/``.
+"""The letters pass: every partner's letter for a finished run, ``DIR/letters/``.
 
-Letters are made from a run's output folder: its decisions.jsonl and
-changes.csv (both in roster order), joined with the roster the run read
-(checked by fingerprint, so a letter never mixes a run's decisions with
-edited data). The metrics come from decisions.jsonl, as the run computed
-them: letters do not read the performance history again. Chunks of
-partners are rendered in worker processes, which write the letter files
-into a temporary folder; the folder replaces ``DIR/letters/`` only when
-every letter and the index are written. An interrupted run leaves the
-previous letters.
-
-File names come from partner ids made safe: letters, digits, ``.``, ``_``
-and ``-`` only, never a leading dot, and a short hash of the real id
-whenever anything had to change, so two partners never share a file and
-no id can write outside the folder.
+``eligibility run`` writes its letters as it decides (in the decide
+workers, from the values they computed); this pass replays them from a
+run's output folder, for other formats, other templates or ``--only-changed``:
+its decisions.jsonl and changes.csv (both in roster order), joined with the
+roster the run read (checked by fingerprint, so a letter never mixes a run's
+decisions with edited data). The metrics come from decisions.jsonl, as the
+run computed them: letters do not read the performance history again.
+Chunks of partners are rendered in worker processes, which write the letter
+files into a new folder (see :mod:`engine.letters.files`); an interrupted
+pass leaves the previous letters.
 """
 
 from __future__ import annotations
 
-import collections
 import csv
 import datetime as dt
-import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
 
-from engine.data.outputs import CsvOutput, read_cell, remove_stale_partials, write_json_atomically
+from engine.data.outputs import CsvOutput, read_cell, write_json_atomically
 from engine.data.readers import RowReader, file_fingerprint
 from engine.errors import DataError, UsageError
 from engine.evaluate.changes import Change
 from engine.evaluate.decide import recorded_values
 from engine.evaluate.records import field_values
-from engine.letters.emails import email_message, message_id
-from engine.letters.facts import KINDS, LetterSettings, letter_facts
-from engine.letters.rendering import describe_template_error, renderer_for
+from engine.letters.files import (
+    FORMATS,
+    INDEX_COLUMNS,
+    INDEX_FILE,
+    LETTERS_FOLDER,
+    LetterTally,
+    LetterWork,
+    remove_leftovers,
+    restore_interrupted,
+    safe_stem,
+    swap_folder,
+    write_letter,
+)
+from engine.letters.rendering import renderer_for
 from engine.letters.settings import load_letter_settings
 from engine.letters.template_check import check_templates
 from engine.ruleset.model import RuleSet
-from engine.run.driver import Progress
+from engine.run.driver import Progress, screened_rows
 from engine.run.parallel import ordered_map, workers_inherit_memory
 
-LETTERS_FOLDER = "letters"
-INDEX_FILE = "index.csv"
-FORMATS = {"text": ".txt", "html": ".html", "eml": ".eml"}
-INDEX_COLUMNS = (
-    "partner_id",
-    "kind",
-    "kinds",
-    "language",
-    "template_language",
-    "subject",
-    "to",
-    "files",
-    "note",
-)
-CHUNK_SIZE = 250
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-MAX_STEM = 80
-
-
-# Names Windows keeps for devices, whatever the extension (CON.txt is the console).
-_DEVICES = frozenset(
-    {"CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10))}
-)
-
-
-def safe_stem(partner_id: str, taken: set[str] | None = None) -> str:
-    """A file name (without extension) for a partner id that cannot escape a
-    folder, nor name a device on Windows. With ``taken`` (the stems given so
-    far, case-folded), an id that differs from an earlier one only by case
-    (``AbC``, ``abc``: two files on Linux, one on macOS and Windows) gets the
-    hash too."""
-    stem = _UNSAFE.sub("_", partner_id).lstrip(".")[:MAX_STEM]
-    if (
-        stem != partner_id
-        or not stem
-        or stem.upper() in _DEVICES
-        or (taken is not None and stem.casefold() in taken)
-    ):
-        digest = hashlib.sha256(partner_id.encode("utf-8")).hexdigest()[:10]
-        stem = f"{stem or 'partner'}-{digest}"
-    if taken is not None:
-        taken.add(stem.casefold())
-    return stem
+CHUNK_SIZE = 250  # letters a worker renders per task
 
 
 @dataclass(frozen=True)
@@ -114,42 +76,6 @@ class LetterJob(NamedTuple):
     changes: tuple[Change, ...]
     record: Mapping[str, Any]
     stem: str  # the letter files' name, without extension (see safe_stem)
-
-
-@dataclass
-class LetterTally:
-    written: int = 0
-    files: int = 0
-    kinds: collections.Counter = field(default_factory=collections.Counter)
-    languages: collections.Counter = field(default_factory=collections.Counter)
-    fallbacks: collections.Counter = field(default_factory=collections.Counter)
-    no_address: int = 0
-
-    def add(self, row: tuple) -> None:
-        """Count one index row (see INDEX_COLUMNS)."""
-        partner_id, kind, _, language, template_language, _, _, files, note = row
-        self.written += 1
-        self.files += len(files.split(";")) if files else 0
-        self.kinds[kind] += 1
-        self.languages[template_language] += 1
-        if language != template_language:
-            self.fallbacks[language] += 1
-        if "no To" in note:
-            self.no_address += 1
-
-    def summary(self, options: LetterOptions, skipped: int) -> dict:
-        return {
-            "folder": str(options.out_dir / LETTERS_FOLDER),
-            "formats": list(options.formats),
-            "only_changed": options.only_changed,
-            "letters": self.written,
-            "files": self.files,
-            "skipped_unchanged": skipped,
-            "by_kind": {k: self.kinds.get(k, 0) for k in KINDS},
-            "by_language": dict(sorted(self.languages.items())),
-            "fallbacks": dict(sorted(self.fallbacks.items())),
-            "without_address": self.no_address,
-        }
 
 
 def write_letters(
@@ -182,19 +108,21 @@ def write_letters(
 
     target = options.out_dir / LETTERS_FOLDER
     temp = options.out_dir / f".{LETTERS_FOLDER}.{os.getpid()}.partial"
-    _restore_interrupted(options.out_dir)
+    restore_interrupted(options.out_dir)
     temp.mkdir()
     tally = LetterTally()
     try:
         selected = _Selection(_jobs(ruleset, options, roster), options.only_changed)
         shared = (
             ruleset,
-            str(options.templates),
-            settings,
-            as_of,
-            previous_run,
-            options.formats,
-            str(temp),
+            LetterWork(
+                str(options.templates),
+                settings,
+                tuple(options.formats),
+                str(temp),
+                as_of,
+                previous_run,
+            ),
         )
         if options.workers > 1 and workers_inherit_memory():
             # Compiled here once (or already, by the check), not in every worker.
@@ -216,12 +144,14 @@ def write_letters(
                             "letters",
                         )
                     )
-        _swap(temp, target)
+        swap_folder(temp, target)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    _remove_leftovers(options.out_dir)
-    summary = tally.summary(options, selected.skipped)
+    remove_leftovers(options.out_dir)
+    summary = tally.summary(
+        options.out_dir, options.formats, options.only_changed, selected.skipped
+    )
     run["letters"] = summary
     write_json_atomically(summary_path, run)
     return summary
@@ -243,7 +173,10 @@ def _jobs(ruleset: RuleSet, options: LetterOptions, roster: Path) -> Iterator[Le
     metric_names = {metric.name for metric in ruleset.metrics}
     decisions_path = options.out_dir / "decisions.jsonl"
     changes_path = options.out_dir / "changes.csv"
-    rows = iter(RowReader(roster, ruleset.fields))
+    # Every row a run decides or rejects by its fields is named, in roster
+    # order, as the run names them (screened_rows), so that letters written
+    # here and by the run get the same file names.
+    rows = screened_rows(RowReader(roster, ruleset.fields), {})
     stems: set[str] = set()  # file names given, case-folded (about 70 MB at 1M partners)
     with (
         decisions_path.open("rb") as decisions,
@@ -264,17 +197,18 @@ def _jobs(ruleset: RuleSet, options: LetterOptions, roster: Path) -> Iterator[Le
             if pending is not None and pending[0] == decision["partner_id"]:
                 partner_changes = pending[1]
                 pending = next(changes, None)
-            for row in rows:
+            for row, partner_id in rows:
+                stem = safe_stem(partner_id, stems) if partner_id.__class__ is str else None
                 if row.row == decision["row"]:
                     break
             else:
+                stem = None
+            if stem is None or partner_id != decision["partner_id"]:
                 raise DataError(
                     f"{roster}: no row {decision['row']} for partner "
                     f"{decision['partner_id']}; the roster does not match the run"
                 )
-            yield LetterJob(
-                decision, partner_changes, row.record, safe_stem(decision["partner_id"], stems)
-            )
+            yield LetterJob(decision, partner_changes, row.record, stem)
         # What is left can only be partners removed since the previous run.
         while pending is not None:
             if any(c.change != "removed_partner" for c in pending[1]):
@@ -329,112 +263,18 @@ def _chunks(jobs: Iterator[LetterJob]) -> Iterator[list[LetterJob]]:
         yield chunk
 
 
-def render_chunk(
-    ruleset: RuleSet,
-    templates: str,
-    settings: LetterSettings,
-    as_of: dt.date,
-    previous_run: int | None,
-    formats: Sequence[str],
-    folder: str,
-    jobs: Sequence[LetterJob],
-) -> list[tuple]:
+def render_chunk(ruleset: RuleSet, work: LetterWork, jobs: Sequence[LetterJob]) -> list[tuple]:
     """Render and write the letters of one chunk; returns their index rows.
 
     A pure function of its arguments but for the files it writes into
-    ``folder``, each named after its own partner.
+    ``work.folder``, each named after its own partner.
     """
-    renderer = renderer_for(templates, settings, ruleset.currency)
+    renderer = renderer_for(work.templates, work.settings, ruleset.currency)
     rows = []
     for job in jobs:
-        partner_id = job.decision["partner_id"]
         fields, _ = field_values(ruleset, job.record)
         values = recorded_values(ruleset, fields, job.decision["metrics"])
-        facts = letter_facts(
-            ruleset, settings, values, job.decision, job.changes, as_of, previous_run
-        )
-        try:
-            letter = renderer.render(facts)
-        except Exception as error:  # noqa: BLE001 - any error in a template names its line
-            raise DataError(
-                f"letter for partner {partner_id}: {describe_template_error(error)}"
-            ) from None
-        stem = job.stem
-        written, note, to = [], "", ""
-        for name in formats:
-            file_name = f"{stem}{FORMATS[name]}"
-            if name == "text":
-                data = letter.text_utf8
-            elif name == "html":
-                data = letter.html_utf8
-            else:
-                data, note = email_message(
-                    letter,
-                    settings,
-                    facts.context["partner"],
-                    as_of,
-                    message_id(ruleset.fingerprint, as_of, partner_id, settings.sender_email),
-                )
-            _write_new_file(os.path.join(folder, file_name), data)
-            written.append(file_name)
-        if not note:
-            to = facts.context["partner"].get("contact_email") or ""
         rows.append(
-            (
-                partner_id,
-                facts.kinds[0],
-                " ".join(facts.kinds),
-                facts.context["partner"].get("language") or settings.default_language,
-                letter.language,
-                letter.subject,
-                to,
-                ";".join(written),
-                note,
-            )
+            write_letter(ruleset, renderer, work, values, job.decision, job.changes, job.stem)
         )
     return rows
-
-
-def _write_new_file(path: str, data: bytes) -> None:
-    """Create a file that must not exist yet (the folder is new) and write it.
-
-    Three system calls, where ``open(path, "w")`` makes seven (truncation, a
-    terminal check, seeks); and ``O_EXCL`` makes sure that no letter ever
-    replaces another.
-    """
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(descriptor, view) :]
-    finally:
-        os.close(descriptor)
-
-
-def _swap(temp: Path, target: Path) -> None:
-    """Put the new letters folder in place of the old one, which is moved aside
-    (``.old``: put back if the run dies here) and then marked to be deleted last."""
-    old = target.with_name(f".{LETTERS_FOLDER}.{os.getpid()}.old")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(temp, target)
-    if old.exists():
-        os.replace(old, old.with_suffix(".stale"))
-
-
-def _remove_leftovers(folder: Path) -> None:
-    """Old letters and what killed runs left, deleted last: deleting files just
-    before creating many slows ext4 down (see batch.remove_derived_outputs)."""
-    remove_stale_partials(folder)
-    for path in folder.glob(f".{LETTERS_FOLDER}.*.old"):
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _restore_interrupted(folder: Path) -> None:
-    """An old letters folder whose replacement never arrived (a letters run
-    killed between the two renames of :func:`_swap`) is put back."""
-    if (folder / LETTERS_FOLDER).exists():
-        return
-    for path in sorted(folder.glob(f".{LETTERS_FOLDER}.*.old")):
-        os.replace(path, folder / LETTERS_FOLDER)
-        return

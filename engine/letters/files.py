@@ -1,0 +1,227 @@
+"""A partner's letter as files: safe names, the formats, the letters folder.
+
+One letter is rendered and written by :func:`write_letter`, the same way in
+a run's decide workers (from the values they have just computed) and in the
+``eligibility letters`` pass over a finished run (from decisions.jsonl).
+Letters are written into a new folder that replaces ``DIR/letters/`` only
+when every letter and the index are written (:func:`swap_folder`).
+
+File names come from partner ids made safe (:func:`safe_stem`): letters,
+digits, ``.``, ``_`` and ``-`` only, never a leading dot, and a short hash of
+the real id whenever anything had to change, so two partners never share a
+file and no id can write outside the folder.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from engine.data.outputs import remove_stale_partials
+from engine.errors import DataError
+from engine.evaluate.changes import Change
+from engine.letters.emails import email_message, message_id
+from engine.letters.facts import KINDS, LetterSettings, letter_facts
+from engine.letters.rendering import LetterRenderer, describe_template_error
+from engine.ruleset.model import RuleSet
+
+LETTERS_FOLDER = "letters"
+INDEX_FILE = "index.csv"
+FORMATS = {"text": ".txt", "html": ".html", "eml": ".eml"}
+INDEX_COLUMNS = (
+    "partner_id",
+    "kind",
+    "kinds",
+    "language",
+    "template_language",
+    "subject",
+    "to",
+    "files",
+    "note",
+)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+MAX_STEM = 80
+
+
+# Names Windows keeps for devices, whatever the extension (CON.txt is the console).
+_DEVICES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10))}
+)
+
+
+def safe_stem(partner_id: str, taken: set[str] | None = None) -> str:
+    """A file name (without extension) for a partner id that cannot escape a
+    folder, nor name a device on Windows. With ``taken`` (the stems given so
+    far, case-folded), an id that differs from an earlier one only by case
+    (``AbC``, ``abc``: two files on Linux, one on macOS and Windows) gets the
+    hash too."""
+    stem = _UNSAFE.sub("_", partner_id).lstrip(".")[:MAX_STEM]
+    if (
+        stem != partner_id
+        or not stem
+        or stem.upper() in _DEVICES
+        or (taken is not None and stem.casefold() in taken)
+    ):
+        digest = hashlib.sha256(partner_id.encode("utf-8")).hexdigest()[:10]
+        stem = f"{stem or 'partner'}-{digest}"
+    if taken is not None:
+        taken.add(stem.casefold())
+    return stem
+
+
+class LetterWork(NamedTuple):
+    """What writing letters needs besides each partner: sent to every worker once."""
+
+    templates: str
+    settings: LetterSettings
+    formats: tuple[str, ...]
+    folder: str  # the new letters folder, being filled
+    as_of: dt.date
+    previous_run: int | None
+
+
+def write_letter(
+    ruleset: RuleSet,
+    renderer: LetterRenderer,
+    work: LetterWork,
+    values: Mapping[str, Any],
+    decision: Mapping[str, Any],
+    changes: Sequence[Change],
+    stem: str,
+) -> tuple:
+    """Render one partner's letter, write its files into ``work.folder``, and
+    return its index row (see INDEX_COLUMNS).
+
+    ``values`` are the partner's fields and metrics, typed; ``decision`` its
+    record in decisions.jsonl (see :func:`engine.evaluate.decide.decision_record`).
+    """
+    settings, as_of = work.settings, work.as_of
+    partner_id = decision["partner_id"]
+    facts = letter_facts(ruleset, settings, values, decision, changes, as_of, work.previous_run)
+    try:
+        letter = renderer.render(facts)
+    except Exception as error:  # noqa: BLE001 - any error in a template names its line
+        raise DataError(
+            f"letter for partner {partner_id}: {describe_template_error(error)}"
+        ) from None
+    written, note, to = [], "", ""
+    for name in work.formats:
+        file_name = f"{stem}{FORMATS[name]}"
+        if name == "text":
+            data = letter.text_utf8
+        elif name == "html":
+            data = letter.html_utf8
+        else:
+            data, note = email_message(
+                letter,
+                settings,
+                facts.context["partner"],
+                as_of,
+                message_id(ruleset.fingerprint, as_of, partner_id, settings.sender_email),
+            )
+        _write_new_file(os.path.join(work.folder, file_name), data)
+        written.append(file_name)
+    if not note:
+        to = facts.context["partner"].get("contact_email") or ""
+    return (
+        partner_id,
+        facts.kinds[0],
+        " ".join(facts.kinds),
+        facts.context["partner"].get("language") or settings.default_language,
+        letter.language,
+        letter.subject,
+        to,
+        ";".join(written),
+        note,
+    )
+
+
+@dataclass
+class LetterTally:
+    written: int = 0
+    files: int = 0
+    kinds: collections.Counter = field(default_factory=collections.Counter)
+    languages: collections.Counter = field(default_factory=collections.Counter)
+    fallbacks: collections.Counter = field(default_factory=collections.Counter)
+    no_address: int = 0
+
+    def add(self, row: tuple) -> None:
+        """Count one index row (see INDEX_COLUMNS)."""
+        partner_id, kind, _, language, template_language, _, _, files, note = row
+        self.written += 1
+        self.files += len(files.split(";")) if files else 0
+        self.kinds[kind] += 1
+        self.languages[template_language] += 1
+        if language != template_language:
+            self.fallbacks[language] += 1
+        if "no To" in note:
+            self.no_address += 1
+
+    def summary(
+        self, out_dir: Path, formats: Sequence[str], only_changed: bool, skipped: int
+    ) -> dict:
+        return {
+            "folder": str(out_dir / LETTERS_FOLDER),
+            "formats": list(formats),
+            "only_changed": only_changed,
+            "letters": self.written,
+            "files": self.files,
+            "skipped_unchanged": skipped,
+            "by_kind": {k: self.kinds.get(k, 0) for k in KINDS},
+            "by_language": dict(sorted(self.languages.items())),
+            "fallbacks": dict(sorted(self.fallbacks.items())),
+            "without_address": self.no_address,
+        }
+
+
+def _write_new_file(path: str, data: bytes) -> None:
+    """Create a file that must not exist yet (the folder is new) and write it.
+
+    Three system calls, where ``open(path, "w")`` makes seven (truncation, a
+    terminal check, seeks); and ``O_EXCL`` makes sure that no letter ever
+    replaces another.
+    """
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view) :]
+    finally:
+        os.close(descriptor)
+
+
+def swap_folder(temp: Path, target: Path) -> None:
+    """Put the new letters folder in place of the old one, which is moved aside
+    (``.old``: put back if the run dies here) and then marked to be deleted last."""
+    old = target.with_name(f".{LETTERS_FOLDER}.{os.getpid()}.old")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(temp, target)
+    if old.exists():
+        os.replace(old, old.with_suffix(".stale"))
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Old letters and what killed runs left, deleted last: deleting files just
+    before creating many slows ext4 down (see engine.run.driver.remove_derived_outputs)."""
+    remove_stale_partials(folder)
+    for path in folder.glob(f".{LETTERS_FOLDER}.*.old"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def restore_interrupted(folder: Path) -> None:
+    """An old letters folder whose replacement never arrived (a letters run
+    killed between the two renames of :func:`_swap`) is put back."""
+    if (folder / LETTERS_FOLDER).exists():
+        return
+    for path in sorted(folder.glob(f".{LETTERS_FOLDER}.*.old")):
+        os.replace(path, folder / LETTERS_FOLDER)
+        return
