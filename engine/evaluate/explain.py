@@ -11,13 +11,20 @@ independent check on the engine.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.evaluate.decide import Decision, partner_values
 from engine.evaluate.records import Partner
-from engine.evaluate.requirements import Requirement, brief, detailed, gap, leaf_test, unmet
+from engine.evaluate.requirements import (
+    Requirement,
+    brief_reasons,
+    detailed,
+    gap,
+    leaf_test,
+    unmet,
+)
 from engine.ruleset.conditions import (
     AllOf,
     AnyOf,
@@ -290,27 +297,32 @@ def program_failures(
     known = dict(values)
     known.update(decision.classifications)
     known[ENGAGEMENT] = decision.engagement
-    enrolled = set(decision.enrolled)
-    plan = per_rule_set("failures", ruleset, _compile_program_failures)
-    for program, _, _ in plan:
-        known[program.id] = program.id in enrolled
+    enrolled = decision.enrolled
+    ids, plan = per_rule_set("failures", ruleset, _compile_program_failures)
+    known.update(dict.fromkeys(ids, False))
+    known.update(dict.fromkeys(enrolled, True))
     result: dict[str, list[str]] = {}
-    for program, higher, failed in plan:
-        if program.id in enrolled:
+    for program_id, higher, dated, failed, requires, group in plan:
+        if program_id in enrolled:
             continue
-        winner = next((h for h in higher if h in enrolled), None)
+        winner = None
+        for member in higher:
+            if member in enrolled:
+                winner = member
+                break
         if winner is not None:
             # The partner holds a higher place in the group: that is the
             # reason; 'explain' gives this program's conditions too.
-            result[program.id] = [f"{winner} ranks higher in group {program.group}"]
+            result[program_id] = [f"{winner} ranks higher in group {group}"]
             continue
         reasons: list[str] = []
-        if not program.in_effect(as_of):
+        if dated is not None and not dated.in_effect(as_of):
             reasons.append(f"not in effect on {as_of}")
         if failed is not None:
-            reasons += brief(failed(known, as_of))
-        reasons += [f"requires {r}" for r in program.requires if r not in enrolled]
-        result[program.id] = reasons
+            reasons += failed(known, as_of)
+        if requires:
+            reasons += [f"requires {r}" for r in requires if r not in enrolled]
+        result[program_id] = reasons
     return result
 
 
@@ -322,10 +334,19 @@ def _higher(ruleset: RuleSet, program: Program) -> tuple[str, ...]:
     return tuple(members[: members.index(program.id)])
 
 
-def _compile_program_failures(ruleset: RuleSet) -> list[tuple[Program, tuple, Callable | None]]:
-    """For each program: the program, the group members above it, and the
-    function giving its failed conditions (None without conditions)."""
-    return [
-        (p, _higher(ruleset, p), None if p.when is None else unmet(ruleset, p.when))
+def _compile_program_failures(ruleset: RuleSet) -> tuple[tuple[str, ...], list[tuple]]:
+    """The program ids, and for each program: its id, the group members above
+    it, the program when it has dates (else None), the function wording its
+    failed conditions (None without conditions), what it requires, its group."""
+    plan = [
+        (
+            p.id,
+            _higher(ruleset, p),
+            p if p.starts is not None or p.ends is not None else None,
+            None if p.when is None else brief_reasons(ruleset, p.when),
+            p.requires,
+            p.group,
+        )
         for p in ruleset.programs
     ]
+    return tuple(p.id for p in ruleset.programs), plan

@@ -25,6 +25,7 @@ exact comparison that holds and must not.
 from __future__ import annotations
 
 import datetime as dt
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -37,6 +38,7 @@ from engine.ruleset.conditions import (
     IsMissing,
     NotOf,
     describe,
+    names_read,
 )
 from engine.ruleset.model import RuleSet, per_rule_set
 from engine.ruleset.value_types import NUMERIC, ValueType, value_formatter
@@ -198,6 +200,41 @@ def _compile_leaf(ruleset: RuleSet, condition: Compare | IsMissing, negate: bool
         return [found]
 
     return leaf
+
+
+def brief_reasons(
+    ruleset: RuleSet, condition: Condition
+) -> Callable[[Mapping[str, Any], dt.date], list]:
+    """``brief(unmet(...)(values, as_of))``, remembered by the values of the
+    names the condition reads: partners repeat the same standings, counts
+    and yes/no values, so a run words most missed programs once. The lists
+    returned are shared: callers copy before changing them."""
+    cache = per_rule_set("reasons", ruleset, lambda _: {})
+    found = cache.get(id(condition))
+    if found is None or found[0] is not condition:
+        found = cache[id(condition)] = (condition, _remembering(ruleset, condition))
+    return found[1]
+
+
+def _remembering(ruleset: RuleSet, condition: Condition) -> Callable:
+    failing = unmet(ruleset, condition)
+    names = sorted({name for name, _ in names_read(condition)})
+    pick = operator.itemgetter(*names) if names else (lambda values: ())
+    known: dict[tuple, list[str]] = {}
+
+    def remembered(values: Mapping[str, Any], as_of: dt.date) -> list[str]:
+        try:
+            key = (as_of, pick(values))  # at C speed; every name read is among the values
+            lines = known.get(key)
+        except (KeyError, TypeError):  # a name without a value; an unhashable value
+            return brief(failing(values, as_of))
+        if lines is None:
+            lines = brief(failing(values, as_of))
+            if len(known) < _REMEMBERED:
+                known[key] = lines
+        return lines
+
+    return remembered
 
 
 # --- wording -----------------------------------------------------------------

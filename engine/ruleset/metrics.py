@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.ruleset.expressions import Binary, Call, Expr, Literal, Name, ParseError, Unary
@@ -58,6 +58,9 @@ class Env:
     values: Mapping[str, Any]
     history: History
     as_of: dt.date
+    # Sums of a figure over quarters, found once per partner: attainment,
+    # total and growth often add up the same quarters of revenue.
+    sums: dict = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -273,7 +276,13 @@ def compile_expression(expr: Expr) -> Callable[[Env], Any]:
         return binary
     if isinstance(expr, Call):
         run = FUNCTIONS[expr.function].run
-        return lambda env: run(expr, env, evaluate)
+        # Arguments a function evaluates (min, max, overlap, ...) are compiled too.
+        compiled = {id(arg): compile_expression(arg) for arg in expr.args}
+
+        def argument(arg: Expr, env: Env) -> Any:
+            return compiled[id(arg)](env)
+
+        return lambda env: run(expr, env, argument)
     raise AssertionError(expr)  # pragma: no cover
 
 
@@ -324,10 +333,17 @@ def _figure_arg(call: Call, checker: Checker, usage: str) -> ValueType:
     return checker.figure_type(arg)
 
 
-def _sum_figure(env: Env, figure: str, quarters: list) -> float | None:
-    values = [row.get(figure) for q in quarters if (row := env.history.figures(q)) is not None]
-    values = [v for v in values if v is not None]
-    return sum(values) if values else None
+def _sum_figure(env: Env, figure: str, quarters: tuple) -> float | None:
+    key = (figure, quarters)
+    found = env.sums.get(key, _UNKNOWN)
+    if found is _UNKNOWN:
+        values = [row.get(figure) for q in quarters if (row := env.history.figures(q)) is not None]
+        values = [v for v in values if v is not None]
+        found = env.sums[key] = sum(values) if values else None
+    return found
+
+
+_UNKNOWN = object()
 
 
 def _check_attainment(call, c):
