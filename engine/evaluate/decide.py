@@ -26,7 +26,7 @@ from engine.evaluate.compiler import (
 from engine.evaluate.durable_adapter import DurableEngine
 from engine.evaluate.records import Partner
 from engine.ruleset.metrics import Env, compile_expression, evaluate, round_value
-from engine.ruleset.model import ENGAGEMENT, RuleSet
+from engine.ruleset.model import ENGAGEMENT, RuleSet, per_rule_set
 from engine.ruleset.value_types import DATE, LIST
 
 
@@ -129,12 +129,22 @@ def compile_metrics(ruleset: RuleSet) -> list:
     return [compile_expression(m.expr) for m in ruleset.metrics]
 
 
+def compiled_rules(ruleset: RuleSet) -> CompiledRules:
+    """The rule set compiled for durable_rules, once per process (a run compiles
+    it before starting its workers, and forked workers inherit it)."""
+    made = per_rule_set("compiled_rules", ruleset, lambda _: {})
+    found = made.get(id(ruleset))
+    if found is None or found[0] is not ruleset:  # kept with it: its id stays its own
+        found = made[id(ruleset)] = (ruleset, compile_rules(ruleset))
+    return found[1]
+
+
 class Evaluator:
     """A rule set compiled into durable_rules, ready to decide partners."""
 
     def __init__(self, ruleset: RuleSet, batch_size: int | None = None):
         self.ruleset = ruleset
-        self.compiled: CompiledRules = compile_rules(ruleset)
+        self.compiled: CompiledRules = compiled_rules(ruleset)
         kwargs = {"batch_size": batch_size} if batch_size else {}
         self.engine = DurableEngine(self.compiled, **kwargs)
         self.metric_functions = compile_metrics(ruleset)

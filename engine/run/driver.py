@@ -45,6 +45,7 @@ from engine.evaluate.changes import (
     KINDS as CHANGE_KINDS,
     Change,
 )
+from engine.evaluate.decide import compiled_rules
 from engine.evaluate.records import PARTNER_ID, read_partner_id, shorten
 from engine.letters.files import (
     FORMATS as LETTER_FORMATS,
@@ -63,7 +64,7 @@ from engine.letters.settings import load_letter_settings
 from engine.letters.template_check import check_templates
 from engine.ruleset.model import RuleSet
 from engine.run.chunks import ChunkResult, ChunkRow, Earlier, decide_chunk, snapshot, warm_up
-from engine.run.parallel import ordered_map
+from engine.run.parallel import ordered_map, workers_inherit_memory
 
 CHUNK_SIZE = 500
 OUTPUT_FILES = ("decisions.jsonl", "enrollments.csv", "rejects.csv", "changes.csv", "summary.json")
@@ -206,6 +207,8 @@ def run_batch(
                 aside.append(set_aside)
                 yield chunk, options.as_of, _earlier(runs, previous, chunk)
 
+        if options.workers > 1 and workers_inherit_memory():
+            compiled_rules(ruleset)  # once, here: forked workers inherit it
         for result in ordered_map(
             decide_chunk,
             tasks(),

@@ -27,11 +27,12 @@ import orjson
 from engine.data.performance import HistoryStore
 from engine.data.readers import RowReader
 from engine.errors import UsageError
+from engine.evaluate.decide import compiled_rules
 from engine.ruleset.loader import load_rules
 from engine.ruleset.model import ENGAGEMENT, RuleSet
 from engine.run.chunks import ChunkResult, decide_chunk
 from engine.run.driver import RunTally, roster_chunks
-from engine.run.parallel import ordered_map
+from engine.run.parallel import ordered_map, workers_inherit_memory
 
 GIT_PREFIX = "git:"
 CSV_COLUMNS = ("partner_id", "kind", "subject", "base", "proposed", "because")
@@ -118,6 +119,11 @@ def compare(
             list(history.load(performance, roster))  # bad rows are counted by the run, not here
         chunks = roster_chunks(RowReader(roster, base.fields), history, {}, tally, 500)
         tasks = ((chunk, base_as_of, proposed_as_of) for chunk, _ in chunks)
+        if workers > 1 and workers_inherit_memory():
+            (
+                compiled_rules(base),
+                compiled_rules(proposed),
+            )  # once, here: forked workers inherit them
         for left, right in ordered_map(decide_both, tasks, workers, shared=(base, proposed)):
             tally.rejected_rows += max(left.rejected_rows, right.rejected_rows)
             decided = {r.partner_id: r for r in right.results}
