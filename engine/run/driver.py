@@ -1,8 +1,10 @@
 """Batch runs: a whole roster against a rule set, as of a date.
 
 The roster is read as a stream and cut into chunks. Each chunk gets its
-partners' staged history and goes to a worker process (see
-:mod:`engine.run.chunks`). Results come back in roster order whatever the
+partners' staged history and their decisions in the previous run, and goes
+to a worker process (see :mod:`engine.run.chunks`), which decides, explains,
+lists the changes and, with ``RunOptions.letters``, writes each partner's
+letter into a new letters folder. Results come back in roster order whatever the
 number of workers, so outputs are deterministic. Bad rows are set aside in
 ``rejects.csv`` with their row number and reason, and the counts always
 reconcile: rows read = partners decided + rows rejected.
@@ -10,8 +12,10 @@ reconcile: rows read = partners decided + rows rejected.
 Outputs are written to temporary files and renamed into place at the end,
 and the run is recorded in the run history in one transaction. A run
 stopped at any moment leaves the previous complete outputs and history.
-Once the new outputs are in place, the report and letters made from the
-previous ones are removed, so the folder never mixes two runs.
+Once the new outputs are in place, the report made from the previous ones
+is removed and the new letters folder replaces the old one (or, in a run
+without letters, the old letters are removed), so the folder never mixes
+two runs.
 """
 
 from __future__ import annotations
