@@ -595,16 +595,23 @@ def kind_templates(folder: str | Path, language: str) -> list[str]:
     ]
 
 
-def describe_template_error(error: Exception) -> str:
-    """'file:line: message' for a template error, from its own or its traceback's line."""
+def template_error_place(error: Exception) -> tuple[str | None, int | None, str]:
+    """(template file, line, message) of a template error, from its own or its
+    traceback's line; file and line are None when no template line is known."""
     if isinstance(error, TemplateSyntaxError) and error.filename:
-        return f"{error.filename}:{error.lineno}: {error.message}"
-    where = ""
+        return error.filename, error.lineno, error.message or str(error)
+    file = line = None
     trace = error.__traceback__
     while trace is not None:
         name = trace.tb_frame.f_code.co_filename
         if name.endswith(".j2"):
-            where = f"{name}:{trace.tb_lineno}: "
+            file, line = name, trace.tb_lineno
         trace = trace.tb_next
     message = getattr(error, "message", None) or str(error) or type(error).__name__
-    return f"{where}{message}"
+    return file, line, message
+
+
+def describe_template_error(error: Exception) -> str:
+    """'file:line: message' for a template error (see :func:`template_error_place`)."""
+    file, line, message = template_error_place(error)
+    return f"{file}:{line}: {message}" if file else message

@@ -36,9 +36,9 @@ from engine.evaluate.records import (
 from engine.letters.facts import KINDS, LetterFacts, LetterSettings, letter_facts
 from engine.letters.rendering import (
     TEMPLATE_SUFFIX,
-    describe_template_error,
     kind_templates,
     renderer_for,
+    template_error_place,
 )
 from engine.letters.settings import load_letter_settings
 from engine.ruleset.model import ENGAGEMENT, RuleSet
@@ -234,13 +234,10 @@ def _raw_html_problem(folder: Path, name: str, language: str) -> Problem:
 
 
 def _problem(error: Exception, name: str) -> Problem:
-    text = describe_template_error(error)
-    file, _, rest = text.partition(".j2:")
-    if rest:
-        line, _, message = rest.partition(": ")
-        if line.isdigit():
-            return Problem(file + ".j2", int(line), 0, message)
-    return Problem(name, 1, 0, text)
+    file, line, message = template_error_place(error)
+    if file is not None and line is not None:
+        return Problem(file, line, 0, message)
+    return Problem(name, 1, 0, message)
 
 
 def _samples(
