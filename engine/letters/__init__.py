@@ -8,9 +8,9 @@ letters of a whole run is :func:`engine.run.write_letters`.
 """
 
 from engine.letters.emails import email_message
-from engine.letters.facts import KINDS, LetterFacts, LetterSettings, letter_facts
+from engine.letters.facts import KINDS, LetterFacts, letter_facts
 from engine.letters.rendering import Letter, LetterRenderer, renderer_for
-from engine.letters.settings import load_letter_settings
+from engine.letters.settings import LetterSettings, load_letter_settings
 from engine.letters.template_check import check_templates
 
 __all__ = [

@@ -21,9 +21,8 @@ from email.header import Header
 from email.utils import format_datetime, formataddr
 from typing import Any
 
-from engine.letters.facts import LetterSettings
 from engine.letters.rendering import Letter
-from engine.letters.settings import EMAIL
+from engine.letters.settings import EMAIL, LetterSettings
 
 CRLF = "\r\n"
 MAX_LINE = 76

@@ -22,6 +22,7 @@ from typing import Any
 
 from engine.evaluate.changes import Change
 from engine.evaluate.requirements import actionable, held, unmet
+from engine.letters.settings import LetterSettings
 from engine.ruleset.conditions import Compare, Condition
 from engine.ruleset.model import ENGAGEMENT, RuleSet, per_rule_set
 from engine.ruleset.value_types import NUMERIC
@@ -29,21 +30,6 @@ from engine.ruleset.value_types import NUMERIC
 # The kinds of letter, most pressing first: the first that applies is the
 # letter's main kind and chooses its template and subject.
 KINDS = ("welcome", "probation", "at_risk", "tier_change", "removed", "enrolled", "status")
-
-
-@dataclass(frozen=True)
-class LetterSettings:
-    """What letters need to know about the rule set (templates/letters.yaml)."""
-
-    sender_name: str
-    sender_email: str
-    signature: str
-    languages: tuple[str, ...]
-    default_language: str
-    tier_group: str | None
-    standing_table: str | None
-    at_risk: tuple[str, ...]
-    probation: tuple[str, ...]
 
 
 def _requirement_parts(ruleset: RuleSet, condition: Compare) -> dict:

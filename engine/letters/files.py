@@ -29,8 +29,9 @@ from engine.data.outputs import remove_stale_partials
 from engine.errors import DataError
 from engine.evaluate.changes import Change
 from engine.letters.emails import email_message, message_id
-from engine.letters.facts import KINDS, LetterSettings, letter_facts
+from engine.letters.facts import KINDS, letter_facts
 from engine.letters.rendering import LetterRenderer, describe_template_error
+from engine.letters.settings import LetterSettings
 from engine.ruleset.model import RuleSet
 
 LETTERS_FOLDER = "letters"

@@ -44,8 +44,8 @@ from jinja2.runtime import Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
 
-from engine.letters.facts import KINDS, LetterFacts, LetterSettings
-from engine.letters.settings import load_terms
+from engine.letters.facts import KINDS, LetterFacts
+from engine.letters.settings import LetterSettings, load_terms
 from engine.ruleset.value_types import (
     BOOL,
     CHOICE,

@@ -8,11 +8,11 @@ the file, line, and column.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.errors import Problem, RuleSetError
-from engine.letters.facts import LetterSettings
 from engine.ruleset.conditions import unknown_key_message
 from engine.ruleset.model import RuleSet
 from engine.ruleset.yaml_source import YList, YMap, load_yaml
@@ -27,6 +27,21 @@ EMAIL = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
 )
+
+
+@dataclass(frozen=True)
+class LetterSettings:
+    """What letters need to know about the rule set (templates/letters.yaml)."""
+
+    sender_name: str
+    sender_email: str
+    signature: str
+    languages: tuple[str, ...]
+    default_language: str
+    tier_group: str | None
+    standing_table: str | None
+    at_risk: tuple[str, ...]
+    probation: tuple[str, ...]
 
 
 def load_letter_settings(folder: str | Path, ruleset: RuleSet) -> LetterSettings:

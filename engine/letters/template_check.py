@@ -33,14 +33,14 @@ from engine.evaluate.records import (
     field_values,
     read_partner_id,
 )
-from engine.letters.facts import KINDS, LetterFacts, LetterSettings, letter_facts
+from engine.letters.facts import KINDS, LetterFacts, letter_facts
 from engine.letters.rendering import (
     TEMPLATE_SUFFIX,
     kind_templates,
     renderer_for,
     template_error_place,
 )
-from engine.letters.settings import load_letter_settings
+from engine.letters.settings import LetterSettings, load_letter_settings
 from engine.ruleset.model import ENGAGEMENT, RuleSet
 
 SAMPLE_PARTNERS = 50
