@@ -423,6 +423,13 @@ def explain_command(
     help="Quarterly performance history, one row per partner and quarter.",
 )
 @click.option(
+    "--no-performance",
+    is_flag=True,
+    help="Decide without a performance history on purpose: every metric of "
+    "history (revenue_4q, attainment_4q, ...) is then missing. Without this, a "
+    "--roster given without --performance stops the run.",
+)
+@click.option(
     "--as-of",
     callback=_as_of,
     metavar="DATE",
@@ -474,6 +481,7 @@ def run(
     rules_dir: str,
     roster: Path | None,
     performance: Path | None,
+    no_performance: bool,
     as_of: dt.date,
     out_dir: Path,
     workers: int | None,
@@ -500,9 +508,12 @@ def run(
       eligibility run --roster crm.xlsx --performance quarters.csv --out q4 --strict
       eligibility run --letter-format eml --report
     """
+    if no_performance and performance is not None:
+        raise UsageError("give either --performance FILE or --no-performance, not both")
     if roster is None:
         roster = Path(DEFAULT_ROSTER)
-        performance = performance or Path(DEFAULT_PERFORMANCE)
+        if not no_performance:
+            performance = performance or Path(DEFAULT_PERFORMANCE)
     ruleset = load_rules(rules_dir)
     options = RunOptions(
         roster=roster,
@@ -512,6 +523,7 @@ def run(
         workers=workers or default_workers(),
         strict=strict,
         db=db or Path(os.environ.get(DB_ENV, DEFAULT_DB)),
+        without_history=no_performance,
         letters=RunLetters(templates_dir, letter_formats or tuple(LETTER_FORMATS))
         if letters
         else None,

@@ -18,7 +18,7 @@ import pytest
 from conftest import AS_OF, ROOT
 from engine.data import performance
 from engine.data.run_history import RunHistory
-from engine.errors import DataError
+from engine.errors import DataError, UsageError
 from engine.evaluate.decide import Evaluator
 from engine.ruleset.loader import load_rules
 from engine.run import driver
@@ -221,7 +221,7 @@ def test_rows_after_a_blank_line_keep_their_spreadsheet_numbers(ruleset, tmp_pat
         "A-2,Bad Date,FR,fr,31/12/2020\n",
         encoding="utf-8",
     )
-    run_batch(ruleset, options(tmp_path, roster=roster, performance=None))
+    run_batch(ruleset, options(tmp_path, roster=roster, performance=None, without_history=True))
     rejects = read_csv(tmp_path / "out" / "rejects.csv")
     assert [(r["row"], r["partner_id"], r["column"]) for r in rejects] == [
         ("4", "A-2", "joined_on")
@@ -308,9 +308,17 @@ def test_a_column_the_rules_read_may_appear_only_once(ruleset, tmp_path):
         match=r"roster.csv: column 'country' appears 2 times "
         r"\(columns 3, 9\); keep one",
     ):
-        run_batch(ruleset, options(tmp_path, roster=tmp_path / "roster.csv", performance=None))
+        run_batch(
+            ruleset,
+            options(
+                tmp_path, roster=tmp_path / "roster.csv", performance=None, without_history=True
+            ),
+        )
     write_csv(tmp_path / "roster.csv", [r[:8] + r[9:] for r in rows])
-    result = run_batch(ruleset, options(tmp_path, roster=tmp_path / "roster.csv", performance=None))
+    result = run_batch(
+        ruleset,
+        options(tmp_path, roster=tmp_path / "roster.csv", performance=None, without_history=True),
+    )
     assert result.summary["partners"]["decided"] == 1
     history = _example_rows("performance.csv")
     write_csv(
@@ -678,7 +686,7 @@ def test_a_run_that_decides_nobody_writes_only_its_rejects(ruleset, tmp_path):
     with pytest.raises(
         DataError, match="no partner could be decided, all 2 rows were rejected; see .*rejects.csv"
     ):
-        run_batch(ruleset, options(tmp_path, roster=roster, performance=None))
+        run_batch(ruleset, options(tmp_path, roster=roster, performance=None, without_history=True))
     after = outputs(tmp_path / "out")
     assert [r["partner_id"] for r in read_csv(tmp_path / "out" / "rejects.csv")] == ["A-1", "A-2"]
     assert {k: v for k, v in after.items() if k != "rejects.csv"} == {
@@ -729,6 +737,8 @@ def test_history_keep_prunes_old_runs_of_each_roster(cli_run, tmp_path):
             "2026-11-26",
             "--roster",
             str(roster),
+            "--performance",
+            str(EXAMPLES / "performance.csv"),
             "--out",
             str(tmp_path / "o"),
             "--db",
@@ -755,6 +765,8 @@ def test_history_keep_prunes_old_runs_of_each_roster(cli_run, tmp_path):
         "2026-11-26",
         "--roster",
         str(EXAMPLES / "roster.csv"),
+        "--performance",
+        str(EXAMPLES / "performance.csv"),
         "--out",
         str(tmp_path / "o"),
         "--db",
@@ -1074,3 +1086,74 @@ def test_reasons_for_missed_programs_match_a_plain_interpreter(ruleset, example_
     expected = ["focus_verticals contains healthcare: has [retail]"]
     assert _reference_failed_leaves(ruleset, leaf[3], unhashable, AS_OF) == expected
     assert brief(unmet(ruleset, leaf[3])(unhashable, AS_OF)) == expected
+
+
+def test_a_run_without_its_history_stops_before_deciding(ruleset, tmp_path, cli_run):
+    """Rules that read quarterly figures, run without a history file: every
+    revenue-based tier would be lost silently. The run stops unless told
+    that it is on purpose."""
+    with pytest.raises(UsageError, match=r"no performance history given.*--no-performance"):
+        run_batch(ruleset, options(tmp_path, performance=None))
+    assert not (tmp_path / "out" / "decisions.jsonl").exists()
+    assert not RunHistory(tmp_path / "runs.sqlite").runs()
+    result = cli_run(
+        "run",
+        "--roster",
+        str(EXAMPLES / "roster.csv"),
+        "--as-of",
+        "2026-11-26",
+        "--out",
+        str(tmp_path / "o"),
+        "--db",
+        str(tmp_path / "h.sqlite"),
+        "-q",
+    )
+    assert result.exit_code == 2 and "--no-performance" in result.stderr
+    result = cli_run(
+        "run",
+        "--roster",
+        str(EXAMPLES / "roster.csv"),
+        "--no-performance",
+        "--as-of",
+        "2026-11-26",
+        "--out",
+        str(tmp_path / "o"),
+        "--db",
+        str(tmp_path / "h.sqlite"),
+        "-q",
+        "--no-letters",
+    )
+    assert result.exit_code == 0, result.stderr
+    text = (tmp_path / "o" / "decisions.jsonl").read_text(encoding="utf-8")
+    decided = [json.loads(line) for line in text.splitlines()]
+    assert len(decided) == 32
+    assert all(d["metrics"]["revenue_4q"] is None for d in decided)
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        # A figure's column named otherwise: the closest header is named.
+        (
+            "partner_id,quarter,Revenue,target,deals",
+            r"lacks 2 columns the rules read: revenue \(the file has 'Revenue'\), deals_closed",
+        ),
+        # The roster given as the history file.
+        (None, r"lacks 4 columns the rules read: quarter, revenue, target, deals_closed"),
+    ],
+)
+def test_a_history_file_without_a_figure_column_stops_before_deciding(
+    ruleset, tmp_path, header, message
+):
+    """Without the column, every row would be rejected (a required figure)
+    or decided on the figure's default (deals_closed: 0)."""
+    if header is None:
+        performance = EXAMPLES / "roster.csv"
+    else:
+        lines = (EXAMPLES / "performance.csv").read_text(encoding="utf-8").splitlines(True)
+        performance = tmp_path / "performance.csv"
+        performance.write_text(header + "\n" + "".join(lines[1:]), encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        run_batch(ruleset, options(tmp_path, performance=performance))
+    assert not (tmp_path / "out" / "decisions.jsonl").exists()
+    assert not RunHistory(tmp_path / "runs.sqlite").runs()

@@ -36,7 +36,14 @@ import tempfile
 from collections.abc import Container, Iterable, Iterator
 from pathlib import Path
 
-from engine.data.readers import RowReader, SourceRow, partner_id_runs, read_columns, unreadable_row
+from engine.data.readers import (
+    RowReader,
+    SourceRow,
+    check_columns,
+    partner_id_runs,
+    read_columns,
+    unreadable_row,
+)
 from engine.data.rejects import Reject
 from engine.errors import DataError
 from engine.evaluate.records import MAX_ID_LENGTH, PARTNER_ID, QUARTER, clean_partner_id
@@ -84,6 +91,7 @@ class HistoryStore:
         staged otherwise (see the module docstring).
         """
         self.source = str(path)
+        check_columns(path, (QUARTER, *self.figures), "history file")
         reported = 0  # rows up to this one have been checked for a partner_id
         if (
             roster is not None

@@ -11,6 +11,7 @@ column) comes with its problem instead, to be set aside like any bad row.
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import io
 import itertools
@@ -196,6 +197,72 @@ def file_fingerprint(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def check_columns(path: str | Path, required: Iterable[str], what: str) -> None:
+    """Stop before anything is decided when a CSV or .xlsx file lacks a
+    column the rules read (``required``): without it every row would be
+    decided on a default, or rejected one by one. The error names each
+    missing column and the header closest to it. JSON Lines files have no
+    header; their records are checked one by one."""
+    reader = RowReader(path)
+    if reader.kind == "jsonl":
+        return
+    header = _header_of(reader)
+    missing = [name for name in dict.fromkeys(required) if name not in header]
+    if not missing:
+        return
+    hints = []
+    for name in missing:
+        close = _closest_header(name, header)
+        hints.append(f"{name} (the file has '{close}')" if close else name)
+    count = len(missing)
+    raise DataError(
+        f"{path}: this {what} lacks {count} column{'s' if count != 1 else ''} the rules read: "
+        + ", ".join(hints)
+        + "; name the columns as the rules do (or give the right file), so that nothing "
+        "is decided on defaults. Nothing was decided"
+    )
+
+
+def _header_of(reader: RowReader) -> list[str]:
+    """The column names of a CSV or .xlsx file (partner_id checked)."""
+    if reader.kind == "xlsx":
+        rows = iter(_read_xlsx_header(reader.path))
+        return next(rows, [])
+    with reader.path.open(newline="", encoding="utf-8-sig") as handle:
+        try:
+            return _csv_header(reader.path, next(_csv_reader(handle), []))
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise _unreadable(reader.path, 1, error) from None
+
+
+def _read_xlsx_header(path: Path) -> Iterator[list[str]]:
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as error:  # noqa: BLE001 - openpyxl raises many types for damaged files
+        raise DataError(f"{path}: not a readable .xlsx workbook ({type(error).__name__})") from None
+    try:
+        first = next(book.worksheets[0].iter_rows(max_row=1), ())
+        yield [str(c.value).strip() if c.value is not None else "" for c in first]
+    finally:
+        book.close()
+
+
+def _closest_header(name: str, header: list[str]) -> str | None:
+    """The header a column was probably meant to be: the same name but for
+    case, spaces and hyphens ("Joined On" for joined_on), else a close spelling."""
+
+    def simple(text: str) -> str:
+        return text.strip().casefold().replace(" ", "_").replace("-", "_")
+
+    same = [h for h in header if simple(h) == simple(name)]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(simple(name), [simple(h) for h in header], n=1, cutoff=0.75)
+    return next((h for h in header if close and simple(h) == close[0]), None)
 
 
 _BLANK_LINE = object()

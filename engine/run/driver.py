@@ -86,6 +86,9 @@ class RunOptions:
     db: Path = Path(DEFAULT_DB)
     chunk_size: int = CHUNK_SIZE
     letters: RunLetters | None = None  # write every partner's letter as it is decided
+    # Decide without a performance file although the rules declare history
+    # figures: every history metric is then missing. Never a default.
+    without_history: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,13 +163,20 @@ def run_batch(
     ruleset: RuleSet, options: RunOptions, progress: Callable[[Progress], None] | None = None
 ) -> RunResult:
     """Decide every partner of a roster; see the module docstring."""
+    reader = RowReader(options.roster, ruleset.fields)  # a missing roster is said first
+    if options.performance is None and ruleset.figures and not options.without_history:
+        raise UsageError(
+            f"no performance history given, but the rules read quarterly figures "
+            f"({', '.join(ruleset.figures)}): give the history file (--performance FILE), "
+            "or decide without history on purpose (--no-performance: every metric of "
+            "history is then missing). Nothing was decided"
+        )
     if options.letters is not None:  # bad templates stop the run before anything is decided
         check_templates(
             ruleset, options.letters.templates, options.roster, options.performance, options.as_of
         )
     clock = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    reader = RowReader(options.roster, ruleset.fields)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(options.out_dir)
     roster_source = str(options.roster.resolve())
