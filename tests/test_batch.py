@@ -1096,33 +1096,11 @@ def test_a_run_without_its_history_stops_before_deciding(ruleset, tmp_path, cli_
         run_batch(ruleset, options(tmp_path, performance=None))
     assert not (tmp_path / "out" / "decisions.jsonl").exists()
     assert not RunHistory(tmp_path / "runs.sqlite").runs()
-    result = cli_run(
-        "run",
-        "--roster",
-        str(EXAMPLES / "roster.csv"),
-        "--as-of",
-        "2026-11-26",
-        "--out",
-        str(tmp_path / "o"),
-        "--db",
-        str(tmp_path / "h.sqlite"),
-        "-q",
-    )
+    run = ("run", "--roster", str(EXAMPLES / "roster.csv"), "--as-of", "2026-11-26")
+    where = ("--out", str(tmp_path / "o"), "--db", str(tmp_path / "h.sqlite"), "-q")
+    result = cli_run(*run, *where)
     assert result.exit_code == 2 and "--no-performance" in result.stderr
-    result = cli_run(
-        "run",
-        "--roster",
-        str(EXAMPLES / "roster.csv"),
-        "--no-performance",
-        "--as-of",
-        "2026-11-26",
-        "--out",
-        str(tmp_path / "o"),
-        "--db",
-        str(tmp_path / "h.sqlite"),
-        "-q",
-        "--no-letters",
-    )
+    result = cli_run(*run, "--no-performance", *where, "--no-letters")
     assert result.exit_code == 0, result.stderr
     text = (tmp_path / "o" / "decisions.jsonl").read_text(encoding="utf-8")
     decided = [json.loads(line) for line in text.splitlines()]
