@@ -423,6 +423,16 @@ def explain_command(
     help="Quarterly performance history, one row per partner and quarter.",
 )
 @click.option(
+    "--min-quarter-share",
+    type=click.FloatRange(0, 100),
+    default=50,
+    show_default=True,
+    metavar="PERCENT",
+    help="Stop unless the last quarter complete on --as-of has figures for at least "
+    "this share of the partners that reported in the four quarters before it "
+    "(its figures are not in yet otherwise); 0 decides anyway.",
+)
+@click.option(
     "--no-performance",
     is_flag=True,
     help="Decide without a performance history on purpose: every metric of "
@@ -481,6 +491,7 @@ def run(
     rules_dir: str,
     roster: Path | None,
     performance: Path | None,
+    min_quarter_share: float,
     no_performance: bool,
     as_of: dt.date,
     out_dir: Path,
@@ -524,6 +535,7 @@ def run(
         strict=strict,
         db=db or Path(os.environ.get(DB_ENV, DEFAULT_DB)),
         without_history=no_performance,
+        min_quarter_share=min_quarter_share / 100,
         letters=RunLetters(templates_dir, letter_formats or tuple(LETTER_FORMATS))
         if letters
         else None,

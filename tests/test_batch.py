@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import os
 import shutil
@@ -1135,3 +1136,52 @@ def test_a_history_file_without_a_figure_column_stops_before_deciding(
         run_batch(ruleset, options(tmp_path, performance=performance))
     assert not (tmp_path / "out" / "decisions.jsonl").exists()
     assert not RunHistory(tmp_path / "runs.sqlite").runs()
+
+
+def test_a_run_before_the_quarters_figures_are_in_stops(ruleset, tmp_path, cli_run):
+    """As of 2027-01-15, 2026Q4 has ended but the example history stops at
+    2026Q3: counted as not reported, it would turn partners at risk into good
+    ones. The run stops, naming the quarter, the share and the ways out, and
+    leaves nothing behind; deciding as of the end of 2026Q3 works."""
+    message = (
+        r"2026Q4 ended before 2027-01-15, but only 0 of the 31 partners that reported in the "
+        r"four quarters before have figures for it \(0%; at least 50% expected\)\. Load "
+        r"2026Q4's figures, or decide on the quarters that are complete with --as-of "
+        r"2026-09-30 \(the end of 2026Q3\); --min-quarter-share 0 decides anyway"
+    )
+    with pytest.raises(DataError, match=message):
+        run_batch(ruleset, options(tmp_path, as_of=dt.date(2027, 1, 15)))
+    assert not (tmp_path / "out" / "decisions.jsonl").exists()
+    assert not RunHistory(tmp_path / "runs.sqlite").runs()
+    assert run_batch(ruleset, options(tmp_path, as_of=dt.date(2026, 9, 30))).run_id == 1
+    where = ("--out", str(tmp_path / "o"), "--db", str(tmp_path / "h.sqlite"), "-q")
+    result = cli_run("run", "--as-of", "2027-01-15", *where, "--no-letters")
+    assert result.exit_code == 1 and "2026Q4 ended before 2027-01-15" in result.stderr
+    result = cli_run("run", "--as-of", "2027-01-15", "--min-quarter-share", "0", *where)
+    assert result.exit_code == 0, result.stderr
+
+
+def test_a_quarter_most_partners_reported_is_decided(ruleset, tmp_path):
+    """Figures in for 60% of the partners that reported before: the quarter
+    counts, and a partner without them has it as not reported."""
+    lines = (EXAMPLES / "performance.csv").read_text(encoding="utf-8").splitlines(True)
+    reporting = sorted({line.split(",")[0] for line in lines[1:] if ",2026Q3," in line})
+    late = reporting[: len(reporting) * 6 // 10]
+    extra = [f"{pid},2026Q4,1000,1000,1\n" for pid in late]
+    performance = tmp_path / "performance.csv"
+    performance.write_text("".join(lines) + "".join(extra), encoding="utf-8")
+    result = run_batch(
+        ruleset, options(tmp_path, performance=performance, as_of=dt.date(2027, 1, 15))
+    )
+    assert result.summary["partners"]["decided"] == 32
+    with pytest.raises(DataError, match="at least 70% expected"):
+        run_batch(
+            ruleset,
+            options(
+                tmp_path,
+                "strict",
+                performance=performance,
+                as_of=dt.date(2027, 1, 15),
+                min_quarter_share=0.7,
+            ),
+        )

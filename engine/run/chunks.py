@@ -36,6 +36,7 @@ from engine.evaluate.records import (
 from engine.letters.files import LetterWork, write_letter
 from engine.letters.rendering import renderer_for
 from engine.ruleset.model import RuleSet, per_rule_set
+from engine.ruleset.quarters import last_complete_quarter, window
 
 
 # Chunks and results travel between processes as named tuples, and history
@@ -81,6 +82,9 @@ class ChunkResult:
     reject_rows: list[int] = field(default_factory=list)  # each reject's partner's roster row
     changes: list[Change] = field(default_factory=list)  # since the previous run, in order
     letters: list[tuple] = field(default_factory=list)  # index rows of the letters written
+    # Of the decided partners with figures in the four quarters before the
+    # last complete one: how many, and how many have figures for that quarter.
+    reporting: tuple[int, int] = (0, 0)
 
 
 def warm_up(ruleset: RuleSet) -> None:
@@ -118,6 +122,7 @@ def decide_chunk(
         else:
             partners.append((row, Partner(partner_id, values, history)))
         reject_rows.extend([row.row] * (len(rejects) - before))
+    reporting = _reporting([partner for _, partner in partners], as_of)
     all_values = [evaluator.values(partner, as_of) for _, partner in partners]
     decisions = evaluator.decide_facts(
         evaluator.fact(partner, values, as_of) for (_, partner), values in zip(partners, all_values)
@@ -147,8 +152,22 @@ def decide_chunk(
                 )
             )
     return ChunkResult(
-        results, rejects, rejected_rows, history_rejects, reject_rows, changes, index
+        results, rejects, rejected_rows, history_rejects, reject_rows, changes, index, reporting
     )
+
+
+def _reporting(partners: Sequence[Partner], as_of: dt.date) -> tuple[int, int]:
+    """(partners that reported in any of the four quarters before the last
+    complete one, those of them with figures for it): how complete that
+    quarter is (see RunOptions.min_quarter_share)."""
+    latest, before = last_complete_quarter(as_of), window(as_of, 4, skip=1)
+    recent = complete = 0
+    for partner in partners:
+        quarters = partner.history.quarters
+        if any(q in quarters for q in before):
+            recent += 1
+            complete += latest in quarters
+    return recent, complete
 
 
 def snapshot(decision: Decision) -> Snapshot:

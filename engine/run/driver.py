@@ -67,6 +67,7 @@ from engine.letters.rendering import renderer_for
 from engine.letters.settings import load_letter_settings
 from engine.letters.template_check import check_templates
 from engine.ruleset.model import RuleSet
+from engine.ruleset.quarters import last_complete_quarter
 from engine.run.chunks import ChunkResult, ChunkRow, Earlier, decide_chunk, snapshot, warm_up
 from engine.run.parallel import ordered_map, workers_inherit_memory
 
@@ -89,6 +90,10 @@ class RunOptions:
     # Decide without a performance file although the rules declare history
     # figures: every history metric is then missing. Never a default.
     without_history: bool = False
+    # The last quarter complete on the as-of date must have figures for at
+    # least this share of the partners that reported in the four quarters
+    # before it; else its figures are not in yet, and the run stops. 0: no check.
+    min_quarter_share: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,8 @@ class RunTally:
     rejected_rows: int = 0
     history_rejects: int = 0
     reject_lines: int = 0
+    recently_reporting: int = 0  # see ChunkResult.reporting
+    latest_reported: int = 0
     classifications: dict = field(default_factory=dict)
     engagement: collections.Counter = field(default_factory=collections.Counter)
     programs: collections.Counter = field(default_factory=collections.Counter)
@@ -257,6 +264,7 @@ def run_batch(
                 f"{options.out_dir / 'rejects.csv'} (nothing else was written "
                 "or recorded)"
             )
+        _check_latest_quarter(options, tally)
         timings["total_seconds"] = round(time.perf_counter() - clock, 3)
         if tally.rows_read != tally.decided + tally.rejected_rows:  # pragma: no cover
             raise AssertionError("the counts do not reconcile; this is a bug")
@@ -425,6 +433,25 @@ def _earlier(runs: RunHistory, previous: RunRecord | None, chunk: list[ChunkRow]
     return Earlier(before, returned)
 
 
+def _check_latest_quarter(options: RunOptions, tally: RunTally) -> None:
+    """Stop before anything is recorded when the last complete quarter's
+    figures are not in yet: counted as "not reported", they would turn
+    partners at risk into good ones and growth into decline, silently."""
+    recent, complete = tally.recently_reporting, tally.latest_reported
+    if options.performance is None or not recent or complete >= options.min_quarter_share * recent:
+        return
+    latest = last_complete_quarter(options.as_of)
+    previous = latest.previous()
+    raise DataError(
+        f"{options.performance}: {latest} ended before {options.as_of}, but only {complete:,} "
+        f"of the {recent:,} partners that reported in the four quarters before have figures "
+        f"for it ({complete / recent:.0%}; at least {options.min_quarter_share:.0%} "
+        f"expected). Load {latest}'s figures, or decide on the quarters that are complete "
+        f"with --as-of {previous.end} (the end of {previous}); --min-quarter-share 0 decides "
+        "anyway. Nothing was written or recorded"
+    )
+
+
 def _record_chunk(
     ruleset: RuleSet,
     result: ChunkResult,
@@ -445,6 +472,8 @@ def _record_chunk(
         _write_reject(reject, outputs, tally)
     tally.rejected_rows += result.rejected_rows
     tally.history_rejects += result.history_rejects
+    tally.recently_reporting += result.reporting[0]
+    tally.latest_reported += result.reporting[1]
     runs.add_decisions(run_id, [(r.partner_id, snapshot(r.decision)) for r in result.results])
     cells = {
         p.id: (safe_cell(p.id), safe_cell(p.name), safe_cell(p.group or ""))
