@@ -1,14 +1,22 @@
 """Batch work over a roster: runs, the letters pass, what-if comparisons.
 
-:func:`run_batch` decides a whole roster in worker processes
+:func:`run_batch` decides a whole roster in worker processes, writing each
+partner's letter as it goes (``RunOptions.letters``)
 (:func:`decide_chunk` is the pure unit of work) and records the run;
-:func:`write_letters` writes every partner's letter for a finished run;
+:func:`write_letters` writes the letters again from a finished run;
 :func:`compare` decides a roster under two rule sets or dates and lists who
 moves, and why.
 """
 
 from engine.run.chunks import ChunkResult, ChunkRow, decide_chunk
-from engine.run.driver import OUTPUT_FILES, Progress, RunOptions, RunResult, run_batch
+from engine.run.driver import (
+    OUTPUT_FILES,
+    Progress,
+    RunLetters,
+    RunOptions,
+    RunResult,
+    run_batch,
+)
 from engine.run.impact import Impact, compare, load_rule_sets, write_moves_csv
 from engine.run.letters_pass import LetterOptions, write_letters
 
@@ -19,6 +27,7 @@ __all__ = [
     "LetterOptions",
     "OUTPUT_FILES",
     "Progress",
+    "RunLetters",
     "RunOptions",
     "RunResult",
     "compare",
