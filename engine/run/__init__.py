@@ -1,9 +1,9 @@
 """Batch work over a roster: runs, the letters pass, what-if comparisons.
 
-:func:`run_batch` decides a whole roster in worker processes, writing each
-partner's letter as it goes (``RunOptions.letters``)
-(:func:`decide_chunk` is the pure unit of work) and records the run;
-:func:`write_letters` writes the letters again from a finished run;
+:func:`run_batch` decides a whole roster in worker processes and records
+the run; :func:`decide_chunk` is its pure unit of work, which also writes
+each partner's letter when the run asks for letters (``RunOptions.letters``).
+:func:`write_letters` writes the letters again from a finished run.
 :func:`compare` decides a roster under two rule sets or dates and lists who
 moves, and why.
 """
