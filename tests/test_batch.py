@@ -1185,3 +1185,15 @@ def test_a_quarter_most_partners_reported_is_decided(ruleset, tmp_path):
                 min_quarter_share=0.7,
             ),
         )
+
+
+def test_an_xlsx_history_without_a_figure_column_stops_before_deciding(ruleset, tmp_path):
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    for row in _example_rows("performance.csv"):
+        book.active.append([cell for index, cell in enumerate(row) if index != 3])  # no target
+    book.save(tmp_path / "performance.xlsx")
+    with pytest.raises(DataError, match=r"lacks 1 column the rules read: target;"):
+        run_batch(ruleset, options(tmp_path, performance=tmp_path / "performance.xlsx"))
+    assert not RunHistory(tmp_path / "runs.sqlite").runs()

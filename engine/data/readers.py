@@ -10,6 +10,7 @@ column) comes with its problem instead, to be set aside like any bad row.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import hashlib
@@ -228,27 +229,15 @@ def check_columns(path: str | Path, required: Iterable[str], what: str) -> None:
 def _header_of(reader: RowReader) -> list[str]:
     """The column names of a CSV or .xlsx file (partner_id checked)."""
     if reader.kind == "xlsx":
-        rows = iter(_read_xlsx_header(reader.path))
-        return next(rows, [])
+        with _first_sheet(reader.path) as rows:
+            names = _xlsx_names(next(rows, ()))
+        _check_header(reader.path, names, ())
+        return names
     with reader.path.open(newline="", encoding="utf-8-sig") as handle:
         try:
             return _csv_header(reader.path, next(_csv_reader(handle), []))
         except (UnicodeDecodeError, csv.Error) as error:
             raise _unreadable(reader.path, 1, error) from None
-
-
-def _read_xlsx_header(path: Path) -> Iterator[list[str]]:
-    import openpyxl
-
-    try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as error:  # noqa: BLE001 - openpyxl raises many types for damaged files
-        raise DataError(f"{path}: not a readable .xlsx workbook ({type(error).__name__})") from None
-    try:
-        first = next(book.worksheets[0].iter_rows(max_row=1), ())
-        yield [str(c.value).strip() if c.value is not None else "" for c in first]
-    finally:
-        book.close()
 
 
 def _closest_header(name: str, header: list[str]) -> str | None:
@@ -387,6 +376,21 @@ def _read_csv(
 
 def _read_xlsx(path: Path, columns: Iterable[str] = ()) -> Iterator[SourceRow]:
     """The first worksheet; the first row holds the column names."""
+    with _first_sheet(path) as rows:
+        header = next(rows, None)
+        if header is None:
+            return
+        names = _xlsx_names(header)
+        _check_header(path, names, columns)
+        for number, cells in enumerate(rows, start=2):
+            record = {name: _cell_value(cell) for name, cell in zip(names, cells) if name}
+            if any(v not in (None, "") for v in record.values()):
+                yield SourceRow(str(path), number, record)
+
+
+@contextlib.contextmanager
+def _first_sheet(path: Path) -> Iterator[Iterator[tuple]]:
+    """The rows of a workbook's first worksheet, the workbook closed after."""
     import openpyxl  # imported here: only Excel users pay for it
 
     try:
@@ -394,18 +398,13 @@ def _read_xlsx(path: Path, columns: Iterable[str] = ()) -> Iterator[SourceRow]:
     except Exception as error:  # openpyxl raises many types for damaged files
         raise DataError(f"{path}: not a readable .xlsx workbook ({type(error).__name__})") from None
     try:
-        rows = book.worksheets[0].iter_rows()
-        header = next(rows, None)
-        if header is None:
-            return
-        names = [str(c.value).strip() if c.value is not None else "" for c in header]
-        _check_header(path, names, columns)
-        for number, cells in enumerate(rows, start=2):
-            record = {name: _cell_value(cell) for name, cell in zip(names, cells) if name}
-            if any(v not in (None, "") for v in record.values()):
-                yield SourceRow(str(path), number, record)
+        yield book.worksheets[0].iter_rows()
     finally:
         book.close()
+
+
+def _xlsx_names(header: Iterable[Any]) -> list[str]:
+    return [str(c.value).strip() if c.value is not None else "" for c in header]
 
 
 def _cell_value(cell: Any) -> Any:

@@ -26,7 +26,7 @@ from engine.evaluate.compiler import (
 from engine.evaluate.durable_adapter import DurableEngine
 from engine.evaluate.records import Partner
 from engine.ruleset.metrics import Env, compile_expression, evaluate, round_value
-from engine.ruleset.model import ENGAGEMENT, RuleSet, per_rule_set
+from engine.ruleset.model import ENGAGEMENT, RuleSet, per_part
 from engine.ruleset.value_types import DATE, LIST
 
 
@@ -132,11 +132,7 @@ def compile_metrics(ruleset: RuleSet) -> list:
 def compiled_rules(ruleset: RuleSet) -> CompiledRules:
     """The rule set compiled for durable_rules, once per process (a run compiles
     it before starting its workers, and forked workers inherit it)."""
-    made = per_rule_set("compiled_rules", ruleset, lambda _: {})
-    found = made.get(id(ruleset))
-    if found is None or found[0] is not ruleset:  # kept with it: its id stays its own
-        found = made[id(ruleset)] = (ruleset, compile_rules(ruleset))
-    return found[1]
+    return per_part("compiled_rules", ruleset, ruleset, compile_rules)
 
 
 class Evaluator:

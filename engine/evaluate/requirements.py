@@ -40,7 +40,7 @@ from engine.ruleset.conditions import (
     describe,
     names_read,
 )
-from engine.ruleset.model import RuleSet, per_rule_set
+from engine.ruleset.model import RuleSet, per_part
 from engine.ruleset.value_types import NUMERIC, ValueType, value_formatter
 
 _TESTS: dict[str, Callable[[Any, tuple], bool]] = {
@@ -121,12 +121,8 @@ def held(ruleset: RuleSet, condition: Condition) -> Unmets:
 
 
 def _compiled(ruleset: RuleSet, condition: Condition, negate: bool) -> Unmets:
-    cache = per_rule_set("requirements", ruleset, lambda _: {})
-    key = (id(condition), negate)
-    found = cache.get(key)
-    if found is None or found[0] is not condition:  # kept with it: its id stays its own
-        found = cache[key] = (condition, _compile(ruleset, condition, negate))
-    return found[1]
+    what = "held" if negate else "unmet"
+    return per_part(what, ruleset, condition, lambda part: _compile(ruleset, part, negate))
 
 
 def _compile(ruleset: RuleSet, condition: Condition, negate: bool) -> Unmets:
@@ -209,11 +205,7 @@ def brief_reasons(
     names the condition reads: partners repeat the same standings, counts
     and yes/no values, so a run words most missed programs once. The lists
     returned are shared: callers copy before changing them."""
-    cache = per_rule_set("reasons", ruleset, lambda _: {})
-    found = cache.get(id(condition))
-    if found is None or found[0] is not condition:
-        found = cache[id(condition)] = (condition, _remembering(ruleset, condition))
-    return found[1]
+    return per_part("reasons", ruleset, condition, lambda part: _remembering(ruleset, part))
 
 
 def _remembering(ruleset: RuleSet, condition: Condition) -> Callable:

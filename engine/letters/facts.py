@@ -24,7 +24,7 @@ from engine.evaluate.changes import Change
 from engine.evaluate.requirements import actionable, held, unmet
 from engine.letters.settings import LetterSettings
 from engine.ruleset.conditions import Compare, Condition
-from engine.ruleset.model import ENGAGEMENT, RuleSet, per_rule_set
+from engine.ruleset.model import ENGAGEMENT, RuleSet, per_part, per_rule_set
 from engine.ruleset.value_types import NUMERIC
 
 # The kinds of letter, most pressing first: the first that applies is the
@@ -79,17 +79,14 @@ def leaves(
     found = actionable(walk(ruleset, condition)(values, as_of), met=holding)
     if not found:
         return []
-    parts = per_rule_set("letter_requirements", ruleset, lambda _: {})
     result = []
     for item in found:
         leaf = item.condition
-        fixed = parts.get(id(leaf))
-        if fixed is None or fixed[0] is not leaf:  # kept with it: its id stays its own
-            fixed = parts[id(leaf)] = (leaf, _requirement_parts(ruleset, leaf))
-        numeric = fixed[1]["type"] in NUMERIC
-        result.append(
-            {**fixed[1], "actual": item.value, "short": _short(leaf, item.value, numeric)}
+        fixed = per_part(
+            "letter_requirements", ruleset, leaf, lambda part: _requirement_parts(ruleset, part)
         )
+        numeric = fixed["type"] in NUMERIC
+        result.append({**fixed, "actual": item.value, "short": _short(leaf, item.value, numeric)})
     return result
 
 

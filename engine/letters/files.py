@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from engine.data.outputs import remove_stale_partials
-from engine.errors import DataError
+from engine.data.outputs import CsvOutput, remove_stale_partials
+from engine.errors import DataError, UsageError
 from engine.evaluate.changes import Change
 from engine.letters.emails import email_message, message_id
 from engine.letters.facts import KINDS, letter_facts
@@ -226,3 +226,44 @@ def restore_interrupted(folder: Path) -> None:
     for path in sorted(folder.glob(f".{LETTERS_FOLDER}.*.old")):
         os.replace(path, folder / LETTERS_FOLDER)
         return
+
+
+def check_formats(formats: Sequence[str]) -> None:
+    """Every letter format asked for is one this program writes."""
+    for name in formats:
+        if name not in FORMATS:
+            raise UsageError(f"unknown letter format '{name}'; use {', '.join(FORMATS)}")
+
+
+class NewLetters:
+    """A new letters folder in ``out_dir``, filled by the workers, with its
+    index written here in the order given; it replaces ``letters/`` on
+    :meth:`commit` (an interrupted run leaves the previous letters), and is
+    removed on :meth:`discard`."""
+
+    def __init__(self, out_dir: Path, formats: Sequence[str]):
+        self.out_dir = out_dir
+        self.formats = tuple(formats)
+        restore_interrupted(out_dir)
+        self.folder = out_dir / f".{LETTERS_FOLDER}.{os.getpid()}.partial"
+        self.folder.mkdir()
+        self.index = CsvOutput(self.folder / INDEX_FILE, INDEX_COLUMNS)
+        self.tally = LetterTally()
+
+    def add(self, rows: Sequence[tuple]) -> None:
+        """Index the letters of one chunk (their index rows)."""
+        for row in rows:
+            self.index.write(row)
+            self.tally.add(row)
+
+    def summary(self, only_changed: bool = False, skipped: int = 0) -> dict:
+        return self.tally.summary(self.out_dir, self.formats, only_changed, skipped)
+
+    def commit(self) -> None:
+        self.index.commit()
+        swap_folder(self.folder, self.out_dir / LETTERS_FOLDER)
+        remove_leftovers(self.out_dir)
+
+    def discard(self) -> None:
+        self.index.discard()
+        shutil.rmtree(self.folder, ignore_errors=True)

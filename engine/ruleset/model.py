@@ -194,3 +194,15 @@ def per_rule_set(what: str, ruleset: RuleSet, build: Callable[[RuleSet], Any]) -
             _made.clear()
         found = _made[key] = build(ruleset)
     return found
+
+
+def per_part(what: str, ruleset: RuleSet, part: Any, build: Callable[[Any], Any]) -> Any:
+    """``build(part)`` for one part of a rule set (a condition, a leaf, the rule
+    set object itself), made once per process. Kept with the part it was
+    made for: a part made later at the same address is never given another's,
+    and rule sets that share a fingerprint share nothing here."""
+    made = per_rule_set(what, ruleset, lambda _: {})
+    found = made.get(id(part))
+    if found is None or found[0] is not part:
+        found = made[id(part)] = (part, build(part))
+    return found[1]

@@ -31,7 +31,6 @@ from engine.evaluate.records import (
     Partner,
     checked_history,
     field_values,
-    read_partner_id,
 )
 from engine.letters.files import LetterWork, write_letter
 from engine.letters.rendering import renderer_for
@@ -50,6 +49,7 @@ class ChunkRow(NamedTuple):
 
     source_file: str
     row: int
+    partner_id: str  # read from the record, checked, by the main process
     record: Mapping[str, Any]
     history: Sequence[tuple[int, Any, Sequence[Any]]] = ()
     history_file: str = ""
@@ -109,7 +109,7 @@ def decide_chunk(
     reject_rows: list[int] = []
     rejected_rows = history_rejects = 0
     for row in rows:
-        partner_id = read_partner_id(row.record)  # checked by the reader already
+        partner_id = row.partner_id
         values, problems = field_values(ruleset, row.record)
         before = len(rejects)
         history_problems: list[FieldProblem] = []

@@ -26,7 +26,6 @@ import functools
 import heapq
 import operator
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -53,15 +52,11 @@ from engine.evaluate.decide import compiled_rules
 from engine.evaluate.records import PARTNER_ID, read_partner_id, shorten
 from engine.letters.files import (
     FORMATS as LETTER_FORMATS,
-    INDEX_COLUMNS,
-    INDEX_FILE,
     LETTERS_FOLDER,
-    LetterTally,
     LetterWork,
-    remove_leftovers,
-    restore_interrupted,
+    NewLetters,
+    check_formats,
     safe_stem,
-    swap_folder,
 )
 from engine.letters.rendering import renderer_for
 from engine.letters.settings import load_letter_settings
@@ -171,6 +166,8 @@ def run_batch(
 ) -> RunResult:
     """Decide every partner of a roster; see the module docstring."""
     reader = RowReader(options.roster, ruleset.fields)  # a missing roster is said first
+    if options.letters is not None:
+        check_formats(options.letters.formats)
     if options.performance is None and ruleset.figures and not options.without_history:
         raise UsageError(
             f"no performance history given, but the rules read quarterly figures "
@@ -408,6 +405,7 @@ def _with_history(
         ChunkRow(
             row.file,
             row.row,
+            pid,
             row.record,
             rows.get(pid, ()),
             history.source,
@@ -422,7 +420,7 @@ def _earlier(runs: RunHistory, previous: RunRecord | None, chunk: list[ChunkRow]
     """The chunk's partners in earlier runs (see :class:`~engine.run.chunks.Earlier`)."""
     if previous is None:
         return None
-    partner_ids = [read_partner_id(row.record) for row in chunk]
+    partner_ids = [row.partner_id for row in chunk]
     before = runs.snapshots(previous.id, partner_ids)
     missing = [pid for pid in partner_ids if pid not in before]
     returned = (
@@ -498,22 +496,15 @@ def _record_chunk(
         _write_change(change, outputs, tally)
 
 
-class _RunLetters:
-    """The letters a run writes as it decides: a new folder filled by the
-    workers, its index written here in roster order, put in place of
-    ``letters/`` once the run's outputs are (see :mod:`engine.letters.files`)."""
+class _RunLetters(NewLetters):
+    """The letters a run writes as it decides: the new folder filled by the
+    workers, with what they need (``work``) and each partner's file name,
+    given in roster order (``names``)."""
 
     def __init__(self, ruleset: RuleSet, options: RunOptions, previous_run: int | None):
         spec = options.letters
-        for name in spec.formats:
-            if name not in LETTER_FORMATS:
-                raise UsageError(f"unknown letter format '{name}'; use {', '.join(LETTER_FORMATS)}")
-        self.out_dir = options.out_dir
-        self.formats = tuple(spec.formats)
+        super().__init__(options.out_dir, spec.formats)
         settings = load_letter_settings(spec.templates, ruleset)
-        restore_interrupted(options.out_dir)
-        self.folder = options.out_dir / f".{LETTERS_FOLDER}.{os.getpid()}.partial"
-        self.folder.mkdir()
         self.work = LetterWork(
             str(spec.templates),
             settings,
@@ -524,29 +515,10 @@ class _RunLetters:
         )
         # Compiled here once, not in every worker (forked workers inherit it).
         renderer_for(self.work.templates, settings, ruleset.currency)
-        self.index = CsvOutput(self.folder / INDEX_FILE, INDEX_COLUMNS)
-        self.tally = LetterTally()
         self._taken: set[str] = set()  # file names given, case-folded
 
     def names(self, partner_id: str) -> str:
         return safe_stem(partner_id, self._taken)
-
-    def add(self, rows: list[tuple]) -> None:
-        for row in rows:
-            self.index.write(row)
-            self.tally.add(row)
-
-    def summary(self) -> dict:
-        return self.tally.summary(self.out_dir, self.formats, False, 0)
-
-    def commit(self) -> None:
-        self.index.commit()
-        swap_folder(self.folder, self.out_dir / LETTERS_FOLDER)
-        remove_leftovers(self.out_dir)
-
-    def discard(self) -> None:
-        self.index.discard()
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _write_reject(reject: Reject, outputs: _Outputs, tally: RunTally) -> None:

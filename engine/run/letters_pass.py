@@ -17,8 +17,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from engine.data.outputs import CsvOutput, read_cell, write_json_atomically
+from engine.data.outputs import read_cell, write_json_atomically
 from engine.data.readers import RowReader, file_fingerprint
 from engine.errors import DataError, UsageError
 from engine.evaluate.changes import Change
@@ -35,15 +33,10 @@ from engine.evaluate.decide import recorded_values
 from engine.evaluate.records import field_values
 from engine.letters.files import (
     FORMATS,
-    INDEX_COLUMNS,
-    INDEX_FILE,
-    LETTERS_FOLDER,
-    LetterTally,
     LetterWork,
-    remove_leftovers,
-    restore_interrupted,
+    NewLetters,
+    check_formats,
     safe_stem,
-    swap_folder,
     write_letter,
 )
 from engine.letters.rendering import renderer_for
@@ -84,9 +77,7 @@ def write_letters(
     """Write the letters of the run in ``options.out_dir``; returns their summary,
     which is also added to the run's summary.json under ``letters``.
     ``progress`` is told after each chunk how many letters are written."""
-    for name in options.formats:
-        if name not in FORMATS:
-            raise UsageError(f"unknown letter format '{name}'; use {', '.join(FORMATS)}")
+    check_formats(options.formats)
     summary_path = options.out_dir / "summary.json"
     if not summary_path.is_file():
         raise UsageError(f"{options.out_dir}: no summary.json; give the --out folder of a run")
@@ -106,11 +97,7 @@ def write_letters(
     settings = load_letter_settings(options.templates, ruleset)
     previous_run = run["changes"]["previous_run"]
 
-    target = options.out_dir / LETTERS_FOLDER
-    temp = options.out_dir / f".{LETTERS_FOLDER}.{os.getpid()}.partial"
-    restore_interrupted(options.out_dir)
-    temp.mkdir()
-    tally = LetterTally()
+    letters = NewLetters(options.out_dir, options.formats)
     try:
         selected = _Selection(_jobs(ruleset, options, roster), options.only_changed)
         shared = (
@@ -118,8 +105,8 @@ def write_letters(
             LetterWork(
                 str(options.templates),
                 settings,
-                tuple(options.formats),
-                str(temp),
+                letters.formats,
+                str(letters.folder),
                 as_of,
                 previous_run,
             ),
@@ -129,29 +116,23 @@ def write_letters(
             renderer_for(str(options.templates), settings, ruleset.currency)
         tasks = ((chunk,) for chunk in _chunks(iter(selected)))
         clock = time.perf_counter()
-        with CsvOutput(temp / INDEX_FILE, INDEX_COLUMNS) as index:
-            for rows in ordered_map(render_chunk, tasks, options.workers, shared=shared):
-                for row in rows:
-                    index.write(row)
-                    tally.add(row)
-                if progress:
-                    progress(
-                        Progress(
-                            tally.written,
-                            tally.written + selected.skipped,
-                            run["partners"]["decided"],
-                            time.perf_counter() - clock,
-                            "letters",
-                        )
+        for rows in ordered_map(render_chunk, tasks, options.workers, shared=shared):
+            letters.add(rows)
+            if progress:
+                progress(
+                    Progress(
+                        letters.tally.written,
+                        letters.tally.written + selected.skipped,
+                        run["partners"]["decided"],
+                        time.perf_counter() - clock,
+                        "letters",
                     )
-        swap_folder(temp, target)
+                )
+        letters.commit()
     except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
+        letters.discard()
         raise
-    remove_leftovers(options.out_dir)
-    summary = tally.summary(
-        options.out_dir, options.formats, options.only_changed, selected.skipped
-    )
+    summary = letters.summary(options.only_changed, selected.skipped)
     run["letters"] = summary
     write_json_atomically(summary_path, run)
     return summary
@@ -197,13 +178,13 @@ def _jobs(ruleset: RuleSet, options: LetterOptions, roster: Path) -> Iterator[Le
             if pending is not None and pending[0] == decision["partner_id"]:
                 partner_changes = pending[1]
                 pending = next(changes, None)
-            for row, partner_id in rows:
-                stem = safe_stem(partner_id, stems) if partner_id.__class__ is str else None
+            for row, outcome in rows:  # outcome: the row's partner id, or its Reject
+                stem = safe_stem(outcome, stems) if outcome.__class__ is str else None
                 if row.row == decision["row"]:
                     break
             else:
-                stem = None
-            if stem is None or partner_id != decision["partner_id"]:
+                stem = None  # the roster ended first
+            if stem is None or outcome != decision["partner_id"]:
                 raise DataError(
                     f"{roster}: no row {decision['row']} for partner "
                     f"{decision['partner_id']}; the roster does not match the run"
