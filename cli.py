@@ -9,13 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from engine.data.outputs import remove_stale_partials
 from engine.data.readers import find_partner, partner_from_json_file
 from engine.data.run_history import DEFAULT_DB, RunHistory
 from engine.errors import DataError, EligibilityError, EngineError, UsageError
@@ -37,6 +37,7 @@ from engine.run.driver import (
     RunLetters,
     RunOptions,
     default_workers,
+    prune_runs,
     run_batch,
 )
 from engine.run.impact import compare, load_rule_sets, write_moves_csv
@@ -467,6 +468,12 @@ def explain_command(
 )
 @click.option("--report", is_flag=True, help="Also write the HTML run report (report.html).")
 @click.option(
+    "--force",
+    is_flag=True,
+    help="Write into an --out folder that holds files this program did not write "
+    "(they are left alone).",
+)
+@click.option(
     "--letters/--no-letters",
     default=True,
     show_default=True,
@@ -500,6 +507,7 @@ def run(
     quiet: bool,
     db: Path | None,
     report: bool,
+    force: bool,
     letters: bool,
     letter_formats: tuple[str, ...],
     templates_dir: Path,
@@ -512,6 +520,11 @@ def run(
     changes.csv (what changed since the last run of these rules over this
     roster), summary.json, and every partner's letter in letters/ (see
     'eligibility letters'). The run is recorded in the run history.
+
+    Each run writes into a folder of its own, --out/runs/<time>-run<id>/, which
+    becomes current (--out/current, and the names above in --out) only once
+    complete: a run stopped at any moment leaves the previous run in place.
+    A second run on the same --out or --db stops at once while one is going.
 
     \b
     Examples:
@@ -536,6 +549,8 @@ def run(
         db=db or Path(os.environ.get(DB_ENV, DEFAULT_DB)),
         without_history=no_performance,
         min_quarter_share=min_quarter_share / 100,
+        report=build_report if report else None,
+        force=force,
         letters=RunLetters(templates_dir, letter_formats or tuple(LETTER_FORMATS))
         if letters
         else None,
@@ -552,12 +567,10 @@ def run(
         raise DataError(
             f"--strict: {partners['rejected']} roster rows and "
             f"{result.history_rejects} history rows rejected; see "
-            f"{out_dir / 'rejects.csv'} (no other output was written)"
+            f"{result.out_dir / 'rejects.csv'} (nothing else was written or recorded; "
+            f"the current run in {out_dir} is as it was)"
         )
     letter_summary = result.letters
-    if report:
-        written = build_report(out_dir)
-    remove_stale_partials(out_dir)  # the previous run's letters, deleted last
     if quiet:
         return
     click.echo(
@@ -569,7 +582,8 @@ def run(
     click.echo(
         "Wrote "
         + ", ".join(str(out_dir / name) for name in OUTPUT_FILES)
-        + (f", {written}" if report else "")
+        + (f", {out_dir / 'report.html'}" if report else "")
+        + f" (run folder {result.out_dir})"
     )
     counts = summary["changes"]["counts"]
     previous = summary["changes"]["previous_run"]
@@ -781,7 +795,7 @@ def letters_command(
     type=click.IntRange(1),
     metavar="N",
     help="Delete all but the newest N runs of each rule set over each roster "
-    "(with their decisions), and compact the database.",
+    "(with their decisions and run folders), and compact the database.",
 )
 def history(run_id: int | None, db: Path | None, keep: int | None) -> None:
     """List recorded runs, or show one run in detail, or prune old runs.
@@ -802,25 +816,32 @@ def history(run_id: int | None, db: Path | None, keep: int | None) -> None:
         raise UsageError(f"no run history at {path} yet; 'eligibility run' creates it")
     if keep is not None and run_id is not None:
         raise UsageError("give a RUN_ID to show, or --keep to prune, not both")
+    if keep is not None:
+        deleted, decisions = prune_runs(path, keep)
+        click.echo(
+            f"Deleted {len(deleted)} run{'s' if len(deleted) > 1 else ''} "
+            f"({', '.join(map(str, deleted))}), their folders and their {decisions} "
+            f"partner decisions; {path} is now {path.stat().st_size / 1e6:.1f} MB."
+            if deleted
+            else f"Nothing to delete: no rule set has more than {keep} runs over a roster."
+        )
+        return
     runs = RunHistory(path)
     try:
-        if keep is not None:
-            deleted, decisions = runs.prune(keep)
-            click.echo(
-                f"Deleted {len(deleted)} run{'s' if len(deleted) > 1 else ''} "
-                f"({', '.join(map(str, deleted))}) and their {decisions} partner "
-                f"decisions; {path} is now "
-                f"{path.stat().st_size / 1e6:.1f} MB."
-                if deleted
-                else f"Nothing to delete: no rule set has more than {keep} runs over a roster."
-            )
-            return
         click.echo(run_list_text(runs.runs()) if run_id is None else run_text(runs.run(run_id)))
     finally:
         runs.close()
 
 
-main = cli
+def main() -> None:
+    """The console command: SIGTERM (a service manager, ``kill``) stops a run
+    as Ctrl-C does, so that nothing half-written is kept."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    cli()
+
+
+def _interrupt(_signal: int, _frame) -> None:
+    raise KeyboardInterrupt
 
 if __name__ == "__main__":
     main()

@@ -53,6 +53,14 @@ class EngineError(EligibilityError):
     """
 
 
+class BusyError(EligibilityError):
+    """Another run is writing to the same output folder or run history."""
+
+
+class InputError(EligibilityError):
+    """Something named on the command line (a git revision, a folder) cannot be used."""
+
+
 class UsageError(EligibilityError):
     """The command was asked for something that does not exist."""
 

@@ -22,6 +22,7 @@ from engine.data.run_history import RunHistory
 from engine.errors import DataError, UsageError
 from engine.evaluate.decide import Evaluator
 from engine.ruleset.loader import load_rules
+from engine.data.run_folders import current_run
 from engine.run import driver
 from engine.run.driver import RunOptions, run_batch
 from engine.run.letters_pass import LetterOptions, write_letters
@@ -48,8 +49,9 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def outputs(folder: Path) -> dict[str, bytes]:
-    """Every output file (letters too); summary.json without its 'run' section
-    (timings, ids)."""
+    """Every output file of the current run in an output folder (letters
+    too); summary.json without its 'run' section (timings, ids)."""
+    folder = current_run(folder)
     files = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     summary = json.loads(files.pop("summary.json"))
     summary.pop("run")
@@ -60,7 +62,12 @@ def outputs(folder: Path) -> dict[str, bytes]:
 def test_bundled_example(ruleset, example_partners, tmp_path):
     result = run_batch(ruleset, options(tmp_path))
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == sorted(driver.OUTPUT_FILES)
+    assert sorted(p.name for p in result.out_dir.iterdir()) == sorted(driver.OUTPUT_FILES)
+    assert result.out_dir.parent == out / "runs" and current_run(out) == result.out_dir
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [".eligibility-output", ".lock", "current", "runs", *driver.OUTPUT_FILES]
+    )
+    assert all((out / name).is_symlink() for name in driver.OUTPUT_FILES)
     assert result.summary["partners"] == {"rows_read": 34, "decided": 32, "rejected": 2}
     rejects = read_csv(out / "rejects.csv")
     assert [(r["source_file"].split("/")[-1], r["row"], r["column"]) for r in rejects] == [
@@ -688,11 +695,9 @@ def test_a_run_that_decides_nobody_writes_only_its_rejects(ruleset, tmp_path):
         DataError, match="no partner could be decided, all 2 rows were rejected; see .*rejects.csv"
     ):
         run_batch(ruleset, options(tmp_path, roster=roster, performance=None, without_history=True))
-    after = outputs(tmp_path / "out")
-    assert [r["partner_id"] for r in read_csv(tmp_path / "out" / "rejects.csv")] == ["A-1", "A-2"]
-    assert {k: v for k, v in after.items() if k != "rejects.csv"} == {
-        k: v for k, v in before.items() if k != "rejects.csv"
-    }
+    assert outputs(tmp_path / "out") == before  # the current run is as it was
+    stopped = tmp_path / "out" / "stopped-run" / "rejects.csv"
+    assert [r["partner_id"] for r in read_csv(stopped)] == ["A-1", "A-2"]
     history = RunHistory(tmp_path / "runs.sqlite")
     assert [r.id for r in history.runs()] == [1]
     history.close()
@@ -753,9 +758,13 @@ def test_history_keep_prunes_old_runs_of_each_roster(cli_run, tmp_path):
     assert cli_run("history", "2", "--keep", "1", "--db", db).exit_code == 2
     result = cli_run("history", "--keep", "1", "--db", db)
     assert result.exit_code == 0, result.stderr
-    assert result.output.startswith("Deleted 2 runs (1, 2) and their 64 partner decisions;")
+    assert result.output.startswith(
+        "Deleted 2 runs (1, 2), their folders and their 64 partner decisions;"
+    )
     history = RunHistory(tmp_path / "h.sqlite")
     assert [r.id for r in history.runs()] == [3, 4]
+    kept = sorted(p.name.split("-")[1] for p in (tmp_path / "o" / "runs").iterdir())
+    assert kept == ["run3", "run4"]
     assert history.snapshots(1, ["P-1001"]) == {}
     history.close()
     result = cli_run("history", "--keep", "1", "--db", db)
@@ -789,16 +798,15 @@ def test_strict_fails_and_keeps_previous_outputs(cli_run, tmp_path):
     result = cli_run("run", "--as-of", "2026-11-26", "--out", str(out), "--db", db, "--strict")
     assert result.exit_code == 1
     assert "--strict: 2 roster rows and 2 history rows rejected" in result.stderr
-    after = outputs(out)
-    assert {k: v for k, v in after.items() if k != "rejects.csv"} == {
-        k: v for k, v in before.items() if k != "rejects.csv"
-    }
+    assert str(out / "stopped-run" / "rejects.csv") in result.stderr
+    assert outputs(out) == before
+    assert len(read_csv(out / "stopped-run" / "rejects.csv")) == 4
     assert len(RunHistory(tmp_path / "h.sqlite").runs()) == 1
 
 
 def test_interrupted_run_leaves_previous_outputs_and_history(ruleset, tmp_path, monkeypatch):
     run_batch(ruleset, options(tmp_path))
-    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    before = outputs(tmp_path / "out")
     calls = []
 
     def interrupted(*args):
@@ -811,8 +819,9 @@ def test_interrupted_run_leaves_previous_outputs_and_history(ruleset, tmp_path, 
     monkeypatch.setattr(driver, "decide_chunk", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_batch(ruleset, options(tmp_path, chunk_size=4))
-    after = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
-    assert after == before  # no partial files, old outputs intact
+    assert outputs(tmp_path / "out") == before  # old outputs intact
+    assert not list((tmp_path / "out").rglob("*.partial"))  # no partial files
+    assert len(list((tmp_path / "out" / "runs").iterdir())) == 1
     assert len(RunHistory(tmp_path / "runs.sqlite").runs()) == 1
 
 
@@ -855,18 +864,15 @@ def test_killed_run_leaves_consistent_outputs_and_history(tmp_path):
     temp.mkdir()
     env = {**os.environ, "TMPDIR": str(temp)}
     subprocess.run(command, cwd=ROOT, check=True, env=env)
-    complete = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    complete = outputs(out)
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, env=env)
     deadline = time.time() + 60
-    while time.time() < deadline and not any(p.name.endswith(".partial") for p in out.iterdir()):
+    while time.time() < deadline and not list(out.glob("runs/.*.partial")):
         time.sleep(0.05)
     time.sleep(0.5)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    finals = {
-        p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and not p.name.startswith(".")
-    }
-    assert finals == complete  # the previous complete outputs, untouched
+    assert outputs(out) == complete  # the previous complete outputs, untouched
     connection = sqlite3.connect(db)
     assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
@@ -875,7 +881,7 @@ def test_killed_run_leaves_consistent_outputs_and_history(tmp_path):
     abandoned = list(temp.glob("eligibility-history-*"))
     assert [p.name.split("-")[2] for p in abandoned] == [str(process.pid)]
     subprocess.run(command, cwd=ROOT, check=True, env=env)  # the next run cleans up and succeeds
-    assert not any(p.name.endswith(".partial") for p in out.iterdir())
+    assert not list(out.rglob("*.partial"))
     assert not list(temp.iterdir())  # the killed run's staging folder too
 
 
@@ -926,9 +932,7 @@ def test_ctrl_c_stops_a_run_with_a_message_and_keeps_nothing_half_written(tmp_pa
         env={**os.environ, "TMPDIR": str(temp)},
     )
     deadline = time.time() + 60
-    while time.time() < deadline and not (
-        out.is_dir() and any(p.name.endswith(".partial") for p in out.iterdir())
-    ):
+    while time.time() < deadline and not list(out.glob("runs/.*.partial")):
         time.sleep(0.05)
     time.sleep(0.5)  # deciding, in the workers
     os.killpg(process.pid, signal.SIGINT)
@@ -936,7 +940,7 @@ def test_ctrl_c_stops_a_run_with_a_message_and_keeps_nothing_half_written(tmp_pa
     assert process.returncode == 130, stderr
     assert "interrupted: nothing half-written was kept" in stderr
     assert "Traceback" not in stderr
-    assert not [p.name for p in out.iterdir()]
+    assert not (out / "current").exists() and not list((out / "runs").iterdir())
     assert not list(temp.iterdir())  # the history staging folder too
     connection = sqlite3.connect(db)
     assert connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
@@ -1008,7 +1012,7 @@ def test_a_busy_run_history_is_a_clear_error(ruleset, tmp_path, monkeypatch):
     finally:
         other.execute("ROLLBACK")
         other.close()
-    assert not any(p.name.endswith(".partial") for p in (tmp_path / "out").iterdir())
+    assert not list((tmp_path / "out").rglob("*.partial"))
 
 
 def _reference_failed_leaves(ruleset, condition, values, as_of, negate=False):

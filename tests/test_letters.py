@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import AS_OF, DATA, ROOT, load_example_partners
+from engine.data.run_folders import current_run
 from engine.errors import DataError, RuleSetError
 from engine.evaluate.changes import Change
 from engine.letters.facts import letter_facts
@@ -275,7 +276,18 @@ def test_safe_cannot_turn_data_into_markup(tmp_path):
 def test_partner_ids_cannot_escape_the_letters_folder(tmp_path):
     run_and_write(tmp_path, roster=hostile_roster(tmp_path))
     out = tmp_path / "out"
-    written = {p.relative_to(out).parts[0] for p in out.rglob("*") if p.is_file()}
+    assert {p.name for p in out.iterdir() if p.is_file() and not p.is_symlink()} == {
+        ".lock",
+        ".eligibility-output",
+    }
+    run = current_run(out)
+    files = [p for p in out.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert {p.relative_to(out).parts[0] for p in files} == {
+        ".lock",
+        ".eligibility-output",
+        "runs",
+    }
+    written = {p.relative_to(run).parts[0] for p in run.rglob("*") if p.is_file()}
     assert written <= {
         "letters",
         "decisions.jsonl",
@@ -498,13 +510,14 @@ def test_a_failing_letters_run_keeps_the_previous_letters(tmp_path, ruleset):
         write_letters(ruleset, LetterOptions(tmp_path / "out", templates, check=False))
     after = {p.name: p.read_bytes() for p in (tmp_path / "out" / "letters").iterdir()}
     assert after == before
-    assert not list((tmp_path / "out").glob(".letters*"))
+    run = current_run(tmp_path / "out")
+    assert not list(run.glob(".letters*"))
     # Killed between the two renames of the swap: the old letters come back.
-    os.replace(tmp_path / "out" / "letters", tmp_path / "out" / ".letters.99999.old")
+    os.replace(run / "letters", run / ".letters.99999.old")
     with pytest.raises(DataError):
         write_letters(ruleset, LetterOptions(tmp_path / "out", templates, check=False))
     restored = {p.name: p.read_bytes() for p in (tmp_path / "out" / "letters").iterdir()}
-    assert restored == before and not list((tmp_path / "out").glob(".letters*"))
+    assert restored == before and not list(run.glob(".letters*"))
 
 
 def test_letters_are_the_same_whatever_the_workers(tmp_path, ruleset):
@@ -911,12 +924,12 @@ def test_a_new_run_removes_the_letters_and_report_of_the_previous_one(cli_run, t
 
 def test_folders_left_by_a_killed_letters_run_are_cleaned_up(tmp_path, ruleset):
     run_and_write(tmp_path)
-    out = tmp_path / "out"
+    run = current_run(tmp_path / "out")
     for leftover in (".letters.99999.partial", ".letters.99998.stale"):
-        (out / leftover).mkdir()
-        (out / leftover / "P-1001.txt").write_text("half", encoding="utf-8")
-    run_and_write(tmp_path)  # a run, then letters, as 'eligibility run' does
-    assert not list(out.glob(".letters*")) and (out / "letters" / "index.csv").is_file()
+        (run / leftover).mkdir()
+        (run / leftover / "P-1001.txt").write_text("half", encoding="utf-8")
+    write_letters(ruleset, LetterOptions(tmp_path / "out", TEMPLATES, check=False))
+    assert not list(run.glob(".letters*")) and (run / "letters" / "index.csv").is_file()
 
 
 def test_letters_report_progress(tmp_path, ruleset):

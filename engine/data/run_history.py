@@ -9,6 +9,7 @@ file compares its decisions with the last recorded run to list what changed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import orjson
 
+from engine.data.locks import held
 from engine.errors import DataError, UsageError
 from engine.evaluate.changes import Snapshot
 
@@ -245,6 +247,16 @@ class RunHistory:
             self._db.execute("VACUUM")
         return doomed, decisions
 
+    def records_folder(self, run_folder: Path) -> bool:
+        """Whether a run's folder is the output folder of the run its summary names."""
+        try:
+            summary = json.loads((run_folder / "summary.json").read_text(encoding="utf-8"))
+            run_id = int(summary["run"]["id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        row = self._db.execute("SELECT output_folder FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return row is not None and Path(row[0]) == run_folder.resolve()
+
     def runs(self) -> list[RunRecord]:
         return [_record(r) for r in self._db.execute("SELECT * FROM runs ORDER BY id")]
 
@@ -257,6 +269,17 @@ class RunHistory:
     def close(self) -> None:
         self.abort()
         self._db.close()
+
+
+def lock_history(path: Path) -> contextlib.AbstractContextManager[None]:
+    """The lock of the run history at ``path`` (a file beside it, ``.lock``
+    added), held by a run from before it reads the previous run until it is
+    recorded, and by pruning: one writer at a time (see engine.data.locks)."""
+    return held(
+        path.with_name(path.name + ".lock"),
+        f"the run history {path}",
+        "wait for it to finish, or give another --db",
+    )
 
 
 def _snapshot(classifications: str, engagement: str, programs: str) -> Snapshot:

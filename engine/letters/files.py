@@ -239,10 +239,12 @@ class NewLetters:
     """A new letters folder in ``out_dir``, filled by the workers, with its
     index written here in the order given; it replaces ``letters/`` on
     :meth:`commit` (an interrupted run leaves the previous letters), and is
-    removed on :meth:`discard`."""
+    removed on :meth:`discard`. The summary names the folder as
+    ``shown_as/letters`` (default ``out_dir``): the path users read."""
 
-    def __init__(self, out_dir: Path, formats: Sequence[str]):
+    def __init__(self, out_dir: Path, formats: Sequence[str], shown_as: Path | None = None):
         self.out_dir = out_dir
+        self.shown_as = shown_as or out_dir
         self.formats = tuple(formats)
         restore_interrupted(out_dir)
         self.folder = out_dir / f".{LETTERS_FOLDER}.{os.getpid()}.partial"
@@ -257,7 +259,7 @@ class NewLetters:
             self.tally.add(row)
 
     def summary(self, only_changed: bool = False, skipped: int = 0) -> dict:
-        return self.tally.summary(self.out_dir, self.formats, only_changed, skipped)
+        return self.tally.summary(self.shown_as, self.formats, only_changed, skipped)
 
     def commit(self) -> None:
         self.index.commit()

@@ -1,7 +1,7 @@
 """The HTML run report: one self-contained file to look at a run.
 
-Built from a run's output folder (summary.json, decisions.jsonl, rejects.csv,
-changes.csv). The file has no external resources: CSS and the partner table's
+Built from a run's folder (the current run of an output folder): summary.json,
+decisions.jsonl, rejects.csv, changes.csv, letters/. The file has no external resources: CSS and the partner table's
 script are inline, and the charts are inline SVG. It is rendered by a
 sandboxed Jinja2 environment with autoescaping and StrictUndefined. Roster
 values (partner ids, reasons) are data, never markup.
@@ -19,7 +19,7 @@ from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
 from engine.data.outputs import AtomicFile
-from engine.errors import UsageError
+from engine.data.run_folders import SUMMARY, OutputFolder, current_run
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORT_NAME = "report.html"
@@ -74,10 +74,8 @@ def build_report(
     ``moves`` is a CSV written by ``eligibility diff --csv``; its moves become
     the report's what-if section.
     """
-    folder = Path(folder)
-    summary_path = folder / "summary.json"
-    if not summary_path.exists():
-        raise UsageError(f"{folder}: no summary.json; give the --out folder of a run")
+    folder = current_run(Path(folder))
+    summary_path = folder / SUMMARY
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     changes, change_count = _first_rows(folder / "changes.csv")
     rejects, reject_count = _first_rows(folder / "rejects.csv")
@@ -111,6 +109,9 @@ def build_report(
     html = _environment().get_template("report.html").render(**context)
     target = Path(output) if output else folder / REPORT_NAME
     _write(target, html)
+    outputs = OutputFolder.of_run(folder)
+    if output is None and outputs.current() == folder.resolve():
+        outputs.link_outputs()  # DIR/report.html
     return target
 
 

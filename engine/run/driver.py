@@ -4,18 +4,18 @@ The roster is read as a stream and cut into chunks. Each chunk gets its
 partners' staged history and their decisions in the previous run, and goes
 to a worker process (see :mod:`engine.run.chunks`), which decides, explains,
 lists the changes and, with ``RunOptions.letters``, writes each partner's
-letter into a new letters folder. Results come back in roster order whatever the
-number of workers, so outputs are deterministic. Bad rows are set aside in
-``rejects.csv`` with their row number and reason, and the counts always
-reconcile: rows read = partners decided + rows rejected.
+letter. Results come back in roster order whatever the number of workers,
+so outputs are deterministic. Bad rows are set aside in ``rejects.csv`` with
+their row number and reason, and the counts always reconcile: rows read =
+partners decided + rows rejected.
 
-Outputs are written to temporary files and renamed into place at the end,
-and the run is recorded in the run history in one transaction. A run
-stopped at any moment leaves the previous complete outputs and history.
-Once the new outputs are in place, the report made from the previous ones
-is removed and the new letters folder replaces the old one (or, in a run
-without letters, the old letters are removed), so the folder never mixes
-two runs.
+A run's outputs are one unit (see :mod:`engine.data.run_folders`): the run
+holds the locks of its output folder and run history from before it reads
+the previous run; it writes everything (letters, and the report with
+``RunOptions.report``) into a folder of its own, records itself in the run
+history in one transaction, and then becomes the current run in one rename.
+A run stopped at any moment leaves the previous complete run current, or
+the new one complete.
 """
 
 from __future__ import annotations
@@ -26,22 +26,18 @@ import functools
 import heapq
 import operator
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.data.outputs import (
-    CsvOutput,
-    JsonLinesOutput,
-    remove_stale_partials,
-    safe_cell,
-    write_json_atomically,
-)
+from engine.data.outputs import CsvOutput, JsonLinesOutput, safe_cell, write_json_atomically
 from engine.data.performance import HistoryStore
 from engine.data.readers import RowReader, SourceRow, file_fingerprint, unreadable_row
 from engine.data.rejects import COLUMNS as REJECT_COLUMNS, Reject
-from engine.data.run_history import DEFAULT_DB, RunHistory, RunRecord
+from engine.data.run_folders import STOPPED, OutputFolder, remove_run_folder
+from engine.data.run_history import DEFAULT_DB, RunHistory, RunRecord, lock_history
 from engine.errors import DataError, UsageError
 from engine.evaluate.changes import (
     COLUMNS as CHANGE_COLUMNS,
@@ -52,7 +48,6 @@ from engine.evaluate.decide import compiled_rules
 from engine.evaluate.records import PARTNER_ID, read_partner_id, shorten
 from engine.letters.files import (
     FORMATS as LETTER_FORMATS,
-    LETTERS_FOLDER,
     LetterWork,
     NewLetters,
     check_formats,
@@ -89,6 +84,11 @@ class RunOptions:
     # least this share of the partners that reported in the four quarters
     # before it; else its figures are not in yet, and the run stops. 0: no check.
     min_quarter_share: float = 0.5
+    # Writes the run's report into its folder before the run becomes current
+    # (engine.report.html.build_report; the report package sits above this one).
+    report: Callable[[Path], Path] | None = None
+    # Write into an --out folder that holds files this program did not write.
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class Progress:
 class RunResult:
     run_id: int | None
     summary: dict
-    out_dir: Path
+    out_dir: Path  # the run's folder (DIR/runs/<name>; DIR/stopped-run when it stopped)
     rejected_rows: int = 0
     history_rejects: int = 0
     changes: int = 0
@@ -179,24 +179,44 @@ def run_batch(
         check_templates(
             ruleset, options.letters.templates, options.roster, options.performance, options.as_of
         )
+    out = OutputFolder(options.out_dir)
+    out.refuse_foreign(options.force)  # before its lock file is made there
+    with out.lock(), lock_history(options.db):
+        out.claim(options.force)
+        runs = RunHistory(options.db)
+        try:
+            out.recover(runs.records_folder)
+            return _run_locked(ruleset, options, reader, out, runs, progress)
+        finally:
+            runs.close()
+
+
+def _run_locked(
+    ruleset: RuleSet,
+    options: RunOptions,
+    reader: RowReader,
+    out: OutputFolder,
+    runs: RunHistory,
+    progress: Callable[[Progress], None] | None,
+) -> RunResult:
+    """The run, holding the locks: see the module docstring."""
     clock = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    options.out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(options.out_dir)
     roster_source = str(options.roster.resolve())
     fingerprints = {"roster": file_fingerprint(options.roster)}
+    # Read under the locks: no other run can record itself in between.
+    previous = runs.previous_run(ruleset.name, roster_source)
+    runs.begin()
+    run_id = runs.next_run_id()
+    staging, final = out.stage(run_id)
     history = HistoryStore(ruleset.figures)
-    runs = RunHistory(options.db)
-    outputs = _Outputs(options.out_dir)
+    outputs = _Outputs(staging)
     tally = RunTally()
     timings: dict[str, float] = {}
     letters: _RunLetters | None = None
     try:
-        previous = runs.previous_run(ruleset.name, roster_source)
-        runs.begin()
-        run_id = runs.next_run_id()
         if options.letters is not None:
-            letters = _RunLetters(ruleset, options, previous.id if previous else None)
+            letters = _RunLetters(ruleset, options, staging, previous.id if previous else None)
         seen: dict[str, int] = {}
         # Rows set aside while a chunk was read, written with that chunk's
         # results: the same place in rejects.csv whatever the number of workers.
@@ -253,13 +273,10 @@ def run_batch(
             _write_reject(reject, outputs, tally)
             tally.history_rejects += 1
         if tally.decided == 0:
-            outputs.commit(only=(outputs.rejects,))
             rows = f"all {tally.rows_read} rows were" if tally.rows_read > 1 else "its only row was"
             raise DataError(
-                f"{options.roster}: no partner could be decided, {rows} "
-                "rejected; see "
-                f"{options.out_dir / 'rejects.csv'} (nothing else was written "
-                "or recorded)"
+                f"{options.roster}: no partner could be decided, {rows} rejected; see "
+                f"{_keep_rejects(outputs, out)} (nothing else was written or recorded)"
             )
         _check_latest_quarter(options, tally)
         timings["total_seconds"] = round(time.perf_counter() - clock, 3)
@@ -271,26 +288,25 @@ def run_batch(
         result = RunResult(
             run_id,
             summary,
-            options.out_dir,
+            final,
             tally.rejected_rows,
             tally.history_rejects,
             sum(tally.changes.values()),
         )
         if options.strict and (tally.rejected_rows or tally.history_rejects):
-            outputs.commit(only=(outputs.rejects,))
-            runs.abort()
-            if letters is not None:
-                letters.discard()
+            result.out_dir = _keep_rejects(outputs, out).parent
             result.failed_strict = True
             result.run_id = None
-            return result
+            raise _Stopped(result)
         if letters is not None:
             summary["letters"] = result.letters = letters.summary()
         outputs.commit()
-        write_json_atomically(options.out_dir / "summary.json", summary)
-        remove_derived_outputs(options.out_dir, keep_letters=letters is not None)
         if letters is not None:
             letters.commit()
+        write_json_atomically(staging / "summary.json", summary)
+        if options.report is not None:
+            options.report(staging)
+        out.publish(staging, final)
         finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         runs.finish(
             RunRecord(
@@ -307,20 +323,62 @@ def run_batch(
                 tally.rows_read,
                 tally.decided,
                 tally.rejected_rows,
-                str(options.out_dir.resolve()),
+                str(final.resolve()),
                 summary,
             )
         )
+        out.switch(final)
+        out.prune()
         return result
+    except _Stopped as stopped:
+        _discard(outputs, runs, letters, staging)
+        return stopped.result
     except BaseException:
-        outputs.discard()
-        runs.abort()
-        if letters is not None:
-            letters.discard()
+        _discard(outputs, runs, letters, staging)
         raise
     finally:
         history.close()
-        runs.close()
+
+
+class _Stopped(Exception):
+    """A run that stops without becoming current, with its result (--strict)."""
+
+    def __init__(self, result: RunResult):
+        self.result = result
+
+
+def _discard(outputs: _Outputs, runs: RunHistory, letters, staging: Path) -> None:
+    outputs.discard()
+    runs.abort()
+    if letters is not None:
+        letters.discard()
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _keep_rejects(outputs: _Outputs, out: OutputFolder) -> Path:
+    """The rejects of a run that stops on them, kept in ``DIR/stopped-run/``
+    (the current run stays as it was); returns the file."""
+    outputs.commit(only=(outputs.rejects,))
+    target = out.path / STOPPED / "rejects.csv"
+    target.parent.mkdir(exist_ok=True)
+    os.replace(outputs.rejects.path, target)
+    return target
+
+
+def prune_runs(db: Path, keep: int) -> tuple[list[int], int]:
+    """Delete all but the newest ``keep`` runs of each rule set over each
+    roster from the run history, and their folders (never a current run's);
+    returns the run ids deleted and how many partner decisions went with them."""
+    with lock_history(db):
+        runs = RunHistory(db)
+        try:
+            folders = {r.id: r.output_folder for r in runs.runs()}
+            deleted, decisions = runs.prune(keep)
+        finally:
+            runs.close()
+    for run_id in deleted:
+        remove_run_folder(Path(folders[run_id]))
+    return deleted, decisions
 
 
 def roster_chunks(
@@ -501,9 +559,11 @@ class _RunLetters(NewLetters):
     workers, with what they need (``work``) and each partner's file name,
     given in roster order (``names``)."""
 
-    def __init__(self, ruleset: RuleSet, options: RunOptions, previous_run: int | None):
+    def __init__(
+        self, ruleset: RuleSet, options: RunOptions, folder: Path, previous_run: int | None
+    ):
         spec = options.letters
-        super().__init__(options.out_dir, spec.formats)
+        super().__init__(folder, spec.formats, shown_as=options.out_dir)
         settings = load_letter_settings(spec.templates, ruleset)
         self.work = LetterWork(
             str(spec.templates),
@@ -590,25 +650,6 @@ def _summary(
             "partners_per_second": round(tally.rows_read / max(timings["total_seconds"], 1e-9)),
         },
     }
-
-
-def remove_derived_outputs(folder: Path, keep_letters: bool = False) -> None:
-    """The report and letters made from the previous outputs: they no longer match.
-
-    ``eligibility run --report`` makes the report again (or ``eligibility
-    report``); a run that writes letters puts its own in place of the old
-    ones (``keep_letters``: they are left for that). Otherwise the old
-    letters folder is only moved aside (``.letters.<pid>.stale``) here; it is
-    deleted by :func:`~engine.data.outputs.remove_stale_partials` once new
-    letters are written (``eligibility run`` calls it last). Deleting
-    thousands of files just before creating as many makes ext4 hunt for free
-    inodes past the ones just freed, which made each new file cost ten times
-    as much.
-    """
-    (folder / "report.html").unlink(missing_ok=True)
-    letters = folder / LETTERS_FOLDER
-    if not keep_letters and letters.is_dir():
-        os.replace(letters, folder / f".{LETTERS_FOLDER}.{os.getpid()}.stale")
 
 
 def default_workers() -> int:

@@ -27,6 +27,7 @@ import orjson
 
 from engine.data.outputs import read_cell, write_json_atomically
 from engine.data.readers import RowReader, file_fingerprint
+from engine.data.run_folders import SUMMARY, OutputFolder, current_run
 from engine.errors import DataError, UsageError
 from engine.evaluate.changes import Change
 from engine.evaluate.decide import recorded_values
@@ -74,13 +75,27 @@ class LetterJob(NamedTuple):
 def write_letters(
     ruleset: RuleSet, options: LetterOptions, progress: Callable[[Progress], None] | None = None
 ) -> dict:
-    """Write the letters of the run in ``options.out_dir``; returns their summary,
+    """Write the letters of the run in ``options.out_dir`` (an output folder's
+    current run, or a run's own folder) into its folder; returns their summary,
     which is also added to the run's summary.json under ``letters``.
     ``progress`` is told after each chunk how many letters are written."""
     check_formats(options.formats)
-    summary_path = options.out_dir / "summary.json"
-    if not summary_path.is_file():
-        raise UsageError(f"{options.out_dir}: no summary.json; give the --out folder of a run")
+    folder = current_run(options.out_dir)
+    outputs = OutputFolder.of_run(folder)
+    with outputs.lock():
+        summary = _write_letters(ruleset, options, folder, progress)
+    if outputs.current() == folder.resolve():
+        outputs.link_outputs()  # DIR/letters, when the run had none
+    return summary
+
+
+def _write_letters(
+    ruleset: RuleSet,
+    options: LetterOptions,
+    folder: Path,
+    progress: Callable[[Progress], None] | None,
+) -> dict:
+    summary_path = folder / SUMMARY
     run = json.loads(summary_path.read_text(encoding="utf-8"))
     if run["rule_set"]["fingerprint"] != ruleset.fingerprint:
         raise DataError(
@@ -97,9 +112,9 @@ def write_letters(
     settings = load_letter_settings(options.templates, ruleset)
     previous_run = run["changes"]["previous_run"]
 
-    letters = NewLetters(options.out_dir, options.formats)
+    letters = NewLetters(folder, options.formats, shown_as=options.out_dir)
     try:
-        selected = _Selection(_jobs(ruleset, options, roster), options.only_changed)
+        selected = _Selection(_jobs(ruleset, folder, roster), options.only_changed)
         shared = (
             ruleset,
             LetterWork(
@@ -149,11 +164,12 @@ def _same_input(path: Path, fingerprint: str) -> None:
         )
 
 
-def _jobs(ruleset: RuleSet, options: LetterOptions, roster: Path) -> Iterator[LetterJob]:
-    """Decided partners in roster order, joined with their changes and roster rows."""
+def _jobs(ruleset: RuleSet, folder: Path, roster: Path) -> Iterator[LetterJob]:
+    """A run's decided partners (``folder``: its own folder) in roster order,
+    joined with their changes and roster rows."""
     metric_names = {metric.name for metric in ruleset.metrics}
-    decisions_path = options.out_dir / "decisions.jsonl"
-    changes_path = options.out_dir / "changes.csv"
+    decisions_path = folder / "decisions.jsonl"
+    changes_path = folder / "changes.csv"
     # Every row a run decides or rejects by its fields is named, in roster
     # order, as the run names them (screened_rows), so that letters written
     # here and by the run get the same file names.

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -20,6 +25,7 @@ from typing import Any
 # chunks in flight again and again; every 50,000 it costs a fraction of that.
 GC_THRESHOLD = (50_000, 20, 20)
 
+_PR_SET_PDEATHSIG = 1  # Linux prctl(2)
 _shared: tuple = ()  # in a worker: the shared arguments of its pool's tasks
 
 
@@ -84,15 +90,37 @@ def _with_shared(function: Callable[..., Any], *task: Any) -> Any:
     return function(*_shared, *task)
 
 
+def _die_with_parent() -> None:
+    """End this worker when the main process dies, even killed outright: on
+    Linux at once, by the kernel; elsewhere within a second, by a watcher
+    thread. Else it would write its result into a pipe nobody reads and
+    print a BrokenPipeError traceback."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0 and os.getppid() == parent:
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
 def _start_worker(warm_up: Callable[[], Any] | None, shared: tuple) -> None:
     """Keep the shared arguments and warm up; then what the worker holds
     (modules, the rule set, its engine) is never garbage: the collector need
     not scan it again, and runs less often."""
     global _shared
     _shared = shared
-    # Ctrl-C is the main process's to handle: it stops the pool, and the run
-    # keeps nothing half-written. Workers would only print tracebacks.
+    # Ctrl-C and SIGTERM are the main process's to handle: it stops the pool,
+    # and the run keeps nothing half-written. Workers would only print
+    # tracebacks (SIGTERM: the pool stopping them, or what they inherited).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
     if warm_up is not None:
         try:
             warm_up()
