@@ -7,6 +7,7 @@ import datetime as dt
 import email
 import email.policy
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -298,8 +299,8 @@ def test_partner_ids_cannot_escape_the_letters_folder(tmp_path):
     }
     assert not (tmp_path / "escape.txt").exists()
     rows = index(out)
-    assert rows["../../escape"]["files"].startswith("_.._escape-")
-    assert rows["a/b\\c"]["files"].startswith("a_b_c-")
+    assert rows["../../escape"]["files"].startswith("______escape~")
+    assert rows["a/b\\c"]["files"].startswith("a_b_c~")
 
 
 def test_header_injection_is_refused_and_a_missing_address_is_noted(tmp_path):
@@ -334,18 +335,47 @@ def test_an_address_with_a_domain_in_another_script_is_written_in_ascii(tmp_path
     "partner_id,expected",
     [
         ("P-1001", "P-1001"),
-        ("..", "partner-"),
-        ("a/b", "a_b-"),
-        (".hidden", "hidden-"),
-        ("x" * 300, "x" * 80 + "-"),
-        ("CON", "CON-"),
-        ("lpt1", "lpt1-"),
+        ("..", "__~"),
+        ("a/b", "a_b~"),
+        (".hidden", "_hidden~"),
+        ("x" * 300, "x" * 40 + "~"),
+        ("CON", "CON~"),
+        ("lpt1", "lpt1~"),
+        ("Com1.txt", "Com1_txt~"),
+        ("nul.tar.gz", "nul_tar_gz~"),
+        ("COM¹", "COM_~"),
+        ("ends.", "ends_~"),
+        ("a b", "a_b~"),
+        ("", "partner~"),
     ],
 )
 def test_safe_stem(partner_id, expected):
     stem = safe_stem(partner_id)
     assert stem.startswith(expected) and "/" not in stem and not stem.startswith(".")
-    assert safe_stem("a/b") != safe_stem("a_b") != safe_stem("a\\b")
+    assert stem == partner_id if expected == partner_id else len(stem) == len(expected) + 26
+    assert stem.split(".")[0].upper() not in {"CON", "LPT1", "COM1", "NUL"}
+
+
+def test_letter_names_never_collide():
+    """The names seen colliding (a_b-c14cddc033, a/b), and any ids at all: all
+    names differ even case-folded, so no two partners share a file anywhere."""
+    from hypothesis import given, settings, strategies as st
+
+    taken: set[str] = set()
+    assert safe_stem("a/b", taken).casefold() != safe_stem("a_b-c14cddc033", taken).casefold()
+    pieces = st.sampled_from(["a", "A", "b", "_", "-", ".", "/", "~", "con", "1", "é", " "])
+    ids = st.lists(st.lists(pieces, max_size=6).map("".join), unique=True, max_size=40)
+
+    @settings(max_examples=300, deadline=None)
+    @given(ids)
+    def distinct(partner_ids):
+        taken: set[str] = set()
+        stems = [safe_stem(pid, taken) for pid in partner_ids]
+        assert len({stem.casefold() for stem in stems}) == len(partner_ids)
+        for stem in stems:
+            assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*|[A-Za-z0-9_-]+~[a-z2-7]{26}", stem)
+
+    distinct()
 
 
 def test_ids_that_differ_only_by_case_get_files_of_their_own(tmp_path):
@@ -359,7 +389,7 @@ def test_ids_that_differ_only_by_case_get_files_of_their_own(tmp_path):
     run_and_write(tmp_path, roster=roster, formats=("text",))
     rows = index(tmp_path / "out")
     assert rows["AbC-1"]["files"] == "AbC-1.txt"
-    assert rows["abc-1"]["files"].startswith("abc-1-") and rows["abc-1"]["files"].endswith(".txt")
+    assert rows["abc-1"]["files"].startswith("abc-1~") and rows["abc-1"]["files"].endswith(".txt")
     assert len({r["files"].casefold() for r in rows.values()}) == len(rows)
     taken: set[str] = set()
     stems = [safe_stem(partner_id, taken) for partner_id in ("X", "x", "CON")]
@@ -1057,7 +1087,7 @@ def test_letters_written_by_the_run_equal_the_letters_pass(tmp_path, workers):
     )
     written = _letter_files(out)
     assert result.letters["letters"] == result.summary["partners"]["decided"]
-    assert any(name.startswith("CASE-A-") for name in written)  # hashed: 'case-a' came first
+    assert any(name.startswith("CASE-A~") for name in written)  # hashed: 'case-a' came first
     assert "welcome" in (out / "letters" / "index.csv").read_text(encoding="utf-8")
     replayed = write_letters(ruleset, LetterOptions(out, TEMPLATES, workers=workers))
     assert replayed == result.letters

@@ -7,13 +7,14 @@ Letters are written into a new folder that replaces ``DIR/letters/`` only
 when every letter and the index are written (:func:`swap_folder`).
 
 File names come from partner ids made safe (:func:`safe_stem`): letters,
-digits, ``.``, ``_`` and ``-`` only, never a leading dot, and a short hash of
-the real id whenever anything had to change, so two partners never share a
-file and no id can write outside the folder.
+digits, ``.``, ``_``, ``-`` and ``~`` only, never a leading dot nor a
+Windows device name, and the id's hash whenever anything had to change, so
+two partners never share a file and no id can write outside the folder.
 """
 
 from __future__ import annotations
 
+import base64
 import collections
 import datetime as dt
 import hashlib
@@ -48,31 +49,53 @@ INDEX_COLUMNS = (
     "files",
     "note",
 )
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 MAX_STEM = 80
+_READABLE = 40  # characters of the id kept in a hashed name
+_MARK = "~"  # never in a plain name: a hashed name never meets a plain one
 
-
-# Names Windows keeps for devices, whatever the extension (CON.txt is the console).
+# Names Windows keeps for devices, whatever the extension (CON.txt and
+# Com1.txt are the console and a serial port), with the superscript ports.
 _DEVICES = frozenset(
-    {"CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10))}
+    {
+        "CON",
+        "PRN",
+        "AUX",
+        "NUL",
+        "CONIN$",
+        "CONOUT$",
+        *(f"{port}{n}" for port in ("COM", "LPT") for n in (*"0123456789", "¹", "²", "³")),
+    }
 )
 
 
 def safe_stem(partner_id: str, taken: set[str] | None = None) -> str:
-    """A file name (without extension) for a partner id that cannot escape a
-    folder, nor name a device on Windows. With ``taken`` (the stems given so
-    far, case-folded), an id that differs from an earlier one only by case
-    (``AbC``, ``abc``: two files on Linux, one on macOS and Windows) gets the
-    hash too."""
-    stem = _UNSAFE.sub("_", partner_id).lstrip(".")[:MAX_STEM]
+    """The file name (without extension) of a partner's letters: unique by
+    construction, and safe on Linux, macOS and Windows.
+
+    A plain id (ASCII letters, digits, ``.``, ``_``, ``-``; not starting
+    with a dot nor ending with one, at most MAX_STEM characters, no device
+    name before its first dot) is its own name. Any other id is named by
+    its readable part, ``~`` and 26 characters of its SHA-256 (130 bits):
+    ``~`` is never in a plain name, so a hashed name never equals a plain
+    one, and two hashed names are equal only if SHA-256 collides. With
+    ``taken`` (the names given so far, case-folded), an id that equals an
+    earlier name but for case (``AbC``, ``abc``: two files on Linux, one on
+    macOS and Windows) gets the hashed name too.
+    """
     if (
-        stem != partner_id
-        or not stem
-        or stem.upper() in _DEVICES
-        or (taken is not None and stem.casefold() in taken)
+        len(partner_id) <= MAX_STEM
+        and _PLAIN.match(partner_id)
+        and not partner_id.endswith(".")
+        and partner_id.split(".", 1)[0].upper() not in _DEVICES
+        and (taken is None or partner_id.casefold() not in taken)
     ):
-        digest = hashlib.sha256(partner_id.encode("utf-8")).hexdigest()[:10]
-        stem = f"{stem or 'partner'}-{digest}"
+        stem = partner_id
+    else:
+        digest = hashlib.sha256(partner_id.encode("utf-8", "surrogatepass")).digest()
+        code = base64.b32encode(digest).decode("ascii").lower()[:26]
+        stem = f"{_UNSAFE.sub('_', partner_id)[:_READABLE] or 'partner'}{_MARK}{code}"
     if taken is not None:
         taken.add(stem.casefold())
     return stem

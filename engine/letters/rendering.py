@@ -44,8 +44,10 @@ from jinja2.runtime import Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
 
+from engine.letters import sandbox
 from engine.letters.facts import KINDS, LetterFacts
 from engine.letters.settings import LetterSettings, load_terms
+from engine.ruleset.yaml_source import outside_folder
 from engine.ruleset.value_types import (
     BOOL,
     CHOICE,
@@ -154,6 +156,11 @@ class _Slots:
         if slots is None:
             return escape(text)
         index = len(slots)
+        if index >= sandbox.MAX_OUTPUTS:
+            raise sandbox.TemplateLimitError(
+                f"the letter has more than {sandbox.MAX_OUTPUTS:,} values in it: a loop "
+                "in the template must be running too long"
+            )
         slots.append(text)
         return (
             _PLACEHOLDERS[index]
@@ -181,6 +188,14 @@ class _SlotCodeGenerator(CodeGenerator):
         else:
             super()._output_child_post(node, frame, finalize)
 
+    def visit_Concat(self, node, frame) -> None:
+        """``a ~ b``: data joined to the template's markup stays data (engine.letters.sandbox)."""
+        self.write("environment.join_parts((")
+        for argument in node.nodes:
+            self.visit(argument, frame)
+            self.write(", ")
+        self.write("))")
+
 
 def _finalize_only(frame, finalize) -> bool:
     return (
@@ -193,6 +208,17 @@ def _finalize_only(frame, finalize) -> bool:
 _PLAIN_CALLABLES = (Macro, types.BuiltinMethodType)
 # Attribute names the sandbox wraps when they are read (str.format), never remembered.
 _WRAPPED_ATTRIBUTES = frozenset({"format", "format_map"})
+
+
+class _FolderLoader(FileSystemLoader):
+    """The templates of one folder, never a link to a file outside it."""
+
+    def get_source(self, environment: Any, template: str) -> tuple:
+        source, filename, uptodate = super().get_source(environment, template)
+        outside = outside_folder(Path(filename), Path(self.searchpath[0]))
+        if outside:  # reported as the template checks report a broken template
+            raise TemplateSyntaxError(outside, 1, template, filename)
+        return source, filename, uptodate
 
 
 class _LetterSandbox(ImmutableSandboxedEnvironment):
@@ -211,10 +237,23 @@ class _LetterSandbox(ImmutableSandboxedEnvironment):
     """
 
     code_generator_class = _SlotCodeGenerator
+    intercepted_binops = sandbox.INTERCEPTED_BINOPS  # see engine.letters.sandbox
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, as_data: Any = escape, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._allowed: set[tuple[type, str]] = set()
+        self.as_data = as_data  # data into the template's Markup: a placeholder
+        self.filters = sandbox.letter_filters(self.filters, as_data)
+        for name in sandbox.REMOVED_GLOBALS:
+            self.globals.pop(name, None)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        sandbox.check_binop(operator, left, right)
+        left, right = sandbox.mixed_binop(operator, left, right, self.as_data)
+        return super().call_binop(context, operator, left, right)
+
+    def join_parts(self, parts: tuple) -> Any:
+        return sandbox.joined(parts, self.as_data)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         kind = type(obj)
@@ -243,6 +282,12 @@ class _LetterSandbox(ImmutableSandboxedEnvironment):
         # (about a sixth of a letter's rendering). str.format and format_map
         # always take the sandbox's own way (older Jinja2 checks them here).
         kind = type(__obj)
+        name = getattr(__obj, "__name__", None)
+        if name in sandbox.GROWING_METHODS:
+            sandbox.check_method(__obj, args, kwargs)
+            bound = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
+            if isinstance(bound, Markup):
+                args, kwargs = sandbox.data_for_markup(name, args, kwargs, __self.as_data)
         if kind is Macro or (
             kind is types.BuiltinMethodType and __obj.__name__ not in _WRAPPED_ATTRIBUTES
         ):
@@ -390,7 +435,8 @@ class LetterRenderer:
         self.currency = currency
         self._slots = _Slots()
         self.env = _LetterSandbox(
-            loader=FileSystemLoader(str(self.folder)),
+            loader=_FolderLoader(str(self.folder)),
+            as_data=self._slots,
             undefined=StrictUndefined,
             autoescape=True,
             finalize=self._slots,
@@ -400,7 +446,7 @@ class LetterRenderer:
             auto_reload=False,
             cache_size=-1,
         )  # a dict: each letter looks its base template up again
-        self.env.filters.update(
+        ours = dict(
             money=self._formatter(MONEY),
             percent=self._formatter(PERCENT),
             number=self._formatter(NUMBER),
@@ -412,9 +458,11 @@ class LetterRenderer:
             e=_no_escape,
             escape=_no_escape,
             safe=_no_escape,
+            forceescape=_no_escape,
         )
-        self.html_env = ImmutableSandboxedEnvironment(
-            loader=FileSystemLoader(str(self.folder)),
+        self.env.filters.update(sandbox.letter_filters(ours, self._slots))
+        self.html_env = _LetterSandbox(
+            loader=_FolderLoader(str(self.folder)),
             undefined=StrictUndefined,
             autoescape=True,
             auto_reload=False,
@@ -476,10 +524,15 @@ class LetterRenderer:
         self._letter_formats, self._letter_terms = formats, self._terms.get(language, {})
         self._slots.values = slots
         try:
-            jinja_context = template.new_context(context)
-            skeleton = "".join(template.root_render_func(jinja_context))
-            subject_block = jinja_context.blocks.get("subject")
-            subject_skeleton = "".join(subject_block[0](jinja_context)) if subject_block else ""
+            with sandbox.time_limit():
+                jinja_context = template.new_context(context)
+                skeleton = sandbox.check_letter(list(template.root_render_func(jinja_context)))
+                subject_block = jinja_context.blocks.get("subject")
+                subject_skeleton = (
+                    sandbox.check_letter(list(subject_block[0](jinja_context)))
+                    if subject_block
+                    else ""
+                )
         except Exception:  # noqa: BLE001 - a template's error: re-raised with template lines
             self.env.handle_exception()
         finally:

@@ -60,7 +60,7 @@ def load_letter_settings(folder: str | Path, ruleset: RuleSet) -> LetterSettings
             ],
             "the letter templates",
         )
-    data, problems = load_yaml(path)
+    data, problems = load_yaml(path, folder=Path(folder))
     if data is not None and not isinstance(data, YMap):
         problems.append(Problem(str(path), 1, 1, "letters.yaml must be a mapping of settings"))
     if problems or data is None:
@@ -182,7 +182,7 @@ def load_terms(folder: str | Path, language: str) -> dict[str, str]:
     path = Path(folder) / language / TERMS_FILE
     if not path.is_file():
         return {}
-    data, problems = load_yaml(path)
+    data, problems = load_yaml(path, folder=Path(folder))
     if data is not None and (
         not isinstance(data, YMap) or not all(isinstance(v, str) for v in data.values())
     ):

@@ -79,7 +79,13 @@ def check_templates(
             "the letter templates",
         )
     settings = load_letter_settings(folder, ruleset)
-    renderer = renderer_for(folder, settings, ruleset.currency, fresh=True)
+    try:
+        renderer = renderer_for(folder, settings, ruleset.currency, fresh=True)
+    except TemplateSyntaxError as error:  # the HTML layout, read as the renderer starts
+        raise RuleSetError(
+            [Problem(error.filename or str(folder), error.lineno, 0, error.message or "error")],
+            "the letter templates",
+        ) from None
     as_of = as_of or dt.date.today()
     samples = _samples(ruleset, settings, roster, performance, as_of)
     problems: set[Problem] = set()

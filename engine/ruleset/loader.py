@@ -139,8 +139,9 @@ class _RuleLoader:
         digest = hashlib.sha256()
         sections: dict[str, list[tuple[YMap, Loc]]] = {s: [] for s in SECTIONS}
         for path in paths:
-            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-            data, problems = load_yaml(path, str(path))
+            data, problems = load_yaml(path, str(path), self.folder)
+            if data is not None:
+                digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
             self.problems.extend(problems)
             if data is None:
                 self.unreadable = self.unreadable or bool(problems)

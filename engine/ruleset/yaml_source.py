@@ -178,9 +178,31 @@ class _Builder:
         raise AssertionError(f"unexpected YAML node {node!r}")  # pragma: no cover
 
 
-def load_yaml(path: Path, display_name: str | None = None) -> tuple[Any, list[Problem]]:
-    """Load one YAML file safely. Returns (data, problems); data is None on failure."""
+def outside_folder(path: Path, folder: Path) -> str | None:
+    """Why ``path`` may not be read as part of ``folder``: it resolves outside
+    it (a symbolic link to a file elsewhere); None when it is inside."""
+    try:
+        target, root = Path(path).resolve(), Path(folder).resolve()
+    except (OSError, RuntimeError) as error:  # a link loop
+        return f"cannot follow this link ({error})"
+    if target == root or root in target.parents:
+        return None
+    return (
+        f"this is a link to {target}, outside the folder {root}; only files inside "
+        "the folder are read (copy the file in instead of linking to it)"
+    )
+
+
+def load_yaml(
+    path: Path, display_name: str | None = None, folder: Path | None = None
+) -> tuple[Any, list[Problem]]:
+    """Load one YAML file safely. Returns (data, problems); data is None on
+    failure. With ``folder``, a file that resolves outside it is refused."""
     name = display_name or str(path)
+    if folder is not None:
+        outside = outside_folder(path, folder)
+        if outside:
+            return None, [Problem(name, 1, 1, outside)]
     try:
         size = path.stat().st_size
     except OSError as error:

@@ -20,13 +20,13 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import orjson
 
 from engine.data.performance import HistoryStore
 from engine.data.readers import RowReader
-from engine.errors import UsageError
+from engine.errors import InputError
 from engine.evaluate.decide import compiled_rules
 from engine.ruleset.loader import load_rules
 from engine.ruleset.model import ENGAGEMENT, RuleSet
@@ -77,25 +77,43 @@ def rules_folder(spec: str) -> Iterator[Path]:
         yield Path(spec)
         return
     revision, _, path = spec[len(GIT_PREFIX) :].partition(":")
-    if not revision or not path:
-        raise UsageError(
-            f"'{spec}': write a git rule set as git:REVISION:PATH, for example git:HEAD:rules"
-        )
+    _check_git_spec(spec, revision, path)
     try:
         archive = subprocess.run(
-            ["git", "archive", "--format=tar", revision, path], capture_output=True, check=True
+            ["git", "archive", "--format=tar", revision, "--", path],
+            capture_output=True,
+            check=True,
         ).stdout
     except FileNotFoundError:
-        raise UsageError("git is not installed, so git: rule sets cannot be read") from None
+        raise InputError("git is not installed, so git: rule sets cannot be read") from None
     except subprocess.CalledProcessError as error:
         message = error.stderr.decode(errors="replace").strip().splitlines()
-        raise UsageError(
+        raise InputError(
             f"'{spec}': git could not read it ({message[-1] if message else 'error'})"
         ) from None
+    if not archive:
+        raise InputError(f"'{spec}': git has no folder {path} at {revision}")
     with tempfile.TemporaryDirectory(prefix="eligibility-rules-") as folder:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(folder, filter="data")
         yield Path(folder) / path
+
+
+def _check_git_spec(spec: str, revision: str, path: str) -> None:
+    """A revision and a path that git can only read as such: neither may start
+    with ``-`` (git would take it for an option, ``--output=FILE``)."""
+    if not revision or not path:
+        raise InputError(
+            f"'{spec}': write a git rule set as git:REVISION:PATH, for example git:HEAD:rules"
+        )
+    for part, what in ((revision, "revision"), (path, "path")):
+        if part.startswith("-") or any(c.isspace() or ord(c) < 32 for c in part):
+            raise InputError(
+                f"'{spec}': '{part}' is not a git {what} (it may not start with '-' "
+                "or hold spaces); write git:REVISION:PATH, for example git:HEAD:rules"
+            )
+    if PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts:
+        raise InputError(f"'{spec}': the path must be inside the repository, like rules")
 
 
 def compare(
