@@ -843,5 +843,6 @@ def main() -> None:
 def _interrupt(_signal: int, _frame) -> None:
     raise KeyboardInterrupt
 
+
 if __name__ == "__main__":
     main()

@@ -18,11 +18,11 @@ import pytest
 
 from conftest import AS_OF, ROOT
 from engine.data import performance
+from engine.data.run_folders import current_run
 from engine.data.run_history import RunHistory
 from engine.errors import DataError, UsageError
 from engine.evaluate.decide import Evaluator
 from engine.ruleset.loader import load_rules
-from engine.data.run_folders import current_run
 from engine.run import driver
 from engine.run.driver import RunOptions, run_batch
 from engine.run.letters_pass import LetterOptions, write_letters

@@ -245,9 +245,7 @@ HUNGRY = {
 
 
 @pytest.mark.parametrize("name", sorted(HUNGRY))
-def test_templates_cannot_take_unbounded_memory_or_time(
-    ruleset, tmp_path, monkeypatch, name
-):
+def test_templates_cannot_take_unbounded_memory_or_time(ruleset, tmp_path, monkeypatch, name):
     """Each fails the template check with its file and line, before a run,
     quickly (the time limit made short here), and never with MemoryError."""
     monkeypatch.setattr(sandbox, "TIME_LIMIT", 1.0)

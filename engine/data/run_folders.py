@@ -35,7 +35,7 @@ import datetime as dt
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.data.locks import held
@@ -135,7 +135,9 @@ class OutputFolder:
             and not _old_temporary(e.name)
         ]
         if foreign and not force:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if foreign[3:] else "")
+            shown = ", ".join(foreign[:3]) + (
+                f" and {len(foreign) - 3} more" if foreign[3:] else ""
+            )
             raise UsageError(
                 f"{self.path} holds files this program did not write ({shown}); give a new "
                 "or empty folder with --out, or add --force to write beside them (they are "
@@ -282,4 +284,3 @@ def _sync_folder(path: Path) -> None:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
-

@@ -47,7 +47,6 @@ from markupsafe import Markup, escape
 from engine.letters import sandbox
 from engine.letters.facts import KINDS, LetterFacts
 from engine.letters.settings import LetterSettings, load_terms
-from engine.ruleset.yaml_source import outside_folder
 from engine.ruleset.value_types import (
     BOOL,
     CHOICE,
@@ -59,6 +58,7 @@ from engine.ruleset.value_types import (
     PERCENT,
     plain_text,
 )
+from engine.ruleset.yaml_source import outside_folder
 
 TEMPLATE_SUFFIX = ".md.j2"
 HTML_LAYOUT = "letter.html.j2"

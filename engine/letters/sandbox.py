@@ -316,7 +316,10 @@ def time_limit(seconds: float | None = None) -> Iterator[None]:
     alarm, SIGALRM). Where there is none (Windows, a thread other than the
     main one), the block runs unbounded in time; the size limits still hold."""
     seconds = TIME_LIMIT if seconds is None else seconds
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+    if (
+        not hasattr(signal, "setitimer")
+        or threading.current_thread() is not threading.main_thread()
+    ):
         yield
         return
     before = signal.signal(signal.SIGALRM, _out_of_time)

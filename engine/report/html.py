@@ -1,10 +1,11 @@
 """The HTML run report: one self-contained file to look at a run.
 
 Built from a run's folder (the current run of an output folder): summary.json,
-decisions.jsonl, rejects.csv, changes.csv, letters/. The file has no external resources: CSS and the partner table's
-script are inline, and the charts are inline SVG. It is rendered by a
-sandboxed Jinja2 environment with autoescaping and StrictUndefined. Roster
-values (partner ids, reasons) are data, never markup.
+decisions.jsonl, rejects.csv, changes.csv, letters/. The file has no external
+resources: CSS and the partner table's script are inline, and the charts are
+inline SVG. It is rendered by a sandboxed Jinja2 environment with
+autoescaping and StrictUndefined. Roster values (partner ids, reasons) are
+data, never markup.
 """
 
 from __future__ import annotations
