@@ -346,3 +346,19 @@ def test_workers_die_quietly_with_a_killed_main_process(tmp_path, big_roster):
     assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     connection.close()
     assert os.path.exists(out)
+
+
+def test_runs_killed_in_every_phase_leave_a_complete_current_run(tmp_path):
+    """The short version of bench/kill_test.py: one kill at a random moment,
+    one as the report is written, one as the run is recorded and switched to;
+    each time the current run and the history are whole, and the next run
+    lists the right changes."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench/kill_test.py"), "--partners", "1500", "--kills", "3"]
+        + ["--work", str(tmp_path), "--seed", "7"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 of 3 clean" in result.stdout, result.stdout
