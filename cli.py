@@ -1,6 +1,7 @@
 """The ``eligibility`` command: a thin click layer over :mod:`engine`.
 
-Exit codes: 0 ok, 1 bad rules or data (or an engine failure), 2 usage.
+Exit codes: 0 ok, 1 bad rules, data or inputs (or an engine failure, or another run
+busy with the same folder or history), 2 usage.
 Errors go to stderr, without tracebacks.
 """
 

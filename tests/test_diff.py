@@ -92,10 +92,10 @@ def test_an_announced_change_between_two_dates(workspace):
         ("git:no-such-revision:rules", "git could not read it"),
     ],
 )
-def test_bad_git_rule_sets_are_usage_errors(workspace, spec, message):
+def test_bad_git_rule_sets_are_one_line_errors(workspace, spec, message):
     result = run_diff("--base", spec)
-    assert result.exit_code == 2
-    assert message in result.stderr
+    assert result.exit_code == 1  # as every input that cannot be used
+    assert message in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_html_page_of_the_comparison(workspace):

@@ -282,12 +282,13 @@ class _LetterSandbox(ImmutableSandboxedEnvironment):
         # (about a sixth of a letter's rendering). str.format and format_map
         # always take the sandbox's own way (older Jinja2 checks them here).
         kind = type(__obj)
-        name = getattr(__obj, "__name__", None)
-        if name in sandbox.GROWING_METHODS:
-            sandbox.check_method(__obj, args, kwargs)
-            bound = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
-            if isinstance(bound, Markup):
-                args, kwargs = sandbox.data_for_markup(name, args, kwargs, __self.as_data)
+        if kind is not Macro:  # a method that can grow a value, or take data into markup
+            name = getattr(__obj, "__name__", None)
+            if name in sandbox.GROWING_METHODS:
+                sandbox.check_method(__obj, args, kwargs)
+                bound = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
+                if isinstance(bound, Markup):
+                    args, kwargs = sandbox.data_for_markup(name, args, kwargs, __self.as_data)
         if kind is Macro or (
             kind is types.BuiltinMethodType and __obj.__name__ not in _WRAPPED_ATTRIBUTES
         ):
@@ -318,7 +319,10 @@ class _LetterSandbox(ImmutableSandboxedEnvironment):
 
 def _join(values, separator: str = "") -> str:
     """``join`` that keeps data as data (Jinja's escapes it into Markup)."""
-    return separator.join("" if v is None else plain_text(v) for v in values)
+    items = ["" if v is None else plain_text(v) for v in values]
+    if separator and len(items) * len(separator) > sandbox.MAX_VALUE:
+        raise sandbox.too_large("join")
+    return sandbox.check_size(separator.join(items))
 
 
 def _fill(skeleton: str, slots: list[str], escape: bool) -> str:
@@ -460,7 +464,9 @@ class LetterRenderer:
             safe=_no_escape,
             forceescape=_no_escape,
         )
-        self.env.filters.update(sandbox.letter_filters(ours, self._slots))
+        # Ours return plain text of bounded size, so they need no wrapping
+        # (they are called most: a wrapper would cost a tenth of a letter).
+        self.env.filters.update(ours)
         self.html_env = _LetterSandbox(
             loader=_FolderLoader(str(self.folder)),
             undefined=StrictUndefined,

@@ -310,11 +310,16 @@ def _out_of_time(_signal: int, _frame: Any) -> None:
     )
 
 
+_alarm_set = False  # whether this process's SIGALRM handler is _out_of_time
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float | None = None) -> Iterator[None]:
     """Stop the block after ``seconds`` (default TIME_LIMIT; a real-time
-    alarm, SIGALRM). Where there is none (Windows, a thread other than the
-    main one), the block runs unbounded in time; the size limits still hold."""
+    alarm, SIGALRM, whose handler is set once per process). Where there is
+    none (Windows, a thread other than the main one), the block runs
+    unbounded in time; the size limits still hold."""
+    global _alarm_set
     seconds = TIME_LIMIT if seconds is None else seconds
     if (
         not hasattr(signal, "setitimer")
@@ -322,10 +327,11 @@ def time_limit(seconds: float | None = None) -> Iterator[None]:
     ):
         yield
         return
-    before = signal.signal(signal.SIGALRM, _out_of_time)
+    if not _alarm_set:
+        signal.signal(signal.SIGALRM, _out_of_time)
+        _alarm_set = True
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, before)
