@@ -2,7 +2,8 @@
 
 Roster and history readers (CSV, JSON Lines, .xlsx) with row numbers, the
 join of performance history to roster partners, rejected rows, output files
-written atomically, and the run history in SQLite.
+written atomically, a folder per run switched in as a whole, the locks that
+keep one writer at a time, and the run history in SQLite.
 """
 
 from engine.data.outputs import CsvOutput, JsonLinesOutput, remove_stale_partials
@@ -17,6 +18,7 @@ from engine.data.readers import (
     read_rows,
 )
 from engine.data.rejects import Reject
+from engine.data.run_folders import OutputFolder, current_run
 from engine.data.run_history import DEFAULT_DB, RunHistory, RunRecord
 
 __all__ = [
@@ -24,11 +26,13 @@ __all__ = [
     "DEFAULT_DB",
     "HistoryStore",
     "JsonLinesOutput",
+    "OutputFolder",
     "Reject",
     "RowReader",
     "RunHistory",
     "RunRecord",
     "SourceRow",
+    "current_run",
     "file_fingerprint",
     "find_partner",
     "partner_from_json_file",

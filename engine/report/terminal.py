@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from engine.evaluate.decide import Decision
@@ -156,9 +157,19 @@ def run_text(r) -> str:
         lines.append(
             f"  performance: {r.performance_source} (fingerprint {r.performance_fingerprint})"
         )
+    folder = Path(r.output_folder)
+    if (folder / "summary.json").is_file():  # letters written since the run are in it
+        s = {
+            **s,
+            "letters": json.loads((folder / "summary.json").read_text("utf-8")).get("letters"),
+        }
+    letters = s.get("letters")
     lines += [
-        f"  output:      {r.output_folder}",
+        f"  output:      {folder}" + ("" if folder.is_dir() else " (deleted since)"),
         f"  partners:    {r.rows_read} read, {r.decided} decided, {r.rejected} rejected",
+        f"  letters:     {letters['letters']} written ({', '.join(letters['formats'])})"
+        if letters
+        else f"  letters:     none written ('eligibility letters --run {r.id}' writes them)",
     ]
     changes = s["changes"]
     if changes["previous_run"] is not None:
