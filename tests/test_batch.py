@@ -499,7 +499,8 @@ def test_history_merged_in_roster_order_equals_history_staged(ruleset, tmp_path,
     assert (
         "14",
         body[12][0],
-        "6 values for 5 columns; a value holding a comma must be in double quotes",
+        "6 values for 5 columns: an unquoted comma in '1,234.50'? A value holding a comma "
+        "must be in double quotes",
     ) in reasons
     roster_rejects = [
         (r["row"], r["partner_id"], r["value"], r["reason"])
@@ -509,8 +510,9 @@ def test_history_merged_in_roster_order_equals_history_staged(ruleset, tmp_path,
     assert (
         "9",
         roster[8][0],
-        "no",
-        "22 values for 21 columns; a value holding a comma must be in double quotes",
+        "Contoso, Inc",
+        "22 values for 21 columns: an unquoted comma in 'Contoso, Inc'? A value holding a "
+        "comma must be in double quotes",
     ) in roster_rejects
     assert merged.summary["inputs"]["performance"]["rows_read"] == len(body)
 

@@ -134,9 +134,10 @@ def test_explain_sets_aside_bad_history_rows_like_a_run(cli_run):
 def test_explain_names_rows_whose_values_are_shifted(cli_run, tmp_path):
     """A value holding the delimiter without quotes shifts the values after
     it: such a roster row is refused and such a history row left out, as a
-    run does; empty cells past the last column are harmless."""
+    run does, whatever the cells past the last column hold (an empty one only
+    means that the last value was empty)."""
     lines = (ROOT / "examples" / "roster.csv").read_text(encoding="utf-8").splitlines()
-    lines[1] += ",,"  # P-1001: empty extra cells
+    lines[3] += ","  # P-1003: one empty extra cell, as a shift leaves when the last value is empty
     lines[2] = lines[2].replace("Contoso Sécurité SA", "Contoso, Sécurité SA")  # P-1002
     roster = tmp_path / "roster.csv"
     roster.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -157,9 +158,14 @@ def test_explain_names_rows_whose_values_are_shifted(cli_run, tmp_path):
     )
     assert result.exit_code == 1
     assert (
-        f"{roster}:3: partner P-1002: 22 values for 21 columns; a value holding a comma "
-        "must be in double quotes"
+        f"{roster}:3: partner P-1002: 22 values for 21 columns: an unquoted comma in "
+        "'Contoso, Sécurité SA'? A value holding a comma must be in double quotes"
     ) in result.stderr
+    shifted = cli_run("explain", "P-1003", "--roster", str(roster), "--as-of", "2026-11-26")
+    assert (
+        f"{roster}:4: partner P-1003: 22 values for 21 columns: more values than columns; "
+        "a value holding a comma must be in double quotes"
+    ) in shifted.stderr
     result = cli_run(
         "explain",
         "P-1001",
@@ -172,8 +178,8 @@ def test_explain_names_rows_whose_values_are_shifted(cli_run, tmp_path):
     )
     assert result.exit_code == 0, result.stderr
     assert (
-        f"warning: {performance}:{number + 1}: 6 values for 5 columns; a value holding a "
-        "comma must be in double quotes; row left out"
+        f"warning: {performance}:{number + 1}: 6 values for 5 columns: an unquoted comma "
+        "in '1,957191.38'? A value holding a comma must be in double quotes; row left out"
     ) in result.stderr
 
 

@@ -10,6 +10,7 @@ column) comes with its problem instead, to be set aside like any bad row.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import difflib
@@ -17,7 +18,9 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import operator
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,86 @@ from engine.evaluate.records import (
 from engine.ruleset.model import RuleSet
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".xlsx": "xlsx"}
+MAX_CELL = 16 * 1024 * 1024  # characters of one CSV cell; a longer one rejects its row
+MAX_JSON_DIGITS = 40  # digits of a JSON integer; a longer one rejects its row
+csv.field_size_limit(MAX_CELL)
+
+
+@dataclass(frozen=True)
+class TextEncoding:
+    """How a CSV file's bytes are read as text (see :func:`text_encoding`)."""
+
+    codec: str  # the Python codec
+    name: str  # what the run's summary says
+    detected: bool = False  # not UTF-8: found by looking at the bytes
+    # Some bytes do not decode: they are kept (as lone surrogates) and each
+    # row holding one is set aside, instead of the whole file stopping.
+    checked: bool = False
+
+    def open(self, binary: io.BufferedReader) -> io.TextIOWrapper:
+        errors = "surrogateescape" if self.checked else "strict"
+        return io.TextIOWrapper(binary, encoding=self.codec, errors=errors, newline="")
+
+
+_UTF8 = TextEncoding("utf-8-sig", "utf-8")
+_UTF8_MULTIBYTE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
+_encodings: dict[tuple, TextEncoding] = {}
+
+
+def text_encoding(path: Path) -> TextEncoding:
+    """What a CSV export really is: UTF-8 (with or without the byte-order
+    mark), UTF-16 (Excel's "Unicode text", with its mark), or, when the
+    bytes are not UTF-8 and hold no UTF-8 character at all, Windows-1252
+    (Excel's "CSV" on Windows in Western Europe and the Americas; latin-1
+    is the same for the characters CRM exports hold). A UTF-8 file with a
+    few bytes that are not (a damaged row) stays UTF-8, and those rows are
+    set aside. Found once per file version."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    found = _encodings.get(key)
+    if found is None:
+        found = _encodings[key] = _detect_encoding(path)
+    return found
+
+
+def _detect_encoding(path: Path) -> TextEncoding:
+    with path.open("rb") as binary:
+        head = binary.read(4)
+        if head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            return TextEncoding("utf-16", "utf-16", detected=True, checked=True)
+        binary.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            for block in iter(lambda: binary.read(1 << 20), b""):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+            return _UTF8
+        except UnicodeDecodeError:
+            pass
+        binary.seek(0)
+        for block in iter(lambda: binary.read(1 << 20), b""):
+            if _UTF8_MULTIBYTE.search(block):
+                return TextEncoding("utf-8-sig", "utf-8", checked=True)
+    return TextEncoding("cp1252", "cp1252", detected=True, checked=True)
+
+
+def _bad_bytes(values: Iterable[str | None], encoding: TextEncoding) -> str | None:
+    """Why a row read with ``encoding.checked`` cannot be used: a byte that is
+    not text in the file's encoding; None when every cell decoded."""
+    joined = "".join(v for v in values if v)
+    if joined.isascii():
+        return None
+    try:
+        joined.encode("utf-8")
+    except UnicodeEncodeError as error:
+        byte = ord(joined[error.start]) - 0xDC00
+        return (
+            f"byte 0x{byte:02X} is not {encoding.name} text (the rest of the file is); "
+            "fix this row, or export the file again as UTF-8"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -97,11 +180,17 @@ class RowReader:
             return
         with self.path.open("rb") as binary:
             self._binary = binary
-            text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
             if self.kind == "csv":
-                yield from _read_csv(self.path, text, self.columns)
+                encoding = self.encoding
+                with encoding.open(binary) as text:
+                    yield from _read_csv(self.path, text, self.columns, encoding)
             else:
-                yield from _read_jsonl(self.path, text)
+                yield from _read_jsonl(self.path, binary)
+
+    @property
+    def encoding(self) -> TextEncoding:
+        """How the file's bytes are read as text (JSON Lines and .xlsx: UTF-8)."""
+        return text_encoding(self.path) if self.kind == "csv" else _UTF8
 
 
 def read_rows(path: str | Path, columns: Iterable[str] = ()) -> Iterator[SourceRow]:
@@ -127,8 +216,9 @@ def read_columns(
                 continue
             yield row.row, tuple(row.record.get(c) for c in columns)
         return
-    with reader.path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = _csv_reader(handle)
+    encoding = reader.encoding
+    with reader.path.open("rb") as binary, encoding.open(binary) as text:
+        rows = _csv_reader(text)
         number = 1
         try:
             header = _csv_header(reader.path, next(rows, []), columns)
@@ -136,13 +226,19 @@ def read_columns(
             width = max((i for i in where if i is not None), default=-1) + 1
             size = len(header)
             pick = _picker(where)
-            for number, values in enumerate(rows, start=2):
+            for number, values in enumerate(_csv_records(rows), start=2):
+                if values.__class__ is not list or (
+                    encoding.checked and _bad_bytes(values, encoding)
+                ):
+                    if unreadable is not None:
+                        unreadable(
+                            _unreadable_record(reader.path, number, values, header, encoding)
+                        )
+                    continue
                 if len(values) > size:
-                    problem = _overlong(reader.path, number, values, header, rows)
-                    if problem is not None:
-                        if unreadable is not None:
-                            unreadable(problem)
-                        continue
+                    if unreadable is not None:
+                        unreadable(_overlong(reader.path, number, values, header, rows))
+                    continue
                 if len(values) >= width and pick is not None:
                     yield number, pick(values)
                 elif values:  # a short row, or a column the file lacks
@@ -168,8 +264,8 @@ def partner_id_runs(path: str | Path) -> Iterator[tuple[int, Any, int]]:
             rows = list(group)
             yield rows[0][0], value, len(rows)
         return
-    with reader.path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = _csv_reader(handle)
+    with reader.path.open("rb") as binary, reader.encoding.open(binary) as text:
+        rows = _csv_reader(text)
         number = 2
         try:
             column = _csv_header(reader.path, next(rows, [])).index(PARTNER_ID)
@@ -180,7 +276,7 @@ def partner_id_runs(path: str | Path) -> Iterator[tuple[int, Any, int]]:
                     # noqa: E731
                     else (None if values else _BLANK_LINE)
                 ),
-                rows,
+                _csv_records(rows, []),
             )
             for value, group in itertools.groupby(cells):
                 count = len(list(group))
@@ -233,9 +329,9 @@ def _header_of(reader: RowReader) -> list[str]:
             names = _xlsx_names(next(rows, ()))
         _check_header(reader.path, names, ())
         return names
-    with reader.path.open(newline="", encoding="utf-8-sig") as handle:
+    with reader.path.open("rb") as binary, reader.encoding.open(binary) as text:
         try:
-            return _csv_header(reader.path, next(_csv_reader(handle), []))
+            return _csv_header(reader.path, next(_csv_reader(text), []))
         except (UnicodeDecodeError, csv.Error) as error:
             raise _unreadable(reader.path, 1, error) from None
 
@@ -305,24 +401,46 @@ def _check_header(path: Path, names: list[str], columns: Iterable[str]) -> None:
 
 def _overlong(
     path: Path, number: int, values: list[str], header: list[str], rows: Any
-) -> SourceRow | None:
+) -> SourceRow:
     """A row with more values than the header has columns: a value holding the
     delimiter without quotes (``Contoso, Inc``, ``1,234.50``) has shifted the
-    values after it into the wrong columns, so the row is not used. Empty
-    cells past the last column are harmless (None then)."""
-    extra = [value for value in values[len(header) :] if value.strip()]
-    if not extra:
-        return None
+    values after it into the wrong columns, so the row is not used, whatever
+    the cells past the last column hold (an empty one only means the row's
+    last value was empty). The reason points at the likely culprit."""
     delimiter = rows.dialect.delimiter
+    name = _DELIMITER_NAMES.get(delimiter, repr(delimiter))
+    extra = [value for value in values[len(header) :] if value.strip()]
+    culprit = _split_value(values, delimiter)
     return SourceRow(
         str(path),
         number,
         {PARTNER_ID: values[header.index(PARTNER_ID)]},
-        f"{len(values)} values for {len(header)} columns; a value holding "
-        f"{_DELIMITER_NAMES.get(delimiter, repr(delimiter))} must be in double "
-        "quotes",
-        shorten(extra[0]),
+        f"{len(values)} values for {len(header)} columns: "
+        + (
+            f"an unquoted {name.split()[-1]} in '{shorten(culprit)}'? A value"
+            if culprit
+            else "more values than columns; a value"
+        )
+        + f" holding {name} must be in double quotes",
+        shorten(culprit or (extra[0] if extra else values[-1])),
     )
+
+
+_THOUSANDS = re.compile(r"[-+(]?[$€£¥]?\d{1,3}\Z")
+
+
+def _split_value(values: list[str], delimiter: str) -> str:
+    """The value most likely split in two by an unquoted delimiter: a number
+    with a thousands separator (``1,200``), or a name with a comma
+    (``Contoso, Inc``); empty when nothing looks so."""
+    for before, after in itertools.pairwise(values):
+        if not before or not after:
+            continue
+        if _THOUSANDS.match(before.strip()) and len(after) >= 3 and after[:3].isdigit():
+            return f"{before}{delimiter}{after}"
+        if after[0] == " " and not before[-1:].isspace() and not before.strip().isdigit():
+            return f"{before}{delimiter}{after}"
+    return ""
 
 
 def _unreadable(path: Path, number: int, error: Exception) -> DataError:
@@ -343,8 +461,47 @@ def _picker(where: list[int | None]):
     return operator.itemgetter(*where)
 
 
+def _csv_records(rows: Iterator[list[str]], bad: Any = None) -> Iterator[Any]:
+    """The records of a CSV reader; one that cannot be read (a cell longer
+    than MAX_CELL characters, a stray quote) comes as its csv.Error (or as
+    ``bad``, given), and reading goes on with the next."""
+    while True:
+        try:
+            yield next(rows)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield error if bad is None else bad
+
+
+def _unreadable_record(
+    path: Path, number: int, values: Any, header: list[str], encoding: TextEncoding
+) -> SourceRow:
+    """A CSV record set aside as read: unparsable (``values`` is the csv.Error),
+    or holding bytes that are not text (see :func:`_bad_bytes`)."""
+    if values.__class__ is not list:
+        message = str(values)
+        if "field larger than field limit" in message:
+            message = (
+                f"a value is longer than {MAX_CELL:,} characters (the most a cell may "
+                "hold); a quote left open may have joined rows into it"
+            )
+        return SourceRow(str(path), number, {}, f"unreadable CSV row ({message})")
+    record = dict(zip(header, values))
+    text = next((v for v in values if v and not v.isascii() and _bad_bytes([v], encoding)), "")
+    return SourceRow(
+        str(path),
+        number,
+        {PARTNER_ID: record.get(PARTNER_ID)}
+        if not _bad_bytes([record.get(PARTNER_ID)], encoding)
+        else {},
+        _bad_bytes(values, encoding) or "",
+        shorten(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")),
+    )
+
+
 def _read_csv(
-    path: Path, handle: io.TextIOBase, columns: Iterable[str] = ()
+    path: Path, handle: io.TextIOBase, columns: Iterable[str] = (), encoding: TextEncoding = _UTF8
 ) -> Iterator[SourceRow]:
     """Rows are numbered as a spreadsheet shows them: the header is row 1, a
     quoted value spanning several lines still makes one row, and a blank line
@@ -359,16 +516,18 @@ def _read_csv(
             return
         names = _csv_header(path, header, columns)
         width = len(names)
-        for number, values in enumerate(rows, start=2):
+        checked = encoding.checked
+        for number, values in enumerate(_csv_records(rows), start=2):
+            if values.__class__ is not list or (checked and _bad_bytes(values, encoding)):
+                yield _unreadable_record(path, number, values, names, encoding)
+                continue
             if not values:
                 continue
             if len(values) < width:
                 values += [None] * (width - len(values))
             elif len(values) > width:
-                problem = _overlong(path, number, values, names, rows)
-                if problem is not None:
-                    yield problem
-                    continue
+                yield _overlong(path, number, values, names, rows)
+                continue
             yield SourceRow(str(path), number, dict(zip(names, values)))
     except (UnicodeDecodeError, csv.Error) as error:
         raise _unreadable(path, number, error) from None
@@ -419,40 +578,72 @@ def _cell_value(cell: Any) -> Any:
     return value
 
 
-def _read_jsonl(path: Path, handle: io.TextIOBase) -> Iterator[SourceRow]:
-    """A line that is not a JSON object is a bad row, like any other: it comes
+def _read_jsonl(path: Path, binary: io.BufferedReader) -> Iterator[SourceRow]:
+    """A line that cannot be used (not UTF-8, not JSON, no object, a number
+    out of range, nested too deep) is a bad row, like any other: it comes
     with its problem, to be set aside, and reading goes on."""
-    try:
-        for number, line in enumerate(handle, start=1):
-            text = line.strip()
-            if not text:
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as error:
-                where = (
-                    "at the end of the line"
-                    if error.pos >= len(text)
-                    else f"at character {error.pos + 1}"
-                )
-                yield SourceRow(
-                    str(path), number, {}, f"not valid JSON ({error.msg}, {where})", shorten(text)
-                )
-                continue
-            if not isinstance(record, dict):
-                yield SourceRow(
-                    str(path),
-                    number,
-                    {},
-                    "not a JSON object ({...}); each line must hold one partner's fields",
-                    shorten(text),
-                )
-                continue
+    for number, raw in enumerate(binary, start=1):
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as error:
+            yield SourceRow(
+                str(path),
+                number,
+                {},
+                f"byte 0x{raw[error.start]:02X} is not UTF-8 text; JSON Lines files are UTF-8",
+                shorten(raw.decode("utf-8", "replace").strip()),
+            )
+            continue
+        if not text:
+            continue
+        problem, record = _json_record(text)
+        if problem:
+            yield SourceRow(str(path), number, {}, problem, shorten(text))
+        else:
             yield SourceRow(str(path), number, record)
-    except UnicodeDecodeError as error:
-        raise DataError(
-            f"{path}: not UTF-8 text ({error.reason}); export the file as UTF-8"
-        ) from None
+
+
+class _NotANumber(ValueError):
+    pass
+
+
+def _json_constant(name: str) -> float:
+    raise _NotANumber(f"{name} is not a number a partner can have")
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotANumber(f"{text} is too large a number")
+    return value
+
+
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_DIGITS:
+        raise _NotANumber(f"a {len(text.lstrip('-'))}-digit number is too large")
+    return int(text)
+
+
+def _json_record(text: str) -> tuple[str, dict]:
+    """(problem, record) for one JSON line: problem is empty when it is usable."""
+    try:
+        record = json.loads(
+            text, parse_constant=_json_constant, parse_float=_json_float, parse_int=_json_int
+        )
+    except _NotANumber as error:
+        return f"{error}; write the value as a plain number, or leave it empty", {}
+    except json.JSONDecodeError as error:
+        where = (
+            "at the end of the line" if error.pos >= len(text) else f"at character {error.pos + 1}"
+        )
+        return f"not valid JSON ({error.msg}, {where})", {}
+    except RecursionError:
+        return "not usable JSON (nested too deeply); each line must hold one partner's fields", {}
+    if not isinstance(record, dict):
+        return "not a JSON object ({...}); each line must hold one partner's fields", {}
+    return "", record
 
 
 def find_partner(

@@ -178,7 +178,7 @@ class OutputFolder:
         Then the links in ``DIR`` are made to match what the run has."""
         temporary = self.path / f".{CURRENT}.{os.getpid()}{_PARTIAL}"
         temporary.unlink(missing_ok=True)
-        os.symlink(os.path.relpath(run_folder, self.path), temporary)
+        os.symlink(os.path.relpath(run_folder, self.path), temporary, target_is_directory=True)
         os.replace(temporary, self.path / CURRENT)
         _sync_folder(self.path)
         self.link_outputs()
@@ -191,7 +191,8 @@ class OutputFolder:
             link = self.path / name
             if (current / name).exists():
                 if not link.is_symlink() and not link.exists():
-                    os.symlink(os.path.join(CURRENT, name), link)
+                    target = os.path.join(CURRENT, name)
+                    os.symlink(target, link, target_is_directory=(current / name).is_dir())
             elif link.is_symlink():
                 link.unlink()
 

@@ -609,6 +609,7 @@ def _summary(
             "fingerprint": fingerprints["roster"],
             "rows_read": tally.rows_read,
             "rows_rejected": tally.rejected_rows,
+            "encoding": RowReader(options.roster).encoding.name,
         }
     }
     if options.performance is not None:
@@ -617,6 +618,7 @@ def _summary(
             "fingerprint": fingerprints["performance"],
             "rows_read": history.rows_read,
             "rows_rejected": tally.history_rejects,
+            "encoding": RowReader(options.performance).encoding.name,
         }
     return {
         "as_of": options.as_of.isoformat(),

@@ -1,0 +1,154 @@
+"""Files as CRMs and Excel really write them: encodings, damaged rows, odd
+numbers. One bad row is set aside with its row number and reason; the run
+goes on, and rows read = decided + rejected."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import AS_OF, ROOT
+from engine.data.readers import MAX_CELL, read_columns, read_rows, text_encoding
+from engine.run.driver import RunOptions, run_batch
+
+EXAMPLES = ROOT / "examples"
+
+
+def roster_lines() -> list[str]:
+    return (EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+
+
+def run(ruleset, tmp_path: Path, roster: Path, performance: Path | None = None) -> dict:
+    result = run_batch(
+        ruleset,
+        RunOptions(
+            roster=roster,
+            performance=performance or EXAMPLES / "performance.csv",
+            as_of=AS_OF,
+            out_dir=tmp_path / "out",
+            workers=1,
+            db=tmp_path / "runs.sqlite",
+        ),
+    )
+    partners = result.summary["partners"]
+    assert partners["rows_read"] == partners["decided"] + partners["rejected"]
+    return result.summary
+
+
+def rejects(tmp_path: Path) -> list[dict]:
+    with (tmp_path / "out" / "rejects.csv").open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_windows_excel_csv_is_read_as_cp1252(ruleset, tmp_path):
+    roster = tmp_path / "roster.csv"
+    roster.write_bytes("".join(roster_lines()).encode("cp1252", "replace"))
+    assert text_encoding(roster).name == "cp1252"
+    names = {r.record["partner_id"]: r.record["partner_name"] for r in read_rows(roster)}
+    assert names["P-1002"] == "Contoso Sécurité SA"
+    summary = run(ruleset, tmp_path, roster)
+    assert summary["inputs"]["roster"]["encoding"] == "cp1252"
+    assert summary["partners"]["decided"] == 32
+
+
+def test_excel_unicode_text_is_read_as_utf16(ruleset, tmp_path):
+    roster = tmp_path / "roster.csv"
+    rows = list(csv.reader(roster_lines()))
+    text = "".join("\t".join(row) + "\r\n" for row in rows)  # tabs, as Excel writes it
+    roster.write_bytes(text.encode("utf-16"))
+    assert text_encoding(roster).name == "utf-16"
+    summary = run(ruleset, tmp_path, roster)
+    assert summary["partners"]["decided"] == 32
+    assert summary["inputs"]["roster"]["encoding"] == "utf-16"
+
+
+def test_bytes_that_are_not_utf8_reject_their_row_only(ruleset, tmp_path):
+    lines = [line.encode("utf-8") for line in roster_lines()]
+    lines[4] = lines[4].replace(b"Ltd", b"Lt\xe9d").replace(b"GmbH", b"Gmb\xe9H")
+    lines[4] = lines[4] if b"\xe9" in lines[4] else lines[4].replace(b",", b"\xe9,", 1)
+    roster = tmp_path / "roster.csv"
+    roster.write_bytes(b"".join(lines))
+    summary = run(ruleset, tmp_path, roster)
+    assert summary["inputs"]["roster"]["encoding"] == "utf-8"
+    found = [r for r in rejects(tmp_path) if r["source_file"].endswith("roster.csv")]
+    bad = [r for r in found if "0xE9 is not utf-8 text" in r["reason"]]
+    assert [r["row"] for r in bad] == ["5"], found
+    assert summary["partners"]["decided"] == 31  # the 32 less the damaged one
+
+
+def test_a_damaged_history_row_is_rejected_with_its_row(tmp_path):
+    lines = (EXAMPLES / "performance.csv").read_bytes().splitlines(keepends=True)
+    lines[9] = lines[9].replace(b",", b"\xff,", 1)
+    history = tmp_path / "performance.csv"
+    history.write_bytes(b"".join(lines) + "P-1001,2025Q1,1,1,é\n".encode())
+    unreadable = []
+    rows = list(read_columns(history, ["partner_id", "quarter"], unreadable.append))
+    assert [r.row for r in unreadable] == [10]
+    assert "0xFF is not utf-8 text" in unreadable[0].problem
+    assert len(rows) == len(lines) - 2 + 1
+
+
+def test_a_cell_larger_than_the_limit_rejects_its_row(ruleset, tmp_path):
+    lines = roster_lines()
+    lines[3] = lines[3].replace(",", ',"' + "x" * (MAX_CELL + 1) + '",', 1)
+    roster = tmp_path / "roster.csv"
+    roster.write_text("".join(lines), encoding="utf-8")
+    summary = run(ruleset, tmp_path, roster)
+    found = [r for r in rejects(tmp_path) if r["row"] == "4"]
+    assert found and "longer than 16,777,216 characters" in found[0]["reason"], found
+    assert summary["partners"]["decided"] == 31
+
+
+@pytest.mark.parametrize(
+    "value,reason",
+    [
+        ("1e400", "1e400 is too large a number"),
+        ("-1e400", "-1e400 is too large a number"),
+        ("Infinity", "Infinity is not a number"),
+        ("NaN", "NaN is not a number"),
+        ("1" * 400, "a 400-digit number is too large"),
+        ("[" * 100000 + "]" * 100000, "nested too deeply"),
+    ],
+)
+def test_json_lines_values_that_cannot_be_numbers_reject_their_line(
+    ruleset, tmp_path, value, reason
+):
+    records = [json.loads(line) for line in _jsonl_roster().splitlines()]
+    lines = [json.dumps(r) for r in records]
+    lines[2] = lines[2].replace('"staff_sales": ', f'"staff_sales": {value}, "was": ', 1)
+    roster = tmp_path / "roster.jsonl"
+    roster.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    summary = run(ruleset, tmp_path, roster)
+    found = [r for r in rejects(tmp_path) if r["source_file"].endswith("roster.jsonl")]
+    line = [r for r in found if r["row"] == "3"]
+    assert line and reason in line[0]["reason"], found
+    assert len(line[0]["value"]) < 200  # shown shortened
+    assert (
+        summary["partners"]["decided"]
+        == len(records) - sum(1 for r in found if r["row"] != "3") - 1
+    )
+
+
+def test_json_lines_with_bytes_that_are_not_utf8_reject_their_line(ruleset, tmp_path):
+    lines = _jsonl_roster().encode("utf-8").splitlines(keepends=True)
+    lines[1] = lines[1].replace(b'"', b'"\xc3(', 1)
+    roster = tmp_path / "roster.jsonl"
+    roster.write_bytes(b"".join(lines))
+    run(ruleset, tmp_path, roster)
+    found = [r for r in rejects(tmp_path) if r["row"] == "2"]
+    assert found and "0xC3 is not UTF-8 text" in found[0]["reason"], found
+
+
+def _jsonl_roster() -> str:
+    rows = list(csv.DictReader(roster_lines()))
+    out = []
+    for row in rows:
+        record = {k: v for k, v in row.items() if v not in ("", None)}
+        for key in ("staff_sales", "staff_technical"):
+            if key in record and record[key].isdigit():
+                record[key] = int(record[key])
+        out.append(json.dumps(record, ensure_ascii=False))
+    return "\n".join(out) + "\n"
