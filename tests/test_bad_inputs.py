@@ -152,3 +152,123 @@ def _jsonl_roster() -> str:
                 record[key] = int(record[key])
         out.append(json.dumps(record, ensure_ascii=False))
     return "\n".join(out) + "\n"
+
+
+# --- columns ---------------------------------------------------------------------
+
+
+def _with_header(tmp_path: Path, name: str, change) -> Path:
+    lines = (EXAMPLES / name).read_text(encoding="utf-8").splitlines(keepends=True)
+    header = lines[0].rstrip("\n").split(",")
+    target = tmp_path / name
+    target.write_text(",".join(change(header)) + "\n" + "".join(lines[1:]), encoding="utf-8")
+    return target
+
+
+def _decisions(tmp_path: Path, out: str = "out") -> list[dict]:
+    return [json.loads(x) for x in (tmp_path / out / "decisions.jsonl").read_text().splitlines()]
+
+
+def test_a_roster_missing_a_column_the_rules_read_stops_before_deciding(ruleset, tmp_path):
+    """Before: every partner got certified_technical's default 0, silently."""
+    from engine.errors import DataError
+
+    roster = _with_header(
+        tmp_path,
+        "roster.csv",
+        lambda h: [("cert_technical" if c == "certified_technical" else c) for c in h],
+    )
+    with pytest.raises(
+        DataError, match=r"roster lacks 1 column the rules read: certified_technical"
+    ):
+        run(ruleset, tmp_path, roster)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("runs/*"))
+
+
+def test_headers_as_crms_write_them_are_matched(ruleset, tmp_path):
+    """ "Joined On", "Certified_Technical", "PARTNER-ID": case, spaces,
+    underscores and hyphens do not count."""
+    run(ruleset, tmp_path / "a", EXAMPLES / "roster.csv")
+    names = {
+        "joined_on": "Joined On",
+        "certified_technical": "Certified_Technical",
+        "partner_id": "PARTNER-ID",
+    }
+    roster = _with_header(tmp_path, "roster.csv", lambda h: [names.get(c, c) for c in h])
+    run(ruleset, tmp_path / "b", roster)
+    assert _decisions(tmp_path / "a") == _decisions(tmp_path / "b")
+
+
+def test_a_field_may_declare_its_column_and_aliases_and_may_be_absent(tmp_path):
+    import shutil
+
+    from engine.ruleset.loader import load_rules
+
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    fields = rules / "fields.yaml"
+    text = fields.read_text(encoding="utf-8")
+    text = text.replace(
+        "certified_technical: {type: integer, default: 0, label: certified technical staff}",
+        "certified_technical: {type: integer, default: 0, label: certified technical staff,\n"
+        "    column: Certified Engineers, aliases: [Tech certs]}",
+    )
+    text = text.replace(
+        "  downgrade_hold:\n    type: yes/no\n",
+        "  downgrade_hold:\n    type: yes/no\n    may_be_absent: true\n",
+    )
+    text = text.replace(
+        "revenue: {type: money, required: true, label: revenue}",
+        "revenue: {type: money, required: true, label: revenue, aliases: [Revenue (USD)]}",
+    )
+    fields.write_text(text, encoding="utf-8")
+    ruleset = load_rules(rules)
+    assert ruleset.fields["certified_technical"].columns == ("Certified Engineers", "Tech certs")
+    run(ruleset, tmp_path / "a", EXAMPLES / "roster.csv")
+    renamed = {"certified_technical": "CERTIFIED ENGINEERS"}
+    history = _with_header(
+        tmp_path, "performance.csv", lambda h: ["Revenue (USD)" if c == "revenue" else c for c in h]
+    )
+    # downgrade_hold may be absent: its column gone, every partner gets its default (no)
+    rows = list(csv.reader(roster_lines()))
+    drop = rows[0].index("downgrade_hold")
+    roster = tmp_path / "roster.csv"
+    with roster.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(renamed.get(c, c) for i, c in enumerate(rows[0]) if i != drop)
+        writer.writerows([c for i, c in enumerate(row) if i != drop] for row in rows[1:])
+    run(ruleset, tmp_path / "b", roster, history)
+    held = {r["partner_id"] for r in csv.DictReader(roster_lines()) if r["downgrade_hold"] == "yes"}
+    before, after = _decisions(tmp_path / "a"), _decisions(tmp_path / "b")
+    assert len(before) == len(after) and held
+    assert [d for d in before if d["partner_id"] not in held] == [
+        d for d in after if d["partner_id"] not in held
+    ]
+
+
+@pytest.mark.parametrize(
+    "declaration,message",
+    [
+        ("{type: integer, column: 3}", "'column' of field 'x' must be the header"),
+        ("{type: integer, aliases: Tech}", "'aliases' of field 'x' must be a list of headers"),
+        ("{type: integer, may_be_absent: maybe}", "'may_be_absent' must be true or false"),
+        ("{type: integer, required: true, may_be_absent: true}", "its column cannot be absent"),
+    ],
+)
+def test_column_declarations_are_checked(tmp_path, declaration, message):
+    import shutil
+
+    from engine.errors import RuleSetError
+    from engine.ruleset.loader import load_rules
+
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    fields = rules / "fields.yaml"
+    fields.write_text(
+        fields.read_text(encoding="utf-8").replace(
+            "fields:\n", f"fields:\n  x: {declaration}\n", 1
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(RuleSetError, match=message):
+        load_rules(rules)

@@ -33,8 +33,9 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from engine.data.readers import (
     RowReader,
@@ -65,8 +66,11 @@ class HistoryStore:
     partner once, as runs and letter passes do.
     """
 
-    def __init__(self, figures: Iterable[str]):
+    def __init__(self, figures: Iterable[str] | Mapping[str, Any]):
         self.figures = tuple(dict.fromkeys(figures))  # the columns read, by name
+        # Their declarations (a rule set's ``history``), whose ``column:``,
+        # ``aliases:`` and ``may_be_absent:`` count; none for bare names.
+        self.declared = dict(figures) if isinstance(figures, Mapping) else {}
         remove_abandoned_folders()
         self._folder = tempfile.TemporaryDirectory(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-")
         self._db = sqlite3.connect(Path(self._folder.name) / "history.sqlite")
@@ -91,7 +95,7 @@ class HistoryStore:
         staged otherwise (see the module docstring).
         """
         self.source = str(path)
-        check_columns(path, (QUARTER, *self.figures), "history file")
+        check_columns(path, {QUARTER: None, **self._columns()}, "history file")
         reported = 0  # rows up to this one have been checked for a partner_id
         if (
             roster is not None
@@ -105,13 +109,19 @@ class HistoryStore:
             if in_order:
                 self.merged = _Merge(
                     read_columns(
-                        path, [PARTNER_ID, QUARTER, *self.figures], self._unreadable.append
+                        path,
+                        [PARTNER_ID, QUARTER, *self.figures],
+                        self._unreadable.append,
+                        self.declared,
                     ),
                     positions,
                     self.source,
                 )
                 return
         yield from self._stage(path, reported)
+
+    def _columns(self) -> dict[str, Any]:
+        return {name: self.declared.get(name) for name in self.figures}
 
     def _check_order(
         self, path: str | Path, positions: dict[str, int], rejects: list[Reject]
@@ -138,7 +148,7 @@ class HistoryStore:
         batch: list[tuple] = []
         as_text = RowReader(path).kind == "csv"  # CSV gives only text: stored as it is
         for number, values in read_columns(
-            path, [PARTNER_ID, QUARTER, *self.figures], self._unreadable.append
+            path, [PARTNER_ID, QUARTER, *self.figures], self._unreadable.append, self.declared
         ):
             self.rows_read += 1
             partner_id = clean_partner_id(values[0])

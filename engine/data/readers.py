@@ -149,13 +149,16 @@ class RowReader:
     """The records of a CSV, JSON Lines, or .xlsx file, with their row numbers.
 
     ``bytes_read`` tells how far into the file reading has got, for progress.
-    ``columns`` (the fields the rules read) must not repeat in the header,
-    nor may partner_id: which of two values to use would be a guess.
+    ``columns`` (the fields the rules read: their names, or the rule set's
+    field declarations, whose ``column:`` and ``aliases:`` then count) must
+    not repeat in the header, nor may partner_id: which of two values to use
+    would be a guess. Headers are matched to them as :func:`canonical_header`
+    says.
     """
 
-    def __init__(self, path: str | Path, columns: Iterable[str] = ()):
+    def __init__(self, path: str | Path, columns: Iterable[str] | Mapping[str, Any] = ()):
         self.path = Path(path)
-        self.columns = (PARTNER_ID, *columns)
+        self.columns = column_names(columns)
         self.kind = FORMATS.get(self.path.suffix.lower())
         if self.kind is None:
             raise UsageError(
@@ -200,14 +203,18 @@ def read_rows(path: str | Path, columns: Iterable[str] = ()) -> Iterator[SourceR
 
 
 def read_columns(
-    path: str | Path, columns: list[str], unreadable: Callable[[SourceRow], None] | None = None
+    path: str | Path,
+    columns: list[str],
+    unreadable: Callable[[SourceRow], None] | None = None,
+    aliases: Mapping[str, Any] | None = None,
 ) -> Iterator[tuple[int, tuple]]:
     """(row number, (value of each column)) for every record: a faster path
     than :func:`read_rows` for big CSV files when only some columns matter.
     A column the file lacks, or a row too short to have it, gives None. Rows
     that cannot be read (see :attr:`SourceRow.problem`) go to ``unreadable``
-    instead, when given."""
-    reader = RowReader(path, columns)
+    instead, when given. ``aliases``: the declarations of (some of) the
+    columns, whose ``column:`` and ``aliases:`` count (see :class:`RowReader`)."""
+    reader = RowReader(path, {name: (aliases or {}).get(name) for name in columns})
     if reader.kind != "csv":
         for row in reader:
             if row.problem:
@@ -221,7 +228,7 @@ def read_columns(
         rows = _csv_reader(text)
         number = 1
         try:
-            header = _csv_header(reader.path, next(rows, []), columns)
+            header = _csv_header(reader.path, next(rows, []), reader.columns)
             where = [header.index(c) if c in header else None for c in columns]
             width = max((i for i in where if i is not None), default=-1) + 1
             size = len(header)
@@ -268,7 +275,7 @@ def partner_id_runs(path: str | Path) -> Iterator[tuple[int, Any, int]]:
         rows = _csv_reader(text)
         number = 2
         try:
-            column = _csv_header(reader.path, next(rows, [])).index(PARTNER_ID)
+            column = _csv_header(reader.path, next(rows, []), reader.columns).index(PARTNER_ID)
             cells = map(
                 lambda values: (
                     values[column]
@@ -296,17 +303,28 @@ def file_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def check_columns(path: str | Path, required: Iterable[str], what: str) -> None:
+def check_columns(
+    path: str | Path,
+    required: Iterable[str] | Mapping[str, Any],
+    what: str,
+) -> None:
     """Stop before anything is decided when a CSV or .xlsx file lacks a
     column the rules read (``required``): without it every row would be
     decided on a default, or rejected one by one. The error names each
     missing column and the header closest to it. JSON Lines files have no
-    header; their records are checked one by one."""
-    reader = RowReader(path)
+    header; their records are checked one by one. ``required`` may be the
+    rule set's declarations: their other names count, and a field that may be
+    absent (``may_be_absent: true``) is not required."""
+    reader = RowReader(path, required)
     if reader.kind == "jsonl":
         return
     header = _header_of(reader)
-    missing = [name for name in dict.fromkeys(required) if name not in header]
+    declared = required if isinstance(required, Mapping) else {}
+    missing = [
+        name
+        for name in dict.fromkeys(required)
+        if name not in header and not getattr(declared.get(name), "may_be_absent", False)
+    ]
     if not missing:
         return
     hints = []
@@ -326,28 +344,51 @@ def _header_of(reader: RowReader) -> list[str]:
     """The column names of a CSV or .xlsx file (partner_id checked)."""
     if reader.kind == "xlsx":
         with _first_sheet(reader.path) as rows:
-            names = _xlsx_names(next(rows, ()))
-        _check_header(reader.path, names, ())
+            names = canonical_header(_xlsx_names(next(rows, ())), reader.columns)
+        _check_header(reader.path, names, reader.columns)
         return names
     with reader.path.open("rb") as binary, reader.encoding.open(binary) as text:
         try:
-            return _csv_header(reader.path, next(_csv_reader(text), []))
+            return _csv_header(reader.path, next(_csv_reader(text), []), reader.columns)
         except (UnicodeDecodeError, csv.Error) as error:
             raise _unreadable(reader.path, 1, error) from None
 
 
 def _closest_header(name: str, header: list[str]) -> str | None:
-    """The header a column was probably meant to be: the same name but for
-    case, spaces and hyphens ("Joined On" for joined_on), else a close spelling."""
+    """The header a missing column was probably meant to be: a close spelling."""
+    close = difflib.get_close_matches(_simple(name), [_simple(h) for h in header], n=1, cutoff=0.75)
+    return next((h for h in header if close and _simple(h) == close[0]), None)
 
-    def simple(text: str) -> str:
-        return text.strip().casefold().replace(" ", "_").replace("-", "_")
 
-    same = [h for h in header if simple(h) == simple(name)]
-    if same:
-        return same[0]
-    close = difflib.get_close_matches(simple(name), [simple(h) for h in header], n=1, cutoff=0.75)
-    return next((h for h in header if close and simple(h) == close[0]), None)
+_SEPARATORS = re.compile(r"[\s_\-]+")
+
+
+def _simple(text: str) -> str:
+    """A header as it is matched: case, and spaces, underscores and hyphens
+    between words, do not count ("Joined On", "JOINED-ON", "joined__on")."""
+    return _SEPARATORS.sub("_", text.strip().casefold()).strip("_")
+
+
+def column_names(columns: Iterable[str] | Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Each column a reader looks for (partner_id first), with the other
+    names its declaration gives it (``column:``, ``aliases:``)."""
+    names: dict[str, tuple[str, ...]] = {PARTNER_ID: ()}
+    declared = columns if isinstance(columns, Mapping) else {}
+    for name in columns:
+        names[name] = tuple(getattr(declared.get(name), "columns", ()) or ())
+    return names
+
+
+def canonical_header(header: list[str], columns: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Each header as the rules name its column: the name itself, the same
+    but for case, spaces, underscores and hyphens ("Joined On" is joined_on),
+    or one of the names the field declares (``column:``, ``aliases:``,
+    matched the same way). Other headers stay as written."""
+    lookup: dict[str, str] = {}
+    for name in (*columns, QUARTER):
+        for other in (name, *columns.get(name, ())):
+            lookup.setdefault(_simple(other), name)
+    return [h if h in columns else lookup.get(_simple(h), h) for h in header]
 
 
 _BLANK_LINE = object()
@@ -362,15 +403,18 @@ def _csv_reader(handle: io.TextIOBase) -> Iterator[list[str]]:
     first = handle.readline()
     delimiter = ","
     for candidate in _DELIMITERS:
-        if PARTNER_ID in (h.strip() for h in next(csv.reader([first], delimiter=candidate), [])):
+        if PARTNER_ID in (_simple(h) for h in next(csv.reader([first], delimiter=candidate), [])):
             delimiter = candidate
             break
     return csv.reader(itertools.chain([first], handle) if first else handle, delimiter=delimiter)
 
 
-def _csv_header(path: Path, row: list[str], columns: Iterable[str] = ()) -> list[str]:
-    """The column names of a CSV file's first row, which must name partner_id
-    once, and each of ``columns`` at most once."""
+def _csv_header(
+    path: Path, row: list[str], columns: Mapping[str, tuple[str, ...]] | None = None
+) -> list[str]:
+    """The column names of a CSV file's first row, as the rules name them
+    (:func:`canonical_header`), which must name partner_id once, and each of
+    ``columns`` at most once."""
     if not row:
         raise DataError(
             f"{path}: "
@@ -380,7 +424,8 @@ def _csv_header(path: Path, row: list[str], columns: Iterable[str] = ()) -> list
                 else "the first line is blank; it must name the columns"
             )
         )
-    header = [h.strip() for h in row]
+    columns = columns or column_names(())
+    header = canonical_header([h.strip() for h in row], columns)
     _check_header(path, header, columns)
     return header
 
@@ -501,7 +546,10 @@ def _unreadable_record(
 
 
 def _read_csv(
-    path: Path, handle: io.TextIOBase, columns: Iterable[str] = (), encoding: TextEncoding = _UTF8
+    path: Path,
+    handle: io.TextIOBase,
+    columns: Mapping[str, tuple[str, ...]],
+    encoding: TextEncoding = _UTF8,
 ) -> Iterator[SourceRow]:
     """Rows are numbered as a spreadsheet shows them: the header is row 1, a
     quoted value spanning several lines still makes one row, and a blank line
@@ -533,13 +581,13 @@ def _read_csv(
         raise _unreadable(path, number, error) from None
 
 
-def _read_xlsx(path: Path, columns: Iterable[str] = ()) -> Iterator[SourceRow]:
+def _read_xlsx(path: Path, columns: Mapping[str, tuple[str, ...]]) -> Iterator[SourceRow]:
     """The first worksheet; the first row holds the column names."""
     with _first_sheet(path) as rows:
         header = next(rows, None)
         if header is None:
             return
-        names = _xlsx_names(header)
+        names = canonical_header(_xlsx_names(header), columns)
         _check_header(path, names, columns)
         for number, cells in enumerate(rows, start=2):
             record = {name: _cell_value(cell) for name, cell in zip(names, cells) if name}
@@ -653,6 +701,7 @@ def find_partner(
 
     Returns the partner and the history rows set aside (as a run would).
     """
+    check_columns(roster, ruleset.fields, "roster")
     found = None
     for row in read_rows(roster, ruleset.fields):
         if clean_partner_id(row.record.get(PARTNER_ID)) == partner_id:

@@ -57,7 +57,17 @@ SECTIONS = (
 )
 MERGED_SECTIONS = ("fields", "history", "parameters", "metrics", "classifications", "programs")
 RULESET_KEYS = ("name", "description", "currency")
-FIELD_KEYS = ("type", "required", "default", "label", "description", "values")
+FIELD_KEYS = (
+    "type",
+    "required",
+    "default",
+    "label",
+    "description",
+    "values",
+    "column",
+    "aliases",
+    "may_be_absent",
+)
 PARAMETER_KEYS = ("value", "description")
 METRIC_KEYS = ("value", "label", "description")
 TABLE_KEYS = ("label", "description", "rows", "default", "default_note", "order")
@@ -400,9 +410,56 @@ class _RuleLoader:
                 default = ()
             label = self.text(data, "label", where, name.replace("_", " "))
             result[name] = FieldDef(
-                name, vtype, required, default, label, self.text(data, "description", where), loc
+                name,
+                vtype,
+                required,
+                default,
+                label,
+                self.text(data, "description", where),
+                loc,
+                self._column_names(data, where),
+                self._may_be_absent(data, where, required),
             )
         return result
+
+    def _column_names(self, data: YMap, where: str) -> tuple[str, ...]:
+        """``column:`` (the export's header for the field) and ``aliases:``."""
+        names = []
+        column = data.get("column")
+        if column is not None:
+            if isinstance(column, str) and column.strip():
+                names.append(column.strip())
+            else:
+                self.problem(
+                    data.value_loc("column"),
+                    f"'column' of {where} must be the header the export gives it, like "
+                    "'Certified Technical Staff'",
+                )
+        aliases = data.get("aliases")
+        if aliases is not None:
+            if isinstance(aliases, YList) and all(
+                isinstance(a, str) and a.strip() for a in aliases
+            ):
+                names += [str(a).strip() for a in aliases]
+            else:
+                self.problem(
+                    data.value_loc("aliases"),
+                    f"'aliases' of {where} must be a list of headers, like [Joined, Start Date]",
+                )
+        return tuple(names)
+
+    def _may_be_absent(self, data: YMap, where: str, required: bool) -> bool:
+        value = data.get("may_be_absent", False)
+        if not isinstance(value, bool):
+            self.problem(data.value_loc("may_be_absent"), "'may_be_absent' must be true or false")
+            return False
+        if value and required:
+            self.problem(
+                data.key_loc("may_be_absent"),
+                f"{where} is required, so its column cannot be absent; remove one",
+            )
+            return False
+        return value
 
     def _parameters(self, entries) -> dict[str, Parameter]:
         result = {}

@@ -33,6 +33,13 @@ class FieldDef:
     label: str
     description: str
     loc: Loc
+    # Other names the column may have in an export: the CRM's header
+    # (``column:``) and ``aliases:``; matched as names are (see
+    # engine.data.readers.canonical_header).
+    columns: tuple[str, ...] = ()
+    # The column may be missing from a file, every partner then getting the
+    # default (``may_be_absent: true``); otherwise a missing column stops a run.
+    may_be_absent: bool = False
 
 
 @dataclass(frozen=True)

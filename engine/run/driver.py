@@ -34,7 +34,13 @@ from pathlib import Path
 
 from engine.data.outputs import CsvOutput, JsonLinesOutput, safe_cell, write_json_atomically
 from engine.data.performance import HistoryStore
-from engine.data.readers import RowReader, SourceRow, file_fingerprint, unreadable_row
+from engine.data.readers import (
+    RowReader,
+    SourceRow,
+    check_columns,
+    file_fingerprint,
+    unreadable_row,
+)
 from engine.data.rejects import COLUMNS as REJECT_COLUMNS, Reject
 from engine.data.run_folders import STOPPED, OutputFolder, remove_run_folder
 from engine.data.run_history import DEFAULT_DB, RunHistory, RunRecord, lock_history
@@ -166,6 +172,7 @@ def run_batch(
 ) -> RunResult:
     """Decide every partner of a roster; see the module docstring."""
     reader = RowReader(options.roster, ruleset.fields)  # a missing roster is said first
+    check_columns(options.roster, ruleset.fields, "roster")
     if options.letters is not None:
         check_formats(options.letters.formats)
     if options.performance is None and ruleset.figures and not options.without_history:

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 import orjson
 
 from engine.data.performance import HistoryStore
-from engine.data.readers import RowReader
+from engine.data.readers import RowReader, check_columns
 from engine.errors import InputError
 from engine.evaluate.decide import compiled_rules
 from engine.ruleset.loader import load_rules
@@ -130,11 +130,12 @@ def compare(
     """Decide every partner on both sides and collect who moves, and why.
     Chunks of partners are decided in ``workers`` processes, as runs do."""
     impact = Impact(base_label, proposed_label)
-    history = HistoryStore([*base.figures, *proposed.figures])  # matched by name
+    history = HistoryStore({**base.figures, **proposed.figures})  # matched by name
     tally = RunTally()
     try:
         if performance is not None:
             list(history.load(performance, roster))  # bad rows are counted by the run, not here
+        check_columns(roster, {**base.fields, **proposed.fields}, "roster")
         chunks = roster_chunks(RowReader(roster, base.fields), history, {}, tally, 500)
         tasks = ((chunk, base_as_of, proposed_as_of) for chunk, _ in chunks)
         if workers > 1 and workers_inherit_memory():
