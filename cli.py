@@ -435,6 +435,14 @@ def explain_command(
     "(its figures are not in yet otherwise); 0 decides anyway.",
 )
 @click.option(
+    "--max-rejects",
+    type=click.FloatRange(0, 100),
+    default=None,
+    metavar="PERCENT",
+    help="Stop, before anything is recorded, when more than this share of the "
+    "roster's rows is rejected. Default: the rule set's max_rejects, else 5.",
+)
+@click.option(
     "--no-performance",
     is_flag=True,
     help="Decide without a performance history on purpose: every metric of "
@@ -500,6 +508,7 @@ def run(
     roster: Path | None,
     performance: Path | None,
     min_quarter_share: float,
+    max_rejects: float | None,
     no_performance: bool,
     as_of: dt.date,
     out_dir: Path,
@@ -550,6 +559,7 @@ def run(
         db=db or Path(os.environ.get(DB_ENV, DEFAULT_DB)),
         without_history=no_performance,
         min_quarter_share=min_quarter_share / 100,
+        max_rejects=None if max_rejects is None else max_rejects / 100,
         report=build_report if report else None,
         force=force,
         letters=RunLetters(templates_dir, letter_formats or tuple(LETTER_FORMATS))

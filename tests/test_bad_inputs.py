@@ -272,3 +272,54 @@ def test_column_declarations_are_checked(tmp_path, declaration, message):
     )
     with pytest.raises(RuleSetError, match=message):
         load_rules(rules)
+
+
+# --- guards ----------------------------------------------------------------------
+
+
+def test_a_run_with_too_many_rejects_stops_before_recording(ruleset, tmp_path):
+    """The example has 2 bad rows of 34 (5.9%): the reference rules allow
+    10% (ruleset: max_rejects), --max-rejects 5 does not."""
+    from engine.data.run_folders import current_run
+    from engine.errors import DataError
+
+    run(ruleset, tmp_path, EXAMPLES / "roster.csv")
+    before = current_run(tmp_path / "out")
+    with pytest.raises(
+        DataError, match=r"2 of its 34 rows were rejected \(5\.9%\), more than the 5%"
+    ):
+        run_batch(
+            ruleset,
+            RunOptions(
+                roster=EXAMPLES / "roster.csv",
+                performance=EXAMPLES / "performance.csv",
+                as_of=AS_OF,
+                out_dir=tmp_path / "out",
+                workers=1,
+                db=tmp_path / "runs.sqlite",
+                max_rejects=0.05,
+            ),
+        )
+    assert current_run(tmp_path / "out") == before
+    assert len(rejects(tmp_path)) == 4  # the current run's, unchanged
+    stopped = tmp_path / "out" / "stopped-run" / "rejects.csv"
+    stopped_rows = list(csv.DictReader(stopped.read_text(encoding="utf-8").splitlines()))
+    assert [r["row"] for r in stopped_rows][:2] == ["327", "34"]
+
+
+def test_max_rejects_in_the_rule_set_is_checked(tmp_path):
+    import shutil
+
+    from engine.errors import RuleSetError
+    from engine.ruleset.loader import load_rules
+
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    path = rules / "ruleset.yaml"
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("max_rejects: 10%", "max_rejects: lots"),
+        encoding="utf-8",
+    )
+    with pytest.raises(RuleSetError, match="max_rejects must be a percentage from 0% to 100%"):
+        load_rules(rules)
+    assert load_rules(ROOT / "rules").max_rejects == pytest.approx(0.10)

@@ -56,7 +56,8 @@ SECTIONS = (
     "programs",
 )
 MERGED_SECTIONS = ("fields", "history", "parameters", "metrics", "classifications", "programs")
-RULESET_KEYS = ("name", "description", "currency")
+RULESET_KEYS = ("name", "description", "currency", "max_rejects")
+DEFAULT_MAX_REJECTS = 0.05  # of a roster's rows; more stops a run (see engine.run.driver)
 FIELD_KEYS = (
     "type",
     "required",
@@ -291,6 +292,7 @@ class _RuleLoader:
     def _build(self, sections, fingerprint: str, files: list[str]) -> RuleSet | None:
         header = self._single(sections["ruleset"], "ruleset")
         name, description, currency = self.folder.resolve().name, "", "USD"
+        max_rejects = DEFAULT_MAX_REJECTS
         if header:
             data, loc = header
             if self.keys(data, loc, RULESET_KEYS, "ruleset"):
@@ -302,6 +304,7 @@ class _RuleLoader:
                         data.value_loc("currency"),
                         "currency must be a three-letter ISO code such as USD or EUR",
                     )
+                max_rejects = self._max_rejects(data)
         fields = self._fields(self._merged(sections["fields"], "field"), "field")
         figures = self._fields(
             self._merged(sections["history"], "history figure"), "history figure"
@@ -336,12 +339,31 @@ class _RuleLoader:
                 name=name,
                 description=description,
                 currency=currency,
+                max_rejects=max_rejects,
                 folder=str(self.folder),
                 fingerprint=fingerprint,
                 files=tuple(files),
                 **kw,
             )
         )
+
+    def _max_rejects(self, data: YMap) -> float:
+        """``max_rejects: 10%``: the share of a roster's rows that may be
+        rejected before a run stops (``--max-rejects`` overrides it)."""
+        raw = data.get("max_rejects")
+        if raw is None:
+            return DEFAULT_MAX_REJECTS
+        try:
+            value = parse_value(ValueType(PERCENT), raw)
+        except ValueError:
+            value = None
+        if value is None or not 0 <= value <= 1:
+            self.problem(
+                data.value_loc("max_rejects"),
+                "max_rejects must be a percentage from 0% to 100%, like 5%",
+            )
+            return DEFAULT_MAX_REJECTS
+        return value
 
     def _fields(self, entries, what: str) -> dict[str, FieldDef]:
         result = {}

@@ -145,6 +145,9 @@ class RuleSet:
     engagement_models: Mapping[str, EngagementModel]
     programs: tuple[Program, ...]
     files: tuple[str, ...] = field(default=())
+    # The share of a roster's rows that may be rejected; more stops a run
+    # before anything is recorded (``ruleset: max_rejects:``, ``--max-rejects``).
+    max_rejects: float = 0.05
 
     def program(self, program_id: str) -> Program:
         return self._programs_by_id[program_id]

@@ -95,6 +95,9 @@ class RunOptions:
     report: Callable[[Path], Path] | None = None
     # Write into an --out folder that holds files this program did not write.
     force: bool = False
+    # The share of roster rows that may be rejected (else the run stops before
+    # anything is recorded); None: the rule set's (ruleset: max_rejects:, 5%).
+    max_rejects: float | None = None
 
 
 @dataclass(frozen=True)
@@ -285,6 +288,7 @@ def _run_locked(
                 f"{options.roster}: no partner could be decided, {rows} rejected; see "
                 f"{_keep_rejects(outputs, out)} (nothing else was written or recorded)"
             )
+        _check_rejects(ruleset, options, tally, outputs, out)
         _check_latest_quarter(options, tally)
         timings["total_seconds"] = round(time.perf_counter() - clock, 3)
         if tally.rows_read != tally.decided + tally.rejected_rows:  # pragma: no cover
@@ -494,6 +498,25 @@ def _earlier(runs: RunHistory, previous: RunRecord | None, chunk: list[ChunkRow]
         else {}
     )
     return Earlier(before, returned)
+
+
+def _check_rejects(
+    ruleset: RuleSet, options: RunOptions, tally: RunTally, outputs: _Outputs, out: OutputFolder
+) -> None:
+    """Stop before anything is recorded when more of the roster's rows were
+    rejected than the rules (or --max-rejects) allow: an export that damaged
+    (the wrong file, a broken column) should be looked at before partners
+    are written to."""
+    limit = ruleset.max_rejects if options.max_rejects is None else options.max_rejects
+    rejected, read = tally.rejected_rows, tally.rows_read
+    if not read or rejected <= limit * read:
+        return
+    raise DataError(
+        f"{options.roster}: {rejected:,} of its {read:,} rows were rejected "
+        f"({rejected / read:.1%}), more than the {limit:.0%} allowed (--max-rejects, or "
+        f"max_rejects in the rule set); see {_keep_rejects(outputs, out)}. Fix the export "
+        "and run again, or allow more with --max-rejects PERCENT. Nothing was recorded"
+    )
 
 
 def _check_latest_quarter(options: RunOptions, tally: RunTally) -> None:
