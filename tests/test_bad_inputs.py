@@ -323,3 +323,120 @@ def test_max_rejects_in_the_rule_set_is_checked(tmp_path):
     with pytest.raises(RuleSetError, match="max_rejects must be a percentage from 0% to 100%"):
         load_rules(rules)
     assert load_rules(ROOT / "rules").max_rejects == pytest.approx(0.10)
+
+
+# --- ranges and identities ------------------------------------------------------
+
+
+def _roster_with(tmp_path: Path, changes: dict[str, dict[str, str]]) -> Path:
+    """The example roster with some partners' cells changed."""
+    rows = list(csv.DictReader(roster_lines()))
+    for row in rows:
+        row.update(changes.get(row["partner_id"], {}))
+    roster = tmp_path / "roster.csv"
+    with roster.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return roster
+
+
+@pytest.mark.parametrize(
+    "column,value,reason",
+    [
+        ("staff_sales", "-3", "'-3' is below 0, the least sales staff can be"),
+        ("certified_technical", "(3)", "'(3)' is below 0, the least certified technical staff"),
+        ("smb_share", "150%", "'150%' is above 100%, the most share of revenue from SMB"),
+        ("partner_name", "Nul\x00Byte Ltd", "holds a control character (U+0000)"),
+    ],
+)
+def test_values_outside_their_range_are_rejected(ruleset, tmp_path, column, value, reason):
+    roster = _roster_with(tmp_path, {"P-1003": {column: value}})
+    run(ruleset, tmp_path, roster)
+    found = [r for r in rejects(tmp_path) if r["partner_id"] == "P-1003"]
+    assert found and found[0]["column"] == column and reason in found[0]["reason"], found
+
+
+@pytest.mark.parametrize(
+    "partner_id,reason",
+    [
+        ("P-1001\u200b", "invisible or control character (U+200B)"),
+        ("P-10\x0701", "invisible or control character (U+0007)"),
+    ],
+)
+def test_partner_ids_with_hidden_characters_are_rejected(ruleset, tmp_path, partner_id, reason):
+    roster = _roster_with(tmp_path, {"P-1003": {"partner_id": partner_id}})
+    run(ruleset, tmp_path, roster)
+    found = [r for r in rejects(tmp_path) if r["row"] == "4"]
+    assert found and reason in found[0]["reason"], found
+
+
+def test_ids_in_two_unicode_forms_are_one_partner(ruleset, tmp_path):
+    """ "Café-1" typed with é, and with e and a combining accent (NFD): one id."""
+    import unicodedata
+
+    composed = "Caf\u00e9-1"
+    decomposed = unicodedata.normalize("NFD", composed)
+    roster = _roster_with(
+        tmp_path, {"P-1003": {"partner_id": composed}, "P-1004": {"partner_id": decomposed}}
+    )
+    run(ruleset, tmp_path, roster)
+    found = [r for r in rejects(tmp_path) if r["row"] == "5"]
+    assert found and "duplicate partner_id (first on row 4)" in found[0]["reason"], found
+
+
+def test_a_json_partner_id_that_is_a_list_is_rejected(ruleset, tmp_path):
+    lines = _jsonl_roster().splitlines()
+    lines[2] = lines[2].replace('"partner_id": "P-1003"', '"partner_id": ["P-1003", "x"]')
+    roster = tmp_path / "roster.jsonl"
+    roster.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run(ruleset, tmp_path, roster)
+    found = [r for r in rejects(tmp_path) if r["row"] == "3"]
+    assert found and "partner_id must be one value" in found[0]["reason"], found
+
+
+@pytest.mark.parametrize(
+    "declaration,message",
+    [
+        ("{type: integer, min: lots}", "'min' of field 'x' must be a whole number"),
+        ("{type: integer, min: 5, max: 2}", "'max' of field 'x' is below its 'min'"),
+        ("{type: text, max: 3}", "'max' applies to numbers, money, percentages and dates"),
+        ("{type: integer, default: -1}", "the default of field 'x' is outside its range"),
+        ("{type: percent, default: 120%}", "the default of field 'x' is outside its range"),
+    ],
+)
+def test_range_declarations_are_checked(tmp_path, declaration, message):
+    import shutil
+
+    from engine.errors import RuleSetError
+    from engine.ruleset.loader import load_rules
+
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    fields = rules / "fields.yaml"
+    fields.write_text(
+        fields.read_text(encoding="utf-8").replace(
+            "fields:\n", f"fields:\n  x: {declaration}\n", 1
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(RuleSetError, match=message):
+        load_rules(rules)
+
+
+def test_a_field_may_widen_its_range(tmp_path):
+    import shutil
+
+    from engine.ruleset.loader import load_rules
+
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    fields = rules / "fields.yaml"
+    fields.write_text(
+        fields.read_text(encoding="utf-8").replace(
+            "fields:\n", "fields:\n  growth: {type: percent, min: -100%, max: 1000%}\n", 1
+        ),
+        encoding="utf-8",
+    )
+    growth = load_rules(rules).fields["growth"]
+    assert (growth.minimum, growth.maximum) == (-1.0, 10.0)

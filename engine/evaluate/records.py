@@ -7,6 +7,7 @@ record, because rosters hold personal data.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from engine.errors import DataError
 from engine.ruleset.model import RuleSet, per_rule_set
 from engine.ruleset.quarters import History, Quarter, parse_quarter
-from engine.ruleset.value_types import value_parser
+from engine.ruleset.value_types import format_value, value_parser
 
 PARTNER_ID = "partner_id"
 QUARTER = "quarter"
@@ -48,18 +49,27 @@ def shorten(value: Any, limit: int = 40) -> str:
 
 
 def clean_partner_id(raw: Any) -> str:
-    """A partner_id as written, trimmed; "" for none."""
-    if raw.__class__ is str:
-        return raw.strip()
-    return "" if raw is None else str(raw).strip()
+    """A partner_id as written, trimmed, in Unicode's composed form (NFC: an
+    "é" typed as e and an accent is the same id as one typed as é); "" for none."""
+    text = raw.strip() if raw.__class__ is str else "" if raw is None else str(raw).strip()
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
 def read_partner_id(record: Mapping[str, Any]) -> str:
-    text = clean_partner_id(record.get(PARTNER_ID))
+    raw = record.get(PARTNER_ID)
+    if isinstance(raw, (list, tuple, dict, bool)):
+        raise DataError("partner_id must be one value (text or a number), not a list or yes/no")
+    text = clean_partner_id(raw)
     if not text:
         raise DataError("partner_id is missing")
     if len(text) > MAX_ID_LENGTH:
         raise DataError(f"partner_id is longer than {MAX_ID_LENGTH} characters")
+    if not text.isprintable():
+        hidden = next(c for c in text if not c.isprintable())
+        raise DataError(
+            f"partner_id holds an invisible or control character (U+{ord(hidden):04X}), "
+            "which would make two partners of one; remove it"
+        )
     return text
 
 
@@ -69,10 +79,37 @@ def _declared(ruleset: RuleSet) -> tuple[list, list]:
         "parsers",
         ruleset,
         lambda r: (
-            [(n, d, value_parser(d.type)) for n, d in r.fields.items()],
-            [(n, d, value_parser(d.type)) for n, d in r.figures.items()],
+            [(n, d, bounded_parser(d)) for n, d in r.fields.items()],
+            [(n, d, bounded_parser(d)) for n, d in r.figures.items()],
         ),
     )
+
+
+def bounded_parser(definition) -> Any:
+    """The parser of a field's values, refusing those outside its ``min`` and
+    ``max`` (a count of -3, a share of 150%)."""
+    parse = value_parser(definition.type)
+    low, high = definition.minimum, definition.maximum
+    if low is None and high is None:
+        return parse
+    vtype = definition.type
+
+    def parse_within(raw: Any) -> Any:
+        value = parse(raw)
+        if value is not None:
+            if low is not None and value < low:
+                raise ValueError(
+                    f"'{shorten(raw)}' is below {format_value(vtype, low)}, the least "
+                    f"{definition.label} can be"
+                )
+            if high is not None and value > high:
+                raise ValueError(
+                    f"'{shorten(raw)}' is above {format_value(vtype, high)}, the most "
+                    f"{definition.label} can be"
+                )
+        return value
+
+    return parse_within
 
 
 def field_values(ruleset: RuleSet, record: Mapping[str, Any]) -> tuple[dict, list[FieldProblem]]:

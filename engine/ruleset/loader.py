@@ -34,6 +34,7 @@ from engine.ruleset.value_types import (
     BOOL,
     CHOICE,
     DATE,
+    INTEGER,
     LIST,
     MONEY,
     NUMBER,
@@ -68,6 +69,8 @@ FIELD_KEYS = (
     "column",
     "aliases",
     "may_be_absent",
+    "min",
+    "max",
 )
 PARAMETER_KEYS = ("value", "description")
 METRIC_KEYS = ("value", "label", "description")
@@ -431,6 +434,17 @@ class _RuleLoader:
             elif vtype.kind == LIST and not required:
                 default = ()
             label = self.text(data, "label", where, name.replace("_", " "))
+            low, high = self._range(data, where, vtype)
+            if (
+                default is not None
+                and vtype.kind != LIST
+                and ((low is not None and default < low) or (high is not None and default > high))
+            ):
+                self.problem(
+                    data.value_loc("default"),
+                    f"the default of {where} is outside its range (min and max; counts are "
+                    "at least 0 and shares 0% to 100% unless min or max says otherwise)",
+                )
             result[name] = FieldDef(
                 name,
                 vtype,
@@ -441,8 +455,40 @@ class _RuleLoader:
                 loc,
                 self._column_names(data, where),
                 self._may_be_absent(data, where, required),
+                low,
+                high,
             )
         return result
+
+    def _range(self, data: YMap, where: str, vtype: ValueType) -> tuple[Any, Any]:
+        """``min:`` and ``max:`` in the field's type; by default a count
+        (integer) is at least 0 and a share (percentage) from 0% to 100%."""
+        default = {INTEGER: (0, None), PERCENT: (0.0, 1.0)}.get(vtype.kind, (None, None))
+        bounds = []
+        for key, fallback in zip(("min", "max"), default):
+            if key not in data:
+                bounds.append(fallback)
+                continue
+            raw = data[key]
+            value = None
+            if vtype.kind in (INTEGER, NUMBER, MONEY, PERCENT, DATE) and raw is not None:
+                try:
+                    value = parse_value(vtype, raw)
+                except ValueError:
+                    value = None
+            if value is None:
+                self.problem(
+                    data.value_loc(key),
+                    f"'{key}' of {where} must be a {vtype.describe()}"
+                    if vtype.kind in (INTEGER, NUMBER, MONEY, PERCENT, DATE)
+                    else f"'{key}' applies to numbers, money, percentages and dates, "
+                    f"not to {where}",
+                )
+            bounds.append(value)
+        low, high = bounds
+        if low is not None and high is not None and low > high:
+            self.problem(data.key_loc("max"), f"'max' of {where} is below its 'min'")
+        return low, high
 
     def _column_names(self, data: YMap, where: str) -> tuple[str, ...]:
         """``column:`` (the export's header for the field) and ``aliases:``."""

@@ -40,6 +40,11 @@ class FieldDef:
     # The column may be missing from a file, every partner then getting the
     # default (``may_be_absent: true``); otherwise a missing column stops a run.
     may_be_absent: bool = False
+    # The least and most a value may be (``min:``, ``max:``), in the field's
+    # type; None: no bound. Counts (integers) are at least 0 and shares
+    # (percentages) from 0% to 100% unless the field says otherwise.
+    minimum: Any = None
+    maximum: Any = None
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,16 @@ def parse_value(vtype: ValueType, raw: Any) -> Any:
     if kind == TEXT:
         if isinstance(raw, (list, tuple, dict)):
             raise ValueError("expected text")
-        return str(raw).strip()
+        text = str(raw).strip()
+        if not text.isprintable():
+            control = next((c for c in text if ord(c) < 32 and c not in "\t\n\r"), None)
+            if control is not None or "\x7f" in text:
+                code = ord(control) if control is not None else 0x7F
+                raise ValueError(
+                    f"holds a control character (U+{code:04X}), which letters and "
+                    "spreadsheets cannot show; remove it"
+                )
+        return text
     if kind == CHOICE:
         text = str(raw).strip()
         for allowed in vtype.values or ():
