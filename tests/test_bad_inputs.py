@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -440,3 +441,47 @@ def test_a_field_may_widen_its_range(tmp_path):
     )
     growth = load_rules(rules).fields["growth"]
     assert (growth.minimum, growth.maximum) == (-1.0, 10.0)
+
+
+def test_the_summary_lists_every_default_applied(ruleset, tmp_path):
+    """Counted from the roster itself: decided partners whose cell was empty."""
+    summary = run(ruleset, tmp_path, EXAMPLES / "roster.csv")
+    decided = {d["partner_id"] for d in _decisions(tmp_path)}
+    expected = {}
+    for row in csv.DictReader(roster_lines()):
+        if row["partner_id"] not in decided:
+            continue
+        for name, definition in ruleset.fields.items():
+            if not definition.required and not (row.get(name) or "").strip():
+                expected[name] = expected.get(name, 0) + 1
+    assert summary["defaults_applied"] == expected
+    assert expected  # the example leaves some cells empty
+
+
+@pytest.mark.parametrize(
+    "kind,raw,reason",
+    [
+        ("integer", "$1,200", "'$1,200' is a money amount, not a whole number; write the whole"),
+        ("integer", "1.234,5", "write it like 1234 or 1,234"),
+        ("percent", "2,6%", "write it like 2.6%"),
+        ("money", "1.234,50", "write it like 1234.50 or 1,234.50"),
+    ],
+)
+def test_reasons_speak_of_the_column_type(kind, raw, reason):
+    from engine.ruleset.value_types import ValueType, parse_value
+
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        parse_value(ValueType(kind), raw)
+
+
+def test_a_history_file_whose_rows_are_all_rejected_stops_the_run(ruleset, tmp_path):
+    """Another roster's history (no partner in common): every row rejected,
+    and every revenue-based decision would be lost."""
+    from engine.errors import DataError
+
+    lines = (EXAMPLES / "performance.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    history = tmp_path / "performance.csv"
+    history.write_text(lines[0] + "".join("Z" + line[1:] for line in lines[1:]), encoding="utf-8")
+    with pytest.raises(DataError, match=r"all 326 rows of the history file were rejected"):
+        run(ruleset, tmp_path, EXAMPLES / "roster.csv", history)
+    assert not list((tmp_path / "out").glob("runs/*"))

@@ -219,7 +219,7 @@ def test_html_letters_are_self_contained(letters_run):
 def hostile_roster(tmp_path: Path) -> Path:
     source = (EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines()
     header, first = source[0], source[1].split(",")
-    rows = [header]
+    rows = [header, source[1]]  # P-1001 as it is: the history file stays the roster's
     for partner_id, name, mail in [
         ("X-1", "{{ 7*7 }} *Bold* Corp", "x1@example.com"),
         ("../../escape", "<script>alert(1)</script> & Co", "x2@example.com"),

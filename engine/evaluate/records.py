@@ -112,8 +112,11 @@ def bounded_parser(definition) -> Any:
     return parse_within
 
 
-def field_values(ruleset: RuleSet, record: Mapping[str, Any]) -> tuple[dict, list[FieldProblem]]:
-    """Typed values for every declared field, defaults applied; and the problems."""
+def field_values(
+    ruleset: RuleSet, record: Mapping[str, Any], defaulted: list[str] | None = None
+) -> tuple[dict, list[FieldProblem]]:
+    """Typed values for every declared field, defaults applied; and the
+    problems. ``defaulted`` collects the fields whose default was applied."""
     values: dict[str, Any] = {}
     problems: list[FieldProblem] = []
     for name, definition, parse in _declared(ruleset)[0]:
@@ -128,6 +131,8 @@ def field_values(ruleset: RuleSet, record: Mapping[str, Any]) -> tuple[dict, lis
                 problems.append(FieldProblem(name, "", "a value is required"))
                 continue
             value = definition.default
+            if defaulted is not None:
+                defaulted.append(name)
         values[name] = value
     return values, problems
 

@@ -67,6 +67,14 @@ _FALSE = {"no", "n", "false", "0"}
 LIST_SEPARATOR = ";"
 
 
+_EXAMPLES = {
+    "whole number": "1234 or 1,234",
+    "number": "1234.5 or 1,234.5",
+    "money amount": "1234.50 or 1,234.50",
+    "percentage": "2.6%",
+}
+
+
 def _number(text: str, what: str) -> float:
     """Parse '1,234.50', '-12', '(12)' style numbers; reject ambiguous forms."""
     if _plain_decimal(text):
@@ -75,12 +83,17 @@ def _number(text: str, what: str) -> float:
     negative = False
     if value.startswith("(") and value.endswith(")"):
         negative, value = True, value[1:-1].strip()
+    if what != "money amount" and _CURRENCY.search(value) and _CURRENCY.sub("", value).strip():
+        plain = _CURRENCY.sub("", value).strip()
+        raise ValueError(
+            f"'{text}' is a money amount, not a {what}; write the {what} alone, like {plain}"
+        )
     if _GROUPED_NUMBER.match(value):
         value = value.replace(",", "")
     elif "," in value:
         raise ValueError(
             f"'{text}' is ambiguous as a {what} (is ',' a decimal or a "
-            "thousands separator?); write it like 1234.50 or 1,234.50"
+            f"thousands separator?); write it like {_EXAMPLES[what]}"
         )
     if not _PLAIN_NUMBER.match(value):
         raise ValueError(f"'{text}' is not a {what}")

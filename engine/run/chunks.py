@@ -14,6 +14,7 @@ than deciding a chunk.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -85,6 +86,8 @@ class ChunkResult:
     # Of the decided partners with figures in the four quarters before the
     # last complete one: how many, and how many have figures for that quarter.
     reporting: tuple[int, int] = (0, 0)
+    # How many decided partners had each field's default applied (an empty cell).
+    defaults: dict[str, int] = field(default_factory=dict)
 
 
 def warm_up(ruleset: RuleSet) -> None:
@@ -108,9 +111,11 @@ def decide_chunk(
     rejects: list[Reject] = []
     reject_rows: list[int] = []
     rejected_rows = history_rejects = 0
+    defaults: collections.Counter = collections.Counter()
     for row in rows:
         partner_id = row.partner_id
-        values, problems = field_values(ruleset, row.record)
+        defaulted: list[str] = []
+        values, problems = field_values(ruleset, row.record, defaulted)
         before = len(rejects)
         history_problems: list[FieldProblem] = []
         history = checked_history(ruleset, row.history, row.history_columns, history_problems)
@@ -121,6 +126,7 @@ def decide_chunk(
             rejects.extend(Reject.of(row.source_file, row.row, partner_id, p) for p in problems)
         else:
             partners.append((row, Partner(partner_id, values, history)))
+            defaults.update(defaulted)
         reject_rows.extend([row.row] * (len(rejects) - before))
     reporting = _reporting([partner for _, partner in partners], as_of)
     all_values = [evaluator.values(partner, as_of) for _, partner in partners]
@@ -152,7 +158,15 @@ def decide_chunk(
                 )
             )
     return ChunkResult(
-        results, rejects, rejected_rows, history_rejects, reject_rows, changes, index, reporting
+        results,
+        rejects,
+        rejected_rows,
+        history_rejects,
+        reject_rows,
+        changes,
+        index,
+        reporting,
+        dict(defaults),
     )
 
 

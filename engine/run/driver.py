@@ -146,6 +146,7 @@ class RunTally:
     engagement: collections.Counter = field(default_factory=collections.Counter)
     programs: collections.Counter = field(default_factory=collections.Counter)
     changes: collections.Counter = field(default_factory=collections.Counter)
+    defaults: collections.Counter = field(default_factory=collections.Counter)
 
 
 class _Outputs:
@@ -287,6 +288,13 @@ def _run_locked(
             raise DataError(
                 f"{options.roster}: no partner could be decided, {rows} rejected; see "
                 f"{_keep_rejects(outputs, out)} (nothing else was written or recorded)"
+            )
+        if options.performance is not None and tally.history_rejects >= history.rows_read > 0:
+            raise DataError(
+                f"{options.performance}: all {history.rows_read:,} rows of the history file "
+                f"were rejected; see {_keep_rejects(outputs, out)}. Is it the right file? "
+                "Deciding without any figures would turn every revenue-based decision. "
+                "Nothing was recorded"
             )
         _check_rejects(ruleset, options, tally, outputs, out)
         _check_latest_quarter(options, tally)
@@ -560,6 +568,7 @@ def _record_chunk(
     tally.history_rejects += result.history_rejects
     tally.recently_reporting += result.reporting[0]
     tally.latest_reported += result.reporting[1]
+    tally.defaults.update(result.defaults)
     runs.add_decisions(run_id, [(r.partner_id, snapshot(r.decision)) for r in result.results])
     cells = {
         p.id: (safe_cell(p.id), safe_cell(p.name), safe_cell(p.group or ""))
@@ -658,6 +667,10 @@ def _summary(
             "rows_read": tally.rows_read,
             "decided": tally.decided,
             "rejected": tally.rejected_rows,
+        },
+        # Partners decided on a field's default (its cell was empty), by field.
+        "defaults_applied": {
+            name: tally.defaults[name] for name in ruleset.fields if tally.defaults.get(name)
         },
         "classifications": {
             t.name: {v: tally.classifications.get(t.name, {}).get(v, 0) for v in t.values}
