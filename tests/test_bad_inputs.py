@@ -485,3 +485,52 @@ def test_a_history_file_whose_rows_are_all_rejected_stops_the_run(ruleset, tmp_p
     with pytest.raises(DataError, match=r"all 326 rows of the history file were rejected"):
         run(ruleset, tmp_path, EXAMPLES / "roster.csv", history)
     assert not list((tmp_path / "out").glob("runs/*"))
+
+
+def test_random_rows_and_bytes_never_stop_a_run(ruleset, tmp_path_factory):
+    """Random cells, random bytes and broken quoting in a roster: the run
+    ends (or stops with one clear error), and rows read = decided + rejected."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    from engine.errors import EligibilityError
+
+    header = roster_lines()[0].encode()
+    good = [line.encode("utf-8") for line in roster_lines()[1:6]]
+    junk = st.one_of(
+        st.binary(max_size=60),
+        st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass")),
+        st.sampled_from([b'"', b'""', b",,,,", b"\x00", b"\xff\xfe", b"1e400", b"\r", b";"]),
+    )
+    rows = st.lists(st.one_of(st.sampled_from(good), junk.map(lambda b: b + b"\n")), max_size=12)
+
+    @settings(
+        max_examples=100,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(rows)
+    def survives(body):
+        folder = tmp_path_factory.mktemp("random")
+        roster = folder / "roster.csv"
+        roster.write_bytes(header + b"".join(body))
+        try:
+            result = run_batch(
+                ruleset,
+                RunOptions(
+                    roster=roster,
+                    performance=None,
+                    without_history=True,
+                    as_of=AS_OF,
+                    out_dir=folder / "out",
+                    workers=1,
+                    db=folder / "runs.sqlite",
+                    max_rejects=1.0,
+                ),
+            )
+        except EligibilityError as error:  # one clear error: an empty roster, nobody decided
+            assert "\n" not in str(error) and "Traceback" not in str(error)
+            return
+        partners = result.summary["partners"]
+        assert partners["rows_read"] == partners["decided"] + partners["rejected"]
+
+    survives()
