@@ -467,7 +467,8 @@ def explain_command(
 @click.option(
     "--strict",
     is_flag=True,
-    help="Fail (exit 1) if any row is rejected; only rejects.csv is written.",
+    help="Fail (exit 1) if any row is rejected; the rejects go to "
+    "--out/stopped-run/rejects.csv, and nothing else is written or recorded.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option(
@@ -740,16 +741,17 @@ def letters_command(
     roster: Path | None,
     workers: int | None,
 ) -> None:
-    """Write every partner's letter for the run whose outputs are in DIR.
+    """Write every partner's letter for the current run in DIR (or a run's own folder).
 
     One letter per partner, in its language (falling back to the default
     language where a template is missing), chosen from its decisions and
     its changes since the previous run: welcome, status, program enrolled or
     removed, tier or engagement change, at-risk warning, probation notice.
     Formats: text (Markdown), html (print-friendly, self-contained), and eml
-    (an email with both parts). Files go to DIR/letters/, named after the
-    partner_id, with an index.csv; the folder is replaced only once every
-    letter is written. Figures (metrics) come from the run's decisions.jsonl,
+    (an email with both parts). Files go to the run's letters/ (DIR/letters/),
+    named after the partner_id, with an index.csv; the folder is replaced
+    only once every letter is written, and another run or letters pass on DIR
+    stops at once meanwhile. Figures (metrics) come from the run's decisions.jsonl,
     as the rules saw them; names and contacts from the roster the run read.
 
     \b
