@@ -534,3 +534,44 @@ def test_random_rows_and_bytes_never_stop_a_run(ruleset, tmp_path_factory):
         assert partners["rows_read"] == partners["decided"] + partners["rejected"]
 
     survives()
+
+
+def test_semicolon_files_are_read_with_decimal_commas(ruleset, tmp_path):
+    """What Excel writes as CSV in much of Europe: ';' between values, a
+    decimal comma, a point between thousands. Decided as the original."""
+    run(ruleset, tmp_path / "a", EXAMPLES / "roster.csv")
+
+    def european(path: Path, target: Path) -> Path:
+        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+        out = []
+        for row in rows:
+            cells = []
+            for cell in row:
+                if re.fullmatch(r"-?\d+\.\d+%?", cell):  # 2.6% -> 2,6 %; 957191.38 -> 957.191,38
+                    whole, fraction = cell.rstrip("%").split(".")
+                    grouped = f"{int(whole):,}".replace(",", ".")
+                    cell = f"{grouped},{fraction}" + (" %" if cell.endswith("%") else "")
+                cells.append(cell)
+            out.append(cells)
+        with target.open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle, delimiter=";").writerows(out)
+        return target
+
+    roster = european(EXAMPLES / "roster.csv", tmp_path / "roster.csv")
+    history = european(EXAMPLES / "performance.csv", tmp_path / "performance.csv")
+    assert "2,6 %" in roster.read_text(encoding="utf-8")
+    assert "957.191,38" in history.read_text(encoding="utf-8")
+    run(ruleset, tmp_path / "b", roster, history)
+    assert _decisions(tmp_path / "a") == _decisions(tmp_path / "b")
+
+
+def test_a_thousands_point_without_a_decimal_comma_is_ambiguous_there(ruleset, tmp_path):
+    rows = list(csv.reader(roster_lines()))
+    column = rows[0].index("staff_sales")
+    rows[3][column] = "1.234"
+    roster = tmp_path / "roster.csv"
+    with roster.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, delimiter=";").writerows(rows)
+    run(ruleset, tmp_path, roster)
+    found = [r for r in rejects(tmp_path) if r["row"] == "4"]
+    assert found and "staff_sales: '1.234' is ambiguous" in found[0]["reason"], found

@@ -40,6 +40,7 @@ from engine.evaluate.records import (
     shorten,
 )
 from engine.ruleset.model import RuleSet
+from engine.ruleset.value_types import NUMERIC
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".xlsx": "xlsx"}
 MAX_CELL = 16 * 1024 * 1024  # characters of one CSV cell; a longer one rejects its row
@@ -159,6 +160,7 @@ class RowReader:
     def __init__(self, path: str | Path, columns: Iterable[str] | Mapping[str, Any] = ()):
         self.path = Path(path)
         self.columns = column_names(columns)
+        self.numeric = numeric_columns(columns)
         self.kind = FORMATS.get(self.path.suffix.lower())
         if self.kind is None:
             raise UsageError(
@@ -186,7 +188,7 @@ class RowReader:
             if self.kind == "csv":
                 encoding = self.encoding
                 with encoding.open(binary) as text:
-                    yield from _read_csv(self.path, text, self.columns, encoding)
+                    yield from _read_csv(self.path, text, self.columns, encoding, self.numeric)
             else:
                 yield from _read_jsonl(self.path, binary)
 
@@ -233,7 +235,18 @@ def read_columns(
             width = max((i for i in where if i is not None), default=-1) + 1
             size = len(header)
             pick = _picker(where)
+            commas = (
+                [i for i, n in enumerate(header) if n in reader.numeric]
+                if rows.dialect.delimiter == ";"
+                else []
+            )
             for number, values in enumerate(_csv_records(rows), start=2):
+                if commas and values.__class__ is list:
+                    problem = _with_decimal_commas(reader.path, number, values, header, commas)
+                    if problem is not None:
+                        if unreadable is not None:
+                            unreadable(problem)
+                        continue
                 if values.__class__ is not list or (
                     encoding.checked and _bad_bytes(values, encoding)
                 ):
@@ -377,6 +390,65 @@ def column_names(columns: Iterable[str] | Mapping[str, Any]) -> dict[str, tuple[
     for name in columns:
         names[name] = tuple(getattr(declared.get(name), "columns", ()) or ())
     return names
+
+
+def numeric_columns(columns: Iterable[str] | Mapping[str, Any]) -> frozenset[str]:
+    """The columns declared numbers, money or percentages (read with a decimal
+    comma in files separated by semicolons)."""
+    if not isinstance(columns, Mapping):
+        return frozenset()
+    return frozenset(
+        name
+        for name, declared in columns.items()
+        if getattr(getattr(declared, "type", None), "kind", None) in NUMERIC
+    )
+
+
+_THOUSANDS_POINT = re.compile(r"(?<=\d)[. \u00a0\u202f](?=\d{3}(?!\d))")
+_GROUPED_BY_POINTS = re.compile(r"\D*[1-9]\d{0,2}(?:\.\d{3})+\D*")  # not 0.005
+
+
+def decimal_comma(text: str) -> str:
+    """A number from a file separated by semicolons, where Excel writes a
+    decimal comma and a point (or space) between thousands (``1.234,50``,
+    ``2,6 %``), in the form the value parsers read (``1234.50``, ``2.6 %``).
+    ``1.234`` there is ambiguous (1234, or one and a bit?): ValueError."""
+    value = text.strip()
+    if "," in value:
+        whole, _, fraction = value.partition(",")
+        whole = _THOUSANDS_POINT.sub("", whole)
+        if "," in fraction or "." in fraction or "." in whole:
+            raise ValueError(
+                f"'{shorten(value)}' is not a number as this file writes them (a decimal "
+                "comma, and points or spaces between thousands: 1.234,50)"
+            )
+        return f"{whole}.{fraction}"
+    if _GROUPED_BY_POINTS.fullmatch(value):
+        raise ValueError(
+            f"'{shorten(value)}' is ambiguous in a file separated by semicolons, whose "
+            f"numbers have decimal commas: is it {value.replace('.', '')} or "
+            f"{value.replace('.', ',', 1) if value.count('.') == 1 else value}? Write it "
+            "without the point, or with a decimal comma"
+        )
+    return text
+
+
+def _with_decimal_commas(
+    path: Path, number: int, values: list, names: list[str], where: list[int]
+) -> SourceRow | None:
+    """Turn a semicolon file's numeric cells (at ``where``) into the parsers'
+    form, in place; a row with one that cannot be read comes as its problem."""
+    for index in where:
+        cell = values[index] if index < len(values) else None
+        if cell and ("," in cell or "." in cell):
+            try:
+                values[index] = decimal_comma(cell)
+            except ValueError as error:
+                partner = values[names.index(PARTNER_ID)] if PARTNER_ID in names else None
+                return SourceRow(
+                    str(path), number, {PARTNER_ID: partner}, f"{names[index]}: {error}", cell
+                )
+    return None
 
 
 def canonical_header(header: list[str], columns: Mapping[str, tuple[str, ...]]) -> list[str]:
@@ -550,6 +622,7 @@ def _read_csv(
     handle: io.TextIOBase,
     columns: Mapping[str, tuple[str, ...]],
     encoding: TextEncoding = _UTF8,
+    numeric: frozenset[str] = frozenset(),
 ) -> Iterator[SourceRow]:
     """Rows are numbered as a spreadsheet shows them: the header is row 1, a
     quoted value spanning several lines still makes one row, and a blank line
@@ -565,12 +638,22 @@ def _read_csv(
         names = _csv_header(path, header, columns)
         width = len(names)
         checked = encoding.checked
+        commas = (
+            [i for i, n in enumerate(names) if n in numeric]
+            if rows.dialect.delimiter == ";"
+            else []
+        )
         for number, values in enumerate(_csv_records(rows), start=2):
             if values.__class__ is not list or (checked and _bad_bytes(values, encoding)):
                 yield _unreadable_record(path, number, values, names, encoding)
                 continue
             if not values:
                 continue
+            if commas:
+                problem = _with_decimal_commas(path, number, values, names, commas)
+                if problem is not None:
+                    yield problem
+                    continue
             if len(values) < width:
                 values += [None] * (width - len(values))
             elif len(values) > width:
