@@ -39,6 +39,7 @@ from engine.run.driver import (
     RunOptions,
     default_workers,
     prune_runs,
+    release_run,
     run_batch,
 )
 from engine.run.impact import compare, load_rule_sets, write_moves_csv
@@ -108,6 +109,7 @@ def cli() -> None:
       eligibility explain P-1001 --as-of 2026-11-26
       eligibility letters out/ --only-changed
       eligibility history
+      eligibility release 7
     """
 
 
@@ -443,6 +445,15 @@ def explain_command(
     "roster's rows is rejected. Default: the rule set's max_rejects, else 5.",
 )
 @click.option(
+    "--max-moves",
+    type=click.FloatRange(0, 100),
+    default=None,
+    metavar="PERCENT",
+    help="Hold the run when more than this share of the partners changes tier, "
+    "classification or engagement model since the previous run: its letters wait "
+    "until 'eligibility release RUN'. Default: the rule set's max_moves, else 20.",
+)
+@click.option(
     "--no-performance",
     is_flag=True,
     help="Decide without a performance history on purpose: every metric of "
@@ -510,6 +521,7 @@ def run(
     performance: Path | None,
     min_quarter_share: float,
     max_rejects: float | None,
+    max_moves: float | None,
     no_performance: bool,
     as_of: dt.date,
     out_dir: Path,
@@ -561,6 +573,7 @@ def run(
         without_history=no_performance,
         min_quarter_share=min_quarter_share / 100,
         max_rejects=None if max_rejects is None else max_rejects / 100,
+        max_moves=None if max_moves is None else max_moves / 100,
         report=build_report if report else None,
         force=force,
         letters=RunLetters(templates_dir, letter_formats or tuple(LETTER_FORMATS))
@@ -618,8 +631,15 @@ def run(
             or "nobody enrolled"
         )
     )
-    if letter_summary is not None:
+    if letter_summary is not None and result.held is None:
         click.echo(letters_text(letter_summary))
+    if result.held is not None:
+        count = letter_summary["letters"] if letter_summary else 0
+        click.echo(
+            f"HELD: {result.held['reason']}. The {count} letters are kept in "
+            f"{result.out_dir / 'held-letters'}; look at the changes (changes.csv, "
+            f"--report), then 'eligibility release {result.run_id}' lets them out."
+        )
 
 
 class _ProgressLine:
@@ -794,6 +814,34 @@ def letters_command(
         if bar:
             bar.close()
     click.echo(letters_text(summary))
+
+
+@cli.command(short_help="Let a held run's letters out.")
+@click.argument("run_id", type=int)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.",
+)
+def release(run_id: int, db: Path | None) -> None:
+    """Release run RUN_ID, held because more partners moved than the rules
+    allow (max_moves, --max-moves): its letters move from held-letters/ to
+    letters/, and its summary and the history say when. Look at its changes
+    first (changes.csv, 'eligibility report').
+
+    \b
+    Examples:
+      eligibility release 7
+    """
+    path = db or Path(os.environ.get(DB_ENV, DEFAULT_DB))
+    if not path.exists():
+        raise UsageError(f"no run history at {path} yet; 'eligibility run' creates it")
+    summary = release_run(path, run_id)
+    click.echo(
+        f"Released run {run_id}: its letters are in {summary['letters']['folder']}/."
+        if summary.get("letters")
+        else f"Released run {run_id} (it wrote no letters)."
+    )
 
 
 @cli.command(short_help="List runs, show one in detail, or prune old ones.")

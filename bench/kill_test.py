@@ -113,6 +113,8 @@ def command(out: Path, db: Path, data: Path, date: str, workers: int) -> list[st
         str(workers),
         "--report",
         "--quiet",
+        "--max-moves",  # the dates alternate, so many partners move: not a run to hold here
+        "100",
     ]
 
 

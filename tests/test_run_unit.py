@@ -365,3 +365,46 @@ def test_runs_killed_in_every_phase_leave_a_complete_current_run(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 of 3 clean" in result.stdout, result.stdout
+
+
+def test_a_run_moving_too_many_partners_is_held_until_released(cli_run, tmp_path):
+    """A quarter later (or a rule change) many partners move: with
+    --max-moves 1 the run is recorded and its outputs written, but its
+    letters wait in held-letters/ until a manager releases it."""
+    out, db = tmp_path / "out", str(tmp_path / "h.sqlite")
+    base = ["run", "--out", str(out), "--db", db, "--workers", "1"]
+    assert cli_run(*base, "--as-of", "2026-08-20", "-q").exit_code == 0
+    result = cli_run(*base, "--as-of", "2026-11-26", "--max-moves", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "HELD: " in result.output and "eligibility release 2" in result.output
+    run = current_run(out)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["held"]["moved"] > 0 and summary["held"]["released_at"] is None
+    assert (run / "held-letters" / "index.csv").is_file() and not (run / "letters").exists()
+    assert not (out / "letters").exists()  # nothing to send from
+    refused = cli_run("letters", str(out))
+    assert refused.exit_code == 2 and "run 2 is held" in refused.stderr
+    assert "HELD" in cli_run("history", "--db", db).output
+    assert (
+        "'eligibility release 2' lets its letters out" in cli_run("history", "2", "--db", db).output
+    )
+    released = cli_run("release", "2", "--db", db)
+    assert released.exit_code == 0, released.stderr
+    assert (out / "letters" / "index.csv").is_file() and not (run / "held-letters").exists()
+    assert "released 20" in cli_run("history", "2", "--db", db).output
+    assert cli_run("release", "2", "--db", db).exit_code == 2  # not held any more
+
+
+def test_a_rerun_moving_nobody_is_not_held(ruleset, tmp_path):
+    run_batch(ruleset, options(tmp_path))
+    result = run_batch(ruleset, options(tmp_path, max_moves=0.0))
+    assert result.held is None and "held" not in result.summary
+
+
+def test_the_report_of_a_held_run_says_so(cli_run, tmp_path):
+    out, db = tmp_path / "out", str(tmp_path / "h.sqlite")
+    base = ["run", "--out", str(out), "--db", db, "--workers", "1", "-q"]
+    assert cli_run(*base, "--as-of", "2026-08-20").exit_code == 0
+    assert cli_run(*base, "--as-of", "2026-11-26", "--max-moves", "1", "--report").exit_code == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<strong>Held:</strong>" in page and "eligibility release 2" in page

@@ -152,6 +152,10 @@ class RunHistory:
         )
         self._db.execute("COMMIT")
 
+    def update_summary(self, run_id: int, summary: dict) -> None:
+        """A recorded run's summary, changed since (a held run released)."""
+        self._db.execute("UPDATE runs SET summary = ? WHERE id = ?", (json.dumps(summary), run_id))
+
     def abort(self) -> None:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from engine.ruleset.model import ENGAGEMENT, RuleSet
 
 COLUMNS = ("partner_id", "change", "subject", "before", "after", "direction")
+# Changes that move a partner: its tier (an exclusive group), a classification,
+# or its engagement model. Too many at once hold a run (engine.run.driver).
+MOVES = frozenset({"classification", "engagement_model", "group_change"})
 KINDS = (
     "new_partner",
     "removed_partner",

@@ -36,6 +36,7 @@ from engine.letters.settings import LetterSettings
 from engine.ruleset.model import RuleSet
 
 LETTERS_FOLDER = "letters"
+HELD_LETTERS = "held-letters"  # a held run's letters, until it is released
 INDEX_FILE = "index.csv"
 FORMATS = {"text": ".txt", "html": ".html", "eml": ".eml"}
 INDEX_COLUMNS = (

@@ -141,6 +141,12 @@ def run_list_text(records) -> str:
         f"{r.id:>4}  {r.finished_at}  as of {r.as_of}  {r.ruleset_name} "
         f"({r.rules_fingerprint})  {Path(r.roster_source).name}: "
         f"{r.rows_read} read, {r.decided} decided, {r.rejected} rejected"
+        + (
+            "  HELD"
+            if (r.summary.get("held") or {}).get("reason")
+            and not r.summary["held"].get("released_at")
+            else ""
+        )
         for r in records
     )
 
@@ -171,6 +177,14 @@ def run_text(r) -> str:
         if letters
         else f"  letters:     none written ('eligibility letters --run {r.id}' writes them)",
     ]
+    held = s.get("held")
+    if held:
+        lines.append(
+            f"  held:        {held['reason']}; released {held['released_at']}"
+            if held.get("released_at")
+            else f"  held:        {held['reason']}; 'eligibility release {r.id}' lets its "
+            "letters out"
+        )
     changes = s["changes"]
     if changes["previous_run"] is not None:
         listed = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in changes["counts"].items() if n)

@@ -57,8 +57,9 @@ SECTIONS = (
     "programs",
 )
 MERGED_SECTIONS = ("fields", "history", "parameters", "metrics", "classifications", "programs")
-RULESET_KEYS = ("name", "description", "currency", "max_rejects")
+RULESET_KEYS = ("name", "description", "currency", "max_rejects", "max_moves")
 DEFAULT_MAX_REJECTS = 0.05  # of a roster's rows; more stops a run (see engine.run.driver)
+DEFAULT_MAX_MOVES = 0.20  # of the partners decided; more moving holds a run's letters
 FIELD_KEYS = (
     "type",
     "required",
@@ -295,7 +296,7 @@ class _RuleLoader:
     def _build(self, sections, fingerprint: str, files: list[str]) -> RuleSet | None:
         header = self._single(sections["ruleset"], "ruleset")
         name, description, currency = self.folder.resolve().name, "", "USD"
-        max_rejects = DEFAULT_MAX_REJECTS
+        max_rejects, max_moves = DEFAULT_MAX_REJECTS, DEFAULT_MAX_MOVES
         if header:
             data, loc = header
             if self.keys(data, loc, RULESET_KEYS, "ruleset"):
@@ -307,7 +308,8 @@ class _RuleLoader:
                         data.value_loc("currency"),
                         "currency must be a three-letter ISO code such as USD or EUR",
                     )
-                max_rejects = self._max_rejects(data)
+                max_rejects = self._share(data, "max_rejects", DEFAULT_MAX_REJECTS)
+                max_moves = self._share(data, "max_moves", DEFAULT_MAX_MOVES)
         fields = self._fields(self._merged(sections["fields"], "field"), "field")
         figures = self._fields(
             self._merged(sections["history"], "history figure"), "history figure"
@@ -343,6 +345,7 @@ class _RuleLoader:
                 description=description,
                 currency=currency,
                 max_rejects=max_rejects,
+                max_moves=max_moves,
                 folder=str(self.folder),
                 fingerprint=fingerprint,
                 files=tuple(files),
@@ -350,22 +353,23 @@ class _RuleLoader:
             )
         )
 
-    def _max_rejects(self, data: YMap) -> float:
-        """``max_rejects: 10%``: the share of a roster's rows that may be
-        rejected before a run stops (``--max-rejects`` overrides it)."""
-        raw = data.get("max_rejects")
+    def _share(self, data: YMap, key: str, default: float) -> float:
+        """``max_rejects: 10%`` (the share of a roster's rows that may be
+        rejected before a run stops) or ``max_moves: 20%`` (of the partners
+        that may move before a run's letters are held); the run's options
+        override them."""
+        raw = data.get(key)
         if raw is None:
-            return DEFAULT_MAX_REJECTS
+            return default
         try:
             value = parse_value(ValueType(PERCENT), raw)
         except ValueError:
             value = None
         if value is None or not 0 <= value <= 1:
             self.problem(
-                data.value_loc("max_rejects"),
-                "max_rejects must be a percentage from 0% to 100%, like 5%",
+                data.value_loc(key), f"{key} must be a percentage from 0% to 100%, like 5%"
             )
-            return DEFAULT_MAX_REJECTS
+            return default
         return value
 
     def _fields(self, entries, what: str) -> dict[str, FieldDef]:

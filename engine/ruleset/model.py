@@ -153,6 +153,10 @@ class RuleSet:
     # The share of a roster's rows that may be rejected; more stops a run
     # before anything is recorded (``ruleset: max_rejects:``, ``--max-rejects``).
     max_rejects: float = 0.05
+    # The share of decided partners whose tier, classification or engagement
+    # model may change against the previous run before the run is held: its
+    # letters wait for a manager (``ruleset: max_moves:``, ``--max-moves``).
+    max_moves: float = 0.20
 
     def program(self, program_id: str) -> Program:
         return self._programs_by_id[program_id]

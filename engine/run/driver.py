@@ -24,6 +24,7 @@ import collections
 import datetime as dt
 import functools
 import heapq
+import json
 import operator
 import os
 import shutil
@@ -48,12 +49,15 @@ from engine.errors import DataError, UsageError
 from engine.evaluate.changes import (
     COLUMNS as CHANGE_COLUMNS,
     KINDS as CHANGE_KINDS,
+    MOVES,
     Change,
 )
 from engine.evaluate.decide import compiled_rules
 from engine.evaluate.records import PARTNER_ID, read_partner_id, shorten
 from engine.letters.files import (
     FORMATS as LETTER_FORMATS,
+    HELD_LETTERS,
+    LETTERS_FOLDER,
     LetterWork,
     NewLetters,
     check_formats,
@@ -98,6 +102,11 @@ class RunOptions:
     # The share of roster rows that may be rejected (else the run stops before
     # anything is recorded); None: the rule set's (ruleset: max_rejects:, 5%).
     max_rejects: float | None = None
+    # The share of decided partners that may move (tier, classification,
+    # engagement model) against the previous run; more holds the run: its
+    # letters wait in held-letters/ for 'eligibility release'. None: the rule
+    # set's (ruleset: max_moves:, 20%).
+    max_moves: float | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,7 @@ class RunResult:
     changes: int = 0
     failed_strict: bool = False
     letters: dict | None = None  # the letters' summary, when the run wrote them
+    held: dict | None = None  # why the run's letters are held (see RunOptions.max_moves)
 
 
 @dataclass
@@ -147,6 +157,7 @@ class RunTally:
     programs: collections.Counter = field(default_factory=collections.Counter)
     changes: collections.Counter = field(default_factory=collections.Counter)
     defaults: collections.Counter = field(default_factory=collections.Counter)
+    moved: int = 0  # partners with a change in MOVES
 
 
 class _Outputs:
@@ -317,11 +328,16 @@ def _run_locked(
             result.failed_strict = True
             result.run_id = None
             raise _Stopped(result)
+        result.held = _held(ruleset, options, tally, previous)
+        if result.held is not None:
+            summary["held"] = result.held
         if letters is not None:
             summary["letters"] = result.letters = letters.summary()
         outputs.commit()
         if letters is not None:
             letters.commit()
+            if result.held is not None:  # kept aside until released
+                os.replace(staging / LETTERS_FOLDER, staging / HELD_LETTERS)
         write_json_atomically(staging / "summary.json", summary)
         if options.report is not None:
             options.report(staging)
@@ -527,6 +543,58 @@ def _check_rejects(
     )
 
 
+def _held(
+    ruleset: RuleSet, options: RunOptions, tally: RunTally, previous: RunRecord | None
+) -> dict | None:
+    """Why this run's letters must wait for a manager: more partners moved
+    (tier, classification, engagement model) since the previous run than the
+    rules allow. A rule change or a broken export moving a third of the
+    partners should be looked at before they are told. None: not held."""
+    limit = ruleset.max_moves if options.max_moves is None else options.max_moves
+    if previous is None or not tally.decided or tally.moved <= limit * tally.decided:
+        return None
+    return {
+        "reason": (
+            f"{tally.moved:,} of {tally.decided:,} partners ({tally.moved / tally.decided:.1%}) "
+            f"changed tier, classification or engagement model since run {previous.id}, "
+            f"more than the {limit:.0%} allowed (--max-moves, or max_moves in the rule set)"
+        ),
+        "moved": tally.moved,
+        "limit": limit,
+        "released_at": None,
+    }
+
+
+def release_run(db: Path, run_id: int) -> dict:
+    """Release a held run (see :func:`_held`): its letters go to its letters/
+    folder, and its summary (in its folder and in the run history) says when.
+    Returns the run's summary."""
+    with lock_history(db):
+        runs = RunHistory(db)
+        try:
+            record = runs.run(run_id)
+            folder = Path(record.output_folder)
+            path = folder / "summary.json"
+            if not path.is_file():
+                raise UsageError(f"run {run_id}: its folder {folder} is gone")
+            summary = json.loads(path.read_text(encoding="utf-8"))
+            held = summary.get("held")
+            if not held or held.get("released_at"):
+                raise UsageError(f"run {run_id} is not held; its letters are in {folder}")
+            out = OutputFolder.of_run(folder)
+            with out.lock():
+                if (folder / HELD_LETTERS).is_dir():
+                    os.replace(folder / HELD_LETTERS, folder / LETTERS_FOLDER)
+                held["released_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+                write_json_atomically(path, summary)
+                runs.update_summary(run_id, summary)
+                if out.current() == folder.resolve():
+                    out.link_outputs()
+        finally:
+            runs.close()
+    return summary
+
+
 def _check_latest_quarter(options: RunOptions, tally: RunTally) -> None:
     """Stop before anything is recorded when the last complete quarter's
     figures are not in yet: counted as "not reported", they would turn
@@ -569,6 +637,7 @@ def _record_chunk(
     tally.recently_reporting += result.reporting[0]
     tally.latest_reported += result.reporting[1]
     tally.defaults.update(result.defaults)
+    tally.moved += len({c.partner_id for c in result.changes if c.change in MOVES})
     runs.add_decisions(run_id, [(r.partner_id, snapshot(r.decision)) for r in result.results])
     cells = {
         p.id: (safe_cell(p.id), safe_cell(p.name), safe_cell(p.group or ""))

@@ -97,6 +97,13 @@ def _write_letters(
 ) -> dict:
     summary_path = folder / SUMMARY
     run = json.loads(summary_path.read_text(encoding="utf-8"))
+    held = run.get("held")
+    if held and not held.get("released_at"):
+        raise UsageError(
+            f"run {run['run']['id']} is held: {held['reason']}. Look at its changes "
+            f"(changes.csv, the report), then 'eligibility release {run['run']['id']}' "
+            "to let its letters out"
+        )
     if run["rule_set"]["fingerprint"] != ruleset.fingerprint:
         raise DataError(
             f"the rules have changed since the run in {options.out_dir} (its rules "
