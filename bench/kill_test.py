@@ -22,6 +22,9 @@ Then it checks:
 As-of dates alternate between two quarters so that consecutive runs differ.
 
     python bench/kill_test.py --partners 20000 --kills 50 --workers 2
+
+It runs the code of the checkout it is in, for many minutes: run it from a
+clean clone, not a working tree being edited.
 """
 
 from __future__ import annotations
