@@ -267,3 +267,19 @@ def test_templates_cannot_take_unbounded_memory_or_time(ruleset, tmp_path, monke
         words in message
         for words in ("larger than", "longer than", "seconds to render", "values in it")
     ), message
+
+
+def test_checked_filters_take_iterators_whole(ruleset):
+    """join (batch, slice) counts its items before joining: an iterator is
+    made a list first, and joined whole, not emptied by the count."""
+    renderer = LetterRenderer(TEMPLATES, load_letter_settings(TEMPLATES, ruleset), "USD")
+    page = renderer.html_env.from_string("{{ range(3)|map('string')|join(',') }}")
+    assert page.render() == "0,1,2"
+    batches = renderer.html_env.from_string("{{ range(5)|batch(2)|map('join', '')|join(' ') }}")
+    assert batches.render() == "01 23 4"
+
+
+def test_str_join_takes_iterators_whole(ruleset):
+    renderer = LetterRenderer(TEMPLATES, load_letter_settings(TEMPLATES, ruleset), "USD")
+    page = renderer.env.from_string("{{ '-'.join(range(3)|map('string')) }}")
+    assert page.render() == "0-1-2"

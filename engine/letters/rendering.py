@@ -285,6 +285,8 @@ class _LetterSandbox(ImmutableSandboxedEnvironment):
         if kind is not Macro:  # a method that can grow a value, or take data into markup
             name = getattr(__obj, "__name__", None)
             if name in sandbox.GROWING_METHODS:
+                if name == "join" and args and not isinstance(args[0], (str, list, tuple)):
+                    args = (list(args[0]), *args[1:])  # counted, then joined whole
                 sandbox.check_method(__obj, args, kwargs)
                 bound = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
                 if isinstance(bound, Markup):

@@ -89,6 +89,9 @@ def _checked_filter(name: str, function: Callable, as_data: Callable[[Any], Mark
     def checked(*args: Any, **kwargs: Any) -> Any:
         value_at = 1 if takes_context else 0
         value = args[value_at] if len(args) > value_at else None
+        if name in _MATERIALISED and not isinstance(value, (str, list, tuple, dict)):
+            value = list(value)  # counted by the check, then given to the filter whole
+            args = (*args[:value_at], value, *args[value_at + 1 :])
         if check is not None:
             check(value, *args[value_at + 1 :], **kwargs)
         if isinstance(value, Markup) and name in _MIXING:
@@ -154,10 +157,12 @@ def _check_fill(what: str) -> Callable:
 
 
 def _check_join(value: Any, separator: Any = "", *_: Any, **__: Any) -> None:
-    items = list(value) if not isinstance(value, (str, list, tuple)) else value
-    if len(items) * (len(str(separator)) + 1) > MAX_VALUE:
+    if len(value) * (len(str(separator)) + 1) > MAX_VALUE:
         raise too_large("join")
 
+
+# Filters whose check counts their items: an iterator is made a list first.
+_MATERIALISED = frozenset({"join", "batch", "slice"})
 
 _FILTER_CHECKS: dict[str, Callable] = {
     "center": _check_center,
