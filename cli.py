@@ -445,6 +445,13 @@ def explain_command(
     "roster's rows is rejected. Default: the rule set's max_rejects, else 5.",
 )
 @click.option(
+    "--encoding",
+    metavar="NAME",
+    help="Read the roster and history CSV files in this encoding (utf-8, utf-16, "
+    "cp1252, latin-1, ...). Default: found from the bytes (UTF-8, UTF-16 with its "
+    "mark, or Windows-1252); summary.json says which.",
+)
+@click.option(
     "--max-moves",
     type=click.FloatRange(0, 100),
     default=None,
@@ -521,6 +528,7 @@ def run(
     performance: Path | None,
     min_quarter_share: float,
     max_rejects: float | None,
+    encoding: str | None,
     max_moves: float | None,
     no_performance: bool,
     as_of: dt.date,
@@ -574,6 +582,7 @@ def run(
         min_quarter_share=min_quarter_share / 100,
         max_rejects=None if max_rejects is None else max_rejects / 100,
         max_moves=None if max_moves is None else max_moves / 100,
+        encoding=encoding,
         report=build_report if report else None,
         force=force,
         letters=RunLetters(templates_dir, letter_formats or tuple(LETTER_FORMATS))

@@ -575,3 +575,24 @@ def test_a_thousands_point_without_a_decimal_comma_is_ambiguous_there(ruleset, t
     run(ruleset, tmp_path, roster)
     found = [r for r in rejects(tmp_path) if r["row"] == "4"]
     assert found and "staff_sales: '1.234' is ambiguous" in found[0]["reason"], found
+
+
+def test_encoding_can_be_forced(cli_run, tmp_path):
+    roster = tmp_path / "roster.csv"
+    roster.write_bytes("".join(roster_lines()).encode("cp1252", "replace"))
+    args = ["run", "--roster", str(roster), "--performance", str(EXAMPLES / "performance.csv")]
+    args += ["--as-of", "2026-11-26", "--workers", "1", "-q", "--db", str(tmp_path / "h.sqlite")]
+    result = cli_run(*args, "--out", str(tmp_path / "a"), "--encoding", "latin-1")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["inputs"]["roster"]["encoding"] == "iso8859-1"
+    # Forced to UTF-8, the accented rows are set aside (the guard allows 100%)
+    forced = cli_run(
+        *args, "--out", str(tmp_path / "b"), "--encoding", "utf-8", "--max-rejects", "100"
+    )
+    assert forced.exit_code == 0, forced.stderr
+    with (tmp_path / "b" / "rejects.csv").open(encoding="utf-8") as handle:
+        reasons = [r["reason"] for r in csv.DictReader(handle)]
+    assert any("is not utf-8 text" in reason for reason in reasons)
+    wrong = cli_run(*args, "--out", str(tmp_path / "c"), "--encoding", "klingon")
+    assert wrong.exit_code == 2 and "unknown encoding 'klingon'" in wrong.stderr

@@ -87,6 +87,22 @@ def text_encoding(path: Path) -> TextEncoding:
     return found
 
 
+def declare_encoding(path: Path, codec: str) -> None:
+    """Read this version of ``path`` in ``codec`` (``--encoding``) instead of
+    the one :func:`text_encoding` would find; bytes that do not decode still
+    reject their rows only."""
+    try:
+        name = codecs.lookup(codec).name
+    except LookupError:
+        raise UsageError(
+            f"unknown encoding '{codec}'; use utf-8, utf-16, cp1252 or latin-1, for example"
+        ) from None
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    python_codec = "utf-8-sig" if name == "utf-8" else name
+    _encodings[key] = TextEncoding(python_codec, name, detected=False, checked=True)
+
+
 def _detect_encoding(path: Path) -> TextEncoding:
     with path.open("rb") as binary:
         head = binary.read(4)

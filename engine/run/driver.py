@@ -39,6 +39,7 @@ from engine.data.readers import (
     RowReader,
     SourceRow,
     check_columns,
+    declare_encoding,
     file_fingerprint,
     unreadable_row,
 )
@@ -107,6 +108,8 @@ class RunOptions:
     # letters wait in held-letters/ for 'eligibility release'. None: the rule
     # set's (ruleset: max_moves:, 20%).
     max_moves: float | None = None
+    # Read the roster and history (CSV) in this encoding, not the one found.
+    encoding: str | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,10 @@ def run_batch(
 ) -> RunResult:
     """Decide every partner of a roster; see the module docstring."""
     reader = RowReader(options.roster, ruleset.fields)  # a missing roster is said first
+    if options.encoding is not None:
+        for path in (options.roster, options.performance):
+            if path is not None and path.is_file():
+                declare_encoding(path, options.encoding)
     check_columns(options.roster, ruleset.fields, "roster")
     if options.letters is not None:
         check_formats(options.letters.formats)
