@@ -223,11 +223,12 @@ def test_outputs_of_the_layout_before_run_folders_become_a_run_folder(ruleset, t
     for name in driver.OUTPUT_FILES:  # as runs wrote them before run folders
         shutil.copy(tmp_path / "out" / name, old / name)
     (old / ".decisions.jsonl.123.partial").write_text("left by a killed run")
+    (old / ".letters.123.stale").mkdir()
     result = run_batch(ruleset, options(tmp_path, out_dir=old))
     assert current_run(old) == result.out_dir
     earlier = old / "runs" / "00000000T000000-earlier"
     assert sorted(p.name for p in earlier.iterdir()) == sorted(driver.OUTPUT_FILES)
-    assert not list(old.glob(".*.partial"))
+    assert not list(old.glob(".*.partial")) and not list(old.glob(".letters.*"))
 
 
 def test_history_keep_removes_the_folders_of_the_runs_it_deletes(cli_run, tmp_path):

@@ -222,7 +222,7 @@ class OutputFolder:
         folder made current, if any."""
         for path in self.runs.glob(f".*{_PARTIAL}") if self.runs.is_dir() else ():
             shutil.rmtree(path, ignore_errors=True)
-        for path in self.path.glob(f".*{_PARTIAL}"):
+        for path in [p for p in self.path.iterdir() if _old_temporary(p.name)]:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:
@@ -273,7 +273,8 @@ def _earlier_outputs(path: Path) -> bool:
 
 
 def _old_temporary(name: str) -> bool:
-    """What a killed run of the layout before run folders left (deleted by recover)."""
+    """A temporary name in ``DIR`` (deleted by recover): the ``current`` link
+    being made, or what a killed run of the layout before run folders left."""
     return name.startswith(".") and name.endswith((_PARTIAL, ".stale", ".old"))
 
 
