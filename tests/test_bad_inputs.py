@@ -596,3 +596,61 @@ def test_encoding_can_be_forced(cli_run, tmp_path):
     assert any("is not utf-8 text" in reason for reason in reasons)
     wrong = cli_run(*args, "--out", str(tmp_path / "c"), "--encoding", "klingon")
     assert wrong.exit_code == 2 and "unknown encoding 'klingon'" in wrong.stderr
+
+
+# --- the corpus ------------------------------------------------------------------
+
+CORPUS = ROOT / "tests" / "data" / "bad_inputs"
+
+
+def _corpus() -> list[dict]:
+    import yaml
+
+    return yaml.safe_load((CORPUS / "cases.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("case", _corpus(), ids=lambda case: case["name"])
+def test_corpus(ruleset, tmp_path, case):
+    """Each bad input in tests/data/bad_inputs/ does what cases.yaml says: an
+    error before the run (nothing recorded), a reject with its row, column and
+    reason (the rest decided), or decided as written."""
+    from engine.errors import EligibilityError
+
+    roster = CORPUS / case["roster"]
+    performance = CORPUS / case["performance"] if "performance" in case else None
+    options = RunOptions(
+        roster=roster,
+        performance=performance,
+        without_history=performance is None,
+        as_of=AS_OF,
+        out_dir=tmp_path / "out",
+        workers=1,
+        db=tmp_path / "runs.sqlite",
+        max_rejects=1.0,  # a case is one bad row in two: the guard has its own test
+    )
+    if case["outcome"] == "error":
+        with pytest.raises(EligibilityError) as raised:
+            run_batch(ruleset, options)
+        assert case["message"] in str(raised.value), str(raised.value)
+        assert not list((tmp_path / "out").glob("runs/*"))
+        return
+    result = run_batch(ruleset, options)
+    partners = result.summary["partners"]
+    assert partners["rows_read"] == partners["decided"] + partners["rejected"]
+    found = rejects(tmp_path)
+    if case["outcome"] == "reject":
+        source = (performance or roster).name
+        matching = [
+            r
+            for r in found
+            if r["source_file"].endswith(source)
+            and r["row"] == str(case["row"])
+            and r["column"] == case["column"]
+        ]
+        assert matching, found
+        assert case["reason"] in matching[0]["reason"], matching
+    else:
+        assert case["partner"] in {d["partner_id"] for d in _decisions(tmp_path)}
+        assert not [r for r in found if r["source_file"].endswith(roster.name)], found
+        if "encoding" in case:
+            assert result.summary["inputs"]["roster"]["encoding"] == case["encoding"]
