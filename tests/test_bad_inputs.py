@@ -22,6 +22,19 @@ def roster_lines() -> list[str]:
     return (EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines(keepends=True)
 
 
+def edited_rules(tmp_path: Path, file: str, old: str, new: str) -> Path:
+    """A copy of the reference rules with ``old`` replaced once by ``new`` in ``file``."""
+    import shutil
+
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    path = rules / file
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return rules
+
+
 def run(ruleset, tmp_path: Path, roster: Path, performance: Path | None = None) -> dict:
     result = run_batch(
         ruleset,
@@ -257,20 +270,10 @@ def test_a_field_may_declare_its_column_and_aliases_and_may_be_absent(tmp_path):
     ],
 )
 def test_column_declarations_are_checked(tmp_path, declaration, message):
-    import shutil
-
     from engine.errors import RuleSetError
     from engine.ruleset.loader import load_rules
 
-    rules = tmp_path / "rules"
-    shutil.copytree(ROOT / "rules", rules)
-    fields = rules / "fields.yaml"
-    fields.write_text(
-        fields.read_text(encoding="utf-8").replace(
-            "fields:\n", f"fields:\n  x: {declaration}\n", 1
-        ),
-        encoding="utf-8",
-    )
+    rules = edited_rules(tmp_path, "fields.yaml", "fields:\n", f"fields:\n  x: {declaration}\n")
     with pytest.raises(RuleSetError, match=message):
         load_rules(rules)
 
@@ -309,18 +312,10 @@ def test_a_run_with_too_many_rejects_stops_before_recording(ruleset, tmp_path):
 
 
 def test_max_rejects_in_the_rule_set_is_checked(tmp_path):
-    import shutil
-
     from engine.errors import RuleSetError
     from engine.ruleset.loader import load_rules
 
-    rules = tmp_path / "rules"
-    shutil.copytree(ROOT / "rules", rules)
-    path = rules / "ruleset.yaml"
-    path.write_text(
-        path.read_text(encoding="utf-8").replace("max_rejects: 10%", "max_rejects: lots"),
-        encoding="utf-8",
-    )
+    rules = edited_rules(tmp_path, "ruleset.yaml", "max_rejects: 10%", "max_rejects: lots")
     with pytest.raises(RuleSetError, match="max_rejects must be a percentage from 0% to 100%"):
         load_rules(rules)
     assert load_rules(ROOT / "rules").max_rejects == pytest.approx(0.10)
@@ -407,37 +402,22 @@ def test_a_json_partner_id_that_is_a_list_is_rejected(ruleset, tmp_path):
     ],
 )
 def test_range_declarations_are_checked(tmp_path, declaration, message):
-    import shutil
-
     from engine.errors import RuleSetError
     from engine.ruleset.loader import load_rules
 
-    rules = tmp_path / "rules"
-    shutil.copytree(ROOT / "rules", rules)
-    fields = rules / "fields.yaml"
-    fields.write_text(
-        fields.read_text(encoding="utf-8").replace(
-            "fields:\n", f"fields:\n  x: {declaration}\n", 1
-        ),
-        encoding="utf-8",
-    )
+    rules = edited_rules(tmp_path, "fields.yaml", "fields:\n", f"fields:\n  x: {declaration}\n")
     with pytest.raises(RuleSetError, match=message):
         load_rules(rules)
 
 
 def test_a_field_may_widen_its_range(tmp_path):
-    import shutil
-
     from engine.ruleset.loader import load_rules
 
-    rules = tmp_path / "rules"
-    shutil.copytree(ROOT / "rules", rules)
-    fields = rules / "fields.yaml"
-    fields.write_text(
-        fields.read_text(encoding="utf-8").replace(
-            "fields:\n", "fields:\n  growth: {type: percent, min: -100%, max: 1000%}\n", 1
-        ),
-        encoding="utf-8",
+    rules = edited_rules(
+        tmp_path,
+        "fields.yaml",
+        "fields:\n",
+        "fields:\n  growth: {type: percent, min: -100%, max: 1000%}\n",
     )
     growth = load_rules(rules).fields["growth"]
     assert (growth.minimum, growth.maximum) == (-1.0, 10.0)

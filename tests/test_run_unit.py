@@ -86,7 +86,8 @@ def test_a_lock_goes_with_the_process_that_held_it(tmp_path):
         pass
 
 
-def _slow_run(tmp_path: Path, data: Path, out: Path, db: Path) -> subprocess.Popen:
+def _slow_run(data: Path, out: Path, db: Path, workers: int = 1) -> subprocess.Popen:
+    """'eligibility run' over a generated roster, in a process of its own."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -104,7 +105,7 @@ def _slow_run(tmp_path: Path, data: Path, out: Path, db: Path) -> subprocess.Pop
             "--db",
             str(db),
             "--workers",
-            "1",
+            str(workers),
             "-q",
         ],
         cwd=ROOT,
@@ -129,13 +130,13 @@ def test_two_runs_at_once_never_mix(cli_run, tmp_path, big_roster, shared):
     """Two real runs started together on one output folder, or one history:
     the second stops at once with one line; the first finishes and is whole."""
     out, db = tmp_path / "out", tmp_path / "runs.sqlite"
-    first = _slow_run(tmp_path, big_roster, out, db)
+    first = _slow_run(big_roster, out, db)
     deadline = time.time() + 60
     while time.time() < deadline and not list(out.glob("runs/.*.partial")):
         time.sleep(0.02)
     second_out = out if shared == "out" else tmp_path / "out2"
     second_db = db if shared == "db" else tmp_path / "runs2.sqlite"
-    second = _slow_run(tmp_path, big_roster, second_out, second_db)
+    second = _slow_run(big_roster, second_out, second_db)
     _, error = second.communicate(timeout=120)
     assert second.returncode == 1, error
     assert error.startswith("error: another run (pid ") and error.count("\n") == 1, error
@@ -305,30 +306,7 @@ def test_templates_linking_outside_their_folder_are_refused(ruleset, tmp_path, n
 
 def test_workers_die_quietly_with_a_killed_main_process(tmp_path, big_roster):
     out, db = tmp_path / "out", tmp_path / "runs.sqlite"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from cli import main; main()",
-            "run",
-            "--roster",
-            str(big_roster / "roster.csv"),
-            "--performance",
-            str(big_roster / "performance.csv"),
-            "--as-of",
-            "2026-11-26",
-            "--out",
-            str(out),
-            "--db",
-            str(db),
-            "--workers",
-            "2",
-            "-q",
-        ],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _slow_run(big_roster, out, db, workers=2)
     deadline = time.time() + 60
     while time.time() < deadline and not list(out.glob("runs/.*.partial")):
         time.sleep(0.02)

@@ -9,6 +9,7 @@ from engine.evaluate.decide import Decision
 from engine.evaluate.explain import Check, Explanation, ProgramExplanation, TableExplanation
 from engine.ruleset.model import RuleSet
 from engine.ruleset.value_types import plain_text
+from engine.run.driver import still_held
 
 
 def explanation_text(
@@ -141,12 +142,7 @@ def run_list_text(records) -> str:
         f"{r.id:>4}  {r.finished_at}  as of {r.as_of}  {r.ruleset_name} "
         f"({r.rules_fingerprint})  {Path(r.roster_source).name}: "
         f"{r.rows_read} read, {r.decided} decided, {r.rejected} rejected"
-        + (
-            "  HELD"
-            if (r.summary.get("held") or {}).get("reason")
-            and not r.summary["held"].get("released_at")
-            else ""
-        )
+        + ("  HELD" if still_held(r.summary) else "")
         for r in records
     )
 

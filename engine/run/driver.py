@@ -572,6 +572,13 @@ def _held(
     }
 
 
+def still_held(summary: dict) -> dict | None:
+    """A run summary's ``held`` section while the run is held (see
+    :func:`_held`); None once released, or for a run never held."""
+    held = summary.get("held")
+    return held if held and not held.get("released_at") else None
+
+
 def release_run(db: Path, run_id: int) -> dict:
     """Release a held run (see :func:`_held`): its letters go to its letters/
     folder, and its summary (in its folder and in the run history) says when.
@@ -585,8 +592,8 @@ def release_run(db: Path, run_id: int) -> dict:
             if not path.is_file():
                 raise UsageError(f"run {run_id}: its folder {folder} is gone")
             summary = json.loads(path.read_text(encoding="utf-8"))
-            held = summary.get("held")
-            if not held or held.get("released_at"):
+            held = still_held(summary)
+            if held is None:
                 raise UsageError(f"run {run_id} is not held; its letters are in {folder}")
             out = OutputFolder.of_run(folder)
             with out.lock():

@@ -44,7 +44,7 @@ from engine.letters.rendering import renderer_for
 from engine.letters.settings import load_letter_settings
 from engine.letters.template_check import check_templates
 from engine.ruleset.model import RuleSet
-from engine.run.driver import Progress, screened_rows
+from engine.run.driver import Progress, screened_rows, still_held
 from engine.run.parallel import ordered_map, workers_inherit_memory
 
 CHUNK_SIZE = 250  # letters a worker renders per task
@@ -97,8 +97,8 @@ def _write_letters(
 ) -> dict:
     summary_path = folder / SUMMARY
     run = json.loads(summary_path.read_text(encoding="utf-8"))
-    held = run.get("held")
-    if held and not held.get("released_at"):
+    held = still_held(run)
+    if held is not None:
         raise UsageError(
             f"run {run['run']['id']} is held: {held['reason']}. Look at its changes "
             f"(changes.csv, the report), then 'eligibility release {run['run']['id']}' "
