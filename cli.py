@@ -32,6 +32,7 @@ from engine.report.terminal import (
     run_text,
 )
 from engine.ruleset.loader import load_rules
+from engine.ruleset.quarters import Quarter, parse_quarter
 from engine.run.driver import (
     OUTPUT_FILES,
     Progress,
@@ -62,6 +63,24 @@ def _as_of(_ctx, _param, value: str | None) -> dt.date:
     except ValueError:
         raise click.BadParameter(f"'{value}' is not a date; use YYYY-MM-DD") from None
 
+
+def _quarter(_ctx, _param, value: str | None) -> Quarter | None:
+    if value is None:
+        return None
+    try:
+        return parse_quarter(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+THROUGH_OPTION = click.option(
+    "--through",
+    callback=_quarter,
+    metavar="QUARTER",
+    help="Read quarterly figures up to this quarter (like 2026Q3), when the last one "
+    "complete on --as-of is not in yet. Dates (tenure, dated rules) still count "
+    "from --as-of. Default: the last quarter complete on --as-of.",
+)
 
 WORKERS_OPTION = click.option(
     "--workers",
@@ -249,6 +268,7 @@ def test_command(rules_dir: str) -> None:
     help="Decide the proposed side as of another date, to see who an "
     "announced change will move. Default: --as-of.",
 )
+@THROUGH_OPTION
 @click.option(
     "--csv",
     "csv_path",
@@ -282,6 +302,7 @@ def diff(
     performance: Path | None,
     as_of: dt.date,
     proposed_as_of: str | None,
+    through: Quarter | None,
     csv_path: Path | None,
     limit: int,
     show_all: bool,
@@ -317,6 +338,7 @@ def diff(
             f"{base} as of {as_of}",
             f"{proposed} as of {later}",
             workers or default_workers(),
+            through,
         )
     click.echo(
         impact_text(impact, base_rules.fingerprint, proposed_rules.fingerprint, show_all, limit)
@@ -357,6 +379,7 @@ def diff(
     metavar="DATE",
     help="Evaluate as of this date (YYYY-MM-DD). Default: today.",
 )
+@THROUGH_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def explain_command(
     partner_id: str | None,
@@ -365,6 +388,7 @@ def explain_command(
     roster: str,
     performance: str,
     as_of: dt.date,
+    through: Quarter | None,
     as_json: bool,
 ) -> None:
     """Decide one partner and explain every decision.
@@ -392,8 +416,8 @@ def explain_command(
                 "row left out",
                 err=True,
             )
-    decision = Evaluator(ruleset).decide([partner], as_of)[0]
-    explanation = explain(ruleset, partner, as_of)
+    explanation = explain(ruleset, partner, as_of, through)  # first: says a --through not ended
+    decision = Evaluator(ruleset).decide([partner], as_of, through)[0]
     if explanation.decision() != decision:
         raise EngineError(
             "durable_rules and the independent explanation disagree for this "
@@ -473,6 +497,7 @@ def explain_command(
     metavar="DATE",
     help="Decide as of this date (YYYY-MM-DD). Default: today.",
 )
+@THROUGH_OPTION
 @click.option(
     "--out",
     "out_dir",
@@ -532,6 +557,7 @@ def run(
     max_moves: float | None,
     no_performance: bool,
     as_of: dt.date,
+    through: Quarter | None,
     out_dir: Path,
     workers: int | None,
     strict: bool,
@@ -574,6 +600,7 @@ def run(
         roster=roster,
         performance=performance,
         as_of=as_of,
+        through=through,
         out_dir=out_dir,
         workers=workers or default_workers(),
         strict=strict,
@@ -608,7 +635,9 @@ def run(
     if quiet:
         return
     click.echo(
-        f"Run {result.run_id} as of {summary['as_of']}: {partners['rows_read']} rows "
+        f"Run {result.run_id} as of {summary['as_of']}"
+        + (f", figures through {through}" if through else "")
+        + f": {partners['rows_read']} rows "
         f"read, {partners['decided']} partners decided, {partners['rejected']} rejected"
         + (f" (and {result.history_rejects} history rows)" if result.history_rejects else "")
         + "."

@@ -23,6 +23,7 @@ from engine.data.run_history import RunHistory
 from engine.errors import DataError, UsageError
 from engine.evaluate.decide import Evaluator
 from engine.ruleset.loader import load_rules
+from engine.ruleset.quarters import Quarter
 from engine.run import driver
 from engine.run.driver import RunOptions, run_batch
 from engine.run.letters_pass import LetterOptions, write_letters
@@ -1168,22 +1169,59 @@ def test_a_run_before_the_quarters_figures_are_in_stops(ruleset, tmp_path, cli_r
     """As of 2027-01-15, 2026Q4 has ended but the example history stops at
     2026Q3: counted as not reported, it would turn partners at risk into good
     ones. The run stops, naming the quarter, the share and the ways out, and
-    leaves nothing behind; deciding as of the end of 2026Q3 works."""
+    leaves nothing behind; deciding --through 2026Q3 works."""
     message = (
         r"2026Q4 ended before 2027-01-15, but only 0 of the 31 partners that reported in the "
         r"four quarters before have figures for it \(0%; at least 50% expected\)\. Load "
-        r"2026Q4's figures, or decide on the quarters that are complete with --as-of "
-        r"2026-09-30 \(the end of 2026Q3\); --min-quarter-share 0 decides anyway"
+        r"2026Q4's figures, or decide on the quarters that are complete with --through "
+        r"2026Q3; --min-quarter-share 0 decides anyway"
     )
     with pytest.raises(DataError, match=message):
         run_batch(ruleset, options(tmp_path, as_of=dt.date(2027, 1, 15)))
     assert not (tmp_path / "out" / "decisions.jsonl").exists()
     assert not RunHistory(tmp_path / "runs.sqlite").runs()
-    assert run_batch(ruleset, options(tmp_path, as_of=dt.date(2026, 9, 30))).run_id == 1
     where = ("--out", str(tmp_path / "o"), "--db", str(tmp_path / "h.sqlite"), "-q")
     result = cli_run("run", "--as-of", "2027-01-15", *where, "--no-letters")
     assert result.exit_code == 1 and "2026Q4 ended before 2027-01-15" in result.stderr
     result = cli_run("run", "--as-of", "2027-01-15", "--min-quarter-share", "0", *where)
+    assert result.exit_code == 0, result.stderr
+
+
+def test_through_reads_the_figures_up_to_a_quarter_and_dates_up_to_the_as_of_day(
+    ruleset, tmp_path, cli_run
+):
+    """--through 2026Q3 as of 2027-01-15: every history metric is what it is as
+    of 2026-09-30 (the end of 2026Q3), while tenure counts to 2027-01-15."""
+    late = run_batch(
+        ruleset, options(tmp_path, "late", as_of=dt.date(2027, 1, 15), through=Quarter(2026, 3))
+    )
+    assert late.summary["figures_through"] == "2026Q3"
+    early = run_batch(ruleset, options(tmp_path, "early", as_of=dt.date(2026, 9, 30)))
+    assert early.summary["figures_through"] == "2026Q3"
+    history_metrics = [
+        "attainment_4q", "quarters_missed", "revenue_4q", "deals_4q", "revenue_growth"
+    ]  # fmt: skip
+    read = {}
+    for name in ("late", "early"):
+        lines = (tmp_path / name / "decisions.jsonl").read_text(encoding="utf-8").splitlines()
+        read[name] = {r["partner_id"]: r["metrics"] for r in map(json.loads, lines)}
+    assert read["late"].keys() == read["early"].keys()
+    for partner_id, metrics in read["late"].items():
+        before = read["early"][partner_id]
+        assert {m: metrics[m] for m in history_metrics} == {m: before[m] for m in history_metrics}
+        assert metrics["tenure_quarters"] - before["tenure_quarters"] in (1, 2)  # 3.5 months
+    where = ("--out", str(tmp_path / "o"), "--db", str(tmp_path / "h.sqlite"), "--no-letters")
+    result = cli_run("run", "--as-of", "2027-01-15", "--through", "2026-Q3", *where)
+    assert result.exit_code == 0, result.stderr
+    assert "Run 1 as of 2027-01-15, figures through 2026Q3:" in result.output
+    result = cli_run("run", "--as-of", "2027-01-15", "--through", "2027Q1", *where)
+    assert result.exit_code == 2
+    assert "2027Q1 has not ended on 2027-01-15, so its figures cannot" in result.stderr
+    result = cli_run("run", "--through", "Q5", *where)
+    assert result.exit_code == 2 and "'Q5' is not a quarter; write it like 2026Q3" in result.stderr
+    explained = cli_run("explain", "P-1001", "--as-of", "2027-01-15", "--through", "2026Q3")
+    assert "as of 2027-01-15, figures through 2026Q3" in explained.output
+    result = cli_run("diff", "--base", "rules", "--as-of", "2027-01-15", "--through", "2026Q3")
     assert result.exit_code == 0, result.stderr
 
 

@@ -23,7 +23,7 @@ from engine.evaluate.records import Partner
 from engine.ruleset.conditions import AllOf, AnyOf, Compare, Dated, IsMissing, NotOf
 from engine.ruleset.loader import load_rules
 from engine.ruleset.model import EngagementModel, FieldDef, Program, Row, RuleSet, Table
-from engine.ruleset.quarters import History, Quarter
+from engine.ruleset.quarters import History, Quarter, last_complete_quarter
 from engine.ruleset.value_types import ValueType
 from engine.ruleset.yaml_source import Loc
 
@@ -95,14 +95,18 @@ def partners(draw, index=itertools.count()):  # noqa: B008 (one counter for all 
 @given(
     st.lists(partners(), min_size=1, max_size=40),
     st.sampled_from([AS_OF, dt.date(2027, 1, 1), dt.date(2026, 6, 30), dt.date(2027, 7, 1)]),
+    st.sampled_from([0, 1, 2]),
 )
-def test_reference_rules_engine_equals_explanation(batch, as_of):
-    decided = EVALUATOR.decide(batch, as_of)
-    explained = [explain(RULES, p, as_of).decision() for p in batch]
+def test_reference_rules_engine_equals_explanation(batch, as_of, back):
+    """``back``: figures read through that many quarters before the last
+    complete one (--through), dates still counted to the as-of day."""
+    through = last_complete_quarter(as_of).previous(back) if back else None
+    decided = EVALUATOR.decide(batch, as_of, through)
+    explained = [explain(RULES, p, as_of, through).decision() for p in batch]
     assert decided == explained
     # Metrics: compiled closures (runs) against the interpreted trees (explain).
-    assert [EVALUATOR.values(p, as_of) for p in batch] == [
-        partner_values(RULES, p, as_of) for p in batch
+    assert [EVALUATOR.values(p, as_of, through) for p in batch] == [
+        partner_values(RULES, p, as_of, through=through) for p in batch
     ]
 
 

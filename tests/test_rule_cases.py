@@ -6,6 +6,7 @@ plugin when pytest runs (testpaths includes rules/).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import textwrap
 
@@ -51,6 +52,21 @@ def test_a_case_naming_an_unknown_program_is_a_located_error(tmp_path):
         load_cases(RULES, tmp_path)
 
 
+def test_a_case_through_a_quarter_not_ended_is_a_located_error(tmp_path):
+    text = FAILING_CASE.replace("as_of: 2026-11-26", "as_of: 2026-11-26\n    through: 2026Q4")
+    (tmp_path / "t.yaml").write_text(text)
+    with pytest.raises(RuleSetError, match=r"t.yaml:5:14: case .passes.: 2026Q4 has not ended"):
+        load_cases(RULES, tmp_path)
+
+
+def test_a_case_through_an_earlier_quarter_reads_the_figures_up_to_it():
+    case = next(c for c in load_cases(RULES) if c.through is not None)
+    assert run_case(RULES, Evaluator(RULES), case).failures == ()
+    unbounded = dataclasses.replace(case, through=None)  # 2026Q4 counted as not reported
+    failures = run_case(RULES, Evaluator(RULES), unbounded).failures
+    assert "standing: expected probation, got good" in failures
+
+
 @pytest.fixture
 def rules_with_cases(tmp_path):
     rules = tmp_path / "rules"
@@ -89,5 +105,5 @@ def test_eligibility_test_command(cli_run, rules_with_cases):
     result = cli_run("test", str(rules_with_cases))
     assert result.exit_code == 1
     assert "FAIL  " in result.output and "mine.yaml:7: wrong on purpose" in result.output
-    assert result.output.strip().endswith("12 passed, 1 failed")
+    assert result.output.strip().endswith("13 passed, 1 failed")
     assert cli_run("test", "rules").exit_code == 0

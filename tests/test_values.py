@@ -6,7 +6,14 @@ import datetime as dt
 
 import pytest
 
-from engine.ruleset.quarters import Quarter, last_complete_quarter, parse_quarter, window
+from engine.errors import UsageError
+from engine.ruleset.quarters import (
+    Quarter,
+    figures_through,
+    last_complete_quarter,
+    parse_quarter,
+    window,
+)
 from engine.ruleset.value_types import ValueType, format_value, parse_value, value_parser
 
 MONEY, PERCENT, INTEGER = ValueType("money"), ValueType("percent"), ValueType("integer")
@@ -109,11 +116,20 @@ def test_quarter_windows_count_only_ended_quarters():
     assert last_complete_quarter(dt.date(2026, 11, 26)) == Quarter(2026, 3)
     assert last_complete_quarter(dt.date(2026, 9, 30)) == Quarter(2026, 3)
     assert last_complete_quarter(dt.date(2026, 1, 1)) == Quarter(2025, 4)
-    assert window(dt.date(2026, 11, 26), 3) == (
+    assert window(last_complete_quarter(dt.date(2026, 11, 26)), 3) == (
         Quarter(2026, 3),
         Quarter(2026, 2),
         Quarter(2026, 1),
     )
+
+
+def test_figures_through_an_earlier_quarter_but_never_one_not_ended():
+    day = dt.date(2027, 1, 15)
+    assert figures_through(day) == Quarter(2026, 4)
+    assert figures_through(day, Quarter(2026, 3)) == Quarter(2026, 3)
+    assert figures_through(day, Quarter(2026, 4)) == Quarter(2026, 4)
+    with pytest.raises(UsageError, match="2027Q1 has not ended on 2027-01-15.*has is 2026Q4"):
+        figures_through(day, Quarter(2027, 1))
 
 
 def test_format_value():

@@ -27,6 +27,7 @@ from engine.evaluate.durable_adapter import DurableEngine
 from engine.evaluate.records import Partner
 from engine.ruleset.metrics import Env, compile_expression, evaluate, round_value
 from engine.ruleset.model import ENGAGEMENT, RuleSet, per_part
+from engine.ruleset.quarters import Quarter
 from engine.ruleset.value_types import DATE, LIST
 
 
@@ -50,15 +51,21 @@ class Decision:
 
 
 def partner_values(
-    ruleset: RuleSet, partner: Partner, as_of: dt.date, compiled: Sequence | None = None
+    ruleset: RuleSet,
+    partner: Partner,
+    as_of: dt.date,
+    compiled: Sequence | None = None,
+    through: Quarter | None = None,
 ) -> dict[str, Any]:
     """Field values, parameters, and every metric, computed in dependency order.
 
     ``compiled`` holds the metrics' closures (see :meth:`Evaluator.values`);
     without it the expression trees are interpreted, as the explainer does.
+    History metrics look back from ``through`` (default: the last quarter
+    complete on ``as_of``; see :func:`engine.ruleset.quarters.figures_through`).
     """
     values = _with_parameters(ruleset, partner.values)
-    env = Env(values, partner.history, as_of)
+    env = Env(values, partner.history, as_of, through)
     if compiled is None:
         for metric in ruleset.metrics:
             values[metric.name] = round_value(metric.type, evaluate(metric.expr, env))
@@ -157,9 +164,11 @@ class Evaluator:
             [(p.id, attr(p.id)) for p in ruleset.programs],
         )
 
-    def values(self, partner: Partner, as_of: dt.date) -> dict[str, Any]:
+    def values(
+        self, partner: Partner, as_of: dt.date, through: Quarter | None = None
+    ) -> dict[str, Any]:
         """The partner's fields and metrics, with the compiled metric closures."""
-        return partner_values(self.ruleset, partner, as_of, self.metric_functions)
+        return partner_values(self.ruleset, partner, as_of, self.metric_functions, through)
 
     def fact(self, partner: Partner, values: Mapping[str, Any], as_of: dt.date) -> dict:
         fact: dict[str, Any] = {PARTNER: partner.partner_id, AS_OF: encode(as_of)}
@@ -171,9 +180,11 @@ class Evaluator:
                     fact[count] = len(value)
         return fact
 
-    def decide(self, partners: Sequence[Partner], as_of: dt.date) -> list[Decision]:
+    def decide(
+        self, partners: Sequence[Partner], as_of: dt.date, through: Quarter | None = None
+    ) -> list[Decision]:
         """Decisions for each partner, in the order given."""
-        facts = [self.fact(p, self.values(p, as_of), as_of) for p in partners]
+        facts = [self.fact(p, self.values(p, as_of, through), as_of) for p in partners]
         return self.decide_facts(facts)
 
     def decide_facts(self, facts: Iterable[dict]) -> list[Decision]:

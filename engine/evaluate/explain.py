@@ -35,6 +35,7 @@ from engine.ruleset.conditions import (
     describe,
 )
 from engine.ruleset.model import ENGAGEMENT, Program, RuleSet, Table, per_rule_set
+from engine.ruleset.quarters import Quarter, figures_through
 from engine.ruleset.value_types import format_value
 
 
@@ -120,6 +121,7 @@ class ProgramExplanation:
 class Explanation:
     partner_id: str
     as_of: dt.date
+    through: Quarter  # the last quarter whose figures the metrics read
     values: Mapping[str, str]  # every field and metric, formatted
     classifications: tuple[TableExplanation, ...]
     engagement: TableExplanation
@@ -139,6 +141,7 @@ class Explanation:
         return {
             "partner_id": self.partner_id,
             "as_of": self.as_of.isoformat(),
+            "figures_through": str(self.through),
             "values": dict(self.values),
             "classifications": [t.to_json() for t in self.classifications],
             "engagement_model": self.engagement.to_json(),
@@ -146,8 +149,11 @@ class Explanation:
         }
 
 
-def explain(ruleset: RuleSet, partner: Partner, as_of: dt.date) -> Explanation:
-    values = partner_values(ruleset, partner, as_of)
+def explain(
+    ruleset: RuleSet, partner: Partner, as_of: dt.date, through: Quarter | None = None
+) -> Explanation:
+    through = figures_through(as_of, through)
+    values = partner_values(ruleset, partner, as_of, through=through)
     shown = {
         name: format_value(ruleset.type_of(name), values.get(name))
         for name in list(ruleset.fields) + [m.name for m in ruleset.metrics]
@@ -165,7 +171,9 @@ def explain(ruleset: RuleSet, partner: Partner, as_of: dt.date) -> Explanation:
         result = explainer.program(program, as_of, {p.id: p for p in programs})
         values[program.id] = result.enrolled
         programs.append(result)
-    return Explanation(partner.partner_id, as_of, shown, tuple(tables), engagement, tuple(programs))
+    return Explanation(
+        partner.partner_id, as_of, through, shown, tuple(tables), engagement, tuple(programs)
+    )
 
 
 class _Explainer:

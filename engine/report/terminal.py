@@ -17,8 +17,9 @@ def explanation_text(
 ) -> str:
     lines: list[str] = []
     title = f"Partner {decision.partner_id}" + (f" ({partner_name})" if partner_name else "")
+    figures = f", figures through {explanation.through}" if ruleset.figures else ""
     lines += [
-        f"{title}, as of {explanation.as_of}",
+        f"{title}, as of {explanation.as_of}{figures}",
         f"Rule set: {ruleset.name} (fingerprint {ruleset.fingerprint})",
         "",
     ]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.ruleset.expressions import Binary, Call, Expr, Literal, Name, ParseError, Unary
-from engine.ruleset.quarters import History, last_complete_quarter, window
+from engine.ruleset.quarters import History, Quarter, last_complete_quarter, window
 from engine.ruleset.value_types import (
     BOOL,
     DATE,
@@ -58,9 +58,16 @@ class Env:
     values: Mapping[str, Any]
     history: History
     as_of: dt.date
+    # The last quarter whose figures count (see quarters.figures_through);
+    # None: the last complete quarter on the as-of date.
+    through: Quarter | None = None
     # Sums of a figure over quarters, found once per partner: attainment,
     # total and growth often add up the same quarters of revenue.
     sums: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def last_quarter(self) -> Quarter:
+        return self.through or last_complete_quarter(self.as_of)
 
 
 @dataclass(frozen=True)
@@ -355,7 +362,7 @@ def _check_attainment(call, c):
 
 
 def _run_attainment(call, env, _):
-    quarters = window(env.as_of, int(call.args[0].value))
+    quarters = window(env.last_quarter, int(call.args[0].value))
     revenue, target = _sum_figure(env, "revenue", quarters), _sum_figure(env, "target", quarters)
     if revenue is None or not target:
         return None
@@ -371,7 +378,7 @@ def _check_total(call, c, usage="total(revenue, 4)"):
 
 
 def _run_total(call, env, _):
-    return _sum_figure(env, call.args[0].name, window(env.as_of, int(call.args[1].value)))
+    return _sum_figure(env, call.args[0].name, window(env.last_quarter, int(call.args[1].value)))
 
 
 def _check_average(call, c):
@@ -380,7 +387,7 @@ def _check_average(call, c):
 
 
 def _run_average(call, env, _):
-    quarters = window(env.as_of, int(call.args[1].value))
+    quarters = window(env.last_quarter, int(call.args[1].value))
     rows = [env.history.figures(q) for q in quarters]
     values = [r.get(call.args[0].name) for r in rows if r is not None]
     values = [v for v in values if v is not None]
@@ -394,8 +401,8 @@ def _check_growth(call, c):
 
 def _run_growth(call, env, _):
     n = int(call.args[1].value)
-    recent = _sum_figure(env, call.args[0].name, window(env.as_of, n))
-    before = _sum_figure(env, call.args[0].name, window(env.as_of, n, skip=n))
+    recent = _sum_figure(env, call.args[0].name, window(env.last_quarter, n))
+    before = _sum_figure(env, call.args[0].name, window(env.last_quarter, n, skip=n))
     if recent is None or before is None or before <= 0:
         return None
     return recent / before - 1
@@ -410,7 +417,7 @@ def _check_below(call, c):
 
 def _run_below(call, env, _):
     count = 0
-    quarter = last_complete_quarter(env.as_of)
+    quarter = env.last_quarter
     for _step in range(MAX_QUARTERS):
         row = env.history.figures(quarter)
         if not row or row.get("revenue") is None or row.get("target") is None:
@@ -429,7 +436,8 @@ def _check_reported(call, c):
 
 
 def _run_reported(call, env, _):
-    return sum(1 for q in window(env.as_of, int(call.args[0].value)) if env.history.figures(q))
+    quarters = window(env.last_quarter, int(call.args[0].value))
+    return sum(1 for q in quarters if env.history.figures(q))
 
 
 def _check_date_fn(call, c):

@@ -1,9 +1,12 @@
 """Quarterly performance history and the windows that metrics look at.
 
 A quarter counts once it has ended on or before the run's as-of date: a run
-as of 2026-11-26 looks back from 2026Q3. A quarter with no row is "not
-reported": sums skip it, and it ends a run of consecutive missed quarters
-(the rule set decides, through its own metrics, how to treat silence).
+as of 2026-11-26 looks back from 2026Q3. A run may look back from an earlier
+quarter (``--through 2026Q2``) when the last one's figures are not in yet;
+dates (tenure, dated rules) still count from the as-of date. A quarter with
+no row is "not reported": sums skip it, and it ends a run of consecutive
+missed quarters (the rule set decides, through its own metrics, how to treat
+silence).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple
+
+from engine.errors import UsageError
 
 _QUARTER = re.compile(
     r"^\s*(?:(\d{4})\s*-?\s*Q([1-4])|Q([1-4])\s*[-/ ]?\s*(\d{4}))\s*$", re.IGNORECASE
@@ -61,10 +66,24 @@ def last_complete_quarter(as_of: dt.date) -> Quarter:
     return current if current.end <= as_of else current.previous()
 
 
+def figures_through(as_of: dt.date, through: Quarter | None = None) -> Quarter:
+    """The last quarter whose figures a run reads: ``through`` if given (it
+    must have ended by the as-of date), else the last complete quarter."""
+    latest = last_complete_quarter(as_of)
+    if through is None:
+        return latest
+    if through > latest:
+        raise UsageError(
+            f"{through} has not ended on {as_of}, so its figures "
+            f"cannot be complete; the last quarter that has is {latest}"
+        )
+    return through
+
+
 @lru_cache(maxsize=256)
-def window(as_of: dt.date, quarters: int, skip: int = 0) -> tuple[Quarter, ...]:
-    """The ``quarters`` complete quarters before the as-of date, most recent first."""
-    last = last_complete_quarter(as_of)
+def window(last: Quarter, quarters: int, skip: int = 0) -> tuple[Quarter, ...]:
+    """The ``quarters`` quarters up to ``last`` (skipping the ``skip`` most
+    recent), most recent first."""
     return tuple(last.previous(skip + i) for i in range(quarters))
 
 

@@ -36,7 +36,7 @@ from engine.evaluate.records import (
 from engine.letters.files import LetterWork, write_letter
 from engine.letters.rendering import renderer_for
 from engine.ruleset.model import RuleSet, per_rule_set
-from engine.ruleset.quarters import last_complete_quarter, window
+from engine.ruleset.quarters import Quarter, figures_through, window
 
 
 # Chunks and results travel between processes as named tuples, and history
@@ -102,10 +102,14 @@ def decide_chunk(
     rows: Sequence[ChunkRow],
     as_of: dt.date,
     earlier: Earlier | None = None,
+    through: Quarter | None = None,
 ) -> ChunkResult:
     """Decide a chunk (see the module docstring). Without ``earlier`` (a first
     run, or a what-if) no changes are listed; with ``letters``, each decided
-    partner's letter is written (file names: ``ChunkRow.letter_stem``)."""
+    partner's letter is written (file names: ``ChunkRow.letter_stem``).
+    History metrics read figures up to ``through`` (default: the last quarter
+    complete on ``as_of``)."""
+    through = figures_through(as_of, through)
     evaluator = per_rule_set("evaluator", ruleset, Evaluator)
     partners: list[tuple[ChunkRow, Partner]] = []
     rejects: list[Reject] = []
@@ -128,8 +132,8 @@ def decide_chunk(
             partners.append((row, Partner(partner_id, values, history)))
             defaults.update(defaulted)
         reject_rows.extend([row.row] * (len(rejects) - before))
-    reporting = _reporting([partner for _, partner in partners], as_of)
-    all_values = [evaluator.values(partner, as_of) for _, partner in partners]
+    reporting = _reporting([partner for _, partner in partners], through)
+    all_values = [evaluator.values(partner, as_of, through) for _, partner in partners]
     decisions = evaluator.decide_facts(
         evaluator.fact(partner, values, as_of) for (_, partner), values in zip(partners, all_values)
     )
@@ -170,11 +174,11 @@ def decide_chunk(
     )
 
 
-def _reporting(partners: Sequence[Partner], as_of: dt.date) -> tuple[int, int]:
-    """(partners that reported in any of the four quarters before the last
-    complete one, those of them with figures for it): how complete that
-    quarter is (see RunOptions.min_quarter_share)."""
-    latest, before = last_complete_quarter(as_of), window(as_of, 4, skip=1)
+def _reporting(partners: Sequence[Partner], latest: Quarter) -> tuple[int, int]:
+    """(partners that reported in any of the four quarters before ``latest``,
+    the last quarter the run reads, those of them with figures for it): how
+    complete that quarter is (see RunOptions.min_quarter_share)."""
+    before = window(latest, 4, skip=1)
     recent = complete = 0
     for partner in partners:
         quarters = partner.history.quarters

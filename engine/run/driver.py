@@ -68,7 +68,7 @@ from engine.letters.rendering import renderer_for
 from engine.letters.settings import load_letter_settings
 from engine.letters.template_check import check_templates
 from engine.ruleset.model import RuleSet
-from engine.ruleset.quarters import last_complete_quarter
+from engine.ruleset.quarters import Quarter, figures_through
 from engine.run.chunks import ChunkResult, ChunkRow, Earlier, decide_chunk, snapshot, warm_up
 from engine.run.parallel import ordered_map, workers_inherit_memory
 
@@ -110,6 +110,10 @@ class RunOptions:
     max_moves: float | None = None
     # Read the roster and history (CSV) in this encoding, not the one found.
     encoding: str | None = None
+    # The last quarter whose figures history metrics read, when the last one
+    # complete on the as-of date is not in yet; None: that one. Dates
+    # (tenure, dated rules) still count from as_of.
+    through: Quarter | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,7 @@ def run_batch(
 ) -> RunResult:
     """Decide every partner of a roster; see the module docstring."""
     reader = RowReader(options.roster, ruleset.fields)  # a missing roster is said first
+    figures_through(options.as_of, options.through)  # --through a quarter not ended
     if options.encoding is not None:
         for path in (options.roster, options.performance):
             if path is not None and path.is_file():
@@ -272,7 +277,7 @@ def _run_locked(
             chunks = roster_chunks(reader, history, seen, tally, options.chunk_size, names)
             for chunk, set_aside in chunks:
                 aside.append(set_aside)
-                yield chunk, options.as_of, _earlier(runs, previous, chunk)
+                yield chunk, options.as_of, _earlier(runs, previous, chunk), options.through
 
         if options.workers > 1 and workers_inherit_memory():
             compiled_rules(ruleset)  # once, here: forked workers inherit it
@@ -616,15 +621,14 @@ def _check_latest_quarter(options: RunOptions, tally: RunTally) -> None:
     recent, complete = tally.recently_reporting, tally.latest_reported
     if options.performance is None or not recent or complete >= options.min_quarter_share * recent:
         return
-    latest = last_complete_quarter(options.as_of)
-    previous = latest.previous()
+    latest = figures_through(options.as_of, options.through)
     raise DataError(
         f"{options.performance}: {latest} ended before {options.as_of}, but only {complete:,} "
         f"of the {recent:,} partners that reported in the four quarters before have figures "
         f"for it ({complete / recent:.0%}; at least {options.min_quarter_share:.0%} "
         f"expected). Load {latest}'s figures, or decide on the quarters that are complete "
-        f"with --as-of {previous.end} (the end of {previous}); --min-quarter-share 0 decides "
-        "anyway. Nothing was written or recorded"
+        f"with --through {latest.previous()}; --min-quarter-share 0 decides anyway. "
+        "Nothing was written or recorded"
     )
 
 
@@ -742,8 +746,10 @@ def _summary(
             "rows_rejected": tally.history_rejects,
             "encoding": RowReader(options.performance).encoding.name,
         }
+    through = {"figures_through": str(figures_through(options.as_of, options.through))}
     return {
         "as_of": options.as_of.isoformat(),
+        **(through if ruleset.figures else {}),
         "rule_set": {"name": ruleset.name, "fingerprint": ruleset.fingerprint},
         "inputs": inputs,
         "partners": {

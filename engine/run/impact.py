@@ -30,6 +30,7 @@ from engine.errors import InputError
 from engine.evaluate.decide import compiled_rules
 from engine.ruleset.loader import load_rules
 from engine.ruleset.model import ENGAGEMENT, RuleSet
+from engine.ruleset.quarters import Quarter, figures_through
 from engine.run.chunks import ChunkResult, decide_chunk
 from engine.run.driver import RunTally, roster_chunks
 from engine.run.parallel import ordered_map, workers_inherit_memory
@@ -126,9 +127,14 @@ def compare(
     base_label: str,
     proposed_label: str,
     workers: int = 1,
+    through: Quarter | None = None,
 ) -> Impact:
     """Decide every partner on both sides and collect who moves, and why.
-    Chunks of partners are decided in ``workers`` processes, as runs do."""
+    Chunks of partners are decided in ``workers`` processes, as runs do.
+    ``through``: both sides read figures up to that quarter (see
+    :func:`engine.ruleset.quarters.figures_through`)."""
+    for day in (base_as_of, proposed_as_of):
+        figures_through(day, through)  # a quarter not ended stops before anything is read
     impact = Impact(base_label, proposed_label)
     history = HistoryStore({**base.figures, **proposed.figures})  # matched by name
     tally = RunTally()
@@ -137,7 +143,7 @@ def compare(
             list(history.load(performance, roster))  # bad rows are counted by the run, not here
         check_columns(roster, {**base.fields, **proposed.fields}, "roster")
         chunks = roster_chunks(RowReader(roster, base.fields), history, {}, tally, 500)
-        tasks = ((chunk, base_as_of, proposed_as_of) for chunk, _ in chunks)
+        tasks = ((chunk, base_as_of, proposed_as_of, through) for chunk, _ in chunks)
         if workers > 1 and workers_inherit_memory():
             (
                 compiled_rules(base),
@@ -156,12 +162,17 @@ def compare(
 
 
 def decide_both(
-    base: RuleSet, proposed: RuleSet, chunk: list, base_as_of: dt.date, proposed_as_of: dt.date
+    base: RuleSet,
+    proposed: RuleSet,
+    chunk: list,
+    base_as_of: dt.date,
+    proposed_as_of: dt.date,
+    through: Quarter | None,
 ) -> tuple[ChunkResult, ChunkResult]:
     """One chunk decided by both rule sets (in a worker process)."""
     return (
-        decide_chunk(base, None, chunk, base_as_of),
-        decide_chunk(proposed, None, chunk, proposed_as_of),
+        decide_chunk(base, None, chunk, base_as_of, through=through),
+        decide_chunk(proposed, None, chunk, proposed_as_of, through=through),
     )
 
 

@@ -16,6 +16,9 @@ to expect::
           not_programs: [performance_recovery]
 
 ``quarters: A-B`` repeats a history row for every quarter from A to B.
+``through: 2026Q2`` reads the history up to that quarter, as
+``eligibility run --through`` does (default: the last quarter complete on
+``as_of``).
 """
 
 from __future__ import annotations
@@ -25,16 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import DataError, Problem, RuleSetError
+from engine.errors import DataError, Problem, RuleSetError, UsageError
 from engine.evaluate.decide import Decision, Evaluator
 from engine.evaluate.explain import Explanation, explain
 from engine.evaluate.records import Partner, partner_from_record
 from engine.ruleset.conditions import unknown_key_message
 from engine.ruleset.model import RuleSet
-from engine.ruleset.quarters import parse_quarter
+from engine.ruleset.quarters import Quarter, figures_through, parse_quarter
 from engine.ruleset.yaml_source import Loc, YList, YMap, load_yaml
 
-CASE_KEYS = ("name", "as_of", "partner", "history", "expect")
+CASE_KEYS = ("name", "as_of", "through", "partner", "history", "expect")
 EXPECT_KEYS = ("classifications", "engagement", "programs", "not_programs")
 
 
@@ -45,6 +48,7 @@ class RuleCase:
     as_of: dt.date
     partner: Partner
     expect: dict = field(default_factory=dict)
+    through: Quarter | None = None
 
     @property
     def where(self) -> str:
@@ -116,6 +120,14 @@ def _case(ruleset: RuleSet, raw: Any, loc: Loc, problems: list[Problem]) -> Rule
         problems.append(
             raw.value_loc("as_of").problem(f"case '{name}' needs 'as_of', a date like 2026-11-26")
         )
+    through = None
+    if raw.get("through") is not None:
+        try:
+            through = parse_quarter(raw["through"])
+            if isinstance(as_of, dt.date):
+                figures_through(as_of, through)
+        except (ValueError, UsageError) as error:
+            problems.append(raw.value_loc("through").problem(f"case '{name}': {error}"))
     record = raw.get("partner")
     if not isinstance(record, YMap):
         problems.append(
@@ -137,7 +149,7 @@ def _case(ruleset: RuleSet, raw: Any, loc: Loc, problems: list[Problem]) -> Rule
         return None
     if len(problems) > before:
         return None
-    return RuleCase(name, loc, as_of, partner, dict(expect))
+    return RuleCase(name, loc, as_of, partner, dict(expect), through)
 
 
 def _history_rows(rows: Any) -> list[dict]:
@@ -199,8 +211,8 @@ def failure_report(ruleset: RuleSet, result: CaseResult) -> str:
 
 
 def run_case(ruleset: RuleSet, evaluator: Evaluator, case: RuleCase) -> CaseResult:
-    decision = evaluator.decide([case.partner], case.as_of)[0]
-    explanation = explain(ruleset, case.partner, case.as_of)
+    decision = evaluator.decide([case.partner], case.as_of, case.through)[0]
+    explanation = explain(ruleset, case.partner, case.as_of, case.through)
     failures = []
     for table, expected in (case.expect.get("classifications") or {}).items():
         actual = decision.classifications[table]
