@@ -169,10 +169,15 @@ STAGE_BUDGET = 96  # rules per stage before sub-conditions move to helper stages
 LIST_RULE_BUDGET = 64
 LIST_OPS = ("iany", "iall_neq")
 HELPER_PREFIX = "_h"  # helper decisions; user names cannot start with "_"
+GROUP_BLOCK = 24  # members of an exclusive group decided per stage (see _Planner._group)
+EARLIER_WINNER = "_earlier"  # a group stage's decision when a stage before it enrolled one
 
 
 def compile_rules(ruleset: RuleSet) -> CompiledRules:
-    return _Planner(ruleset).compile()
+    try:
+        return _Planner(ruleset).compile()
+    finally:
+        _NORMAL_FORMS.clear()
 
 
 class _Planner:
@@ -240,20 +245,28 @@ class _Planner:
 
     def _table(self, table: Table, kind: str) -> None:
         rules, conditions = self._fit(
-            lambda cs: _table_rules(table, cs), [row.when for row in table.rows]
+            lambda cs: _table_rules(table, cs), [self._bounded(row.when) for row in table.rows]
         )
         self._add(kind, table.name, rules, _condition_reads(conditions))
 
     def _fit(self, build, conditions: list):
         """Rules from ``build(conditions)`` within the budget: the biggest
-        conditions move to helper stages, one at a time, until they fit."""
+        conditions move to helper stages, one, then two, then four at a
+        time (so a table or group of hundreds is rebuilt a few times, not
+        hundreds), until they fit."""
         conditions = list(conditions)
         rules = self._sized(lambda: build(conditions))
+        batch = 1
         while rules is None:
-            sizes = [(_size(c), i) for i, c in enumerate(conditions) if _size(c) > 2]
+            sizes = sorted(
+                ((size, i) for i, c in enumerate(conditions) if (size := _size(c)) > 2),
+                reverse=True,
+            )
             if not sizes:
                 return build(conditions), conditions  # as small as it gets
-            conditions[max(sizes)[1]] = self._helper(conditions[max(sizes)[1]])
+            for _, i in sizes[:batch]:
+                conditions[i] = self._helper(conditions[i])
+            batch *= 2
             rules = self._sized(lambda: build(conditions))
         return rules, conditions
 
@@ -262,7 +275,7 @@ class _Planner:
         stage by an "enrolled" rule alone: it costs an action only for the
         partners it enrolls. Other programs get a stage of their own. Leaves
         share the final stage, so they share its budget of list rules too."""
-        when = program.when
+        when = self._bounded(program.when)
         rules = self._sized(lambda: self._program_rules(program, when, leaf))
         if rules is None:
             when = self._helper(when)
@@ -285,25 +298,59 @@ class _Planner:
             self._add("program", program.id, rules, reads)
 
     def _group(self, group: str) -> None:
-        """An exclusive group as one first-match stage: its members, highest
+        """An exclusive group as a first-match stage: its members, highest
         priority first, are its rows; a row holds when all of that member's
-        gates hold. The winner is enrolled and every other member is not."""
-        members = self.ruleset.group_members(group)
-        rules, whens = self._fit(
-            lambda ws: self._group_rules(group, members, ws), [m.when for m in members]
-        )
-        self.always.add(attr(f"{HELPER_PREFIX}group_{group}"))
-        reads = _condition_reads(whens)
-        reads |= {attr(r) for m in members for r in m.requires}
-        if any(m.starts or m.ends for m in members):
-            reads.add(AS_OF)
-        self._add("group", f"{HELPER_PREFIX}group_{group}", rules, reads)
+        gates hold. The winner is enrolled and every other member is not.
 
-    def _group_rules(self, group: str, members: list[Program], whens: list):
+        A big group is decided :data:`GROUP_BLOCK` members per stage, in
+        order: each stage records its winner, or "" when none of its members
+        qualifies, and the next stage decides only when the one before
+        recorded "". Its rules then stay within durable_rules' limits however
+        many members the group has."""
+        members = self.ruleset.group_members(group)
+        blocks = [members[i : i + GROUP_BLOCK] for i in range(0, len(members), GROUP_BLOCK)]
+        before = None  # the decision of the block before
+        for number, block in enumerate(blocks, 1):
+            decision = f"{HELPER_PREFIX}group_{group}" + (f"_{number}" if len(blocks) > 1 else "")
+            rules, whens = self._fit(
+                lambda ws, block=block, decision=decision, before=before: self._group_rules(
+                    group, block, ws, decision, before
+                ),
+                [self._bounded(m.when) for m in block],
+            )
+            self.always.add(attr(decision))
+            reads = _condition_reads(whens)
+            reads |= {attr(r) for m in block for r in m.requires}
+            if before is not None:
+                reads.add(attr(before))
+            if any(m.starts or m.ends for m in block):
+                reads.add(AS_OF)
+            self._add("group", decision, rules, reads)
+            before = decision
+
+    def _group_rules(
+        self,
+        group: str,
+        members: list[Program],
+        whens: list,
+        decision: str,
+        before: str | None = None,
+    ):
+        """The rules of one stage of a group (see :meth:`_group`); ``before``:
+        the decision of the stage before, which must be "" for these members
+        to compete."""
         ids = [m.id for m in members]
-        decision = f"{HELPER_PREFIX}group_{group}"
         rules = []
         earlier_fail: list[DNF] = []
+        if before is not None:
+            rules.append(
+                (
+                    f"{decision}__decided_before",
+                    [[(attr(before), "neq", "")]],
+                    Outcome(decision, EARLIER_WINNER, None, tuple((i, False) for i in ids)),
+                )
+            )
+            earlier_fail.append([[(attr(before), "eq", "")]])
         for member, when in zip(members, whens):
             gates = self._gates(member, when, with_group=False)
             holds = _product([g[0] for g in gates])
@@ -319,7 +366,7 @@ class _Planner:
             )
         rules.append(
             (
-                f"{group}__none",
+                f"{decision}__none",
                 _product(earlier_fail),
                 Outcome(decision, "", None, tuple((i, False) for i in ids)),
             )
@@ -382,6 +429,30 @@ class _Planner:
         return _list_rules(
             [(name, _simplify(terms, self.always), outcome) for name, terms, outcome in rules]
         )
+
+    def _bounded(self, condition: Condition | None) -> Condition | None:
+        """``condition`` with every part whose normal forms would exceed a
+        stage's budget decided first in a helper stage, innermost first.
+
+        Working from the leaves up, no part's normal form is ever built from
+        parts bigger than the budget, so compile time stays linear in the
+        rule text however deep the nesting (``a and (b or (c and (d or
+        ...))))`` 500 levels deep grows a form of 250 cases otherwise, built
+        again at each level)."""
+        if isinstance(condition, NotOf):
+            item = self._bounded(condition.item)
+            return condition if item is condition.item else NotOf(item, condition.loc)
+        if isinstance(condition, Dated):
+            item = self._bounded(condition.item)
+            if item is not condition.item:
+                condition = Dated(item, condition.starts, condition.ends, condition.loc)
+        elif isinstance(condition, (AllOf, AnyOf)):
+            items = tuple(self._bounded(item) for item in condition.items)
+            if any(new is not old for new, old in zip(items, condition.items)):
+                condition = type(condition)(items, condition.loc)
+        else:
+            return condition  # a comparison, or None
+        return self._helper(condition) if _size(condition) > STAGE_BUDGET else condition
 
     def _helper(self, condition: Condition) -> Condition:
         """Decide ``condition`` in a helper stage; return a test of its answer."""
@@ -573,8 +644,23 @@ def _table_rules(table: Table, conditions: list[Condition]) -> list[tuple[str, D
     return rules
 
 
+# dnf() of each (condition, negate) while a rule set compiles, by identity:
+# an any/all needs both forms of each item, so without this the work would
+# double with each level of nesting. The condition is kept with its form, so
+# its id is not reused while the entry lives. The forms are never mutated.
+_NORMAL_FORMS: dict[tuple[int, bool], tuple[Condition, DNF]] = {}
+
+
 def dnf(condition: Condition, negate: bool = False) -> DNF:
     """A condition (or its negation) as mutually exclusive flat conjunctions."""
+    key = (id(condition), negate)
+    found = _NORMAL_FORMS.get(key)
+    if found is None or found[0] is not condition:
+        found = _NORMAL_FORMS[key] = (condition, _dnf(condition, negate))
+    return found[1]
+
+
+def _dnf(condition: Condition, negate: bool) -> DNF:
     if isinstance(condition, NotOf):
         return dnf(condition.item, not negate)
     if isinstance(condition, Dated):
@@ -658,9 +744,11 @@ def _simplify(terms: DNF, always: set[str]) -> DNF:
 
 
 def _conjoin(left: list[Leaf], right: list[Leaf]) -> list[Leaf] | None:
+    present = set(left)
     merged = list(left)
     for leaf in right:
-        if leaf not in merged:
+        if leaf not in present:
+            present.add(leaf)
             merged.append(leaf)
     return None if _contradicts(merged) else merged
 
@@ -733,6 +821,8 @@ def _compare(c: Compare, name: str, negate: bool) -> DNF:
         if not negate:
             return [[(name, "gte", low), (name, "lte", high)]]
         return missing + [[(name, "lt", low)], [(name, "gt", high)]]
+    if c.name.startswith(HELPER_PREFIX):  # a decision made earlier: yes or no, never missing
+        return [[(name, "eq", values[0] != negate)]]
     if op in ("in", "not in"):
         member = [[(name, "eq", v)] for v in values]
         outside = [[(name, "ex", 1)] + [(name, "neq", v) for v in values]]

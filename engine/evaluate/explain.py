@@ -34,9 +34,10 @@ from engine.ruleset.conditions import (
     NotOf,
     describe,
 )
+from engine.ruleset.metrics import T_NUM, Env, before_rounding, round_value
 from engine.ruleset.model import ENGAGEMENT, Program, RuleSet, Table, per_rule_set
 from engine.ruleset.quarters import Quarter, figures_through
-from engine.ruleset.value_types import format_value
+from engine.ruleset.value_types import INTEGER, NUMBER, ValueType, format_value
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,13 @@ def explain(
         name: format_value(ruleset.type_of(name), values.get(name))
         for name in list(ruleset.fields) + [m.name for m in ruleset.metrics]
     }
+    env = Env(values, partner.history, as_of, through)
+    for metric in ruleset.metrics:
+        before = before_rounding(metric.expr, env)
+        if before is not None and round_value(T_NUM, before) != values.get(metric.name):
+            kind = ValueType(NUMBER) if metric.type.kind == INTEGER else metric.type
+            unrounded = format_value(kind, round_value(T_NUM, before))
+            shown[metric.name] += f" ({unrounded} rounded)"
     explainer = _Explainer(ruleset, values, as_of)
     tables = []
     for table in ruleset.classifications:

@@ -106,7 +106,10 @@ def parse_condition(raw: Any, loc: Loc, problems: list[Problem]) -> Condition | 
         try:
             return parse_condition_text(raw, loc)
         except ParseError as error:
-            problems.append(loc.at(error.offset).problem(f"in condition '{raw}': {error.message}"))
+            shown = raw if len(raw) <= 80 else raw[:77] + "..."
+            problems.append(
+                loc.at(error.offset).problem(f"in condition '{shown}': {error.message}")
+            )
             return None
     if isinstance(raw, bool) or raw is None or isinstance(raw, (int, float)):
         problems.append(

@@ -25,6 +25,8 @@ import difflib
 import re
 from dataclasses import dataclass
 
+from engine.ruleset.value_types import MAX_MAGNITUDE
+
 
 class ParseError(Exception):
     """A syntax error at ``offset`` characters into the text."""
@@ -96,12 +98,13 @@ def tokenize(text: str) -> list[Token]:
                 raise ParseError(f"'{raw}' is not a real calendar date", pos) from None
             tokens.append(Token("DATE", raw, pos, value))
         elif kind == "money":
-            tokens.append(Token("MONEY", raw, pos, float(raw[1:].replace(",", ""))))
+            value = _bounded_number(raw, raw[1:].replace(",", ""), pos)
+            tokens.append(Token("MONEY", raw, pos, value))
         elif kind == "number":
             if match.group("pct"):
-                tokens.append(Token("PERCENT", raw, pos, float(raw[:-1]) / 100))
+                tokens.append(Token("PERCENT", raw, pos, _bounded_number(raw, raw[:-1], pos) / 100))
             else:
-                tokens.append(Token("NUMBER", raw, pos, float(raw)))
+                tokens.append(Token("NUMBER", raw, pos, _bounded_number(raw, raw, pos)))
         elif kind == "string":
             tokens.append(Token("STRING", raw, pos, raw[1:-1]))
         elif kind == "name":
@@ -115,6 +118,18 @@ def tokenize(text: str) -> list[Token]:
         pos = match.end()
     tokens.append(Token("END", "", len(text)))
     return tokens
+
+
+def _bounded_number(raw: str, digits: str, pos: int) -> float:
+    """A number written in a rule; as large as any value can be, no larger."""
+    value = float(digits)
+    if not value < MAX_MAGNITUDE:  # inf too
+        raise ParseError(
+            f"'{raw if len(raw) <= 20 else raw[:17] + '...'}' is too large; numbers in rules "
+            f"stay below {MAX_MAGNITUDE:,.0f}, as partner values do",
+            pos,
+        )
+    return value
 
 
 # --- expression tree -------------------------------------------------------

@@ -153,8 +153,10 @@ class _RuleLoader:
             )
         digest = hashlib.sha256()
         sections: dict[str, list[tuple[YMap, Loc]]] = {s: [] for s in SECTIONS}
+        written = False  # whether any file holds anything
         for path in paths:
             data, problems = load_yaml(path, str(path), self.folder)
+            written = written or data is not None
             if data is not None:
                 digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
             self.problems.extend(problems)
@@ -183,8 +185,22 @@ class _RuleLoader:
                     )
                     continue
                 sections[key].append((value, data.key_loc(key)))
+        if self.unreadable:  # what the other files say cannot be checked without it
+            raise RuleSetError(self.problems)
+        if not written:
+            raise RuleSetError(
+                [
+                    Problem(
+                        str(self.folder),
+                        1,
+                        1,
+                        "every rule file in this folder is empty; a rule set needs at least "
+                        "fields, an engagement section and programs (see docs/rule-authoring.md)",
+                    )
+                ]
+            )
         ruleset = self._build(sections, digest.hexdigest()[:16], [str(p) for p in paths])
-        if self.problems:
+        if self.problems or ruleset is None:
             raise RuleSetError(self.problems)
         return ruleset
 
@@ -214,7 +230,12 @@ class _RuleLoader:
                     )
                     continue
                 if name in RESERVED:
-                    self.problem(loc, f"'{name}' is a reserved word; choose another {what} name")
+                    suffix = {"classification": "level", "program": "program"}.get(what, "score")
+                    self.problem(
+                        loc,
+                        f"'{name}' is a reserved word of the rule language; call the {what}, "
+                        f"for example, {name}_{suffix}",
+                    )
                     continue
                 merged.append((name, definition, loc, section.value_loc(name)))
         return merged
@@ -736,6 +757,12 @@ class _RuleLoader:
                 data.loc,
                 f"{where} is in group '{group}' and needs a 'priority' "
                 "(higher wins within the group)",
+            )
+        elif group is None and "priority" in data and "group" not in data:
+            self.problem(
+                data.value_loc("priority"),
+                f"{where} has a priority but no group: a priority only ranks the programs "
+                "of an exclusive group; add 'group: NAME' or remove the priority",
             )
         starts, ends = self.date(data, "starts", where), self.date(data, "ends", where)
         if starts and ends and ends < starts:

@@ -6,8 +6,19 @@ directions use one table of built-in functions, :data:`FUNCTIONS`.
 
 Missing values propagate: an operation with a missing operand is missing,
 and division by zero is missing (a partner with no target has no attainment).
-Results are rounded (money to cents, others to 6 decimals) so that
-a threshold of 90% is met by exactly 90% attainment.
+
+Arithmetic is exact decimal arithmetic, as a manager's calculator and a
+spreadsheet do it, not binary floating point: each number a metric reads
+(a field, a figure, a literal, an earlier metric) becomes a
+:class:`~decimal.Decimal` of the value as written (0.7 is 7/10, not the
+nearest binary fraction), sums, products and differences are exact, and
+division keeps 28 significant digits. So ``round(0.7 * score, 1)`` with
+score 3.5 is 2.5, as 0.7 x 3.5 = 2.45 rounds half away from zero, and the
+order in which quarters are added changes nothing. The result goes back on
+the grid all values live on (money to cents, others to 6 decimals), rounded
+half away from zero, so that a threshold of 90% is met by exactly 90%
+attainment; values on that grid compare exactly in the explainer and, as
+whole millionths, in durable_rules.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from engine.ruleset.expressions import Binary, Call, Expr, Literal, Name, ParseError, Unary
@@ -136,6 +148,12 @@ class Checker:
                     f"'{op}' needs numbers or dates, not a {left.describe()}",
                 )
             return T_BOOL
+        if op == "/" and isinstance(expr.right, Literal) and expr.right.value == 0:
+            raise ParseError(
+                "divides by zero, so the metric would always be missing; divide by a "
+                "figure or a number other than 0",
+                expr.right.offset,
+            )
         result = arithmetic_type(op, left, right)
         _require(
             result is not None,
@@ -188,11 +206,25 @@ def arithmetic_type(op: str, a: ValueType, b: ValueType) -> ValueType | None:
 # --- evaluation ------------------------------------------------------------
 
 
+def exact(value: Any) -> Any:
+    """A number as the decimal it was written as: values are kept as floats on
+    a six-decimal grid, and the shortest text of such a float is that decimal
+    (for up to 15 significant digits, which MAX_MAGNITUDE and the grid allow).
+    Whole numbers, and everything that is not a number, stay as they are."""
+    if type(value) is float:
+        return Decimal(repr(value))
+    return value
+
+
+def _divide(a: Any, b: Any) -> Any:
+    return None if b == 0 else Decimal(a) / Decimal(b)
+
+
 def evaluate(expr: Expr, env: Env) -> Any:
     if isinstance(expr, Literal):
-        return expr.value
+        return exact(expr.value)
     if isinstance(expr, Name):
-        return env.values.get(expr.name)
+        return exact(env.values.get(expr.name))
     if isinstance(expr, Unary):
         value = evaluate(expr.operand, env)
         if value is None:
@@ -224,7 +256,7 @@ def evaluate(expr: Expr, env: Env) -> Any:
         if op == "*":
             return left * right
         if op == "/":
-            return None if right == 0 else left / right
+            return _divide(left, right)
         return {
             "==": left == right,
             "!=": left != right,
@@ -242,7 +274,7 @@ _ARITHMETIC = {
     "+": lambda a, b: a + b,
     "-": lambda a, b: a - b,
     "*": lambda a, b: a * b,
-    "/": lambda a, b: None if b == 0 else a / b,
+    "/": _divide,
     "==": lambda a, b: a == b,
     "!=": lambda a, b: a != b,
     "<": lambda a, b: a < b,
@@ -260,11 +292,11 @@ def compile_expression(expr: Expr) -> Callable[[Env], Any]:
     each other by the differential tests.
     """
     if isinstance(expr, Literal):
-        value = expr.value
+        value = exact(expr.value)
         return lambda env: value
     if isinstance(expr, Name):
         name = expr.name
-        return lambda env: env.values.get(name)
+        return lambda env: exact(env.values.get(name))
     if isinstance(expr, Unary):
         inner = compile_expression(expr.operand)
         if expr.op == "not":
@@ -293,14 +325,23 @@ def compile_expression(expr: Expr) -> Callable[[Env], Any]:
     raise AssertionError(expr)  # pragma: no cover
 
 
+_GRID = {MONEY: Decimal("0.01"), INTEGER: Decimal(1)}
+_SIX_DECIMALS = Decimal("0.000001")
+
+
 def round_value(vtype: ValueType, value: Any) -> Any:
-    """A metric result on the same grid as field values; out-of-range is missing."""
+    """A metric result on the same grid as field values, rounded half away
+    from zero; out-of-range is missing."""
     if (
-        isinstance(value, (int, float))
+        isinstance(value, (int, float, Decimal))
         and not isinstance(value, bool)
         and (value != value or abs(value) >= MAX_MAGNITUDE)
     ):
         return None
+    if type(value) is Decimal:
+        kind = vtype.kind
+        value = value.quantize(_GRID.get(kind, _SIX_DECIMALS), ROUND_HALF_UP)
+        return int(value) if kind == INTEGER else float(value) + 0.0
     return canonical(vtype.kind, value)
 
 
@@ -345,7 +386,7 @@ def _sum_figure(env: Env, figure: str, quarters: tuple) -> float | None:
     found = env.sums.get(key, _UNKNOWN)
     if found is _UNKNOWN:
         values = [row.get(figure) for q in quarters if (row := env.history.figures(q)) is not None]
-        values = [v for v in values if v is not None]
+        values = [exact(v) for v in values if v is not None]
         found = env.sums[key] = sum(values) if values else None
     return found
 
@@ -366,7 +407,7 @@ def _run_attainment(call, env, _):
     revenue, target = _sum_figure(env, "revenue", quarters), _sum_figure(env, "target", quarters)
     if revenue is None or not target:
         return None
-    return revenue / target
+    return _divide(revenue, target)
 
 
 def _check_total(call, c, usage="total(revenue, 4)"):
@@ -390,8 +431,8 @@ def _run_average(call, env, _):
     quarters = window(env.last_quarter, int(call.args[1].value))
     rows = [env.history.figures(q) for q in quarters]
     values = [r.get(call.args[0].name) for r in rows if r is not None]
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
+    values = [exact(v) for v in values if v is not None]
+    return _divide(sum(values), len(values)) if values else None
 
 
 def _check_growth(call, c):
@@ -405,7 +446,7 @@ def _run_growth(call, env, _):
     before = _sum_figure(env, call.args[0].name, window(env.last_quarter, n, skip=n))
     if recent is None or before is None or before <= 0:
         return None
-    return recent / before - 1
+    return _divide(recent, before) - 1
 
 
 def _check_below(call, c):
@@ -521,11 +562,12 @@ def _run_minmax(call, env, ev):
 def _check_round(call, c):
     if len(call.args) not in (1, 2):
         raise ParseError(
-            "round takes a value and optionally the number of decimals: round(x) or round(x, 2)",
+            f"{call.function} takes a value and optionally the number of decimals: "
+            f"{call.function}(x) or {call.function}(x, 2)",
             call.offset,
         )
     t = c.type_of(call.args[0])
-    _require(t.is_numeric, call, f"round needs a number, not a {t.describe()}")
+    _require(t.is_numeric, call, f"{call.function} needs a number, not a {t.describe()}")
     if len(call.args) == 2:
         _quarters_arg_like_digits(call)
         return t
@@ -546,12 +588,29 @@ def _quarters_arg_like_digits(call: Call) -> None:
         )
 
 
+_ROUNDING = {
+    "round": ROUND_HALF_UP,  # half away from zero, as spreadsheets round
+    "round_half_even": ROUND_HALF_EVEN,  # half to the even digit (banker's rounding)
+    "floor": ROUND_FLOOR,  # down, towards minus infinity
+    "ceiling": ROUND_CEILING,  # up, towards plus infinity
+}
+
+
+def before_rounding(expr: Expr, env: Env) -> Any:
+    """What a metric that is a rounding (``round(x, 1)``, ``floor(x)``, ...)
+    rounds: explanations show it beside the result. None for other metrics."""
+    if isinstance(expr, Call) and expr.function in _ROUNDING:
+        return evaluate(expr.args[0], env)
+    return None
+
+
 def _run_round(call, env, ev):
     value = ev(call.args[0], env)
     if value is None:
         return None
     digits = int(call.args[1].value) if len(call.args) == 2 else 0
-    return round(value, digits)
+    rounded = Decimal(value).quantize(Decimal(1).scaleb(-digits), _ROUNDING[call.function])
+    return int(rounded) if digits == 0 and isinstance(value, int) else rounded
 
 
 def _check_abs(call, c):
@@ -599,6 +658,15 @@ FUNCTIONS: dict[str, Function] = {
     "count": Function("count(focus_verticals): number of items", _check_count, _run_count),
     "min": Function("min(a, b, ...)", _check_minmax, _run_minmax),
     "max": Function("max(a, b, ...)", _check_minmax, _run_minmax),
-    "round": Function("round(x) or round(x, 2)", _check_round, _run_round),
+    "round": Function(
+        "round(x) or round(x, 2): half away from zero (2.45 -> 2.5)", _check_round, _run_round
+    ),
+    "round_half_even": Function(
+        "round_half_even(x, 1): half to the even digit (2.45 -> 2.4, 2.55 -> 2.6)",
+        _check_round,
+        _run_round,
+    ),
+    "floor": Function("floor(x) or floor(x, 2): down (2.49 -> 2)", _check_round, _run_round),
+    "ceiling": Function("ceiling(x) or ceiling(x, 2): up (2.01 -> 3)", _check_round, _run_round),
     "abs": Function("abs(x)", _check_abs, _run_abs),
 }

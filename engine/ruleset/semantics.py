@@ -46,6 +46,7 @@ from engine.ruleset.value_types import (
     PERCENT,
     ValueType,
     canonical,
+    format_value,
 )
 from engine.ruleset.yaml_source import Loc
 
@@ -272,7 +273,37 @@ class Checks:
             return None
         if isinstance(condition, IsMissing):
             return condition
-        return self._compare(condition, vtype, where)
+        checked = self._compare(condition, vtype, where)
+        if checked is not None and kind == "field" and not self._in_range(checked, where):
+            return None
+        return checked
+
+    def _in_range(self, c: Compare, where: str) -> bool:
+        """A threshold outside the values a field may have (``enterprise_share
+        >= 150%`` of a share from 0% to 100%) makes a test that never, or
+        always, holds: a typo, reported as one."""
+        field = self.fields[c.name]
+        low, high = field.minimum, field.maximum
+        for literal, value in zip(c.literals, c.values):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if (low is not None and value < low) or (high is not None and value > high):
+                vtype = field.type
+                bounds = (
+                    f"from {format_value(vtype, low)} to {format_value(vtype, high)}"
+                    if low is not None and high is not None
+                    else f"at least {format_value(vtype, low)}"
+                    if low is not None
+                    else f"at most {format_value(vtype, high)}"
+                )
+                self.problem(
+                    c.loc.at(literal.offset),
+                    f"in {where}: '{literal.text}' is outside the values '{c.name}' can "
+                    f"have ({bounds}), so '{c.text}' would never or always hold; "
+                    f"check the number, or the field's min and max",
+                )
+                return False
+        return True
 
     def _compare(self, c: Compare, vtype: ValueType, where: str) -> Compare | None:
         op, kind = c.op, vtype.kind
@@ -429,11 +460,18 @@ class Checks:
                         f"program '{program.id}' requires unknown program '{required}'{hint}",
                     )
                     ok = False
+            tested = [(n, loc) for n, loc in names_read(when) if n in by_id] if when else []
+            needed = list(program.requires) + [n for n, _ in tested]
+            same_group = {
+                n for n in needed if program.group and n in by_id and n != program.id
+                and by_id[n].group == program.group
+            }  # fmt: skip
+            for other in sorted(same_group):
+                self._same_group(program, other, dict(tested).get(other))
+                ok = False
             if ok:
                 checked[program.id] = replace(program, when=when)
-            deps[program.id] = list(program.requires) + (
-                [n for n, _ in names_read(when) if n in by_id] if when is not None else []
-            )
+            deps[program.id] = [n for n in needed if n not in same_group]  # one error, no circle
             if program.group:
                 groups.setdefault(program.group, []).append(program)
         for group, members in groups.items():
@@ -457,6 +495,25 @@ class Checks:
             )
             return []
         return [checked[pid] for pid in order if pid in checked]
+
+    def _same_group(self, program: Program, other: str, tested_at: Loc | None) -> None:
+        """A program of an exclusive group that needs another member of it
+        (``tested_at``: where its condition names it, if it does)."""
+        how = "requires" if other in program.requires else "tests"
+        why = (
+            f"a partner gets at most one program of a group, so '{program.id}' could never "
+            "be enrolled"
+            if how == "requires"
+            else "within a group only the member a partner qualifies for with the highest "
+            "priority is enrolled, and members are decided together"
+        )
+        self.problem(
+            program.loc if how == "requires" else tested_at,
+            f"program '{program.id}' {how} '{other}', another member of its exclusive group "
+            f"'{program.group}': {why}. Remove '{other}' from "
+            f"{'its requires' if how == 'requires' else 'its condition'}, or take one of the "
+            "two out of the group",
+        )
 
 
 _BAD = object()

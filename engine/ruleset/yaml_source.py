@@ -6,12 +6,15 @@ way: only ``true``/``false`` are booleans, so ``no``, ``off``, and the Norway
 country code ``NO`` stay text. Duplicate keys are errors. Alias expansion and
 file size are capped, so a "billion laughs" file is an error instead of a hang.
 Every mapping and list remembers the file, line, and column of its items,
-so validation can point at the exact spot.
+so validation can point at the exact spot. Nesting is capped too
+(:data:`MAX_DEPTH`), checked on the parser's flat stream of events before
+anything recursive reads the file.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,14 @@ from engine.errors import Problem
 
 MAX_FILE_BYTES = 2_000_000
 MAX_NODES = 200_000
+# Mappings and lists inside each other: a condition 500 levels deep (all: /
+# any: inside each other) is about 1,000. The loader, the compiler and the
+# explainer walk conditions recursively, a few Python frames per level, so
+# importing this module makes sure the interpreter allows that many.
+MAX_DEPTH = 1_200
+RECURSION_NEEDED = 10 * MAX_DEPTH
+if sys.getrecursionlimit() < RECURSION_NEEDED:
+    sys.setrecursionlimit(RECURSION_NEEDED)
 
 
 @dataclass(frozen=True)
@@ -230,10 +241,36 @@ def load_yaml(
     return load_yaml_text(text, name)
 
 
+def _too_deep(loader: _Loader) -> yaml.Mark | None:
+    """Where the file nests deeper than MAX_DEPTH, or None (reads every event)."""
+    depth = 0
+    while loader.check_event():
+        event = loader.get_event()
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return event.start_mark
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    return None
+
+
 def load_yaml_text(text: str, name: str) -> tuple[Any, list[Problem]]:
     """Load YAML from a string (see :func:`load_yaml`)."""
-    loader = _Loader(text)
+    loader = None
     try:
+        deep = _too_deep(_Loader(text))
+        if deep is not None:
+            return None, [
+                Problem(
+                    name,
+                    deep.line + 1,
+                    deep.column + 1,
+                    f"nested more than {MAX_DEPTH:,} levels deep (lists and mappings "
+                    "inside each other); split the condition into metrics or programs",
+                )
+            ]
+        loader = _Loader(text)
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
@@ -243,10 +280,23 @@ def load_yaml_text(text: str, name: str) -> tuple[Any, list[Problem]]:
         if "\t" in what or "found character '\\t'" in str(error):
             hint = " (use spaces, not tabs, to indent)"
         return None, [Problem(name, line, column, f"YAML syntax error: {what}{hint}")]
-    except yaml.YAMLError as error:  # reader errors: control characters and the like
+    except yaml.reader.ReaderError as error:  # a control character, say
+        before = text[: error.position]
+        line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        return None, [
+            Problem(
+                name,
+                line,
+                column,
+                f"character {error.character:#06x} cannot appear in a rule file "
+                "(a control character, often pasted by accident); delete it",
+            )
+        ]
+    except yaml.YAMLError as error:
         return None, [Problem(name, 1, 1, f"YAML syntax error: {error}")]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if node is None:
         return None, []
     builder = _Builder(name, loader)
