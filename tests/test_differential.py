@@ -182,7 +182,11 @@ conditions = st.recursive(
 )
 
 
-def make_ruleset(rows, program_conditions) -> RuleSet:
+def make_ruleset(rows, program_conditions, group_size: int = 2) -> RuleSet:
+    """A rule set over FIELDS: a classification of ``rows``, an engagement
+    model, and a program per condition. The first ``group_size`` programs
+    form the exclusive group 'tier'; the three after them start on a date,
+    end on a date, and require the first program."""
     fields = {n: FieldDef(n, t, False, None, n, "", LOC) for n, t in FIELDS.items()}
     table = Table(
         "kind",
@@ -211,11 +215,11 @@ def make_ruleset(rows, program_conditions) -> RuleSet:
                 f"P{i}",
                 "",
                 condition,
-                "tier" if i < 2 else None,
-                10 - i,
-                DATES[1] if i == 2 else None,
-                DATES[1] if i == 3 else None,
-                ("p0",) if i == 4 else (),
+                "tier" if i < group_size else None,
+                1000 - i,
+                DATES[1] if i == group_size else None,
+                DATES[1] if i == group_size + 1 else None,
+                ("p0",) if i == group_size + 2 else (),
                 {},
                 LOC,
             )
@@ -255,6 +259,51 @@ def generated_partners(draw, index=itertools.count()):  # noqa: B008 (one counte
 )
 def test_generated_rules_engine_equals_explanation(rows, program_conditions, batch, as_of):
     ruleset = make_ruleset(rows, program_conditions)
+    decided = Evaluator(ruleset).decide(batch, as_of)
+    explained = [explain(ruleset, p, as_of).decision() for p in batch]
+    assert decided == explained
+
+
+@st.composite
+def deep_conditions(draw):
+    """A condition wrapped in up to 120 levels of all/any, some levels with a
+    second item: the shapes whose normal forms grow with depth."""
+    condition = draw(conditions)
+    for _level in range(draw(st.integers(1, 120))):
+        kind = draw(st.sampled_from([AllOf, AnyOf]))
+        if draw(st.booleans()):
+            other = draw(leaves())
+            condition = kind((other, condition) if draw(st.booleans()) else (condition, other), LOC)
+        else:
+            condition = kind((condition,), LOC)
+    return condition
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    st.lists(st.one_of(conditions, deep_conditions()), min_size=1, max_size=3),
+    st.integers(2, 60).flatmap(
+        lambda size: st.tuples(
+            st.just(size),
+            st.lists(
+                st.one_of(st.none(), conditions, deep_conditions()),
+                min_size=size + 3,
+                max_size=size + 3,
+            ),
+        )
+    ),
+    st.lists(generated_partners(), min_size=1, max_size=25),
+    st.sampled_from(DATES),
+)
+def test_big_groups_and_deep_nesting_engine_equals_explanation(rows, group, batch, as_of):
+    """Exclusive groups bigger than one stage decides (GROUP_BLOCK members)
+    and conditions nested deep enough to need helper stages."""
+    group_size, program_conditions = group
+    ruleset = make_ruleset(rows, program_conditions, group_size)
     decided = Evaluator(ruleset).decide(batch, as_of)
     explained = [explain(ruleset, p, as_of).decision() for p in batch]
     assert decided == explained

@@ -126,6 +126,7 @@ class _RuleLoader:
         # reported again at every place that uses the name.
         self.declared: set[str] = set()
         self.unreadable = False
+        self.stray_keys = False  # a file had keys that are no section (see load)
 
     def problem(self, loc: Loc, message: str) -> None:
         self.problems.append(loc.problem(message))
@@ -173,11 +174,21 @@ class _RuleLoader:
                     )
                 )
                 continue
+            stray = [key for key in data if key not in SECTIONS]
+            if stray:  # one mistake (a section's line deleted, say): one error
+                more = f" (and {len(stray) - 1} more after it)" if len(stray) > 1 else ""
+                hint = (
+                    "; is the 'engagement:' line above it missing?"
+                    if stray[0] in ENGAGEMENT_KEYS
+                    else ""
+                )
+                self.problem(
+                    data.key_loc(stray[0]),
+                    unknown_key_message(stray[0], SECTIONS, "a rule file") + more + hint,
+                )
+                self.stray_keys = True
             for key, value in data.items():
                 if key not in SECTIONS:
-                    self.problem(
-                        data.key_loc(key), unknown_key_message(key, SECTIONS, "a rule file")
-                    )
                     continue
                 if key != "ruleset" and key != ENGAGEMENT and not isinstance(value, YMap):
                     self.problem(
@@ -702,6 +713,16 @@ class _RuleLoader:
 
     def _engagement(self, entry) -> tuple[Table | None, dict[str, EngagementModel]]:
         if entry is None:
+            if not self.stray_keys:  # else its keys may be there, under no section
+                self.problems.append(
+                    Problem(
+                        str(self.folder),
+                        1,
+                        1,
+                        "no 'engagement' section in any rule file: add one with rows, a "
+                        "default, and models (see docs/rule-authoring.md)",
+                    )
+                )
             return None, {}
         data, loc = entry
         table = self._table(ENGAGEMENT, data, loc, loc, "the engagement section", ENGAGEMENT_KEYS)

@@ -249,8 +249,8 @@ class Checks:
             item = self.condition(condition.item, scope, where)
             return None if item is None else replace(condition, item=item)
         kind = self.kinds.get(condition.name)
-        if kind is None and self._quiet(condition.name):
-            return None
+        if kind is None and (self._quiet(condition.name) or condition.name == ENGAGEMENT):
+            return None  # broken where it is defined (engagement: its own section), and said
         if kind is None or kind == "parameter":
             message = self._unknown(condition.name, scope)
             if kind == "parameter":
@@ -412,16 +412,7 @@ class Checks:
         return result
 
     def _engagement_table(self) -> Table | None:
-        if self.engagement is None:
-            if self.kinds:
-                self.problems.append(
-                    Problem(
-                        "(rules)",
-                        1,
-                        1,
-                        "no 'engagement' section: add one with rows, a default, and models",
-                    )
-                )
+        if self.engagement is None:  # reported by the loader
             return None
         table = self._check_rows(self.engagement, ENGAGEMENT_SCOPE, "the engagement section")
         for value in self.engagement.values:
