@@ -210,10 +210,22 @@ def exact(value: Any) -> Any:
     """A number as the decimal it was written as: values are kept as floats on
     a six-decimal grid, and the shortest text of such a float is that decimal
     (for up to 15 significant digits, which MAX_MAGNITUDE and the grid allow).
-    Whole numbers, and everything that is not a number, stay as they are."""
+    Whole numbers, and everything that is not a number, stay as they are.
+
+    Values repeat across partners (shares, counts, thresholds, metric
+    results), so conversions are remembered: a look-up costs a tenth of one."""
     if type(value) is float:
-        return Decimal(repr(value))
+        found = _EXACT.get(value)
+        if found is None:
+            if len(_EXACT) >= _EXACT_SIZE:
+                _EXACT.clear()
+            found = _EXACT[value] = Decimal(repr(value))
+        return found
     return value
+
+
+_EXACT: dict[float, Decimal] = {}
+_EXACT_SIZE = 65_536
 
 
 def _divide(a: Any, b: Any) -> Any:
@@ -327,22 +339,27 @@ def compile_expression(expr: Expr) -> Callable[[Env], Any]:
 
 _GRID = {MONEY: Decimal("0.01"), INTEGER: Decimal(1)}
 _SIX_DECIMALS = Decimal("0.000001")
+_MAX_DECIMAL = Decimal(int(MAX_MAGNITUDE))
 
 
 def round_value(vtype: ValueType, value: Any) -> Any:
     """A metric result on the same grid as field values, rounded half away
     from zero; out-of-range is missing."""
+    kind = vtype.kind
+    if type(value) is Decimal:  # the common case first
+        if not (abs(value) < _MAX_DECIMAL):
+            return None
+        value = value.quantize(_GRID.get(kind, _SIX_DECIMALS), ROUND_HALF_UP)
+        return int(value) if kind == INTEGER else float(value) + 0.0
+    if type(value) is int and kind == INTEGER:
+        return value if abs(value) < MAX_MAGNITUDE else None
     if (
-        isinstance(value, (int, float, Decimal))
+        isinstance(value, (int, float))
         and not isinstance(value, bool)
         and (value != value or abs(value) >= MAX_MAGNITUDE)
     ):
         return None
-    if type(value) is Decimal:
-        kind = vtype.kind
-        value = value.quantize(_GRID.get(kind, _SIX_DECIMALS), ROUND_HALF_UP)
-        return int(value) if kind == INTEGER else float(value) + 0.0
-    return canonical(vtype.kind, value)
+    return canonical(kind, value)
 
 
 # --- built-in functions ----------------------------------------------------
