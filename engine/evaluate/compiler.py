@@ -251,13 +251,15 @@ class _Planner:
 
     def _fit(self, build, conditions: list):
         """Rules from ``build(conditions)`` within the budget: the biggest
-        conditions move to helper stages, one, then two, then four at a
-        time (so a table or group of hundreds is rebuilt a few times, not
-        hundreds), until they fit."""
+        conditions move to helper stages, one at a time, until they fit;
+        after four, twice as many each time (so a table or group of hundreds
+        is rebuilt a dozen times, not hundreds)."""
         conditions = list(conditions)
         rules = self._sized(lambda: build(conditions))
-        batch = 1
+        step = 0
         while rules is None:
+            step += 1
+            batch = 1 if step <= 4 else 2 ** (step - 4)
             sizes = sorted(
                 ((size, i) for i, c in enumerate(conditions) if (size := _size(c)) > 2),
                 reverse=True,
@@ -266,7 +268,6 @@ class _Planner:
                 return build(conditions), conditions  # as small as it gets
             for _, i in sizes[:batch]:
                 conditions[i] = self._helper(conditions[i])
-            batch *= 2
             rules = self._sized(lambda: build(conditions))
         return rules, conditions
 

@@ -225,7 +225,7 @@ def exact(value: Any) -> Any:
 
 
 _EXACT: dict[float, Decimal] = {}
-_EXACT_SIZE = 65_536
+_EXACT_SIZE = 4_096
 
 
 def _divide(a: Any, b: Any) -> Any:
