@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from engine.ruleset.expressions import ParseError, parse_expression
-from engine.ruleset.metrics import Checker, Env, evaluate
+from engine.ruleset.metrics import Checker, Env, compile_expression, evaluate
 from engine.ruleset.quarters import History, Quarter
 from engine.ruleset.value_types import ValueType
 
@@ -90,7 +90,12 @@ def history(*rows):
 
 
 def run(text, values=None, hist=None, as_of=dt.date(2026, 11, 26)):
-    return evaluate(parse_expression(text), Env(values or {}, hist or History(), as_of))
+    """The value of an expression, interpreted (as explain does) and compiled
+    (as runs do): the two must agree."""
+    env = Env(values or {}, hist or History(), as_of)
+    interpreted = evaluate(parse_expression(text), env)
+    assert compile_expression(parse_expression(text))(env) == interpreted
+    return interpreted
 
 
 def test_history_functions():
@@ -124,3 +129,34 @@ def test_missing_values_propagate_and_division_by_zero_is_missing():
 def test_capped_points():
     assert run("min(4 * n, 20)", {"n": 3}) == 12
     assert run("min(4 * n, 20)", {"n": 9}) == 20
+
+
+def test_highest_lowest_first_and_last_of_a_figure_skip_quarters_not_reported():
+    h = History(
+        {
+            Quarter(2026, 3): {"revenue": 80.1},  # 2026Q2 not reported
+            Quarter(2026, 1): {"revenue": 120.5},
+            Quarter(2025, 4): {"revenue": 50},
+            Quarter(2025, 3): {"revenue": 999},  # outside a 4-quarter window
+        }
+    )
+    assert run("highest(revenue, 4)", hist=h) == Decimal("120.5")
+    assert run("lowest(revenue, 4)", hist=h) == 50
+    assert run("first(revenue, 4)", hist=h) == 50
+    assert run("last(revenue, 4)", hist=h) == Decimal("80.1")
+    assert run("highest(revenue, 5)", hist=h) == 999
+    assert run("highest(revenue, 4)") is None  # no figures at all
+    with pytest.raises(ParseError, match="the number of quarters must be a whole number"):
+        type_of("highest(revenue, 0)")
+
+
+def test_if_chooses_a_value_and_is_missing_when_its_condition_is():
+    assert run("if(n >= 10, 2, 1)", {"n": 12}) == 2
+    assert run("if(n >= 10, 2, 1)", {"n": 3}) == 1
+    assert run("if(n >= 10, 2, 1)") is None
+    assert run("if(n >= 10, m / 0, 5)", {"n": 3, "m": 1}) == 5  # only the chosen value
+    assert type_of("if(n >= 10, $5, $1)") == "money"
+    with pytest.raises(ParseError, match="if needs yes/no first"):
+        type_of("if(n, 1, 2)")
+    with pytest.raises(ParseError, match="if cannot mix a money amount with a percentage"):
+        type_of("if(n > 1, $5, 5%)")

@@ -452,6 +452,64 @@ def _run_average(call, env, _):
     return _divide(sum(values), len(values)) if values else None
 
 
+def _check_pick(call, c):
+    """highest / lowest / first / last (revenue, 4): the figure's own type."""
+    usage = f"{call.function}(revenue, 4)"
+    _args(call, 2, usage)
+    figure = _figure_arg(call, c, usage)
+    _quarters_arg(call, 1, usage)
+    _require(figure.is_numeric, call, f"{call.args[0].name} is not a number")
+    return figure
+
+
+def _run_pick(call, env, _):
+    """Over the quarters of the window that have the figure (most recent
+    first): the highest, the lowest, the earliest or the latest value."""
+    name = call.args[0].name
+    quarters = window(env.last_quarter, int(call.args[1].value))
+    rows = [env.history.figures(q) for q in quarters]
+    values = [exact(v) for r in rows if r is not None and (v := r.get(name)) is not None]
+    if not values:
+        return None
+    function = call.function
+    if function == "highest":
+        return max(values)
+    if function == "lowest":
+        return min(values)
+    return values[-1] if function == "first" else values[0]
+
+
+def _check_if(call, c):
+    if len(call.args) != 3:
+        raise ParseError(
+            "if takes a yes/no value and two values: if(certified_total >= 10, 2, 1)",
+            call.offset,
+        )
+    condition, a, b = (c.type_of(arg) for arg in call.args)
+    _require(
+        condition.kind == BOOL, call.args[0], f"if needs yes/no first, not a {condition.describe()}"
+    )
+    if a.is_numeric and b.is_numeric:
+        _require(
+            comparable(a, b), call.args[2], f"if cannot mix a {a.describe()} with a {b.describe()}"
+        )
+        return b if a.family == NUMBER or (a.kind == INTEGER and b.kind != INTEGER) else a
+    _require(
+        a.family == b.family,
+        call.args[2],
+        f"if gives one type of value; not a {a.describe()} and a {b.describe()}",
+    )
+    return a
+
+
+def _run_if(call, env, ev):
+    """Only the value chosen is computed; a missing condition gives a missing value."""
+    condition = ev(call.args[0], env)
+    if condition is None:
+        return None
+    return ev(call.args[1] if condition else call.args[2], env)
+
+
 def _check_growth(call, c):
     _check_total(call, c, "growth(revenue, 4)")
     return T_PCT
@@ -673,6 +731,17 @@ FUNCTIONS: dict[str, Function] = {
         "overlap(focus_verticals, priority_verticals): items in both", _check_overlap, _run_overlap
     ),
     "count": Function("count(focus_verticals): number of items", _check_count, _run_count),
+    "highest": Function(
+        "highest(revenue, 8): the highest quarter's figure", _check_pick, _run_pick
+    ),
+    "lowest": Function("lowest(revenue, 8): the lowest quarter's figure", _check_pick, _run_pick),
+    "first": Function(
+        "first(revenue, 8): the earliest reported quarter's figure", _check_pick, _run_pick
+    ),
+    "last": Function(
+        "last(revenue, 8): the most recent reported quarter's figure", _check_pick, _run_pick
+    ),
+    "if": Function("if(condition, a, b): a when the condition holds, else b", _check_if, _run_if),
     "min": Function("min(a, b, ...)", _check_minmax, _run_minmax),
     "max": Function("max(a, b, ...)", _check_minmax, _run_minmax),
     "round": Function(
