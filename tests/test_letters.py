@@ -171,7 +171,7 @@ def test_letters_say_what_is_missed_and_by_how_much(letters_run):
     out, _ = letters_run
     at_risk = (out / "letters" / "P-1006.txt").read_text(encoding="utf-8")
     assert "consecutive quarters below target: 2" in at_risk
-    assert "certified technical staff: at least 10 needed, you have 8 (2 to go)" in at_risk
+    assert "certified technical staff: at least 10 needed, currently 8 (2 to go)" in at_risk
     spaces = str.maketrans({"\u00a0": " ", "\u202f": " "})  # Babel's no-break spaces
     german = (out / "letters" / "P-1003.txt").read_text(encoding="utf-8").translate(spaces)
     assert "mindestens 2.000.000 $ erforderlich" in german  # Babel, de_DE
@@ -669,9 +669,7 @@ def test_changes_choose_the_kind_and_only_changed_letters(tmp_path, rules_copy):
     assert rows["P-1018"]["kind"] == "tier_change"
     letter = (tmp_path / "out" / "letters" / "P-1018.txt").read_text(encoding="utf-8")
     assert "Su nivel de partner ha bajado de Select Partner a **Registered Partner**" in letter
-    assert (
-        "personal técnico certificado: se requiere al menos 3, tiene 2 (1 por alcanzar)" in letter
-    )
+    assert "personal técnico certificado: se requiere al menos 3, actualmente 2 (falta 1)" in letter
 
 
 def test_letter_kinds_follow_decisions_and_changes(ruleset, example_partners):

@@ -37,6 +37,7 @@ from typing import Any
 import cmarkgfm
 from babel import Locale, UnknownLocaleError, localedata
 from babel.dates import format_date
+from babel.lists import format_list
 from babel.numbers import format_currency, format_decimal, format_percent, parse_pattern
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError
 from jinja2.compiler import CodeGenerator
@@ -46,6 +47,7 @@ from markupsafe import Markup, escape
 
 from engine.letters import sandbox
 from engine.letters.facts import KINDS, LetterFacts
+from engine.letters.phrases import load_phrases
 from engine.letters.settings import LetterSettings, load_terms
 from engine.ruleset.value_types import (
     BOOL,
@@ -377,22 +379,32 @@ class Formats:
         self._whole_money = copy.copy(parse_pattern(locale.currency_formats["standard"].pattern))
         self._whole_money.frac_prec = (0, 0)
         self._money_shapes: dict[tuple[bool, int, bool], str | None] = {}
+        self._percent_patterns: dict[int, Any] = {}
 
-    def value(self, kind: str, value: Any) -> str:
-        key = (kind, value)
+    def value(self, kind: str, value: Any, decimals: int | None = None) -> str:
+        """``value`` formatted as a ``kind``; percentages with at most
+        ``decimals`` decimals (None: as many as the value has)."""
+        key = (kind, value, decimals)
         found = self._cache.get(key)
         if found is None:
             if len(self._cache) >= _FORMAT_CACHE_SIZE:  # partners' own figures rarely repeat
                 self._cache.clear()
-            found = self._cache[key] = self._format(kind, value)
+            found = self._cache[key] = self._format(kind, value, decimals)
         return found
 
-    def _format(self, kind: str, value: Any) -> str:
+    def _format(self, kind: str, value: Any, decimals: int | None = None) -> str:
         if value is None:
             return ""
         if kind == MONEY:
             return self._money(value)
         if kind == PERCENT:
+            if decimals is not None:
+                pattern = self._percent_patterns.get(decimals)
+                if pattern is None:
+                    pattern = copy.copy(parse_pattern(self.locale.percent_formats[None].pattern))
+                    pattern.frac_prec = (0, decimals)
+                    self._percent_patterns[decimals] = pattern
+                return pattern.apply(value, self.locale)
             return format_percent(round(value, 6), locale=self.locale, decimal_quantization=False)
         if kind in (INTEGER, NUMBER):
             return format_decimal(round(value, 2), locale=self.locale, decimal_quantization=False)
@@ -459,6 +471,7 @@ class LetterRenderer:
             date=self._formatter(DATE),
             value=self._value,
             term=self._term,
+            requirement=self._requirement,
             human=_human,
             join=_join,
             e=_no_escape,
@@ -477,12 +490,14 @@ class LetterRenderer:
         )
         self._layout = self.html_env.get_template(HTML_LAYOUT)
         self._terms = {lang: load_terms(self.folder, lang) for lang in settings.languages}
+        self._phrases = {lang: load_phrases(self.folder, lang) for lang in settings.languages}
         self._pages: dict[str, list[list[str]]] = {}
         self._formats: dict[str, Formats] = {}
         self._templates: dict[tuple[str, str], Any] = {}
         # The letter being rendered's formats and words, which the filters use.
         self._letter_formats = self.formats(settings.default_language, None)
         self._letter_terms = self._terms.get(settings.default_language, {})
+        self._letter_phrases = self._phrases[settings.default_language]
 
     # --- choosing the template and the locale --------------------------------
 
@@ -530,6 +545,8 @@ class LetterRenderer:
             "fallback": language != wanted,
         }
         self._letter_formats, self._letter_terms = formats, self._terms.get(language, {})
+        default = self._phrases[self.settings.default_language]
+        self._letter_phrases = self._phrases.get(language, default)
         self._slots.values = slots
         try:
             with sandbox.time_limit():
@@ -593,9 +610,35 @@ class LetterRenderer:
 
         return format_for_locale
 
-    def _value(self, value, kind: str | None = None) -> str:
+    def requirement_text(self, requirement, language: str, country: str | None = None) -> str:
+        """A requirement as a letter in ``language`` states it (the
+        ``requirement`` filter outside a letter: for checks and tests)."""
+        saved = self._letter_formats, self._letter_terms, self._letter_phrases
+        self._letter_formats = self.formats(language, country)
+        self._letter_terms = self._terms.get(language, {})
+        self._letter_phrases = self._phrases[language]
+        try:
+            return self._requirement(requirement)
+        finally:
+            self._letter_formats, self._letter_terms, self._letter_phrases = saved
+
+    def _requirement(self, requirement) -> str:
+        """A requirement as a sentence in the letter's language (phrases.yaml)."""
+        return self._letter_phrases.requirement(
+            requirement, self._letter_formats.locale, self._value, self._term
+        )
+
+    def _value(self, value, kind: str | None = None, near: Any = None) -> str:
         """A rule value by its type; ``kind`` from a requirement's ``type``.
-        Benefit values (``45%``, ``20000``) are shown as the rules wrote them."""
+        Benefit values (``45%``, ``20000``) are shown as the rules wrote them.
+        Percentages are rounded for reading (see :func:`percent_decimals`;
+        ``near``: the threshold the value is compared with)."""
+        if kind == PERCENT and isinstance(value, (int, float)):
+            decimals = percent_decimals(value, near)
+            return self._letter_formats.value(PERCENT, value, decimals)
+        if kind == LIST and isinstance(value, (tuple, list)):
+            words = [self._term(item) for item in value]
+            return format_list(words, locale=self._letter_formats.locale) if words else ""
         if kind is None:
             if isinstance(value, bool):
                 kind = BOOL
@@ -617,6 +660,27 @@ class LetterRenderer:
     def _term(self, key: str, fallback: str | None = None) -> str:
         """The language's word for a rule id, else ``fallback``, else the id in words."""
         return self._letter_terms.get(key) or fallback or _human(key)
+
+
+def percent_decimals(value: float, near: float | None = None) -> int:
+    """How many decimals a share is shown with: at most one (34.9768% reads
+    35%; 32.66% reads 32.7%), more when the threshold it is compared with
+    has more (12.25%), and more again, up to four, when fewer would make a
+    value that misses the threshold read as the threshold itself (59.96%
+    against 60% reads 59.96%, not 60%), or a value that is not zero read as
+    zero (0.01%)."""
+    wanted = 1 if near is None else max(1, _decimals(near * 100))
+    if near is not None and value != near:
+        while wanted < 4 and round(value * 100, wanted) == round(near * 100, wanted):
+            wanted += 1
+    while wanted < 4 and value and not round(value * 100, wanted):  # 0.01%, not 0%
+        wanted += 1
+    return wanted
+
+
+def _decimals(number: float) -> int:
+    """Decimals of a number as written on the six-decimal grid (12.25: 2)."""
+    return len(f"{abs(number):.6f}".split(".")[1].rstrip("0"))
 
 
 def _no_escape(value: Any) -> str:
