@@ -25,6 +25,7 @@ from engine.evaluate.explain import explain
 from engine.letters.template_check import check_templates
 from engine.report.html import build_diff_report, build_report
 from engine.report.terminal import (
+    counted,
     explanation_text,
     impact_text,
     letters_text,
@@ -345,7 +346,7 @@ def diff(
     )
     if csv_path:
         write_moves_csv(impact, csv_path)
-        click.echo(f"\nWrote {len(impact.moves)} moves to {csv_path}")
+        click.echo(f"\nWrote {counted(len(impact.moves), 'move')} to {csv_path}")
     if html_path:
         click.echo(f"Wrote {build_diff_report(impact, html_path)}")
 
@@ -637,9 +638,13 @@ def run(
     click.echo(
         f"Run {result.run_id} as of {summary['as_of']}"
         + (f", figures through {through}" if through else "")
-        + f": {partners['rows_read']} rows "
-        f"read, {partners['decided']} partners decided, {partners['rejected']} rejected"
-        + (f" (and {result.history_rejects} history rows)" if result.history_rejects else "")
+        + f": {counted(partners['rows_read'], 'row')} read, "
+        f"{counted(partners['decided'], 'partner')} decided, {partners['rejected']:,} rejected"
+        + (
+            f" (and {counted(result.history_rejects, 'history row')})"
+            if result.history_rejects
+            else ""
+        )
         + "."
     )
     click.echo(
@@ -918,7 +923,7 @@ def history(run_id: int | None, db: Path | None, keep: int | None) -> None:
     if keep is not None:
         deleted, decisions = prune_runs(path, keep)
         click.echo(
-            f"Deleted {len(deleted)} run{'s' if len(deleted) > 1 else ''} "
+            f"Deleted {counted(len(deleted), 'run')} "
             f"({', '.join(map(str, deleted))}), their folders and their {decisions} "
             f"partner decisions; {path} is now {path.stat().st_size / 1e6:.1f} MB."
             if deleted

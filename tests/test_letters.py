@@ -1090,3 +1090,26 @@ def test_letters_written_by_the_run_equal_the_letters_pass(tmp_path, workers):
     replayed = write_letters(ruleset, LetterOptions(out, TEMPLATES, workers=workers))
     assert replayed == result.letters
     assert _letter_files(out) == written
+
+
+def test_counts_in_messages_are_singular_or_plural():
+    """'Wrote 1 letters' was printed for one letter."""
+    from engine.report.terminal import letters_text
+
+    summary = {
+        "letters": 1,
+        "files": 3,
+        "formats": ["text", "html", "eml"],
+        "folder": "out/letters",
+        "by_kind": {"tier_change": 1},
+        "only_changed": True,
+        "skipped_unchanged": 1,
+        "fallbacks": {},
+        "without_address": 0,
+    }
+    text = letters_text(summary)
+    assert text.startswith("Wrote 1 letter (3 files: text, html, eml) to out/letters/")
+    assert "Left out 1 partner without changes (--only-changed)." in text
+    assert letters_text({**summary, "letters": 2, "skipped_unchanged": 0}).startswith(
+        "Wrote 2 letters"
+    )

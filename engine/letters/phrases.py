@@ -147,7 +147,16 @@ def load_phrases(folder: str | Path, language: str) -> Phrases:
     name = str(path)
     if not path.is_file():
         raise RuleSetError(
-            [Problem(name, 1, 1, f"missing: each language needs its {PHRASES_FILE}")],
+            [
+                Problem(
+                    name,
+                    1,
+                    1,
+                    f"missing: each language folder needs a {PHRASES_FILE} (how its letters "
+                    f"state requirements); copy templates/{language}/{PHRASES_FILE} from the "
+                    "templates shipped with eligibility, or one of another language to translate",
+                )
+            ],
             "the letter templates",
         )
     data, problems = load_yaml(path, folder=Path(folder))

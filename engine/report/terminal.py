@@ -195,19 +195,25 @@ def run_text(r) -> str:
     return "\n".join(lines)
 
 
+def counted(count: int, singular: str, plural: str | None = None) -> str:
+    """``1 letter``, ``2 letters``, ``1,000 rows``: a count and its noun."""
+    return f"{count:,} {singular if count == 1 else plural or singular + 's'}"
+
+
 def letters_text(summary: dict) -> str:
     """What a letters run wrote (the ``letters`` section of summary.json)."""
     kinds = ", ".join(
         f"{n:,} {kind.replace('_', ' ')}" for kind, n in summary["by_kind"].items() if n
     )
     lines = [
-        f"Wrote {summary['letters']:,} letters ({summary['files']:,} files: "
+        f"Wrote {counted(summary['letters'], 'letter')} ({counted(summary['files'], 'file')}: "
         f"{', '.join(summary['formats'])}) to {summary['folder']}/, listed in "
         f"{summary['folder']}/index.csv" + (f"; {kinds}" if kinds else "") + "."
     ]
     if summary["only_changed"]:
         lines.append(
-            f"Left out {summary['skipped_unchanged']:,} partners without changes (--only-changed)."
+            f"Left out {counted(summary['skipped_unchanged'], 'partner')} without changes "
+            "(--only-changed)."
         )
     if summary["fallbacks"]:
         lines.append(
