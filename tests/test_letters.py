@@ -1113,3 +1113,28 @@ def test_counts_in_messages_are_singular_or_plural():
     assert letters_text({**summary, "letters": 2, "skipped_unchanged": 0}).startswith(
         "Wrote 2 letters"
     )
+
+
+def test_letters_for_a_rule_set_without_tiers_or_standing_warnings(tmp_path, rules_copy):
+    """Another vendor's shape: programs but no exclusive tier group, and no
+    standing that calls for warnings. Every partner gets a letter, and none
+    speaks of a tier or leaves an empty "What to do next"."""
+    from engine.ruleset.loader import load_rules
+
+    rules = rules_copy()
+    programs = rules / "programs.yaml"
+    text = re.sub(r"\n    group: tier\n    priority: \d+", "", programs.read_text("utf-8"))
+    programs.write_text(text, encoding="utf-8")
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    settings = templates / "letters.yaml"
+    text = settings.read_text(encoding="utf-8").replace("tier_group: tier\n", "")
+    settings.write_text(re.sub(r"warnings:\n(  .*\n)+", "", text), encoding="utf-8")
+    summary = run_and_write(tmp_path, templates=templates, rules=load_rules(rules))
+    assert summary["letters"] == 32
+    for path in (tmp_path / "out" / "letters").glob("*.txt"):
+        letter = path.read_text(encoding="utf-8")
+        for word in ("tier", "niveau", "Stufe", "nivel"):
+            assert word not in letter, (path.name, word)
+        assert not re.search(r"## (What to do next|Prochaines étapes|Próximos pasos)\n\n\n", letter)
+        assert "## Die nächsten Schritte\n\n\n" not in letter
