@@ -1138,3 +1138,21 @@ def test_letters_for_a_rule_set_without_tiers_or_standing_warnings(tmp_path, rul
             assert word not in letter, (path.name, word)
         assert not re.search(r"## (What to do next|Prochaines étapes|Próximos pasos)\n\n\n", letter)
         assert "## Die nächsten Schritte\n\n\n" not in letter
+
+
+def test_next_steps_list_only_what_a_partner_can_act_on(letters_run):
+    """A Premier partner was told "Einladung zur Elite-Stufe: erforderlich",
+    and a partner under review that its standing must not be under review,
+    as steps to take. Fields marked actionable: false (an invitation, a
+    manager's hold) and classification values are not listed; what the
+    partner can change still is."""
+    folder = letters_run[0] / "letters"
+    french = (folder / "P-1002.txt").read_text(encoding="utf-8")
+    assert "Pour atteindre le niveau **Elite Partner**" in french
+    assert "personnel technique certifié : au moins 20 requis" in french
+    assert "invitation" not in french
+    for path in folder.glob("*.txt"):
+        steps = path.read_text(encoding="utf-8").split("\n## ")[-1]
+        for said in ("invitation", "Einladung", "invitación", "standing:", "situation :",
+                     "Status:", "situación:"):  # fmt: skip
+            assert said not in steps, (path.name, said)

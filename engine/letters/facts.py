@@ -239,8 +239,19 @@ def _next_tier(
             continue
         missing = leaves(ruleset, program.when, known, as_of, holding=False)
         if missing:
-            return {**_program(ruleset, program.id), "missing": missing}
+            # What the partner can act on: not an invitation or a manager's
+            # hold (fields marked actionable: false), nor a classification
+            # value, which the letter explains by its own reasons.
+            steps = [r for r in missing if _actionable(ruleset, r["name"])]
+            return {**_program(ruleset, program.id), "missing": steps}
     return None
+
+
+def _actionable(ruleset: RuleSet, name: str) -> bool:
+    field = ruleset.fields.get(name)
+    if field is not None:
+        return field.actionable
+    return name not in {t.name for t in ruleset.classifications} and name != ENGAGEMENT
 
 
 def _news(

@@ -72,6 +72,7 @@ FIELD_KEYS = (
     "may_be_absent",
     "min",
     "max",
+    "actionable",
 )
 PARAMETER_KEYS = ("value", "description")
 METRIC_KEYS = ("value", "label", "description")
@@ -493,6 +494,7 @@ class _RuleLoader:
                 self._may_be_absent(data, where, required),
                 low,
                 high,
+                self._flag(data, "actionable", where, True),
             )
         return result
 
@@ -551,6 +553,13 @@ class _RuleLoader:
                     f"'aliases' of {where} must be a list of headers, like [Joined, Start Date]",
                 )
         return tuple(names)
+
+    def _flag(self, data: YMap, key: str, where: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            self.problem(data.value_loc(key), f"'{key}' of {where} must be true or false")
+            return default
+        return value
 
     def _may_be_absent(self, data: YMap, where: str, required: bool) -> bool:
         value = data.get("may_be_absent", False)

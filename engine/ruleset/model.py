@@ -45,6 +45,10 @@ class FieldDef:
     # (percentages) from 0% to 100% unless the field says otherwise.
     minimum: Any = None
     maximum: Any = None
+    # Whether a partner can change it by its own work (``actionable: false``:
+    # an invitation, a manager's hold): letters do not list a requirement on
+    # it as a step to take.
+    actionable: bool = True
 
 
 @dataclass(frozen=True)
