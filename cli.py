@@ -107,6 +107,8 @@ class _Group(click.Group):
                 err=True,
             )
             ctx.exit(130)
+        except BrokenPipeError:  # `eligibility history | head`: the reader had enough;
+            raise  # click leaves quietly (exit 1), where this would say "error: Broken pipe"
         except OSError as error:  # a folder that is a file, no permission, a full disk
             where = f"{error.filename}: " if error.filename else ""
             click.echo(f"error: {where}{error.strerror or error}", err=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -200,3 +202,29 @@ def test_a_system_error_is_a_message_not_a_traceback(cli_run, tmp_path):
     )
     assert result.exit_code == 1
     assert result.stderr == f"error: {blocker / 'out'}: Not a directory\n"
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_not_an_error(monkeypatch, capfd):
+    """`eligibility history | head -1` printed "error: Broken pipe": the
+    reader closing the pipe is not worth a message. (The pipe is simulated:
+    a real one only breaks once more than its buffer is written.)"""
+    import sys
+
+    import click
+
+    import cli
+
+    said: list = []
+
+    def echo(message=None, file=None, nl=True, err=False, color=None):
+        if not err:
+            raise BrokenPipeError(32, "Broken pipe")
+        said.append(message)
+
+    monkeypatch.setattr(click, "echo", echo)
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["eligibility", "explain", "P-1001", "--as-of", "2026-11-26"])
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 1  # click's way out of a closed pipe, quietly
+    assert said == [] and capfd.readouterr().err == ""
