@@ -668,7 +668,7 @@ def test_changes_choose_the_kind_and_only_changed_letters(tmp_path, rules_copy):
     assert list(rows) == ["P-1018"] and summary["skipped_unchanged"] == 31
     assert rows["P-1018"]["kind"] == "tier_change"
     letter = (tmp_path / "out" / "letters" / "P-1018.txt").read_text(encoding="utf-8")
-    assert "Su nivel de partner ha bajado de Select Partner a **Registered Partner**" in letter
+    assert "Su nivel de partner ha bajado de Partner Select a **Partner registrado**" in letter
     assert "personal técnico certificado: se requiere al menos 3, actualmente 2 (falta 1)" in letter
 
 
@@ -1148,7 +1148,7 @@ def test_next_steps_list_only_what_a_partner_can_act_on(letters_run):
     partner can change still is."""
     folder = letters_run[0] / "letters"
     french = (folder / "P-1002.txt").read_text(encoding="utf-8")
-    assert "Pour atteindre le niveau **Elite Partner**" in french
+    assert "Pour atteindre le niveau **Partenaire Elite**" in french
     assert "personnel technique certifié : au moins 20 requis" in french
     assert "invitation" not in french
     for path in folder.glob("*.txt"):

@@ -70,6 +70,7 @@ _BODY_MARK, _SUBJECT_MARK = "\ue002", "\ue003"
 _RAW_HTML_OMITTED = "<!-- raw HTML omitted -->"  # what cmark-gfm writes instead
 _FORMAT_CACHE_SIZE = 20_000
 _PERCENT_TEXT = re.compile(r"^\d+(?:\.\d+)?%$")
+_MONEY_TEXT = re.compile(r"^\$(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d{1,2})?$")  # "$20,000"
 _ASCII_DIGITS = frozenset("0123456789")
 
 
@@ -544,6 +545,9 @@ class LetterRenderer:
             "language": language,
             "fallback": language != wanted,
         }
+        terms = self._terms.get(language, {})
+        if terms:
+            _translate_names(context, terms)
         self._letter_formats, self._letter_terms = formats, self._terms.get(language, {})
         default = self._phrases[self.settings.default_language]
         self._letter_phrases = self._phrases.get(language, default)
@@ -654,12 +658,44 @@ class LetterRenderer:
         if kind in ("text", CHOICE) and isinstance(value, str):
             if _PERCENT_TEXT.match(value):  # a benefit written "45%"
                 return self._letter_formats.value(PERCENT, float(value[:-1]) / 100)
+            if _MONEY_TEXT.match(value):  # "$20,000": in the rule set's currency
+                return self._letter_formats.value(MONEY, float(value[1:].replace(",", "")))
             return self._letter_terms.get(value, _human(value))
         return self._letter_formats.value(kind, value)
 
     def _term(self, key: str, fallback: str | None = None) -> str:
         """The language's word for a rule id, else ``fallback``, else the id in words."""
         return self._letter_terms.get(key) or fallback or _human(key)
+
+
+_PROGRAM_KEYS = ("tier", "next_tier")
+_PROGRAM_LISTS = ("programs", "enrolled", "dropped")
+
+
+def _translate_names(context: dict, terms: dict[str, str]) -> None:
+    """The language's names for the programs a letter names (terms.yaml,
+    keyed by program id) and for the rule set (``rule_set``); the facts
+    hold the rules' own names, shared by every letter, so each program is
+    copied with its name replaced."""
+
+    def named(program: dict | None) -> dict | None:
+        if not program or program["id"] not in terms:
+            return program
+        return {**program, "name": terms[program["id"]]}
+
+    context["rule_set"] = terms.get("rule_set", context["rule_set"])
+    for key in _PROGRAM_KEYS:
+        context[key] = named(context.get(key))
+    for key in _PROGRAM_LISTS:
+        if context.get(key):
+            context[key] = [named(p) for p in context[key]]
+    change = context.get("tier_change")
+    if change:
+        context["tier_change"] = {
+            **change,
+            "before": named(change.get("before")),
+            "after": named(change.get("after")),
+        }
 
 
 def percent_decimals(value: float, near: float | None = None) -> int:
