@@ -160,7 +160,15 @@ def cli() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Their quarterly performance history.",
 )
-def validate(rules_dir: str, templates_dir: Path, roster: Path, performance: Path) -> None:
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail (exit 1) when a language lacks words for the rules in its terms.yaml "
+    "(without it, a warning: those letters are written in the default language).",
+)
+def validate(
+    rules_dir: str, templates_dir: Path, roster: Path, performance: Path, strict: bool
+) -> None:
     """Check a rule set and its letter templates; report every problem.
 
     Rule problems are reported as file:line:column: message. Then every letter
@@ -168,9 +176,13 @@ def validate(rules_dir: str, templates_dir: Path, roster: Path, performance: Pat
     (and every kind of change), so that a syntax error, an undefined name,
     raw HTML (which HTML letters would leave out), or text and blocks that
     Jinja2 would drop from a template extending the layout are reported as
-    template:line: message before a run, not in the middle of one. Exits 0
-    when all is valid and 1 when there is any problem. RULES_DIR defaults to
-    rules/.
+    template:line: message before a run, not in the middle of one. Every
+    rule id a letter may show (program names, classification values, fields
+    the rules test, ...) is looked up in each language's terms.yaml: a
+    language that lacks some gets a warning listing them, since its letters
+    are then written in the default language (an error with --strict).
+    Exits 0 when all is valid and 1 when there is any problem. RULES_DIR
+    defaults to rules/.
 
     \b
     Examples:
@@ -193,6 +205,15 @@ def validate(rules_dir: str, templates_dir: Path, roster: Path, performance: Pat
         checked = check_templates(
             ruleset, templates_dir, roster, performance if performance.is_file() else None
         )
+        for language, ids in checked.untranslated.items():
+            click.echo(
+                f"{'error' if strict else 'warning'}: {templates_dir / language / 'terms.yaml'}: "
+                f"no word for {counted(len(ids), 'rule id')} ({', '.join(ids)}); letters in "
+                f"'{language}' are written in '{checked.default_language}' until they are added",
+                err=True,
+            )
+        if strict and checked.untranslated:
+            raise click.exceptions.Exit(1)
         click.echo(
             f"{templates_dir}: valid. {checked.templates} templates in "
             f"{len(checked.languages)} languages ({', '.join(checked.languages)}), "

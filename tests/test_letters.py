@@ -1156,3 +1156,27 @@ def test_next_steps_list_only_what_a_partner_can_act_on(letters_run):
         for said in ("invitation", "Einladung", "invitación", "standing:", "situation :",
                      "Status:", "situación:"):  # fmt: skip
             assert said not in steps, (path.name, said)
+
+
+def test_a_language_missing_a_word_for_the_rules_falls_back_whole(tmp_path, cli_run):
+    """A letter never mixes languages: without a German word for one rule id,
+    German partners get the whole letter in the default language, the index
+    says so, and validate warns (fails with --strict)."""
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    terms = templates / "de" / "terms.yaml"
+    lines = terms.read_text(encoding="utf-8").splitlines(True)
+    terms.write_text("".join(x for x in lines if not x.startswith("deals_4q:")), "utf-8")
+    summary = run_and_write(tmp_path, templates=templates)
+    rows = index(tmp_path / "out")
+    german = [r for r in rows.values() if r["language"] == "de"]
+    assert german and all(r["template_language"] == "en" for r in german)
+    assert summary["fallbacks"] == {"de": len(german)}
+    letter = (tmp_path / "out" / "letters" / f"{german[0]['partner_id']}.txt").read_text("utf-8")
+    assert "this one is in English" in letter and "Sie" not in letter
+    result = cli_run("validate", "--templates", str(templates))
+    assert result.exit_code == 0
+    assert "no word for 1 rule id (deals_4q); letters in 'de' are written in 'en'" in (
+        result.stderr
+    )
+    assert cli_run("validate", "--templates", str(templates), "--strict").exit_code == 1

@@ -492,6 +492,13 @@ class LetterRenderer:
         self._layout = self.html_env.get_template(HTML_LAYOUT)
         self._terms = {lang: load_terms(self.folder, lang) for lang in settings.languages}
         self._phrases = {lang: load_phrases(self.folder, lang) for lang in settings.languages}
+        # A letter never mixes languages: one in a language whose terms.yaml
+        # lacks a word the rules may need is written in the default language.
+        self.untranslated = {
+            lang: tuple(i for i in settings.needed_terms if i not in self._terms[lang])
+            for lang in settings.languages
+            if lang != settings.default_language
+        }
         self._pages: dict[str, list[list[str]]] = {}
         self._formats: dict[str, Formats] = {}
         self._templates: dict[tuple[str, str], Any] = {}
@@ -503,12 +510,17 @@ class LetterRenderer:
     # --- choosing the template and the locale --------------------------------
 
     def template_for(self, kind: str, language: str):
-        """(template, language used); the default language when ``language`` has none."""
+        """(template, language used); the default language when ``language`` has
+        no template for the kind, or lacks words for the rules (``untranslated``)."""
         key = (kind, language)
         found = self._templates.get(key)
         if found is None:
             name = f"{language}/{kind}{TEMPLATE_SUFFIX}"
-            if language in self.settings.languages and (self.folder / name).is_file():
+            if (
+                language in self.settings.languages
+                and (self.folder / name).is_file()
+                and not self.untranslated.get(language)
+            ):
                 found = (self.env.get_template(name), language)
             else:
                 default = self.settings.default_language

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import Problem, RuleSetError
-from engine.ruleset.conditions import unknown_key_message
+from engine.ruleset.conditions import names_read, unknown_key_message
 from engine.ruleset.model import RuleSet
 from engine.ruleset.yaml_source import YList, YMap, load_yaml
 
@@ -23,6 +23,7 @@ _TOP_KEYS = ("sender", "languages", "default_language", "tier_group", "warnings"
 _SENDER_KEYS = ("name", "email", "signature")
 _WARNING_KEYS = ("table", "at_risk", "probation")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+_FORMATTED = re.compile(r"^(?:\$[\d,]+(?:\.\d+)?|\d+(?:\.\d+)?%|[\d.,]+)$")  # $1,500 45% 90
 EMAIL = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
@@ -42,6 +43,9 @@ class LetterSettings:
     standing_table: str | None
     at_risk: tuple[str, ...]
     probation: tuple[str, ...]
+    # The rule ids a letter may show, each needing a word in every language
+    # but the default one (see needed_terms).
+    needed_terms: tuple[str, ...] = ()
 
 
 def load_letter_settings(folder: str | Path, ruleset: RuleSet) -> LetterSettings:
@@ -138,7 +142,42 @@ def load_letter_settings(folder: str | Path, ruleset: RuleSet) -> LetterSettings
         table_name,
         at_risk,
         probation,
+        needed_terms(ruleset),
     )
+
+
+def needed_terms(ruleset: RuleSet) -> tuple[str, ...]:
+    """The rule ids a letter may show, which terms.yaml translates: the rule
+    set's name (``rule_set``), program names (by id), classification values,
+    engagement models and their descriptions, resource and benefit keys and
+    their text values, the fields and metrics conditions test (requirements
+    name them), yes and no, and the signature. Numbers, shares and money are
+    formatted, not translated."""
+    ids: dict[str, None] = dict.fromkeys(["rule_set", "yes", "no", "signature"])
+    ids.update(dict.fromkeys(p.id for p in ruleset.programs))
+    for table in ruleset.classifications:
+        ids.update(dict.fromkeys([table.name, *table.values]))
+    for model in ruleset.engagement_models.values():
+        ids[model.id] = None
+        if model.description:
+            ids[f"{model.id}.description"] = None
+        ids.update(_mapping_terms(model.resources))
+    for program in ruleset.programs:
+        ids.update(_mapping_terms(program.benefits))
+    conditions = [row.when for t in ruleset.classifications for row in t.rows]
+    conditions += [p.when for p in ruleset.programs if p.when is not None]
+    for condition in conditions:
+        ids.update(dict.fromkeys(name for name, _ in names_read(condition)))
+    return tuple(ids)
+
+
+def _mapping_terms(mapping) -> dict[str, None]:
+    """Keys, and the values written as words (not numbers, shares or money)."""
+    found = dict.fromkeys(mapping)
+    for value in mapping.values():
+        if isinstance(value, str) and not _FORMATTED.match(value):
+            found[value] = None
+    return found
 
 
 def _warnings(data: YMap, ruleset: RuleSet, problems: list[Problem]):

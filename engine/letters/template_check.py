@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from jinja2 import Environment, TemplateSyntaxError, nodes
@@ -53,6 +53,10 @@ class TemplateCheck:
     languages: tuple[str, ...]
     partners: int
     missing: tuple[tuple[str, str], ...]  # (language, kind) without a template
+    # Per language, the rule ids its terms.yaml has no word for: its letters
+    # are written in the default language until they are added.
+    untranslated: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    default_language: str = ""
 
 
 def check_templates(
@@ -132,7 +136,15 @@ def check_templates(
             )
     if problems:
         raise RuleSetError(problems, "the letter templates")
-    return TemplateCheck(count, settings.languages, len(samples) // 2, tuple(missing))
+    untranslated = {lang: ids for lang, ids in renderer.untranslated.items() if ids}
+    return TemplateCheck(
+        count,
+        settings.languages,
+        len(samples) // 2,
+        tuple(missing),
+        untranslated,
+        settings.default_language,
+    )
 
 
 def _never_shown(
