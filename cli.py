@@ -480,9 +480,9 @@ def explain_command(
     default=50,
     show_default=True,
     metavar="PERCENT",
-    help="Stop unless the last quarter complete on --as-of has figures for at least "
-    "this share of the partners that reported in the four quarters before it "
-    "(its figures are not in yet otherwise); 0 decides anyway.",
+    help="Stop unless the last quarter read (--through, else the last complete on "
+    "--as-of) has figures for at least this share of the partners that reported in "
+    "the four quarters before it (its figures are not in yet otherwise); 0 decides anyway.",
 )
 @click.option(
     "--max-rejects",
