@@ -266,10 +266,10 @@ def test_generated_rules_engine_equals_explanation(rows, program_conditions, bat
 
 @st.composite
 def deep_conditions(draw):
-    """A condition wrapped in up to 120 levels of all/any, some levels with a
+    """A condition wrapped in up to 80 levels of all/any, some levels with a
     second item: the shapes whose normal forms grow with depth."""
     condition = draw(conditions)
-    for _level in range(draw(st.integers(1, 120))):
+    for _level in range(draw(st.integers(1, 80))):
         kind = draw(st.sampled_from([AllOf, AnyOf]))
         if draw(st.booleans()):
             other = draw(leaves())
@@ -280,13 +280,13 @@ def deep_conditions(draw):
 
 
 @settings(
-    max_examples=25,
+    max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(
     st.lists(st.one_of(conditions, deep_conditions()), min_size=1, max_size=3),
-    st.integers(2, 60).flatmap(
+    st.integers(2, 40).flatmap(
         lambda size: st.tuples(
             st.just(size),
             st.lists(

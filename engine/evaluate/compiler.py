@@ -165,8 +165,10 @@ class CompiledRules:
 
 STAGE_BUDGET = 96  # rules per stage before sub-conditions move to helper stages
 # More than 64 rules with a list test ($iany/$iall) that hold for a fact in
-# one stage make durable_rules fail the batch with error 303.
-LIST_RULE_BUDGET = 64
+# one stage make durable_rules fail the batch with error 303
+# (tests/test_durable_adapter.py); the differential test found a level of 64
+# such rules among others that failed too, so the budget keeps a margin.
+LIST_RULE_BUDGET = 48
 LIST_OPS = ("iany", "iall_neq")
 HELPER_PREFIX = "_h"  # helper decisions; user names cannot start with "_"
 GROUP_BLOCK = 24  # members of an exclusive group decided per stage (see _Planner._group)
