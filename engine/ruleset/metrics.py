@@ -398,12 +398,17 @@ def _figure_arg(call: Call, checker: Checker, usage: str) -> ValueType:
     return checker.figure_type(arg)
 
 
+def _figure_values(env: Env, figure: str, quarters: tuple) -> list:
+    """The figure in each of the quarters that report it, most recent first, exact."""
+    rows = [env.history.figures(q) for q in quarters]
+    return [exact(v) for r in rows if r is not None and (v := r.get(figure)) is not None]
+
+
 def _sum_figure(env: Env, figure: str, quarters: tuple) -> float | None:
     key = (figure, quarters)
     found = env.sums.get(key, _UNKNOWN)
     if found is _UNKNOWN:
-        values = [row.get(figure) for q in quarters if (row := env.history.figures(q)) is not None]
-        values = [exact(v) for v in values if v is not None]
+        values = _figure_values(env, figure, quarters)
         found = env.sums[key] = sum(values) if values else None
     return found
 
@@ -446,29 +451,20 @@ def _check_average(call, c):
 
 def _run_average(call, env, _):
     quarters = window(env.last_quarter, int(call.args[1].value))
-    rows = [env.history.figures(q) for q in quarters]
-    values = [r.get(call.args[0].name) for r in rows if r is not None]
-    values = [exact(v) for v in values if v is not None]
+    values = _figure_values(env, call.args[0].name, quarters)
     return _divide(sum(values), len(values)) if values else None
 
 
 def _check_pick(call, c):
     """highest / lowest / first / last (revenue, 4): the figure's own type."""
-    usage = f"{call.function}(revenue, 4)"
-    _args(call, 2, usage)
-    figure = _figure_arg(call, c, usage)
-    _quarters_arg(call, 1, usage)
-    _require(figure.is_numeric, call, f"{call.args[0].name} is not a number")
-    return figure
+    return _check_total(call, c, f"{call.function}(revenue, 4)")
 
 
 def _run_pick(call, env, _):
     """Over the quarters of the window that have the figure (most recent
     first): the highest, the lowest, the earliest or the latest value."""
-    name = call.args[0].name
     quarters = window(env.last_quarter, int(call.args[1].value))
-    rows = [env.history.figures(q) for q in quarters]
-    values = [exact(v) for r in rows if r is not None and (v := r.get(name)) is not None]
+    values = _figure_values(env, call.args[0].name, quarters)
     if not values:
         return None
     function = call.function
