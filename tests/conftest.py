@@ -12,6 +12,25 @@ from click.testing import CliRunner
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 AS_OF = dt.date(2026, 11, 26)
+EXAMPLES = ROOT / "examples"
+
+
+def example_run_options(tmp_path: Path, **overrides):
+    """RunOptions for a run of the example roster and history as of AS_OF, in
+    one process, writing to tmp_path/out and tmp_path/runs.sqlite; any
+    option can be overridden."""
+    from engine.run.driver import RunOptions
+
+    values = dict(
+        roster=EXAMPLES / "roster.csv",
+        performance=EXAMPLES / "performance.csv",
+        as_of=AS_OF,
+        out_dir=tmp_path / "out",
+        workers=1,
+        db=tmp_path / "runs.sqlite",
+    )
+    values.update(overrides)
+    return RunOptions(**values)
 
 
 @pytest.fixture(scope="session")

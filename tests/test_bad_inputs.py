@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AS_OF, ROOT
+from conftest import ROOT, example_run_options
 from engine.data.readers import MAX_CELL, read_columns, read_rows, text_encoding
-from engine.run.driver import RunOptions, run_batch
+from engine.run.driver import run_batch
 
 EXAMPLES = ROOT / "examples"
 
@@ -38,13 +38,8 @@ def edited_rules(tmp_path: Path, file: str, old: str, new: str) -> Path:
 def run(ruleset, tmp_path: Path, roster: Path, performance: Path | None = None) -> dict:
     result = run_batch(
         ruleset,
-        RunOptions(
-            roster=roster,
-            performance=performance or EXAMPLES / "performance.csv",
-            as_of=AS_OF,
-            out_dir=tmp_path / "out",
-            workers=1,
-            db=tmp_path / "runs.sqlite",
+        example_run_options(
+            tmp_path, roster=roster, performance=performance or EXAMPLES / "performance.csv"
         ),
     )
     partners = result.summary["partners"]
@@ -294,15 +289,7 @@ def test_a_run_with_too_many_rejects_stops_before_recording(ruleset, tmp_path):
     ):
         run_batch(
             ruleset,
-            RunOptions(
-                roster=EXAMPLES / "roster.csv",
-                performance=EXAMPLES / "performance.csv",
-                as_of=AS_OF,
-                out_dir=tmp_path / "out",
-                workers=1,
-                db=tmp_path / "runs.sqlite",
-                max_rejects=0.05,
-            ),
+            example_run_options(tmp_path, max_rejects=0.05),
         )
     assert current_run(tmp_path / "out") == before
     assert len(rejects(tmp_path)) == 4  # the current run's, unchanged
@@ -496,15 +483,8 @@ def test_random_rows_and_bytes_never_stop_a_run(ruleset, tmp_path_factory):
         try:
             result = run_batch(
                 ruleset,
-                RunOptions(
-                    roster=roster,
-                    performance=None,
-                    without_history=True,
-                    as_of=AS_OF,
-                    out_dir=folder / "out",
-                    workers=1,
-                    db=folder / "runs.sqlite",
-                    max_rejects=1.0,
+                example_run_options(
+                    folder, roster=roster, performance=None, without_history=True, max_rejects=1.0
                 ),
             )
         except EligibilityError as error:  # one clear error: an empty roster, nobody decided
@@ -598,14 +578,11 @@ def test_corpus(ruleset, tmp_path, case):
 
     roster = CORPUS / case["roster"]
     performance = CORPUS / case["performance"] if "performance" in case else None
-    options = RunOptions(
+    options = example_run_options(
+        tmp_path,
         roster=roster,
         performance=performance,
         without_history=performance is None,
-        as_of=AS_OF,
-        out_dir=tmp_path / "out",
-        workers=1,
-        db=tmp_path / "runs.sqlite",
         max_rejects=1.0,  # a case is one bad row in two: the guard has its own test
     )
     if case["outcome"] == "error":

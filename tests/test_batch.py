@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AS_OF, ROOT
+from conftest import AS_OF, ROOT, example_run_options
 from engine.data import performance
 from engine.data.run_folders import current_run
 from engine.data.run_history import RunHistory
@@ -32,17 +32,8 @@ EXAMPLES = ROOT / "examples"
 
 
 def options(tmp_path: Path, name: str = "out", **kwargs) -> RunOptions:
-    values = dict(
-        roster=EXAMPLES / "roster.csv",
-        performance=EXAMPLES / "performance.csv",
-        as_of=AS_OF,
-        out_dir=tmp_path / name,
-        workers=1,
-        db=tmp_path / "runs.sqlite",
-        max_rejects=1.0,  # these tests set rows aside on purpose; the guard has its own
-    )
-    values.update(kwargs)
-    return RunOptions(**values)
+    # These tests set rows aside on purpose; the reject guard has its own.
+    return example_run_options(tmp_path, out_dir=tmp_path / name, **{"max_rejects": 1.0, **kwargs})
 
 
 def read_csv(path: Path) -> list[dict]:

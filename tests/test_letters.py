@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AS_OF, DATA, ROOT, load_example_partners
+from conftest import AS_OF, DATA, ROOT, example_run_options, load_example_partners
 from engine.data.run_folders import current_run
 from engine.errors import DataError, RuleSetError
 from engine.evaluate.changes import Change
@@ -58,14 +58,7 @@ def run_and_write(
     out = tmp_path / "out"
     run_batch(
         ruleset,
-        RunOptions(
-            roster=roster,
-            performance=EXAMPLES / "performance.csv",
-            as_of=AS_OF,
-            out_dir=out,
-            workers=1,
-            db=tmp_path / "runs.sqlite",
-        ),
+        example_run_options(tmp_path, roster=roster),
     )
     return write_letters(ruleset, LetterOptions(out, templates, **letter_options))
 
@@ -585,14 +578,7 @@ def test_decisions_record_the_metrics_letters_read_back(tmp_path, rules_copy):
     ruleset = load_rules(rules)
     run_batch(
         ruleset,
-        RunOptions(
-            roster=EXAMPLES / "roster.csv",
-            performance=EXAMPLES / "performance.csv",
-            as_of=AS_OF,
-            out_dir=tmp_path / "out",
-            workers=1,
-            db=tmp_path / "h.sqlite",
-        ),
+        example_run_options(tmp_path, db=tmp_path / "h.sqlite"),
     )
     lines = [
         orjson.loads(line)
@@ -618,13 +604,8 @@ def test_letters_do_not_read_the_performance_history_again(tmp_path, ruleset):
     out = tmp_path / "out"
     run_batch(
         ruleset,
-        RunOptions(
-            roster=roster,
-            performance=performance,
-            as_of=AS_OF,
-            out_dir=out,
-            workers=1,
-            db=tmp_path / "h.sqlite",
+        example_run_options(
+            tmp_path, roster=roster, performance=performance, db=tmp_path / "h.sqlite"
         ),
     )
     write_letters(ruleset, LetterOptions(out, TEMPLATES))

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from conftest import AS_OF, ROOT
+from conftest import ROOT, example_run_options
 from engine.report.html import build_report
-from engine.run.driver import RunOptions, run_batch
+from engine.run.driver import run_batch
 from engine.run.letters_pass import LetterOptions, write_letters
 
 
@@ -18,13 +18,7 @@ def report(tmp_path_factory, ruleset):
     folder = tmp_path_factory.mktemp("run")
     run_batch(
         ruleset,
-        RunOptions(
-            ROOT / "examples" / "roster.csv",
-            ROOT / "examples" / "performance.csv",
-            AS_OF,
-            folder / "out",
-            db=folder / "runs.sqlite",
-        ),
+        example_run_options(folder),
     )
     write_letters(ruleset, LetterOptions(folder / "out", ROOT / "templates", ("text",)))
     return build_report(folder / "out")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AS_OF, ROOT
+from conftest import AS_OF, ROOT, example_run_options
 from engine.data.locks import held
 from engine.data.run_folders import OutputFolder, current_run
 from engine.data.run_history import RunHistory, lock_history
@@ -25,16 +25,7 @@ EXAMPLES = ROOT / "examples"
 
 
 def options(tmp_path: Path, **kwargs) -> RunOptions:
-    values = dict(
-        roster=EXAMPLES / "roster.csv",
-        performance=EXAMPLES / "performance.csv",
-        as_of=AS_OF,
-        out_dir=tmp_path / "out",
-        workers=1,
-        db=tmp_path / "runs.sqlite",
-    )
-    values.update(kwargs)
-    return RunOptions(**values)
+    return example_run_options(tmp_path, **kwargs)
 
 
 def test_a_second_run_on_the_same_output_folder_stops_at_once(ruleset, tmp_path):
