@@ -22,6 +22,7 @@ from engine.data.run_history import DEFAULT_DB, RunHistory
 from engine.errors import DataError, EligibilityError, EngineError, UsageError
 from engine.evaluate.decide import Evaluator
 from engine.evaluate.explain import explain
+from engine.letters.smtp import ServerOptions, parse_server
 from engine.letters.template_check import check_templates
 from engine.report.html import build_diff_report, build_report
 from engine.report.terminal import (
@@ -29,8 +30,10 @@ from engine.report.terminal import (
     explanation_text,
     impact_text,
     letters_text,
+    message_text,
     run_list_text,
     run_text,
+    send_text,
 )
 from engine.ruleset.loader import load_rules
 from engine.ruleset.quarters import Quarter, parse_quarter
@@ -46,6 +49,7 @@ from engine.run.driver import (
 )
 from engine.run.impact import compare, load_rule_sets, write_moves_csv
 from engine.run.letters_pass import FORMATS as LETTER_FORMATS, LetterOptions, write_letters
+from engine.run.sending import SendOptions, send_letters
 from engine.testing.rule_cases import failure_report, load_cases, run_case
 
 DEFAULT_RULES = "rules"
@@ -54,6 +58,8 @@ DEFAULT_PERFORMANCE = "examples/performance.csv"
 DEFAULT_OUT = "out"
 DEFAULT_TEMPLATES = "templates"
 DB_ENV = "ELIGIBILITY_DB"
+SMTP_USER_ENV = "ELIGIBILITY_SMTP_USER"
+SMTP_PASSWORD_ENV = "ELIGIBILITY_SMTP_PASSWORD"
 
 
 def _as_of(_ctx, _param, value: str | None) -> dt.date:
@@ -88,6 +94,24 @@ WORKERS_OPTION = click.option(
     type=click.IntRange(1, 256),
     default=None,
     help="Worker processes. Default: the machine's cores.",
+)
+
+OUT_DIR_ARGUMENT = click.argument(
+    "out_dir",
+    default=DEFAULT_OUT,
+    metavar="[DIR]",
+    type=click.Path(file_okay=False, path_type=Path),
+)
+DB_OPTION = click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.",
+)
+
+ONLY_CHANGED_OPTION = click.option(
+    "--only-changed",
+    is_flag=True,
+    help="Only partners whose decisions changed since the previous run.",
 )
 
 
@@ -130,6 +154,7 @@ def cli() -> None:
       eligibility report out/
       eligibility explain P-1001 --as-of 2026-11-26
       eligibility letters out/ --only-changed
+      eligibility send out/ --smtp mail.example.com --starttls --confirm
       eligibility history
       eligibility release 7
     """
@@ -538,11 +563,7 @@ def explain_command(
     "--out/stopped-run/rejects.csv, and nothing else is written or recorded.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
-@click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.",
-)
+@DB_OPTION
 @click.option("--report", is_flag=True, help="Also write the HTML run report (report.html).")
 @click.option(
     "--force",
@@ -733,12 +754,7 @@ class _ProgressLine:
 
 
 @cli.command(name="report", short_help="Write the self-contained HTML report of a run.")
-@click.argument(
-    "out_dir",
-    default=DEFAULT_OUT,
-    metavar="[DIR]",
-    type=click.Path(file_okay=False, path_type=Path),
-)
+@OUT_DIR_ARGUMENT
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -769,12 +785,7 @@ def report_command(out_dir: Path, output: Path | None, moves: Path | None) -> No
 
 
 @cli.command(name="letters", short_help="Write every partner's letter for a run.")
-@click.argument(
-    "out_dir",
-    default=DEFAULT_OUT,
-    metavar="[DIR]",
-    type=click.Path(file_okay=False, path_type=Path),
-)
+@OUT_DIR_ARGUMENT
 @click.option(
     "--run",
     "run_id",
@@ -805,11 +816,7 @@ def report_command(out_dir: Path, output: Path | None, moves: Path | None) -> No
     type=click.Choice(list(LETTER_FORMATS)),
     help="Letter format; repeat for several. Default: text, html, and eml.",
 )
-@click.option(
-    "--only-changed",
-    is_flag=True,
-    help="Only partners whose decisions changed since the previous run.",
-)
+@ONLY_CHANGED_OPTION
 @click.option(
     "--roster",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -882,13 +889,158 @@ def letters_command(
     click.echo(letters_text(summary))
 
 
+@cli.command(short_help="Send a run's letters by email (SMTP).")
+@OUT_DIR_ARGUMENT
+@click.option(
+    "--smtp",
+    "server",
+    metavar="HOST:PORT",
+    help="The mail server. Port by default: 465 with --ssl, 587 with --starttls, else 25.",
+)
+@click.option("--starttls", is_flag=True, help="Encrypt the connection with STARTTLS.")
+@click.option("--ssl", "use_ssl", is_flag=True, help="Connect over TLS from the start (SMTPS).")
+@click.option(
+    "--cafile",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A CA certificate to trust besides the system's (a company or test CA).",
+)
+@click.option(
+    "--confirm",
+    is_flag=True,
+    help="Really send. Without it, a dry run: what would be sent, to whom, and the first letter.",
+)
+@click.option(
+    "--per-minute",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="N",
+    help="Send at most N letters a minute (the server's rate limit).",
+)
+@click.option(
+    "--suppress",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="An opt-out list (a CSV file with a column email or partner_id) whose "
+    "partners get no letter; repeat for several.",
+)
+@ONLY_CHANGED_OPTION
+@click.option(
+    "--to-test",
+    metavar="ADDRESS",
+    help="Send every letter to this mailbox instead of the partners (not counted as sent).",
+)
+@click.option(
+    "--retry-unconfirmed",
+    is_flag=True,
+    help="Send again the letters an earlier send could not confirm (check the server first).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 20),
+    default=3,
+    show_default=True,
+    help="Tries again after a temporary failure (4xx) or a lost connection.",
+)
+@click.option(
+    "--retry-wait",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait before the first retry; doubled for each next one.",
+)
+@DB_OPTION
+def send(
+    out_dir: Path,
+    server: str | None,
+    starttls: bool,
+    use_ssl: bool,
+    cafile: Path | None,
+    confirm: bool,
+    per_minute: float | None,
+    suppress: tuple[Path, ...],
+    only_changed: bool,
+    to_test: str | None,
+    retry_unconfirmed: bool,
+    retries: int,
+    retry_wait: float,
+    db: Path | None,
+) -> None:
+    """Send the letters of the current run in DIR (its .eml files) over SMTP.
+
+    Without --confirm this is a dry run: how many letters would go, to whom
+    (a sample), and the first letter. With --confirm, each letter is sent
+    over one connection, reused, and recorded in the run history (Message-ID,
+    partner, address, time, outcome): a second send sends only what was not
+    sent, so each partner gets a letter at most once. If a send is killed,
+    the one letter in flight is listed for a manual check, never sent again
+    unless --retry-unconfirmed. Refusals (5xx) are recorded and listed;
+    temporary failures (4xx) are retried with a growing wait, then left for
+    the next send. Held runs and runs with unfinished letters are refused.
+    The server's user and password come from $ELIGIBILITY_SMTP_USER and
+    $ELIGIBILITY_SMTP_PASSWORD (never the command line), and need
+    --starttls or --ssl.
+
+    \b
+    Examples:
+      eligibility send out/
+      eligibility send out/ --smtp mail.example.com --starttls --to-test me@example.com --confirm
+      eligibility send out/ --smtp mail.example.com --starttls --per-minute 600 --confirm
+    """
+    if starttls and use_ssl:
+        raise UsageError("give --starttls or --ssl, not both")
+    security = "ssl" if use_ssl else "starttls" if starttls else "none"
+    options = None
+    if confirm:
+        if not server:
+            raise UsageError("--confirm sends: give the mail server with --smtp HOST:PORT")
+        try:
+            host, port = parse_server(server, security)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        options = ServerOptions(
+            host,
+            port,
+            security,
+            os.environ.get(SMTP_USER_ENV) or None,
+            os.environ.get(SMTP_PASSWORD_ENV),
+            str(cafile) if cafile else None,
+            retries,
+            retry_wait,
+        )
+    bar = _ProgressLine() if sys.stderr.isatty() and confirm else None
+    try:
+        report = send_letters(
+            SendOptions(
+                out_dir,
+                db or Path(os.environ.get(DB_ENV, DEFAULT_DB)),
+                options,
+                per_minute,
+                suppress,
+                only_changed,
+                to_test,
+                retry_unconfirmed,
+            ),
+            bar.update if bar else None,
+        )
+    finally:
+        if bar:
+            bar.close()
+    click.echo(send_text(report, options.name if options else ""))
+    if report.dry_run and report.first_letter is not None:
+        click.echo(f"\nThe first letter ({report.first_letter}):\n")
+        click.echo(message_text(report.first_letter.read_bytes()))
+    if report.stopped:
+        click.echo(
+            f"{'interrupted' if report.interrupted else 'error: ' + report.stopped}: the "
+            "letters sent so far are recorded; send again to send the rest",
+            err=True,
+        )
+        sys.exit(130 if report.interrupted else 1)
+
+
 @cli.command(short_help="Let a held run's letters out.")
 @click.argument("run_id", type=int)
-@click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.",
-)
+@DB_OPTION
 def release(run_id: int, db: Path | None) -> None:
     """Release run RUN_ID, held because more partners moved than the rules
     allow (max_moves, --max-moves): its letters move from held-letters/ to
@@ -912,11 +1064,7 @@ def release(run_id: int, db: Path | None) -> None:
 
 @cli.command(short_help="List runs, show one in detail, or prune old ones.")
 @click.argument("run_id", required=False, type=int)
-@click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.",
-)
+@DB_OPTION
 @click.option(
     "--keep",
     type=click.IntRange(1),
@@ -955,7 +1103,11 @@ def history(run_id: int | None, db: Path | None, keep: int | None) -> None:
         return
     runs = RunHistory(path)
     try:
-        click.echo(run_list_text(runs.runs()) if run_id is None else run_text(runs.run(run_id)))
+        click.echo(
+            run_list_text(runs.runs())
+            if run_id is None
+            else run_text(runs.run(run_id), runs.sends_of_run(run_id))
+        )
     finally:
         runs.close()
 

@@ -61,6 +61,10 @@ class InputError(EligibilityError):
     """Something named on the command line (a git revision, a folder) cannot be used."""
 
 
+class DeliveryError(EligibilityError):
+    """The mail server cannot be reached, refuses the login, or went away."""
+
+
 class UsageError(EligibilityError):
     """The command was asked for something that does not exist."""
 

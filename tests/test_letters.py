@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import datetime as dt
 import email
 import email.policy
+import io
+import math
 import os
 import re
 import shutil
@@ -1027,18 +1030,29 @@ def test_placeholders_are_filled_and_stray_marks_kept():
 
 
 def _letter_files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((folder / "letters").iterdir())}
+    letters = folder / "letters"
+    return {
+        p.relative_to(letters).as_posix(): p.read_bytes()
+        for p in sorted(letters.rglob("*"))
+        if p.is_file()
+    }
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_letters_written_by_the_run_equal_the_letters_pass(tmp_path, workers):
+@pytest.mark.parametrize(("workers", "block"), [(1, None), (2, None), (2, 7)])
+def test_letters_written_by_the_run_equal_the_letters_pass(tmp_path, monkeypatch, workers, block):
     """`eligibility run` writes each letter in the decide workers from the
     values it has just computed; `eligibility letters` replays them from
     decisions.jsonl. Both give the same files, byte for byte: after changes
     since a previous run, and with file names that depend on earlier rows (an
-    id differing only by case from a row rejected for its fields)."""
+    id differing only by case from a row rejected for its fields). With
+    blocks of 7 letters, the letters are in subfolders of at most 7 partners
+    each, in roster order, and the index names them there."""
+    from engine.letters import files
     from engine.ruleset.loader import load_rules
     from engine.run.driver import RunLetters
+
+    if block is not None:
+        monkeypatch.setattr(files, "BLOCK", block)
 
     ruleset = load_rules(ROOT / "rules")
     lines = (EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines(keepends=True)
@@ -1066,8 +1080,21 @@ def test_letters_written_by_the_run_equal_the_letters_pass(tmp_path, workers):
     )
     written = _letter_files(out)
     assert result.letters["letters"] == result.summary["partners"]["decided"]
-    assert any(name.startswith("CASE-A~") for name in written)  # hashed: 'case-a' came first
-    assert "welcome" in (out / "letters" / "index.csv").read_text(encoding="utf-8")
+    # hashed: 'case-a' came first
+    assert any(name.rpartition("/")[2].startswith("CASE-A~") for name in written)
+    index = (out / "letters" / "index.csv").read_text(encoding="utf-8")
+    assert "welcome" in index
+    rows = list(csv.DictReader(io.StringIO(index)))
+    listed = {name for row in rows for name in row["files"].split(";")}
+    assert listed == written.keys() - {"index.csv"}
+    if block is None:  # one block: no subfolders
+        assert all("/" not in name for name in written)
+    else:
+        blocks = collections.Counter(name.partition("/")[0] for name in listed)
+        assert len(blocks) >= math.ceil(len(rows) / block)
+        assert max(blocks.values()) <= 3 * block
+        in_order = [row["files"].partition("/")[0] for row in rows]  # the index: roster order
+        assert in_order == sorted(in_order) and in_order[0] == "0001"
     replayed = write_letters(ruleset, LetterOptions(out, TEMPLATES, workers=workers))
     assert replayed == result.letters
     assert _letter_files(out) == written

@@ -54,7 +54,27 @@ CREATE TABLE IF NOT EXISTS decisions (
     programs TEXT NOT NULL,
     PRIMARY KEY (run_id, partner_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sends (
+    id INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    partner_id TEXT NOT NULL,
+    address TEXT NOT NULL,
+    test INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sends_by_message ON sends (message_id);
 """
+
+# What became of a letter handed to a mail server (the sends table's outcome).
+SENDING = "sending"  # recorded before the message; left so, if the send died meanwhile
+SENT = "sent"  # the server accepted it
+REFUSED = "refused"  # a permanent failure (5xx): not tried again for this address
+DEFERRED = "deferred"  # temporary failures (4xx) until the retries ran out: tried again
+SUPPRESSED = "suppressed"  # on the suppression list: not sent
 
 
 @dataclass(frozen=True)
@@ -269,6 +289,69 @@ class RunHistory:
         if row is None:
             raise UsageError(f"no run {run_id} in {self.path}; 'eligibility history' lists them")
         return _record(row)
+
+    # --- letters sent (engine.run.sending) --------------------------------------
+
+    def send_log(self, message_ids: Iterable[str]) -> dict[str, list[tuple]]:
+        """Earlier sends to partners (not to a test mailbox) of these messages:
+        Message-ID -> [(outcome, address, detail, started_at)], oldest first."""
+        ids = list(message_ids)
+        log: dict[str, list[tuple]] = {}
+        for message, *rest in self._for_partners(
+            "SELECT message_id, outcome, address, detail, started_at FROM sends "
+            "WHERE test = 0 AND message_id IN ({}) ORDER BY id",
+            [],
+            ids,
+        ):
+            log.setdefault(message, []).append(tuple(rest))
+        return log
+
+    def start_send(
+        self, message_id: str, run_id: int, partner_id: str, address: str, test: bool, at: str
+    ) -> int:
+        """Record a message about to be handed to the server (committed before
+        it is: see engine.run.sending); returns the record's id."""
+        cursor = self._db.execute(
+            "INSERT INTO sends (message_id, run_id, partner_id, address, test, started_at, "
+            "outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, '')",
+            (message_id, run_id, partner_id, address, int(test), at, SENDING),
+        )
+        return cursor.lastrowid
+
+    def finish_send(self, send_id: int, outcome: str, detail: str, at: str) -> None:
+        self._db.execute(
+            "UPDATE sends SET outcome = ?, detail = ?, finished_at = ? WHERE id = ?",
+            (outcome, detail, at, send_id),
+        )
+
+    def record_send(
+        self,
+        message_id: str,
+        run_id: int,
+        partner_id: str,
+        address: str,
+        outcome: str,
+        detail: str,
+        at: str,
+    ) -> None:
+        """A letter not handed to a server at all (suppressed)."""
+        self._db.execute(
+            "INSERT INTO sends (message_id, run_id, partner_id, address, test, started_at, "
+            "finished_at, outcome, detail) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
+            (message_id, run_id, partner_id, address, at, at, outcome, detail),
+        )
+
+    def sends_of_run(self, run_id: int) -> dict[str, int]:
+        """How the letters of a run were sent to partners: outcome -> letters
+        (each letter counted once, by its last send)."""
+        return dict(
+            self._db.execute(
+                "SELECT outcome, COUNT(*) FROM sends s WHERE run_id = ? AND test = 0 AND "
+                "id = (SELECT MAX(id) FROM sends t WHERE t.message_id = s.message_id "
+                "AND t.test = 0) GROUP BY outcome ORDER BY outcome",
+                (run_id,),
+            )
+        )
 
     def close(self) -> None:
         self.abort()

@@ -6,6 +6,14 @@ a run's decide workers (from the values they have just computed) and in the
 Letters are written into a new folder that replaces ``DIR/letters/`` only
 when every letter and the index are written (:func:`swap_folder`).
 
+A run of at most BLOCK letters writes them all in ``letters/`` itself. A
+bigger run writes them in subfolders of BLOCK letters each, in roster order
+(``letters/0001/``, ``letters/0002/``, ...), so that no folder ever holds
+more than 3 x BLOCK files, whatever the roster's size: file systems slow
+down on folders of hundreds of thousands of files, and so do the tools
+people open them with. ``index.csv`` names each letter's files relative to
+``letters/`` (:class:`LetterNames`).
+
 File names come from partner ids made safe (:func:`safe_stem`): letters,
 digits, ``.``, ``_``, ``-`` and ``~`` only, never a leading dot nor a
 Windows device name, and the id's hash whenever anything had to change, so
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import csv
 import datetime as dt
 import hashlib
 import os
@@ -26,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from engine.data.outputs import CsvOutput, remove_stale_partials
+from engine.data.outputs import AtomicFile, CsvOutput, remove_stale_partials
 from engine.errors import DataError, UsageError
 from engine.evaluate.changes import Change
 from engine.letters.emails import email_message, message_id
@@ -55,6 +64,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 MAX_STEM = 80
 _READABLE = 40  # characters of the id kept in a hashed name
 _MARK = "~"  # never in a plain name: a hashed name never meets a plain one
+BLOCK = 5000  # letters per subfolder of a big run (see the module docstring)
 
 # Names Windows keeps for devices, whatever the extension (CON.txt and
 # Com1.txt are the console and a serial port), with the superscript ports.
@@ -102,6 +112,29 @@ def safe_stem(partner_id: str, taken: set[str] | None = None) -> str:
     return stem
 
 
+class LetterNames:
+    """Each partner's letter files' path in the letters folder, without
+    extension, given in roster order: ``<block>/<stem>``, the block
+    (``0001``, ``0002``, ...) holding BLOCK letters. When a run has at most
+    BLOCK letters, the block is dissolved at the end (:meth:`NewLetters.commit`).
+    Runs and the letters pass call this for the same rows in the same order,
+    so a partner's letter has the same path in both."""
+
+    def __init__(self) -> None:
+        self._taken: set[str] = set()  # names given, case-folded (about 70 MB at 1M)
+        self.count = 0
+
+    def __call__(self, partner_id: str) -> str:
+        block = self.count // BLOCK + 1
+        self.count += 1
+        return f"{block:04d}/{safe_stem(partner_id, self._taken)}"
+
+    @property
+    def flat(self) -> bool:
+        """Whether every letter fits in one block, written in the folder itself."""
+        return self.count <= BLOCK
+
+
 class LetterWork(NamedTuple):
     """What writing letters needs besides each partner: sent to every worker once."""
 
@@ -126,7 +159,9 @@ def write_letter(
     return its index row (see INDEX_COLUMNS).
 
     ``values`` are the partner's fields and metrics, typed; ``decision`` its
-    record in decisions.jsonl (see :func:`engine.evaluate.decide.decision_record`).
+    record in decisions.jsonl (see :func:`engine.evaluate.decide.decision_record`);
+    ``stem`` the path of its files in the folder, without extension (see
+    :class:`LetterNames`).
     """
     settings, as_of = work.settings, work.as_of
     partner_id = decision["partner_id"]
@@ -212,9 +247,15 @@ def _write_new_file(path: str, data: bytes) -> None:
 
     Three system calls, where ``open(path, "w")`` makes seven (truncation, a
     terminal check, seeks); and ``O_EXCL`` makes sure that no letter ever
-    replaces another.
+    replaces another. The first letter of a block makes the block's folder
+    (several workers may try at once).
     """
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        descriptor = os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        descriptor = os.open(path, flags, 0o644)
     try:
         view = memoryview(data)
         while view:
@@ -252,6 +293,28 @@ def restore_interrupted(folder: Path) -> None:
         return
 
 
+def _dissolve_block(folder: Path) -> None:
+    """A run of one block: its letters moved into the folder itself, and the
+    index to match (at most BLOCK rows)."""
+    block = folder / f"{1:04d}"
+    if not block.is_dir():
+        return
+    for path in block.iterdir():
+        os.replace(path, folder / path.name)
+    block.rmdir()
+    index = folder / INDEX_FILE
+    with index.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    files = INDEX_COLUMNS.index("files")
+    prefix = block.name + "/"
+    with AtomicFile(index) as output:  # rows as read: their cells are safe already
+        writer = csv.writer(output.handle)
+        writer.writerow(rows[0])
+        for row in rows[1:]:
+            row[files] = ";".join(name.removeprefix(prefix) for name in row[files].split(";"))
+            writer.writerow(row)
+
+
 def check_formats(formats: Sequence[str]) -> None:
     """Every letter format asked for is one this program writes."""
     for name in formats:
@@ -275,6 +338,7 @@ class NewLetters:
         self.folder.mkdir()
         self.index = CsvOutput(self.folder / INDEX_FILE, INDEX_COLUMNS)
         self.tally = LetterTally()
+        self.names = LetterNames()
 
     def add(self, rows: Sequence[tuple]) -> None:
         """Index the letters of one chunk (their index rows)."""
@@ -287,6 +351,8 @@ class NewLetters:
 
     def commit(self) -> None:
         self.index.commit()
+        if self.names.flat:
+            _dissolve_block(self.folder)
         swap_folder(self.folder, self.out_dir / LETTERS_FOLDER)
         remove_leftovers(self.out_dir)
 

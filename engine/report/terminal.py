@@ -148,8 +148,9 @@ def run_list_text(records) -> str:
     )
 
 
-def run_text(r) -> str:
-    """One recorded run in detail: inputs, fingerprints, counts, changes."""
+def run_text(r, sends: dict[str, int] | None = None) -> str:
+    """One recorded run in detail: inputs, fingerprints, counts, changes, and
+    how its letters were sent (``sends``: outcome -> letters)."""
     s = r.summary
     lines = [
         f"Run {r.id}, as of {r.as_of}, started {r.started_at}, finished {r.finished_at}",
@@ -174,6 +175,12 @@ def run_text(r) -> str:
         if letters
         else f"  letters:     none written ('eligibility letters --run {r.id}' writes them)",
     ]
+    if sends:
+        lines.append(
+            "  sent:        "
+            + ", ".join(f"{n:,} {outcome}" for outcome, n in sends.items())
+            + " (to partners; 'eligibility send' sends the rest)"
+        )
     held = s.get("held")
     if held:
         lines.append(
@@ -228,3 +235,70 @@ def letters_text(summary: dict) -> str:
             "contact_email: no To in the .eml (see the index's note column)."
         )
     return "\n".join(lines)
+
+
+MAX_LISTED = 10  # problem letters a send lists one by one
+
+
+def send_text(report, server: str = "") -> str:
+    """What ``eligibility send`` did, or (a dry run) would do: see
+    :class:`engine.run.sending.SendReport`."""
+    where = f"the test mailbox {report.to_test}" if report.to_test else "partners"
+    skipped = ", ".join(
+        f"{n:,} {reason}" for reason, n in sorted(report.skipped.items(), key=lambda i: -i[1])
+    )
+    lines = []
+    if report.dry_run:
+        lines.append(
+            f"Dry run (nothing sent; add --confirm and --smtp HOST:PORT to send): run "
+            f"{report.run_id} has {counted(report.total, 'letter')}; "
+            f"{counted(report.to_send, 'letter')} would go to {where}"
+            + (f"; not sent: {skipped}" if skipped else "")
+            + "."
+        )
+        if report.sample:
+            lines.append("First recipients:")
+            lines += [f"  {partner}  {address}" for partner, address in report.sample]
+    else:
+        sent = report.outcomes.get("sent", 0)
+        rate = f", {sent / report.seconds:,.0f}/s" if report.seconds and sent else ""
+        if not report.to_send:
+            lines.append(
+                f"Nothing to send for run {report.run_id} to {where}"
+                + (f": {skipped}" if skipped else "")
+                + "."
+            )
+        else:
+            lines.append(
+                f"Sent {counted(sent, 'letter')} of run {report.run_id} to {where}"
+                + (f" through {server}" if server else "")
+                + f" in {report.seconds:,.1f} s{rate}, over "
+                f"{counted(report.connections, 'connection')}"
+                + (f"; not sent: {skipped}" if skipped else "")
+                + "."
+            )
+        failed = {k: n for k, n in report.outcomes.items() if k != "sent"}
+        if failed:
+            lines.append(
+                "Not delivered: "
+                + ", ".join(f"{n:,} {outcome}" for outcome, n in sorted(failed.items()))
+                + " (recorded in the run history; a next send tries the deferred again)."
+            )
+    if report.problems:
+        lines.append("To look at:")
+        for partner, address, what, detail in report.problems[:MAX_LISTED]:
+            lines.append(f"  {partner}  {address or '(no address)'}  {what}: {detail}")
+        if len(report.problems) > MAX_LISTED:
+            lines.append(f"  ... and {len(report.problems) - MAX_LISTED:,} more")
+    return "\n".join(lines)
+
+
+def message_text(raw: bytes) -> str:
+    """An email as a person reads it: From, To, Subject, and its plain text."""
+    import email
+    import email.policy
+
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    body = message.get_body(preferencelist=("plain",))
+    lines = [f"{name}: {message.get(name, '(none)')}" for name in ("From", "To", "Subject")]
+    return "\n".join([*lines, "", body.get_content().rstrip() if body else ""])

@@ -62,7 +62,6 @@ from engine.letters.files import (
     LetterWork,
     NewLetters,
     check_formats,
-    safe_stem,
 )
 from engine.letters.rendering import renderer_for
 from engine.letters.settings import load_letter_settings
@@ -701,10 +700,6 @@ class _RunLetters(NewLetters):
         )
         # Compiled here once, not in every worker (forked workers inherit it).
         renderer_for(self.work.templates, settings, ruleset.currency)
-        self._taken: set[str] = set()  # file names given, case-folded
-
-    def names(self, partner_id: str) -> str:
-        return safe_stem(partner_id, self._taken)
 
 
 def _write_reject(reject: Reject, outputs: _Outputs, tally: RunTally) -> None:

@@ -34,10 +34,10 @@ from engine.evaluate.decide import recorded_values
 from engine.evaluate.records import field_values
 from engine.letters.files import (
     FORMATS,
+    LetterNames,
     LetterWork,
     NewLetters,
     check_formats,
-    safe_stem,
     write_letter,
 )
 from engine.letters.rendering import renderer_for
@@ -69,7 +69,7 @@ class LetterJob(NamedTuple):
     decision: Mapping[str, Any]
     changes: tuple[Change, ...]
     record: Mapping[str, Any]
-    stem: str  # the letter files' name, without extension (see safe_stem)
+    stem: str  # the letter files' path in the folder, without extension (see LetterNames)
 
 
 def write_letters(
@@ -121,7 +121,7 @@ def _write_letters(
 
     letters = NewLetters(folder, options.formats, shown_as=options.out_dir)
     try:
-        selected = _Selection(_jobs(ruleset, folder, roster), options.only_changed)
+        selected = _Selection(_jobs(ruleset, folder, roster, letters.names), options.only_changed)
         shared = (
             ruleset,
             LetterWork(
@@ -171,9 +171,10 @@ def _same_input(path: Path, fingerprint: str) -> None:
         )
 
 
-def _jobs(ruleset: RuleSet, folder: Path, roster: Path) -> Iterator[LetterJob]:
+def _jobs(ruleset: RuleSet, folder: Path, roster: Path, names: LetterNames) -> Iterator[LetterJob]:
     """A run's decided partners (``folder``: its own folder) in roster order,
-    joined with their changes and roster rows."""
+    joined with their changes and roster rows, each with its letter's path
+    (``names``)."""
     metric_names = {metric.name for metric in ruleset.metrics}
     decisions_path = folder / "decisions.jsonl"
     changes_path = folder / "changes.csv"
@@ -181,7 +182,6 @@ def _jobs(ruleset: RuleSet, folder: Path, roster: Path) -> Iterator[LetterJob]:
     # order, as the run names them (screened_rows), so that letters written
     # here and by the run get the same file names.
     rows = screened_rows(RowReader(roster, ruleset.fields), {})
-    stems: set[str] = set()  # file names given, case-folded (about 70 MB at 1M partners)
     with (
         decisions_path.open("rb") as decisions,
         changes_path.open(newline="", encoding="utf-8") as changes_file,
@@ -202,7 +202,7 @@ def _jobs(ruleset: RuleSet, folder: Path, roster: Path) -> Iterator[LetterJob]:
                 partner_changes = pending[1]
                 pending = next(changes, None)
             for row, outcome in rows:  # outcome: the row's partner id, or its Reject
-                stem = safe_stem(outcome, stems) if outcome.__class__ is str else None
+                stem = names(outcome) if outcome.__class__ is str else None
                 if row.row == decision["row"]:
                     break
             else:
