@@ -13,6 +13,7 @@ import asyncio
 import csv
 import email
 import email.policy
+import shutil
 import signal
 import socket
 import sqlite3
@@ -456,3 +457,30 @@ def test_two_sends_at_once_do_not_both_send(letters_run, smtp_server):
         with pytest.raises(Exception) as raised:
             _send(out, db, port)
     assert "wait for that send to finish" in str(raised.value)
+
+
+def test_a_letter_changed_since_it_was_sent_is_listed_not_sent_again(tmp_path, smtp_server):
+    """The run is made again for the same day with a corrected roster: the
+    same Message-IDs, but one partner's letter now says something else. It
+    is not sent a second time under the same Message-ID (mail systems would
+    drop it, or the partner would get two letters), and it is not silently
+    counted as sent either: it is listed."""
+    from engine.ruleset.loader import load_rules
+
+    ruleset = load_rules(ROOT / "rules")
+    letters = RunLetters(TEMPLATES)
+    roster = tmp_path / "roster.csv"
+    shutil.copy(ROOT / "examples" / "roster.csv", roster)
+    run_batch(ruleset, example_run_options(tmp_path, roster=roster, letters=letters))
+    out, db = tmp_path / "out", tmp_path / "runs.sqlite"
+    mailbox, port = smtp_server()
+    assert _send(out, db, port).outcomes == {"sent": 31}
+    text = roster.read_text(encoding="utf-8")
+    roster.write_text(text.replace("2015-11-02,12,15,3,4,8,1", "2015-11-02,12,15,3,4,9,1"))
+    run_batch(ruleset, example_run_options(tmp_path, roster=roster, letters=letters))
+    again = _send(out, db, port)
+    assert again.outcomes == {} and again.skipped["changed since sent"] == 1
+    assert again.skipped["sent before"] == 30
+    (listed,) = [p for p in again.problems if p[2] == "changed since sent"]
+    assert listed[0] == "P-1006" and "write to this partner yourself" in listed[3]
+    assert len(mailbox.messages) == 31

@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS sends (
     started_at TEXT NOT NULL,
     finished_at TEXT,
     outcome TEXT NOT NULL,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    digest TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sends_by_message ON sends (message_id);
 """
@@ -294,11 +295,11 @@ class RunHistory:
 
     def send_log(self, message_ids: Iterable[str]) -> dict[str, list[tuple]]:
         """Earlier sends to partners (not to a test mailbox) of these messages:
-        Message-ID -> [(outcome, address, detail, started_at)], oldest first."""
+        Message-ID -> [(outcome, address, detail, started_at, digest)], oldest first."""
         ids = list(message_ids)
         log: dict[str, list[tuple]] = {}
         for message, *rest in self._for_partners(
-            "SELECT message_id, outcome, address, detail, started_at FROM sends "
+            "SELECT message_id, outcome, address, detail, started_at, digest FROM sends "
             "WHERE test = 0 AND message_id IN ({}) ORDER BY id",
             [],
             ids,
@@ -307,14 +308,22 @@ class RunHistory:
         return log
 
     def start_send(
-        self, message_id: str, run_id: int, partner_id: str, address: str, test: bool, at: str
+        self,
+        message_id: str,
+        run_id: int,
+        partner_id: str,
+        address: str,
+        test: bool,
+        at: str,
+        digest: str,
     ) -> int:
         """Record a message about to be handed to the server (committed before
-        it is: see engine.run.sending); returns the record's id."""
+        it is: see engine.run.sending); returns the record's id. ``digest``
+        identifies the message's bytes."""
         cursor = self._db.execute(
             "INSERT INTO sends (message_id, run_id, partner_id, address, test, started_at, "
-            "outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, '')",
-            (message_id, run_id, partner_id, address, int(test), at, SENDING),
+            "outcome, detail, digest) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?)",
+            (message_id, run_id, partner_id, address, int(test), at, SENDING, digest),
         )
         return cursor.lastrowid
 
@@ -337,7 +346,7 @@ class RunHistory:
         """A letter not handed to a server at all (suppressed)."""
         self._db.execute(
             "INSERT INTO sends (message_id, run_id, partner_id, address, test, started_at, "
-            "finished_at, outcome, detail) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
+            "finished_at, outcome, detail, digest) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, '')",
             (message_id, run_id, partner_id, address, at, at, outcome, detail),
         )
 

@@ -32,6 +32,7 @@ import datetime as dt
 import email.parser
 import email.policy
 import email.utils
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -84,6 +85,8 @@ class Letter(NamedTuple):
     message_id: str
     sender: str
     address: str  # the To address; "" when the letter has none
+    data: bytes  # the message
+    digest: str  # identifies the message's bytes
 
 
 @dataclass
@@ -236,11 +239,17 @@ def _send(
                     sleep(wait)
             recipient = options.to_test or letter.address
             send_id = history.start_send(
-                letter.message_id, report.run_id, letter.partner_id, recipient, test, _now()
+                letter.message_id,
+                report.run_id,
+                letter.partner_id,
+                recipient,
+                test,
+                _now(),
+                letter.digest,
             )
             report.in_flight = (letter.partner_id, recipient)
             try:
-                outcome = server.deliver(letter.sender, recipient, letter.path.read_bytes())
+                outcome = server.deliver(letter.sender, recipient, letter.data)
             except DeliveryError as error:
                 history.finish_send(send_id, DEFERRED, str(error), _now())
                 report.count(report.outcomes, DEFERRED)
@@ -265,9 +274,17 @@ def _not_to_send(
         return "unchanged", ""
     if not letter.address and options.to_test is None:
         return "no address", "the letter has no To (see the index's note)"
-    if any(send[0] == SENT for send in earlier):
+    sent = [send for send in earlier if send[0] == SENT]
+    if sent:
+        if all(send[4] != letter.digest for send in sent):
+            return (
+                "changed since sent",
+                f"differs from the letter sent on {sent[-1][3]} under the same Message-ID "
+                "(the run was made again with other data or templates); not sent again, "
+                "so write to this partner yourself if the change matters",
+            )
         return "sent before", ""
-    for outcome, address, detail, started_at in earlier:
+    for outcome, address, detail, started_at, _ in earlier:
         if outcome in (SENDING, UNCONFIRMED) and not options.retry_unconfirmed:
             return (
                 UNCONFIRMED,
@@ -328,13 +345,13 @@ def _letters(folder: Path) -> Iterator[Letter]:
                 continue
             path = letters / name
             try:
-                with path.open("rb") as message:
-                    headers = _HEADERS.parse(message)
+                data = path.read_bytes()
             except OSError as error:
                 raise DataError(
                     f"{path}: cannot read the letter ({error.strerror}); write the letters "
                     "again with 'eligibility letters'"
                 ) from None
+            headers = _HEADERS.parsebytes(data)
             _, sender = email.utils.parseaddr(headers.get("From", ""))
             _, address = email.utils.parseaddr(headers.get("To", ""))
             message_id = headers.get("Message-ID", "").strip()
@@ -346,6 +363,8 @@ def _letters(folder: Path) -> Iterator[Letter]:
                 message_id,
                 sender,
                 address if EMAIL.match(address) else "",
+                data,
+                hashlib.sha256(data).hexdigest()[:32],
             )
 
 
