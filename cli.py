@@ -217,10 +217,11 @@ def validate(
     ruleset = load_rules(rules_dir)
     Evaluator(ruleset)  # compiling into durable_rules can fail too; find out now
     click.echo(
-        f"{rules_dir}: valid. {ruleset.name}: {len(ruleset.fields)} fields, "
-        f"{len(ruleset.metrics)} metrics, {len(ruleset.classifications)} classifications, "
-        f"{len(ruleset.engagement_models)} engagement models, "
-        f"{len(ruleset.programs)} programs (fingerprint {ruleset.fingerprint})."
+        f"{rules_dir}: valid. {ruleset.name}: {counted(len(ruleset.fields), 'field')}, "
+        f"{counted(len(ruleset.metrics), 'metric')}, "
+        f"{counted(len(ruleset.classifications), 'classification')}, "
+        f"{counted(len(ruleset.engagement_models), 'engagement model')}, "
+        f"{counted(len(ruleset.programs), 'program')} (fingerprint {ruleset.fingerprint})."
     )
     given = (
         click.get_current_context().get_parameter_source("templates_dir")
@@ -240,9 +241,9 @@ def validate(
         if strict and checked.untranslated:
             raise click.exceptions.Exit(1)
         click.echo(
-            f"{templates_dir}: valid. {checked.templates} templates in "
-            f"{len(checked.languages)} languages ({', '.join(checked.languages)}), "
-            f"each rendered against {checked.partners} partners."
+            f"{templates_dir}: valid. {counted(checked.templates, 'template')} in "
+            f"{counted(len(checked.languages), 'language')} ({', '.join(checked.languages)}), "
+            f"each rendered against {counted(checked.partners, 'partner')}."
         )
 
 

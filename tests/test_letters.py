@@ -1188,3 +1188,55 @@ def test_a_language_missing_a_word_for_the_rules_falls_back_whole(tmp_path, cli_
         result.stderr
     )
     assert cli_run("validate", "--templates", str(templates), "--strict").exit_code == 1
+
+
+def test_letters_for_another_vendors_rule_set_without_history_or_tiers(tmp_path, cli_run):
+    """Another vendor's rules (tests/data/other_vendor: a referral program in
+    euros, no quarterly history, no tiers, no standing) with the shipped
+    templates and only letters.yaml edited. Every partner gets a whole
+    letter: no rule id shows, headings stand apart, partners in another
+    language get all of it in English, and the next steps name the programs
+    a partner can join and what it takes."""
+    vendor = DATA / "other_vendor"
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    settings = templates / "letters.yaml"
+    text = settings.read_text(encoding="utf-8").replace("tier_group: tier\n", "")
+    text = re.sub(r"warnings:\n(  .*\n)+", "", text).replace("Nimbus", "Contoso")
+    settings.write_text(text.replace("nimbus.example", "contoso.example"), encoding="utf-8")
+    valid = cli_run("validate", str(vendor / "rules"), "--templates", str(templates))
+    assert valid.exit_code == 0, valid.stderr
+    assert "1 metric, 1 classification, 2 engagement models, 2 programs" in valid.output
+    out = tmp_path / "out"
+    result = cli_run(
+        "run", "--rules", str(vendor / "rules"), "--roster", str(vendor / "roster.csv"),
+        "--templates", str(templates), "--as-of", "2026-11-26", "--out", str(out),
+        "--db", str(tmp_path / "h.sqlite"), "--workers", "1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "Wrote 5 letters" in result.output
+    rows = index(out)
+    assert {r["partner_id"]: r["template_language"] for r in rows.values()} == dict.fromkeys(
+        ["C-001", "C-002", "C-003", "C-004", "C-005"], "en"
+    )
+    letters = {p: (out / "letters" / f"{p}.txt").read_text(encoding="utf-8") for p in rows}
+    for partner_id, letter in letters.items():
+        assert ".description" not in letter and "_" not in letter, partner_id
+        assert not re.search(r"\b(tier|standing)\b", letter), partner_id
+        assert not re.search(r"[^\n]\n#", letter), partner_id  # a heading right after text
+        assert "## What to do next\n\n\n" not in letter
+        message = email.message_from_bytes(
+            (out / "letters" / f"{partner_id}.eml").read_bytes(), policy=email.policy.default
+        )
+        assert not message.defects and message["From"].addresses[0].domain == "contoso.example"
+    assert "in English" in letters["C-002"] and "in English" not in letters["C-004"]
+    assert (
+        "To join **Referral bonus**:\n\n- referral points: at least 30 needed, currently 0 "
+        "(30 to go)" in letters["C-004"]
+    )
+    assert (
+        "To join **Co-marketing**:\n\n- certified staff: at least 2 needed, currently 1"
+        in (letters["C-003"])
+    )
+    assert "To join" not in letters["C-001"]  # in both programs
+    assert "- **Referral bonus**: referral bonus share: 5%" in letters["C-001"]

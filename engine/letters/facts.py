@@ -30,6 +30,7 @@ from engine.ruleset.value_types import NUMERIC
 # The kinds of letter, most pressing first: the first that applies is the
 # letter's main kind and chooses its template and subject.
 KINDS = ("welcome", "probation", "at_risk", "tier_change", "removed", "enrolled", "status")
+MAX_WITHIN_REACH = 3  # programs a letter without tiers names as next steps
 
 
 def _requirement_parts(ruleset: RuleSet, condition: Compare) -> dict:
@@ -141,6 +142,7 @@ def letter_facts(
         (p for p in programs if settings.tier_group and p["group"] == settings.tier_group), None
     )
     next_tier = _next_tier(ruleset, settings, tier, known, as_of)
+    within_reach = [] if settings.tier_group else _within_reach(ruleset, enrolled, known, as_of)
 
     news = _news(ruleset, settings, changes, known, as_of)
     kinds = [
@@ -182,6 +184,7 @@ def letter_facts(
         "programs": programs,
         "tier": tier,
         "next_tier": next_tier,
+        "within_reach": within_reach,
         "changed": bool(changes),
         **news,
     }
@@ -245,6 +248,31 @@ def _next_tier(
             steps = [r for r in missing if _actionable(ruleset, r["name"])]
             return {**_program(ruleset, program.id), "missing": steps}
     return None
+
+
+def _within_reach(
+    ruleset: RuleSet, enrolled: list[str], known: Mapping[str, Any], as_of: dt.date
+) -> list[dict]:
+    """For a rule set without tiers, the next steps: the programs the partner
+    could join by what it can change itself (every program it requires held,
+    every condition missed actionable), fewest steps first, at most
+    MAX_WITHIN_REACH."""
+    found = []
+    for order, program in enumerate(ruleset.programs):
+        if (
+            program.id in enrolled
+            or program.group
+            or program.when is None
+            or not program.in_effect(as_of)
+            or not set(program.requires) <= set(enrolled)
+        ):
+            continue
+        missing = leaves(ruleset, program.when, known, as_of, holding=False)
+        if missing and all(_actionable(ruleset, r["name"]) for r in missing):
+            found.append(
+                (len(missing), order, {**_program(ruleset, program.id), "missing": missing})
+            )
+    return [entry for *_, entry in sorted(found, key=lambda f: f[:2])[:MAX_WITHIN_REACH]]
 
 
 def _actionable(ruleset: RuleSet, name: str) -> bool:

@@ -681,7 +681,7 @@ class LetterRenderer:
 
 
 _PROGRAM_KEYS = ("tier", "next_tier")
-_PROGRAM_LISTS = ("programs", "enrolled", "dropped")
+_PROGRAM_LISTS = ("programs", "enrolled", "dropped", "within_reach")
 
 
 def _translate_names(context: dict, terms: dict[str, str]) -> None:

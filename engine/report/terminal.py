@@ -224,7 +224,8 @@ def letters_text(summary: dict) -> str:
         )
     if summary["fallbacks"]:
         lines.append(
-            "Written in the default language for lack of a template: "
+            "Written in the default language for lack of a template or of words for the "
+            "rules (see validate): "
             + ", ".join(f"{n:,} in '{lang}'" for lang, n in summary["fallbacks"].items())
             + "."
         )
