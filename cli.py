@@ -22,6 +22,7 @@ from engine.data.run_history import DEFAULT_DB, RunHistory
 from engine.errors import DataError, EligibilityError, EngineError, UsageError
 from engine.evaluate.decide import Evaluator
 from engine.evaluate.explain import explain
+from engine.letters.settings import settings_schema
 from engine.letters.smtp import ServerOptions, parse_server
 from engine.letters.template_check import check_templates
 from engine.report.html import build_diff_report, build_report
@@ -37,6 +38,7 @@ from engine.report.terminal import (
 )
 from engine.ruleset.loader import load_rules
 from engine.ruleset.quarters import Quarter, parse_quarter
+from engine.ruleset.schema import rule_file_schema
 from engine.run.driver import (
     OUTPUT_FILES,
     Progress,
@@ -50,7 +52,7 @@ from engine.run.driver import (
 from engine.run.impact import compare, load_rule_sets, write_moves_csv
 from engine.run.letters_pass import FORMATS as LETTER_FORMATS, LetterOptions, write_letters
 from engine.run.sending import SendOptions, send_letters
-from engine.testing.rule_cases import failure_report, load_cases, run_case
+from engine.testing.rule_cases import case_file_schema, failure_report, load_cases, run_case
 
 DEFAULT_RULES = "rules"
 DEFAULT_ROSTER = "examples/roster.csv"
@@ -157,6 +159,7 @@ def cli() -> None:
       eligibility send out/ --smtp mail.example.com --starttls --confirm
       eligibility history
       eligibility release 7
+      eligibility schema rules
     """
 
 
@@ -216,12 +219,17 @@ def validate(
     """
     ruleset = load_rules(rules_dir)
     Evaluator(ruleset)  # compiling into durable_rules can fail too; find out now
+    parts = [
+        counted(len(ruleset.fields), "field"),
+        counted(len(ruleset.metrics), "metric"),
+        counted(len(ruleset.classifications), "classification"),
+        *([counted(len(ruleset.engagement_models), "engagement model")]
+          if ruleset.engagement_declared else []),
+        counted(len(ruleset.programs), "program"),
+    ]  # fmt: skip
     click.echo(
-        f"{rules_dir}: valid. {ruleset.name}: {counted(len(ruleset.fields), 'field')}, "
-        f"{counted(len(ruleset.metrics), 'metric')}, "
-        f"{counted(len(ruleset.classifications), 'classification')}, "
-        f"{counted(len(ruleset.engagement_models), 'engagement model')}, "
-        f"{counted(len(ruleset.programs), 'program')} (fingerprint {ruleset.fingerprint})."
+        f"{rules_dir}: valid. {ruleset.name}: {', '.join(parts)} "
+        f"(fingerprint {ruleset.fingerprint})."
     )
     given = (
         click.get_current_context().get_parameter_source("templates_dir")
@@ -705,13 +713,14 @@ def run(
     else:
         listed = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items() if n)
         click.echo(f"Changes since run {previous}: {listed or 'none'}.")
-    click.echo(
-        "Engagement models: "
-        + ", ".join(
-            f"{ruleset.engagement_models[m].name} {n}"
-            for m, n in summary["engagement_models"].items()
+    if summary["engagement_models"]:
+        click.echo(
+            "Engagement models: "
+            + ", ".join(
+                f"{ruleset.engagement_models[m].name} {n}"
+                for m, n in summary["engagement_models"].items()
+            )
         )
-    )
     click.echo(
         "Programs: "
         + (
@@ -843,7 +852,8 @@ def letters_command(
     removed, tier or engagement change, at-risk warning, probation notice.
     Formats: text (Markdown), html (print-friendly, self-contained), and eml
     (an email with both parts). Files go to the run's letters/ (DIR/letters/),
-    named after the partner_id, with an index.csv; the folder is replaced
+    named after the partner_id (in folders of 5,000 partners when there are
+    more), with an index.csv saying where each is; the folder is replaced
     only once every letter is written, and another run or letters pass on DIR
     stops at once meanwhile. Figures (metrics) come from the run's decisions.jsonl,
     as the rules saw them; names and contacts from the roster the run read.
@@ -1037,6 +1047,55 @@ def send(
             err=True,
         )
         sys.exit(130 if report.interrupted else 1)
+
+
+SCHEMA_NAMES = {
+    "rules": (rule_file_schema, "a rule file (rules/*.yaml)"),
+    "rule-tests": (case_file_schema, "a rule-test file (rules/tests/*.yaml)"),
+    "letters": (settings_schema, "templates/letters.yaml"),
+}
+
+
+@cli.command(short_help="Print the JSON Schema of rule files, rule tests or letters.yaml.")
+@click.argument("name", required=False, type=click.Choice(list(SCHEMA_NAMES)))
+@click.option(
+    "--write",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write all three schemas into this folder (NAME.schema.json) instead.",
+)
+def schema(name: str | None, folder: Path | None) -> None:
+    """Print the JSON Schema (draft 2020-12) of NAME: rules, rule-tests or
+    letters. Editors with the YAML language server (VS Code's YAML
+    extension, JetBrains IDEs) then complete keys and underline mistakes as
+    you type, in a file whose first line names the schema:
+
+    \b
+      # yaml-language-server: $schema=../schemas/rules.schema.json
+
+    The schemas are made from the same lists of keys and types the rules
+    loader checks; they judge a file's shape, and 'eligibility validate'
+    still checks the rest (conditions, names). See docs/rule-authoring.md.
+
+    \b
+    Examples:
+      eligibility schema rules > rules.schema.json
+      eligibility schema --write schemas/
+    """
+    if folder is None:
+        if name is None:
+            raise UsageError("name a schema (rules, rule-tests or letters), or give --write FOLDER")
+        click.echo(_schema_text(name), nl=False)
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for each in SCHEMA_NAMES if name is None else (name,):
+        path = folder / f"{each}.schema.json"
+        path.write_text(_schema_text(each), encoding="utf-8")
+        click.echo(f"Wrote {path} ({SCHEMA_NAMES[each][1]})")
+
+
+def _schema_text(name: str) -> str:
+    return json.dumps(SCHEMA_NAMES[name][0](), indent=2, ensure_ascii=False) + "\n"
 
 
 @cli.command(short_help="Let a held run's letters out.")

@@ -8,6 +8,7 @@ import datetime as dt
 import email
 import email.policy
 import io
+import json
 import math
 import os
 import re
@@ -516,9 +517,9 @@ def test_bad_letter_settings_are_located(tmp_path, ruleset):
     with pytest.raises(RuleSetError) as error:
         load_letter_settings(templates, ruleset)
     message = str(error.value)
-    assert "letters.yaml:11:1: unknown key 'tier_gruop'" in message
+    assert "letters.yaml:12:1: unknown key 'tier_gruop'" in message
     assert "did you mean 'tier_group'?" in message
-    assert "letters.yaml:14:10: 'standin' is not a classification" in message
+    assert "letters.yaml:15:10: 'standin' is not a classification" in message
 
 
 def test_a_failing_letters_run_keeps_the_previous_letters(tmp_path, ruleset):
@@ -1190,6 +1191,18 @@ def test_a_language_missing_a_word_for_the_rules_falls_back_whole(tmp_path, cli_
     assert cli_run("validate", "--templates", str(templates), "--strict").exit_code == 1
 
 
+def _other_vendor_templates(tmp_path: Path) -> Path:
+    """The shipped templates with letters.yaml set for tests/data/other_vendor:
+    its sender, no tier group, no standing warnings."""
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    settings = templates / "letters.yaml"
+    text = settings.read_text(encoding="utf-8").replace("tier_group: tier\n", "")
+    text = re.sub(r"warnings:\n(  .*\n)+", "", text).replace("Nimbus", "Contoso")
+    settings.write_text(text.replace("nimbus.example", "contoso.example"), encoding="utf-8")
+    return templates
+
+
 def test_letters_for_another_vendors_rule_set_without_history_or_tiers(tmp_path, cli_run):
     """Another vendor's rules (tests/data/other_vendor: a referral program in
     euros, no quarterly history, no tiers, no standing) with the shipped
@@ -1198,12 +1211,7 @@ def test_letters_for_another_vendors_rule_set_without_history_or_tiers(tmp_path,
     language get all of it in English, and the next steps name the programs
     a partner can join and what it takes."""
     vendor = DATA / "other_vendor"
-    templates = tmp_path / "templates"
-    shutil.copytree(TEMPLATES, templates)
-    settings = templates / "letters.yaml"
-    text = settings.read_text(encoding="utf-8").replace("tier_group: tier\n", "")
-    text = re.sub(r"warnings:\n(  .*\n)+", "", text).replace("Nimbus", "Contoso")
-    settings.write_text(text.replace("nimbus.example", "contoso.example"), encoding="utf-8")
+    templates = _other_vendor_templates(tmp_path)
     valid = cli_run("validate", str(vendor / "rules"), "--templates", str(templates))
     assert valid.exit_code == 0, valid.stderr
     assert "1 metric, 1 classification, 2 engagement models, 2 programs" in valid.output
@@ -1240,3 +1248,40 @@ def test_letters_for_another_vendors_rule_set_without_history_or_tiers(tmp_path,
     )
     assert "To join" not in letters["C-001"]  # in both programs
     assert "- **Referral bonus**: referral bonus share: 5%" in letters["C-001"]
+
+
+def test_a_rule_set_without_an_engagement_section(tmp_path, cli_run):
+    """The engagement section is optional: without one, every partner gets
+    the one implicit model, and nothing a manager or partner reads speaks of
+    an engagement model (validate, run, explain, the report, the letters)."""
+    rules = tmp_path / "rules"
+    shutil.copytree(DATA / "other_vendor" / "rules", rules)
+    (rules / "engagement.yaml").unlink()
+    templates = _other_vendor_templates(tmp_path)
+    valid = cli_run("validate", str(rules), "--templates", str(templates))
+    assert valid.exit_code == 0, valid.stderr
+    assert "1 classification, 2 programs" in valid.output and "engagement" not in valid.output
+    out = tmp_path / "out"
+    roster = DATA / "other_vendor" / "roster.csv"
+    common = ["--rules", str(rules), "--roster", str(roster), "--as-of", "2026-11-26"]
+    common += ["--templates", str(templates)]
+    result = cli_run(
+        "run", *common, "--out", str(out), "--db", str(tmp_path / "h.sqlite"),
+        "--workers", "1", "--report",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "ngagement" not in result.output
+    lines = (out / "decisions.jsonl").read_text(encoding="utf-8").splitlines()
+    decisions = [json.loads(line) for line in lines]
+    assert {d["engagement_model"] for d in decisions} == {"standard"}
+    for path in (out / "letters").glob("*.txt"):
+        letter = path.read_text(encoding="utf-8")
+        assert "How we work with you" not in letter and "how we work with you" not in letter
+        assert "Here is where" in letter
+    intro = "in the Contoso referral program 2027 on November 26, 2026: your programs."
+    assert intro in (out / "letters" / "C-001.txt").read_text(encoding="utf-8")
+    explained = cli_run("explain", "C-001", *common[:-2])
+    assert explained.exit_code == 0, explained.stderr
+    assert "Engagement model" not in explained.output and "Programs" in explained.output
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "Engagement model" not in report and "engagement model" not in report

@@ -217,7 +217,7 @@ def test_a_number_too_large_is_located(rules_copy, threshold):
     text = path.read_text(encoding="utf-8")
     path.write_text(text.replace("revenue_4q >= $2,000,000", f"revenue_4q >= {threshold}"))
     message = _problem(rules)
-    assert "programs.yaml:14:" in message and "is too large; numbers in rules stay below" in message
+    assert "programs.yaml:15:" in message and "is too large; numbers in rules stay below" in message
 
 
 def test_a_member_requiring_another_member_of_its_group_is_refused(rules_copy):

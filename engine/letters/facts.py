@@ -178,9 +178,12 @@ def letter_facts(
             "warning": warning,
             "reasons": standing_reasons,
         },
+        # None for a rule set without an engagement section.
         "engagement": per_rule_set("letter_engagement", ruleset, _engagements)[
             decision["engagement_model"]
-        ],
+        ]
+        if ruleset.engagement_declared
+        else None,
         "programs": programs,
         "tier": tier,
         "next_tier": next_tier,

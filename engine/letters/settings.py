@@ -15,6 +15,7 @@ from typing import Any
 from engine.errors import Problem, RuleSetError
 from engine.ruleset.conditions import names_read, unknown_key_message
 from engine.ruleset.model import RuleSet
+from engine.ruleset.schema import DRAFT, SCHEMA_BASE, closed, keys_described
 from engine.ruleset.yaml_source import YList, YMap, load_yaml
 
 SETTINGS_FILE = "letters.yaml"
@@ -22,6 +23,45 @@ TERMS_FILE = "terms.yaml"
 _TOP_KEYS = ("sender", "languages", "default_language", "tier_group", "warnings")
 _SENDER_KEYS = ("name", "email", "signature")
 _WARNING_KEYS = ("table", "at_risk", "probation")
+
+
+def settings_schema() -> dict:
+    """The JSON Schema of templates/letters.yaml; see :mod:`engine.ruleset.schema`."""
+    text = {"type": "string"}
+    values = {"type": "array", "items": text}
+    language = {"type": "string", "pattern": _LANGUAGE.pattern}
+    top = {
+        "sender": closed(
+            keys_described(
+                _SENDER_KEYS,
+                {"name": text, "email": {"type": "string", "format": "email"}, "signature": text},
+            ),
+            ("name", "email"),
+        ),
+        "languages": {"type": "array", "items": language},
+        "default_language": language,
+        "tier_group": text | {"description": "the exclusive group of programs that is the tier"},
+        "warnings": closed(
+            keys_described(
+                _WARNING_KEYS,
+                {
+                    "table": text | {"description": "the classification that is the standing"},
+                    "at_risk": values,
+                    "probation": values,
+                },
+            ),
+            ("table",),
+        ),
+    }
+    return {
+        "$schema": DRAFT,
+        "$id": SCHEMA_BASE + "letters.schema.json",
+        "title": "Partner letter settings",
+        "description": "templates/letters.yaml (docs/letters.md).",
+        **closed(keys_described(_TOP_KEYS, top), ("sender",)),
+    }
+
+
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 _FORMATTED = re.compile(r"^(?:\$[\d,]+(?:\.\d+)?|\d+(?:\.\d+)?%|[\d.,]+)$")  # $1,500 45% 90
 EMAIL = re.compile(

@@ -95,7 +95,11 @@ def build_report(
                 f"Classification: {name}": _bars(counts)
                 for name, counts in summary["classifications"].items()
             },
-            "Engagement models": _bars(summary["engagement_models"]),
+            **(
+                {"Engagement models": _bars(summary["engagement_models"])}
+                if summary["engagement_models"]
+                else {}
+            ),
             "Programs": _bars(summary["programs"]),
         },
         "rejects": rejects,

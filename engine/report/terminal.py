@@ -26,11 +26,12 @@ def explanation_text(
     lines.append("Classifications")
     for table in explanation.classifications:
         lines += _table(table)
-    model = ruleset.engagement_models[decision.engagement]
-    lines += ["", f"Engagement model: {model.name} ({model.id})"]
-    lines += _table(explanation.engagement, heading=False)
-    for key, value in model.resources.items():
-        lines.append(f"    {key.replace('_', ' ')}: {plain_text(value)}")
+    if ruleset.engagement_declared:
+        model = ruleset.engagement_models[decision.engagement]
+        lines += ["", f"Engagement model: {model.name} ({model.id})"]
+        lines += _table(explanation.engagement, heading=False)
+        for key, value in model.resources.items():
+            lines.append(f"    {key.replace('_', ' ')}: {plain_text(value)}")
     lines += ["", "Programs"]
     for program in explanation.programs:
         lines += _program(program)
@@ -195,9 +196,11 @@ def run_text(r, sends: dict[str, int] | None = None) -> str:
         lines.append(f"  changes since run {changes['previous_run']}: {listed or 'none'}")
     for table, counts in s["classifications"].items():
         lines.append(f"  {table}: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
-    lines.append(
-        "  engagement models: " + ", ".join(f"{m} {n}" for m, n in s["engagement_models"].items())
-    )
+    if s["engagement_models"]:
+        lines.append(
+            "  engagement models: "
+            + ", ".join(f"{m} {n}" for m, n in s["engagement_models"].items())
+        )
     lines.append("  programs: " + ", ".join(f"{p} {n}" for p, n in s["programs"].items()))
     return "\n".join(lines)
 

@@ -22,6 +22,7 @@ from engine.ruleset.conditions import parse_condition, unknown_key_message
 from engine.ruleset.expressions import ParseError, parse_expression
 from engine.ruleset.model import (
     ENGAGEMENT,
+    NO_ENGAGEMENT,
     EngagementModel,
     FieldDef,
     Parameter,
@@ -207,7 +208,7 @@ class _RuleLoader:
                         1,
                         1,
                         "every rule file in this folder is empty; a rule set needs at least "
-                        "fields, an engagement section and programs (see docs/rule-authoring.md)",
+                        "fields and programs (see docs/rule-authoring.md)",
                     )
                 ]
             )
@@ -354,7 +355,8 @@ class _RuleLoader:
             for name, data, loc, vloc in self._merged(sections["classifications"], "classification")
         ]
         tables = [t for t in tables if t is not None]
-        engagement, models = self._engagement(self._single(sections[ENGAGEMENT], ENGAGEMENT))
+        engagement_entry = self._single(sections[ENGAGEMENT], ENGAGEMENT)
+        engagement, models = self._engagement(engagement_entry)
         programs = [
             self._program(*entry) for entry in self._merged(sections["programs"], "program")
         ]
@@ -382,6 +384,7 @@ class _RuleLoader:
                 folder=str(self.folder),
                 fingerprint=fingerprint,
                 files=tuple(files),
+                engagement_declared=engagement_entry is not None,
                 **kw,
             )
         )
@@ -721,18 +724,12 @@ class _RuleLoader:
         return table
 
     def _engagement(self, entry) -> tuple[Table | None, dict[str, EngagementModel]]:
-        if entry is None:
-            if not self.stray_keys:  # else its keys may be there, under no section
-                self.problems.append(
-                    Problem(
-                        str(self.folder),
-                        1,
-                        1,
-                        "no 'engagement' section in any rule file: add one with rows, a "
-                        "default, and models (see docs/rule-authoring.md)",
-                    )
-                )
-            return None, {}
+        if entry is None:  # optional: one implicit model, which outputs do not show
+            if self.stray_keys:  # its keys may be there, under no section: said already
+                return None, {}
+            loc = Loc(str(self.folder), 1, 1)
+            table = Table(ENGAGEMENT, "engagement model", "", (), NO_ENGAGEMENT, "", loc)
+            return table, {NO_ENGAGEMENT: EngagementModel(NO_ENGAGEMENT, "Standard", "", {}, loc)}
         data, loc = entry
         table = self._table(ENGAGEMENT, data, loc, loc, "the engagement section", ENGAGEMENT_KEYS)
         models: dict[str, EngagementModel] = {}

@@ -20,6 +20,7 @@ from engine.ruleset.value_types import BOOL, CHOICE, ValueType
 from engine.ruleset.yaml_source import Loc
 
 ENGAGEMENT = "engagement"
+NO_ENGAGEMENT = "standard"  # the one model of a rule set without an engagement section
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,9 @@ class RuleSet:
     engagement_models: Mapping[str, EngagementModel]
     programs: tuple[Program, ...]
     files: tuple[str, ...] = field(default=())
+    # False when the rule files have no engagement section: every partner then
+    # gets the one implicit model NO_ENGAGEMENT, which outputs do not show.
+    engagement_declared: bool = True
     # The share of a roster's rows that may be rejected; more stops a run
     # before anything is recorded (``ruleset: max_rejects:``, ``--max-rejects``).
     max_rejects: float = 0.05

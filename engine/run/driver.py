@@ -760,7 +760,10 @@ def _summary(
             t.name: {v: tally.classifications.get(t.name, {}).get(v, 0) for v in t.values}
             for t in ruleset.classifications
         },
-        "engagement_models": {m: tally.engagement.get(m, 0) for m in ruleset.engagement_models},
+        # Empty for a rule set without an engagement section (its one implicit model).
+        "engagement_models": {m: tally.engagement.get(m, 0) for m in ruleset.engagement_models}
+        if ruleset.engagement_declared
+        else {},
         "programs": {p.id: tally.programs.get(p.id, 0) for p in ruleset.programs},
         "changes": {
             "previous_run": previous.id if previous else None,

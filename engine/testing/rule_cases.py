@@ -35,10 +35,53 @@ from engine.evaluate.records import Partner, partner_from_record
 from engine.ruleset.conditions import unknown_key_message
 from engine.ruleset.model import RuleSet
 from engine.ruleset.quarters import Quarter, figures_through, parse_quarter
+from engine.ruleset.schema import DRAFT, SCHEMA_BASE, closed, keys_described
 from engine.ruleset.yaml_source import Loc, YList, YMap, load_yaml
 
 CASE_KEYS = ("name", "as_of", "through", "partner", "history", "expect")
 EXPECT_KEYS = ("classifications", "engagement", "programs", "not_programs")
+
+
+def case_file_schema() -> dict:
+    """The JSON Schema of a rule-test file (rules/tests/*.yaml); see
+    :mod:`engine.ruleset.schema`."""
+    names = {"type": "array", "items": {"type": "string"}}
+    expect = closed(
+        keys_described(
+            EXPECT_KEYS,
+            {
+                "classifications": {"type": "object", "additionalProperties": {"type": "string"}},
+                "engagement": {"type": "string"},
+                "programs": names,
+                "not_programs": names,
+            },
+        )
+    )
+    case = closed(
+        keys_described(
+            CASE_KEYS,
+            {
+                "name": {"type": "string"},
+                "as_of": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"},
+                "through": {"type": "string", "pattern": r"^\d{4}Q[1-4]$"},
+                "partner": {"type": "object", "description": "the partner's fields"},
+                "history": {
+                    "type": "array",
+                    "items": {"type": "object"},
+                    "description": "quarters (or a range, 2025Q4-2026Q3) and their figures",
+                },
+                "expect": expect,
+            },
+        ),
+        ("name", "as_of", "partner", "expect"),
+    )
+    return {
+        "$schema": DRAFT,
+        "$id": SCHEMA_BASE + "rule-tests.schema.json",
+        "title": "Partner eligibility rule tests",
+        "description": "Rule tests (docs/rule-authoring.md, 'Rule tests').",
+        **closed({"cases": {"type": "array", "items": case}}, ("cases",)),
+    }
 
 
 @dataclass(frozen=True)
