@@ -51,8 +51,37 @@ def test_a_threshold_change_moves_one_partner(workspace):
     rows = list(csv.DictReader((workspace / "moves.csv").read_text().splitlines()))
     assert {(r["partner_id"], r["subject"], r["because"]) for r in rows} == {
         ("P-1018", "select", "certified_technical >= 3: has 2"),
-        ("P-1018", "registered", "select ranks higher in group tier"),
+        ("P-1018", "registered", "no longer select (certified_technical >= 3: has 2)"),
     }
+
+
+def test_moves_are_explained_by_the_side_that_decided(workspace):
+    """Entering a program is explained by what kept the partner out before
+    (not by the base side's reason for leaving it out); a new program's
+    and a removed program's moves have reasons too."""
+    proposed = workspace / "proposed"
+    shutil.copytree(workspace / "rules", proposed)
+    programs = proposed / "programs.yaml"
+    text = programs.read_text(encoding="utf-8")
+    text = text.replace("revenue_growth >= 10%", "revenue_growth >= -2%")
+    text = text.replace("\nprograms:\n", "\nprograms:\n  newcomer:\n    name: Newcomer\n"
+                        "    when: certified_technical >= 20\n", 1)  # fmt: skip
+    programs.write_text(text, encoding="utf-8")
+    result = run_diff(
+        "--base", "rules", "--proposed", str(proposed), "--as-of", "2026-11-26", "--csv", "m.csv"
+    )
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader((workspace / "m.csv").read_text().splitlines()))
+    because = {(r["partner_id"], r["subject"], r["proposed"]): r["because"] for r in rows}
+    assert because, result.output
+    entering = [
+        b for (_, subject, _), b in because.items() if subject == "manufacturing_accelerator"
+    ]
+    assert len(entering) == 4
+    assert all(b.startswith("missed before: revenue_growth >= 10%: has ") for b in entering)
+    assert not any("ranks higher" in b for (_, _, after), b in because.items() if after)
+    new = [b for (_, subject, _), b in because.items() if subject == "newcomer"]
+    assert new and set(new) == {"a new program in the proposed rules; the partner meets it"}
 
 
 def test_no_change_moves_nobody(workspace):

@@ -220,11 +220,7 @@ def _compare_partner(impact: Impact, base: RuleSet, proposed: RuleSet, left, rig
         before, after = program in a.enrolled, program in b.enrolled
         _count(impact, "program", program, program if before else None, program if after else None)
         if before != after:
-            # What changed between the two sides' reasons is what made the difference.
-            reasons_a, reasons_b = set(missed_a.get(program, [])), set(missed_b.get(program, []))
-            because = sorted(reasons_b - reasons_a) if before else sorted(reasons_a - reasons_b)
-            if not because:
-                because = sorted(reasons_b if before else reasons_a)
+            because = _why_moved(program, before, base, proposed, a, b, missed_a, missed_b)
             impact.moves.append(
                 Move(
                     a.partner_id,
@@ -235,6 +231,46 @@ def _compare_partner(impact: Impact, base: RuleSet, proposed: RuleSet, left, rig
                     tuple(because),
                 )
             )
+
+
+def _why_moved(
+    program: str,
+    before: bool,
+    base: RuleSet,
+    proposed: RuleSet,
+    a,
+    b,
+    missed_a: dict[str, list[str]],
+    missed_b: dict[str, list[str]],
+) -> tuple[str, ...]:
+    """Why a partner enters or leaves a program, from the side that decided:
+    the proposed rules' failures for one that leaves; for one that enters,
+    what kept it out under the base rules and no longer does (a higher
+    member of its group it no longer gets, conditions it now meets)."""
+    in_base = any(p.id == program for p in base.programs)
+    in_proposed = any(p.id == program for p in proposed.programs)
+    if not in_base:
+        return ("a new program in the proposed rules; the partner meets it",)
+    if not in_proposed:
+        return ("no longer a program in the proposed rules",)
+    reasons_a, reasons_b = missed_a.get(program, []), missed_b.get(program, [])
+    if before:  # leaves: what fails under the proposed rules, new failures first
+        new = [r for r in reasons_b if r not in reasons_a]
+        return tuple(new or reasons_b)
+    group = base.program(program).group
+    winners = [
+        p.id
+        for p in base.programs
+        if group and p.group == group and p.id != program and p.id in a.enrolled
+    ]
+    because = []
+    for winner in winners:
+        if winner not in b.enrolled:
+            lost = "; ".join(missed_b.get(winner, []))
+            because.append(f"no longer {winner}" + (f" ({lost})" if lost else ""))
+    ranked = {f"{w} ranks higher in group {group}" for w in winners}
+    because += [f"missed before: {r}" for r in reasons_a if r not in ranked]
+    return tuple(because) or ("meets the proposed rules",)
 
 
 def _rows_moved(a, b, table: str) -> str:
