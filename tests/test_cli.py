@@ -95,6 +95,29 @@ def test_explain_bad_partner_data_exits_1(cli_run, tmp_path):
     assert "secret@example.com" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (
+            {"certified_techincal": 12},
+            "unknown key 'certified_techincal' in the partner; did you mean 'certified_technical'?",
+        ),
+        (
+            {"history": [{"quarter": "2026Q3", "revenu": 5}]},
+            "unknown key 'revenu' in history entry 1; did you mean 'revenue'?",
+        ),
+    ],
+)
+def test_explain_refuses_keys_the_rules_do_not_read(cli_run, tmp_path, extra, said):
+    """A misspelt key would have been ignored and the partner decided on the
+    field's default: a silent wrong explanation."""
+    partner = tmp_path / "partner.json"
+    record = {"partner_id": "J-3", "partner_name": "Typo", "country": "FR"}
+    partner.write_text(json.dumps({**record, "joined_on": "2020-01-01", **extra}))
+    result = cli_run("explain", "--file", str(partner), "--as-of", "2026-11-26")
+    assert result.exit_code == 1 and said in result.stderr, result.stderr
+
+
 def test_explain_unknown_partner_is_usage_error(cli_run):
     result = cli_run("explain", "P-0000")
     assert result.exit_code == 2

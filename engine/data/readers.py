@@ -834,6 +834,16 @@ def find_partner(
     return Partner(partner_id, values, history), rejects
 
 
+def _known_keys(path: Path, data: Mapping[str, Any], known: tuple[str, ...], what: str) -> None:
+    """A key the rules do not read is an error (a misspelt field would
+    otherwise be decided on its default, silently)."""
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(known)})"
+            raise DataError(f"{path}: unknown key '{key}' in {what}{hint}")
+
+
 def partner_from_json_file(ruleset: RuleSet, path: str | Path) -> Partner:
     """A partner from a JSON file: its fields, plus "history": [{quarter, ...}]."""
     path = Path(path)
@@ -848,6 +858,9 @@ def partner_from_json_file(ruleset: RuleSet, path: str | Path) -> Partner:
     history = data.get("history", [])
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise DataError(f"{path}: 'history' must be a list of objects with a quarter")
+    _known_keys(path, data, (PARTNER_ID, *ruleset.fields, "history"), "the partner")
+    for number, row in enumerate(history, 1):
+        _known_keys(path, row, (QUARTER, *ruleset.figures), f"history entry {number}")
     try:
         return partner_from_record(ruleset, data, history)
     except DataError as error:
