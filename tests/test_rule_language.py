@@ -279,3 +279,47 @@ def test_a_threshold_outside_a_fields_range_is_refused(rules_copy, test, bounds)
     message = _problem(_with(rules_copy(), programs=programs))
     assert f"is outside the values '{test.split()[0]}' can have ({bounds})" in message
     assert message.startswith("1 problem")
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "said"),
+    [
+        (  # a key indented under a key that has a value
+            "    name: Elite Partner\n",
+            "    name: Elite Partner\n      group: tier\n",
+            ":8:7: this line is indented deeper than 'name:' on line 7, which already has a "
+            "value; indent it as far as 'name:' (4 spaces)",
+        ),
+        (  # a missing colon: said on its own line, not the next one
+            "    name: Elite Partner\n",
+            "    name Elite Partner\n",
+            ":7:5: 'name Elite Partner' has no ':' after its key; write it as 'key: value'",
+        ),
+        (  # a list item indented less than the items above it
+            "        - certified_technical >= 20\n",
+            "      - certified_technical >= 20\n",
+            ":14:7: this list item is indented less than the items above it (line 13, "
+            "8 spaces); line it up with them",
+        ),
+        (  # a program's key indented as a program
+            "    benefits:\n      discount: 45%",
+            "  benefits:\n      discount: 45%",
+            ":18:3: 'benefits' is indented like a program's name, but it is a key of a "
+            "program: indent it under the program above it",
+        ),
+    ],
+    ids=["deeper", "no colon", "dedented item", "dedented key"],
+)
+def test_layout_mistakes_are_said_once_where_they_are(rules_copy, before, after, said):
+    """YAML's own words ("mapping values are not allowed here", "expected
+    <block end>, but found '-'") and the knock-on errors of a key read as a
+    program become one sentence, on the line of the mistake."""
+    rules = rules_copy()
+    programs = rules / "programs.yaml"
+    text = programs.read_text(encoding="utf-8")
+    assert before in text
+    programs.write_text(text.replace(before, after, 1), encoding="utf-8")
+    with pytest.raises(RuleSetError) as raised:
+        load_rules(rules)
+    assert len(raised.value.problems) == 1, str(raised.value)
+    assert f"programs.yaml{said}" in str(raised.value)

@@ -638,6 +638,8 @@ class _RuleLoader:
     def _table(
         self, name: str, data: Any, loc: Loc, vloc: Loc, what: str, allowed: tuple[str, ...]
     ) -> Table | None:
+        if what == "classification" and self._misplaced_key(name, loc, allowed, what):
+            return None
         where = f"{what} '{name}'"
         if not self.keys(data, vloc, allowed, where):
             return None
@@ -757,7 +759,22 @@ class _RuleLoader:
             )
         return table, models
 
+    def _misplaced_key(self, name: str, loc: Loc, keys: tuple[str, ...], what: str) -> bool:
+        """A key of an entry (``benefits:``, ``rows:``) indented as far as the
+        entries' names, so that it reads as an entry of its own: said once,
+        at the key, instead of the errors of a {what} named like that."""
+        if name not in keys:
+            return False
+        self.problem(
+            loc,
+            f"'{name}' is indented like a {what}'s name, but it is a key of a {what}: "
+            f"indent it under the {what} above it, as far as that {what}'s other keys",
+        )
+        return True
+
     def _program(self, pid: str, data: Any, loc: Loc, vloc: Loc) -> Program | None:
+        if self._misplaced_key(pid, loc, PROGRAM_KEYS, "program"):
+            return None
         where = f"program '{pid}'"
         if not self.keys(data, vloc, PROGRAM_KEYS, where, ("name",)):
             return None

@@ -255,6 +255,60 @@ def _too_deep(loader: _Loader) -> yaml.Mark | None:
     return None
 
 
+def _layout_mistake(text: str, line: int, what: str) -> tuple[int, int, str] | None:
+    """The usual mistakes behind YAML's own words, said where they are: a key
+    without its colon (YAML stops on the next line), a line indented deeper
+    than a key that already has a value, a list item indented less than the
+    items above it. None when the error is none of these."""
+    lines = text.split("\n")
+    if not 0 < line <= len(lines):
+        return None
+    current = lines[line - 1]
+    earlier = [
+        (number, lines[number - 1])
+        for number in range(line - 1, 0, -1)
+        if lines[number - 1].strip() and not lines[number - 1].lstrip().startswith("#")
+    ]
+    if not earlier:
+        return None
+
+    def indent(text: str) -> int:
+        return len(text) - len(text.lstrip(" "))
+
+    number, previous = earlier[0]
+    if what == "mapping values are not allowed here":
+        body = previous.strip()
+        if (
+            ":" not in body
+            and not body.startswith(("-", "#"))
+            and indent(previous) == indent(current)
+        ):
+            return (
+                number,
+                indent(previous) + 1,
+                f"'{body}' has no ':' after its key; write it as 'key: value'",
+            )
+        key = re.match(r"\s*(?:- )?([^\s:#][^:#]*):\s+[^\s#]", previous)
+        if key and indent(current) > indent(previous):
+            return (
+                line,
+                indent(current) + 1,
+                f"this line is indented deeper than '{key.group(1)}:' on line {number}, "
+                f"which already has a value; indent it as far as '{key.group(1)}:' "
+                f"({indent(previous)} spaces), or move it under the key it belongs to",
+            )
+    if what.startswith("expected <block end>, but found '-'"):
+        items = [(n, t) for n, t in earlier if t.lstrip().startswith("- ")]
+        if items and indent(items[0][1]) > indent(current):
+            return (
+                line,
+                indent(current) + 1,
+                f"this list item is indented less than the items above it (line "
+                f"{items[0][0]}, {indent(items[0][1])} spaces); line it up with them",
+            )
+    return None
+
+
 def load_yaml_text(text: str, name: str) -> tuple[Any, list[Problem]]:
     """Load YAML from a string (see :func:`load_yaml`)."""
     loader = None
@@ -279,6 +333,9 @@ def load_yaml_text(text: str, name: str) -> tuple[Any, list[Problem]]:
         hint = ""
         if "\t" in what or "found character '\\t'" in str(error):
             hint = " (use spaces, not tabs, to indent)"
+        said = _layout_mistake(text, line, what)
+        if said is not None:
+            return None, [Problem(name, *said)]
         return None, [Problem(name, line, column, f"YAML syntax error: {what}{hint}")]
     except yaml.reader.ReaderError as error:  # a control character, say
         before = text[: error.position]
