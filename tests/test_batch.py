@@ -901,14 +901,15 @@ def test_killed_run_leaves_consistent_outputs_and_history(tmp_path):
 def test_ctrl_c_stops_a_run_with_a_message_and_keeps_nothing_half_written(tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) in
     the middle of a run with workers: one line saying so, exit code 130, no
-    tracebacks from the workers, no output and no run recorded."""
+    tracebacks from the workers, no output and no run recorded. (12,000
+    partners: the run must still be going 0.5 s in, on a loaded machine too.)"""
     data = tmp_path / "data"
     subprocess.run(
         [
             sys.executable,
             str(ROOT / "bench" / "generate.py"),
             "--partners",
-            "6000",
+            "12000",
             "--out",
             str(data),
         ],
@@ -948,6 +949,7 @@ def test_ctrl_c_stops_a_run_with_a_message_and_keeps_nothing_half_written(tmp_pa
     while time.time() < deadline and not list(out.glob("runs/.*.partial")):
         time.sleep(0.05)
     time.sleep(0.5)  # deciding, in the workers
+    assert process.poll() is None, "the run ended before it could be interrupted"
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr

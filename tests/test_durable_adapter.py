@@ -288,6 +288,23 @@ def test_errors_while_deciding_are_raised_and_the_engine_recovers(ruleset, examp
     assert len(evaluator.decide(example_partners[:3], AS_OF)) == 3  # a fresh host took over
 
 
+def test_ctrl_c_while_deciding_stays_an_interrupt(ruleset, example_partners, monkeypatch):
+    """Ctrl-C (or SIGTERM, raised as KeyboardInterrupt) inside a durable_rules
+    batch is the user stopping the run, not "durable_rules failed": it goes
+    through as it is, and the engine still recovers for the next batch."""
+    evaluator = Evaluator(ruleset)
+    real = durable_adapter._core.start_action_for_state
+
+    def interrupted(handle, state_handle):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(durable_adapter._core, "start_action_for_state", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluator.decide(example_partners[:3], AS_OF)
+    monkeypatch.setattr(durable_adapter._core, "start_action_for_state", real)
+    assert len(evaluator.decide(example_partners[:3], AS_OF)) == 3
+
+
 def test_rules_firing_over_and_over_are_an_error(ruleset, example_partners, monkeypatch):
     """A level's facts can make only so many actions; a rule that durable_rules
     keeps firing (as jruizgit/rules#288 would make one) is an error, not a

@@ -181,6 +181,8 @@ class DurableEngine:
             # Touching a session after a failed batch can abort the process
             # inside durable_rules: abandon this host and start a clean one.
             self._handle = self._register()
+            if not isinstance(error, Exception):  # Ctrl-C, SIGTERM, exit: not an engine fault
+                raise
             raise _engine_error(error) from None
         if state.get("exception"):
             raise EngineError("durable_rules stored an action error in its state")
