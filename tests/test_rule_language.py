@@ -323,3 +323,47 @@ def test_layout_mistakes_are_said_once_where_they_are(rules_copy, before, after,
         load_rules(rules)
     assert len(raised.value.problems) == 1, str(raised.value)
     assert f"programs.yaml{said}" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "said"),
+    [
+        ("enterprise_share >= 60%", "enterprise_share >= 0.6", "write it with a % sign, like 60%"),
+        ("revenue_4q >= $600,000", "revenue_4q >= 600k", "'600k': write the number in full, "
+         "like 600,000 ($600,000 for money)"),
+        ("revenue_4q >= $600,000", "revenue_4q >= €600,000", "'€': amounts are written with $"),
+        ("certified_technical >= 10", "certified_technical >= 10 people",
+         "remove 'people' after 10: numbers in rules are written without a unit"),
+    ],
+    ids=["fraction for a share", "600k", "euro sign", "unit"],
+)  # fmt: skip
+def test_threshold_typos_get_the_fix_in_the_fields_own_terms(rules_copy, before, after, said):
+    rules = rules_copy()
+    for path in rules.glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        if before in text:
+            path.write_text(text.replace(before, after, 1), encoding="utf-8")
+            break
+    else:
+        raise AssertionError(f"{before!r} is in no rule file")
+    with pytest.raises(RuleSetError) as raised:
+        load_rules(rules)
+    assert said in str(raised.value), str(raised.value)
+
+
+def test_a_field_misspelt_where_it_is_declared_is_said_once_there(rules_copy):
+    """Not ten "unknown name 'certified_technical'; did you mean
+    'certified_techincal'?" at each correct use, but one error at the
+    declaration."""
+    rules = rules_copy()
+    fields = rules / "fields.yaml"
+    text = fields.read_text(encoding="utf-8")
+    fields.write_text(text.replace("  certified_technical:", "  certified_techincal:", 1), "utf-8")
+    with pytest.raises(RuleSetError) as raised:
+        load_rules(rules)
+    (problem,) = raised.value.problems
+    assert problem.file.endswith("fields.yaml")
+    assert problem.message.startswith(
+        "field 'certified_techincal' is declared here but nothing reads it, while "
+        "'certified_technical' is read 10 times and declared nowhere"
+    )

@@ -77,6 +77,28 @@ _TOKEN = re.compile(
 )
 
 
+_SHORT_AMOUNT = re.compile(r"\$?(\d+(?:\.\d+)?)\s*([kKmM])(?![\w.])")
+_CURRENCY_SIGNS = "€£¥₹"
+
+
+def _unexpected(text: str, pos: int) -> str:
+    """Why the text at ``pos`` is not a token, with the usual fixes: an
+    amount in thousands (600k), a currency sign other than $."""
+    short = _SHORT_AMOUNT.match(text, pos)
+    if short:
+        number = float(short.group(1)) * (1_000 if short.group(2) in "kK" else 1_000_000)
+        return (
+            f"'{short.group()}': write the number in full, like {number:,.0f} "
+            f"(${number:,.0f} for money)"
+        )
+    if text[pos] in _CURRENCY_SIGNS:
+        return (
+            f"'{text[pos]}': amounts are written with $ (like $600,000) and are in "
+            "the rule set's currency"
+        )
+    return f"unexpected character '{text[pos]}'"
+
+
 def tokenize(text: str) -> list[Token]:
     tokens: list[Token] = []
     pos = 0
@@ -86,7 +108,7 @@ def tokenize(text: str) -> list[Token]:
             char = text[pos]
             if char in "'\"":
                 raise ParseError(f"text starting here has no closing {char}", pos)
-            raise ParseError(f"unexpected character '{char}'", pos)
+            raise ParseError(_unexpected(text, pos), pos)
         kind = match.lastgroup if match.lastgroup != "pct" else "number"
         raw = match.group()
         if kind == "space":
@@ -231,9 +253,15 @@ class TokenStream:
         if not self.at("END"):
             token = self.current
             hint = ""
+            before = self.tokens[self.index - 1] if self.index else None
             if token.kind == "NAME" and token.text not in KEYWORDS:
                 close = difflib.get_close_matches(token.text, KEYWORDS, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
+                if not close and before is not None and before.kind in ("NUMBER", "MONEY"):
+                    hint = (
+                        f"; remove '{token.text}' after {before.text}: numbers in rules "
+                        "are written without a unit"
+                    )
             raise ParseError(f"unexpected {self.describe(token)}{hint}", token.offset)
 
 

@@ -10,6 +10,7 @@ first. Checks also fix the order stages are decided in.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
@@ -125,6 +126,7 @@ class Checks:
         tables = self._tables()
         engagement = self._engagement_table()
         programs = self._programs()
+        self._misspelt_declarations()
         if self.problems or engagement is None:
             return None
         return make(
@@ -165,6 +167,42 @@ class Checks:
         if self.engagement is not None:
             self.kinds[ENGAGEMENT] = "engagement"
             self.types[ENGAGEMENT] = ValueType(CHOICE, self.engagement.values)
+
+    def _misspelt_declarations(self) -> None:
+        """A field misspelt where it is declared makes every correct use an
+        "unknown name" suggesting the misspelling. When an unknown name is
+        close to a declared field that nothing reads, the declaration is the
+        mistake: said once, at the declaration, instead of at every use."""
+        uses: dict[str, list[int]] = {}
+        for index, problem in enumerate(self.problems):
+            found = _UNKNOWN_NAME.search(problem.message)
+            if found:
+                uses.setdefault(found.group(1), []).append(index)
+        if not uses:
+            return
+        read = {n.name for d in self.metric_defs for n in names_in(d[1])}
+        for condition in self._conditions():
+            read.update(name for name, _ in names_read(condition))
+        unread = [name for name in self.fields if name not in read]
+        doomed: set[int] = set()
+        for name, indexes in uses.items():
+            close = difflib.get_close_matches(name, unread, n=1, cutoff=0.8)
+            if not close:
+                continue
+            declared = self.fields[close[0]]
+            self.problem(
+                declared.loc,
+                f"field '{close[0]}' is declared here but nothing reads it, while "
+                f"'{name}' is read {len(indexes)} time{'s' if len(indexes) != 1 else ''} "
+                f"and declared nowhere: is the declaration misspelt? (write '{name}')",
+            )
+            doomed.update(indexes)
+        self.problems[:] = [p for i, p in enumerate(self.problems) if i not in doomed]
+
+    def _conditions(self) -> Iterable[Condition]:
+        for table in [*self.tables, *([self.engagement] if self.engagement else [])]:
+            yield from (row.when for row in table.rows if row.when is not None)
+        yield from (p.when for p in self.programs if p.when is not None)
 
     def _quiet(self, name: str) -> bool:
         return self.quiet_names is None or name in self.quiet_names
@@ -339,10 +377,13 @@ class Checks:
             if lk in accepted:
                 return literal.value
             hint = _LITERAL_HINTS.get((kind, lk), _LITERAL_HINTS.get(kind, ""))
+            text = literal.text
+            if kind == PERCENT and lk == "number" and 0 < literal.value <= 1:
+                text = f"{literal.value * 100:g}"  # a share written as a fraction: 0.6 is 60%
             self.problem(
                 loc,
                 f"in {where}: {label}, but '{literal.text}' is a "
-                f"{_literal_word(lk)}{hint.format(text=literal.text)}",
+                f"{_literal_word(lk)}{hint.format(text=text)}",
             )
             return _BAD
         if lk != "text":
@@ -507,6 +548,7 @@ class Checks:
         )
 
 
+_UNKNOWN_NAME = re.compile(r"unknown name '([a-z][a-z0-9_]*)'")
 _BAD = object()
 # For each type with literal values: the kinds of literal it accepts, and hints.
 _ACCEPTED_LITERALS = {
