@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from engine.data.project import load_project
 from engine.data.readers import find_partner, partner_from_json_file
 from engine.data.run_history import DEFAULT_DB, RunHistory
 from engine.errors import DataError, EligibilityError, EngineError, UsageError
@@ -141,9 +142,29 @@ class _Group(click.Group):
             ctx.exit(1)
 
 
+# Each key of the project config (engine.data.project) is the default of
+# the option of this name, in every command that has it.
+CONFIG_PARAMETERS = {
+    "rules": "rules_dir",
+    "templates": "templates_dir",
+    "roster": "roster",
+    "performance": "performance",
+    "db": "db",
+    "out": "out_dir",
+    "max_rejects": "max_rejects",
+    "max_moves": "max_moves",
+    "workers": "workers",
+    "smtp": "server",
+    "starttls": "starttls",
+    "ssl": "use_ssl",
+    "per_minute": "per_minute",
+}
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="partner-eligibility")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Decide which partner type, engagement model, and programs each channel
     partner gets, from YAML rules a channel manager can read, and explain why.
 
@@ -161,6 +182,16 @@ def cli() -> None:
       eligibility release 7
       eligibility schema rules
     """
+    project = load_project()
+    defaults: dict[str, dict] = {}
+    for name, command in cli.commands.items():
+        names = {p.name for p in command.params}
+        defaults[name] = {
+            CONFIG_PARAMETERS[key]: value
+            for key, value in project.values.items()
+            if CONFIG_PARAMETERS[key] in names
+        }
+    ctx.default_map = defaults
 
 
 @cli.command()
@@ -381,6 +412,7 @@ def diff(
       eligibility diff --base rules-2026 --proposed rules-2027 --csv moves.csv --html moves.html
       eligibility diff --base rules --as-of 2026-12-31 --proposed-as-of 2027-01-01
     """
+    performance = _paired_performance(roster, performance)
     if roster is None:
         roster = Path(DEFAULT_ROSTER)
         performance = performance or Path(DEFAULT_PERFORMANCE)
@@ -643,6 +675,7 @@ def run(
       eligibility run --roster crm.xlsx --performance quarters.csv --out q4 --strict
       eligibility run --letter-format eml --report
     """
+    performance = _paired_performance(roster, performance, no_performance)
     if no_performance and performance is not None:
         raise UsageError("give either --performance FILE or --no-performance, not both")
     if roster is None:
@@ -658,7 +691,7 @@ def run(
         out_dir=out_dir,
         workers=workers or default_workers(),
         strict=strict,
-        db=db or Path(os.environ.get(DB_ENV, DEFAULT_DB)),
+        db=db or Path(DEFAULT_DB),
         without_history=no_performance,
         min_quarter_share=min_quarter_share / 100,
         max_rejects=None if max_rejects is None else max_rejects / 100,
@@ -865,7 +898,7 @@ def letters_command(
       eligibility letters --run 3
     """
     if run_id is not None:
-        path = db or Path(os.environ.get(DB_ENV, DEFAULT_DB))
+        path = db or Path(DEFAULT_DB)
         if not path.exists():
             raise UsageError(f"no run history at {path} yet; 'eligibility run' creates it")
         runs = RunHistory(path)
@@ -1023,7 +1056,7 @@ def send(
         report = send_letters(
             SendOptions(
                 out_dir,
-                db or Path(os.environ.get(DB_ENV, DEFAULT_DB)),
+                db or Path(DEFAULT_DB),
                 options,
                 per_minute,
                 suppress,
@@ -1111,7 +1144,7 @@ def release(run_id: int, db: Path | None) -> None:
     Examples:
       eligibility release 7
     """
-    path = db or Path(os.environ.get(DB_ENV, DEFAULT_DB))
+    path = db or Path(DEFAULT_DB)
     if not path.exists():
         raise UsageError(f"no run history at {path} yet; 'eligibility run' creates it")
     summary = release_run(path, run_id)
@@ -1146,7 +1179,7 @@ def history(run_id: int | None, db: Path | None, keep: int | None) -> None:
       eligibility history 3
       eligibility history --keep 12
     """
-    path = db or Path(os.environ.get(DB_ENV, DEFAULT_DB))
+    path = db or Path(DEFAULT_DB)
     if not path.exists():
         raise UsageError(f"no run history at {path} yet; 'eligibility run' creates it")
     if keep is not None and run_id is not None:
@@ -1170,6 +1203,20 @@ def history(run_id: int | None, db: Path | None, keep: int | None) -> None:
         )
     finally:
         runs.close()
+
+
+def _paired_performance(
+    roster: Path | None, performance: Path | None, without: bool = False
+) -> Path | None:
+    """The project config's history goes with the project config's roster
+    only: a roster given on the command line is never joined with a history
+    file it did not come with (a wrong history file decides wrong)."""
+    ctx = click.get_current_context()
+    from_project = ctx.get_parameter_source("performance") == click.core.ParameterSource.DEFAULT_MAP
+    roster_given = ctx.get_parameter_source("roster") == click.core.ParameterSource.COMMANDLINE
+    if from_project and (without or (roster is not None and roster_given)):
+        return None
+    return performance
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -251,3 +252,60 @@ def test_output_piped_into_a_reader_that_stops_early_is_not_an_error(monkeypatch
         cli.main()
     assert stopped.value.code == 1  # click's way out of a closed pipe, quietly
     assert said == [] and capfd.readouterr().err == ""
+
+
+def _invoke(*args: str, env: dict | None = None):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False, env=env)
+
+
+def test_commands_work_from_any_folder_of_the_project(monkeypatch):
+    """eligibility.toml at the project root is found from a subfolder: its
+    paths are relative to it, not to where the command runs."""
+    monkeypatch.chdir(ROOT / "docs")
+    result = _invoke("validate")
+    assert result.exit_code == 0, result.stderr
+    assert result.output.startswith(f"{ROOT / 'rules'}: valid.")
+    assert f"{ROOT / 'templates'}: valid." in result.output
+
+
+def test_the_project_config_its_environment_overrides_and_its_mistakes(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "work" / "deep").mkdir(parents=True)
+    shutil.copytree(ROOT / "rules", project / "my-rules")
+    shutil.copytree(ROOT / "templates", project / "letters")
+    shutil.copy(ROOT / "examples" / "roster.csv", project / "partners.csv")
+    shutil.copy(ROOT / "examples" / "performance.csv", project / "figures.csv")
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool.eligibility]\nrules = "my-rules"\n'
+        'templates = "letters"\nroster = "partners.csv"\nperformance = "figures.csv"\n'
+        'db = "runs.sqlite"\nout = "results"\nworkers = 1\n',
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(project / "work" / "deep")
+    result = _invoke("run", "--as-of", "2026-11-26", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert (project / "results" / "decisions.jsonl").is_file() and (
+        project / "runs.sqlite"
+    ).is_file()
+    elsewhere = _invoke("history", env={"ELIGIBILITY_DB": str(tmp_path / "none.sqlite")})
+    assert elsewhere.exit_code == 2 and "none.sqlite" in elsewhere.stderr
+    assert "partners.csv: 34 read, 32 decided" in _invoke("history").output
+
+    config = project / "eligibility.toml"  # found before pyproject.toml in the same folder
+    config.write_text('rules = "my-rules"\nrosters = "partners.csv"\n', encoding="utf-8")
+    wrong = _invoke("validate")
+    assert wrong.exit_code == 2 and "unknown key 'rosters'" in wrong.stderr
+    config.write_text('rules = "my-rules"\npassword = "hunter2"\n', encoding="utf-8")
+    secret = _invoke("validate")
+    assert secret.exit_code == 2 and "ELIGIBILITY_SMTP_PASSWORD" in secret.stderr
+    assert "hunter2" not in secret.stderr
+    config.write_text("workers = 'two'\n", encoding="utf-8")
+    typed = _invoke("validate")
+    assert typed.exit_code == 2 and "'workers' must be a whole number" in typed.stderr
+    config.write_text("rules = [\n", encoding="utf-8")
+    broken = _invoke("validate")
+    assert broken.exit_code == 2 and "not valid TOML" in broken.stderr
