@@ -33,10 +33,20 @@ def test_validate_broken_rules_exits_1_with_located_message(cli_run, rules_copy)
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
-def test_validate_missing_folder(cli_run):
+def test_missing_folders_and_partners_are_usage_errors(cli_run):
+    """A folder or partner that is not there is a usage mistake (exit 2),
+    said without a made-up file position; a partner id typed in the wrong
+    case is suggested; no option the command lacks is suggested."""
     result = cli_run("validate", "no/such/rules")
-    assert result.exit_code == 1
-    assert "rules folder not found" in result.stderr
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: no/such/rules: no such rules folder")
+    assert "no/such/rules:1:1" not in result.stderr
+    templates = cli_run("validate", "--templates", "no/such/templates")
+    assert templates.exit_code == 2 and "no such templates folder" in templates.stderr
+    assert "--no-letters to run" not in templates.stderr
+    partner = cli_run("explain", "p-1006", "--as-of", "2026-11-26")
+    assert partner.exit_code == 2
+    assert "did you mean 'P-1006'? (ids are case-sensitive)" in partner.stderr
 
 
 def test_explain_text(cli_run):

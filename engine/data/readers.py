@@ -802,12 +802,17 @@ def find_partner(
     """
     check_columns(roster, ruleset.fields, "roster")
     found = None
+    folded: list[str] = []  # ids differing only by case, for the message
     for row in read_rows(roster, ruleset.fields):
-        if clean_partner_id(row.record.get(PARTNER_ID)) == partner_id:
+        candidate = clean_partner_id(row.record.get(PARTNER_ID))
+        if candidate == partner_id:
             found = row
             break
+        if isinstance(candidate, str) and candidate.casefold() == partner_id.casefold():
+            folded.append(candidate)
     if found is None:
-        raise UsageError(f"partner '{partner_id}' is not in {roster}")
+        hint = f"; did you mean '{folded[0]}'? (ids are case-sensitive)" if folded else ""
+        raise UsageError(f"partner '{partner_id}' is not in {roster}{hint}")
     if found.problem:
         raise DataError(f"{found.file}:{found.row}: partner {shorten(partner_id)}: {found.problem}")
     values, problems = field_values(ruleset, found.record)

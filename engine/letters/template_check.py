@@ -20,7 +20,7 @@ from pathlib import Path
 from jinja2 import Environment, TemplateSyntaxError, nodes
 
 from engine.data.readers import read_columns, read_rows
-from engine.errors import DataError, Problem, RuleSetError
+from engine.errors import DataError, Problem, RuleSetError, UsageError
 from engine.evaluate.changes import Change
 from engine.evaluate.decide import Evaluator, decision_record, partner_values
 from engine.evaluate.explain import program_failures
@@ -69,18 +69,10 @@ def check_templates(
     """Render every template for sample partners; raise RuleSetError listing
     every problem found."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise RuleSetError(
-            [
-                Problem(
-                    str(folder),
-                    1,
-                    0,
-                    "no such templates folder; give "
-                    "--templates, or --no-letters to run without letters",
-                )
-            ],
-            "the letter templates",
+    if not folder.is_dir():  # a usage mistake (exit 2)
+        raise UsageError(
+            f"{folder}: no such templates folder; give --templates (or templates in "
+            "eligibility.toml); 'eligibility run --no-letters' decides without letters"
         )
     settings = load_letter_settings(folder, ruleset)
     try:

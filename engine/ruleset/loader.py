@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from engine.errors import Problem, RuleSetError
+from engine.errors import Problem, RuleSetError, UsageError
 from engine.ruleset import semantics
 from engine.ruleset.conditions import parse_condition, unknown_key_message
 from engine.ruleset.expressions import ParseError, parse_expression
@@ -136,16 +136,10 @@ class _RuleLoader:
     # --- reading files -----------------------------------------------------
 
     def load(self) -> RuleSet:
-        if not self.folder.is_dir():
-            raise RuleSetError(
-                [
-                    Problem(
-                        str(self.folder),
-                        1,
-                        1,
-                        "rules folder not found; give the folder that holds the rule files",
-                    )
-                ]
+        if not self.folder.is_dir():  # a usage mistake (exit 2), not a broken rule set
+            raise UsageError(
+                f"{self.folder}: no such rules folder; give the folder that holds the rule "
+                "files (--rules, or rules in eligibility.toml)"
             )
         paths = sorted(
             p for p in self.folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
