@@ -734,9 +734,12 @@ def test_history_lists_and_shows_runs(cli_run, tmp_path):
     assert "Changes since run 1: none." in result.output
     listing = cli_run("history", "--db", db)
     assert listing.exit_code == 0
-    assert len(listing.output.strip().splitlines()) == 2
+    heading, *lines = listing.output.strip().splitlines()
+    assert heading.split() == "run finished (UTC) as of rules roster read decided rejected".split()
+    assert len(lines) == 2 and lines[1].split()[0] == "2" and "roster.csv" in lines[1]
     shown = cli_run("history", "2", "--db", db)
     assert "partners:    34 read, 32 decided, 2 rejected" in shown.output
+    assert "programs: Elite Partner 1, Premier Partner 8," in shown.output  # names, not ids
     assert cli_run("history", "9", "--db", db).exit_code == 2
 
 

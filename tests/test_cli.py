@@ -303,7 +303,7 @@ def test_the_project_config_its_environment_overrides_and_its_mistakes(tmp_path,
     ).is_file()
     elsewhere = _invoke("history", env={"ELIGIBILITY_DB": str(tmp_path / "none.sqlite")})
     assert elsewhere.exit_code == 2 and "none.sqlite" in elsewhere.stderr
-    assert "partners.csv: 34 read, 32 decided" in _invoke("history").output
+    assert "partners.csv    34       32         2" in _invoke("history").output
 
     config = project / "eligibility.toml"  # found before pyproject.toml in the same folder
     config.write_text('rules = "my-rules"\nrosters = "partners.csv"\n', encoding="utf-8")

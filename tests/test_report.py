@@ -91,7 +91,11 @@ def test_report_in_a_real_browser(report):
         rows = driver.find_elements(By.CSS_SELECTOR, "tr.partner")
         assert len(rows) == 32
         search = driver.find_element(By.ID, "filter")
-        search.send_keys("strategic_account")
+        search.send_keys("strategic account management")  # the names managers read
+        assert len([r for r in rows if r.is_displayed()]) == 6
+        assert "Strategic account management" in rows[0].text and "Elite Partner" in rows[0].text
+        search.clear()
+        search.send_keys("strategic_account")  # ids still find them
         visible = [r for r in rows if r.is_displayed()]
         assert len(visible) == 6
         assert driver.find_element(By.ID, "shown").text == "6 of 32 partners shown"
@@ -144,7 +148,7 @@ def test_a_large_run_gives_a_report_a_browser_can_open(tmp_path, report, monkeyp
     monkeypatch.setattr(report_module, "MAX_REPORT_PARTNERS", 4)
     monkeypatch.setattr(report_module, "MAX_REPORT_ROWS", 2)
     html = build_report(target).read_text(encoding="utf-8")
-    shown = re.findall(r'<tr class="partner" data-index="\d+">\s*<td>([^<]+)</td>', html)
+    shown = re.findall(r'<tr class="partner" data-index="\d+"[^>]*>\s*<td>([^<]+)</td>', html)
     assert shown == ["P-1001", "P-1002", "P-1007", "P-1030"]
     assert "4 of 32 partners, in roster order: those with changes" in html
     assert "The first 2 of 3 changes; changes.csv lists them all." in html

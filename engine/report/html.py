@@ -58,11 +58,13 @@ def _first_rows(path: Path, limit: int | None = None) -> tuple[list[dict], int]:
     return rows, count
 
 
-def _bars(counts: dict[str, int]) -> list[dict]:
-    """Rows of a horizontal bar chart, scaled to the largest count."""
+def _bars(counts: dict[str, int], names: dict[str, str] | None = None) -> list[dict]:
+    """Rows of a horizontal bar chart, scaled to the largest count, labelled
+    with ``names`` (id -> what people read) where given."""
     top = max(counts.values(), default=0) or 1
+    names = names or {}
     return [
-        {"label": label, "count": count, "width": round(BAR_WIDTH * count / top)}
+        {"label": names.get(label, label), "count": count, "width": round(BAR_WIDTH * count / top)}
         for label, count in counts.items()
     ]
 
@@ -78,6 +80,7 @@ def build_report(
     folder = current_run(Path(folder))
     summary_path = folder / SUMMARY
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    names = summary.get("names", {})  # runs recorded before names were: their ids
     changes, change_count = _first_rows(folder / "changes.csv")
     rejects, reject_count = _first_rows(folder / "rejects.csv")
     moves_shown, move_count = _first_rows(Path(moves)) if moves else (None, 0)
@@ -87,6 +90,7 @@ def build_report(
         partner["letter"] = previews.get(partner["partner_id"])
     context = {
         "summary": summary,
+        "names": names,
         "partners": partners,
         # Embedded as JSON for the detail panel; Jinja's tojson escapes <, >, &.
         "partners_json": partners,
@@ -96,11 +100,11 @@ def build_report(
                 for name, counts in summary["classifications"].items()
             },
             **(
-                {"Engagement models": _bars(summary["engagement_models"])}
+                {"Engagement models": _bars(summary["engagement_models"], names)}
                 if summary["engagement_models"]
                 else {}
             ),
-            "Programs": _bars(summary["programs"]),
+            "Programs": _bars(summary["programs"], names),
         },
         "rejects": rejects,
         "changes": changes,

@@ -140,12 +140,31 @@ def run_list_text(records) -> str:
     """One line per recorded run (engine.data.run_history.RunRecord)."""
     if not records:
         return "No runs recorded yet."
-    return "\n".join(
-        f"{r.id:>4}  {r.finished_at}  as of {r.as_of}  {r.ruleset_name} "
-        f"({r.rules_fingerprint})  {Path(r.roster_source).name}: "
-        f"{r.rows_read} read, {r.decided} decided, {r.rejected} rejected"
-        + ("  HELD" if still_held(r.summary) else "")
+    rows = [
+        ("run", "finished (UTC)", "as of", "rules", "roster", "read", "decided", "rejected", "")
+    ]
+    rows += [
+        (
+            str(r.id),
+            r.finished_at.replace("T", " ")[:16],
+            r.as_of,
+            f"{r.ruleset_name} ({r.rules_fingerprint[:8]})",
+            Path(r.roster_source).name,
+            f"{r.rows_read:,}",
+            f"{r.decided:,}",
+            f"{r.rejected:,}",
+            "HELD" if still_held(r.summary) else "",
+        )
         for r in records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    numeric = {0, 5, 6, 7}
+    return "\n".join(
+        "  ".join(
+            cell.rjust(width) if i in numeric else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in rows
     )
 
 
@@ -196,12 +215,15 @@ def run_text(r, sends: dict[str, int] | None = None) -> str:
         lines.append(f"  changes since run {changes['previous_run']}: {listed or 'none'}")
     for table, counts in s["classifications"].items():
         lines.append(f"  {table}: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
+    names = s.get("names", {})  # runs recorded before names were: their ids
     if s["engagement_models"]:
         lines.append(
             "  engagement models: "
-            + ", ".join(f"{m} {n}" for m, n in s["engagement_models"].items())
+            + ", ".join(f"{names.get(m, m)} {n}" for m, n in s["engagement_models"].items())
         )
-    lines.append("  programs: " + ", ".join(f"{p} {n}" for p, n in s["programs"].items()))
+    lines.append(
+        "  programs: " + ", ".join(f"{names.get(p, p)} {n}" for p, n in s["programs"].items())
+    )
     return "\n".join(lines)
 
 

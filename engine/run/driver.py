@@ -765,6 +765,11 @@ def _summary(
         if ruleset.engagement_declared
         else {},
         "programs": {p.id: tally.programs.get(p.id, 0) for p in ruleset.programs},
+        # What people read for the ids above (history, the report).
+        "names": {
+            **{m.id: m.name for m in ruleset.engagement_models.values()},
+            **{p.id: p.name for p in ruleset.programs},
+        },
         "changes": {
             "previous_run": previous.id if previous else None,
             "counts": {k: tally.changes.get(k, 0) for k in CHANGE_KINDS},
