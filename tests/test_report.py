@@ -152,5 +152,26 @@ def test_a_large_run_gives_a_report_a_browser_can_open(tmp_path, report, monkeyp
     assert shown == ["P-1001", "P-1002", "P-1007", "P-1030"]
     assert "4 of 32 partners, in roster order: those with changes" in html
     assert "The first 2 of 3 changes; changes.csv lists them all." in html
-    assert "The first 2 of 4 reject lines; rejects.csv lists them all." in html
-    assert "<b>3</b>changes since run" in html and "<b>4</b>reject lines" in html
+    assert "4 reject lines in rejects.csv, by file and column" in html
+    assert "<b>3</b>changes since run" in html
+    assert "<b>2</b>roster rows rejected" in html and "<b>2</b>history rows rejected" in html
+
+
+def test_rejects_are_grouped_by_file_and_column(report, tmp_path):
+    """2,000 rejects of one kind are one line of the report, with a count
+    and the first examples, not 2,000 lines."""
+    target = tmp_path / "out"
+    shutil.copytree(report.parent, target)
+    lines = ["source_file,row,partner_id,column,value,reason"]
+    lines += [
+        f"roster.csv,{n},P-{n},certified_technical,x,'x' is not a whole number"
+        for n in range(2, 2002)
+    ]
+    lines.append("roster.csv,5000,,partner_id,,no partner_id")
+    (target / "rejects.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    html = build_report(target).read_text(encoding="utf-8")
+    assert "2,001 reject lines in rejects.csv" in html
+    assert "<td>certified_technical</td><td>2,000</td>" in html
+    assert "<td>partner_id</td><td>1</td>" in html
+    assert html.count("is not a whole number") == 3  # the first three examples
+    assert html.index("certified_technical</td>") < html.index("<td>partner_id</td><td>1</td>")

@@ -27,7 +27,7 @@ REPORT_NAME = "report.html"
 # A report stays a page a browser opens (about 2.5 KB a partner shown): at
 # most this many partners, changes, and rejects; the output files hold them all.
 MAX_REPORT_PARTNERS = 5000
-MAX_REPORT_ROWS = 2000  # changes and rejects listed
+MAX_REPORT_ROWS = 2000  # changes listed
 MAX_LETTER_PREVIEWS = 2000  # letters shown in the report; the rest are in letters/
 MAX_PREVIEW_CHARS = 12_000
 BAR_WIDTH = 320
@@ -58,6 +58,26 @@ def _first_rows(path: Path, limit: int | None = None) -> tuple[list[dict], int]:
     return rows, count
 
 
+MAX_REJECT_GROUPS = 50  # kinds of reject the report lists (rejects.csv has every line)
+REJECT_EXAMPLES = 3  # lines shown for each
+
+
+def _reject_groups(path: Path) -> list[dict]:
+    """rejects.csv grouped by file and column, largest group first, each with
+    its count and its first REJECT_EXAMPLES lines: 2,000 rejects of one kind
+    read as one line, not 2,000."""
+    groups: dict[tuple[str, str], dict] = {}
+    for row in _rows(path):
+        key = (row["source_file"], row["column"])
+        group = groups.setdefault(
+            key, {"file": key[0], "column": key[1] or "(the row)", "count": 0, "examples": []}
+        )
+        group["count"] += 1
+        if len(group["examples"]) < REJECT_EXAMPLES:
+            group["examples"].append(row)
+    return sorted(groups.values(), key=lambda g: (-g["count"], g["file"], g["column"]))
+
+
 def _bars(counts: dict[str, int], names: dict[str, str] | None = None) -> list[dict]:
     """Rows of a horizontal bar chart, scaled to the largest count, labelled
     with ``names`` (id -> what people read) where given."""
@@ -82,7 +102,7 @@ def build_report(
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     names = summary.get("names", {})  # runs recorded before names were: their ids
     changes, change_count = _first_rows(folder / "changes.csv")
-    rejects, reject_count = _first_rows(folder / "rejects.csv")
+    reject_groups = _reject_groups(folder / "rejects.csv")
     moves_shown, move_count = _first_rows(Path(moves)) if moves else (None, 0)
     partners = _partners_shown(folder, {row["partner_id"] for row in _rows(folder / "changes.csv")})
     previews = _letter_previews(folder, {p["partner_id"] for p in partners})
@@ -106,9 +126,15 @@ def build_report(
             ),
             "Programs": _bars(summary["programs"], names),
         },
-        "rejects": rejects,
+        "reject_groups": reject_groups,
+        "max_reject_groups": MAX_REJECT_GROUPS,
+        "reject_examples": REJECT_EXAMPLES,
         "changes": changes,
-        "counts": {"rejects": reject_count, "changes": change_count, "moves": move_count},
+        "counts": {
+            "rejects": sum(g["count"] for g in reject_groups),
+            "changes": change_count,
+            "moves": move_count,
+        },
         "moves": moves_shown,
         "letters": {
             "written": _first_rows(folder / "letters" / "index.csv", 0)[1],
