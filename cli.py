@@ -853,6 +853,7 @@ def report_command(out_dir: Path, output: Path | None, moves: Path | None) -> No
     help="Letter templates.",
 )
 @click.option(
+    "--letter-format",
     "--format",
     "letter_formats",
     multiple=True,
@@ -894,7 +895,7 @@ def letters_command(
     \b
     Examples:
       eligibility letters out/
-      eligibility letters out/ --only-changed --format eml
+      eligibility letters out/ --only-changed --letter-format eml
       eligibility letters --run 3
     """
     if run_id is not None:
