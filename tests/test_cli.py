@@ -306,6 +306,14 @@ def test_the_project_config_its_environment_overrides_and_its_mistakes(tmp_path,
     assert "partners.csv    34       32         2" in _invoke("history").output
 
     config = project / "eligibility.toml"  # found before pyproject.toml in the same folder
+    config.write_text(
+        'rules = "my-rules"\ntemplates = "letters"\nroster = "partners.csv"\n'
+        'performance = "figures.csv"\ndb = "runs.sqlite"\nout = "results"\n'
+        'max_rejects = "1%"\n',
+        encoding="utf-8",
+    )
+    guarded = _invoke("run", "--as-of", "2026-11-26", "-q")
+    assert guarded.exit_code == 1 and "more than the 1% allowed" in guarded.stderr
     config.write_text('rules = "my-rules"\nrosters = "partners.csv"\n', encoding="utf-8")
     wrong = _invoke("validate")
     assert wrong.exit_code == 2 and "unknown key 'rosters'" in wrong.stderr

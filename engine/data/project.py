@@ -41,6 +41,7 @@ KEYS: dict[str, tuple[type, ...]] = {
     "ssl": (bool,),
     "per_minute": (int, float),
 }
+_PERCENTS = ("max_rejects", "max_moves")  # shares: "2%" or 2, as the options take them
 _SECRETS = ("password", "smtp_password", "user", "smtp_user")
 
 
@@ -77,12 +78,31 @@ def load_project(start: Path | None = None, environ: Mapping[str, str] | None = 
             ):
                 kinds = " or ".join(_KIND[t] for t in KEYS[key])
                 raise UsageError(f"{file}: '{key}' must be {kinds}, not {value!r}")
-            values[key] = _shown(file.parent / value, start) if key in PATHS else value
+            if key in PATHS:
+                value = _shown(file.parent / value, start)
+            elif key in _PERCENTS:
+                value = _percent(file, key, value)
+            values[key] = value
     for key in KEYS:
         raw = environ.get(ENV_PREFIX + key.upper())
         if raw:
-            values[key] = raw if key in PATHS else _from_text(key, raw)
+            if key in _PERCENTS:
+                values[key] = _percent(f"{ENV_PREFIX}{key.upper()}", key, raw)
+            else:
+                values[key] = raw if key in PATHS else _from_text(key, raw)
     return Project(file, values)
+
+
+def _percent(where: object, key: str, value: Any) -> float:
+    """A share for --max-rejects / --max-moves: ``"2%"`` or ``2`` (percent)."""
+    text = str(value).strip()
+    try:
+        number = float(text[:-1] if text.endswith("%") else text)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number <= 100:
+        raise UsageError(f"{where}: '{key}' must be a percentage like 2%, not {value!r}")
+    return number
 
 
 def _shown(path: Path, start: Path) -> str:
