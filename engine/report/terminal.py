@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 from pathlib import Path
 
@@ -321,9 +323,6 @@ def send_text(report, server: str = "") -> str:
 
 def message_text(raw: bytes) -> str:
     """An email as a person reads it: From, To, Subject, and its plain text."""
-    import email
-    import email.policy
-
     message = email.message_from_bytes(raw, policy=email.policy.default)
     body = message.get_body(preferencelist=("plain",))
     lines = [f"{name}: {message.get(name, '(none)')}" for name in ("From", "To", "Subject")]

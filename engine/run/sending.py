@@ -27,6 +27,7 @@ header included; only the envelope goes to the test mailbox.
 
 from __future__ import annotations
 
+import collections
 import csv
 import datetime as dt
 import email.parser
@@ -97,8 +98,8 @@ class SendReport:
     total: int = 0  # the run's letters
     letters: int = 0  # letters of the run considered so far
     to_send: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
-    skipped: dict[str, int] = field(default_factory=dict)  # why letters were not sent
+    outcomes: collections.Counter = field(default_factory=collections.Counter)
+    skipped: collections.Counter = field(default_factory=collections.Counter)  # why not sent
     # Letters to look at: (partner, address, what: refused, deferred, unconfirmed, no
     # address, detail), the first MAX_PROBLEMS of them; problem_count counts them all.
     problems: list[tuple[str, str, str, str]] = field(default_factory=list)
@@ -113,9 +114,6 @@ class SendReport:
 
     interrupted: bool = False
     in_flight: tuple[str, str] | None = None  # the letter being handed over: partner, address
-
-    def count(self, table: dict[str, int], key: str) -> None:
-        table[key] = table.get(key, 0) + 1
 
     def problem(self, partner_id: str, address: str, what: str, detail: str) -> None:
         self.problem_count += 1
@@ -207,14 +205,14 @@ def _send(
             report.letters += 1
             reason = _not_to_send(letter, log.get(letter.message_id, ()), options, changed)
             if reason:
-                report.count(report.skipped, reason[0])
+                report.skipped[reason[0]] += 1
                 if reason[1]:
                     report.problem(letter.partner_id, letter.address, *reason)
                 continue
             if not test and (
                 letter.address.lower() in suppressed[0] or letter.partner_id in suppressed[1]
             ):
-                report.count(report.skipped, SUPPRESSED)
+                report.skipped[SUPPRESSED] += 1
                 if server is not None:
                     history.record_send(
                         letter.message_id,
@@ -252,12 +250,12 @@ def _send(
                 outcome = server.deliver(letter.sender, recipient, letter.data)
             except DeliveryError as error:
                 history.finish_send(send_id, DEFERRED, str(error), _now())
-                report.count(report.outcomes, DEFERRED)
+                report.outcomes[DEFERRED] += 1
                 report.stopped = str(error)
                 return
             history.finish_send(send_id, outcome.status, outcome.detail, _now())
             report.in_flight = None
-            report.count(report.outcomes, outcome.status)
+            report.outcomes[outcome.status] += 1
             if outcome.status != SENT:
                 report.problem(letter.partner_id, recipient, outcome.status, outcome.detail)
             sent += 1
@@ -329,10 +327,11 @@ def _sendable_run(folder: Path) -> dict:
 
 
 def _index_rows(index: Path) -> int | None:
+    """How many letters the index lists (rows, not lines: a cell may hold one)."""
     if not index.is_file():
         return None
     with index.open(newline="", encoding="utf-8") as handle:
-        return sum(1 for _ in handle) - 1 if index.stat().st_size else 0
+        return max(sum(1 for _ in csv.reader(handle)) - 1, 0)
 
 
 def _letters(folder: Path) -> Iterator[Letter]:
