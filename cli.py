@@ -7,16 +7,20 @@ Errors go to stderr, without tracebacks.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
+from engine.data.memory import EarlierEnrollments, MemorySource
 from engine.data.project import load_project
 from engine.data.readers import find_partner, partner_from_json_file
 from engine.data.run_history import DEFAULT_DB, RunHistory
@@ -38,6 +42,7 @@ from engine.report.terminal import (
     send_text,
 )
 from engine.ruleset.loader import load_rules
+from engine.ruleset.model import RuleSet
 from engine.ruleset.quarters import Quarter, parse_quarter
 from engine.ruleset.schema import rule_file_schema
 from engine.run.driver import (
@@ -111,6 +116,13 @@ DB_OPTION = click.option(
     help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.",
 )
 
+ENROLLMENTS_OPTION = click.option(
+    "--enrollments",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Earlier enrollments (CSV: partner_id, program, from, to) for rules with "
+    "memory (grace, protection, renewal, held(...)), beside the run history.",
+)
+
 ONLY_CHANGED_OPTION = click.option(
     "--only-changed",
     is_flag=True,
@@ -149,6 +161,7 @@ CONFIG_PARAMETERS = {
     "templates": "templates_dir",
     "roster": "roster",
     "performance": "performance",
+    "enrollments": "enrollments",
     "db": "db",
     "out": "out_dir",
     "max_rejects": "max_rejects",
@@ -384,6 +397,8 @@ def test_command(rules_dir: str) -> None:
     help="Also write a self-contained HTML page of the comparison.",
 )
 @WORKERS_OPTION
+@DB_OPTION
+@ENROLLMENTS_OPTION
 def diff(
     base: str,
     proposed: str,
@@ -397,6 +412,8 @@ def diff(
     show_all: bool,
     html_path: Path | None,
     workers: int | None,
+    db: Path | None,
+    enrollments: Path | None,
 ) -> None:
     """Show who a rule change would move, and why, before it lands.
 
@@ -404,7 +421,9 @@ def diff(
     classification value, and engagement model, who enters and who leaves;
     then lists each partner that moves with the condition that made the
     difference. By default it compares the committed rules (git:HEAD:rules)
-    with the rules folder as edited.
+    with the rules folder as edited. Rules with memory (grace, protection,
+    renewal) read what partners held in earlier runs of the base rule set in
+    --db, and --enrollments; both sides read the same.
 
     \b
     Examples:
@@ -417,7 +436,10 @@ def diff(
         roster = Path(DEFAULT_ROSTER)
         performance = performance or Path(DEFAULT_PERFORMANCE)
     later = _as_of(None, None, proposed_as_of) if proposed_as_of else as_of
-    with load_rule_sets(base, proposed) as (base_rules, proposed_rules):
+    with (
+        load_rule_sets(base, proposed) as (base_rules, proposed_rules),
+        _memory(base_rules, max(as_of, later), db, enrollments, proposed_rules) as memory,
+    ):
         impact = compare(
             base_rules,
             proposed_rules,
@@ -429,6 +451,7 @@ def diff(
             f"{proposed} as of {later}",
             workers or default_workers(),
             through,
+            memory,
         )
     click.echo(
         impact_text(impact, base_rules.fingerprint, proposed_rules.fingerprint, show_all, limit)
@@ -470,6 +493,8 @@ def diff(
     help="Evaluate as of this date (YYYY-MM-DD). Default: today.",
 )
 @THROUGH_OPTION
+@DB_OPTION
+@ENROLLMENTS_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def explain_command(
     partner_id: str | None,
@@ -479,13 +504,17 @@ def explain_command(
     performance: str,
     as_of: dt.date,
     through: Quarter | None,
+    db: Path | None,
+    enrollments: Path | None,
     as_json: bool,
 ) -> None:
     """Decide one partner and explain every decision.
 
     For each classification row and program condition, it shows the partner's
     value, the threshold, and whether it held. For programs the partner did
-    not get, it shows what is missing and by how much.
+    not get, it shows what is missing and by how much. Rules with memory
+    read what the partner held in earlier runs (--db) and --enrollments, as
+    runs do.
 
     \b
     Examples:
@@ -506,6 +535,9 @@ def explain_command(
                 "row left out",
                 err=True,
             )
+    with _memory(ruleset, as_of, db, enrollments) as memory:
+        if memory is not None:
+            partner = dataclasses.replace(partner, memory=memory.of(partner.partner_id))
     explanation = explain(ruleset, partner, as_of, through)  # first: says a --through not ended
     decision = Evaluator(ruleset).decide([partner], as_of, through)[0]
     if explanation.decision() != decision:
@@ -633,6 +665,7 @@ def explain_command(
     type=click.Path(file_okay=False, path_type=Path),
     help="Letter templates.",
 )
+@ENROLLMENTS_OPTION
 def run(
     rules_dir: str,
     roster: Path | None,
@@ -654,6 +687,7 @@ def run(
     letters: bool,
     letter_formats: tuple[str, ...],
     templates_dir: Path,
+    enrollments: Path | None,
 ) -> None:
     """Decide every partner of a roster and write the results to --out.
 
@@ -702,6 +736,7 @@ def run(
         letters=RunLetters(templates_dir, letter_formats or tuple(LETTER_FORMATS))
         if letters
         else None,
+        enrollments=enrollments,
     )
     bar = _ProgressLine() if not quiet and sys.stderr.isatty() else None
     try:
@@ -761,6 +796,16 @@ def run(
             or "nobody enrolled"
         )
     )
+    kept = [
+        f"{ruleset.program(p).name} {n} ({how})"
+        for p, ways in summary.get("kept", {}).items()
+        for how, n in ways.items()
+    ]
+    if kept:
+        click.echo(
+            "Kept by memory, not qualifying now: " + ", ".join(kept) + " (enrollments.csv "
+            "says until when)"
+        )
     if letter_summary is not None and result.held is None:
         click.echo(letters_text(letter_summary))
     if result.held is not None:
@@ -1204,6 +1249,30 @@ def history(run_id: int | None, db: Path | None, keep: int | None) -> None:
         )
     finally:
         runs.close()
+
+
+@contextlib.contextmanager
+def _memory(
+    ruleset: RuleSet,
+    as_of: dt.date,
+    db: Path | None,
+    enrollments: Path | None,
+    other: RuleSet | None = None,
+) -> Iterator[MemorySource | None]:
+    """What partners held before ``as_of`` (for rules with memory, else
+    None): the runs of ``ruleset`` in the run history, if there is one yet,
+    and the earlier enrollments. ``other``: a second rule set deciding with it."""
+    if not ruleset.uses_memory and not (other is not None and other.uses_memory):
+        yield None
+        return
+    imported = EarlierEnrollments(enrollments, ruleset) if enrollments else None
+    path = db or Path(DEFAULT_DB)
+    runs = RunHistory(path) if path.is_file() else None
+    try:
+        yield MemorySource(ruleset, as_of, runs, imported)
+    finally:
+        if runs is not None:
+            runs.close()
 
 
 def _paired_performance(

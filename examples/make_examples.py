@@ -718,6 +718,18 @@ def history(pattern: str, target: int, deals: int, rng: random.Random) -> list[t
     return rows
 
 
+# Enrollments from before the first run (the vendor's spreadsheets): the
+# first and last day each partner held a program. P-1006 held Premier until
+# the last quarter and now only qualifies for Advanced: in grace. P-1014
+# reached Elite in April: its protection keeps it Elite for a year.
+EARLIER_ENROLLMENTS = [
+    ("P-1001", "elite", "2023-01-01", "2026-09-30"),
+    ("P-1002", "premier", "2024-04-01", "2026-09-30"),
+    ("P-1006", "premier", "2025-01-01", "2026-09-30"),
+    ("P-1012", "elite", "2026-04-01", "2026-09-30"),
+]
+
+
 def main() -> None:
     rng = random.Random(2026)
     with (HERE / "roster.csv").open("w", newline="", encoding="utf-8") as handle:
@@ -769,6 +781,10 @@ def main() -> None:
             for quarter, revenue, target, deals in history(p[13], p[14], p[15], rng):
                 writer.writerow([p[0], quarter, f"{revenue:.2f}", target, deals])
         writer.writerows(BAD_HISTORY_ROWS)
+    with (HERE / "enrollments.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["partner_id", "program", "from", "to"])
+        writer.writerows(EARLIER_ENROLLMENTS)
 
 
 if __name__ == "__main__":

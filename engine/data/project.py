@@ -29,7 +29,7 @@ else:  # pragma: no cover - Python 3.10
 
 CONFIG_FILE = "eligibility.toml"
 ENV_PREFIX = "ELIGIBILITY_"
-PATHS = ("rules", "templates", "roster", "performance", "db", "out")
+PATHS = ("rules", "templates", "roster", "performance", "enrollments", "db", "out")
 # key -> the types its value may have
 KEYS: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(PATHS, (str,)),

@@ -10,6 +10,7 @@ file compares its decisions with the last recorded run to list what changed.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -21,9 +22,10 @@ import orjson
 from engine.data.locks import held
 from engine.errors import DataError, UsageError
 from engine.evaluate.changes import Snapshot
+from engine.ruleset.memory import Recalled
 
 DEFAULT_DB = "eligibility-history.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: decisions.kept (the programs memory kept a partner in)
 LOCK_TIMEOUT_SECONDS = 30.0  # how long a run waits for another run's write to finish
 
 _SCHEMA = """
@@ -52,8 +54,10 @@ CREATE TABLE IF NOT EXISTS decisions (
     classifications TEXT NOT NULL,
     engagement TEXT NOT NULL,
     programs TEXT NOT NULL,
+    kept TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (run_id, partner_id)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS runs_by_rule_set ON runs (ruleset_name, as_of, id);
 CREATE TABLE IF NOT EXISTS sends (
     id INTEGER PRIMARY KEY,
     message_id TEXT NOT NULL,
@@ -114,7 +118,29 @@ class RunHistory:
             self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         elif int(found[0]) > SCHEMA_VERSION:
             raise DataError(f"{self.path} was written by a newer version of this program")
+        elif int(found[0]) < SCHEMA_VERSION:
+            self._upgrade(int(found[0]))
         self._open_run: int | None = None
+
+    def _upgrade(self, version: int) -> None:
+        """Bring a history written by an earlier version up to this one, in
+        one transaction. Version 1 had no ``kept`` column: memory kept nobody
+        then, so every program recorded was qualified for ('{}')."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
+            if "kept" not in columns:
+                self._db.execute("ALTER TABLE decisions ADD COLUMN kept TEXT NOT NULL DEFAULT '{}'")
+            self._db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),)
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.DatabaseError as error:
+            self.abort()
+            raise DataError(
+                f"{self.path}: could not bring the run history from version {version} "
+                f"to {SCHEMA_VERSION} ({error}); nothing was changed"
+            ) from None
 
     # --- recording a run -------------------------------------------------------
 
@@ -130,7 +156,7 @@ class RunHistory:
 
     def add_decisions(self, run_id: int, rows: Iterable[tuple[str, Snapshot]]) -> None:
         self._db.executemany(
-            "INSERT INTO decisions VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)",
             (
                 (
                     run_id,
@@ -138,6 +164,7 @@ class RunHistory:
                     orjson.dumps(s.classifications, option=orjson.OPT_SORT_KEYS).decode(),
                     s.engagement,
                     orjson.dumps(s.programs).decode(),
+                    orjson.dumps(s.kept).decode() if s.kept else "{}",
                 )
                 for pid, s in rows
             ),
@@ -195,7 +222,7 @@ class RunHistory:
         return {
             pid: _snapshot(*decided)
             for pid, *decided in self._for_partners(
-                "SELECT partner_id, classifications, engagement, programs FROM decisions "
+                "SELECT partner_id, classifications, engagement, programs, kept FROM decisions "
                 "WHERE run_id = ? AND partner_id IN ({})",
                 [run_id],
                 partner_ids,
@@ -211,14 +238,38 @@ class RunHistory:
         return {
             pid: (run_id, _snapshot(*decided))
             for pid, run_id, *decided in self._for_partners(
-                "SELECT d.partner_id, d.run_id, d.classifications, d.engagement, d.programs "
-                "FROM runs r JOIN decisions d ON d.run_id = r.id "
+                "SELECT d.partner_id, d.run_id, d.classifications, d.engagement, d.programs, "
+                "d.kept FROM runs r JOIN decisions d ON d.run_id = r.id "
                 "WHERE r.ruleset_name = ? AND r.roster_source = ? AND r.id < ? "
                 "AND d.partner_id IN ({}) ORDER BY d.run_id",
                 [ruleset_name, roster_source, before_run],
                 partner_ids,
             )
         }
+
+    def recalled(
+        self, ruleset_name: str, as_of: str, partner_ids: list[str]
+    ) -> dict[str, list[Recalled]]:
+        """What earlier runs of a rule set (by name) with an as-of date before
+        ``as_of`` decided for each partner: one entry per as-of date (the
+        newest run of that date that decided the partner), oldest first.
+        Partners no such run decided are left out (engine.ruleset.memory)."""
+        found: dict[str, dict[str, Recalled]] = {}
+        for pid, day, classifications, programs, kept in self._for_partners(
+            "SELECT d.partner_id, r.as_of, d.classifications, d.programs, d.kept "
+            "FROM runs r JOIN decisions d ON d.run_id = r.id "
+            "WHERE r.ruleset_name = ? AND r.as_of < ? AND d.partner_id IN ({}) "
+            "ORDER BY r.as_of, r.id",
+            [ruleset_name, as_of],
+            partner_ids,
+        ):
+            found.setdefault(pid, {})[day] = Recalled(
+                dt.date.fromisoformat(day),
+                frozenset(json.loads(programs)),
+                frozenset(json.loads(kept)),
+                json.loads(classifications),
+            )
+        return {pid: list(days.values()) for pid, days in found.items()}
 
     def _for_partners(
         self, query: str, parameters: list, partner_ids: list[str]
@@ -378,8 +429,10 @@ def lock_history(path: Path) -> contextlib.AbstractContextManager[None]:
     )
 
 
-def _snapshot(classifications: str, engagement: str, programs: str) -> Snapshot:
-    return Snapshot(json.loads(classifications), engagement, tuple(json.loads(programs)))
+def _snapshot(classifications: str, engagement: str, programs: str, kept: str) -> Snapshot:
+    return Snapshot(
+        json.loads(classifications), engagement, tuple(json.loads(programs)), json.loads(kept)
+    )
 
 
 def _record(row: tuple) -> RunRecord:

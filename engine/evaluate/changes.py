@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.ruleset.model import ENGAGEMENT, RuleSet
 
@@ -20,6 +20,7 @@ KINDS = (
     "group_change",
     "enrolled",
     "dropped",
+    "kept",  # memory now keeps the partner in a program: before how, after until when
 )
 
 
@@ -30,6 +31,9 @@ class Snapshot:
     classifications: Mapping[str, str]
     engagement: str
     programs: tuple[str, ...]
+    # The programs memory kept the partner in (enrolled, but not by their
+    # conditions): program -> (how: grace, protection, renewal; until: ISO date).
+    kept: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,4 +103,7 @@ def compare(
             changes.append(Change(partner_id, "enrolled", program.id, "", program.id, ""))
         elif program.id in old_programs - new_programs:
             changes.append(Change(partner_id, "dropped", program.id, program.id, "", ""))
+        if program.id in after.kept and program.id not in before.kept:
+            how, until = after.kept[program.id]
+            changes.append(Change(partner_id, "kept", program.id, how, until, ""))
     return changes

@@ -17,6 +17,10 @@ engine until a later level tests them.
 * A program's "enrolled" rule requires: in effect on the as-of date, its
   condition, every required program enrolled, and no higher-priority member
   of its exclusive group enrolled. Its "not enrolled" rule is the negation.
+* A program that keeps partners (grace, protection, renewal) has its
+  condition decided first in a helper stage, which records whether the
+  partner qualifies; its condition gate is then "qualifies, or memory keeps
+  it" (the input :func:`kept_input`, worked out by engine.ruleset.memory).
 * A *leaf* program (no group, and no other program requires or mentions it)
   has only its "enrolled" rule, on the final stage: the rule fires once for
   each partner it enrolls, and no action runs for partners it does not.
@@ -67,6 +71,15 @@ COUNT_PREFIX = "n_"  # number of items in a list value (durable cannot test for 
 
 def attr(name: str) -> str:
     return VALUE_PREFIX + name
+
+
+KEPT_PREFIX = "_kept_"  # an input: memory keeps the partner in a program (engine.ruleset.memory)
+
+
+def kept_input(program_id: str) -> str:
+    """The yes/no input saying a program's keeping (grace, protection,
+    renewal) would keep the partner should its conditions not hold."""
+    return KEPT_PREFIX + program_id
 
 
 def count_attr(name: str) -> str:
@@ -151,6 +164,10 @@ class Stage:
 class CompiledRules:
     stages: tuple[Stage, ...]
     inputs: tuple[str, ...]  # the values rules test, which a partner's record starts with
+    # For each program that keeps partners: the fact attribute of the helper
+    # decision saying whether the partner qualifies by its conditions (a
+    # partner enrolled without qualifying is kept by memory).
+    qualifies: tuple[tuple[str, str], ...] = ()
 
     @property
     def final_stage(self) -> int:
@@ -199,6 +216,7 @@ class _Planner:
         self.plans: list[tuple[str, str, list[tuple[str, DNF, Outcome]], set[str]]] = []
         self.leaves: list[tuple[str, str, list[tuple[str, DNF, Outcome]], set[str]]] = []
         self.helpers = 0
+        self.qualifies: dict[str, str] = {}
         self.always = (
             {attr(t.name) for t in ruleset.classifications}
             | {attr(ENGAGEMENT), AS_OF}
@@ -278,7 +296,7 @@ class _Planner:
         stage by an "enrolled" rule alone: it costs an action only for the
         partners it enrolls. Other programs get a stage of their own. Leaves
         share the final stage, so they share its budget of list rules too."""
-        when = self._bounded(program.when)
+        when = self._remembered(program, self._bounded(program.when))
         rules = self._sized(lambda: self._program_rules(program, when, leaf))
         if rules is None:
             when = self._helper(when)
@@ -319,7 +337,7 @@ class _Planner:
                 lambda ws, block=block, decision=decision, before=before: self._group_rules(
                     group, block, ws, decision, before
                 ),
-                [self._bounded(m.when) for m in block],
+                [self._remembered(m, self._bounded(m.when)) for m in block],
             )
             self.always.add(attr(decision))
             reads = _condition_reads(whens)
@@ -375,6 +393,17 @@ class _Planner:
             )
         )
         return rules
+
+    def _remembered(self, program: Program, when: Condition | None) -> Condition | None:
+        """A keeping program's gate: its condition, decided first in a helper
+        stage (whose answer says whether the partner qualifies), or memory
+        keeping the partner (see :func:`kept_input`)."""
+        if program.keeping is None or when is None:
+            return when
+        qualifies = self._helper(when, force=True)
+        self.qualifies[program.id] = attr(qualifies.name)
+        kept = Compare(kept_input(program.id), "==", (True,), "kept by memory", when.loc)
+        return AnyOf((qualifies, kept), when.loc)
 
     def _higher(self, program: Program) -> list[Program]:
         if not program.group:
@@ -457,8 +486,9 @@ class _Planner:
             return condition  # a comparison, or None
         return self._helper(condition) if _size(condition) > STAGE_BUDGET else condition
 
-    def _helper(self, condition: Condition) -> Condition:
-        """Decide ``condition`` in a helper stage; return a test of its answer."""
+    def _helper(self, condition: Condition, force: bool = False) -> Condition:
+        """Decide ``condition`` in a helper stage; return a test of its answer
+        (``force``: a stage of its own even for a negation)."""
         if isinstance(condition, Compare) and condition.name.startswith(HELPER_PREFIX):
             return condition
         if isinstance(condition, (AllOf, AnyOf)):
@@ -469,7 +499,7 @@ class _Planner:
                     for c in condition.items
                 )
                 condition = type(condition)(items, condition.loc)
-        elif isinstance(condition, NotOf):
+        elif isinstance(condition, NotOf) and not force:
             return NotOf(self._helper(condition.item), condition.loc)
         self.helpers += 1
         name = f"{HELPER_PREFIX}{self.helpers}"
@@ -527,7 +557,7 @@ class _Planner:
             for a in set().union(leaf_reads, *[p[3] for p in plans])
             if a.startswith(VALUE_PREFIX) and not a.startswith(attr(HELPER_PREFIX))
         )
-        return CompiledRules(stages, tuple(inputs))
+        return CompiledRules(stages, tuple(inputs), tuple(self.qualifies.items()))
 
 
 def _levels(stage_rules: list[list]) -> list[int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.evaluate.compiler import (
@@ -22,13 +22,17 @@ from engine.evaluate.compiler import (
     compile_rules,
     count_attr,
     encode,
+    kept_input,
 )
 from engine.evaluate.durable_adapter import DurableEngine
 from engine.evaluate.records import Partner
+from engine.ruleset.memory import Keep, Memory, keep_offer
 from engine.ruleset.metrics import Env, compile_expression, evaluate, round_value
 from engine.ruleset.model import ENGAGEMENT, RuleSet, per_part
 from engine.ruleset.quarters import Quarter
 from engine.ruleset.value_types import DATE, LIST
+
+OFFERS = "_offers"  # a partner's record: what memory would keep it in (never read by a rule)
 
 
 @dataclass(frozen=True)
@@ -40,14 +44,34 @@ class Decision:
     rows: Mapping[str, int]  # which row decided each table (-1: the default)
     engagement: str
     enrolled: tuple[str, ...]  # program ids, in rule-set order
+    # Programs enrolled although their conditions do not hold: memory keeps
+    # the partner in them (grace, protection, renewal), until when and how.
+    kept: Mapping[str, Keep] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {
+        found = {
             "partner_id": self.partner_id,
             "classifications": dict(self.classifications),
             "engagement_model": self.engagement,
             "programs": list(self.enrolled),
         }
+        if self.kept:
+            found["kept"] = {pid: keep.to_json() for pid, keep in self.kept.items()}
+        return found
+
+
+def keep_offers(ruleset: RuleSet, memory: Memory, as_of: dt.date) -> dict[str, Keep]:
+    """The programs whose keeping would keep this partner on ``as_of`` should
+    their conditions not hold (engine.ruleset.memory), and until when."""
+    if not ruleset.keeping_programs:
+        return {}
+    memory = memory.before(as_of)
+    offers = {}
+    for program in ruleset.keeping_programs:
+        offer = keep_offer(program.keeping, program.id, memory, as_of)
+        if offer is not None:
+            offers[program.id] = offer
+    return offers
 
 
 def partner_values(
@@ -65,7 +89,7 @@ def partner_values(
     complete on ``as_of``; see :func:`engine.ruleset.quarters.figures_through`).
     """
     values = _with_parameters(ruleset, partner.values)
-    env = Env(values, partner.history, as_of, through)
+    env = Env(values, partner.history, as_of, through, memory=partner.memory.before(as_of))
     if compiled is None:
         for metric in ruleset.metrics:
             values[metric.name] = round_value(metric.type, evaluate(metric.expr, env))
@@ -118,6 +142,7 @@ def decision_record(
         },
         "engagement_model": decision.engagement,
         "programs": list(decision.enrolled),
+        "kept": {pid: keep.to_json() for pid, keep in decision.kept.items()},
         "not_enrolled": dict(missed),
         "metrics": {metric.name: values[metric.name] for metric in ruleset.metrics},
         "rule_set_fingerprint": ruleset.fingerprint,
@@ -163,6 +188,7 @@ class Evaluator:
             [(t, ROW_PREFIX + t) for t in tables + [ENGAGEMENT]],
             [(p.id, attr(p.id)) for p in ruleset.programs],
         )
+        self._qualifies = dict(self.compiled.qualifies)
 
     def values(
         self, partner: Partner, as_of: dt.date, through: Quarter | None = None
@@ -178,6 +204,13 @@ class Evaluator:
                 fact[attribute] = encode(value)
                 if type(value) is tuple:
                     fact[count] = len(value)
+        if self._qualifies:
+            offers = keep_offers(self.ruleset, partner.memory, as_of)
+            if offers:
+                # The engine reads the yes/no inputs; the offers stay with the
+                # partner's record (no rule reads them) for _decision.
+                fact.update((attr(kept_input(pid)), True) for pid in offers)
+                fact[OFFERS] = offers
         return fact
 
     def decide(
@@ -194,10 +227,20 @@ class Evaluator:
 
     def _decision(self, final: Mapping[str, Any]) -> Decision:
         tables, rows, programs = self._names
+        enrolled = tuple(p for p, a in programs if final.get(a) is True)
+        offers = final.get(OFFERS)
+        kept = {}
+        if offers:
+            kept = {
+                pid: offer
+                for pid, offer in offers.items()
+                if pid in enrolled and final[self._qualifies[pid]] is False
+            }
         return Decision(
             partner_id=final[PARTNER],
             classifications={t: final[a] for t, a in tables},
             rows={t: int(final[a]) for t, a in rows},
             engagement=final[attr(ENGAGEMENT)],
-            enrolled=tuple(p for p, a in programs if final.get(a) is True),
+            enrolled=enrolled,
+            kept=kept,
         )

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.evaluate.decide import Decision, partner_values
+from engine.evaluate.decide import Decision, keep_offers, partner_values
 from engine.evaluate.records import Partner
 from engine.evaluate.requirements import (
     Requirement,
@@ -34,6 +34,7 @@ from engine.ruleset.conditions import (
     NotOf,
     describe,
 )
+from engine.ruleset.memory import Keep
 from engine.ruleset.metrics import T_NUM, Env, before_rounding, round_value
 from engine.ruleset.model import ENGAGEMENT, Program, RuleSet, Table, per_rule_set
 from engine.ruleset.quarters import Quarter, figures_through
@@ -102,6 +103,8 @@ class ProgramExplanation:
     group: str | None
     reasons: tuple[str, ...]  # why (or why not), in plain words
     benefits: Mapping[str, Any] = field(default_factory=dict)
+    # Enrolled although its conditions do not hold: memory keeps the partner.
+    kept: Keep | None = None
 
     def to_json(self) -> dict:
         return {
@@ -115,6 +118,7 @@ class ProgramExplanation:
             "missing_prerequisites": list(self.missing_prerequisites),
             "reasons": list(self.reasons),
             "condition": self.check.to_json() if self.check else None,
+            "kept": self.kept.to_json() if self.kept else None,
         }
 
 
@@ -136,6 +140,7 @@ class Explanation:
             rows={**{t.name: t.row for t in self.classifications}, ENGAGEMENT: self.engagement.row},
             engagement=self.engagement.value,
             enrolled=tuple(p.id for p in self.programs if p.enrolled),
+            kept={p.id: p.kept for p in self.programs if p.kept is not None},
         )
 
     def to_json(self) -> dict:
@@ -166,7 +171,7 @@ def explain(
             kind = ValueType(NUMBER) if metric.type.kind == INTEGER else metric.type
             unrounded = format_value(kind, round_value(T_NUM, before))
             shown[metric.name] += f" ({unrounded} rounded)"
-    explainer = _Explainer(ruleset, values, as_of)
+    explainer = _Explainer(ruleset, values, as_of, keep_offers(ruleset, partner.memory, as_of))
     tables = []
     for table in ruleset.classifications:
         result = explainer.table(table)
@@ -185,10 +190,17 @@ def explain(
 
 
 class _Explainer:
-    def __init__(self, ruleset: RuleSet, values: dict[str, Any], as_of: dt.date):
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        values: dict[str, Any],
+        as_of: dt.date,
+        offers: Mapping[str, Keep] | None = None,
+    ):
         self.ruleset = ruleset
         self.values = values
         self.as_of = as_of
+        self.offers = offers or {}
 
     def table(self, table: Table) -> TableExplanation:
         rows = tuple(RowCheck(r.value, self.check(r.when), r.note) for r in table.rows)
@@ -212,13 +224,14 @@ class _Explainer:
         if check is not None and check.holds == bool(failing):  # pragma: no cover
             raise AssertionError(f"the tree shown for {program.id} disagrees; this is a bug")
         reasons.extend(detailed(self.ruleset, failing))
+        keep = self.offers.get(program.id) if failing else None
         missing = tuple(r for r in program.requires if not decided[r].enrolled)
         for required in missing:
             reasons.append(
                 f"requires {self.ruleset.program(required).name}, which the partner "
                 "is not enrolled in"
             )
-        eligible = in_effect and not failing and not missing
+        eligible = in_effect and (not failing or keep is not None) and not missing
         lost_to = None
         if program.group:
             for member in self.ruleset.group_members(program.group):
@@ -234,7 +247,11 @@ class _Explainer:
                 f"higher in the '{program.group}' group and was chosen"
             )
         enrolled = eligible and lost_to is None
-        if enrolled:
+        if not enrolled:
+            keep = None
+        elif keep is not None:
+            reasons.append(f"does not qualify now, but memory keeps it: {keep.describe()}")
+        if enrolled and keep is None:
             reasons.append("all conditions hold" if check is not None else "open to every partner")
             if program.group:
                 below = [
@@ -259,6 +276,7 @@ class _Explainer:
             program.group,
             tuple(reasons),
             program.benefits,
+            keep,
         )
 
     def unmet(self, condition: Condition) -> list[Requirement]:

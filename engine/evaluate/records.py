@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import DataError
+from engine.ruleset.memory import EMPTY as EMPTY_MEMORY, Memory
 from engine.ruleset.model import RuleSet, per_rule_set
 from engine.ruleset.quarters import History, Quarter, parse_quarter
 from engine.ruleset.value_types import format_value, value_parser
@@ -27,6 +28,9 @@ class Partner:
     partner_id: str
     values: Mapping[str, Any]
     history: History = field(default_factory=History)
+    # What the partner held in earlier runs (engine.ruleset.memory), only
+    # what was known before the as-of date it is decided on.
+    memory: Memory = EMPTY_MEMORY
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,18 @@ def letter_facts(
             row = table.rows[int(decided_by[4:]) - 1]
             standing_reasons = leaves(ruleset, row.when, known, as_of, holding=True)
 
-    programs = [_program(ruleset, pid) for pid in enrolled]
+    kept_by = decision.get("kept") or {}
+    programs = [_program(ruleset, pid, kept_by.get(pid)) for pid in enrolled]
+    kept = [
+        {
+            **program,
+            "missing": leaves(
+                ruleset, ruleset.program(program["id"]).when, known, as_of, holding=False
+            ),
+        }
+        for program in programs
+        if program["kept"]
+    ]
     tier = next(
         (p for p in programs if settings.tier_group and p["group"] == settings.tier_group), None
     )
@@ -185,6 +196,10 @@ def letter_facts(
         if ruleset.engagement_declared
         else None,
         "programs": programs,
+        # The programs memory keeps the partner in although it does not
+        # qualify now, each with its 'kept' (how: grace, protection or
+        # renewal; until: the date it ends; since) and what it misses.
+        "kept": kept,
         "tier": tier,
         "next_tier": next_tier,
         "within_reach": within_reach,
@@ -198,8 +213,20 @@ def letter_facts(
 # letter: made once per rule set and shared (the sandbox cannot change it).
 
 
-def _program(ruleset: RuleSet, program_id: str) -> dict:
-    return per_rule_set("letter_programs", ruleset, _programs)[program_id]
+def _program(ruleset: RuleSet, program_id: str, kept: Mapping | None = None) -> dict:
+    """What letters say of a program; for one the partner holds, ``kept``
+    (from decisions.jsonl) says whether memory keeps it there, and until when."""
+    shared = per_rule_set("letter_programs", ruleset, _programs)[program_id]
+    if kept is None:
+        return shared
+    return {
+        **shared,
+        "kept": {
+            "how": kept["by"],
+            "until": dt.date.fromisoformat(kept["until"]),
+            "since": dt.date.fromisoformat(kept["since"]),
+        },
+    }
 
 
 def _programs(ruleset: RuleSet) -> dict[str, dict]:
@@ -210,6 +237,7 @@ def _programs(ruleset: RuleSet) -> dict[str, dict]:
             "description": program.description,
             "group": program.group,
             "benefits": [{"key": k, "value": v} for k, v in program.benefits.items()],
+            "kept": None,
         }
         for program in ruleset.programs
     }

@@ -410,7 +410,10 @@ class Formats:
         if kind in (INTEGER, NUMBER):
             return format_decimal(round(value, 2), locale=self.locale, decimal_quantization=False)
         if kind == DATE:
-            return format_date(value, format="long", locale=self.locale)
+            text = format_date(value, format="long", locale=self.locale)
+            if value.day == 1 and self.locale.language == "fr" and text.startswith("1 "):
+                text = "1er" + text[1:]  # French writes the first of a month as an ordinal
+            return text
         if kind == LIST:
             return ", ".join(value)
         return str(value)
@@ -681,7 +684,7 @@ class LetterRenderer:
 
 
 _PROGRAM_KEYS = ("tier", "next_tier")
-_PROGRAM_LISTS = ("programs", "enrolled", "dropped", "within_reach")
+_PROGRAM_LISTS = ("programs", "enrolled", "dropped", "within_reach", "kept")
 
 
 def _translate_names(context: dict, terms: dict[str, str]) -> None:

@@ -12,6 +12,7 @@ blocks its layout lacks), and raw HTML, which HTML letters leave out.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from engine.letters.rendering import (
     template_error_place,
 )
 from engine.letters.settings import LetterSettings, load_letter_settings
+from engine.ruleset.memory import Enrolled, Memory
 from engine.ruleset.model import ENGAGEMENT, RuleSet
 
 SAMPLE_PARTNERS = 50
@@ -278,6 +280,19 @@ def _samples(
         Partner(pid, values, histories.get(pid, build_history(ruleset, [])))
         for pid, values in partners
     ]
+    if ruleset.keeping_programs:
+        # The first partner again, having held every program that keeps
+        # partners until yesterday: its letters show what memory keeps.
+        yesterday = as_of - dt.timedelta(days=1)
+        memory = Memory(
+            enrollments=tuple(
+                Enrolled(p.id, yesterday, yesterday) for p in ruleset.keeping_programs
+            )
+        )
+        first = people[0]
+        people.append(
+            dataclasses.replace(first, partner_id=f"{first.partner_id}-kept", memory=memory)
+        )
     evaluator = Evaluator(ruleset)
     decisions = evaluator.decide(people, as_of)
     samples = []

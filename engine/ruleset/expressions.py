@@ -361,5 +361,33 @@ def names_in(expr: Expr) -> list[Name]:
     if isinstance(expr, Binary):
         return names_in(expr.left) + names_in(expr.right)
     if isinstance(expr, Call):
+        if expr.function in RECALLING:  # they name programs and classifications
+            return []
         return [n for arg in expr.args for n in names_in(arg)]
     return []
+
+
+# Functions of memory (engine.ruleset.metrics): their arguments name what a
+# partner held in earlier runs (a program, or a classification and a value),
+# not values the metric reads now.
+RECALLING = frozenset(
+    {
+        "held",
+        "runs_held",
+        "months_since_first",
+        "months_since_last",
+        "quarters_since_first",
+        "quarters_since_last",
+    }
+)
+
+
+def recalls(expr: Expr) -> bool:
+    """Whether an expression reads a partner's memory of earlier runs."""
+    if isinstance(expr, Call):
+        return expr.function in RECALLING or any(recalls(arg) for arg in expr.args)
+    if isinstance(expr, Unary):
+        return recalls(expr.operand)
+    if isinstance(expr, Binary):
+        return recalls(expr.left) or recalls(expr.right)
+    return False

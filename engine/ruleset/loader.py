@@ -20,6 +20,7 @@ from engine.errors import Problem, RuleSetError, UsageError
 from engine.ruleset import semantics
 from engine.ruleset.conditions import parse_condition, unknown_key_message
 from engine.ruleset.expressions import ParseError, parse_expression
+from engine.ruleset.memory import Keeping, Period
 from engine.ruleset.model import (
     ENGAGEMENT,
     NO_ENGAGEMENT,
@@ -91,7 +92,11 @@ PROGRAM_KEYS = (
     "ends",
     "requires",
     "benefits",
+    "grace",
+    "protection",
+    "renewal",
 )
+RENEWAL_KEYS = ("every", "window")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 RESERVED = {
     "partner_id",
@@ -827,7 +832,53 @@ class _RuleLoader:
             tuple(requires),
             self.plain_mapping(data, "benefits", where),
             loc,
+            self._keeping(data, where, when),
         )
+
+    def _keeping(self, data: YMap, where: str, when) -> Keeping | None:
+        """A program's ``grace:``, ``protection:`` and ``renewal:`` (see
+        engine.ruleset.memory), or None when it has none."""
+        found = {key: data[key] for key in ("grace", "protection", "renewal") if key in data}
+        if not found:
+            return None
+        if "when" not in data:
+            self.problem(
+                data.key_loc(next(iter(found))),
+                f"{where} has no conditions, so every partner always qualifies and "
+                f"'{next(iter(found))}' would never keep anyone: remove it, or add 'when:'",
+            )
+            return None
+        periods: dict[str, Period | None] = {}
+        for key in ("grace", "protection"):
+            if key in found:
+                periods[key] = self._period(
+                    found[key], data.value_loc(key), f"the {key} of {where}"
+                )
+        every = window = None
+        if "renewal" in found:
+            renewal = found["renewal"]
+            rloc = data.value_loc("renewal")
+            if isinstance(renewal, YMap):
+                if self.keys(renewal, rloc, RENEWAL_KEYS, f"the renewal of {where}", ("every",)):
+                    every = self._period(
+                        renewal["every"], renewal.value_loc("every"), f"the renewal of {where}"
+                    )
+                    if "window" in renewal:
+                        window = self._period(
+                            renewal["window"],
+                            renewal.value_loc("window"),
+                            f"the renewal window of {where}",
+                        )
+            else:
+                every = self._period(renewal, rloc, f"the renewal of {where}")
+        return Keeping(periods.get("grace"), periods.get("protection"), every, window)
+
+    def _period(self, value: Any, loc: Loc, what: str) -> Period | None:
+        try:
+            return Period.parse(value)
+        except ValueError as error:
+            self.problem(loc, f"{what}: {error}")
+            return None
 
 
 def _shorthand(value: str, key: str, loc: Loc) -> YMap:

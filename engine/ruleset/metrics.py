@@ -30,6 +30,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, 
 from typing import Any
 
 from engine.ruleset.expressions import Binary, Call, Expr, Literal, Name, ParseError, Unary
+from engine.ruleset.memory import EMPTY as EMPTY_MEMORY, Memory, quarters_before
 from engine.ruleset.quarters import History, Quarter, last_complete_quarter, window
 from engine.ruleset.value_types import (
     BOOL,
@@ -76,6 +77,8 @@ class Env:
     # Sums of a figure over quarters, found once per partner: attainment,
     # total and growth often add up the same quarters of revenue.
     sums: dict = field(default_factory=dict, compare=False)
+    # What the partner held in earlier runs (engine.ruleset.memory).
+    memory: Memory = EMPTY_MEMORY
 
     @property
     def last_quarter(self) -> Quarter:
@@ -95,10 +98,16 @@ class Checker:
     """Infers the type of an expression; ``resolve`` maps a name to its type."""
 
     def __init__(
-        self, resolve: Callable[[Name], ValueType], figure_type: Callable[[Name], ValueType]
+        self,
+        resolve: Callable[[Name], ValueType],
+        figure_type: Callable[[Name], ValueType],
+        recall: Callable[[Name], tuple[str, ...] | None] | None = None,
     ):
         self.resolve = resolve
         self.figure_type = figure_type
+        # A name memory functions may recall: None for a program, a
+        # classification's values for one; raises ParseError for anything else.
+        self.recall = recall
 
     def type_of(self, expr: Expr) -> ValueType:
         if isinstance(expr, Literal):
@@ -568,12 +577,7 @@ def _run_days_since(call, env, ev):
 
 def _run_quarters_since(call, env, ev):
     start = ev(call.args[0], env)
-    if start is None:
-        return None
-    months = (env.as_of.year - start.year) * 12 + env.as_of.month - start.month
-    if env.as_of.day < start.day:
-        months -= 1
-    return months // 3
+    return None if start is None else _months_between(start, env.as_of) // 3
 
 
 def _check_overlap(call, c):
@@ -696,6 +700,79 @@ def _run_abs(call, env, ev):
     return None if value is None else abs(value)
 
 
+def _subject_args(call: Call, checker: Checker, usage: str, extra: int) -> None:
+    """Check the subject of a memory function: a program, or a classification
+    and one of its values, followed by ``extra`` more arguments."""
+    if not call.args or not isinstance(call.args[0], Name) or checker.recall is None:
+        raise ParseError(
+            f"{call.function} needs a program or a classification: {usage}", call.offset
+        )
+    values = checker.recall(call.args[0])
+    wanted = (1 if values is None else 2) + extra
+    if len(call.args) != wanted:
+        if values is None:
+            what = f"the program '{call.args[0].name}'"
+        else:
+            what = f"the classification '{call.args[0].name}' and one of its values"
+        raise ParseError(
+            f"{call.function} takes {what}"
+            + (f" and a number of quarters: {usage}" if extra else f": {usage}"),
+            call.offset,
+        )
+    if values is not None:
+        value = call.args[1]
+        if not isinstance(value, Name) or value.name not in values:
+            raise ParseError(
+                f"'{getattr(value, 'name', value)}' is not a value of "
+                f"'{call.args[0].name}' (values: {', '.join(values)})",
+                getattr(value, "offset", call.offset),
+            )
+
+
+def _subject(call: Call, extra: int = 0) -> str | tuple[str, str]:
+    args = call.args[: len(call.args) - extra]
+    return args[0].name if len(args) == 1 else (args[0].name, args[1].name)
+
+
+def _check_held(call, c):
+    usage = "held(premier, 4) or held(size, strategic, 4)"
+    _subject_args(call, c, usage, 1)
+    _quarters_arg(call, len(call.args) - 1, usage)
+    return T_BOOL
+
+
+def _run_held(call, env, _):
+    start = quarters_before(env.as_of, int(call.args[-1].value))
+    return env.memory.held_since(_subject(call, 1), start)
+
+
+def _check_recalled_count(call, c):
+    _subject_args(call, c, f"{call.function}(premier) or {call.function}(size, strategic)", 0)
+    return T_INT
+
+
+def _run_runs_held(call, env, _):
+    return env.memory.runs_held(_subject(call))
+
+
+def _run_since_held(call, env, _):
+    subject = _subject(call)
+    memory = env.memory
+    day = (
+        memory.first_held(subject) if call.function.endswith("first") else memory.last_held(subject)
+    )
+    if day is None:
+        return None
+    months = _months_between(day, env.as_of)
+    return months // 3 if call.function.startswith("quarters") else months
+
+
+def _months_between(start: dt.date, end: dt.date) -> int:
+    """Whole months from ``start`` to ``end``."""
+    months = (end.year - start.year) * 12 + end.month - start.month
+    return months - 1 if end.day < start.day else months
+
+
 FUNCTIONS: dict[str, Function] = {
     "attainment": Function(
         "attainment(4): revenue / target over the last 4 quarters",
@@ -751,4 +828,36 @@ FUNCTIONS: dict[str, Function] = {
     "floor": Function("floor(x) or floor(x, 2): down (2.49 -> 2)", _check_round, _run_round),
     "ceiling": Function("ceiling(x) or ceiling(x, 2): up (2.01 -> 3)", _check_round, _run_round),
     "abs": Function("abs(x)", _check_abs, _run_abs),
+    # Memory: what the partner held in earlier runs (engine.ruleset.memory).
+    "held": Function(
+        "held(premier, 4): yes if an earlier run in the last 4 quarters enrolled the "
+        "partner in premier (held(size, strategic, 4) for a classification)",
+        _check_held,
+        _run_held,
+    ),
+    "runs_held": Function(
+        "runs_held(premier): the latest earlier runs in a row that enrolled the partner",
+        _check_recalled_count,
+        _run_runs_held,
+    ),
+    "months_since_first": Function(
+        "months_since_first(premier): whole months since it first held it",
+        _check_recalled_count,
+        _run_since_held,
+    ),
+    "months_since_last": Function(
+        "months_since_last(premier): whole months since it last held it",
+        _check_recalled_count,
+        _run_since_held,
+    ),
+    "quarters_since_first": Function(
+        "quarters_since_first(premier): whole quarters since it first held it",
+        _check_recalled_count,
+        _run_since_held,
+    ),
+    "quarters_since_last": Function(
+        "quarters_since_last(premier): whole quarters since it last held it",
+        _check_recalled_count,
+        _run_since_held,
+    ),
 }

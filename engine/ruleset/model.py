@@ -15,7 +15,8 @@ from functools import cached_property
 from typing import Any
 
 from engine.ruleset.conditions import Condition
-from engine.ruleset.expressions import Expr
+from engine.ruleset.expressions import Expr, recalls
+from engine.ruleset.memory import Keeping
 from engine.ruleset.value_types import BOOL, CHOICE, ValueType
 from engine.ruleset.yaml_source import Loc
 
@@ -132,6 +133,9 @@ class Program:
     requires: tuple[str, ...]
     benefits: Mapping[str, Any]
     loc: Loc
+    # How the program keeps a partner after its conditions stop holding
+    # (grace, protection, renewal: engine.ruleset.memory); None: it does not.
+    keeping: Keeping | None = None
 
     def in_effect(self, as_of: dt.date) -> bool:
         return (self.starts is None or self.starts <= as_of) and (
@@ -165,6 +169,17 @@ class RuleSet:
     # model may change against the previous run before the run is held: its
     # letters wait for a manager (``ruleset: max_moves:``, ``--max-moves``).
     max_moves: float = 0.20
+
+    @cached_property
+    def uses_memory(self) -> bool:
+        """Whether decisions read what partners held in earlier runs: a
+        program keeps partners (grace, protection, renewal) or a metric
+        recalls (held, runs_held, ...). Runs then load each partner's memory."""
+        return any(p.keeping for p in self.programs) or any(recalls(m.expr) for m in self.metrics)
+
+    @cached_property
+    def keeping_programs(self) -> tuple[Program, ...]:
+        return tuple(p for p in self.programs if p.keeping is not None)
 
     def program(self, program_id: str) -> Program:
         return self._programs_by_id[program_id]

@@ -232,7 +232,9 @@ class Checks:
         metrics = []
         for name in order:
             _, expr, source, label, description, loc, sloc = defs[name]
-            checker = Checker(lambda n: self._metric_name_type(n), self._figure_type)
+            checker = Checker(
+                lambda n: self._metric_name_type(n), self._figure_type, self._recalled
+            )
             try:
                 vtype = checker.type_of(expr)
             except _BrokenName:
@@ -259,6 +261,23 @@ class Checks:
                 name.offset,
             )
         raise ParseError(self._unknown(name.name, ("field", "parameter", "metric")), name.offset)
+
+    def _recalled(self, name: Name) -> tuple[str, ...] | None:
+        """What a memory function may name (see Checker.recall)."""
+        kind = self.kinds.get(name.name)
+        if kind == "program":
+            return None
+        if kind == "classification":
+            return self.types[name.name].values
+        if kind is None and self._quiet(name.name):
+            raise _BrokenName()
+        if kind is None:
+            raise ParseError(self._unknown(name.name, ("program", "classification")), name.offset)
+        raise ParseError(
+            f"memory functions recall a program or a classification, and "
+            f"'{name.name}' is {KIND_WORDS[kind]}",
+            name.offset,
+        )
 
     def _figure_type(self, name: Name) -> ValueType:
         if name.name in self.figures:

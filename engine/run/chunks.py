@@ -35,6 +35,7 @@ from engine.evaluate.records import (
 )
 from engine.letters.files import LetterWork, write_letter
 from engine.letters.rendering import renderer_for
+from engine.ruleset.memory import EMPTY as EMPTY_MEMORY, Memory
 from engine.ruleset.model import RuleSet, per_rule_set
 from engine.ruleset.quarters import Quarter, figures_through, window
 
@@ -103,12 +104,14 @@ def decide_chunk(
     as_of: dt.date,
     earlier: Earlier | None = None,
     through: Quarter | None = None,
+    memory: Mapping[str, Memory] | None = None,
 ) -> ChunkResult:
     """Decide a chunk (see the module docstring). Without ``earlier`` (a first
     run, or a what-if) no changes are listed; with ``letters``, each decided
     partner's letter is written (file names: ``ChunkRow.letter_stem``).
     History metrics read figures up to ``through`` (default: the last quarter
-    complete on ``as_of``)."""
+    complete on ``as_of``). ``memory``: what the chunk's partners held in
+    earlier runs, for rules with memory (engine.ruleset.memory)."""
     through = figures_through(as_of, through)
     evaluator = per_rule_set("evaluator", ruleset, Evaluator)
     partners: list[tuple[ChunkRow, Partner]] = []
@@ -129,7 +132,8 @@ def decide_chunk(
             rejected_rows += 1
             rejects.extend(Reject.of(row.source_file, row.row, partner_id, p) for p in problems)
         else:
-            partners.append((row, Partner(partner_id, values, history)))
+            recalled = memory.get(partner_id, EMPTY_MEMORY) if memory else EMPTY_MEMORY
+            partners.append((row, Partner(partner_id, values, history, recalled)))
             defaults.update(defaulted)
         reject_rows.extend([row.row] * (len(rejects) - before))
     reporting = _reporting([partner for _, partner in partners], through)
@@ -190,7 +194,12 @@ def _reporting(partners: Sequence[Partner], latest: Quarter) -> tuple[int, int]:
 
 def snapshot(decision: Decision) -> Snapshot:
     """A decision as the run history keeps it."""
-    return Snapshot(dict(decision.classifications), decision.engagement, tuple(decision.enrolled))
+    return Snapshot(
+        dict(decision.classifications),
+        decision.engagement,
+        tuple(decision.enrolled),
+        {pid: (keep.how, keep.until.isoformat()) for pid, keep in decision.kept.items()},
+    )
 
 
 def _changes(ruleset: RuleSet, decision: Decision, earlier: Earlier) -> list[Change]:

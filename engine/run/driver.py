@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.data.memory import EarlierEnrollments, MemorySource
 from engine.data.outputs import CsvOutput, JsonLinesOutput, safe_cell, write_json_atomically
 from engine.data.performance import HistoryStore
 from engine.data.readers import (
@@ -73,7 +74,9 @@ from engine.run.parallel import ordered_map, workers_inherit_memory
 
 CHUNK_SIZE = 500
 OUTPUT_FILES = ("decisions.jsonl", "enrollments.csv", "rejects.csv", "changes.csv", "summary.json")
-ENROLLMENT_COLUMNS = ("partner_id", "program", "program_name", "group")
+# kept_by and kept_until: how memory keeps the partner in a program it does
+# not qualify for now (grace, protection, renewal), and until when; empty if it qualifies.
+ENROLLMENT_COLUMNS = ("partner_id", "program", "program_name", "group", "kept_by", "kept_until")
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,9 @@ class RunOptions:
     # complete on the as-of date is not in yet; None: that one. Dates
     # (tenure, dated rules) still count from as_of.
     through: Quarter | None = None
+    # Earlier enrollments (CSV: partner_id, program, from, to) for rules
+    # with memory, beside the run history (engine.data.memory).
+    enrollments: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,9 @@ class RunTally:
     changes: collections.Counter = field(default_factory=collections.Counter)
     defaults: collections.Counter = field(default_factory=collections.Counter)
     moved: int = 0  # partners with a change in MOVES
+    kept: collections.Counter = field(default_factory=collections.Counter)  # (program, how)
+    enrollment_rows: int = 0
+    enrollment_rejects: int = 0
 
 
 class _Outputs:
@@ -212,6 +221,7 @@ def run_batch(
         check_templates(
             ruleset, options.letters.templates, options.roster, options.performance, options.as_of
         )
+    enrollments = EarlierEnrollments(options.enrollments, ruleset) if options.enrollments else None
     out = OutputFolder(options.out_dir)
     out.refuse_foreign(options.force)  # before its lock file is made there
     with out.lock(), lock_history(options.db):
@@ -219,7 +229,7 @@ def run_batch(
         runs = RunHistory(options.db)
         try:
             out.recover(runs.records_folder)
-            return _run_locked(ruleset, options, reader, out, runs, progress)
+            return _run_locked(ruleset, options, reader, out, runs, progress, enrollments)
         finally:
             runs.close()
 
@@ -231,12 +241,18 @@ def _run_locked(
     out: OutputFolder,
     runs: RunHistory,
     progress: Callable[[Progress], None] | None,
+    enrollments: EarlierEnrollments | None = None,
 ) -> RunResult:
     """The run, holding the locks: see the module docstring."""
     clock = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     roster_source = str(options.roster.resolve())
     fingerprints = {"roster": file_fingerprint(options.roster)}
+    if enrollments is not None:
+        fingerprints["enrollments"] = file_fingerprint(enrollments.path)
+    memory = (
+        MemorySource(ruleset, options.as_of, runs, enrollments) if ruleset.uses_memory else None
+    )
     # Read under the locks: no other run can record itself in between.
     previous = runs.previous_run(ruleset.name, roster_source)
     runs.begin()
@@ -271,12 +287,19 @@ def _run_locked(
                 for reject in history.load(options.performance, options.roster):
                     _write_reject(reject, outputs, tally)
                     tally.history_rejects += 1
+            if enrollments is not None:
+                tally.enrollment_rows = enrollments.rows_read
+                for reject in enrollments.rejects:
+                    _write_reject(reject, outputs, tally)
+                    tally.enrollment_rejects += 1
             timings["history_seconds"] = round(time.perf_counter() - clock, 3)
             names = letters.names if letters is not None else None
             chunks = roster_chunks(reader, history, seen, tally, options.chunk_size, names)
             for chunk, set_aside in chunks:
                 aside.append(set_aside)
-                yield chunk, options.as_of, _earlier(runs, previous, chunk), options.through
+                recalled = memory.for_partners(row.partner_id for row in chunk) if memory else None
+                earlier = _earlier(runs, previous, chunk)
+                yield chunk, options.as_of, earlier, options.through, recalled
 
         if options.workers > 1 and workers_inherit_memory():
             compiled_rules(ruleset)  # once, here: forked workers inherit it
@@ -666,9 +689,14 @@ def _record_chunk(
         outputs.decisions.write_line(partner.line)
         if partner.decision.enrolled:
             safe_id = safe_cell(partner.partner_id)
+            kept = partner.decision.kept
             for program_id in partner.decision.enrolled:
-                outputs.enrollments.write_safe((safe_id, *cells[program_id]))
+                keep = kept.get(program_id)
+                how, until = (keep.how, keep.until.isoformat()) if keep else ("", "")
+                outputs.enrollments.write_safe((safe_id, *cells[program_id], how, until))
                 tally.programs[program_id] += 1
+                if keep:
+                    tally.kept[program_id, keep.how] += 1
         for table, value in partner.decision.classifications.items():
             counts = classifications.get(table)
             if counts is None:
@@ -741,6 +769,14 @@ def _summary(
             "rows_rejected": tally.history_rejects,
             "encoding": RowReader(options.performance).encoding.name,
         }
+    if options.enrollments is not None:
+        inputs["enrollments"] = {
+            "file": str(options.enrollments),
+            "fingerprint": fingerprints["enrollments"],
+            "rows_read": tally.enrollment_rows,
+            "rows_rejected": tally.enrollment_rejects,
+            "encoding": RowReader(options.enrollments).encoding.name,
+        }
     through = {"figures_through": str(figures_through(options.as_of, options.through))}
     return {
         "as_of": options.as_of.isoformat(),
@@ -765,6 +801,12 @@ def _summary(
         if ruleset.engagement_declared
         else {},
         "programs": {p.id: tally.programs.get(p.id, 0) for p in ruleset.programs},
+        # Of those, the partners memory kept in a program (grace, protection,
+        # renewal: engine.ruleset.memory), by program and how.
+        "kept": {
+            p.id: {how: n for (pid, how), n in sorted(tally.kept.items()) if pid == p.id}
+            for p in ruleset.keeping_programs
+        },
         # What people read for the ids above (history, the report).
         "names": {
             **{m.id: m.name for m in ruleset.engagement_models.values()},

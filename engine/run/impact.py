@@ -17,18 +17,20 @@ import subprocess
 import tarfile
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import orjson
 
+from engine.data.memory import MemorySource
 from engine.data.performance import HistoryStore
 from engine.data.readers import RowReader, check_columns
 from engine.errors import InputError
 from engine.evaluate.decide import compiled_rules
 from engine.ruleset.loader import load_rules
+from engine.ruleset.memory import Memory
 from engine.ruleset.model import ENGAGEMENT, RuleSet
 from engine.ruleset.quarters import Quarter, figures_through
 from engine.run.chunks import ChunkResult, decide_chunk
@@ -128,11 +130,14 @@ def compare(
     proposed_label: str,
     workers: int = 1,
     through: Quarter | None = None,
+    memory: MemorySource | None = None,
 ) -> Impact:
     """Decide every partner on both sides and collect who moves, and why.
     Chunks of partners are decided in ``workers`` processes, as runs do.
     ``through``: both sides read figures up to that quarter (see
-    :func:`engine.ruleset.quarters.figures_through`)."""
+    :func:`engine.ruleset.quarters.figures_through`). ``memory``: what
+    partners held before, for rules with memory; both sides get the same
+    (each only what was known before its as-of date)."""
     for day in (base_as_of, proposed_as_of):
         figures_through(day, through)  # a quarter not ended stops before anything is read
     impact = Impact(base_label, proposed_label)
@@ -143,7 +148,16 @@ def compare(
             list(history.load(performance, roster))  # bad rows are counted by the run, not here
         check_columns(roster, {**base.fields, **proposed.fields}, "roster")
         chunks = roster_chunks(RowReader(roster, base.fields), history, {}, tally, 500)
-        tasks = ((chunk, base_as_of, proposed_as_of, through) for chunk, _ in chunks)
+        tasks = (
+            (
+                chunk,
+                base_as_of,
+                proposed_as_of,
+                through,
+                memory.for_partners(r.partner_id for r in chunk) if memory else None,
+            )
+            for chunk, _ in chunks
+        )
         if workers > 1 and workers_inherit_memory():
             (
                 compiled_rules(base),
@@ -168,11 +182,12 @@ def decide_both(
     base_as_of: dt.date,
     proposed_as_of: dt.date,
     through: Quarter | None,
+    memory: Mapping[str, Memory] | None = None,
 ) -> tuple[ChunkResult, ChunkResult]:
     """One chunk decided by both rule sets (in a worker process)."""
     return (
-        decide_chunk(base, None, chunk, base_as_of, through=through),
-        decide_chunk(proposed, None, chunk, proposed_as_of, through=through),
+        decide_chunk(base, None, chunk, base_as_of, through=through, memory=memory),
+        decide_chunk(proposed, None, chunk, proposed_as_of, through=through, memory=memory),
     )
 
 
