@@ -436,6 +436,8 @@ def diff(
         roster = Path(DEFAULT_ROSTER)
         performance = performance or Path(DEFAULT_PERFORMANCE)
     later = _as_of(None, None, proposed_as_of) if proposed_as_of else as_of
+    if not base.startswith("git:"):  # a revision of the project's rules keeps them
+        enrollments = _paired_enrollments(base, enrollments)
     with (
         load_rule_sets(base, proposed) as (base_rules, proposed_rules),
         _memory(base_rules, max(as_of, later), db, enrollments, proposed_rules) as memory,
@@ -524,6 +526,7 @@ def explain_command(
     if bool(partner_id) == bool(json_file):
         raise click.UsageError("give a PARTNER_ID from the roster, or --file partner.json")
     ruleset = load_rules(rules_dir)
+    enrollments = _paired_enrollments(rules_dir, enrollments)
     if json_file:
         partner = partner_from_json_file(ruleset, json_file)
     else:
@@ -710,6 +713,7 @@ def run(
       eligibility run --letter-format eml --report
     """
     performance = _paired_performance(roster, performance, no_performance)
+    enrollments = _paired_enrollments(rules_dir, enrollments)
     if no_performance and performance is not None:
         raise UsageError("give either --performance FILE or --no-performance, not both")
     if roster is None:
@@ -1273,6 +1277,28 @@ def _memory(
     finally:
         if runs is not None:
             runs.close()
+
+
+def _paired_enrollments(rules_dir: str, enrollments: Path | None) -> Path | None:
+    """The project config's earlier enrollments go with the project config's
+    rules only: they name that rule set's programs (its grace and protection
+    read them), so other rules given on the command line do not get them."""
+    ctx = click.get_current_context()
+    if (
+        enrollments is None
+        or ctx.get_parameter_source("enrollments") != click.core.ParameterSource.DEFAULT_MAP
+    ):
+        return enrollments
+    project_rules = (ctx.default_map or {}).get("rules_dir")
+    if project_rules is not None and Path(rules_dir).resolve() == Path(project_rules).resolve():
+        return enrollments
+    click.echo(
+        f"note: the project's earlier enrollments ({enrollments}) are for the rules in "
+        f"{project_rules}, so they are not read with {rules_dir}; give --enrollments FILE "
+        "to read some",
+        err=True,
+    )
+    return None
 
 
 def _paired_performance(

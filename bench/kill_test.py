@@ -272,7 +272,12 @@ def check_next_run(out: Path, db: Path, data: Path, date: str, workers: int) -> 
         return problems + [f"run {previous}'s folder is gone"]
     before = decided(Path(before_folder))
     after = decided(folder)
-    expected = {pid for pid in after if before.get(pid) != after[pid]} | (before.keys() - after)
+    expected = {
+        pid
+        for pid in after
+        if before.get(pid, ())[:3] != after[pid][:3]
+        or (pid in before and after[pid][3] - before[pid][3])  # newly kept by memory
+    } | (before.keys() - after)
     listed = {read_cell(r["partner_id"]) for r in rows(folder / "changes.csv")}
     if listed != expected:
         problems.append(
@@ -283,6 +288,7 @@ def check_next_run(out: Path, db: Path, data: Path, date: str, workers: int) -> 
 
 
 def decided(folder: Path) -> dict[str, tuple]:
+    """Each partner's decisions, and the programs memory kept it in."""
     result = {}
     for line in (folder / "decisions.jsonl").open("rb"):
         d = json.loads(line)
@@ -290,6 +296,7 @@ def decided(folder: Path) -> dict[str, tuple]:
             json.dumps(d["classifications"], sort_keys=True),
             d["engagement_model"],
             tuple(d["programs"]),
+            frozenset(d.get("kept", {})),
         )
     return result
 

@@ -739,7 +739,7 @@ def test_history_lists_and_shows_runs(cli_run, tmp_path):
     assert len(lines) == 2 and lines[1].split()[0] == "2" and "roster.csv" in lines[1]
     shown = cli_run("history", "2", "--db", db)
     assert "partners:    34 read, 32 decided, 2 rejected" in shown.output
-    assert "programs: Elite Partner 1, Premier Partner 8," in shown.output  # names, not ids
+    assert "programs: Elite Partner 2, Premier Partner 8," in shown.output  # names, not ids
     assert cli_run("history", "9", "--db", db).exit_code == 2
 
 

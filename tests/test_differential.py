@@ -22,6 +22,7 @@ from engine.evaluate.explain import explain
 from engine.evaluate.records import Partner
 from engine.ruleset.conditions import AllOf, AnyOf, Compare, Dated, IsMissing, NotOf
 from engine.ruleset.loader import load_rules
+from engine.ruleset.memory import Enrolled, Memory, Recalled
 from engine.ruleset.model import EngagementModel, FieldDef, Program, Row, RuleSet, Table
 from engine.ruleset.quarters import History, Quarter, last_complete_quarter
 from engine.ruleset.value_types import ValueType
@@ -88,7 +89,37 @@ def partners(draw, index=itertools.count()):  # noqa: B008 (one counter for all 
             "target": target,
             "deals_closed": draw(counts),
         }
-    return Partner(f"G{next(index)}", values, History(quarters))
+    return Partner(f"G{next(index)}", values, History(quarters), draw(memories()))
+
+
+# Earlier runs and enrollments around the as-of dates below: memory keeps
+# partners in Premier (grace) and Elite (protection) in the reference rules.
+RECALL_DATES = [
+    dt.date(2025, 9, 30),
+    dt.date(2025, 12, 31),
+    dt.date(2026, 3, 31),
+    dt.date(2026, 6, 30),
+    dt.date(2026, 9, 30),
+    dt.date(2026, 11, 26),
+    dt.date(2026, 12, 31),
+]
+TIERS = ["elite", "premier", "advanced", "select", "registered"]
+
+
+@st.composite
+def memories(draw):
+    runs = []
+    for day in sorted(draw(st.sets(st.sampled_from(RECALL_DATES), max_size=4))):
+        tier = draw(st.sampled_from(TIERS))
+        held = {tier, *draw(st.sets(st.sampled_from(["deal_registration", "co_sell"])))}
+        kept = {tier} if tier in ("elite", "premier") and draw(st.booleans()) else set()
+        standing = draw(st.sampled_from(["good", "at_risk", "probation"]))
+        runs.append(Recalled(day, frozenset(held), frozenset(kept), {"standing": standing}))
+    enrollments = []
+    for _ in range(draw(st.integers(0, 2))):
+        start, end = sorted(draw(st.lists(st.sampled_from(RECALL_DATES), min_size=2, max_size=2)))
+        enrollments.append(Enrolled(draw(st.sampled_from(["elite", "premier"])), start, end))
+    return Memory(tuple(runs), tuple(enrollments))
 
 
 @SETTINGS

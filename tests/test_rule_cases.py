@@ -97,7 +97,7 @@ def test_pytest_reports_broken_rules_at_collection(pytester, rules_with_cases):
     result = pytester.runpytest(
         str(rules_with_cases / "tests" / "mine.yaml"), "-p", "no:cacheprovider"
     )
-    result.stdout.fnmatch_lines(["*programs.yaml:29:11: in program 'premier': unknown name*"])
+    result.stdout.fnmatch_lines(["*programs.yaml:31:11: in program 'premier': unknown name*"])
     assert result.ret != 0
 
 

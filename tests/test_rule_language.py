@@ -304,7 +304,7 @@ def test_a_threshold_outside_a_fields_range_is_refused(rules_copy, test, bounds)
         (  # a program's key indented as a program
             "    benefits:\n      discount: 45%",
             "  benefits:\n      discount: 45%",
-            ":18:3: 'benefits' is indented like a program's name, but it is a key of a "
+            ":20:3: 'benefits' is indented like a program's name, but it is a key of a "
             "program: indent it under the program above it",
         ),
     ],

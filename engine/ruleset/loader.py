@@ -859,7 +859,10 @@ class _RuleLoader:
             renewal = found["renewal"]
             rloc = data.value_loc("renewal")
             if isinstance(renewal, YMap):
-                if self.keys(renewal, rloc, RENEWAL_KEYS, f"the renewal of {where}", ("every",)):
+                checked = self.keys(
+                    renewal, rloc, RENEWAL_KEYS, f"the renewal of {where}", ("every",)
+                )
+                if checked and "every" in renewal:
                     every = self._period(
                         renewal["every"], renewal.value_loc("every"), f"the renewal of {where}"
                     )

@@ -21,8 +21,9 @@ The rules of keeping, for a program P and a run as of date A:
 * **grace** (a period G): P stopped qualifying on the first date after the
   last one it qualified (a recorded run that enrolled it by its conditions,
   or the last day of an imported enrollment) on which a recorded run did not
-  enroll it by its conditions, or on A when no run did since. It is kept
-  while A is before that date + G: "in grace until" that date.
+  enroll it by its conditions, or on A when no run did since; after an
+  imported enrollment's last day, on the day after. It is kept while A is
+  before that date + G: "in grace until" that date.
 * **protection** (a period T): P is kept while A is before the start of the
   partner's current stretch of holding it (counting back from the newest
   record, stopping at the first run that did not enroll it) + T.
@@ -224,10 +225,15 @@ class Memory:
     def stopped_qualifying(self, program: str, as_of: dt.date) -> dt.date | None:
         """The first date after the last qualifying one on which a run did not
         enroll the partner by the program's conditions (``as_of`` if none did
-        since); None if it never qualified."""
+        since), or the day after an imported enrollment ended, when that was
+        the last qualifying date; None if it never qualified."""
         last = self.last_qualified(program)
         if last is None:
             return None
+        ended = any(e.program == program and e.end == last for e in self.enrollments)
+        by_run = any(r.as_of == last for r in self.runs)
+        if ended and not by_run:  # an imported enrollment that ended then
+            return last + dt.timedelta(days=1)
         return next(
             (
                 r.as_of

@@ -29,6 +29,7 @@ from engine.ruleset.loader import (
     NAME,
     PARAMETER_KEYS,
     PROGRAM_KEYS,
+    RENEWAL_KEYS,
     ROW_KEYS,
     RULESET_KEYS,
     SECTIONS,
@@ -74,6 +75,14 @@ def named(values: dict[str, Any]) -> dict:
         "propertyNames": {"pattern": NAME.pattern},
         "additionalProperties": values,
     }
+
+
+# A period of memory (engine.ruleset.memory.Period): "1 quarter", "90 days".
+_PERIOD = {
+    "type": "string",
+    "pattern": r"^\s*[0-9]{1,3}\s*([Dd]ay|[Ww]eek|[Mm]onth|[Qq]uarter|[Yy]ear)s?\s*$",
+    "description": "a whole number and a unit: days, weeks, months, quarters, years",
+}
 
 
 def keys_described(keys: tuple[str, ...], known: dict[str, Any]) -> dict[str, Any]:
@@ -168,6 +177,24 @@ def rule_file_schema() -> dict:
                 "ends": _DATE,
                 "requires": {"anyOf": [_TEXT, _TEXTS]},
                 "benefits": {"type": "object"},
+                "grace": {
+                    **_PERIOD,
+                    "description": "keeps the partner this long after it stops qualifying",
+                },
+                "protection": {
+                    **_PERIOD,
+                    "description": "once reached, the program is held this long",
+                },
+                "renewal": {
+                    "description": "the enrollment renews on each anniversary",
+                    "anyOf": [
+                        _PERIOD,
+                        closed(
+                            keys_described(RENEWAL_KEYS, {"every": _PERIOD, "window": _PERIOD}),
+                            ("every",),
+                        ),
+                    ],
+                },
             },
         ),
         ("name",),

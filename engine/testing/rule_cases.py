@@ -23,7 +23,9 @@ to expect::
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,13 +35,15 @@ from engine.evaluate.decide import Decision, Evaluator
 from engine.evaluate.explain import Explanation, explain
 from engine.evaluate.records import Partner, partner_from_record
 from engine.ruleset.conditions import unknown_key_message
+from engine.ruleset.memory import Enrolled, Memory
 from engine.ruleset.model import RuleSet
 from engine.ruleset.quarters import Quarter, figures_through, parse_quarter
 from engine.ruleset.schema import DRAFT, SCHEMA_BASE, closed, keys_described
 from engine.ruleset.yaml_source import Loc, YList, YMap, load_yaml
 
-CASE_KEYS = ("name", "as_of", "through", "partner", "history", "expect")
-EXPECT_KEYS = ("classifications", "engagement", "programs", "not_programs")
+CASE_KEYS = ("name", "as_of", "through", "partner", "history", "earlier", "expect")
+EXPECT_KEYS = ("classifications", "engagement", "programs", "not_programs", "kept")
+EARLIER_KEYS = ("program", "from", "to")
 
 
 def case_file_schema() -> dict:
@@ -54,6 +58,11 @@ def case_file_schema() -> dict:
                 "engagement": {"type": "string"},
                 "programs": names,
                 "not_programs": names,
+                "kept": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"},
+                    "description": "programs memory keeps the partner in, and until when",
+                },
             },
         )
     )
@@ -69,6 +78,21 @@ def case_file_schema() -> dict:
                     "type": "array",
                     "items": {"type": "object"},
                     "description": "quarters (or a range, 2025Q4-2026Q3) and their figures",
+                },
+                "earlier": {
+                    "type": "array",
+                    "items": closed(
+                        keys_described(
+                            EARLIER_KEYS,
+                            {
+                                "program": {"type": "string"},
+                                "from": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"},
+                                "to": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"},
+                            },
+                        ),
+                        EARLIER_KEYS,
+                    ),
+                    "description": "earlier enrollments: the first and last day it held a program",
                 },
                 "expect": expect,
             },
@@ -190,9 +214,52 @@ def _case(ruleset: RuleSet, raw: Any, loc: Loc, problems: list[Problem]) -> Rule
     except (DataError, ValueError) as error:
         problems.append(raw.value_loc("partner").problem(f"case '{name}': {error}"))
         return None
+    if raw.get("earlier") is not None:
+        earlier = _earlier(ruleset, name, raw["earlier"], raw.value_loc("earlier"), problems)
+        partner = dataclasses.replace(partner, memory=Memory((), earlier))
     if len(problems) > before:
         return None
     return RuleCase(name, loc, as_of, partner, dict(expect), through)
+
+
+def _earlier(
+    ruleset: RuleSet, name: str, rows: Any, loc: Loc, problems: list[Problem]
+) -> tuple[Enrolled, ...]:
+    """A case's earlier enrollments, as an enrollments file gives them."""
+    if not isinstance(rows, YList):
+        problems.append(loc.problem(f"case '{name}': 'earlier' is a list of program, from, to"))
+        return ()
+    found = []
+    ids = [p.id for p in ruleset.programs]
+    for index, row in enumerate(rows):
+        where = rows.item_loc(index)
+        if not isinstance(row, YMap) or set(row) != set(EARLIER_KEYS):
+            problems.append(
+                where.problem(
+                    f"case '{name}': each earlier enrollment has program, from and to, "
+                    "like {program: premier, from: 2025-01-01, to: 2026-09-30}"
+                )
+            )
+            continue
+        start, end = row["from"], row["to"]
+        if row["program"] not in ids:
+            close = difflib.get_close_matches(str(row["program"]), ids, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            problems.append(
+                row.value_loc("program").problem(
+                    f"case '{name}': unknown program '{row['program']}'{hint}"
+                )
+            )
+        elif not isinstance(start, dt.date) or not isinstance(end, dt.date) or end < start:
+            problems.append(
+                where.problem(
+                    f"case '{name}': 'from' and 'to' must be dates like 2026-09-30, "
+                    "'to' not before 'from'"
+                )
+            )
+        else:
+            found.append(Enrolled(row["program"], start, end))
+    return tuple(found)
 
 
 def _history_rows(rows: Any) -> list[dict]:
@@ -234,6 +301,17 @@ def _check_expect(ruleset: RuleSet, name: str, expect: YMap, problems: list[Prob
             )
         )
     ids = {p.id for p in ruleset.programs}
+    kept = expect.get("kept")
+    if kept is not None and (
+        not isinstance(kept, dict)
+        or not all(p in ids and isinstance(d, dt.date) for p, d in kept.items())
+    ):
+        problems.append(
+            expect.value_loc("kept").problem(
+                f"case '{name}': 'kept' maps programs to the date memory keeps the "
+                "partner until, like {premier: 2027-02-26}"
+            )
+        )
     for key in ("programs", "not_programs"):
         for program in expect.get(key) or []:
             if program not in ids:
@@ -271,4 +349,10 @@ def run_case(ruleset: RuleSet, evaluator: Evaluator, case: RuleCase) -> CaseResu
     for program in case.expect.get("not_programs") or []:
         if program in decision.enrolled:
             failures.append(f"expected no enrollment in {program}, but enrolled")
+    for program, until in (case.expect.get("kept") or {}).items():
+        keep = decision.kept.get(program)
+        if keep is None:
+            failures.append(f"expected memory to keep the partner in {program}, but it does not")
+        elif keep.until != until:
+            failures.append(f"expected {program} kept until {until}, but {keep.describe()}")
     return CaseResult(case, decision, explanation, tuple(failures))
