@@ -11,8 +11,10 @@ Two property-based tests:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
+import random
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -22,7 +24,7 @@ from engine.evaluate.explain import explain
 from engine.evaluate.records import Partner
 from engine.ruleset.conditions import AllOf, AnyOf, Compare, Dated, IsMissing, NotOf
 from engine.ruleset.loader import load_rules
-from engine.ruleset.memory import Enrolled, Memory, Recalled
+from engine.ruleset.memory import Enrolled, Keeping, Memory, Period, Recalled
 from engine.ruleset.model import EngagementModel, FieldDef, Program, Row, RuleSet, Table
 from engine.ruleset.quarters import History, Quarter, last_complete_quarter
 from engine.ruleset.value_types import ValueType
@@ -213,11 +215,20 @@ conditions = st.recursive(
 )
 
 
-def make_ruleset(rows, program_conditions, group_size: int = 2) -> RuleSet:
+KEEPINGS = (
+    Keeping(grace=Period(1, "quarter")),
+    Keeping(protection=Period(2, "quarter")),
+    Keeping(renewal=Period(1, "year"), renewal_window=Period(30, "day")),
+    Keeping(grace=Period(90, "day"), protection=Period(1, "year")),
+)
+
+
+def make_ruleset(rows, program_conditions, group_size: int = 2, memory: bool = False) -> RuleSet:
     """A rule set over FIELDS: a classification of ``rows``, an engagement
     model, and a program per condition. The first ``group_size`` programs
     form the exclusive group 'tier'; the three after them start on a date,
-    end on a date, and require the first program."""
+    end on a date, and require the first program. With ``memory``, programs
+    with conditions keep partners, each in one of the ways of KEEPINGS."""
     fields = {n: FieldDef(n, t, False, None, n, "", LOC) for n, t in FIELDS.items()}
     table = Table(
         "kind",
@@ -253,6 +264,7 @@ def make_ruleset(rows, program_conditions, group_size: int = 2) -> RuleSet:
                 ("p0",) if i == group_size + 2 else (),
                 {},
                 LOC,
+                KEEPINGS[i % len(KEEPINGS)] if memory and condition is not None else None,
             )
         )
     return RuleSet(
@@ -296,6 +308,57 @@ def test_generated_rules_engine_equals_explanation(rows, program_conditions, bat
 
 
 @st.composite
+def program_memories(draw, programs: int = 5):
+    """Earlier runs and enrollments of the generated programs p0, p1, ..."""
+    ids = [f"p{i}" for i in range(programs)]
+    days = [dt.date(2025, 6, 30), dt.date(2025, 12, 31), *DATES, dt.date(2026, 9, 30)]
+    runs = []
+    for day in sorted(draw(st.sets(st.sampled_from(days), max_size=4))):
+        held = draw(st.sets(st.sampled_from(ids), max_size=3))
+        kept = draw(st.sets(st.sampled_from(sorted(held)), max_size=2)) if held else set()
+        kind = draw(st.sampled_from(["v0", "v1", "other"]))
+        runs.append(Recalled(day, frozenset(held), frozenset(kept), {"kind": kind}))
+    enrollments = []
+    for _ in range(draw(st.integers(0, 2))):
+        start, end = sorted(draw(st.lists(st.sampled_from(days), min_size=2, max_size=2)))
+        enrollments.append(Enrolled(draw(st.sampled_from(ids)), start, end))
+    return Memory(tuple(runs), tuple(enrollments))
+
+
+def _memory_of(rng: random.Random, programs: int) -> Memory:
+    """A partner's memory of the generated programs, drawn from ``rng``: a
+    test whose examples are big already (the groups below) draws it so."""
+    ids = [f"p{i}" for i in range(programs)]
+    days = [dt.date(2025, 6, 30), dt.date(2025, 12, 31), *DATES, dt.date(2026, 9, 30)]
+    runs = []
+    for day in sorted(rng.sample(days, rng.randint(0, 4))):
+        held = set(rng.sample(ids, min(len(ids), rng.randint(0, 3))))
+        kept = {p for p in held if rng.random() < 0.5}
+        runs.append(Recalled(day, frozenset(held), frozenset(kept), {"kind": "v0"}))
+    return Memory(tuple(runs))
+
+
+@SETTINGS
+@given(
+    st.lists(conditions, min_size=1, max_size=3),
+    st.lists(st.one_of(st.none(), conditions), min_size=5, max_size=5),
+    st.lists(st.tuples(generated_partners(), program_memories()), min_size=1, max_size=25),
+    st.sampled_from(DATES),
+)
+def test_generated_rules_with_memory_engine_equals_explanation(
+    rows, program_conditions, batch, as_of
+):
+    """Programs that keep partners (grace, protection, renewal) in groups,
+    with prerequisites and dates: durable_rules decides what memory keeps as
+    the explainer does."""
+    ruleset = make_ruleset(rows, program_conditions, memory=True)
+    partners = [dataclasses.replace(p, memory=m) for p, m in batch]
+    decided = Evaluator(ruleset).decide(partners, as_of)
+    explained = [explain(ruleset, p, as_of).decision() for p in partners]
+    assert decided == explained
+
+
+@st.composite
 def deep_conditions(draw):
     """A condition wrapped in up to 80 levels of all/any, some levels with a
     second item: the shapes whose normal forms grow with depth."""
@@ -334,7 +397,15 @@ def test_big_groups_and_deep_nesting_engine_equals_explanation(rows, group, batc
     """Exclusive groups bigger than one stage decides (GROUP_BLOCK members)
     and conditions nested deep enough to need helper stages."""
     group_size, program_conditions = group
-    ruleset = make_ruleset(rows, program_conditions, group_size)
-    decided = Evaluator(ruleset).decide(batch, as_of)
-    explained = [explain(ruleset, p, as_of).decision() for p in batch]
-    assert decided == explained
+    for memory in (False, True):  # and with programs that keep partners
+        ruleset = make_ruleset(rows, program_conditions, group_size, memory=memory)
+        partners = batch
+        if memory:
+            rng = random.Random(len(batch) * 1000 + group_size)
+            partners = [
+                dataclasses.replace(p, memory=_memory_of(rng, len(program_conditions)))
+                for p in batch
+            ]
+        decided = Evaluator(ruleset).decide(partners, as_of)
+        explained = [explain(ruleset, p, as_of).decision() for p in partners]
+        assert decided == explained
