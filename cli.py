@@ -35,6 +35,7 @@ from engine.report.terminal import (
     counted,
     explanation_text,
     impact_text,
+    kept_text,
     letters_text,
     message_text,
     run_list_text,
@@ -800,16 +801,9 @@ def run(
             or "nobody enrolled"
         )
     )
-    kept = [
-        f"{ruleset.program(p).name} {n} ({how})"
-        for p, ways in summary.get("kept", {}).items()
-        for how, n in ways.items()
-    ]
+    kept = kept_text(summary)
     if kept:
-        click.echo(
-            "Kept by memory, not qualifying now: " + ", ".join(kept) + " (enrollments.csv "
-            "says until when)"
-        )
+        click.echo(f"Kept by memory, not qualifying now: {kept} (enrollments.csv says until when)")
     if letter_summary is not None and result.held is None:
         click.echo(letters_text(letter_summary))
     if result.held is not None:

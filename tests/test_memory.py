@@ -20,6 +20,7 @@ from engine.data.run_history import RunHistory
 from engine.errors import DataError, RuleSetError
 from engine.evaluate.decide import Evaluator
 from engine.evaluate.explain import explain
+from engine.report.html import build_report
 from engine.ruleset.loader import load_rules
 from engine.ruleset.memory import (
     GRACE,
@@ -463,8 +464,12 @@ def test_the_quickstart_shows_a_partner_in_grace(tmp_path):
             db=tmp_path / "h.sqlite",
             enrollments=EXAMPLES / "enrollments.csv",
             letters=RunLetters(ROOT / "templates", ("text",)),
+            report=build_report,
         ),
     )
+    report = (tmp_path / "out" / "current" / "report.html").read_text(encoding="utf-8")
+    assert "kept in Premier Partner by grace" in report
+    assert "Premier Partner (until 2027-01-01)" in report
     assert result.summary["kept"] == {"elite": {"protection": 1}, "premier": {"grace": 1}}
     assert result.summary["inputs"]["enrollments"]["rows_read"] == 4
     letter = (tmp_path / "out" / "letters" / "P-1006.txt").read_text(encoding="utf-8")

@@ -226,7 +226,21 @@ def run_text(r, sends: dict[str, int] | None = None) -> str:
     lines.append(
         "  programs: " + ", ".join(f"{names.get(p, p)} {n}" for p, n in s["programs"].items())
     )
+    kept = kept_text(s)
+    if kept:
+        lines.append(f"  kept by memory: {kept}")
     return "\n".join(lines)
+
+
+def kept_text(summary: dict) -> str:
+    """The partners memory kept in programs they do not qualify for now, by
+    program and how: 'Premier Partner 1 (grace)'; empty when none."""
+    names = summary.get("names", {})
+    return ", ".join(
+        f"{names.get(program, program)} {n:,} ({how})"
+        for program, ways in summary.get("kept", {}).items()
+        for how, n in ways.items()
+    )
 
 
 def counted(count: int, singular: str, plural: str | None = None) -> str:
