@@ -85,7 +85,7 @@ def check_templates(
             "the letter templates",
         ) from None
     as_of = as_of or dt.date.today()
-    samples = _samples(ruleset, settings, roster, performance, as_of)
+    samples, partners = _samples(ruleset, settings, roster, performance, as_of)
     problems: set[Problem] = set()
     missing = []
     count = 0
@@ -134,7 +134,7 @@ def check_templates(
     return TemplateCheck(
         count,
         settings.languages,
-        len(samples) // 2,
+        partners,
         tuple(missing),
         untranslated,
         settings.default_language,
@@ -254,8 +254,9 @@ def _problem(error: Exception, name: str) -> Problem:
 
 def _samples(
     ruleset: RuleSet, settings: LetterSettings, roster, performance, as_of: dt.date
-) -> list[LetterFacts]:
-    """Letter facts for the roster's first partners, without and with changes."""
+) -> tuple[list[LetterFacts], int]:
+    """Letter facts for the roster's first partners, without and with changes
+    (and the first of them again, kept by memory), and how many partners."""
     partners = []
     seen: set[str] = set()
     if roster is not None and Path(roster).is_file():
@@ -280,6 +281,7 @@ def _samples(
         Partner(pid, values, histories.get(pid, build_history(ruleset, [])))
         for pid, values in partners
     ]
+    count = len(people)
     if ruleset.keeping_programs:
         # The first partner again, having held every program that keeps
         # partners until yesterday: its letters show what memory keeps.
@@ -302,7 +304,7 @@ def _samples(
         record = decision_record(ruleset, 0, decision, missed, values)
         for changes in ((), _every_change(ruleset, settings, partner.partner_id, decision)):
             samples.append(letter_facts(ruleset, settings, values, record, changes, as_of, 1))
-    return samples
+    return samples, count
 
 
 def _histories(ruleset: RuleSet, ids: set[str], performance) -> dict:
