@@ -1209,13 +1209,20 @@ def release(run_id: int, db: Path | None) -> None:
     help="Delete all but the newest N runs of each rule set over each roster "
     "(with their decisions and run folders), and compact the database.",
 )
-def history(run_id: int | None, db: Path | None, keep: int | None) -> None:
+@click.option(
+    "--forget-memory",
+    is_flag=True,
+    help="With --keep: delete runs of rules with memory (grace, protection, renewal, "
+    "held) too, although their next runs read them and will decide differently.",
+)
+def history(run_id: int | None, db: Path | None, keep: int | None, forget_memory: bool) -> None:
     """List recorded runs, or show one run in detail, or prune old runs.
 
     Every run keeps each partner's decisions (about 200 bytes a partner), so
     that the next run can list what changed: a weekly run over a million
     partners adds about 10 GB a year. --keep deletes older runs. A partner
-    missing from every run kept counts as new when it comes back.
+    missing from every run kept counts as new when it comes back. Runs of
+    rules with memory are kept unless --forget-memory: later runs read them.
 
     \b
     Examples:
@@ -1229,7 +1236,7 @@ def history(run_id: int | None, db: Path | None, keep: int | None) -> None:
     if keep is not None and run_id is not None:
         raise UsageError("give a RUN_ID to show, or --keep to prune, not both")
     if keep is not None:
-        deleted, decisions = prune_runs(path, keep)
+        deleted, decisions = prune_runs(path, keep, forget_memory)
         click.echo(
             f"Deleted {counted(len(deleted), 'run')} "
             f"({', '.join(map(str, deleted))}), their folders and their {decisions} "

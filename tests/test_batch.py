@@ -772,7 +772,11 @@ def test_history_keep_prunes_old_runs_of_each_roster(cli_run, tmp_path):
         )
         assert result.exit_code == 0, result.stderr
     assert cli_run("history", "2", "--keep", "1", "--db", db).exit_code == 2
-    result = cli_run("history", "--keep", "1", "--db", db)
+    # The reference rules remember (grace, protection): their runs stay unless asked.
+    refused = cli_run("history", "--keep", "1", "--db", db)
+    assert refused.exit_code == 2 and "remember partners' past" in refused.stderr
+    assert [r.id for r in RunHistory(tmp_path / "h.sqlite").runs()] == [1, 2, 3, 4]
+    result = cli_run("history", "--keep", "1", "--forget-memory", "--db", db)
     assert result.exit_code == 0, result.stderr
     assert result.output.startswith(
         "Deleted 2 runs (1, 2), their folders and their 64 partner decisions;"
@@ -783,7 +787,7 @@ def test_history_keep_prunes_old_runs_of_each_roster(cli_run, tmp_path):
     assert kept == ["run3", "run4"]
     assert history.snapshots(1, ["P-1001"]) == {}
     history.close()
-    result = cli_run("history", "--keep", "1", "--db", db)
+    result = cli_run("history", "--keep", "1", "--forget-memory", "--db", db)
     assert result.output.startswith("Nothing to delete")
     result = cli_run(
         "run",

@@ -340,8 +340,12 @@ def test_explain_and_diff_read_the_same_memory(tmp_path, cli_run):
         )  # fmt: skip
     finally:
         history.close()
-    moves = {(m.partner_id, m.subject, m.base, m.proposed) for m in impact.moves}
-    assert ("A", "gold", "gold", "") in moves and ("A", "silver", "", "silver") in moves
+    moves = {(m.partner_id, m.subject, m.base, m.proposed): m.because for m in impact.moves}
+    assert moves[("A", "gold", "gold", "")][0] == (
+        "no longer kept by memory (in grace until 2027-03-31 (stopped qualifying on "
+        "2026-12-31) under the base rules)"
+    )
+    assert ("A", "silver", "", "silver") in moves
 
 
 def test_engine_and_explainer_agree_on_kept_programs(ruleset):

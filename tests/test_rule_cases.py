@@ -105,5 +105,5 @@ def test_eligibility_test_command(cli_run, rules_with_cases):
     result = cli_run("test", str(rules_with_cases))
     assert result.exit_code == 1
     assert "FAIL  " in result.output and "mine.yaml:7: wrong on purpose" in result.output
-    assert result.output.strip().endswith("13 passed, 1 failed")
+    assert result.output.strip().endswith("16 passed, 1 failed")
     assert cli_run("test", "rules").exit_code == 0

@@ -232,7 +232,7 @@ def test_history_keep_removes_the_folders_of_the_runs_it_deletes(cli_run, tmp_pa
     assert Path(first).is_dir()
     shown = cli_run("history", "1", "--db", db).output
     assert "letters:     none written ('eligibility letters --run 1' writes them)" in shown
-    result = cli_run("history", "--keep", "1", "--db", db)
+    result = cli_run("history", "--keep", "1", "--forget-memory", "--db", db)
     assert result.exit_code == 0, result.stderr
     assert not Path(first).exists()  # run 1's folder went with it
     assert "(deleted since)" not in cli_run("history", "2", "--db", db).output

@@ -300,15 +300,7 @@ class RunHistory:
         comes back (see :meth:`last_decided`)."""
         self.begin()
         try:
-            doomed = [
-                run_id
-                for (run_id,) in self._db.execute(
-                    "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY ruleset_name, "
-                    "roster_source ORDER BY id DESC) AS newest FROM runs) WHERE newest > ? "
-                    "ORDER BY id",
-                    (keep,),
-                )
-            ]
+            doomed = self.prunable(keep)
             decisions = 0
             for run_id in doomed:
                 decisions += self._db.execute(
@@ -322,6 +314,19 @@ class RunHistory:
         if doomed:
             self._db.execute("VACUUM")
         return doomed, decisions
+
+    def prunable(self, keep: int) -> list[int]:
+        """The runs :meth:`prune` would delete: all but the newest ``keep`` of
+        each rule set (by name) over each roster."""
+        return [
+            run_id
+            for (run_id,) in self._db.execute(
+                "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY ruleset_name, "
+                "roster_source ORDER BY id DESC) AS newest FROM runs) WHERE newest > ? "
+                "ORDER BY id",
+                (keep,),
+            )
+        ]
 
     def records_folder(self, run_folder: Path) -> bool:
         """Whether a run's folder is the output folder of the run its summary names."""

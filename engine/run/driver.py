@@ -434,14 +434,35 @@ def _keep_rejects(outputs: _Outputs, out: OutputFolder) -> Path:
     return target
 
 
-def prune_runs(db: Path, keep: int) -> tuple[list[int], int]:
+def prune_runs(db: Path, keep: int, forget_memory: bool = False) -> tuple[list[int], int]:
     """Delete all but the newest ``keep`` runs of each rule set over each
     roster from the run history, and their folders (never a current run's);
-    returns the run ids deleted and how many partner decisions went with them."""
+    returns the run ids deleted and how many partner decisions went with them.
+
+    Runs of rules with memory are what their next runs read (grace,
+    protection, renewal, held(...)): deleting them would change those
+    decisions silently, so they are only deleted with ``forget_memory``."""
     with lock_history(db):
         runs = RunHistory(db)
         try:
-            folders = {r.id: r.output_folder for r in runs.runs()}
+            recorded = runs.runs()
+            folders = {r.id: r.output_folder for r in recorded}
+            if not forget_memory:
+                doomed = set(runs.prunable(keep))
+                remembering = sorted(
+                    {
+                        r.ruleset_name
+                        for r in recorded
+                        if r.id in doomed and r.summary.get("rule_set", {}).get("remembers")
+                    }
+                )
+                if remembering:
+                    raise UsageError(
+                        f"the rules {', '.join(map(repr, remembering))} remember partners' "
+                        "past (grace, protection, renewal, held): their next runs read the "
+                        "runs --keep would delete, and would decide differently. Nothing "
+                        "was deleted; add --forget-memory to delete them anyway"
+                    )
             deleted, decisions = runs.prune(keep)
         finally:
             runs.close()
@@ -781,7 +802,13 @@ def _summary(
     return {
         "as_of": options.as_of.isoformat(),
         **(through if ruleset.figures else {}),
-        "rule_set": {"name": ruleset.name, "fingerprint": ruleset.fingerprint},
+        # "remembers": its decisions read earlier runs (grace, protection,
+        # held(...)), so pruning its runs would change them (prune_runs).
+        "rule_set": {
+            "name": ruleset.name,
+            "fingerprint": ruleset.fingerprint,
+            "remembers": ruleset.uses_memory,
+        },
         "inputs": inputs,
         "partners": {
             "rows_read": tally.rows_read,

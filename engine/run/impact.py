@@ -271,7 +271,13 @@ def _why_moved(
     reasons_a, reasons_b = missed_a.get(program, []), missed_b.get(program, [])
     if before:  # leaves: what fails under the proposed rules, new failures first
         new = [r for r in reasons_b if r not in reasons_a]
-        return tuple(new or reasons_b)
+        kept = a.kept.get(program)
+        unkept = []
+        if kept is not None and program not in b.kept:
+            unkept = [f"no longer kept by memory ({kept.describe()} under the base rules)"]
+        return tuple(unkept + (new or reasons_b))
+    if program in b.kept:  # enters: memory keeps it under the proposed rules
+        return (f"kept by memory: {b.kept[program].describe()}",)
     group = base.program(program).group
     winners = [
         p.id
