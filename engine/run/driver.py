@@ -773,31 +773,25 @@ def _summary(
     timings: dict,
 ) -> dict:
     """Everything but the 'run' section is the same for the same inputs."""
-    inputs = {
-        "roster": {
-            "file": str(options.roster),
-            "fingerprint": fingerprints["roster"],
-            "rows_read": tally.rows_read,
-            "rows_rejected": tally.rejected_rows,
-            "encoding": RowReader(options.roster).encoding.name,
+
+    def described(path: Path, key: str, rows_read: int, rows_rejected: int) -> dict:
+        return {
+            "file": str(path),
+            "fingerprint": fingerprints[key],
+            "rows_read": rows_read,
+            "rows_rejected": rows_rejected,
+            "encoding": RowReader(path).encoding.name,
         }
-    }
+
+    inputs = {"roster": described(options.roster, "roster", tally.rows_read, tally.rejected_rows)}
     if options.performance is not None:
-        inputs["performance"] = {
-            "file": str(options.performance),
-            "fingerprint": fingerprints["performance"],
-            "rows_read": history.rows_read,
-            "rows_rejected": tally.history_rejects,
-            "encoding": RowReader(options.performance).encoding.name,
-        }
+        inputs["performance"] = described(
+            options.performance, "performance", history.rows_read, tally.history_rejects
+        )
     if options.enrollments is not None:
-        inputs["enrollments"] = {
-            "file": str(options.enrollments),
-            "fingerprint": fingerprints["enrollments"],
-            "rows_read": tally.enrollment_rows,
-            "rows_rejected": tally.enrollment_rejects,
-            "encoding": RowReader(options.enrollments).encoding.name,
-        }
+        inputs["enrollments"] = described(
+            options.enrollments, "enrollments", tally.enrollment_rows, tally.enrollment_rejects
+        )
     through = {"figures_through": str(figures_through(options.as_of, options.through))}
     return {
         "as_of": options.as_of.isoformat(),
