@@ -784,9 +784,9 @@ def test_macros_and_methods_are_called_as_jinja_calls_them(ruleset):
 
 
 def test_markup_in_a_template_cannot_add_scripts_or_links_to_html_letters():
-    from engine.letters.rendering import _markdown_to_html
+    from engine.letters.rendering import markdown_to_html
 
-    html = _markdown_to_html(
+    html = markdown_to_html(
         "Hi <script>alert(1)</script> *there*\n\n<div onclick=x>y</div>\n\n"
         "[click](javascript:alert(1)) https://example.com a@example.com\n"
     )

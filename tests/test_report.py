@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import re
 import shutil
 
+import openpyxl
 import pytest
 
 from conftest import ROOT, example_run_options
-from engine.report.html import build_report
+from engine.report.html import build_report, change_sentence, reason_sentence
 from engine.run.driver import run_batch
 from engine.run.letters_pass import LetterOptions, write_letters
 
@@ -102,11 +105,32 @@ def test_report_in_a_real_browser(report):
         visible[0].click()
         detail = driver.find_element(By.ID, "detail")
         assert detail.is_displayed()
-        assert "engagement model: strategic_account (row 1)" in detail.text
+        assert "Partner P-1001: Northwind Integration Ltd" in detail.text
+        assert "engagement model: Strategic account management (strategic_account, row 1)" in (
+            detail.text
+        )
+        assert "partner size: strategic (row 1)" in detail.text  # labels, values in words
         assert "Why the other programs were missed" in detail.text
-        letter = detail.find_element(By.CSS_SELECTOR, "pre.letter")
         assert "Letter (status, en): Your partner status on 26 November 2026" in detail.text
-        assert letter.text.startswith("# Your partner status") and "What to do next" in letter.text
+        # The letter as the partner reads it: rendered, in a frame that runs nothing.
+        frame = detail.find_element(By.CSS_SELECTOR, "iframe.letter")
+        assert frame.get_attribute("sandbox") == ""
+        driver.switch_to.frame(frame)
+        heading = driver.find_element(By.TAG_NAME, "h1").text
+        assert heading.startswith("Your partner status") and "#" not in heading
+        assert "What to do next" in driver.find_element(By.TAG_NAME, "body").text
+        driver.switch_to.default_content()
+        # The partners shown, exported as the page shows them.
+        csv_text = driver.execute_script("return window.partnerTableCsv();")
+        lines = csv_text.lstrip("\ufeff").splitlines()
+        assert lines[0].startswith("Partner,Name,segment focus,partner size,")
+        assert len(lines) == 7 and lines[1].startswith("P-1001,Northwind Integration Ltd,")
+        assert "Strategic account management" in lines[1] and "Elite Partner" in lines[1]
+        xlsx = driver.execute_script("return Array.from(window.partnerTableXlsx());")
+        workbook = openpyxl.load_workbook(io.BytesIO(bytes(xlsx)))
+        sheet = workbook.active
+        assert sheet.max_row == 7 and sheet["A2"].value == "P-1001"
+        assert sheet["B2"].value == "Northwind Integration Ltd"
         header = driver.find_element(By.CSS_SELECTOR, "th[data-key='partner_id']")
         header.click()
         header.click()  # descending
@@ -175,3 +199,48 @@ def test_rejects_are_grouped_by_file_and_column(report, tmp_path):
     assert "<td>partner_id</td><td>1</td>" in html
     assert html.count("is not a whole number") == 3  # the first three examples
     assert html.index("certified_technical</td>") < html.index("<td>partner_id</td><td>1</td>")
+
+
+def test_the_report_speaks_in_labels_names_and_sentences(report):
+    html = report.read_text(encoding="utf-8")
+    assert "<h3>Segment focus</h3>" in html and "<h3>Partner size</h3>" in html
+    assert ">review for replacement</text>" in html  # a value in words, not an id
+    assert "<td>Northwind Integration Ltd</td>" in html  # partner names in the table
+    assert "Classification: segment_focus" not in html
+
+
+def test_changes_and_reasons_in_words():
+    names = {"select": "Select Partner", "registered": "Registered Partner", "gold": "Gold"}
+    labels = {"standing": "standing", "certified_technical": "certified technical staff"}
+
+    def said(change, subject, before, after, direction=""):
+        row = {"change": change, "subject": subject, "before": before, "after": after}
+        return change_sentence({**row, "direction": direction}, names, labels)
+
+    assert said("group_change", "tier", "select", "registered", "down") == (
+        "Tier: Select Partner to Registered Partner (down)"
+    )
+    assert said("classification", "standing", "good", "at_risk", "down") == (
+        "Standing: good to at risk (down)"
+    )
+    assert said("kept", "gold", "grace", "2027-03-31") == (
+        "Kept in Gold by its grace until 2027-03-31, not qualifying now"
+    )
+    assert said("returned_partner", "", "3", "") == "Back in the roster (last decided by run 3)"
+    assert reason_sentence("certified_technical >= 10: has 8", names, labels) == (
+        "certified technical staff: at least 10 needed, has 8"
+    )
+    assert reason_sentence("select ranks higher in group tier", names, labels) == (
+        "Select Partner ranks higher in the tier group"
+    )
+    assert reason_sentence("something else entirely", names, labels) == "something else entirely"
+
+
+def test_a_trend_over_the_runs_kept_in_the_output_folder(tmp_path, ruleset):
+    for day in (dt.date(2026, 5, 20), dt.date(2026, 8, 20), dt.date(2026, 11, 26)):
+        run_batch(ruleset, example_run_options(tmp_path, as_of=day))
+    html = build_report(tmp_path / "out").read_text(encoding="utf-8")
+    assert "in the last 3 runs of these rules kept in this output folder" in html
+    trend = html[html.index('aria-label="Tier over the runs"') :]
+    assert trend.count("<polyline") >= 5  # one line per tier
+    assert ">2026-05-20</text>" in trend and ">2026-11-26</text>" in trend

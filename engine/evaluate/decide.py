@@ -32,6 +32,7 @@ from engine.ruleset.model import ENGAGEMENT, RuleSet, per_part
 from engine.ruleset.quarters import Quarter
 from engine.ruleset.value_types import DATE, LIST
 
+NAME_FIELD = "partner_name"  # the field decisions.jsonl names a partner by, when declared
 OFFERS = "_offers"  # a partner's record: what memory would keep it in (never read by a rule)
 
 
@@ -134,6 +135,9 @@ def decision_record(
     :func:`recorded_values`)."""
     return {
         "partner_id": decision.partner_id,
+        # The partner's name, for people reading the outputs (the report),
+        # when the rules have a partner_name field.
+        **({"partner_name": values.get(NAME_FIELD)} if NAME_FIELD in ruleset.fields else {}),
         "row": row,
         "classifications": dict(decision.classifications),
         "decided_by": {

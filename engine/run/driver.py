@@ -67,7 +67,7 @@ from engine.letters.files import (
 from engine.letters.rendering import renderer_for
 from engine.letters.settings import load_letter_settings
 from engine.letters.template_check import check_templates
-from engine.ruleset.model import RuleSet
+from engine.ruleset.model import ENGAGEMENT, RuleSet
 from engine.ruleset.quarters import Quarter, figures_through
 from engine.run.chunks import ChunkResult, ChunkRow, Earlier, decide_chunk, snapshot, warm_up
 from engine.run.parallel import ordered_map, workers_inherit_memory
@@ -832,6 +832,20 @@ def _summary(
         "names": {
             **{m.id: m.name for m in ruleset.engagement_models.values()},
             **{p.id: p.name for p in ruleset.programs},
+        },
+        # What people read for each classification (its label), and each
+        # exclusive group's members, highest priority first (the report's trends).
+        # and of each field and metric the report's reasons name.
+        "labels": {
+            **{n: f.label for n, f in ruleset.fields.items() if f.label},
+            **{m.name: m.label for m in ruleset.metrics if m.label},
+            **{t.name: t.label for t in ruleset.classifications},
+            ENGAGEMENT: ruleset.engagement.label,
+        },
+        "ranked": [t.name for t in ruleset.classifications if t.order],
+        "groups": {
+            group: [p.id for p in ruleset.group_members(group)]
+            for group in dict.fromkeys(p.group for p in ruleset.programs if p.group)
         },
         "changes": {
             "previous_run": previous.id if previous else None,
