@@ -46,6 +46,7 @@ from engine.ruleset.loader import load_rules
 from engine.ruleset.model import RuleSet
 from engine.ruleset.quarters import Quarter, parse_quarter
 from engine.ruleset.schema import rule_file_schema
+from engine.ruleset.semantics import unused_declarations
 from engine.run.driver import (
     OUTPUT_FILES,
     Progress,
@@ -111,6 +112,13 @@ OUT_DIR_ARGUMENT = click.argument(
     metavar="[DIR]",
     type=click.Path(file_okay=False, path_type=Path),
 )
+# The rules folder: --rules DIR in every command; validate and test also take
+# it as their argument (eligibility validate rules/), the same thing.
+RULES_OPTION = click.option(
+    "--rules", "rules_dir", default=DEFAULT_RULES, show_default=True, help="Rules folder."
+)
+RULES_ARGUMENT = click.argument("rules_arg", required=False, metavar="[RULES_DIR]")
+
 DB_OPTION = click.option(
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -209,7 +217,8 @@ def cli(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.argument("rules_dir", default=DEFAULT_RULES, metavar="[RULES_DIR]")
+@RULES_ARGUMENT
+@RULES_OPTION
 @click.option(
     "--templates",
     "templates_dir",
@@ -236,11 +245,17 @@ def cli(ctx: click.Context) -> None:
 @click.option(
     "--strict",
     is_flag=True,
-    help="Fail (exit 1) when a language lacks words for the rules in its terms.yaml "
-    "(without it, a warning: those letters are written in the default language).",
+    help="Fail (exit 1) on what is otherwise a warning: a language that lacks words "
+    "for the rules in its terms.yaml (its letters are then written in the default "
+    "language), a metric or parameter nothing reads.",
 )
 def validate(
-    rules_dir: str, templates_dir: Path, roster: Path, performance: Path, strict: bool
+    rules_arg: str | None,
+    rules_dir: str,
+    templates_dir: Path,
+    roster: Path,
+    performance: Path,
+    strict: bool,
 ) -> None:
     """Check a rule set and its letter templates; report every problem.
 
@@ -255,13 +270,15 @@ def validate(
     language that lacks some gets a warning listing them, since its letters
     are then written in the default language (an error with --strict).
     Exits 0 when all is valid and 1 when there is any problem. RULES_DIR
-    defaults to rules/.
+    (or --rules, the same) defaults to rules/.
 
     \b
     Examples:
       eligibility validate rules/
       eligibility validate rules/ --templates my-templates/
+      eligibility validate --rules rules/
     """
+    rules_dir = _rules_folder(rules_arg, rules_dir)
     ruleset = load_rules(rules_dir)
     Evaluator(ruleset)  # compiling into durable_rules can fail too; find out now
     parts = [
@@ -276,6 +293,11 @@ def validate(
         f"{rules_dir}: valid. {ruleset.name}: {', '.join(parts)} "
         f"(fingerprint {ruleset.fingerprint})."
     )
+    unused = unused_declarations(ruleset)
+    for problem in unused:
+        click.echo(f"{'error' if strict else 'warning'}: {problem}", err=True)
+    if strict and unused:
+        raise click.exceptions.Exit(1)
     given = (
         click.get_current_context().get_parameter_source("templates_dir")
         != click.core.ParameterSource.DEFAULT
@@ -301,9 +323,10 @@ def validate(
 
 
 @cli.command(name="test")
-@click.argument("rules_dir", default=DEFAULT_RULES, metavar="[RULES_DIR]")
-def test_command(rules_dir: str) -> None:
-    """Run the rule tests kept in RULES_DIR/tests/*.yaml.
+@RULES_ARGUMENT
+@RULES_OPTION
+def test_command(rules_arg: str | None, rules_dir: str) -> None:
+    """Run the rule tests kept in RULES_DIR/tests/*.yaml (RULES_DIR or --rules).
 
     Each case gives a partner, its history, and an as-of date, and what the
     rules must decide. A failing case prints its file, line, and name, what was
@@ -313,7 +336,9 @@ def test_command(rules_dir: str) -> None:
     \b
     Example:
       eligibility test rules/
+      eligibility test --rules rules/
     """
+    rules_dir = _rules_folder(rules_arg, rules_dir)
     ruleset = load_rules(rules_dir)
     cases = load_cases(ruleset)
     if not cases:
@@ -474,9 +499,7 @@ def diff(
     type=click.Path(dir_okay=False),
     help="Read the partner from a JSON file instead of the roster.",
 )
-@click.option(
-    "--rules", "rules_dir", default=DEFAULT_RULES, show_default=True, help="Rules folder."
-)
+@RULES_OPTION
 @click.option(
     "--roster",
     default=DEFAULT_ROSTER,
@@ -563,9 +586,7 @@ def explain_command(
 
 
 @cli.command()
-@click.option(
-    "--rules", "rules_dir", default=DEFAULT_RULES, show_default=True, help="Rules folder."
-)
+@RULES_OPTION
 @click.option(
     "--roster",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -1278,6 +1299,18 @@ def _memory(
     finally:
         if runs is not None:
             runs.close()
+
+
+def _rules_folder(argument: str | None, option: str) -> str:
+    """The rules folder of validate and test: their RULES_DIR argument, or
+    --rules (the same thing); both, naming two folders, is a usage error."""
+    ctx = click.get_current_context()
+    given = ctx.get_parameter_source("rules_dir") == click.core.ParameterSource.COMMANDLINE
+    if argument is not None and given and Path(argument).resolve() != Path(option).resolve():
+        raise UsageError(
+            f"give the rules folder once: RULES_DIR ({argument}) or --rules ({option})"
+        )
+    return argument if argument is not None else option
 
 
 def _paired_enrollments(rules_dir: str, enrollments: Path | None) -> Path | None:

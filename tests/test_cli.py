@@ -327,3 +327,31 @@ def test_the_project_config_its_environment_overrides_and_its_mistakes(tmp_path,
     config.write_text("rules = [\n", encoding="utf-8")
     broken = _invoke("validate")
     assert broken.exit_code == 2 and "not valid TOML" in broken.stderr
+
+
+def test_validate_and_test_take_the_rules_folder_as_every_command_does(cli_run):
+    for command in ("validate", "test"):
+        by_option = cli_run(command, "--rules", "rules")
+        assert by_option.exit_code == 0, by_option.output
+        assert cli_run(command, "rules").exit_code == 0
+        both = cli_run(command, "rules", "--rules", "tests/data/other_vendor/rules")
+        assert both.exit_code == 2 and "give the rules folder once" in both.stderr
+
+
+def test_a_metric_nothing_reads_is_a_warning_at_its_line(cli_run, rules_copy):
+    rules = rules_copy()
+    metrics = rules / "metrics.yaml"
+    lines = metrics.read_text(encoding="utf-8").splitlines()
+    metrics.write_text(
+        "\n".join([*lines, "  leftover:", "    value: certified_total * 2"]) + "\n",
+        encoding="utf-8",
+    )
+    result = cli_run("validate", str(rules), "--templates", "templates")
+    assert result.exit_code == 0
+    assert (
+        f"warning: {metrics}:{len(lines) + 1}:3: metric 'leftover' is computed but nothing "
+        "reads it"
+    ) in result.stderr
+    assert cli_run("validate", str(rules), "--strict").exit_code == 1
+    clean = cli_run("validate", "rules")
+    assert "warning" not in clean.stderr  # the reference rules read everything they compute

@@ -681,3 +681,34 @@ def _subset(a, b) -> bool:
         ahi is not None and (ahi < bhi or (ahi == bhi and (bhi_inc or not ahi_inc)))
     )
     return lower_ok and upper_ok
+
+
+def unused_declarations(ruleset) -> list[Problem]:
+    """Metrics and parameters that nothing reads: no condition, no metric,
+    and no keeping rule. They exist only for the rules, so one nobody reads
+    is a leftover or a misspelling; validate warns, at its declaration.
+    Fields are not listed: a declared field checks its column even when no
+    rule reads it (a bad value sets the row aside), and letters read fields."""
+    read = {n.name for m in ruleset.metrics for n in names_in(m.expr)}
+    tables = (*ruleset.classifications, ruleset.engagement)
+    conditions = [row.when for t in tables for row in t.rows if row.when is not None]
+    conditions += [p.when for p in ruleset.programs if p.when is not None]
+    for condition in conditions:
+        read.update(name for name, _ in names_read(condition))
+    problems = [
+        m.loc.problem(
+            f"metric '{m.name}' is computed but nothing reads it (no condition or other "
+            "metric): use it in a condition, or remove it"
+        )
+        for m in ruleset.metrics
+        if m.name not in read
+    ]
+    problems += [
+        p.loc.problem(
+            f"parameter '{name}' is declared but no metric reads it: use it in a metric, "
+            "or remove it"
+        )
+        for name, p in ruleset.parameters.items()
+        if name not in read
+    ]
+    return problems
