@@ -45,7 +45,7 @@ from engine.report.terminal import (
 from engine.ruleset.loader import load_rules
 from engine.ruleset.model import RuleSet
 from engine.ruleset.quarters import Quarter, parse_quarter
-from engine.ruleset.schema import rule_file_schema
+from engine.ruleset.schema import partner_file_schema, rule_file_schema
 from engine.ruleset.semantics import unused_declarations
 from engine.run.driver import (
     OUTPUT_FILES,
@@ -1151,22 +1151,27 @@ SCHEMA_NAMES = {
     "rules": (rule_file_schema, "a rule file (rules/*.yaml)"),
     "rule-tests": (case_file_schema, "a rule-test file (rules/tests/*.yaml)"),
     "letters": (settings_schema, "templates/letters.yaml"),
+    # Made from a rule set (--rules): its fields and figures.
+    "partner": (partner_file_schema, "a partner file for 'eligibility explain --file'"),
 }
 
 
-@cli.command(short_help="Print the JSON Schema of rule files, rule tests or letters.yaml.")
+@cli.command(short_help="Print the JSON Schema of rule files, rule tests, letters.yaml, ...")
 @click.argument("name", required=False, type=click.Choice(list(SCHEMA_NAMES)))
 @click.option(
     "--write",
     "folder",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write all three schemas into this folder (NAME.schema.json) instead.",
+    help="Write the schemas into this folder (NAME.schema.json) instead: all four, or NAME's.",
 )
-def schema(name: str | None, folder: Path | None) -> None:
-    """Print the JSON Schema (draft 2020-12) of NAME: rules, rule-tests or
-    letters. Editors with the YAML language server (VS Code's YAML
-    extension, JetBrains IDEs) then complete keys and underline mistakes as
-    you type, in a file whose first line names the schema:
+@RULES_OPTION
+def schema(name: str | None, folder: Path | None, rules_dir: str) -> None:
+    """Print the JSON Schema (draft 2020-12) of NAME: rules, rule-tests,
+    letters, or partner (a partner file for 'explain --file', made from the
+    fields and history figures of the --rules rule set). Editors with the
+    YAML language server (VS Code's YAML extension, JetBrains IDEs) then
+    complete keys and underline mistakes as you type, in a file whose first
+    line names the schema:
 
     \b
       # yaml-language-server: $schema=../schemas/rules.schema.json
@@ -1179,21 +1184,24 @@ def schema(name: str | None, folder: Path | None) -> None:
     Examples:
       eligibility schema rules > rules.schema.json
       eligibility schema --write schemas/
+      eligibility schema partner --rules rules/ > partner.schema.json
     """
     if folder is None:
         if name is None:
-            raise UsageError("name a schema (rules, rule-tests or letters), or give --write FOLDER")
-        click.echo(_schema_text(name), nl=False)
+            raise UsageError(f"name a schema ({', '.join(SCHEMA_NAMES)}), or give --write FOLDER")
+        click.echo(_schema_text(name, rules_dir), nl=False)
         return
     folder.mkdir(parents=True, exist_ok=True)
     for each in SCHEMA_NAMES if name is None else (name,):
         path = folder / f"{each}.schema.json"
-        path.write_text(_schema_text(each), encoding="utf-8")
+        path.write_text(_schema_text(each, rules_dir), encoding="utf-8")
         click.echo(f"Wrote {path} ({SCHEMA_NAMES[each][1]})")
 
 
-def _schema_text(name: str) -> str:
-    return json.dumps(SCHEMA_NAMES[name][0](), indent=2, ensure_ascii=False) + "\n"
+def _schema_text(name: str, rules_dir: str) -> str:
+    make = SCHEMA_NAMES[name][0]
+    made = make(load_rules(rules_dir)) if name == "partner" else make()
+    return json.dumps(made, indent=2, ensure_ascii=False) + "\n"
 
 
 @cli.command(short_help="Let a held run's letters out.")

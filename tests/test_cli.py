@@ -349,8 +349,7 @@ def test_a_metric_nothing_reads_is_a_warning_at_its_line(cli_run, rules_copy):
     result = cli_run("validate", str(rules), "--templates", "templates")
     assert result.exit_code == 0
     assert (
-        f"warning: {metrics}:{len(lines) + 1}:3: metric 'leftover' is computed but nothing "
-        "reads it"
+        f"warning: {metrics}:{len(lines) + 1}:3: metric 'leftover' is computed but nothing reads it"
     ) in result.stderr
     assert cli_run("validate", str(rules), "--strict").exit_code == 1
     clean = cli_run("validate", "rules")

@@ -122,3 +122,29 @@ def test_mistakes_in_rule_tests_and_letters_yaml_are_rejected():
     letters = _validator("letters")
     assert list(letters.iter_errors({"sender": {"name": "A"}}))  # no email
     assert list(letters.iter_errors({"sender": {"name": "A", "email": "a@b.c"}, "language": []}))
+
+
+def test_a_partner_file_for_explain_has_a_schema_of_the_rule_sets_fields(cli_run, tmp_path):
+    printed = cli_run("schema", "partner", "--rules", "rules")
+    assert printed.exit_code == 0, printed.stderr
+    schema = json.loads(printed.output)
+    assert (ROOT / "schemas" / "partner.schema.json").read_text(encoding="utf-8") == (
+        printed.output
+    )
+    validator = jsonschema.Draft202012Validator(schema)
+    partner = {  # the example in docs/rule-authoring.md
+        "partner_id": "J-1",
+        "partner_name": "From JSON",
+        "country": "FR",
+        "joined_on": "2020-01-01",
+        "certified_technical": 3,
+        "history": [{"quarter": "2026Q3", "revenue": "$10,000", "target": 9000}],
+    }
+    assert list(validator.iter_errors(partner)) == []
+    path = tmp_path / "partner.json"
+    path.write_text(json.dumps(partner), encoding="utf-8")
+    assert cli_run("explain", "--file", str(path), "--db", str(tmp_path / "h")).exit_code == 0
+    for wrong in ({**partner, "certified_tech": 3}, {**partner, "joined_on": "1 March 2020"}):
+        assert list(validator.iter_errors(wrong)), wrong  # what explain refuses too
+        path.write_text(json.dumps(wrong), encoding="utf-8")
+        assert cli_run("explain", "--file", str(path), "--db", str(tmp_path / "h")).exit_code == 1

@@ -35,7 +35,18 @@ from engine.ruleset.loader import (
     SECTIONS,
     TABLE_KEYS,
 )
-from engine.ruleset.value_types import TYPE_NAMES
+from engine.ruleset.model import RuleSet
+from engine.ruleset.value_types import (
+    BOOL,
+    CHOICE,
+    DATE,
+    INTEGER,
+    LIST,
+    MONEY,
+    NUMBER,
+    PERCENT,
+    TYPE_NAMES,
+)
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_BASE = "https://partner-eligibility.example/schemas/"
@@ -255,4 +266,53 @@ def rule_file_schema() -> dict:
         "description": "One file of a rule set (docs/rule-authoring.md).",
         **closed(keys_described(SECTIONS, sections)),
         "$defs": {"condition": _condition()},
+    }
+
+
+# A value as a partner file (explain --file) may give it: as in a roster
+# cell (text), or as JSON writes it.
+_CELL = {
+    BOOL: {"type": ["boolean", "string"]},
+    INTEGER: {"type": ["integer", "string"]},
+    NUMBER: {"type": ["number", "string"]},
+    MONEY: {"type": ["number", "string"]},
+    PERCENT: {"type": ["number", "string"]},
+    DATE: _DATE,
+    LIST: {"type": ["array", "string"], "items": _TEXT},
+}
+
+
+def partner_file_schema(ruleset: RuleSet) -> dict:
+    """The JSON Schema of a partner file for ``eligibility explain --file``
+    under one rule set: its fields (by their rule names) and its history
+    figures, each with its label; any other key is an error, as the reader
+    says (engine.data.readers.partner_from_json_file)."""
+
+    def value(field) -> dict:
+        kind = field.type.kind
+        found = dict(_CELL.get(kind, _TEXT))
+        if kind == CHOICE and field.type.values:  # matched as the roster's are (any case)
+            found = {"type": "string", "examples": list(field.type.values)}
+        return {**found, "description": field.label or field.name}
+
+    quarter = closed(
+        {
+            "quarter": {"type": "string", "description": "a quarter, like 2026Q3"},
+            **{name: value(f) for name, f in ruleset.figures.items()},
+        },
+        ("quarter",),
+    )
+    return {
+        "$schema": DRAFT,
+        "$id": SCHEMA_BASE + "partner.schema.json",
+        "title": f"A partner for eligibility explain --file ({ruleset.name})",
+        "description": "docs/rule-authoring.md, 'Explaining a partner'.",
+        **closed(
+            {
+                "partner_id": {"type": ["string", "number"], "description": "the partner's id"},
+                **{name: value(f) for name, f in ruleset.fields.items()},
+                "history": {"type": "array", "items": quarter},
+            },
+            ("partner_id",),
+        ),
     }

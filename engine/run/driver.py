@@ -840,7 +840,7 @@ def _summary(
             **{n: f.label for n, f in ruleset.fields.items() if f.label},
             **{m.name: m.label for m in ruleset.metrics if m.label},
             **{t.name: t.label for t in ruleset.classifications},
-            ENGAGEMENT: ruleset.engagement.label,
+            **({ENGAGEMENT: ruleset.engagement.label} if ruleset.engagement_declared else {}),
         },
         "ranked": [t.name for t in ruleset.classifications if t.order],
         "groups": {
