@@ -125,6 +125,14 @@ DB_OPTION = click.option(
     help=f"Run-history database. Default: ${DB_ENV}, else ./{DEFAULT_DB}.",
 )
 
+CLUSTER_OPTION = click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Decide on a Dask cluster: a scheduler's address (tcp://HOST:8786, tls://...), "
+    "or local:N to start N worker processes here. Needs the cluster extra "
+    "(pip install 'partner-eligibility[cluster]'); docs/cluster.md.",
+)
+
 ENROLLMENTS_OPTION = click.option(
     "--enrollments",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -423,6 +431,7 @@ def test_command(rules_arg: str | None, rules_dir: str) -> None:
     help="Also write a self-contained HTML page of the comparison.",
 )
 @WORKERS_OPTION
+@CLUSTER_OPTION
 @DB_OPTION
 @ENROLLMENTS_OPTION
 def diff(
@@ -438,6 +447,7 @@ def diff(
     show_all: bool,
     html_path: Path | None,
     workers: int | None,
+    cluster: str | None,
     db: Path | None,
     enrollments: Path | None,
 ) -> None:
@@ -480,6 +490,7 @@ def diff(
             workers or default_workers(),
             through,
             memory,
+            cluster,
         )
     click.echo(
         impact_text(impact, base_rules.fingerprint, proposed_rules.fingerprint, show_all, limit)
@@ -691,6 +702,7 @@ def explain_command(
     help="Letter templates.",
 )
 @ENROLLMENTS_OPTION
+@CLUSTER_OPTION
 def run(
     rules_dir: str,
     roster: Path | None,
@@ -713,6 +725,7 @@ def run(
     letter_formats: tuple[str, ...],
     templates_dir: Path,
     enrollments: Path | None,
+    cluster: str | None,
 ) -> None:
     """Decide every partner of a roster and write the results to --out.
 
@@ -763,6 +776,7 @@ def run(
         if letters
         else None,
         enrollments=enrollments,
+        cluster=cluster,
     )
     bar = _ProgressLine() if not quiet and sys.stderr.isatty() else None
     try:
@@ -1331,8 +1345,8 @@ def _paired_enrollments(rules_dir: str, enrollments: Path | None) -> Path | None
         or ctx.get_parameter_source("enrollments") != click.core.ParameterSource.DEFAULT_MAP
     ):
         return enrollments
-    project_rules = (ctx.default_map or {}).get("rules_dir")
-    if project_rules is not None and Path(rules_dir).resolve() == Path(project_rules).resolve():
+    project_rules = load_project().values.get("rules", DEFAULT_RULES)
+    if Path(rules_dir).resolve() == Path(project_rules).resolve():
         return enrollments
     click.echo(
         f"note: the project's earlier enrollments ({enrollments}) are for the rules in "

@@ -21,6 +21,7 @@ the new one complete.
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import functools
 import heapq
@@ -70,6 +71,7 @@ from engine.letters.template_check import check_templates
 from engine.ruleset.model import ENGAGEMENT, RuleSet
 from engine.ruleset.quarters import Quarter, figures_through
 from engine.run.chunks import ChunkResult, ChunkRow, Earlier, decide_chunk, snapshot, warm_up
+from engine.run.cluster import ClusterSpec, cluster_map, connected
 from engine.run.parallel import ordered_map, workers_inherit_memory
 
 CHUNK_SIZE = 500
@@ -119,6 +121,9 @@ class RunOptions:
     # Earlier enrollments (CSV: partner_id, program, from, to) for rules
     # with memory, beside the run history (engine.data.memory).
     enrollments: Path | None = None
+    # Decide on a Dask cluster (engine.run.cluster): a scheduler's address,
+    # or local:N; None: the process pool of ``workers``.
+    cluster: str | None = None
 
 
 @dataclass(frozen=True)
@@ -263,6 +268,7 @@ def _run_locked(
     tally = RunTally()
     timings: dict[str, float] = {}
     letters: _RunLetters | None = None
+    stack = contextlib.ExitStack()  # a Dask client, with --cluster
     try:
         if options.letters is not None:
             letters = _RunLetters(ruleset, options, staging, previous.id if previous else None)
@@ -303,13 +309,20 @@ def _run_locked(
 
         if options.workers > 1 and workers_inherit_memory():
             compiled_rules(ruleset)  # once, here: forked workers inherit it
-        for result in ordered_map(
-            decide_chunk,
-            tasks(),
-            options.workers,
-            warm_up=functools.partial(warm_up, ruleset),
-            shared=(ruleset, letters.work if letters is not None else None),
-        ):
+        shared = (ruleset, letters.work if letters is not None else None)
+        if options.cluster is not None:  # engine.run.cluster: Dask's workers decide
+            spec = ClusterSpec.parse(options.cluster)
+            client = stack.enter_context(connected(spec))
+            results = cluster_map(client, spec, decide_chunk, tasks(), shared)
+        else:
+            results = ordered_map(
+                decide_chunk,
+                tasks(),
+                options.workers,
+                warm_up=functools.partial(warm_up, ruleset),
+                shared=shared,
+            )
+        for result in results:
             _record_chunk(ruleset, result, aside.popleft(), run_id, runs, outputs, tally)
             if letters is not None:
                 letters.add(result.letters)
@@ -406,6 +419,7 @@ def _run_locked(
         _discard(outputs, runs, letters, staging)
         raise
     finally:
+        stack.close()
         history.close()
 
 

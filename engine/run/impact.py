@@ -11,6 +11,7 @@ git (``git:HEAD:rules`` is the committed version of ``rules/``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import subprocess
@@ -34,6 +35,7 @@ from engine.ruleset.memory import Memory
 from engine.ruleset.model import ENGAGEMENT, RuleSet
 from engine.ruleset.quarters import Quarter, figures_through
 from engine.run.chunks import ChunkResult, decide_chunk
+from engine.run.cluster import ClusterSpec, cluster_map, connected
 from engine.run.driver import RunTally, roster_chunks
 from engine.run.parallel import ordered_map, workers_inherit_memory
 
@@ -131,18 +133,21 @@ def compare(
     workers: int = 1,
     through: Quarter | None = None,
     memory: MemorySource | None = None,
+    cluster: str | None = None,
 ) -> Impact:
     """Decide every partner on both sides and collect who moves, and why.
     Chunks of partners are decided in ``workers`` processes, as runs do.
     ``through``: both sides read figures up to that quarter (see
     :func:`engine.ruleset.quarters.figures_through`). ``memory``: what
     partners held before, for rules with memory; both sides get the same
-    (each only what was known before its as-of date)."""
+    (each only what was known before its as-of date). ``cluster``: decide
+    on a Dask cluster instead (engine.run.cluster)."""
     for day in (base_as_of, proposed_as_of):
         figures_through(day, through)  # a quarter not ended stops before anything is read
     impact = Impact(base_label, proposed_label)
     history = HistoryStore({**base.figures, **proposed.figures})  # matched by name
     tally = RunTally()
+    stack = contextlib.ExitStack()
     try:
         if performance is not None:
             list(history.load(performance, roster))  # bad rows are counted by the run, not here
@@ -163,13 +168,20 @@ def compare(
                 compiled_rules(base),
                 compiled_rules(proposed),
             )  # once, here: forked workers inherit them
-        for left, right in ordered_map(decide_both, tasks, workers, shared=(base, proposed)):
+        if cluster is not None:  # engine.run.cluster: Dask's workers decide
+            spec = ClusterSpec.parse(cluster)
+            client = stack.enter_context(connected(spec))
+            results = cluster_map(client, spec, decide_both, tasks, (base, proposed))
+        else:
+            results = ordered_map(decide_both, tasks, workers, shared=(base, proposed))
+        for left, right in results:
             tally.rejected_rows += max(left.rejected_rows, right.rejected_rows)
             decided = {r.partner_id: r for r in right.results}
             for result in left.results:
                 if result.partner_id in decided:
                     _compare_partner(impact, base, proposed, result, decided[result.partner_id])
     finally:
+        stack.close()
         history.close()
     impact.rejected_rows = tally.rejected_rows
     return impact

@@ -1,0 +1,190 @@
+"""Chunks decided on a Dask cluster, results in roster order.
+
+``--cluster tcp://HOST:8786`` (or ``tls://``) sends the chunks of a run or a
+what-if to the workers of a running Dask scheduler; ``--cluster local:N``
+starts a ``LocalCluster`` of N worker processes on this machine. The same
+pure chunk function runs there as in the process pool (engine.run.chunks),
+so the outputs do not depend on where it ran: the driver (this process)
+still reads the roster, numbers the rows, checks duplicates, joins the
+history, writes every output in roster order and records the run.
+
+What goes to the workers: the shared arguments (the rule set, the letters'
+settings) once per worker, scattered before the first chunk; then each
+chunk with its partners' history and earlier decisions. At most two chunks
+per worker thread are in flight, so the driver's memory stays flat. A
+worker lost mid-run has its chunks run again elsewhere by the scheduler
+(results are pure, so nothing changes); a scheduler lost stops the run,
+and the previous run stays current. Each worker process builds its
+durable_rules engine once (engine.ruleset.model.per_rule_set) and decides
+one chunk at a time: the engine is not shared between threads.
+
+Dask is an optional extra: ``pip install -e '.[cluster]'``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import EngineError, UsageError
+
+LOCAL = "local:"
+SCHEMES = ("tcp://", "tls://", "inproc://")
+INSTALL = (
+    "pip install 'partner-eligibility[cluster]' (or, in a checkout, pip install -e '.[cluster]')"
+)
+CONNECT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where chunks go: a scheduler's address, or a local cluster's size."""
+
+    address: str | None = None
+    local_workers: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> ClusterSpec:
+        if text.startswith(LOCAL):
+            count = text[len(LOCAL) :]
+            if not count.isdigit() or not 1 <= int(count) <= 256:
+                raise UsageError(
+                    f"--cluster {text}: write local:N with N worker processes, 1 to 256 (local:2)"
+                )
+            return cls(local_workers=int(count))
+        if not text.startswith(SCHEMES) or len(text.split("://", 1)[1]) == 0:
+            raise UsageError(
+                f"--cluster {text}: give a Dask scheduler's address, like "
+                "tcp://scheduler.example.com:8786 (or tls://...), or local:N"
+            )
+        return cls(address=text)
+
+    def __str__(self) -> str:
+        return self.address or f"{LOCAL}{self.local_workers}"
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise UsageError(f"--cluster needs Dask, an optional extra: {INSTALL}") from None
+    return distributed
+
+
+@contextlib.contextmanager
+def connected(spec: ClusterSpec) -> Iterator[Any]:
+    """A Dask client of the cluster (a local one started, and stopped after)."""
+    distributed = _distributed()
+    cluster = None
+    try:
+        if spec.local_workers:
+            cluster = distributed.LocalCluster(
+                n_workers=spec.local_workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=50,  # logging.CRITICAL: the run's own lines only
+            )
+            client = distributed.Client(cluster)
+        else:
+            client = distributed.Client(spec.address, timeout=CONNECT_SECONDS)
+    except OSError as error:
+        if cluster is not None:
+            cluster.close()
+        raise EngineError(f"--cluster {spec}: cannot reach the Dask scheduler ({error})") from None
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _worker_check() -> dict:
+    """Run on each worker before the first chunk: the package and
+    durable_rules' compiled engine must import there."""
+    import durable.engine  # noqa: F401 - the compiled extension
+
+    import engine
+
+    return {"package": engine.__name__}
+
+
+def check_workers(client: Any, spec: ClusterSpec) -> int:
+    """Fail the run at its start, naming the worker, when a worker lacks the
+    package or durable_rules; returns the number of worker threads."""
+    workers = client.scheduler_info().get("workers", {})
+    if not workers:
+        raise EngineError(f"--cluster {spec}: the scheduler has no workers")
+    try:
+        client.run(_worker_check, on_error="raise")
+    except Exception as error:  # noqa: BLE001 - whatever the worker raised
+        address = getattr(error, "worker", None) or next(iter(workers))
+        raise EngineError(
+            f"--cluster {spec}: a worker ({address}) cannot run the rules: {error}. "
+            f"Install the package on every worker: {INSTALL}"
+        ) from None
+    return sum(w.get("nthreads", 1) for w in workers.values())
+
+
+class _Shared:
+    """The arguments every task shares, scattered to each worker once (a
+    wrapper, so that Dask does not scatter a tuple's items one by one)."""
+
+    def __init__(self, values: tuple):
+        self.values = values
+
+
+_lock = threading.Lock()  # one chunk at a time in a worker process (see the docstring)
+
+
+def _run_task(function: Callable[..., Any], shared: _Shared, *task: Any) -> Any:
+    with _lock:
+        return function(*shared.values, *task)
+
+
+def cluster_map(
+    client: Any,
+    spec: ClusterSpec,
+    function: Callable[..., Any],
+    tasks: Iterable[tuple],
+    shared: tuple = (),
+) -> Iterator[Any]:
+    """``function(*shared, *task)`` for each task on the cluster's workers,
+    results in the order of the tasks (see the module docstring). Each
+    worker builds what it needs (the engine) with its first chunk."""
+    distributed = _distributed()
+    threads = check_workers(client, spec)
+    scattered = client.scatter(_Shared(shared), broadcast=True, hash=False)
+    inflight: collections.deque = collections.deque()
+    try:
+        for task in tasks:
+            inflight.append(client.submit(_run_task, function, scattered, *task, pure=False))
+            while len(inflight) > 2 * threads:
+                yield _result(inflight.popleft(), spec, distributed)
+        while inflight:
+            yield _result(inflight.popleft(), spec, distributed)
+    finally:
+        for future in inflight:
+            future.cancel()
+
+
+def _result(future: Any, spec: ClusterSpec, distributed: Any) -> Any:
+    try:
+        return future.result()
+    except distributed.client.FutureCancelledError:
+        raise EngineError(f"--cluster {spec}: the scheduler cancelled a chunk") from None
+    except (OSError, distributed.comm.CommClosedError) as error:
+        raise EngineError(
+            f"--cluster {spec}: lost the Dask scheduler ({error}); nothing was recorded, "
+            "and the previous run stays current"
+        ) from None
+    except distributed.scheduler.KilledWorker as error:
+        raise EngineError(
+            f"--cluster {spec}: a chunk killed every worker it was given to ({error}); "
+            "nothing was recorded"
+        ) from None

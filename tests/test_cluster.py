@@ -1,0 +1,116 @@
+"""Runs on a Dask cluster (engine.run.cluster): real LocalClusters of worker
+processes, outputs byte for byte those of a process-pool run, a worker
+killed half way changing nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from conftest import ROOT, example_run_options
+from engine.errors import EngineError, UsageError
+from engine.ruleset.loader import load_rules
+from engine.run import cluster as cluster_module
+from engine.run.cluster import ClusterSpec
+from engine.run.driver import run_batch
+from engine.run.impact import compare
+
+distributed = pytest.importorskip("distributed", reason="the cluster extra is not installed")
+
+OUTPUTS = ("decisions.jsonl", "enrollments.csv", "rejects.csv", "changes.csv")
+EARLIER, NOW = "2026-08-20", "2026-11-26"
+
+
+def _outputs(folder) -> dict[str, bytes]:
+    return {name: (folder / "out" / name).read_bytes() for name in OUTPUTS}
+
+
+def _two_runs(ruleset, folder, **options) -> dict[str, bytes]:
+    """A run as of EARLIER, then one as of NOW (with changes since the first)."""
+    import datetime as dt
+
+    for day in (EARLIER, NOW):
+        run_batch(
+            ruleset,
+            example_run_options(folder, as_of=dt.date.fromisoformat(day), **options),
+        )
+    return _outputs(folder)
+
+
+@pytest.fixture(scope="module")
+def pool_outputs(tmp_path_factory, ruleset):
+    return _two_runs(ruleset, tmp_path_factory.mktemp("pool"), workers=2)
+
+
+@pytest.mark.parametrize(("workers", "chunk_size"), [(2, 4), (1, 7)])
+def test_a_cluster_run_writes_the_same_bytes_as_a_pool_run(
+    tmp_path, ruleset, pool_outputs, workers, chunk_size
+):
+    outputs = _two_runs(ruleset, tmp_path, cluster=f"local:{workers}", chunk_size=chunk_size)
+    assert outputs == pool_outputs
+    assert b"classification,standing" in outputs["changes.csv"]  # something to compare
+
+
+def test_a_worker_killed_half_way_changes_nothing(tmp_path, ruleset, pool_outputs):
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        pids = client.run(os.getpid)
+        killed = []
+
+        def kill_one(progress) -> None:
+            if not killed and progress.count >= 8:  # some chunks done, others in flight
+                victim = next(iter(pids.values()))
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+
+        import datetime as dt
+
+        for day in (EARLIER, NOW):
+            options = example_run_options(
+                tmp_path,
+                as_of=dt.date.fromisoformat(day),
+                cluster=cluster.scheduler_address,
+                chunk_size=2,
+            )
+            run_batch(ruleset, options, kill_one if day == NOW else None)
+        assert killed, "no worker was killed"
+    assert _outputs(tmp_path) == pool_outputs
+
+
+def test_diff_on_a_cluster_finds_the_same_moves(tmp_path, ruleset):
+    proposed_folder = tmp_path / "proposed"
+    (proposed_folder).mkdir()
+    for path in (ROOT / "rules").glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        (proposed_folder / path.name).write_text(
+            text.replace("certified_technical >= 2", "certified_technical >= 3"), encoding="utf-8"
+        )
+    proposed = load_rules(proposed_folder)
+    args = (
+        ruleset,
+        proposed,
+        ROOT / "examples" / "roster.csv",
+        ROOT / "examples" / "performance.csv",
+    )
+    days = (example_run_options(tmp_path).as_of,) * 2
+    here = compare(*args, *days, "base", "proposed", 2)
+    there = compare(*args, *days, "base", "proposed", cluster="local:2")
+    assert here.moves and here.moves == there.moves
+
+
+def test_a_cluster_that_cannot_be_used_stops_before_anything_is_decided(
+    tmp_path, ruleset, monkeypatch
+):
+    for bad in ("local:0", "local:x", "scheduler:8786", "tcp://"):
+        with pytest.raises(UsageError, match="--cluster"):
+            ClusterSpec.parse(bad)
+    monkeypatch.setattr(cluster_module, "CONNECT_SECONDS", 2)
+    with pytest.raises(EngineError, match="cannot reach the Dask scheduler"):
+        run_batch(ruleset, example_run_options(tmp_path, cluster="tcp://127.0.0.1:9"))
+    assert not (tmp_path / "out" / "current").exists()  # nothing became current
