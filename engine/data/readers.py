@@ -42,7 +42,14 @@ from engine.evaluate.records import (
 from engine.ruleset.model import RuleSet
 from engine.ruleset.value_types import NUMERIC
 
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".xlsx": "xlsx"}
+FORMATS = {
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".xlsx": "xlsx",
+    ".parquet": "parquet",
+}
+PARQUET_BATCH = 10_000  # rows of a Parquet file converted at a time
 MAX_CELL = 16 * 1024 * 1024  # characters of one CSV cell; a longer one rejects its row
 MAX_JSON_DIGITS = 40  # digits of a JSON integer; a longer one rejects its row
 csv.field_size_limit(MAX_CELL)
@@ -163,7 +170,12 @@ def unreadable_row(row: SourceRow) -> Reject:
 
 
 class RowReader:
-    """The records of a CSV, JSON Lines, or .xlsx file, with their row numbers.
+    """The records of a CSV, JSON Lines, .xlsx or Parquet file, with their
+    row numbers. A folder of Parquet files is one partitioned dataset: its
+    files (``*.parquet``, in its subfolders too) in the order of their paths,
+    its rows numbered across them in that order as the rows of one CSV file
+    with a header would be (the first row is row 2), so that a roster
+    exported either way has the same row numbers.
 
     ``bytes_read`` tells how far into the file reading has got, for progress.
     ``columns`` (the fields the rules read: their names, or the rule set's
@@ -178,18 +190,26 @@ class RowReader:
         self.columns = column_names(columns)
         self.numeric = numeric_columns(columns)
         self.kind = FORMATS.get(self.path.suffix.lower())
+        if self.kind is None and self.path.is_dir():
+            self.kind = "parquet" if parquet_files(self.path) else None
         if self.kind is None:
             raise UsageError(
-                f"{self.path}: unsupported file type '{self.path.suffix}'; "
-                "use .csv, .jsonl, or .xlsx"
+                f"{self.path}: unsupported file type '{self.path.suffix}'; use .csv, "
+                ".jsonl, .xlsx or .parquet (or a folder of .parquet files)"
             )
-        if not self.path.is_file():
+        if self.kind == "parquet" and self.path.is_dir():
+            self.size = sum(f.stat().st_size for f in parquet_files(self.path))
+        elif not self.path.is_file():
             raise UsageError(f"{self.path}: file not found")
-        self.size = self.path.stat().st_size
+        else:
+            self.size = self.path.stat().st_size
         self._binary: io.BufferedReader | None = None
+        self._parquet_read = 0  # bytes of the Parquet files read so far
 
     @property
     def bytes_read(self) -> int:
+        if self.kind == "parquet":
+            return self._parquet_read
         try:
             return self._binary.tell() if self._binary and not self._binary.closed else 0
         except (OSError, ValueError):
@@ -198,6 +218,9 @@ class RowReader:
     def __iter__(self) -> Iterator[SourceRow]:
         if self.kind == "xlsx":
             yield from _read_xlsx(self.path, self.columns)
+            return
+        if self.kind == "parquet":
+            yield from self._read_parquet()
             return
         with self.path.open("rb") as binary:
             self._binary = binary
@@ -208,9 +231,27 @@ class RowReader:
             else:
                 yield from _read_jsonl(self.path, binary)
 
+    def _read_parquet(self) -> Iterator[SourceRow]:
+        """The rows of a Parquet file or dataset, a row group's batch at a
+        time (memory stays flat), with the values Parquet typed (numbers,
+        dates, text, yes/no, lists), checked as any roster's are."""
+        number = 1  # as in a CSV file with its header: the first row is row 2
+        for path in parquet_files(self.path):
+            names = canonical_header(_parquet_schema(path), self.columns)
+            _check_header(path, names, self.columns)
+            for batch in _parquet_file(path).iter_batches(batch_size=PARQUET_BATCH):
+                columns = [c.to_pylist() for c in batch.columns]
+                for values in zip(*columns):
+                    number += 1
+                    record = {name: v for name, v in zip(names, values) if name}
+                    if any(v not in (None, "") for v in record.values()):
+                        yield SourceRow(str(path), number, record)
+            self._parquet_read += path.stat().st_size
+
     @property
     def encoding(self) -> TextEncoding:
-        """How the file's bytes are read as text (JSON Lines and .xlsx: UTF-8)."""
+        """How the file's bytes are read as text (JSON Lines, .xlsx and
+        Parquet: UTF-8)."""
         return text_encoding(self.path) if self.kind == "csv" else _UTF8
 
 
@@ -324,12 +365,42 @@ def partner_id_runs(path: str | Path) -> Iterator[tuple[int, Any, int]]:
 
 
 def file_fingerprint(path: Path) -> str:
-    """The first 16 hex digits of the file's SHA-256: which input a run read."""
+    """The first 16 hex digits of the file's SHA-256 (for a Parquet dataset,
+    of its files' paths and bytes, in order): which input a run read."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for part in parquet_files(path) if path.is_dir() else [path]:
+        if part != path:
+            digest.update(str(part.relative_to(path)).encode() + b"\0")
+        with part.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """The files of a Parquet dataset (a folder), in the order of their
+    paths; a Parquet file is a dataset of one."""
+    if not path.is_dir():
+        return [path]
+    return sorted(p for p in path.rglob("*.parquet") if p.is_file())
+
+
+def _parquet_file(path: Path):
+    try:
+        import pyarrow.parquet as pq  # imported here: only Parquet users pay for it
+    except ImportError:
+        raise UsageError(
+            f"{path}: reading Parquet needs pyarrow, an optional extra: pip install "
+            "'partner-eligibility[cluster]' (or, in a checkout, pip install -e '.[cluster]')"
+        ) from None
+    try:
+        return pq.ParquetFile(path)
+    except Exception as error:  # noqa: BLE001 - pyarrow raises several types for damaged files
+        raise DataError(f"{path}: not a readable Parquet file ({error})") from None
+
+
+def _parquet_schema(path: Path) -> list[str]:
+    return [str(name).strip() for name in _parquet_file(path).schema_arrow.names]
 
 
 def check_columns(
@@ -370,7 +441,20 @@ def check_columns(
 
 
 def _header_of(reader: RowReader) -> list[str]:
-    """The column names of a CSV or .xlsx file (partner_id checked)."""
+    """The column names of a CSV, .xlsx or Parquet file (partner_id
+    checked); the files of a Parquet dataset must all have the same ones."""
+    if reader.kind == "parquet":
+        files = parquet_files(reader.path)
+        first = _parquet_schema(files[0])
+        for other in files[1:]:
+            if _parquet_schema(other) != first:
+                raise DataError(
+                    f"{other}: its columns differ from those of {files[0]}; the files of a "
+                    "Parquet dataset must have the same columns"
+                )
+        names = canonical_header(first, reader.columns)
+        _check_header(files[0], names, reader.columns)
+        return names
     if reader.kind == "xlsx":
         with _first_sheet(reader.path) as rows:
             names = canonical_header(_xlsx_names(next(rows, ())), reader.columns)

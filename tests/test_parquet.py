@@ -1,0 +1,105 @@
+"""Parquet rosters and histories (pyarrow): files and partitioned datasets,
+read in batches, with the same checks, rejects and row numbers as CSV."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from conftest import EXAMPLES, example_run_options
+from engine.errors import DataError
+from engine.run.driver import run_batch
+
+pa = pytest.importorskip("pyarrow", reason="the cluster extra is not installed")
+pq = pytest.importorskip("pyarrow.parquet")
+
+SAME = ("decisions.jsonl", "enrollments.csv", "changes.csv")
+
+
+def _table(path, types: dict | None = None):
+    """A CSV file as an Arrow table: every column text, or as ``types`` say."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    header, body = rows[0], rows[1:]
+    columns = {}
+    for i, name in enumerate(header):
+        values = [row[i] if i < len(row) else None for row in body]
+        convert = (types or {}).get(name)
+        columns[name] = pa.array([convert(v) if convert and v else v for v in values])
+    return pa.table(columns)
+
+
+def _rejects(folder):
+    with (folder / "out" / "rejects.csv").open(encoding="utf-8") as handle:
+        return [
+            (r["row"], r["partner_id"], r["column"], r["reason"]) for r in csv.DictReader(handle)
+        ]
+
+
+@pytest.fixture(scope="module")
+def csv_run(tmp_path_factory, ruleset):
+    folder = tmp_path_factory.mktemp("csv")
+    run_batch(ruleset, example_run_options(folder))
+    return folder
+
+
+def test_a_parquet_roster_and_history_decide_as_their_csv_does(tmp_path, ruleset, csv_run):
+    roster, history = tmp_path / "roster.parquet", tmp_path / "performance.parquet"
+    pq.write_table(_table(EXAMPLES / "roster.csv"), roster, row_group_size=7)
+    pq.write_table(_table(EXAMPLES / "performance.csv"), history, row_group_size=50)
+    run_batch(ruleset, example_run_options(tmp_path, roster=roster, performance=history))
+    for name in SAME:
+        assert (tmp_path / "out" / name).read_bytes() == (csv_run / "out" / name).read_bytes()
+    assert _rejects(tmp_path) == _rejects(csv_run)  # the same rows, numbered alike
+
+
+def test_a_partitioned_dataset_is_read_in_the_order_of_its_files(tmp_path, ruleset, csv_run):
+    table = _table(EXAMPLES / "roster.csv")
+    dataset = tmp_path / "roster"
+    (dataset / "region=b").mkdir(parents=True)
+    pq.write_table(table.slice(0, 10), dataset / "part-0.parquet")
+    pq.write_table(table.slice(10, 15), dataset / "part-1.parquet")
+    pq.write_table(table.slice(25), dataset / "region=b" / "part-2.parquet")
+    history = tmp_path / "performance.parquet"
+    pq.write_table(_table(EXAMPLES / "performance.csv"), history)
+    run_batch(ruleset, example_run_options(tmp_path, roster=dataset, performance=history))
+    for name in SAME:
+        assert (tmp_path / "out" / name).read_bytes() == (csv_run / "out" / name).read_bytes()
+    with (tmp_path / "out" / "rejects.csv").open(encoding="utf-8") as handle:
+        late = [r for r in csv.DictReader(handle) if r["partner_id"] == "P-1033"]
+    assert late[0]["row"] == "34" and late[0]["source_file"].endswith("part-2.parquet")
+
+
+def test_typed_parquet_values_are_read_as_their_text_would_be(tmp_path, ruleset, csv_run):
+    import datetime as dt
+
+    counts = {name: int for name in ("certified_sales", "certified_technical", "staff_sales")}
+    types = {**counts, "joined_on": dt.date.fromisoformat}
+    good = tmp_path / "roster.parquet"
+    lines = (EXAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines()
+    good_rows = tmp_path / "good.csv"  # the example's last two rows are bad on purpose
+    good_rows.write_text("\n".join(lines[:-2]) + "\n", encoding="utf-8")
+    typed = _table(good_rows, types)
+    pq.write_table(typed, good)
+    assert typed.schema.field("joined_on").type == pa.date32()
+    run_batch(
+        ruleset,
+        example_run_options(tmp_path, roster=good, performance=EXAMPLES / "performance.csv"),
+    )
+    decided = (tmp_path / "out" / "decisions.jsonl").read_text().splitlines()
+    assert decided == (csv_run / "out" / "decisions.jsonl").read_text().splitlines()[: len(decided)]
+
+
+def test_a_parquet_file_missing_a_column_or_a_dataset_of_mixed_files_stops(tmp_path, ruleset):
+    table = _table(EXAMPLES / "roster.csv")
+    short = tmp_path / "short.parquet"
+    pq.write_table(table.drop(["joined_on"]), short)
+    with pytest.raises(DataError, match="lacks 1 column the rules read: joined_on"):
+        run_batch(ruleset, example_run_options(tmp_path, roster=short))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    pq.write_table(table.slice(0, 5), mixed / "a.parquet")
+    pq.write_table(table.slice(5).drop(["country"]), mixed / "b.parquet")
+    with pytest.raises(DataError, match="its columns differ from those of"):
+        run_batch(ruleset, example_run_options(tmp_path, roster=mixed))
