@@ -239,13 +239,15 @@ class RowReader:
         for path in parquet_files(self.path):
             names = canonical_header(_parquet_schema(path), self.columns)
             _check_header(path, names, self.columns)
+            kept = [i for i, name in enumerate(names) if name]
+            kept_names = [names[i] for i in kept]
+            width, source = len(kept), str(path)
             for batch in _parquet_file(path).iter_batches(batch_size=PARQUET_BATCH):
-                columns = [c.to_pylist() for c in batch.columns]
+                columns = [batch.column(i).to_pylist() for i in kept]  # whole columns, in C
                 for values in zip(*columns):
                     number += 1
-                    record = {name: v for name, v in zip(names, values) if name}
-                    if any(v not in (None, "") for v in record.values()):
-                        yield SourceRow(str(path), number, record)
+                    if values.count(None) + values.count("") < width:  # not an empty row
+                        yield SourceRow(source, number, dict(zip(kept_names, values)))
             self._parquet_read += path.stat().st_size
 
     @property
