@@ -131,20 +131,30 @@ def check_workers(client: Any, spec: ClusterSpec) -> int:
     return sum(w.get("nthreads", 1) for w in workers.values())
 
 
-class _Shared:
-    """The arguments every task shares, scattered to each worker once (a
-    wrapper, so that Dask does not scatter a tuple's items one by one)."""
+class _Opaque:
+    """Arguments Dask carries without looking inside: the shared ones,
+    scattered once (else it would scatter a tuple's items one by one), and
+    each task's (else it would walk every row of a chunk looking for
+    futures, which cost the driver more than deciding cost the workers)."""
+
+    __slots__ = ("values",)
 
     def __init__(self, values: tuple):
+        self.values = values
+
+    def __getstate__(self) -> tuple:
+        return self.values
+
+    def __setstate__(self, values: tuple) -> None:
         self.values = values
 
 
 _lock = threading.Lock()  # one chunk at a time in a worker process (see the docstring)
 
 
-def _run_task(function: Callable[..., Any], shared: _Shared, *task: Any) -> Any:
+def _run_task(function: Callable[..., Any], shared: _Opaque, task: _Opaque) -> Any:
     with _lock:
-        return function(*shared.values, *task)
+        return function(*shared.values, *task.values)
 
 
 def cluster_map(
@@ -159,11 +169,13 @@ def cluster_map(
     worker builds what it needs (the engine) with its first chunk."""
     distributed = _distributed()
     threads = check_workers(client, spec)
-    scattered = client.scatter(_Shared(shared), broadcast=True, hash=False)
+    scattered = client.scatter(_Opaque(shared), broadcast=True, hash=False)
     inflight: collections.deque = collections.deque()
     try:
         for task in tasks:
-            inflight.append(client.submit(_run_task, function, scattered, *task, pure=False))
+            # The chunk goes straight to a worker, not through the scheduler.
+            data = client.scatter(_Opaque(task), direct=True, hash=False)
+            inflight.append(client.submit(_run_task, function, scattered, data, pure=False))
             while len(inflight) > 2 * threads:
                 yield _result(inflight.popleft(), spec, distributed)
         while inflight:
