@@ -12,8 +12,8 @@ What goes to the workers: the shared arguments (the rule set, the letters'
 settings) once per worker, scattered before the first chunk; then each
 chunk with its partners' history and earlier decisions. At most two chunks
 per worker thread are in flight, so the driver's memory stays flat. A
-worker lost mid-run has its chunks run again elsewhere by the scheduler
-(results are pure, so nothing changes); a scheduler lost stops the run,
+worker lost mid-run has its chunks sent again, to run elsewhere (results
+are pure, so nothing changes); a scheduler lost stops the run,
 and the previous run stays current. Each worker process builds its
 durable_rules engine once (engine.ruleset.model.per_rule_set) and decides
 one chunk at a time: the engine is not shared between threads.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -166,28 +167,50 @@ def cluster_map(
 ) -> Iterator[Any]:
     """``function(*shared, *task)`` for each task on the cluster's workers,
     results in the order of the tasks (see the module docstring). Each
-    worker builds what it needs (the engine) with its first chunk."""
+    worker builds what it needs (the engine) with its first chunk.
+
+    A chunk goes straight to a worker (scattered), not through the
+    scheduler: the driver then spends less and holds less. Data scattered to
+    a worker that dies is lost with it, so a chunk whose worker was lost is
+    sent again, this time with its task, which the scheduler can run again
+    anywhere."""
     distributed = _distributed()
     threads = check_workers(client, spec)
     scattered = client.scatter(_Opaque(shared), broadcast=True, hash=False)
+    lost = (OSError, distributed.comm.CommClosedError, distributed.client.FutureCancelledError)
+
+    def send(task: tuple, direct: bool = True) -> Any:
+        if direct:
+            with contextlib.suppress(*lost):
+                data = client.scatter(_Opaque(task), direct=True, hash=False)
+                return client.submit(_run_task, function, scattered, data, pure=False)
+        return client.submit(_run_task, function, scattered, _Opaque(task), pure=False)
+
+    def collect(task: tuple, future: Any) -> Any:
+        try:
+            return future.result()
+        except lost:
+            if client.status != "running":
+                raise
+            return send(task, direct=False).result()  # its worker died: send it again
+
     inflight: collections.deque = collections.deque()
     try:
         for task in tasks:
-            # The chunk goes straight to a worker, not through the scheduler.
-            data = client.scatter(_Opaque(task), direct=True, hash=False)
-            inflight.append(client.submit(_run_task, function, scattered, data, pure=False))
+            inflight.append((task, send(task)))
             while len(inflight) > 2 * threads:
-                yield _result(inflight.popleft(), spec, distributed)
+                yield _said(functools.partial(collect, *inflight.popleft()), spec, distributed)
         while inflight:
-            yield _result(inflight.popleft(), spec, distributed)
+            yield _said(functools.partial(collect, *inflight.popleft()), spec, distributed)
     finally:
-        for future in inflight:
+        for _, future in inflight:
             future.cancel()
 
 
-def _result(future: Any, spec: ClusterSpec, distributed: Any) -> Any:
+def _said(get: Callable[[], Any], spec: ClusterSpec, distributed: Any) -> Any:
+    """``get()``, a chunk's result, with the cluster's failures in one line."""
     try:
-        return future.result()
+        return get()
     except distributed.client.FutureCancelledError:
         raise EngineError(f"--cluster {spec}: the scheduler cancelled a chunk") from None
     except (OSError, distributed.comm.CommClosedError) as error:
