@@ -240,14 +240,14 @@ def cli(ctx: click.Context) -> None:
     "--roster",
     default=DEFAULT_ROSTER,
     show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # a Parquet dataset is a folder
     help="Partners to render every template against.",
 )
 @click.option(
     "--performance",
     default=DEFAULT_PERFORMANCE,
     show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # a Parquet dataset is a folder
     help="Their quarterly performance history.",
 )
 @click.option(
@@ -383,12 +383,12 @@ def test_command(rules_arg: str | None, rules_dir: str) -> None:
 )
 @click.option(
     "--roster",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # a Parquet dataset is a folder
     help=f"Roster. Default: {DEFAULT_ROSTER} with {DEFAULT_PERFORMANCE}.",
 )
 @click.option(
     "--performance",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # a Parquet dataset is a folder
     help="Quarterly performance history.",
 )
 @click.option(
@@ -515,13 +515,13 @@ def diff(
     "--roster",
     default=DEFAULT_ROSTER,
     show_default=True,
-    help="Roster (.csv, .jsonl, or .xlsx) to find PARTNER_ID in.",
+    help="Roster (.csv, .jsonl, .xlsx, or .parquet) to find PARTNER_ID in.",
 )
 @click.option(
     "--performance",
     default=DEFAULT_PERFORMANCE,
     show_default=True,
-    help="Quarterly performance history (.csv, .jsonl, or .xlsx).",
+    help="Quarterly performance history (.csv, .jsonl, .xlsx, or .parquet).",
 )
 @click.option(
     "--as-of",
@@ -600,12 +600,13 @@ def explain_command(
 @RULES_OPTION
 @click.option(
     "--roster",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"Roster (.csv, .jsonl, or .xlsx). Default: {DEFAULT_ROSTER} with {DEFAULT_PERFORMANCE}.",
+    type=click.Path(path_type=Path),  # a Parquet dataset is a folder
+    help=f"Roster (.csv, .jsonl, .xlsx, .parquet or a folder of them). Default: {DEFAULT_ROSTER} "
+    f"with {DEFAULT_PERFORMANCE}.",
 )
 @click.option(
     "--performance",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # a Parquet dataset is a folder
     help="Quarterly performance history, one row per partner and quarter.",
 )
 @click.option(
@@ -941,7 +942,7 @@ def report_command(out_dir: Path, output: Path | None, moves: Path | None) -> No
 @ONLY_CHANGED_OPTION
 @click.option(
     "--roster",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # a Parquet dataset is a folder
     help="The run's roster, if it has moved since the run.",
 )
 @WORKERS_OPTION
