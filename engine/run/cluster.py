@@ -105,14 +105,13 @@ def connected(spec: ClusterSpec) -> Iterator[Any]:
             cluster.close()
 
 
-def _worker_check() -> dict:
-    """Run on each worker before the first chunk: the package and
-    durable_rules' compiled engine must import there."""
-    import durable.engine  # noqa: F401 - the compiled extension
+def _worker_check() -> str:
+    """Run on each worker before the first chunk: the package, and with it
+    durable_rules' compiled engine (imported by the adapter), must import
+    there."""
+    from engine.evaluate import durable_adapter
 
-    import engine
-
-    return {"package": engine.__name__}
+    return durable_adapter.__name__
 
 
 def check_workers(client: Any, spec: ClusterSpec) -> int:
