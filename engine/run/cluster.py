@@ -109,9 +109,9 @@ def _worker_check() -> str:
     """Run on each worker before the first chunk: the package, and with it
     durable_rules' compiled engine (imported by the adapter), must import
     there."""
-    from engine.evaluate import durable_adapter
+    import engine.evaluate.durable_adapter as adapter
 
-    return durable_adapter.__name__
+    return adapter.__name__
 
 
 def check_workers(client: Any, spec: ClusterSpec) -> int:
