@@ -2,7 +2,7 @@
 
 ``--cluster tcp://HOST:8786`` (or ``tls://``) sends the chunks of a run or a
 what-if to the workers of a running Dask scheduler; ``--cluster local:N``
-starts a ``LocalCluster`` of N worker processes on this machine. The same
+starts N worker processes and a scheduler on this machine. The same
 pure chunk function runs there as in the process pool (engine.run.chunks),
 so the outputs do not depend on where it ran: the driver (this process)
 still reads the roster, numbers the rows, checks duplicates, joins the
@@ -83,14 +83,9 @@ def connected(spec: ClusterSpec) -> Iterator[Any]:
     cluster = None
     try:
         if spec.local_workers:
-            cluster = distributed.LocalCluster(
-                n_workers=spec.local_workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=50,  # logging.CRITICAL: the run's own lines only
-            )
+            cluster = _local_cluster(distributed, spec.local_workers)
             client = distributed.Client(cluster)
+            client.wait_for_workers(spec.local_workers, timeout=CONNECT_SECONDS)
         else:
             client = distributed.Client(spec.address, timeout=CONNECT_SECONDS)
     except OSError as error:
@@ -103,6 +98,24 @@ def connected(spec: ClusterSpec) -> Iterator[Any]:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _local_cluster(distributed: Any, workers: int) -> Any:
+    """A cluster of ``workers`` processes on this machine, its scheduler in
+    a process of its own where Dask can (SubprocessCluster): in the
+    driver's process it would take the driver's CPU (about 40 µs a partner
+    at 100,000 partners; docs/benchmarks.md)."""
+    options = {
+        "n_workers": workers,
+        "threads_per_worker": 1,
+        "dashboard_address": None,
+        "silence_logs": 50,  # logging.CRITICAL: the run's own lines only
+    }
+    try:
+        from distributed.deploy.subprocess import SubprocessCluster
+    except ImportError:
+        return distributed.LocalCluster(processes=True, **options)
+    return SubprocessCluster(**options)
 
 
 def _worker_check() -> str:
