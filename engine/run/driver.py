@@ -322,11 +322,15 @@ def _run_locked(
                 warm_up=functools.partial(warm_up, ruleset),
                 shared=shared,
             )
-        for result in results:
-            _record_chunk(ruleset, result, aside.popleft(), run_id, runs, outputs, tally)
-            if letters is not None:
-                letters.add(result.letters)
-            report()
+        # Closed as soon as the loop ends, however it ends: a run stopped
+        # (Ctrl-C) waits here for the workers' chunks in flight, so that none
+        # writes a letter into the staging folder after it is removed.
+        with contextlib.closing(results):
+            for result in results:
+                _record_chunk(ruleset, result, aside.popleft(), run_id, runs, outputs, tally)
+                if letters is not None:
+                    letters.add(result.letters)
+                report()
         # Never a run over nobody (below too): it would list every partner as
         # removed, and the next run would compare with it.
         if tally.rows_read == 0:

@@ -174,12 +174,13 @@ def compare(
             results = cluster_map(client, spec, decide_both, tasks, (base, proposed))
         else:
             results = ordered_map(decide_both, tasks, workers, shared=(base, proposed))
-        for left, right in results:
-            tally.rejected_rows += max(left.rejected_rows, right.rejected_rows)
-            decided = {r.partner_id: r for r in right.results}
-            for result in left.results:
-                if result.partner_id in decided:
-                    _compare_partner(impact, base, proposed, result, decided[result.partner_id])
+        with contextlib.closing(results):  # workers done before the pool goes
+            for left, right in results:
+                tally.rejected_rows += max(left.rejected_rows, right.rejected_rows)
+                decided = {r.partner_id: r for r in right.results}
+                for result in left.results:
+                    if result.partner_id in decided:
+                        _compare_partner(impact, base, proposed, result, decided[result.partner_id])
     finally:
         stack.close()
         history.close()
