@@ -476,7 +476,7 @@ class LetterRenderer:
             value=self._value,
             term=self._term,
             requirement=self._requirement,
-            human=_human,
+            human=in_words,
             join=_join,
             e=_no_escape,
             escape=_no_escape,
@@ -675,12 +675,12 @@ class LetterRenderer:
                 return self._letter_formats.value(PERCENT, float(value[:-1]) / 100)
             if _MONEY_TEXT.match(value):  # "$20,000": in the rule set's currency
                 return self._letter_formats.value(MONEY, float(value[1:].replace(",", "")))
-            return self._letter_terms.get(value, _human(value))
+            return self._letter_terms.get(value, in_words(value))
         return self._letter_formats.value(kind, value)
 
     def _term(self, key: str, fallback: str | None = None) -> str:
         """The language's word for a rule id, else ``fallback``, else the id in words."""
-        return self._letter_terms.get(key) or fallback or _human(key)
+        return self._letter_terms.get(key) or fallback or in_words(key)
 
 
 _PROGRAM_KEYS = ("tier", "next_tier")
@@ -740,8 +740,8 @@ def _no_escape(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _human(key: Any) -> str:
-    """``at_risk`` -> ``at risk``."""
+def in_words(key: Any) -> str:
+    """A rule id as words: ``at_risk`` -> ``at risk`` (letters, the report)."""
     return str(key).replace("_", " ")
 
 

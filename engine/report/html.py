@@ -22,7 +22,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from engine.data.outputs import AtomicFile
 from engine.data.run_folders import SUMMARY, OutputFolder, current_run
-from engine.letters.rendering import markdown_to_html
+from engine.letters.rendering import in_words, markdown_to_html
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORT_NAME = "report.html"
@@ -36,11 +36,13 @@ BAR_WIDTH = 320
 
 
 def _environment() -> SandboxedEnvironment:
-    return SandboxedEnvironment(
+    environment = SandboxedEnvironment(
         loader=FileSystemLoader(TEMPLATES),
         undefined=StrictUndefined,
         autoescape=select_autoescape(["html"]),
     )
+    environment.filters["words"] = in_words
+    return environment
 
 
 def _rows(path: Path) -> Iterator[dict]:
@@ -98,16 +100,9 @@ def _bars(
     ]
 
 
-def in_words(value: str) -> str:
-    """A rule id as words: ``review_for_replacement`` is "review for replacement"."""
-    return value.replace("_", " ")
-
-
 def _title(label: str) -> str:
     return label[:1].upper() + label[1:]
 
-
-_DIRECTIONS = {"up": "up", "down": "down", "changed": "changed"}
 
 # A reason as runs record it (engine.evaluate.requirements.brief), read back
 # to be said in words: "certified_technical >= 10: has 8".
@@ -183,7 +178,7 @@ def change_sentence(change: dict, names: dict[str, str], labels: dict[str, str])
             if kind == "engagement_model"
             else in_words(subject)
         )
-        moved = _DIRECTIONS.get(change["direction"], "changed")
+        moved = change["direction"] if change["direction"] in ("up", "down") else "changed"
         word = named if kind != "classification" else lambda v: in_words(v) if v else "none"
         return f"{_title(what)}: {word(before)} to {word(after)}" + (
             f" ({moved})" if moved != "changed" else ""
