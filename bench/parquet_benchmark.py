@@ -2,10 +2,14 @@
 
 Writes the CSV roster's Parquet copy once (pyarrow's own types: whole
 numbers, dates and text; shares stay text, "60%"), then reads both the way
-a run does (``RowReader`` over the rule set's fields: every row as a record
-with its row number), alternating, each in a fresh process. Prints rows/s
-and the ratio, pair by pair. Record the figures in docs/benchmarks.md; it
-is not a test.
+a run's main process does (``roster_chunks``: every row numbered, its
+partner_id checked, chunks of 500 rows made and pickled for the workers;
+no history), alternating, each in a fresh process. A CSV roster's chunks
+are records; a Parquet roster's stay columns, and the workers make the
+records: that work is timed too (``in workers``: every chunk unpickled and
+its rows made, as a worker does before deciding), but not counted as
+reading. Prints rows/s and the ratio, pair by pair. Record the figures in
+docs/benchmarks.md; it is not a test.
 
     python bench/parquet_benchmark.py --roster bench/data/p1000000/roster.csv --repeat 3
 """
@@ -22,13 +26,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 READ = """
-import json, sys, time
+import json, pickle, sys, time
+from engine.data.performance import HistoryStore
 from engine.data.readers import RowReader
 from engine.ruleset.loader import load_rules
-fields = load_rules("rules").fields
+from engine.run.driver import RunTally, roster_chunks
+ruleset = load_rules("rules")
+history = HistoryStore(ruleset.figures)
 started = time.perf_counter()
-count = sum(1 for _ in RowReader(sys.argv[1], fields))
-print(json.dumps({"seconds": time.perf_counter() - started, "rows": count}))
+tally = RunTally()
+sent = [
+    pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL)
+    for chunk, _ in roster_chunks(RowReader(sys.argv[1], ruleset.fields), history, {}, tally, 500)
+]
+seconds = time.perf_counter() - started
+started = time.perf_counter()
+made = sum(1 for chunk in sent for _ in pickle.loads(chunk))
+workers = time.perf_counter() - started
+print(json.dumps({"seconds": seconds, "rows": tally.rows_read, "made": made, "workers": workers}))
 """
 
 
@@ -58,7 +73,8 @@ def main() -> int:
             times[kind].append(found["seconds"])
             print(
                 f"round {round_ + 1} {kind:7}: {found['rows']:,} rows in {found['seconds']:.1f} s "
-                f"({found['rows'] / found['seconds']:,.0f} rows/s)",
+                f"({found['rows'] / found['seconds']:,.0f} rows/s); in workers "
+                f"{found['workers']:.1f} s for {found['made']:,} records",
                 flush=True,
             )
     ratios = [c / p for c, p in zip(times["csv"], times["parquet"])]

@@ -53,6 +53,32 @@ def test_a_cluster_run_writes_the_same_bytes_as_a_pool_run(
     assert b"classification,standing" in outputs["changes.csv"]  # something to compare
 
 
+def test_a_parquet_roster_on_a_cluster_writes_what_its_csv_does_in_a_pool(
+    tmp_path, ruleset, pool_outputs
+):
+    """Its chunks travel to Dask's workers as Arrow columns, not records."""
+    import csv
+
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from conftest import EXAMPLES
+
+    with (EXAMPLES / "roster.csv").open(newline="", encoding="utf-8") as handle:
+        header, *body = list(csv.reader(handle))
+    table = pa.table({n: pa.array([r[i] or None for r in body]) for i, n in enumerate(header)})
+    roster = tmp_path / "roster.parquet"
+    pq.write_table(table, roster, row_group_size=10)
+    outputs = _two_runs(ruleset, tmp_path, cluster="local:2", chunk_size=4, roster=roster)
+    for name in ("decisions.jsonl", "enrollments.csv", "changes.csv"):
+        assert outputs[name] == pool_outputs[name], name
+    # The same rows set aside, named by the Parquet file.
+    pool_rejects = pool_outputs["rejects.csv"].decode().replace("roster.csv", "roster.parquet")
+    rejects = outputs["rejects.csv"].decode().replace(str(tmp_path) + "/", "")
+    assert "\nroster.parquet,34,P-1033,joined_on," in rejects
+    assert rejects.replace(str(EXAMPLES) + "/", "") == pool_rejects.replace(str(EXAMPLES) + "/", "")
+
+
 def test_a_worker_killed_half_way_changes_nothing(tmp_path, ruleset, pool_outputs):
     with (
         distributed.LocalCluster(

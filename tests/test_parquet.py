@@ -103,3 +103,54 @@ def test_a_parquet_file_missing_a_column_or_a_dataset_of_mixed_files_stops(tmp_p
     pq.write_table(table.slice(5).drop(["country"]), mixed / "b.parquet")
     with pytest.raises(DataError, match="its columns differ from those of"):
         run_batch(ruleset, example_run_options(tmp_path, roster=mixed))
+
+
+def _tree(folder):
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_parquet_chunks_sent_as_columns_decide_and_write_letters_as_csv_rows_do(tmp_path, ruleset):
+    """A Parquet roster's chunks travel as columns and become records in the
+    workers: with an empty row, a row without partner_id, an id to trim, a duplicate, small
+    chunks and two workers, every output and letter is as from the same rows
+    in CSV, and the rows set aside have the same numbers."""
+    from conftest import ROOT
+    from engine.run.driver import RunLetters
+
+    with (EXAMPLES / "roster.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    header, body = rows[0], rows[1:]
+    nameless = ["", *body[2][1:]]  # no partner_id, other values
+    body[9] = [f" {body[9][0]} ", *body[9][1:]]  # an id to trim: read as the others are
+    body = body[:4] + [[""] * len(header)] + body[4:7] + [nameless] + body[7:] + [body[1]]
+    roster_csv = tmp_path / "roster.csv"
+    with roster_csv.open("w", newline="", encoding="utf-8") as handle:  # empty row: blank line
+        csv.writer(handle).writerows([header, *(row if any(row) else [] for row in body)])
+    table = pa.table(
+        {name: pa.array([row[i] or None for row in body]) for i, name in enumerate(header)}
+    )
+    roster_parquet = tmp_path / "roster.parquet"
+    pq.write_table(table, roster_parquet, row_group_size=6)
+    letters = RunLetters(ROOT / "templates", ("text", "html"))
+    outputs = {}
+    for kind, roster in (("csv", roster_csv), ("parquet", roster_parquet)):
+        folder = tmp_path / kind
+        run_batch(
+            ruleset,
+            example_run_options(
+                folder, roster=roster, workers=2, chunk_size=4, letters=letters, max_rejects=0.5
+            ),
+        )
+        outputs[kind] = folder
+    for name in SAME:
+        parquet = (outputs["parquet"] / "out" / name).read_bytes()
+        assert parquet == (outputs["csv"] / "out" / name).read_bytes(), name
+    rejected = _rejects(outputs["parquet"])
+    assert rejected == _rejects(outputs["csv"])
+    # numbered past the empty row
+    assert ("10", "", "partner_id", "partner_id is missing") in rejected
+    assert any(r[0] == str(len(body) + 1) and r[3].startswith("duplicate") for r in rejected)
+    letters_of = {kind: _tree(folder / "out" / "letters") for kind, folder in outputs.items()}
+    assert letters_of["parquet"] == letters_of["csv"] and len(letters_of["csv"]) > 40

@@ -14,6 +14,7 @@ import codecs
 import contextlib
 import csv
 import difflib
+import functools
 import hashlib
 import io
 import itertools
@@ -24,7 +25,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.data.rejects import Reject
 from engine.errors import DataError, UsageError
@@ -160,6 +161,80 @@ class SourceRow:
     text: str = ""
 
 
+class ColumnBatch(NamedTuple):
+    """Consecutive rows of a Parquet file, as columns: a pyarrow RecordBatch
+    whose columns are named ``names`` (as the rules name them), its first
+    row numbered ``first_row``. Rows whose every value is empty are no rows,
+    as blank lines of a CSV file are not (they keep their numbers)."""
+
+    file: str
+    first_row: int
+    names: tuple[str, ...]
+    batch: Any
+
+    def column(self, name: str) -> list:
+        """One column's values (None for each row where it is absent)."""
+        if name not in self.names:
+            return [None] * self.batch.num_rows
+        return self.batch.column(self.names.index(name)).to_pylist()
+
+    def is_empty(self, index: int) -> bool:
+        """Whether every value of the batch's row ``index`` is empty."""
+        return all(
+            value is None or value == ""
+            for value in (column[index].as_py() for column in self.batch.columns)
+        )
+
+    def plain_text(self, name: str, longest: int) -> list[bool]:
+        """Whether each row's value in column ``name`` is text of 1 to
+        ``longest`` printable ASCII characters without a space at either end:
+        text that reads as itself, found for the whole column at once."""
+        if name not in self.names:
+            return [False] * self.batch.num_rows
+        pyarrow, pc = _arrow()
+        column = self.batch.column(self.names.index(name))
+        if not (pyarrow.types.is_string(column.type) or pyarrow.types.is_large_string(column.type)):
+            return [False] * self.batch.num_rows
+        length = pc.utf8_length(column)
+        trimmed = pc.equal(pc.utf8_trim_whitespace(column), column)
+        plain = pc.and_(
+            pc.and_(pc.ascii_is_printable(column), trimmed),
+            pc.and_(pc.greater_equal(length, 1), pc.less_equal(length, longest)),
+        )
+        return pc.fill_null(plain, False).to_pylist()
+
+    def slice(self, start: int, length: int) -> ColumnBatch:
+        """Rows ``start`` to ``start + length`` of the batch (not copied)."""
+        rows = self.batch.slice(start, length)
+        return self._replace(first_row=self.first_row + start, batch=rows)
+
+    def __reduce__(self):
+        # As Arrow's IPC stream, which holds a slice's rows only (pickling
+        # the batch itself would copy all the buffers a slice shares).
+        pyarrow, _ = _arrow()
+        sink = pyarrow.BufferOutputStream()
+        with pyarrow.ipc.new_stream(sink, self.batch.schema) as stream:
+            stream.write_batch(self.batch)
+        return _column_batch, (self.file, self.first_row, self.names, sink.getvalue())
+
+    def rows(self) -> Iterator[tuple]:
+        """Each row's values, in the order of ``names``."""
+        return zip(*(column.to_pylist() for column in self.batch.columns))
+
+    def records(self) -> Iterator[tuple[int, dict]]:
+        """(row number, record) of each row that is not empty."""
+        width, names = len(self.names), self.names
+        for number, values in enumerate(self.rows(), self.first_row):
+            if values.count(None) + values.count("") < width:
+                yield number, dict(zip(names, values))
+
+
+def _column_batch(file: str, first_row: int, names: tuple[str, ...], stream: Any) -> ColumnBatch:
+    """A ColumnBatch from its pickle (see ``ColumnBatch.__reduce__``)."""
+    pyarrow, _ = _arrow()
+    return ColumnBatch(file, first_row, names, pyarrow.ipc.open_stream(stream).read_next_batch())
+
+
 def unreadable_row(row: SourceRow) -> Reject:
     """The reject for a row that could not be read (see
     :attr:`SourceRow.problem`): its value is the row's text, or
@@ -232,22 +307,27 @@ class RowReader:
                 yield from _read_jsonl(self.path, binary)
 
     def _read_parquet(self) -> Iterator[SourceRow]:
-        """The rows of a Parquet file or dataset, a row group's batch at a
-        time (memory stays flat), with the values Parquet typed (numbers,
-        dates, text, yes/no, lists), checked as any roster's are."""
-        number = 1  # as in a CSV file with its header: the first row is row 2
+        """The rows of a Parquet file or dataset as records, with the values
+        Parquet typed (numbers, dates, text, yes/no, lists), checked as any
+        roster's are."""
+        for batch in self.parquet_batches(PARQUET_BATCH):
+            for number, record in batch.records():
+                yield SourceRow(batch.file, number, record)
+
+    def parquet_batches(self, size: int) -> Iterator[ColumnBatch]:
+        """The rows of a Parquet file or dataset in batches of at most
+        ``size`` rows, as columns (memory stays flat): a run sends them to
+        its workers so, and they make each row's record, not the main
+        process."""
+        number = 2  # as in a CSV file with its header: the first row is row 2
         for path in parquet_files(self.path):
             names = canonical_header(_parquet_schema(path), self.columns)
             _check_header(path, names, self.columns)
             kept = [i for i, name in enumerate(names) if name]
-            kept_names = [names[i] for i in kept]
-            width, source = len(kept), str(path)
-            for batch in _parquet_file(path).iter_batches(batch_size=PARQUET_BATCH):
-                columns = [batch.column(i).to_pylist() for i in kept]  # whole columns, in C
-                for values in zip(*columns):
-                    number += 1
-                    if values.count(None) + values.count("") < width:  # not an empty row
-                        yield SourceRow(source, number, dict(zip(kept_names, values)))
+            kept_names = tuple(names[i] for i in kept)
+            for batch in _parquet_file(path).iter_batches(batch_size=size):
+                yield ColumnBatch(str(path), number, kept_names, batch.select(kept))
+                number += batch.num_rows
             self._parquet_read += path.stat().st_size
 
     @property
@@ -385,6 +465,17 @@ def parquet_files(path: Path) -> list[Path]:
     if not path.is_dir():
         return [path]
     return sorted(p for p in path.rglob("*.parquet") if p.is_file())
+
+
+@functools.cache
+def _arrow():
+    """pyarrow and its compute functions, imported once (only Parquet users
+    pay for them)."""
+    import pyarrow
+    import pyarrow.compute
+    import pyarrow.ipc
+
+    return pyarrow, pyarrow.compute
 
 
 def _parquet_file(path: Path):

@@ -60,7 +60,12 @@ def clean_partner_id(raw: Any) -> str:
 
 
 def read_partner_id(record: Mapping[str, Any]) -> str:
-    raw = record.get(PARTNER_ID)
+    return partner_id_value(record.get(PARTNER_ID))
+
+
+def partner_id_value(raw: Any) -> str:
+    """A partner_id as read (see :func:`clean_partner_id`); DataError if it
+    is missing or cannot be one."""
     if isinstance(raw, (list, tuple, dict, bool)):
         raise DataError("partner_id must be one value (text or a number), not a list or yes/no")
     text = clean_partner_id(raw)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
 
+from engine.data.readers import ColumnBatch
 from engine.data.rejects import Reject
 from engine.errors import EngineError
 from engine.evaluate.changes import Change, Snapshot, compare
@@ -57,6 +58,66 @@ class ChunkRow(NamedTuple):
     history_file: str = ""
     history_columns: tuple[str, ...] = ()
     letter_stem: str = ""  # the partner's letter files' name, when the run writes letters
+
+
+class ChunkRows(list):
+    """A chunk: its ChunkRows, in roster order."""
+
+    @property
+    def partner_ids(self) -> list[str]:
+        return [row.partner_id for row in self]
+
+
+class ColumnRows(Sequence):
+    """A chunk of a Parquet roster as columns (engine.data.readers.
+    ColumnBatch): the batch's rows to decide (``indices``), each with its row
+    number, checked partner id, staged history and letter files' name. It
+    travels as Arrow buffers and becomes ChunkRows (the records) in the
+    worker that decides it, not in the main process."""
+
+    def __init__(
+        self,
+        batch: ColumnBatch,
+        indices: list[int],
+        rows: list[int],
+        partner_ids: list[str],
+        history: list[Sequence[tuple[int, Any, Sequence[Any]]]],
+        history_file: str,
+        history_columns: tuple[str, ...],
+        letter_stems: list[str] | None = None,
+    ):
+        self.batch = batch
+        self.indices = indices
+        self.rows = rows
+        self.partner_ids = partner_ids
+        self.history = history
+        self.history_file = history_file
+        self.history_columns = history_columns
+        self.letter_stems = letter_stems
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index):  # a Sequence's; runs iterate
+        return list(self)[index]
+
+    def __iter__(self) -> Iterator[ChunkRow]:
+        names, file = self.batch.names, self.batch.file
+        values = list(self.batch.rows())
+        stems = self.letter_stems or [""] * len(self.rows)
+        for index, row, partner_id, history, stem in zip(
+            self.indices, self.rows, self.partner_ids, self.history, stems
+        ):
+            yield ChunkRow(
+                file,
+                row,
+                partner_id,
+                dict(zip(names, values[index])),
+                history,
+                self.history_file,
+                self.history_columns,
+                stem,
+            )
 
 
 class PartnerResult(NamedTuple):

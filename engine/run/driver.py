@@ -33,11 +33,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.data.memory import EarlierEnrollments, MemorySource
 from engine.data.outputs import CsvOutput, JsonLinesOutput, safe_cell, write_json_atomically
 from engine.data.performance import HistoryStore
 from engine.data.readers import (
+    PARQUET_BATCH,
     RowReader,
     SourceRow,
     check_columns,
@@ -56,7 +58,7 @@ from engine.evaluate.changes import (
     Change,
 )
 from engine.evaluate.decide import compiled_rules
-from engine.evaluate.records import PARTNER_ID, read_partner_id, shorten
+from engine.evaluate.records import MAX_ID_LENGTH, PARTNER_ID, partner_id_value, shorten
 from engine.letters.files import (
     FORMATS as LETTER_FORMATS,
     HELD_LETTERS,
@@ -70,7 +72,16 @@ from engine.letters.settings import load_letter_settings
 from engine.letters.template_check import check_templates
 from engine.ruleset.model import ENGAGEMENT, RuleSet
 from engine.ruleset.quarters import Quarter, figures_through
-from engine.run.chunks import ChunkResult, ChunkRow, Earlier, decide_chunk, snapshot, warm_up
+from engine.run.chunks import (
+    ChunkResult,
+    ChunkRow,
+    ChunkRows,
+    ColumnRows,
+    Earlier,
+    decide_chunk,
+    snapshot,
+    warm_up,
+)
 from engine.run.cluster import ClusterSpec, cluster_map, connected
 from engine.run.parallel import ordered_map, workers_inherit_memory
 
@@ -303,7 +314,7 @@ def _run_locked(
             chunks = roster_chunks(reader, history, seen, tally, options.chunk_size, names)
             for chunk, set_aside in chunks:
                 aside.append(set_aside)
-                recalled = memory.for_partners(row.partner_id for row in chunk) if memory else None
+                recalled = memory.for_partners(chunk.partner_ids) if memory else None
                 earlier = _earlier(runs, previous, chunk)
                 yield chunk, options.as_of, earlier, options.through, recalled
 
@@ -496,11 +507,17 @@ def roster_chunks(
     tally: RunTally,
     size: int,
     names: Callable[[str], str] | None = None,
-) -> Iterator[tuple[list[ChunkRow], list[Reject]]]:
+) -> Iterator[tuple[ChunkRows | ColumnRows, list[Reject]]]:
     """Roster rows in chunks, with their history, each with the rows set aside
     since the previous chunk (see :func:`screened_rows`; the last chunk may
     hold no rows, only those). ``seen`` collects the ids read; ``names``
-    gives each partner its letter files' name, in roster order."""
+    gives each partner its letter files' name, in roster order. A Parquet
+    roster's chunks stay columns (:class:`~engine.run.chunks.ColumnRows`):
+    this process reads only the partner ids, and the workers make the
+    records."""
+    if reader.kind == "parquet":
+        yield from _column_chunks(reader, history, seen, tally, size, names)
+        return
     chunk: list[tuple] = []
     aside: list[Reject] = []
     for row, outcome in screened_rows(reader, seen):
@@ -517,6 +534,63 @@ def roster_chunks(
         yield _with_history(chunk, history, names), aside
 
 
+def _column_chunks(
+    reader: RowReader,
+    history: HistoryStore,
+    seen: dict[str, int],
+    tally: RunTally,
+    size: int,
+    names: Callable[[str], str] | None,
+) -> Iterator[tuple[ColumnRows, list[Reject]]]:
+    """:func:`roster_chunks` of a Parquet roster: a chunk per batch of rows."""
+    for batch in reader.parquet_batches(max(size, PARQUET_BATCH)):
+        # Ids that read as themselves need no other check than the duplicate
+        # one (screen_partner_id would find them as they are).
+        plain = batch.plain_text(PARTNER_ID, MAX_ID_LENGTH)
+        ids = batch.column(PARTNER_ID)
+        for start in range(0, len(ids), size):
+            aside: list[Reject] = []
+            picked: list[int] = []
+            numbers: list[int] = []
+            partner_ids: list[str] = []
+            first = batch.first_row + start
+            span = zip(ids[start : start + size], plain[start : start + size])
+            for index, (raw, as_written) in enumerate(span):
+                if as_written and raw not in seen:
+                    outcome = seen[raw] = first + index
+                    picked.append(index)
+                    numbers.append(outcome)
+                    partner_ids.append(raw)
+                    continue
+                if (raw is None or raw == "") and batch.is_empty(start + index):
+                    continue  # no row, as a blank line of a CSV file
+                outcome = screen_partner_id(batch.file, first + index, raw, seen)
+                if outcome.__class__ is Reject:
+                    aside.append(outcome)
+                    continue
+                picked.append(index)
+                numbers.append(first + index)
+                partner_ids.append(outcome)
+            tally.rows_read += len(picked) + len(aside)
+            tally.rejected_rows += len(aside)
+            if not (picked or aside):
+                continue
+            rows = history.rows_for(partner_ids)
+            yield (
+                ColumnRows(
+                    batch.slice(start, size),
+                    picked,
+                    numbers,
+                    partner_ids,
+                    [rows.get(pid, ()) for pid in partner_ids],
+                    history.source,
+                    history.figures,
+                    [names(pid) for pid in partner_ids] if names is not None else None,
+                ),
+                aside,
+            )
+
+
 def screened_rows(
     rows: Iterable[SourceRow], seen: dict[str, int]
 ) -> Iterator[tuple[SourceRow, str | Reject]]:
@@ -531,43 +605,35 @@ def screened_rows(
                 seen.setdefault(reject.partner_id, row.row)
             yield row, reject
             continue
-        try:
-            partner_id = read_partner_id(row.record)
-        except DataError as error:
-            yield (
-                row,
-                Reject(
-                    row.file,
-                    row.row,
-                    "",
-                    PARTNER_ID,
-                    shorten(row.record.get(PARTNER_ID)),
-                    str(error),
-                ),
-            )
-            continue
-        if partner_id in seen:
-            yield (
-                row,
-                Reject(
-                    row.file,
-                    row.row,
-                    partner_id,
-                    PARTNER_ID,
-                    partner_id,
-                    f"duplicate partner_id (first on row {seen[partner_id]})",
-                ),
-            )
-            continue
-        seen[partner_id] = row.row
-        yield row, partner_id
+        yield row, screen_partner_id(row.file, row.row, row.record.get(PARTNER_ID), seen)
+
+
+def screen_partner_id(file: str, row: int, raw: Any, seen: dict[str, int]) -> str | Reject:
+    """The partner_id a roster row (``raw``: its value as read) is decided
+    under, or the reject that sets the row aside: no usable partner_id, or
+    one seen before (see :func:`screened_rows`)."""
+    try:
+        partner_id = partner_id_value(raw)
+    except DataError as error:
+        return Reject(file, row, "", PARTNER_ID, shorten(raw), str(error))
+    if partner_id in seen:
+        return Reject(
+            file,
+            row,
+            partner_id,
+            PARTNER_ID,
+            partner_id,
+            f"duplicate partner_id (first on row {seen[partner_id]})",
+        )
+    seen[partner_id] = row
+    return partner_id
 
 
 def _with_history(
     chunk: list[tuple], history: HistoryStore, names: Callable[[str], str] | None
-) -> list[ChunkRow]:
+) -> ChunkRows:
     rows = history.rows_for(pid for pid, _ in chunk)
-    return [
+    return ChunkRows(
         ChunkRow(
             row.file,
             row.row,
@@ -579,14 +645,16 @@ def _with_history(
             names(pid) if names is not None else "",
         )
         for pid, row in chunk
-    ]
+    )
 
 
-def _earlier(runs: RunHistory, previous: RunRecord | None, chunk: list[ChunkRow]) -> Earlier | None:
+def _earlier(
+    runs: RunHistory, previous: RunRecord | None, chunk: ChunkRows | ColumnRows
+) -> Earlier | None:
     """The chunk's partners in earlier runs (see :class:`~engine.run.chunks.Earlier`)."""
     if previous is None:
         return None
-    partner_ids = [row.partner_id for row in chunk]
+    partner_ids = chunk.partner_ids
     before = runs.snapshots(previous.id, partner_ids)
     missing = [pid for pid in partner_ids if pid not in before]
     returned = (

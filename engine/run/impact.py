@@ -159,7 +159,7 @@ def compare(
                 base_as_of,
                 proposed_as_of,
                 through,
-                memory.for_partners(r.partner_id for r in chunk) if memory else None,
+                memory.for_partners(chunk.partner_ids) if memory else None,
             )
             for chunk, _ in chunks
         )
