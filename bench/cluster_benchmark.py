@@ -5,7 +5,9 @@ database: ``--workers N`` and ``--cluster local:N``. Prints for each run the
 wall time, the driver's own CPU time per partner (this process: reading,
 joining, sending chunks, writing outputs; the workers are other processes),
 the driver's peak memory, and from the driver's CPU the most partners per
-second it could feed a cluster of any size (one core saturated). Record the
+second it could feed a cluster of any size (one core saturated). With
+``--parquet`` the roster is the folder's roster.parquet (written from its
+roster.csv once), whose chunks go to the workers as columns. Record the
 figures in docs/benchmarks.md; it is not a test.
 
     python bench/cluster_benchmark.py --roster bench/data/p100000 --workers 2 --repeat 3
@@ -30,11 +32,12 @@ from pathlib import Path
 from engine.run.driver import RunOptions, run_batch
 from engine.ruleset.loader import load_rules
 data, work, mode, workers = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+roster = data / sys.argv[5]
 ruleset = load_rules("rules")
 started = time.perf_counter()
 before = resource.getrusage(resource.RUSAGE_SELF)
 result = run_batch(ruleset, RunOptions(
-    data / "roster.csv", data / "performance.csv", dt.date(2026, 11, 26), work / "out",
+    roster, data / "performance.csv", dt.date(2026, 11, 26), work / "out",
     workers=workers, db=work / "h.sqlite", max_rejects=0.1,
     cluster=f"local:{workers}" if mode == "cluster" else None))
 after = resource.getrusage(resource.RUSAGE_SELF)
@@ -47,11 +50,11 @@ print(json.dumps({
 """
 
 
-def one(data: Path, mode: str, workers: int) -> dict:
+def one(data: Path, mode: str, workers: int, roster: str) -> dict:
     work = Path(tempfile.mkdtemp(prefix="cluster-bench-"))
     try:
         done = subprocess.run(
-            [sys.executable, "-c", RUN, str(data), str(work), mode, str(workers)],
+            [sys.executable, "-c", RUN, str(data), str(work), mode, str(workers), roster],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -67,11 +70,21 @@ def main() -> int:
     parser.add_argument("--roster", type=Path, default=ROOT / "bench/data/p100000")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--parquet", action="store_true", help="read roster.parquet")
     args = parser.parse_args()
+    roster = "roster.csv"
+    if args.parquet:
+        roster = "roster.parquet"
+        if not (args.roster / roster).exists():
+            import pyarrow.csv
+            import pyarrow.parquet
+
+            table = pyarrow.csv.read_csv(args.roster / "roster.csv")
+            pyarrow.parquet.write_table(table, args.roster / roster, row_group_size=100_000)
     runs: dict[str, list[dict]] = {"pool": [], "cluster": []}
     for round_ in range(args.repeat):
         for mode in ("pool", "cluster"):
-            found = one(args.roster, mode, args.workers)
+            found = one(args.roster, mode, args.workers, roster)
             runs[mode].append(found)
             per = found["driver_cpu"] / found["partners"] * 1e6
             print(

@@ -154,3 +154,42 @@ def test_parquet_chunks_sent_as_columns_decide_and_write_letters_as_csv_rows_do(
     assert any(r[0] == str(len(body) + 1) and r[3].startswith("duplicate") for r in rejected)
     letters_of = {kind: _tree(folder / "out" / "letters") for kind, folder in outputs.items()}
     assert letters_of["parquet"] == letters_of["csv"] and len(letters_of["csv"]) > 40
+
+
+def test_history_in_the_order_of_a_parquet_roster_is_merged_as_with_csv(tmp_path, ruleset):
+    """A CSV history in the roster's order is read alongside a Parquet
+    roster (its ids read from the columns), with unknown partners, a
+    repeated and a missing partner_id, as alongside the CSV roster."""
+    with (EXAMPLES / "roster.csv").open(newline="", encoding="utf-8") as handle:
+        header, *body = list(csv.reader(handle))
+    body.insert(3, list(body[2]))  # a repeated partner_id
+    body.insert(5, [" ", *body[5][1:]])  # no partner_id
+    with (EXAMPLES / "performance.csv").open(newline="", encoding="utf-8") as handle:
+        figures, *history = list(csv.reader(handle))
+    history = sorted((r for r in history if r[0] != "P-1004"), key=lambda r: r[0])
+    history.insert(0, ["Z-0", "2026Q1", "1", "1", "1"])  # unknown, before everyone
+    history.append(["A-0", "2026Q2", "1", "1", "1"])  # unknown, after everyone
+    roster_csv, performance = tmp_path / "roster.csv", tmp_path / "performance.csv"
+    for path, rows in ((roster_csv, [header, *body]), (performance, [figures, *history])):
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows(rows)
+    roster_parquet = tmp_path / "roster.parquet"
+    table = pa.table({n: pa.array([r[i] or None for r in body]) for i, n in enumerate(header)})
+    pq.write_table(table, roster_parquet)
+    found = {}
+    for kind, roster in (("csv", roster_csv), ("parquet", roster_parquet)):
+        result = run_batch(
+            ruleset,
+            example_run_options(
+                tmp_path / kind, roster=roster, performance=performance, max_rejects=0.5
+            ),
+        )
+        assert result.summary["run"]["history_join"] == "merged"
+        found[kind] = tmp_path / kind
+    for name in SAME:
+        assert (found["parquet"] / "out" / name).read_bytes() == (
+            found["csv"] / "out" / name
+        ).read_bytes(), name
+    rejected = _rejects(found["parquet"])
+    assert rejected == _rejects(found["csv"])
+    assert [r[1] for r in rejected if r[3].startswith("no partner")] == ["Z-0", "P-1099", "A-0"]

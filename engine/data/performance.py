@@ -4,7 +4,7 @@ Two ways, chosen when the performance file is loaded:
 
 * **Merged**: when the performance file (CSV) lists the roster's partners
   in the roster's order, each partner's rows together, the history is read
-  as a stream alongside the roster (CSV or JSON Lines), a partner's rows at a
+  as a stream alongside the roster (CSV, JSON Lines or Parquet), a partner's rows at a
   time. Rows for partners not in the roster may be anywhere. Nothing is
   staged, and deciding starts as soon as both files' partner ids have been
   read to check the order; the roster's ids are kept meanwhile (about 130
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.readers import (
+    PARQUET_BATCH,
     RowReader,
     SourceRow,
     check_columns,
@@ -100,7 +101,7 @@ class HistoryStore:
         if (
             roster is not None
             and RowReader(path).kind == "csv"
-            and RowReader(roster).kind in ("csv", "jsonl")
+            and RowReader(roster).kind in ("csv", "jsonl", "parquet")
         ):
             positions = _roster_positions(roster)
             rejects: list[Reject] = []
@@ -321,7 +322,15 @@ def _roster_positions(roster: str | Path) -> dict[str, int]:
     """Each usable partner id of the roster and where it first appears
     (repeats and unusable ids are set aside by the run)."""
     positions: dict[str, int] = {}
-    for _, value, _ in partner_id_runs(roster):
+    reader = RowReader(roster)
+    if reader.kind == "parquet":  # the id column of each batch, not a record per row
+        batches = reader.parquet_batches(PARQUET_BATCH)
+        values = (v for batch in batches for v in batch.column(PARTNER_ID))
+    else:
+        values = (value for _, value, _ in partner_id_runs(roster))
+    for value in values:
+        if isinstance(value, (list, tuple, dict, bool)):
+            continue  # no partner_id (the run sets its row aside)
         partner_id = clean_partner_id(value)
         if partner_id and len(partner_id) <= MAX_ID_LENGTH and partner_id not in positions:
             positions[partner_id] = len(positions)
