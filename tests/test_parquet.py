@@ -193,3 +193,35 @@ def test_history_in_the_order_of_a_parquet_roster_is_merged_as_with_csv(tmp_path
     rejected = _rejects(found["parquet"])
     assert rejected == _rejects(found["csv"])
     assert [r[1] for r in rejected if r[3].startswith("no partner")] == ["Z-0", "P-1099", "A-0"]
+
+
+def test_columns_of_a_parquet_file_are_read_as_its_records_say(tmp_path):
+    """read_columns (the history's staging and order check) takes a Parquet
+    file's columns a batch at a time: the rows and values its records have,
+    an empty row skipped, a row with only other columns filled kept."""
+    from engine.data.readers import RowReader, read_columns
+
+    table = pa.table(
+        {
+            "partner_id": ["P-1", None, None, "P-2", "P-3"],
+            "quarter": ["2026Q1", None, None, "2026Q2", None],
+            "revenue": [10, None, None, 20, 30],
+            "note": ["a", None, "only this", None, ""],
+        }
+    )
+    path = tmp_path / "history.parquet"
+    pq.write_table(table, path, row_group_size=2)
+    wanted = ["partner_id", "quarter", "revenue", "absent"]
+    records = [
+        (row.row, tuple(row.record.get(c) for c in wanted)) for row in RowReader(path, wanted)
+    ]
+    assert (
+        list(read_columns(path, wanted))
+        == records
+        == [
+            (2, ("P-1", "2026Q1", 10, None)),
+            (4, (None, None, None, None)),
+            (5, ("P-2", "2026Q2", 20, None)),
+            (6, ("P-3", None, 30, None)),
+        ]
+    )

@@ -356,6 +356,14 @@ def read_columns(
     instead, when given. ``aliases``: the declarations of (some of) the
     columns, whose ``column:`` and ``aliases:`` count (see :class:`RowReader`)."""
     reader = RowReader(path, {name: (aliases or {}).get(name) for name in columns})
+    if reader.kind == "parquet":  # the columns of each batch, not a record per row
+        for batch in reader.parquet_batches(PARQUET_BATCH):
+            width = len(columns)
+            for index, values in enumerate(zip(*(batch.column(c) for c in columns))):
+                if values.count(None) + values.count("") == width and batch.is_empty(index):
+                    continue  # no row (see ColumnBatch)
+                yield batch.first_row + index, values
+        return
     if reader.kind != "csv":
         for row in reader:
             if row.problem:
