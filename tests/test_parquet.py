@@ -225,3 +225,22 @@ def test_columns_of_a_parquet_file_are_read_as_its_records_say(tmp_path):
             (6, ("P-3", None, 30, None)),
         ]
     )
+
+
+def test_a_parquet_file_with_two_columns_of_one_name_is_read_by_position(tmp_path):
+    """Columns are picked by position when the file repeats a name the rules
+    do not read (two "note" columns), so no value moves to another column."""
+    from engine.data.readers import RowReader
+
+    table = pa.Table.from_arrays(
+        [pa.array(["P-1", "P-2"]), pa.array(["a", "b"]), pa.array(["c", None]), pa.array([1, 2])],
+        names=["partner_id", "note", "note", "staff_sales"],
+    )
+    path = tmp_path / "roster.parquet"
+    pq.write_table(table, path)
+    reader = RowReader(path, ["staff_sales"])
+    [batch] = reader.parquet_batches(10)
+    assert batch.names == ("partner_id", "note", "note", "staff_sales")
+    assert list(batch.rows()) == [("P-1", "a", "c", 1), ("P-2", "b", None, 2)]
+    [ids] = reader.parquet_batches(10, only=["partner_id"])
+    assert ids.names == ("partner_id",) and ids.column("partner_id") == ["P-1", "P-2"]

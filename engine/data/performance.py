@@ -324,7 +324,7 @@ def _roster_positions(roster: str | Path) -> dict[str, int]:
     positions: dict[str, int] = {}
     reader = RowReader(roster)
     if reader.kind == "parquet":  # the id column of each batch, not a record per row
-        batches = reader.parquet_batches(PARQUET_BATCH)
+        batches = reader.parquet_batches(PARQUET_BATCH, only=[PARTNER_ID])
         values = (v for batch in batches for v in batch.column(PARTNER_ID))
     else:
         values = (value for _, value, _ in partner_id_runs(roster))

@@ -314,19 +314,33 @@ class RowReader:
             for number, record in batch.records():
                 yield SourceRow(batch.file, number, record)
 
-    def parquet_batches(self, size: int) -> Iterator[ColumnBatch]:
+    def parquet_batches(self, size: int, only: Iterable[str] = ()) -> Iterator[ColumnBatch]:
         """The rows of a Parquet file or dataset in batches of at most
         ``size`` rows, as columns (memory stays flat): a run sends them to
         its workers so, and they make each row's record, not the main
-        process."""
+        process. ``only``: read just these columns (as the rules name
+        them), for a look at the ids; emptiness of rows is then not known."""
         number = 2  # as in a CSV file with its header: the first row is row 2
+        only = frozenset(only)
         for path in parquet_files(self.path):
             names = canonical_header(_parquet_schema(path), self.columns)
             _check_header(path, names, self.columns)
-            kept = [i for i, name in enumerate(names) if name]
+            kept = [i for i, name in enumerate(names) if name and (not only or name in only)]
             kept_names = tuple(names[i] for i in kept)
-            for batch in _parquet_file(path).iter_batches(batch_size=size):
-                yield ColumnBatch(str(path), number, kept_names, batch.select(kept))
+            file = _parquet_file(path)
+            written = file.schema_arrow.names
+            by_name = len(set(written)) == len(written)  # else all are read, then picked
+            # One thread: the workers have the other cores, and each thread
+            # would keep memory of its own.
+            batches = file.iter_batches(
+                batch_size=size,
+                columns=[written[i] for i in kept] if by_name else None,
+                use_threads=False,
+            )
+            for batch in batches:
+                yield ColumnBatch(
+                    str(path), number, kept_names, batch if by_name else batch.select(kept)
+                )
                 number += batch.num_rows
             self._parquet_read += path.stat().st_size
 
