@@ -140,3 +140,69 @@ def test_a_cluster_that_cannot_be_used_stops_before_anything_is_decided(
     with pytest.raises(EngineError, match="cannot reach the Dask scheduler"):
         run_batch(ruleset, example_run_options(tmp_path, cluster="tcp://127.0.0.1:9"))
     assert not (tmp_path / "out" / "current").exists()  # nothing became current
+
+
+BLOCKER = '''
+"""A worker's environment without the package: importing engine fails."""
+import sys
+
+
+class _Missing:
+    def find_spec(self, name, path=None, target=None):
+        if name == "engine" or name.startswith("engine."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _Missing())
+'''
+
+
+def test_a_worker_without_the_package_stops_the_run_at_its_start_naming_it(tmp_path, ruleset):
+    """One of two real worker processes cannot import the package (a worker
+    started with a preload that hides it): the run stops before anything is
+    decided, naming that worker, not the other."""
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "without_engine.py"
+    blocker.write_text(BLOCKER, encoding="utf-8")
+    scheduler = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    lacking = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            scheduler.scheduler_address,
+            "--nthreads",
+            "1",
+            "--no-nanny",
+            "--name",
+            "lacking",
+            "--preload",
+            str(blocker),
+            "--no-dashboard",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with distributed.Client(scheduler) as client:
+            client.wait_for_workers(2, timeout=60)
+            good = [
+                a for a, w in client.scheduler_info()["workers"].items() if w["name"] != "lacking"
+            ]
+        options = example_run_options(tmp_path, cluster=scheduler.scheduler_address)
+        with pytest.raises(EngineError) as stopped:
+            run_batch(ruleset, options)
+        message = str(stopped.value)
+        assert "named lacking" in message and "No module named 'engine" in message
+        assert good[0] not in message and "\n" not in message
+        assert not (tmp_path / "out" / "decisions.jsonl").exists()
+    finally:
+        lacking.terminate()
+        lacking.wait(timeout=30)
+        scheduler.close()

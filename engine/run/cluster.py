@@ -134,13 +134,26 @@ def check_workers(client: Any, spec: ClusterSpec) -> int:
     if not workers:
         raise EngineError(f"--cluster {spec}: the scheduler has no workers")
     try:
-        client.run(_worker_check, on_error="raise")
-    except Exception as error:  # noqa: BLE001 - whatever the worker raised
-        address = getattr(error, "worker", None) or next(iter(workers))
+        found = client.run(_worker_check, on_error="return")
+    except Exception as error:  # noqa: BLE001 - whatever Dask raised
         raise EngineError(
-            f"--cluster {spec}: a worker ({address}) cannot run the rules: {error}. "
+            f"--cluster {spec}: the workers cannot run the rules: {error}. "
             f"Install the package on every worker: {INSTALL}"
         ) from None
+    failed = sorted(
+        ((a, e) for a, e in found.items() if isinstance(e, BaseException)), key=lambda f: f[0]
+    )
+    if failed:
+        address, error = failed[0]
+        name = workers.get(address, {}).get("name")
+        named = address if name in (None, "", address) else f"{address}, named {name}"
+        others = f" (and {len(failed) - 1} other workers)" if len(failed) > 1 else ""
+        # Dask wraps what a worker could not unpickle in an Exception saying what it was.
+        reason = str(error) if type(error) is Exception else f"{type(error).__name__}: {error}"
+        raise EngineError(
+            f"--cluster {spec}: a worker ({named}){others} cannot run the rules: "
+            f"{reason}. Install the package on every worker: {INSTALL}"
+        )
     return sum(w.get("nthreads", 1) for w in workers.values())
 
 
