@@ -206,3 +206,61 @@ def test_a_worker_without_the_package_stops_the_run_at_its_start_naming_it(tmp_p
         lacking.terminate()
         lacking.wait(timeout=30)
         scheduler.close()
+
+
+def test_a_run_over_tls_writes_the_same_bytes(tmp_path, ruleset, pool_outputs, monkeypatch):
+    """The driver reaches a scheduler that accepts TLS only (a self-signed
+    certificate made here), configured as docs/cluster.md says: Dask's
+    distributed.comm.tls settings. Without its certificate it stops in one
+    line saying what to set."""
+    import shutil
+    import subprocess
+
+    import dask
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True,
+        capture_output=True,
+    )
+    tls = {
+        "distributed.comm.require-encryption": True,
+        "distributed.comm.tls.ca-file": str(cert),
+        **{
+            f"distributed.comm.tls.{role}.{part}": str(path)
+            for role in ("client", "scheduler", "worker")
+            for part, path in (("cert", cert), ("key", key))
+        },
+    }
+    with dask.config.set(tls):
+        security = distributed.Security()
+        assert security.require_encryption
+        scheduler = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            protocol="tls://",
+            security=security,
+            dashboard_address=None,
+        )
+        try:
+            assert scheduler.scheduler_address.startswith("tls://")
+            outputs = _two_runs(ruleset, tmp_path, cluster=scheduler.scheduler_address)
+            with dask.config.set({"distributed.comm.tls.client.cert": None}):  # no certificate
+                monkeypatch.setattr(cluster_module, "CONNECT_SECONDS", 5)
+                options = example_run_options(
+                    tmp_path / "refused", cluster=scheduler.scheduler_address
+                )
+                with pytest.raises(EngineError) as refused:
+                    run_batch(ruleset, options)
+        finally:
+            scheduler.close()
+    assert outputs == pool_outputs
+    message = str(refused.value)  # a driver without its certificate: one line, what to set
+    assert "cannot reach the Dask scheduler" in message and "\n" not in message
+    assert "distributed.comm.tls.client.cert" in message

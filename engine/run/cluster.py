@@ -88,10 +88,19 @@ def connected(spec: ClusterSpec) -> Iterator[Any]:
             client.wait_for_workers(spec.local_workers, timeout=CONNECT_SECONDS)
         else:
             client = distributed.Client(spec.address, timeout=CONNECT_SECONDS)
-    except OSError as error:
+    except (OSError, TypeError, ValueError) as error:
+        # TypeError, ValueError: Dask's word for a TLS configuration it cannot use.
         if cluster is not None:
             cluster.close()
-        raise EngineError(f"--cluster {spec}: cannot reach the Dask scheduler ({error})") from None
+        hint = ""
+        if str(spec).startswith("tls://"):
+            hint = (
+                "; for tls:// set the client's certificate, key and CA in Dask's configuration "
+                "(distributed.comm.tls.client.cert, .client.key, .ca-file: docs/cluster.md)"
+            )
+        raise EngineError(
+            f"--cluster {spec}: cannot reach the Dask scheduler ({error}){hint}"
+        ) from None
     try:
         yield client
     finally:
