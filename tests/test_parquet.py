@@ -244,3 +244,30 @@ def test_a_parquet_file_with_two_columns_of_one_name_is_read_by_position(tmp_pat
     assert list(batch.rows()) == [("P-1", "a", "c", 1), ("P-2", "b", None, 2)]
     [ids] = reader.parquet_batches(10, only=["partner_id"])
     assert ids.names == ("partner_id",) and ids.column("partner_id") == ["P-1", "P-2"]
+
+
+def test_a_what_if_over_a_parquet_roster_finds_what_it_finds_over_csv(tmp_path, ruleset):
+    """diff decides each chunk twice (both rule sets): a Parquet chunk's
+    columns make the same records both times."""
+    from conftest import ROOT
+    from engine.ruleset.loader import load_rules
+    from engine.run.impact import compare
+
+    proposed_folder = tmp_path / "proposed"
+    proposed_folder.mkdir()
+    for path in (ROOT / "rules").glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        (proposed_folder / path.name).write_text(
+            text.replace("certified_technical >= 2", "certified_technical >= 3"), encoding="utf-8"
+        )
+    proposed = load_rules(proposed_folder)
+    roster = tmp_path / "roster.parquet"
+    pq.write_table(_table(EXAMPLES / "roster.csv"), roster, row_group_size=9)
+    day = example_run_options(tmp_path).as_of
+    found = {}
+    for kind, path in (("csv", EXAMPLES / "roster.csv"), ("parquet", roster)):
+        impact = compare(
+            ruleset, proposed, path, EXAMPLES / "performance.csv", day, day, "a", "b", 2
+        )
+        found[kind] = (impact.partners, impact.counts, impact.moves)
+    assert found["parquet"] == found["csv"] and found["csv"][2]
