@@ -283,3 +283,29 @@ def test_str_join_takes_iterators_whole(ruleset):
     renderer = LetterRenderer(TEMPLATES, load_letter_settings(TEMPLATES, ruleset), "USD")
     page = renderer.env.from_string("{{ '-'.join(range(3)|map('string')) }}")
     assert page.render() == "0-1-2"
+
+
+def test_the_time_limit_rings_again_when_its_first_error_is_dropped():
+    """Python drops an error raised in a garbage collector's callback or a
+    __del__ (it only reports it): the alarm then rings again until the block
+    stops, and is off once it has."""
+    import signal
+
+    dropped = 0
+    clock = time.perf_counter()
+    with pytest.raises(sandbox.TemplateLimitError):
+        with sandbox.time_limit(0.2):
+            while True:
+                try:
+                    while True:
+                        pass
+                except sandbox.TemplateLimitError:
+                    if dropped:
+                        raise
+                    dropped += 1  # as a gc callback's error would be
+    assert dropped == 1 and time.perf_counter() - clock < 5
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    with sandbox.time_limit(0.2):
+        pass  # a block that ends in time: nothing rings after it
+    time.sleep(0.5)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

@@ -309,6 +309,9 @@ def check_letter(parts: list[str]) -> str:
 
 
 def _out_of_time(_signal: int, _frame: Any) -> None:
+    if not _armed:  # a tick that came as the block ended
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        return
     raise TemplateLimitError(
         f"the letter took longer than {TIME_LIMIT:g} seconds to render: a loop in "
         "the template must be running too long (or without end)"
@@ -316,6 +319,11 @@ def _out_of_time(_signal: int, _frame: Any) -> None:
 
 
 _alarm_set = False  # whether this process's SIGALRM handler is _out_of_time
+_armed = False  # whether a block is being timed
+# After the limit the alarm rings again at this interval until the block
+# stops: the error raised in a garbage collector's callback or a __del__
+# (which Python reports and drops) must not let a template run on.
+RING_AGAIN = 0.1
 
 
 @contextlib.contextmanager
@@ -324,7 +332,7 @@ def time_limit(seconds: float | None = None) -> Iterator[None]:
     alarm, SIGALRM, whose handler is set once per process). Where there is
     none (Windows, a thread other than the main one), the block runs
     unbounded in time; the size limits still hold."""
-    global _alarm_set
+    global _alarm_set, _armed
     seconds = TIME_LIMIT if seconds is None else seconds
     if (
         not hasattr(signal, "setitimer")
@@ -335,8 +343,10 @@ def time_limit(seconds: float | None = None) -> Iterator[None]:
     if not _alarm_set:
         signal.signal(signal.SIGALRM, _out_of_time)
         _alarm_set = True
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    _armed = True
+    signal.setitimer(signal.ITIMER_REAL, seconds, RING_AGAIN)
     try:
         yield
     finally:
+        _armed = False
         signal.setitimer(signal.ITIMER_REAL, 0)
