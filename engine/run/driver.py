@@ -542,7 +542,8 @@ def _column_chunks(
     size: int,
     names: Callable[[str], str] | None,
 ) -> Iterator[tuple[ColumnRows, list[Reject]]]:
-    """:func:`roster_chunks` of a Parquet roster: a chunk per batch of rows."""
+    """:func:`roster_chunks` of a Parquet roster: chunks of ``size`` rows as read
+    (rows set aside included), each with its columns, not records."""
     for batch in reader.parquet_batches(max(size, PARQUET_BATCH)):
         # Ids that read as themselves need no other check than the duplicate
         # one (screen_partner_id would find them as they are).
