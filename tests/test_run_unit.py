@@ -378,3 +378,23 @@ def test_the_report_of_a_held_run_says_so(cli_run, tmp_path):
     assert cli_run(*base, "--as-of", "2026-11-26", "--max-moves", "1", "--report").exit_code == 0
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "<strong>Held:</strong>" in page and "eligibility release 2" in page
+
+
+def test_ids_seen_are_kept_by_roster_place_as_a_dict_would_keep_them():
+    """SeenIds (the run's record of ids read) behaves as the dict it replaces,
+    for ids with a place in the roster (kept in an array) and without."""
+    from engine.run.driver import SeenIds
+
+    seen, plain = SeenIds(), {}
+    seen.index_by({"P-1": 0, "P-2": 1, "P-3": 2})
+    for pid, row in (("P-2", 2), ("X-9", 3), ("P-1", 5)):
+        assert pid not in seen
+        seen[pid] = plain[pid] = row
+    assert seen.setdefault("P-2", 99) == plain.setdefault("P-2", 99) == 2
+    assert seen.setdefault("Y-1", 7) == plain.setdefault("Y-1", 7) == 7
+    assert "P-3" not in seen and "P-2" in seen and "X-9" in seen
+    assert dict(seen) == plain and len(seen) == len(plain) == 4
+    with pytest.raises(KeyError):
+        seen["P-3"]
+    seen.index_by({"Z": 0})  # too late: ids are already kept
+    assert dict(seen) == plain

@@ -121,6 +121,12 @@ class HistoryStore:
                 return
         yield from self._stage(path, reported)
 
+    @property
+    def roster_positions(self) -> Mapping[str, int] | None:
+        """Each usable roster partner id's place in the roster (its first),
+        when the history is merged in roster order; else None."""
+        return self.merged.positions if self.merged is not None else None
+
     def _columns(self) -> dict[str, Any]:
         return {name: self.declared.get(name) for name in self.figures}
 
@@ -251,7 +257,7 @@ class _Merge:
     set aside), and sets aside rows of partner ids the roster does not have."""
 
     def __init__(self, rows: Iterator[tuple[int, tuple]], positions: dict[str, int], source: str):
-        self._positions = positions
+        self.positions = self._positions = positions
         self._unknown: list[tuple[str, int]] = []
         self._groups = self._by_partner(rows, source)
         self._asked = -1  # roster position of the last partner asked for

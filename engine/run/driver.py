@@ -20,6 +20,7 @@ the new one complete.
 
 from __future__ import annotations
 
+import array
 import collections
 import contextlib
 import datetime as dt
@@ -30,7 +31,7 @@ import operator
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,7 +284,7 @@ def _run_locked(
     try:
         if options.letters is not None:
             letters = _RunLetters(ruleset, options, staging, previous.id if previous else None)
-        seen: dict[str, int] = {}
+        seen = SeenIds()
         # Rows set aside while a chunk was read, written with that chunk's
         # results: the same place in rejects.csv whatever the number of workers.
         aside: collections.deque[list[Reject]] = collections.deque()
@@ -309,6 +310,7 @@ def _run_locked(
                 for reject in enrollments.rejects:
                     _write_reject(reject, outputs, tally)
                     tally.enrollment_rejects += 1
+            seen.index_by(history.roster_positions)
             timings["history_seconds"] = round(time.perf_counter() - clock, 3)
             names = letters.names if letters is not None else None
             chunks = roster_chunks(reader, history, seen, tally, options.chunk_size, names)
@@ -503,7 +505,7 @@ def prune_runs(db: Path, keep: int, forget_memory: bool = False) -> tuple[list[i
 def roster_chunks(
     reader: RowReader,
     history: HistoryStore,
-    seen: dict[str, int],
+    seen: MutableMapping[str, int],
     tally: RunTally,
     size: int,
     names: Callable[[str], str] | None = None,
@@ -537,7 +539,7 @@ def roster_chunks(
 def _column_chunks(
     reader: RowReader,
     history: HistoryStore,
-    seen: dict[str, int],
+    seen: MutableMapping[str, int],
     tally: RunTally,
     size: int,
     names: Callable[[str], str] | None,
@@ -593,7 +595,7 @@ def _column_chunks(
 
 
 def screened_rows(
-    rows: Iterable[SourceRow], seen: dict[str, int]
+    rows: Iterable[SourceRow], seen: MutableMapping[str, int]
 ) -> Iterator[tuple[SourceRow, str | Reject]]:
     """Each roster row with the partner_id it is decided under, or the reject
     that sets it aside first: an unreadable row, no usable partner_id, or one
@@ -609,7 +611,62 @@ def screened_rows(
         yield row, screen_partner_id(row.file, row.row, row.record.get(PARTNER_ID), seen)
 
 
-def screen_partner_id(file: str, row: int, raw: Any, seen: dict[str, int]) -> str | Reject:
+class SeenIds(MutableMapping):
+    """The partner ids a run has read, each with the roster row it was first
+    on (for "duplicate partner_id (first on row 12)" and for history rows of
+    partners not in the roster). When the history is merged in roster order
+    the roster's ids are already known with their places
+    (``HistoryStore.roster_positions``): their rows are then kept in an array
+    by place, 8 bytes a partner instead of a dict entry and a second copy of
+    each id (about 125 MB at a million partners); other ids in a dict."""
+
+    def __init__(self) -> None:
+        self._places: Mapping[str, int] = {}
+        self._rows = array.array("q")  # by place; 0: not seen yet (rows count from 1)
+        self._others: dict[str, int] = {}
+
+    def index_by(self, places: Mapping[str, int] | None) -> None:
+        """Keep the rows of these ids by their places (before any is added)."""
+        if places is not None and not (self._others or self._places):
+            self._places = places
+            self._rows = array.array("q", bytes(8 * len(places)))
+
+    def __contains__(self, partner_id: object) -> bool:
+        place = self._places.get(partner_id)  # type: ignore[call-overload]
+        return partner_id in self._others if place is None else self._rows[place] != 0
+
+    def __getitem__(self, partner_id: str) -> int:
+        place = self._places.get(partner_id)
+        if place is not None and self._rows[place]:
+            return self._rows[place]
+        return self._others[partner_id]
+
+    def __setitem__(self, partner_id: str, row: int) -> None:
+        place = self._places.get(partner_id)
+        if place is None:
+            self._others[partner_id] = row
+        else:
+            self._rows[place] = row
+
+    def __delitem__(self, partner_id: str) -> None:
+        place = self._places.get(partner_id)
+        if place is not None and self._rows[place]:
+            self._rows[place] = 0
+        else:
+            del self._others[partner_id]
+
+    def __iter__(self) -> Iterator[str]:
+        rows = self._rows
+        yield from (pid for pid, place in self._places.items() if rows[place])
+        yield from self._others
+
+    def __len__(self) -> int:
+        return len(self._rows) - self._rows.count(0) + len(self._others)
+
+
+def screen_partner_id(
+    file: str, row: int, raw: Any, seen: MutableMapping[str, int]
+) -> str | Reject:
     """The partner_id a roster row (``raw``: its value as read) is decided
     under, or the reject that sets the row aside: no usable partner_id, or
     one seen before (see :func:`screened_rows`)."""
