@@ -220,6 +220,30 @@ def test_a_number_too_large_is_located(rules_copy, threshold):
     assert "programs.yaml:15:" in message and "is too large; numbers in rules stay below" in message
 
 
+@pytest.mark.parametrize(
+    ("condition", "written", "places"),
+    [
+        ("quarters_missed >= 0.0000001", "0.0000001", "6 decimal places"),
+        ("attainment_4q >= 70.00001%", "70.00001%", "4 decimal places in a percentage"),
+        ("revenue_4q >= $2,000,000.0000001", "$2,000,000.0000001", "6 decimal places"),
+    ],
+    ids=["number", "percentage", "money"],
+)
+def test_a_number_finer_than_values_are_kept_is_located(rules_copy, condition, written, places):
+    """Found by the rule fuzz: durable_rules compares whole millionths, so a
+    threshold of 0.0000001 was 0 there and 0.0000001 in the explainer (a
+    partner with 0 quarters missed put on probation by the engine alone)."""
+    rules = rules_copy()
+    path = rules / "programs.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("revenue_4q >= $2,000,000", condition))
+    message = _problem(rules)
+    assert "programs.yaml:15:" in message
+    assert f"'{written}' has more decimals than values keep: write at most {places}" in message
+    path.write_text(text.replace("revenue_4q >= $2,000,000", "attainment_4q >= 70.0000%"))
+    load_rules(rules)  # trailing zeros are no finer
+
+
 def test_a_member_requiring_another_member_of_its_group_is_refused(rules_copy):
     """It passed validate, then every run failed with "durable_rules lost or
     repeated decisions"."""

@@ -25,7 +25,7 @@ import difflib
 import re
 from dataclasses import dataclass
 
-from engine.ruleset.value_types import MAX_MAGNITUDE
+from engine.ruleset.value_types import DECIMALS, MAX_MAGNITUDE
 
 
 class ParseError(Exception):
@@ -120,13 +120,14 @@ def tokenize(text: str) -> list[Token]:
                 raise ParseError(f"'{raw}' is not a real calendar date", pos) from None
             tokens.append(Token("DATE", raw, pos, value))
         elif kind == "money":
-            value = _bounded_number(raw, raw[1:].replace(",", ""), pos)
+            value = _bounded_number(raw, raw[1:].replace(",", ""), pos, DECIMALS)
             tokens.append(Token("MONEY", raw, pos, value))
         elif kind == "number":
             if match.group("pct"):
-                tokens.append(Token("PERCENT", raw, pos, _bounded_number(raw, raw[:-1], pos) / 100))
+                value = _bounded_number(raw, raw[:-1], pos, DECIMALS - 2) / 100
+                tokens.append(Token("PERCENT", raw, pos, value))
             else:
-                tokens.append(Token("NUMBER", raw, pos, _bounded_number(raw, raw, pos)))
+                tokens.append(Token("NUMBER", raw, pos, _bounded_number(raw, raw, pos, DECIMALS)))
         elif kind == "string":
             tokens.append(Token("STRING", raw, pos, raw[1:-1]))
         elif kind == "name":
@@ -142,8 +143,17 @@ def tokenize(text: str) -> list[Token]:
     return tokens
 
 
-def _bounded_number(raw: str, digits: str, pos: int) -> float:
-    """A number written in a rule; as large as any value can be, no larger."""
+def _bounded_number(raw: str, digits: str, pos: int, decimals: int) -> float:
+    """A number written in a rule; as large as any value can be, no larger,
+    and no finer than values are kept (``decimals`` places): a threshold of
+    0.0000001 would be read as 0 by the engine, 0.0000001 by the explainer."""
+    fraction = digits.partition(".")[2].rstrip("0")
+    if len(fraction) > decimals:
+        raise ParseError(
+            f"'{raw}' has more decimals than values keep: write at most {decimals} "
+            f"decimal places{' in a percentage' if raw.endswith('%') else ''}",
+            pos,
+        )
     value = float(digits)
     if not value < MAX_MAGNITUDE:  # inf too
         raise ParseError(
