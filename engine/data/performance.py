@@ -257,7 +257,7 @@ class _Merge:
     set aside), and sets aside rows of partner ids the roster does not have."""
 
     def __init__(self, rows: Iterator[tuple[int, tuple]], positions: dict[str, int], source: str):
-        self.positions = self._positions = positions
+        self.positions = positions  # roster partner id -> its place
         self._unknown: list[tuple[str, int]] = []
         self._groups = self._by_partner(rows, source)
         self._asked = -1  # roster position of the last partner asked for
@@ -268,7 +268,7 @@ class _Merge:
     ) -> Iterator[tuple[int, list[RawRow]]]:
         """(roster position, its rows) for each roster partner with rows, in
         file order; rows of other partner ids are collected as unknown."""
-        positions, unknown = self._positions, self._unknown
+        positions, unknown = self.positions, self._unknown
         current, group = -1, []
         for number, values in rows:
             partner_id = clean_partner_id(values[0])
@@ -294,7 +294,7 @@ class _Merge:
         found: dict[str, list[RawRow]] = {}
         pending, groups = self._pending, self._groups
         for wanted in partner_ids:
-            position = self._positions.get(wanted, -1)
+            position = self.positions.get(wanted, -1)
             if position <= self._asked:
                 raise DataError(
                     f"the roster changed while it was read (partner_id {wanted} "

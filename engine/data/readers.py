@@ -180,10 +180,7 @@ class ColumnBatch(NamedTuple):
 
     def is_empty(self, index: int) -> bool:
         """Whether every value of the batch's row ``index`` is empty."""
-        return all(
-            value is None or value == ""
-            for value in (column[index].as_py() for column in self.batch.columns)
-        )
+        return _empty(tuple(column[index].as_py() for column in self.batch.columns))
 
     def plain_text(self, name: str, longest: int) -> list[bool]:
         """Whether each row's value in column ``name`` is text of 1 to
@@ -223,10 +220,15 @@ class ColumnBatch(NamedTuple):
 
     def records(self) -> Iterator[tuple[int, dict]]:
         """(row number, record) of each row that is not empty."""
-        width, names = len(self.names), self.names
+        names = self.names
         for number, values in enumerate(self.rows(), self.first_row):
-            if values.count(None) + values.count("") < width:
+            if not _empty(values):
                 yield number, dict(zip(names, values))
+
+
+def _empty(values: tuple) -> bool:
+    """Whether a row's values are all missing or empty text (no row)."""
+    return values.count(None) + values.count("") == len(values)
 
 
 def _column_batch(file: str, first_row: int, names: tuple[str, ...], stream: Any) -> ColumnBatch:
@@ -372,9 +374,8 @@ def read_columns(
     reader = RowReader(path, {name: (aliases or {}).get(name) for name in columns})
     if reader.kind == "parquet":  # the columns of each batch, not a record per row
         for batch in reader.parquet_batches(PARQUET_BATCH):
-            width = len(columns)
             for index, values in enumerate(zip(*(batch.column(c) for c in columns))):
-                if values.count(None) + values.count("") == width and batch.is_empty(index):
+                if _empty(values) and batch.is_empty(index):
                     continue  # no row (see ColumnBatch)
                 yield batch.first_row + index, values
         return

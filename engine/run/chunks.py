@@ -70,8 +70,9 @@ class ChunkRows(list):
 
 class ColumnRows(Sequence):
     """A chunk of a Parquet roster as columns (engine.data.readers.
-    ColumnBatch): the batch's rows to decide (``indices``), each with its row
-    number, checked partner id, staged history and letter files' name. It
+    ColumnBatch): the batch's rows to decide (``indices``; a row's number is
+    the batch's first plus its index), each with its checked partner id,
+    staged history and letter files' name. It
     travels as Arrow buffers and becomes ChunkRows (the records) in the
     worker that decides it, not in the main process."""
 
@@ -79,7 +80,6 @@ class ColumnRows(Sequence):
         self,
         batch: ColumnBatch,
         indices: list[int],
-        rows: list[int],
         partner_ids: list[str],
         history: list[Sequence[tuple[int, Any, Sequence[Any]]]],
         history_file: str,
@@ -88,7 +88,6 @@ class ColumnRows(Sequence):
     ):
         self.batch = batch
         self.indices = indices
-        self.rows = rows
         self.partner_ids = partner_ids
         self.history = history
         self.history_file = history_file
@@ -96,21 +95,21 @@ class ColumnRows(Sequence):
         self.letter_stems = letter_stems
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.indices)
 
     def __getitem__(self, index):  # a Sequence's; runs iterate
         return list(self)[index]
 
     def __iter__(self) -> Iterator[ChunkRow]:
-        names, file = self.batch.names, self.batch.file
+        names, file, first = self.batch.names, self.batch.file, self.batch.first_row
         values = list(self.batch.rows())
-        stems = self.letter_stems or [""] * len(self.rows)
-        for index, row, partner_id, history, stem in zip(
-            self.indices, self.rows, self.partner_ids, self.history, stems
+        stems = self.letter_stems or [""] * len(self.indices)
+        for index, partner_id, history, stem in zip(
+            self.indices, self.partner_ids, self.history, stems
         ):
             yield ChunkRow(
                 file,
-                row,
+                first + index,
                 partner_id,
                 dict(zip(names, values[index])),
                 history,

@@ -554,15 +554,13 @@ def _column_chunks(
         for start in range(0, len(ids), size):
             aside: list[Reject] = []
             picked: list[int] = []
-            numbers: list[int] = []
             partner_ids: list[str] = []
             first = batch.first_row + start
             span = zip(ids[start : start + size], plain[start : start + size])
             for index, (raw, as_written) in enumerate(span):
                 if as_written and raw not in seen:
-                    outcome = seen[raw] = first + index
+                    seen[raw] = first + index
                     picked.append(index)
-                    numbers.append(outcome)
                     partner_ids.append(raw)
                     continue
                 if (raw is None or raw == "") and batch.is_empty(start + index):
@@ -572,7 +570,6 @@ def _column_chunks(
                     aside.append(outcome)
                     continue
                 picked.append(index)
-                numbers.append(first + index)
                 partner_ids.append(outcome)
             tally.rows_read += len(picked) + len(aside)
             tally.rejected_rows += len(aside)
@@ -583,7 +580,6 @@ def _column_chunks(
                 ColumnRows(
                     batch.slice(start, size),
                     picked,
-                    numbers,
                     partner_ids,
                     [rows.get(pid, ()) for pid in partner_ids],
                     history.source,
