@@ -22,6 +22,7 @@ from engine.evaluate.explain import explain
 from engine.evaluate.records import Partner
 from engine.ruleset.loader import load_rules
 from engine.ruleset.quarters import History, Quarter
+from engine.ruleset.value_types import MONEY, NUMBER, PERCENT, finer_than_kept
 from engine.ruleset.yaml_source import MAX_DEPTH
 
 # --- exact decimals -----------------------------------------------------------
@@ -242,6 +243,61 @@ def test_a_number_finer_than_values_are_kept_is_located(rules_copy, condition, w
     assert f"'{written}' has more decimals than values keep: write at most {places}" in message
     path.write_text(text.replace("revenue_4q >= $2,000,000", "attainment_4q >= 70.0000%"))
     load_rules(rules)  # trailing zeros are no finer
+
+
+def test_a_rule_number_finer_than_its_type_keeps_is_located_wherever_it_is(rules_copy):
+    """Money keeps cents and percentages 4 decimal places: a threshold of
+    $2,000,000.555, a minimum of 0.001 money or a parameter of 0.0000001 were
+    rounded without a word (a minimum of 0.001 became 0, letting 0 through)."""
+    rules = _with(
+        rules_copy(),
+        fields="  fee: {type: money, min: 0.001, default: 1.005}\n"
+        "  rate: {type: percent, max: 12.34567%}\n"
+        "  score: {type: number, min: 0.1234567}",
+    )
+    text = (rules / "ruleset.yaml").read_text(encoding="utf-8")
+    (rules / "ruleset.yaml").write_text(
+        text.replace("parameters:\n", "parameters:\n  tiny: 0.0000001\n  cap: $10.555\n", 1)
+    )
+    programs = rules / "programs.yaml"
+    programs.write_text(
+        programs.read_text(encoding="utf-8").replace(
+            "revenue_4q >= $2,000,000", "revenue_4q >= $2,000,000.555"
+        )
+    )
+    lines = _problem(rules).splitlines()
+    money, percent, number = (
+        "has more decimals than money amounts keep: write at most 2 (cents)",
+        "has more decimals than percentages keep: write at most 4 decimal places",
+        "has more decimals than numbers keep: write at most 6 decimal places",
+    )
+    expected = [
+        ("added.yaml:2:", f"'min' of field 'fee': '0.001' {money}"),
+        ("added.yaml:2:", f"default of field 'fee': '1.005' {money}"),
+        ("added.yaml:3:", f"'max' of field 'rate': '12.34567%' {percent}"),
+        ("added.yaml:4:", f"'min' of field 'score': '0.1234567' {number}"),
+        ("programs.yaml:15:", f"in program 'elite': '$2,000,000.555' {money}"),
+        ("ruleset.yaml:14:", f"parameter 'tiny': '0.0000001' {number}"),
+        ("ruleset.yaml:15:", f"parameter 'cap': '$10.555' {money}"),
+    ]
+    for place, said in expected:
+        assert any(place in line and line.endswith(said) for line in lines), (place, said, lines)
+    assert len(lines) == 1 + len(expected)  # the count, then one line each
+
+
+def test_rule_numbers_on_their_types_grid_load():
+    """Cents, 4 places of a percentage, trailing zeros: all as kept."""
+    for kind, raw in [
+        (MONEY, "$1,000.55"),
+        (MONEY, 10.5),
+        (MONEY, "1.500"),
+        (PERCENT, "12.3456%"),
+        (PERCENT, 12.3456),
+        (NUMBER, 0.000001),
+        (NUMBER, 3),
+        (NUMBER, "2.5000000"),
+    ]:
+        assert finer_than_kept(kind, raw) == "", (kind, raw)
 
 
 def test_a_member_requiring_another_member_of_its_group_is_refused(rules_copy):

@@ -44,6 +44,7 @@ from engine.ruleset.value_types import (
     TEXT,
     TYPE_NAMES,
     ValueType,
+    finer_than_kept,
     parse_value,
 )
 from engine.ruleset.yaml_source import Loc, YList, YMap, load_yaml
@@ -463,7 +464,11 @@ class _RuleLoader:
                     raw = list(raw)
                 try:
                     default = parse_value(vtype, raw)
+                    finer = finer_than_kept(vtype.kind, raw)
+                    if finer:
+                        raise ValueError(finer)
                 except ValueError as error:
+                    default = None
                     self.problem(data.value_loc("default"), f"default of {where}: {error}")
                 if required:
                     self.problem(
@@ -516,6 +521,11 @@ class _RuleLoader:
                     value = parse_value(vtype, raw)
                 except ValueError:
                     value = None
+                finer = finer_than_kept(vtype.kind, raw)
+                if value is not None and finer:
+                    self.problem(data.value_loc(key), f"'{key}' of {where}: {finer}")
+                    bounds.append(None)
+                    continue
             if value is None:
                 self.problem(
                     data.value_loc(key),
@@ -587,6 +597,10 @@ class _RuleLoader:
                 value, value_loc = data.get("value"), data.value_loc("value")
                 description = self.text(data, "description", f"parameter '{name}'")
             vtype, parsed = _infer_parameter(value)
+            finer = "" if vtype is None else finer_than_kept(vtype.kind, value)
+            if finer:
+                self.problem(value_loc, f"parameter '{name}': {finer}")
+                continue
             if vtype is None:
                 self.problem(
                     value_loc,

@@ -47,6 +47,7 @@ from engine.ruleset.value_types import (
     PERCENT,
     ValueType,
     canonical,
+    finer_than_kept,
     format_value,
 )
 from engine.ruleset.yaml_source import Loc
@@ -394,6 +395,10 @@ class Checks:
         accepted = _ACCEPTED_LITERALS.get(kind)
         if accepted is not None:
             if lk in accepted:
+                finer = finer_than_kept(kind, literal.text)
+                if finer:
+                    self.problem(loc, f"in {where}: {finer}")
+                    return _BAD
                 return literal.value
             hint = _LITERAL_HINTS.get((kind, lk), _LITERAL_HINTS.get(kind, ""))
             text = literal.text

@@ -12,6 +12,7 @@ import datetime as dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 TEXT, INTEGER, NUMBER, MONEY, PERCENT, DATE, BOOL, LIST, CHOICE = (
@@ -113,6 +114,42 @@ def canonical(kind: str, value: Any) -> Any:
     if kind == INTEGER:
         return int(round(value))
     return round(float(value), 2 if kind == MONEY else DECIMALS) + 0.0
+
+
+def finer_than_kept(kind: str, raw: Any) -> str:
+    """Why a number written in a rule file (``raw``: a YAML number, or text
+    such as "$100.555" or "12.5%") is finer than values of ``kind`` are kept
+    (a sentence starting with the number), or "" when it is not: a threshold
+    of $100.555 or a minimum of 0.0000001 would be rounded without a word,
+    and the rule would not do what it says.
+    Data values are rounded onto the grid (:func:`canonical`); rules are
+    refused, so that their author chooses."""
+    allowed = _KEPT_DECIMALS.get(kind)
+    if allowed is None or isinstance(raw, bool):
+        return ""
+    if isinstance(raw, (int, float)):
+        text = f"{Decimal(repr(float(raw))):f}" if isinstance(raw, float) else str(raw)
+    elif isinstance(raw, str):
+        text = raw.strip().rstrip("%")
+    else:
+        return ""
+    if len(text.partition(".")[2].rstrip("0")) <= allowed:
+        return ""
+    written = _short(raw.strip() if isinstance(raw, str) else text)
+    if kind == MONEY:
+        return f"'{written}' has more decimals than money amounts keep: write at most 2 (cents)"
+    if kind == PERCENT:
+        return (
+            f"'{written}' has more decimals than percentages keep: write at most 4 decimal places"
+        )
+    return (
+        f"'{written}' has more decimals than numbers keep: write at most {DECIMALS} decimal places"
+    )
+
+
+# Decimal places a value of each kind keeps, as written (a percentage in
+# percent: 12.3456% is the fraction 0.123456).
+_KEPT_DECIMALS = {MONEY: 2, PERCENT: DECIMALS - 2, NUMBER: DECIMALS}
 
 
 def parse_value(vtype: ValueType, raw: Any) -> Any:
