@@ -13,6 +13,8 @@ import pytest
 
 from conftest import ROOT, example_run_options
 from engine.data.readers import MAX_CELL, read_columns, read_rows, text_encoding
+from engine.evaluate.records import CheckedHistory, FieldProblem, HistoryRows, checked_history
+from engine.ruleset.quarters import Quarter
 from engine.run.driver import run_batch
 
 EXAMPLES = ROOT / "examples"
@@ -611,3 +613,78 @@ def test_corpus(ruleset, tmp_path, case):
         assert not [r for r in found if r["source_file"].endswith(roster.name)], found
         if "encoding" in case:
             assert result.summary["inputs"]["roster"]["encoding"] == case["encoding"]
+
+
+def test_a_chunks_history_is_checked_row_by_row_whatever_its_neighbours(ruleset):
+    """A chunk's history rows are checked a column at a time (the common
+    case at C speed): a partner with an unusable row, a repeated quarter or a
+    quarter that is none gets exactly the problems and the history it would
+    get alone, and its neighbours theirs; figures are matched by name."""
+    columns = ("revenue", "target", "deals_closed")
+    partners = [
+        [(2, "2026Q1", ("100", "200", "3")), (3, "2026Q2", ("150.5", "200", ""))],
+        [
+            (4, "2026Q1", ("abc", "200", "1")),
+            (5, "2026Q1", ("10", "20", "1")),
+            (6, "2026Q1", ("11", "20", "1")),
+        ],
+        [(7, "20X6", ("1", "2", "3")), (8, "2026Q3", ("1", "", "3")), (9, "Q3 2026", ("5", "6"))],
+        [],
+        [(10, ["2026Q1"], ("1", "2", "3")), (11, None, ("1", "2", "3"))],  # JSON Lines
+    ]
+    q1, q2, q3 = Quarter(2026, 1), Quarter(2026, 2), Quarter(2026, 3)
+    expected = [
+        (
+            {
+                q1: {"revenue": 100.0, "target": 200.0, "deals_closed": 3},
+                q2: {"revenue": 150.5, "target": 200.0, "deals_closed": 0},
+            },
+            [],
+        ),
+        (
+            {q1: {"revenue": 10.0, "target": 20.0, "deals_closed": 1}},
+            [
+                FieldProblem("revenue", "abc", "'abc' is not a money amount", 4),
+                FieldProblem(
+                    "quarter", "2026Q1", "2026Q1 appears twice for this partner (first on row 5)", 6
+                ),
+            ],
+        ),
+        (
+            {q3: {"revenue": 5.0, "target": 6.0, "deals_closed": 0}},
+            [
+                FieldProblem("quarter", "20X6", "'20X6' is not a quarter; write it like 2026Q3", 7),
+                FieldProblem("target", "", "a value is required", 8),
+            ],
+        ),
+        ({}, []),
+        (
+            {},
+            [
+                FieldProblem(
+                    "quarter",
+                    "['2026Q1']",
+                    "'['2026Q1']' is not a quarter; write it like 2026Q3",
+                    10,
+                ),
+                FieldProblem("quarter", "", "'' is not a quarter; write it like 2026Q3", 11),
+            ],
+        ),
+    ]
+    reordered = (columns[2], columns[0], columns[1])
+    for order in (columns, reordered):
+        staged = HistoryRows.of(
+            order,
+            [
+                [(n, q, tuple(dict(zip(columns, v)).get(c) for c in order)) for n, q, v in rows]
+                for rows in partners
+            ],
+        )
+        checked = CheckedHistory(ruleset, staged)
+        for index, (quarters, problems) in enumerate(expected):
+            found: list = []
+            assert checked.history(index, found).quarters == quarters, (order, index)
+            assert found == problems, (order, index)
+            alone: list = []
+            assert checked_history(ruleset, partners[index], columns, alone).quarters == quarters
+            assert alone == problems

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import event, given, settings, strategies as st
 
 from engine.errors import UsageError
 from engine.ruleset.quarters import (
@@ -14,7 +15,13 @@ from engine.ruleset.quarters import (
     parse_quarter,
     window,
 )
-from engine.ruleset.value_types import ValueType, format_value, parse_value, value_parser
+from engine.ruleset.value_types import (
+    ValueType,
+    format_value,
+    parse_value,
+    plain_numbers,
+    value_parser,
+)
 
 MONEY, PERCENT, INTEGER = ValueType("money"), ValueType("percent"), ValueType("integer")
 
@@ -177,3 +184,36 @@ def test_a_remembering_parser_gives_what_parse_value_gives():
                     parse(raw)  # errors are raised every time, never remembered
             else:
                 assert parse(raw) == expected and type(parse(raw)) is type(expected)
+
+
+_CELLS = st.one_of(
+    st.from_regex(r"[0-9]{0,11}(\.[0-9]{0,8})?", fullmatch=True),  # plain, mostly
+    st.text(alphabet="0123456789.,-+ $e%٣", max_size=14),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(kind=st.sampled_from(["money", "number", "integer", "percent"]), raws=st.lists(_CELLS))
+def test_a_column_parsed_at_once_is_what_the_parser_gives_each_value(kind, raws):
+    """plain_numbers answers only for columns it parses exactly as
+    value_parser would, value by value; else None (the parser's turn)."""
+    found = plain_numbers(kind, raws)
+    event("parsed at once" if found is not None else "left to the parser")
+    if found is None:
+        return
+    parse = value_parser(ValueType(kind))
+    expected = [parse(raw) for raw in raws]
+    assert found == expected and [type(v) for v in found] == [type(v) for v in expected]
+
+
+def test_a_column_of_plain_figures_is_parsed_at_once():
+    assert plain_numbers("money", ["1200.5", "0.126", "7", ".5", "3."]) == [
+        1200.5,
+        0.13,
+        7.0,
+        0.5,
+        3.0,
+    ]
+    assert plain_numbers("integer", ["007", "12"]) == [7, 12]
+    for column in (["1", ""], ["1", None], ["1,200"], ["-3"], ["99999999999.5"], [1200], []):
+        assert plain_numbers("money", column) is None, column

@@ -48,7 +48,13 @@ from engine.data.readers import (
 )
 from engine.data.rejects import Reject
 from engine.errors import DataError
-from engine.evaluate.records import MAX_ID_LENGTH, PARTNER_ID, QUARTER, clean_partner_id
+from engine.evaluate.records import (
+    MAX_ID_LENGTH,
+    PARTNER_ID,
+    QUARTER,
+    HistoryRows,
+    clean_partner_id,
+)
 
 _INSERT_BATCH = 10_000
 _FOLDER_PREFIX = "eligibility-history-"
@@ -61,7 +67,7 @@ def _storable(value):
 
 
 class HistoryStore:
-    """History rows by partner: ``rows_for(ids)`` -> {partner id: [RawRow, ...]}.
+    """History rows by partner: ``rows_for(ids)``, as columns (HistoryRows).
 
     ``rows_for`` is called with the roster's partners in roster order, each
     partner once, as runs and letter passes do.
@@ -180,10 +186,18 @@ class HistoryStore:
     def _missing_id(self, number: int) -> Reject:
         return Reject(self.source, number, "", PARTNER_ID, "", "partner_id is missing")
 
-    def rows_for(self, partner_ids: Iterable[str]) -> dict[str, list[RawRow]]:
-        if self.merged is not None:
-            return self.merged.rows_for(partner_ids, self._set_aside)
+    def rows_for(self, partner_ids: Iterable[str]) -> HistoryRows:
+        """The rows of each of ``partner_ids`` (in roster order), as columns
+        in that order: what a chunk carries to its worker."""
         ids = list(partner_ids)
+        found = (
+            self.merged.rows_for(ids, self._set_aside)
+            if self.merged is not None
+            else self._staged_rows(ids)
+        )
+        return HistoryRows.of(self.figures, (found.get(pid, ()) for pid in ids))
+
+    def _staged_rows(self, ids: list[str]) -> dict[str, list[RawRow]]:
         found: dict[str, list[RawRow]] = {}
         for start in range(0, len(ids), 900):  # SQLite's limit on query parameters
             part = ids[start : start + 900]

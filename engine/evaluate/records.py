@@ -7,16 +7,17 @@ record, because rosters hold personal data.
 
 from __future__ import annotations
 
+import contextlib
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.errors import DataError
 from engine.ruleset.memory import EMPTY as EMPTY_MEMORY, Memory
 from engine.ruleset.model import RuleSet, per_rule_set
 from engine.ruleset.quarters import History, Quarter, parse_quarter
-from engine.ruleset.value_types import format_value, value_parser
+from engine.ruleset.value_types import format_value, plain_numbers, value_parser
 
 PARTNER_ID = "partner_id"
 QUARTER = "quarter"
@@ -161,27 +162,191 @@ def _figure_parsers(ruleset: RuleSet, columns: Sequence[str]) -> list[tuple]:
     return found
 
 
-def _history_row(
-    parsers: list[tuple], number: int, quarter_label: Any, raw_figures: Sequence[Any]
-) -> tuple[Quarter, dict] | FieldProblem:
-    """One history row as (quarter, figures), or the problem that makes it unusable."""
+class HistoryRows(NamedTuple):
+    """History rows as written, of several partners, as columns: how a chunk
+    carries its partners' rows between processes (a few lists pickle in a
+    fraction of the time a tuple per row took). Partner ``i`` has the rows
+    ``starts[i]`` to ``starts[i + 1]`` (in file order) of ``rows`` (their
+    numbers in the history file), ``quarters`` (each one's quarter as
+    written) and each list of ``figures``: the values of the figure named
+    by the same place in ``columns``. Figures are matched to the rule set's
+    by those names, never by position (a what-if stages the history once for
+    two rule sets)."""
+
+    columns: tuple[str, ...]
+    starts: list[int]
+    rows: list[int]
+    quarters: list[Any]
+    figures: tuple[list[Any], ...]
+
+    @classmethod
+    def of(
+        cls,
+        columns: Sequence[str],
+        partners: Iterable[Iterable[tuple[int, Any, Sequence[Any]]]],
+    ) -> HistoryRows:
+        """The columns of each partner's rows (row number, quarter, figure
+        values in the order of ``columns``), partner after partner."""
+        found = cls(tuple(columns), [0], [], [], tuple([] for _ in columns))
+        for rows in partners:
+            found.add(rows)
+        return found
+
+    def add(self, rows: Iterable[tuple[int, Any, Sequence[Any]]]) -> None:
+        """The next partner's rows: (row number, quarter, figure values; a
+        value missing at the end is None)."""
+        rows = rows if isinstance(rows, (list, tuple)) else list(rows)
+        if rows:
+            numbers, quarters, values = zip(*rows)  # rows to columns, at C speed
+            self.rows.extend(numbers)
+            self.quarters.extend(quarters)
+            width = len(self.figures)
+            if set(map(len, values)) != {width}:
+                values = tuple((tuple(v) + (None,) * width)[:width] for v in values)
+            for column, cells in zip(self.figures, zip(*values)):
+                column.extend(cells)
+        self.starts.append(len(self.rows))
+
+
+class CheckedHistory:
+    """The history rows of a chunk (``HistoryRows``), checked against the rule
+    set a column at a time, and each partner's History from them
+    (:meth:`history`). Figures the rule set does not declare are ignored; a
+    declared one missing from ``staged.columns`` has no value."""
+
+    def __init__(self, ruleset: RuleSet, staged: HistoryRows):
+        self.staged = staged
+        parsers = _figure_parsers(ruleset, staged.columns)
+        self.names = [name for name, *_ in parsers]
+        count = len(staged.rows)
+        # Each declared figure's values, row by row; a _Bad where a row's
+        # value is unusable (the row is then left out, with the first
+        # figure's problem in the declared order).
+        self.columns = [
+            _checked_column(definition, parse, [None] * count if at is None else staged.figures[at])
+            for _, definition, parse, at in parsers
+        ]
+        # Each row's quarter, where its label is one seen before (else None),
+        # and its figures by name: partners whose rows are all usable take
+        # theirs as they are.
+        self.when = _quarters_of(staged.quarters)
+        self.figures = [dict(zip(self.names, cells)) for cells in zip(*self.columns)]
+        if not self.columns:
+            self.figures = [{} for _ in staged.rows]
+        self.bad = _bad_rows(self.columns)  # rows with an unusable value
+
+    def history(self, index: int, problems: list[FieldProblem]) -> History:
+        """Partner ``index``'s history. Unusable rows are appended to
+        ``problems``, each with its row number, and left out; of a quarter
+        given twice, the first row is kept."""
+        staged = self.staged
+        start, end = staged.starts[index], staged.starts[index + 1]
+        if start == end:
+            return History({})
+        when = self.when[start:end]
+        if None not in when and self.bad.isdisjoint(range(start, end)):
+            # Every row usable: the figures as they are, unless a quarter repeats.
+            quarters = dict(zip(when, self.figures[start:end]))
+            if len(quarters) == end - start:
+                return History(quarters)
+        numbers, labels, names, columns, bad = (
+            staged.rows,
+            staged.quarters,
+            self.names,
+            self.columns,
+            self.bad,
+        )
+        quarters: dict = {}
+        first_row: dict = {}
+        for at, quarter in enumerate(when, start):
+            number, label = numbers[at], labels[at]
+            if quarter is None:
+                try:
+                    quarter = parse_quarter(label or "")
+                except ValueError as error:
+                    problems.append(FieldProblem(QUARTER, shorten(label or ""), str(error), number))
+                    continue
+            if at in bad:
+                name, failed = next(
+                    (n, c[at]) for n, c in zip(names, columns) if c[at].__class__ is _Bad
+                )
+                problems.append(FieldProblem(name, failed.value, failed.reason, number))
+                continue
+            if quarter in quarters:
+                problems.append(
+                    FieldProblem(
+                        QUARTER,
+                        shorten(label),
+                        f"{quarter} appears twice for this partner (first on row "
+                        f"{first_row[quarter]})",
+                        number,
+                    )
+                )
+                continue
+            quarters[quarter], first_row[quarter] = self.figures[at], number
+        return History(quarters)
+
+
+class _Bad(NamedTuple):
+    """An unusable history value: as shown in its reject, and why."""
+
+    value: str
+    reason: str
+
+
+def _checked_column(definition, parse: Any, raws: list[Any]) -> list[Any]:
+    """A figure's values parsed (see :func:`bounded_parser`), its default in
+    place of an empty one, a _Bad where a value cannot be used."""
+    values = plain_numbers(definition.type.kind, raws)  # the common case, at C speed
+    if values is not None and (
+        (definition.minimum is None or min(values) >= definition.minimum)
+        and (definition.maximum is None or max(values) <= definition.maximum)
+    ):
+        return values
     try:
-        quarter = parse_quarter(quarter_label)
-    except ValueError as error:
-        return FieldProblem(QUARTER, shorten(quarter_label), str(error), number)
-    figures: dict[str, Any] = {}
-    for name, definition, parse, index in parsers:
-        raw = None if index is None or index >= len(raw_figures) else raw_figures[index]
-        try:
-            value = parse(raw)
-        except ValueError as error:
-            return FieldProblem(name, shorten(raw), str(error), number)
-        if value is None:
-            if definition.required:
-                return FieldProblem(name, "", "a value is required", number)
-            value = definition.default
-        figures[name] = value
-    return quarter, figures
+        values = list(map(parse, raws))  # the next most common: every value parses
+    except ValueError:
+        values = []
+        for raw in raws:
+            try:
+                values.append(parse(raw))
+            except ValueError as error:
+                values.append(_Bad(shorten(raw), str(error)))
+    if None in values:
+        empty = _Bad("", "a value is required") if definition.required else definition.default
+        values = [empty if v is None else v for v in values]
+    return values
+
+
+def _bad_rows(columns: list[list[Any]]) -> set[int]:
+    """The places where any of ``columns`` holds an unusable value (_Bad)."""
+    return {
+        at
+        for column in columns
+        if _Bad in map(type, column)
+        for at, value in enumerate(column)
+        if value.__class__ is _Bad
+    }
+
+
+_QUARTERS: dict[str, Quarter] = {}  # quarter labels as written, parsed
+
+
+def _quarters_of(labels: list[Any]) -> list[Quarter | None]:
+    """The quarter each label names, at C speed for labels seen before; None
+    for a label that names none (its row's problem is worded where the row is
+    checked) or that is not text."""
+    try:
+        found = list(map(_QUARTERS.get, labels))
+    except TypeError:  # an unhashable label (a list, in JSON Lines)
+        found = [_QUARTERS.get(label) if label.__class__ is str else None for label in labels]
+    if None in found:
+        for label in {label for label in labels if label.__class__ is str}.difference(_QUARTERS):
+            with contextlib.suppress(ValueError):
+                if len(_QUARTERS) < 4096:  # a file's few labels, each parsed once
+                    _QUARTERS[label] = parse_quarter(label)
+        found = [_QUARTERS.get(label) if label.__class__ is str else None for label in labels]
+    return found
 
 
 def checked_history(
@@ -191,34 +356,9 @@ def checked_history(
     problems: list[FieldProblem],
 ) -> History:
     """A partner's history from rows as written: (row number, quarter, figure
-    values), the values named by ``columns`` (figures the rule set does not
-    declare are ignored, and a declared one missing from ``columns`` has no
-    value).
-
-    Unusable rows are appended to ``problems``, each with its row number, and
-    left out; of a quarter given twice, the first row is kept.
-    """
-    quarters: dict = {}
-    first_row: dict = {}
-    parsers = _figure_parsers(ruleset, tuple(columns))
-    for number, quarter, figures in rows:
-        checked = _history_row(parsers, number, quarter or "", figures)
-        if isinstance(checked, FieldProblem):
-            problems.append(checked)
-            continue
-        when, values = checked
-        if when in quarters:
-            problems.append(
-                FieldProblem(
-                    QUARTER,
-                    shorten(quarter),
-                    f"{when} appears twice for this partner (first on row {first_row[when]})",
-                    number,
-                )
-            )
-            continue
-        quarters[when], first_row[when] = values, number
-    return History(quarters)
+    values), the values named by ``columns`` (see :class:`CheckedHistory`,
+    which checks a whole chunk's rows at once)."""
+    return CheckedHistory(ruleset, HistoryRows.of(columns, [rows])).history(0, problems)
 
 
 def build_history(ruleset: RuleSet, rows: Iterable[Mapping[str, Any]]) -> History:

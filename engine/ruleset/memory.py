@@ -171,6 +171,8 @@ class Memory:
 
     def before(self, as_of: dt.date) -> Memory:
         """Only what was known before ``as_of``."""
+        if not self.runs and not self.enrollments:  # most partners, every run without memory
+            return self
         runs = tuple(r for r in self.runs if r.as_of < as_of)
         enrollments = tuple(
             e._replace(end=min(e.end, as_of - dt.timedelta(days=1)))

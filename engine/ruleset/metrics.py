@@ -24,7 +24,7 @@ whole millionths, in durable_rules.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Any
@@ -408,17 +408,45 @@ def _figure_arg(call: Call, checker: Checker, usage: str) -> ValueType:
 
 
 def _figure_values(env: Env, figure: str, quarters: tuple) -> list:
-    """The figure in each of the quarters that report it, most recent first, exact."""
-    rows = [env.history.figures(q) for q in quarters]
-    return [exact(v) for r in rows if r is not None and (v := r.get(figure)) is not None]
+    """The figure in each of the quarters that report it, most recent first,
+    as kept (floats on the grid: see :func:`exact` and :func:`exact_sum`)."""
+    found = env.history.quarters
+    return [
+        v for q in quarters if (r := found.get(q)) is not None and (v := r.get(figure)) is not None
+    ]
 
 
-def _sum_figure(env: Env, figure: str, quarters: tuple) -> float | None:
+def exact_sum(values: Sequence[Any]) -> Any:
+    """``sum(exact(v) for v in values)``, the same value, without a Decimal
+    per value: a float on the six-decimal grid below a billion is that many
+    millionths exactly (``round(v * 1e6)``: its error is under 0.2 of one),
+    so whole millionths are added as integers and one Decimal is made. Whole
+    numbers stay whole; larger figures are converted one by one."""
+    whole = millionths = 0
+    others = []
+    for value in values:
+        kind = type(value)
+        if kind is int:
+            whole += value
+        elif kind is float and -_MILLIONTHS_BELOW < value < _MILLIONTHS_BELOW:
+            millionths += round(value * 1e6)
+        else:
+            others.append(exact(value))
+    if not millionths and not others:
+        return whole
+    total = Decimal(millionths).scaleb(-6) + whole
+    return total + sum(others) if others else total
+
+
+_MILLIONTHS_BELOW = 1e9
+
+
+def _sum_figure(env: Env, figure: str, quarters: tuple) -> Any:
     key = (figure, quarters)
     found = env.sums.get(key, _UNKNOWN)
     if found is _UNKNOWN:
         values = _figure_values(env, figure, quarters)
-        found = env.sums[key] = sum(values) if values else None
+        found = env.sums[key] = exact_sum(values) if values else None
     return found
 
 
@@ -461,7 +489,7 @@ def _check_average(call, c):
 def _run_average(call, env, _):
     quarters = window(env.last_quarter, int(call.args[1].value))
     values = _figure_values(env, call.args[0].name, quarters)
-    return _divide(sum(values), len(values)) if values else None
+    return _divide(exact_sum(values), len(values)) if values else None
 
 
 def _check_pick(call, c):
@@ -476,12 +504,12 @@ def _run_pick(call, env, _):
     values = _figure_values(env, call.args[0].name, quarters)
     if not values:
         return None
-    function = call.function
+    function = call.function  # the grid's floats are in the order of their decimals
     if function == "highest":
-        return max(values)
+        return exact(max(values))
     if function == "lowest":
-        return min(values)
-    return values[-1] if function == "first" else values[0]
+        return exact(min(values))
+    return exact(values[-1] if function == "first" else values[0])
 
 
 def _check_if(call, c):

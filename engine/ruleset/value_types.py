@@ -246,20 +246,52 @@ def value_parser(vtype: ValueType, remember: int = 4096) -> Callable[[Any], Any]
     seen: dict[str, Any] = {}
     kind = vtype.kind
     numeric = kind in (MONEY, NUMBER)
+    places = 2 if kind == MONEY else DECIMALS
 
     def parse(raw: Any) -> Any:
         if type(raw) is not str:
             return parse_value(vtype, raw)
         value = seen.get(raw, _UNSEEN)
         if value is _UNSEEN:
-            if numeric and _plain_decimal(raw) and len(raw) < 12:  # below MAX_MAGNITUDE
-                return canonical(kind, float(raw))  # figures such as revenue rarely repeat
+            # Figures such as revenue rarely repeat: digits with at most one
+            # point, below MAX_MAGNITUDE, are canonical(kind, float(raw)).
+            if numeric and len(raw) < 12 and raw.replace(".", "", 1).isdecimal():
+                return round(float(raw), places) + 0.0
             value = parse_value(vtype, raw)
             if len(seen) < remember:
                 seen[raw] = value
         return value
 
     return parse
+
+
+def plain_numbers(kind: str, raws: list[Any]) -> list[Any] | None:
+    """A column of values (a chunk's revenue figures) parsed at C speed when
+    every one is plain text: digits with at most one point for money and
+    numbers, digits for whole numbers, each shorter than 12 characters
+    (below MAX_MAGNITUDE). The values are those :func:`value_parser` gives;
+    None when any value needs it (an empty one, a sign, a currency, a
+    thousands separator, a value that is not text)."""
+    pattern = _PLAIN_COLUMNS.get(kind)
+    if pattern is None or not raws or None in raws:
+        return None
+    try:
+        text = "\n".join(raws)
+    except TypeError:  # a value that is not text (JSON Lines, Parquet)
+        return None
+    if max(map(len, raws)) >= 12 or pattern.fullmatch(text) is None:
+        return None
+    if kind == INTEGER:
+        return list(map(int, raws))
+    places = 2 if kind == MONEY else DECIMALS
+    return [round(float(raw), places) + 0.0 for raw in raws]
+
+
+_PLAIN_COLUMNS = {
+    MONEY: re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:\n(?:[0-9]+\.?[0-9]*|\.[0-9]+))*"),
+    INTEGER: re.compile(r"[0-9]+(?:\n[0-9]+)*"),
+}
+_PLAIN_COLUMNS[NUMBER] = _PLAIN_COLUMNS[MONEY]
 
 
 def _plain_decimal(text: str) -> bool:

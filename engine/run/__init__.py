@@ -9,7 +9,7 @@ each partner's letter when the run asks for letters (``RunOptions.letters``).
 moves, and why.
 """
 
-from engine.run.chunks import ChunkResult, ChunkRow, decide_chunk
+from engine.run.chunks import ChunkResult, ChunkRows, decide_chunk
 from engine.run.driver import (
     OUTPUT_FILES,
     Progress,
@@ -24,7 +24,7 @@ from engine.run.sending import SendOptions, SendReport, send_letters
 
 __all__ = [
     "ChunkResult",
-    "ChunkRow",
+    "ChunkRows",
     "Impact",
     "LetterOptions",
     "OUTPUT_FILES",

@@ -29,9 +29,10 @@ from engine.evaluate.changes import Change, Snapshot, compare
 from engine.evaluate.decide import Decision, Evaluator, decision_record
 from engine.evaluate.explain import program_failures
 from engine.evaluate.records import (
+    CheckedHistory,
     FieldProblem,
+    HistoryRows,
     Partner,
-    checked_history,
     field_values,
 )
 from engine.letters.files import LetterWork, write_letter
@@ -41,82 +42,85 @@ from engine.ruleset.model import RuleSet, per_rule_set
 from engine.ruleset.quarters import Quarter, figures_through, window
 
 
-# Chunks and results travel between processes as named tuples, and history
-# figures as tuples: a chunk pickles in about half the time that dataclasses
-# and dicts took (a run sends every row both ways).
-class ChunkRow(NamedTuple):
-    """One roster row and the history rows staged for its partner, as written:
-    (row number, quarter, (the value of each figure named in
-    ``history_columns``)). Figures are matched by those names, never by
-    position: a what-if stages history once for two rule sets."""
+# Chunks travel between processes as columns (lists of rows' values) and
+# results as named tuples: a chunk pickles in a fraction of the time that a
+# named tuple per row took, and dataclasses and dicts took more (a run sends
+# every row both ways).
+class ChunkRows(Sequence):
+    """A chunk of roster records, in roster order: each row's file, number,
+    partner id (read from the record and checked by the main process),
+    record and letter files' name (when the run writes letters), and the
+    partners' history rows as written (``history``, from ``history_file``)."""
+
+    def __init__(
+        self,
+        files: list[str],
+        rows: list[int],
+        partner_ids: list[str],
+        records: list[Mapping[str, Any]],
+        history: HistoryRows,
+        history_file: str = "",
+        letter_stems: list[str] | None = None,
+    ):
+        self.files = files
+        self.rows = rows
+        self.partner_ids = partner_ids
+        self.records = records
+        self.history = history
+        self.history_file = history_file
+        self.letter_stems = letter_stems
+
+    def __len__(self) -> int:
+        return len(self.partner_ids)
+
+    def __getitem__(self, index):  # a Sequence's; runs iterate
+        return list(self.entries())[index]
+
+    def __iter__(self) -> Iterator[ChunkEntry]:
+        return self.entries()
+
+    def entries(self) -> Iterator[ChunkEntry]:
+        """Each row's (file, row number, partner id, record, letter stem)."""
+        stems = self.letter_stems or [""] * len(self.partner_ids)
+        return map(ChunkEntry, self.files, self.rows, self.partner_ids, self.records, stems)
+
+
+class ChunkEntry(NamedTuple):
+    """One row of a chunk (its history: the chunk's ``history`` at the same place)."""
 
     source_file: str
     row: int
-    partner_id: str  # read from the record, checked, by the main process
+    partner_id: str
     record: Mapping[str, Any]
-    history: Sequence[tuple[int, Any, Sequence[Any]]] = ()
-    history_file: str = ""
-    history_columns: tuple[str, ...] = ()
-    letter_stem: str = ""  # the partner's letter files' name, when the run writes letters
+    letter_stem: str = ""
 
 
-class ChunkRows(list):
-    """A chunk: its ChunkRows, in roster order."""
-
-    @property
-    def partner_ids(self) -> list[str]:
-        return [row.partner_id for row in self]
-
-
-class ColumnRows(Sequence):
+class ColumnRows(ChunkRows):
     """A chunk of a Parquet roster as columns (engine.data.readers.
     ColumnBatch): the batch's rows to decide (``indices``; a row's number is
     the batch's first plus its index), each with its checked partner id,
-    staged history and letter files' name. It
-    travels as Arrow buffers and becomes ChunkRows (the records) in the
-    worker that decides it, not in the main process."""
+    letter files' name and history. It travels as Arrow buffers, and its
+    records are made in the worker that decides it, not in the main process."""
 
     def __init__(
         self,
         batch: ColumnBatch,
         indices: list[int],
         partner_ids: list[str],
-        history: list[Sequence[tuple[int, Any, Sequence[Any]]]],
-        history_file: str,
-        history_columns: tuple[str, ...],
+        history: HistoryRows,
+        history_file: str = "",
         letter_stems: list[str] | None = None,
     ):
+        super().__init__([], [], partner_ids, [], history, history_file, letter_stems)
         self.batch = batch
         self.indices = indices
-        self.partner_ids = partner_ids
-        self.history = history
-        self.history_file = history_file
-        self.history_columns = history_columns
-        self.letter_stems = letter_stems
 
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index):  # a Sequence's; runs iterate
-        return list(self)[index]
-
-    def __iter__(self) -> Iterator[ChunkRow]:
+    def entries(self) -> Iterator[ChunkEntry]:
         names, file, first = self.batch.names, self.batch.file, self.batch.first_row
         values = list(self.batch.rows())
         stems = self.letter_stems or [""] * len(self.indices)
-        for index, partner_id, history, stem in zip(
-            self.indices, self.partner_ids, self.history, stems
-        ):
-            yield ChunkRow(
-                file,
-                first + index,
-                partner_id,
-                dict(zip(names, values[index])),
-                history,
-                self.history_file,
-                self.history_columns,
-                stem,
-            )
+        for index, partner_id, stem in zip(self.indices, self.partner_ids, stems):
+            yield ChunkEntry(file, first + index, partner_id, dict(zip(names, values[index])), stem)
 
 
 class PartnerResult(NamedTuple):
@@ -160,7 +164,7 @@ def warm_up(ruleset: RuleSet) -> None:
 def decide_chunk(
     ruleset: RuleSet,
     letters: LetterWork | None,
-    rows: Sequence[ChunkRow],
+    rows: ChunkRows,
     as_of: dt.date,
     earlier: Earlier | None = None,
     through: Quarter | None = None,
@@ -168,25 +172,26 @@ def decide_chunk(
 ) -> ChunkResult:
     """Decide a chunk (see the module docstring). Without ``earlier`` (a first
     run, or a what-if) no changes are listed; with ``letters``, each decided
-    partner's letter is written (file names: ``ChunkRow.letter_stem``).
+    partner's letter is written (file names: ``ChunkRows.letter_stems``).
     History metrics read figures up to ``through`` (default: the last quarter
     complete on ``as_of``). ``memory``: what the chunk's partners held in
     earlier runs, for rules with memory (engine.ruleset.memory)."""
     through = figures_through(as_of, through)
     evaluator = per_rule_set("evaluator", ruleset, Evaluator)
-    partners: list[tuple[ChunkRow, Partner]] = []
+    partners: list[tuple[ChunkEntry, Partner]] = []
     rejects: list[Reject] = []
     reject_rows: list[int] = []
     rejected_rows = history_rejects = 0
     defaults: collections.Counter = collections.Counter()
-    for row in rows:
+    staged, history_file = CheckedHistory(ruleset, rows.history), rows.history_file
+    for index, row in enumerate(rows.entries()):
         partner_id = row.partner_id
         defaulted: list[str] = []
         values, problems = field_values(ruleset, row.record, defaulted)
         before = len(rejects)
         history_problems: list[FieldProblem] = []
-        history = checked_history(ruleset, row.history, row.history_columns, history_problems)
-        rejects.extend(Reject.of(row.history_file, 0, partner_id, p) for p in history_problems)
+        history = staged.history(index, history_problems)
+        rejects.extend(Reject.of(history_file, 0, partner_id, p) for p in history_problems)
         history_rejects += len(history_problems)
         if problems:
             rejected_rows += 1

@@ -75,7 +75,6 @@ from engine.ruleset.model import ENGAGEMENT, RuleSet
 from engine.ruleset.quarters import Quarter, figures_through
 from engine.run.chunks import (
     ChunkResult,
-    ChunkRow,
     ChunkRows,
     ColumnRows,
     Earlier,
@@ -575,15 +574,13 @@ def _column_chunks(
             tally.rejected_rows += len(aside)
             if not (picked or aside):
                 continue
-            rows = history.rows_for(partner_ids)
             yield (
                 ColumnRows(
                     batch.slice(start, size),
                     picked,
                     partner_ids,
-                    [rows.get(pid, ()) for pid in partner_ids],
+                    history.rows_for(partner_ids),
                     history.source,
-                    history.figures,
                     [names(pid) for pid in partner_ids] if names is not None else None,
                 ),
                 aside,
@@ -686,19 +683,15 @@ def screen_partner_id(
 def _with_history(
     chunk: list[tuple], history: HistoryStore, names: Callable[[str], str] | None
 ) -> ChunkRows:
-    rows = history.rows_for(pid for pid, _ in chunk)
+    ids = [pid for pid, _ in chunk]
     return ChunkRows(
-        ChunkRow(
-            row.file,
-            row.row,
-            pid,
-            row.record,
-            rows.get(pid, ()),
-            history.source,
-            history.figures,
-            names(pid) if names is not None else "",
-        )
-        for pid, row in chunk
+        [row.file for _, row in chunk],
+        [row.row for _, row in chunk],
+        ids,
+        [row.record for _, row in chunk],
+        history.rows_for(ids),
+        history.source,
+        [names(pid) for pid in ids] if names is not None else None,
     )
 
 
