@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import json
@@ -12,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -1264,3 +1266,56 @@ def test_an_xlsx_history_without_a_figure_column_stops_before_deciding(ruleset, 
     with pytest.raises(DataError, match=r"lacks 1 column the rules read: target;"):
         run_batch(ruleset, options(tmp_path, performance=tmp_path / "performance.xlsx"))
     assert not RunHistory(tmp_path / "runs.sqlite").runs()
+
+
+def test_enrollments_and_counts_agree_with_the_decisions_whatever_the_chunks(ruleset, tmp_path):
+    """The workers write each chunk's part of decisions.jsonl, enrollments.csv,
+    the run history and the summary's counts; the main process only puts
+    them together: with chunks of 1, 7 and 500 rows, every part agrees
+    with decisions.jsonl, and a partner id like a formula is made safe."""
+    source = (EXAMPLES / "roster.csv").read_text(encoding="utf-8")
+    roster = tmp_path / "roster.csv"
+    roster.write_text(source.replace("\nP-1001,", "\n=P-1001,", 1), encoding="utf-8")
+    programs = {p.id: p for p in ruleset.programs}
+    found = []
+    for size in (1, 7, 500):
+        out = tmp_path / f"out{size}"
+        run_batch(ruleset, options(tmp_path, f"out{size}", roster=roster, chunk_size=size))
+        lines = (out / "decisions.jsonl").read_text(encoding="utf-8").splitlines()
+        decisions = [json.loads(line) for line in lines]
+        expected = [
+            {
+                "partner_id": ("'" + d["partner_id"])
+                if d["partner_id"][0] == "="
+                else d["partner_id"],
+                "program": pid,
+                "program_name": programs[pid].name,
+                "group": programs[pid].group or "",
+                "kept_by": d["kept"].get(pid, {}).get("how", ""),
+                "kept_until": d["kept"].get(pid, {}).get("until", ""),
+            }
+            for d in decisions
+            for pid in d["programs"]
+        ]
+        assert read_csv(out / "enrollments.csv") == expected
+        assert any(row["partner_id"] == "'=P-1001" for row in expected)
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        assert summary["partners"]["decided"] == len(decisions)
+        assert summary["programs"] == {
+            pid: sum(pid in d["programs"] for d in decisions) for pid in programs
+        }
+        for table, counts in summary["classifications"].items():
+            assert counts == dict(Counter(d["classifications"][table] for d in decisions))
+        assert summary["engagement_models"] == dict(
+            Counter(d["engagement_model"] for d in decisions)
+        )
+        with contextlib.closing(sqlite3.connect(tmp_path / "runs.sqlite")) as db:
+            stored = db.execute(
+                "SELECT partner_id, programs FROM decisions WHERE run_id = "
+                "(SELECT MAX(id) FROM runs) ORDER BY partner_id"
+            ).fetchall()
+        assert stored == sorted(
+            (d["partner_id"], json.dumps(d["programs"], separators=(",", ":"))) for d in decisions
+        )
+        found.append([(out / name).read_bytes() for name in ("decisions.jsonl", "enrollments.csv")])
+    assert found[0] == found[1] == found[2]

@@ -8,6 +8,7 @@ previous complete file or the new one, never half a file.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -42,6 +43,10 @@ class AtomicFile:
         self.temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
         self.handle = self.temp.open("w", encoding="utf-8", newline="")
 
+    def write_text(self, text: str) -> None:
+        """Lines made elsewhere (see :func:`csv_text`), written as they are."""
+        self.handle.write(text)
+
     def commit(self) -> None:
         self.handle.flush()
         os.fsync(self.handle.fileno())
@@ -62,6 +67,15 @@ class AtomicFile:
             self.commit()
         else:
             self.discard()
+
+
+def csv_text(rows: Iterable[Sequence[Any]]) -> str:
+    """Rows whose cells went through :func:`safe_cell`, as CsvOutput writes
+    them: a worker makes a chunk's rows once, the main process writes them
+    with :meth:`AtomicFile.write_text`."""
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
 
 
 class CsvOutput(AtomicFile):

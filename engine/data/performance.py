@@ -284,8 +284,15 @@ class _Merge:
         file order; rows of other partner ids are collected as unknown."""
         positions, unknown = self.positions, self._unknown
         current, group = -1, []
+        last_raw: Any = _NO_ROW  # the last row's partner_id as written, and its position
+        position: int | None = None
         for number, values in rows:
-            partner_id = clean_partner_id(values[0])
+            raw = values[0]
+            if raw == last_raw and raw.__class__ is str and position is not None:
+                group.append((number, values[1], values[2:]))  # the partner's next row
+                continue
+            last_raw = raw
+            partner_id = clean_partner_id(raw)
             position = positions.get(partner_id)
             if position is None:
                 if partner_id:  # rows without one were reported when the file was checked
@@ -336,6 +343,9 @@ class _Merge:
         if self._unknown:
             set_aside(self._unknown)
             self._unknown.clear()
+
+
+_NO_ROW = object()
 
 
 def _roster_positions(roster: str | Path) -> dict[str, int]:

@@ -101,6 +101,18 @@ class RunRecord:
     summary: dict
 
 
+def decision_row(partner_id: str, snapshot: Snapshot) -> tuple:
+    """A partner's decision as the run history stores it, run id aside:
+    (partner id, classifications, engagement model, programs, kept)."""
+    return (
+        partner_id,
+        orjson.dumps(snapshot.classifications, option=orjson.OPT_SORT_KEYS).decode(),
+        snapshot.engagement,
+        orjson.dumps(snapshot.programs).decode(),
+        orjson.dumps(snapshot.kept).decode() if snapshot.kept else "{}",
+    )
+
+
 class RunHistory:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -155,19 +167,12 @@ class RunHistory:
             ) from None
 
     def add_decisions(self, run_id: int, rows: Iterable[tuple[str, Snapshot]]) -> None:
+        self.add_decision_rows(run_id, (decision_row(pid, s) for pid, s in rows))
+
+    def add_decision_rows(self, run_id: int, rows: Iterable[tuple]) -> None:
+        """Decisions as :func:`decision_row` makes them (a run's workers do)."""
         self._db.executemany(
-            "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                (
-                    run_id,
-                    pid,
-                    orjson.dumps(s.classifications, option=orjson.OPT_SORT_KEYS).decode(),
-                    s.engagement,
-                    orjson.dumps(s.programs).decode(),
-                    orjson.dumps(s.kept).decode() if s.kept else "{}",
-                )
-                for pid, s in rows
-            ),
+            "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)", ((run_id, *row) for row in rows)
         )
 
     def next_run_id(self) -> int:

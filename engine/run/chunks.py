@@ -22,8 +22,10 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from engine.data.outputs import csv_text, safe_cell
 from engine.data.readers import ColumnBatch
 from engine.data.rejects import Reject
+from engine.data.run_history import decision_row
 from engine.errors import EngineError
 from engine.evaluate.changes import Change, Snapshot, compare
 from engine.evaluate.decide import Decision, Evaluator, decision_record
@@ -139,8 +141,62 @@ class Earlier(NamedTuple):
     returned: Mapping[str, tuple[int, Snapshot]]
 
 
+ENROLLMENT_COLUMNS = ("partner_id", "program", "program_name", "group", "kept_by", "kept_until")
+
+
+@dataclass
+class Recorded:
+    """A chunk's part of a run's outputs, made by the worker that decided it,
+    for the main process to write as it is, in roster order: its lines of
+    decisions.jsonl and enrollments.csv, its rows of the run history
+    (engine.data.run_history.decision_row), and its counts for the summary.
+    The main process then does no work per partner for them."""
+
+    decisions: str = ""
+    enrollments: str = ""
+    history: list[tuple] = field(default_factory=list)
+    decided: int = 0
+    classifications: dict[str, collections.Counter] = field(default_factory=dict)
+    engagement: collections.Counter = field(default_factory=collections.Counter)
+    programs: collections.Counter = field(default_factory=collections.Counter)
+    kept: collections.Counter = field(default_factory=collections.Counter)  # (program, how)
+
+    def add(self, ruleset: RuleSet, decision: Decision, line: str, rows: list) -> None:
+        """One decided partner (``rows``: the chunk's enrollments.csv rows so far)."""
+        self.decided += 1
+        self.history.append(decision_row(decision.partner_id, snapshot(decision)))
+        if decision.enrolled:
+            cells = per_rule_set("enrollment_cells", ruleset, _program_cells)
+            safe_id = safe_cell(decision.partner_id)
+            kept = decision.kept
+            for program_id in decision.enrolled:
+                keep = kept.get(program_id)
+                how, until = (keep.how, keep.until.isoformat()) if keep else ("", "")
+                rows.append((safe_id, *cells[program_id], how, until))
+                self.programs[program_id] += 1
+                if keep:
+                    self.kept[program_id, keep.how] += 1
+        classifications = self.classifications
+        for table, value in decision.classifications.items():
+            counts = classifications.get(table)
+            if counts is None:
+                counts = classifications[table] = collections.Counter()
+            counts[value] += 1
+        self.engagement[decision.engagement] += 1
+
+
+def _program_cells(ruleset: RuleSet) -> dict[str, tuple[str, str, str]]:
+    """Each program's cells of enrollments.csv (id, name, group), made safe."""
+    return {
+        p.id: (safe_cell(p.id), safe_cell(p.name), safe_cell(p.group or ""))
+        for p in ruleset.programs
+    }
+
+
 @dataclass(frozen=True)
 class ChunkResult:
+    # Each decided partner's decision, for a what-if; a run's worker sends
+    # ``recorded`` instead.
     results: list[PartnerResult] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     rejected_rows: int = 0
@@ -153,6 +209,7 @@ class ChunkResult:
     reporting: tuple[int, int] = (0, 0)
     # How many decided partners had each field's default applied (an empty cell).
     defaults: dict[str, int] = field(default_factory=dict)
+    recorded: Recorded | None = None
 
 
 def warm_up(ruleset: RuleSet) -> None:
@@ -169,10 +226,13 @@ def decide_chunk(
     earlier: Earlier | None = None,
     through: Quarter | None = None,
     memory: Mapping[str, Memory] | None = None,
+    record: bool = False,
 ) -> ChunkResult:
     """Decide a chunk (see the module docstring). Without ``earlier`` (a first
     run, or a what-if) no changes are listed; with ``letters``, each decided
     partner's letter is written (file names: ``ChunkRows.letter_stems``).
+    With ``record`` (a run), the result holds the chunk's outputs as they are
+    written (:class:`Recorded`) instead of each partner's decision.
     History metrics read figures up to ``through`` (default: the last quarter
     complete on ``as_of``). ``memory``: what the chunk's partners held in
     earlier runs, for rules with memory (engine.ruleset.memory)."""
@@ -210,6 +270,9 @@ def decide_chunk(
     if letters is not None:
         renderer = renderer_for(letters.templates, letters.settings, ruleset.currency)
     results, changes, index = [], [], []
+    recorded = Recorded() if record else None
+    lines: list[str] = []
+    enrollment_rows: list[tuple] = []
     for (row, partner), values, decision in zip(partners, all_values, decisions):
         missed = program_failures(ruleset, values, decision, as_of)
         unexplained = [pid for pid, reasons in missed.items() if not reasons]
@@ -219,9 +282,12 @@ def decide_chunk(
                 f"{unexplained[0]}, but every condition holds; please report this"
             )
         record = decision_record(ruleset, row.row, decision, missed, values)
-        results.append(
-            PartnerResult(partner.partner_id, row.row, decision, orjson.dumps(record).decode())
-        )
+        line = orjson.dumps(record).decode()
+        if recorded is not None:
+            recorded.add(ruleset, decision, line, enrollment_rows)
+            lines.append(line)
+        else:
+            results.append(PartnerResult(partner.partner_id, row.row, decision, line))
         partner_changes = () if earlier is None else _changes(ruleset, decision, earlier)
         changes.extend(partner_changes)
         if renderer is not None:
@@ -230,6 +296,9 @@ def decide_chunk(
                     ruleset, renderer, letters, values, record, partner_changes, row.letter_stem
                 )
             )
+    if recorded is not None:
+        recorded.decisions = "".join(line + "\n" for line in lines)
+        recorded.enrollments = csv_text(enrollment_rows)
     return ChunkResult(
         results,
         rejects,
@@ -240,6 +309,7 @@ def decide_chunk(
         index,
         reporting,
         dict(defaults),
+        recorded,
     )
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.memory import EarlierEnrollments, MemorySource
-from engine.data.outputs import CsvOutput, JsonLinesOutput, safe_cell, write_json_atomically
+from engine.data.outputs import CsvOutput, JsonLinesOutput, write_json_atomically
 from engine.data.performance import HistoryStore
 from engine.data.readers import (
     PARQUET_BATCH,
@@ -74,12 +74,12 @@ from engine.letters.template_check import check_templates
 from engine.ruleset.model import ENGAGEMENT, RuleSet
 from engine.ruleset.quarters import Quarter, figures_through
 from engine.run.chunks import (
+    ENROLLMENT_COLUMNS,
     ChunkResult,
     ChunkRows,
     ColumnRows,
     Earlier,
     decide_chunk,
-    snapshot,
     warm_up,
 )
 from engine.run.cluster import ClusterSpec, cluster_map, connected
@@ -89,7 +89,6 @@ CHUNK_SIZE = 500
 OUTPUT_FILES = ("decisions.jsonl", "enrollments.csv", "rejects.csv", "changes.csv", "summary.json")
 # kept_by and kept_until: how memory keeps the partner in a program it does
 # not qualify for now (grace, protection, renewal), and until when; empty if it qualifies.
-ENROLLMENT_COLUMNS = ("partner_id", "program", "program_name", "group", "kept_by", "kept_until")
 
 
 @dataclass(frozen=True)
@@ -317,7 +316,7 @@ def _run_locked(
                 aside.append(set_aside)
                 recalled = memory.for_partners(chunk.partner_ids) if memory else None
                 earlier = _earlier(runs, previous, chunk)
-                yield chunk, options.as_of, earlier, options.through, recalled
+                yield chunk, options.as_of, earlier, options.through, recalled, True
 
         if options.workers > 1 and workers_inherit_memory():
             compiled_rules(ruleset)  # once, here: forked workers inherit it
@@ -832,31 +831,16 @@ def _record_chunk(
     tally.latest_reported += result.reporting[1]
     tally.defaults.update(result.defaults)
     tally.moved += len({c.partner_id for c in result.changes if c.change in MOVES})
-    runs.add_decisions(run_id, [(r.partner_id, snapshot(r.decision)) for r in result.results])
-    cells = {
-        p.id: (safe_cell(p.id), safe_cell(p.name), safe_cell(p.group or ""))
-        for p in ruleset.programs
-    }
-    classifications = tally.classifications
-    for partner in result.results:
-        tally.decided += 1
-        outputs.decisions.write_line(partner.line)
-        if partner.decision.enrolled:
-            safe_id = safe_cell(partner.partner_id)
-            kept = partner.decision.kept
-            for program_id in partner.decision.enrolled:
-                keep = kept.get(program_id)
-                how, until = (keep.how, keep.until.isoformat()) if keep else ("", "")
-                outputs.enrollments.write_safe((safe_id, *cells[program_id], how, until))
-                tally.programs[program_id] += 1
-                if keep:
-                    tally.kept[program_id, keep.how] += 1
-        for table, value in partner.decision.classifications.items():
-            counts = classifications.get(table)
-            if counts is None:
-                counts = classifications[table] = collections.Counter()
-            counts[value] += 1
-        tally.engagement[partner.decision.engagement] += 1
+    recorded = result.recorded  # the chunk's outputs, made by its worker
+    runs.add_decision_rows(run_id, recorded.history)
+    outputs.decisions.write_text(recorded.decisions)
+    outputs.enrollments.write_text(recorded.enrollments)
+    tally.decided += recorded.decided
+    for table, counts in recorded.classifications.items():
+        tally.classifications.setdefault(table, collections.Counter()).update(counts)
+    tally.engagement.update(recorded.engagement)
+    tally.programs.update(recorded.programs)
+    tally.kept.update(recorded.kept)
     for change in result.changes:
         _write_change(change, outputs, tally)
 
