@@ -6,7 +6,7 @@ written atomically, a folder per run switched in as a whole, the locks that
 keep one writer at a time, and the run history in SQLite.
 """
 
-from engine.data.outputs import CsvOutput, JsonLinesOutput, remove_stale_partials
+from engine.data.outputs import AtomicFile, CsvOutput, remove_stale_partials
 from engine.data.performance import HistoryStore
 from engine.data.readers import (
     RowReader,
@@ -22,10 +22,10 @@ from engine.data.run_folders import OutputFolder, current_run
 from engine.data.run_history import DEFAULT_DB, RunHistory, RunRecord
 
 __all__ = [
+    "AtomicFile",
     "CsvOutput",
     "DEFAULT_DB",
     "HistoryStore",
-    "JsonLinesOutput",
     "OutputFolder",
     "Reject",
     "RowReader",

@@ -87,16 +87,6 @@ class CsvOutput(AtomicFile):
     def write(self, row: Iterable[Any]) -> None:
         self.writer.writerow([safe_cell(v) for v in row])
 
-    def write_safe(self, row: Sequence[Any]) -> None:
-        """Write a row whose cells went through :func:`safe_cell` already."""
-        self.writer.writerow(row)
-
-
-class JsonLinesOutput(AtomicFile):
-    def write_line(self, line: str) -> None:
-        """Write one JSON document, already serialised, as a line."""
-        self.handle.write(line + "\n")
-
 
 def write_json_atomically(path: Path, data: Any) -> None:
     with AtomicFile(path) as output:

@@ -230,9 +230,11 @@ class CheckedHistory:
         # and its figures by name: partners whose rows are all usable take
         # theirs as they are.
         self.when = _quarters_of(staged.quarters)
-        self.figures = [dict(zip(self.names, cells)) for cells in zip(*self.columns)]
-        if not self.columns:
-            self.figures = [{} for _ in staged.rows]
+        self.figures = (
+            [dict(zip(self.names, cells)) for cells in zip(*self.columns)]
+            if self.columns
+            else [{} for _ in staged.rows]  # a rule set without figures
+        )
         self.bad = _bad_rows(self.columns)  # rows with an unusable value
 
     def history(self, index: int, problems: list[FieldProblem]) -> History:

@@ -103,6 +103,7 @@ def _number(text: str, what: str) -> float:
 
 
 DECIMALS = 6  # every number is kept to six decimals (money to cents)
+_PLACES = {MONEY: 2}  # the kinds kept to fewer (see canonical)
 MAX_MAGNITUDE = 1e12  # larger figures are data errors, and too big for the engine
 
 
@@ -113,7 +114,7 @@ def canonical(kind: str, value: Any) -> Any:
         return value
     if kind == INTEGER:
         return int(round(value))
-    return round(float(value), 2 if kind == MONEY else DECIMALS) + 0.0
+    return round(float(value), _PLACES.get(kind, DECIMALS)) + 0.0
 
 
 def finer_than_kept(kind: str, raw: Any) -> str:
@@ -149,7 +150,7 @@ def finer_than_kept(kind: str, raw: Any) -> str:
 
 # Decimal places a value of each kind keeps, as written (a percentage in
 # percent: 12.3456% is the fraction 0.123456).
-_KEPT_DECIMALS = {MONEY: 2, PERCENT: DECIMALS - 2, NUMBER: DECIMALS}
+_KEPT_DECIMALS = {MONEY: _PLACES[MONEY], PERCENT: DECIMALS - 2, NUMBER: DECIMALS}
 
 
 def parse_value(vtype: ValueType, raw: Any) -> Any:
@@ -246,17 +247,14 @@ def value_parser(vtype: ValueType, remember: int = 4096) -> Callable[[Any], Any]
     seen: dict[str, Any] = {}
     kind = vtype.kind
     numeric = kind in (MONEY, NUMBER)
-    places = 2 if kind == MONEY else DECIMALS
 
     def parse(raw: Any) -> Any:
         if type(raw) is not str:
             return parse_value(vtype, raw)
         value = seen.get(raw, _UNSEEN)
         if value is _UNSEEN:
-            # Figures such as revenue rarely repeat: digits with at most one
-            # point, below MAX_MAGNITUDE, are canonical(kind, float(raw)).
-            if numeric and len(raw) < 12 and raw.replace(".", "", 1).isdecimal():
-                return round(float(raw), places) + 0.0
+            if numeric and _plain_decimal(raw) and len(raw) < 12:  # below MAX_MAGNITUDE
+                return canonical(kind, float(raw))  # figures such as revenue rarely repeat
             value = parse_value(vtype, raw)
             if len(seen) < remember:
                 seen[raw] = value
@@ -283,7 +281,7 @@ def plain_numbers(kind: str, raws: list[Any]) -> list[Any] | None:
         return None
     if kind == INTEGER:
         return list(map(int, raws))
-    places = 2 if kind == MONEY else DECIMALS
+    places = _PLACES.get(kind, DECIMALS)  # as canonical rounds
     return [round(float(raw), places) + 0.0 for raw in raws]
 
 

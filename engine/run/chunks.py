@@ -155,15 +155,20 @@ class Recorded:
     decisions: str = ""
     enrollments: str = ""
     history: list[tuple] = field(default_factory=list)
+    # The lines and rows until :meth:`finish` makes them text.
+    _lines: list[str] = field(default_factory=list, repr=False)
+    _rows: list[tuple] = field(default_factory=list, repr=False)
     decided: int = 0
     classifications: dict[str, collections.Counter] = field(default_factory=dict)
     engagement: collections.Counter = field(default_factory=collections.Counter)
     programs: collections.Counter = field(default_factory=collections.Counter)
     kept: collections.Counter = field(default_factory=collections.Counter)  # (program, how)
 
-    def add(self, ruleset: RuleSet, decision: Decision, line: str, rows: list) -> None:
-        """One decided partner (``rows``: the chunk's enrollments.csv rows so far)."""
+    def add(self, ruleset: RuleSet, decision: Decision, line: str) -> None:
+        """One decided partner, and its line of decisions.jsonl."""
         self.decided += 1
+        self._lines.append(line)
+        rows = self._rows
         self.history.append(decision_row(decision.partner_id, snapshot(decision)))
         if decision.enrolled:
             cells = per_rule_set("enrollment_cells", ruleset, _program_cells)
@@ -183,6 +188,13 @@ class Recorded:
                 counts = classifications[table] = collections.Counter()
             counts[value] += 1
         self.engagement[decision.engagement] += 1
+
+    def finish(self) -> Recorded:
+        """The lines and rows as the text the main process writes."""
+        self.decisions = "".join(line + "\n" for line in self._lines)
+        self.enrollments = csv_text(self._rows)
+        self._lines, self._rows = [], []
+        return self
 
 
 def _program_cells(ruleset: RuleSet) -> dict[str, tuple[str, str, str]]:
@@ -226,12 +238,12 @@ def decide_chunk(
     earlier: Earlier | None = None,
     through: Quarter | None = None,
     memory: Mapping[str, Memory] | None = None,
-    record: bool = False,
+    record_outputs: bool = False,
 ) -> ChunkResult:
     """Decide a chunk (see the module docstring). Without ``earlier`` (a first
     run, or a what-if) no changes are listed; with ``letters``, each decided
     partner's letter is written (file names: ``ChunkRows.letter_stems``).
-    With ``record`` (a run), the result holds the chunk's outputs as they are
+    With ``record_outputs`` (a run), the result holds the chunk's outputs as they are
     written (:class:`Recorded`) instead of each partner's decision.
     History metrics read figures up to ``through`` (default: the last quarter
     complete on ``as_of``). ``memory``: what the chunk's partners held in
@@ -270,9 +282,7 @@ def decide_chunk(
     if letters is not None:
         renderer = renderer_for(letters.templates, letters.settings, ruleset.currency)
     results, changes, index = [], [], []
-    recorded = Recorded() if record else None
-    lines: list[str] = []
-    enrollment_rows: list[tuple] = []
+    recorded = Recorded() if record_outputs else None
     for (row, partner), values, decision in zip(partners, all_values, decisions):
         missed = program_failures(ruleset, values, decision, as_of)
         unexplained = [pid for pid, reasons in missed.items() if not reasons]
@@ -284,8 +294,7 @@ def decide_chunk(
         record = decision_record(ruleset, row.row, decision, missed, values)
         line = orjson.dumps(record).decode()
         if recorded is not None:
-            recorded.add(ruleset, decision, line, enrollment_rows)
-            lines.append(line)
+            recorded.add(ruleset, decision, line)
         else:
             results.append(PartnerResult(partner.partner_id, row.row, decision, line))
         partner_changes = () if earlier is None else _changes(ruleset, decision, earlier)
@@ -296,9 +305,6 @@ def decide_chunk(
                     ruleset, renderer, letters, values, record, partner_changes, row.letter_stem
                 )
             )
-    if recorded is not None:
-        recorded.decisions = "".join(line + "\n" for line in lines)
-        recorded.enrollments = csv_text(enrollment_rows)
     return ChunkResult(
         results,
         rejects,
@@ -309,7 +315,7 @@ def decide_chunk(
         index,
         reporting,
         dict(defaults),
-        recorded,
+        recorded.finish() if recorded is not None else None,
     )
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.memory import EarlierEnrollments, MemorySource
-from engine.data.outputs import CsvOutput, JsonLinesOutput, write_json_atomically
+from engine.data.outputs import AtomicFile, CsvOutput, write_json_atomically
 from engine.data.performance import HistoryStore
 from engine.data.readers import (
     PARQUET_BATCH,
@@ -194,7 +194,7 @@ class _Outputs:
     """The output files of one run, committed together at the end."""
 
     def __init__(self, folder: Path):
-        self.decisions = JsonLinesOutput(folder / "decisions.jsonl")
+        self.decisions = AtomicFile(folder / "decisions.jsonl")
         self.enrollments = CsvOutput(folder / "enrollments.csv", ENROLLMENT_COLUMNS)
         self.rejects = CsvOutput(folder / "rejects.csv", REJECT_COLUMNS)
         self.changes = CsvOutput(folder / "changes.csv", CHANGE_COLUMNS)
@@ -338,7 +338,7 @@ def _run_locked(
         # writes a letter into the staging folder after it is removed.
         with contextlib.closing(results):
             for result in results:
-                _record_chunk(ruleset, result, aside.popleft(), run_id, runs, outputs, tally)
+                _record_chunk(result, aside.popleft(), run_id, runs, outputs, tally)
                 if letters is not None:
                     letters.add(result.letters)
                 report()
@@ -808,7 +808,6 @@ def _check_latest_quarter(options: RunOptions, tally: RunTally) -> None:
 
 
 def _record_chunk(
-    ruleset: RuleSet,
     result: ChunkResult,
     aside: list[Reject],
     run_id: int,
