@@ -207,13 +207,62 @@ def test_a_column_parsed_at_once_is_what_the_parser_gives_each_value(kind, raws)
 
 
 def test_a_column_of_plain_figures_is_parsed_at_once():
-    assert plain_numbers("money", ["1200.5", "0.126", "7", ".5", "3."]) == [
+    assert plain_numbers("money", ["1200.5", "0.12", "7", ".5", "3."]) == [
         1200.5,
-        0.13,
+        0.12,
         7.0,
         0.5,
         3.0,
     ]
+    assert plain_numbers("number", ["0.123456", "2"]) == [0.123456, 2.0]
     assert plain_numbers("integer", ["007", "12"]) == [7, 12]
     for column in (["1", ""], ["1", None], ["1,200"], ["-3"], ["99999999999.5"], [1200], []):
         assert plain_numbers("money", column) is None, column
+    # More decimals than kept: the parser rounds them (half away from zero, as written).
+    assert plain_numbers("money", ["1200.5", "0.125"]) is None
+    assert plain_numbers("number", ["0.1234565"]) is None
+
+
+# Each is between two points of its grid; its binary float rounds the other way
+# (0.125 and 2.675 to 0.12 and 2.67, 12.34565% to 0.123456), or the same way
+# only by luck of the binary digits (0.005).
+@pytest.mark.parametrize(
+    ("vtype", "raw", "expected"),
+    [
+        (MONEY, "0.125", 0.13),
+        (MONEY, "2.675", 2.68),
+        (MONEY, "-2.675", -2.68),
+        (MONEY, "(0.125)", -0.13),
+        (MONEY, "$1,999,999.995", 2_000_000.0),
+        (MONEY, "0.124999", 0.12),
+        (MONEY, 0.125, 0.13),  # typed data, as JSON Lines and Parquet give it
+        (MONEY, 2.675, 2.68),
+        (PERCENT, "12.34565%", 0.123457),
+        (PERCENT, 12.34565, 0.123457),
+        (ValueType("number"), "0.0000025", 0.000003),
+        (ValueType("number"), "-0.0000025", -0.000003),
+    ],
+)
+def test_values_between_grid_points_round_half_away_from_zero_as_written(vtype, raw, expected):
+    """As metrics round (engine.ruleset.metrics.round_value), and as a person
+    reading the number would: the data's values and the rules' arithmetic
+    follow one rule."""
+    assert parse_value(vtype, raw) == expected
+    assert value_parser(vtype)(raw) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    kind=st.sampled_from(["money", "number", "percent"]),
+    text=st.from_regex(r"-?[0-9]{1,9}\.[0-9]{1,12}", fullmatch=True),
+)
+def test_a_decimal_text_is_kept_as_decimal_arithmetic_rounds_it(kind, text):
+    """Whatever its digits: the value is the text's exact decimal rounded
+    half away from zero onto the grid, never its binary float's rounding."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    exact = Decimal(text) / (100 if kind == "percent" else 1)
+    grid = Decimal("0.01") if kind == "money" else Decimal("0.000001")
+    expected = float(exact.quantize(grid, ROUND_HALF_UP))
+    assert parse_value(ValueType(kind), text) == expected
+    assert value_parser(ValueType(kind))(text) == expected

@@ -12,7 +12,7 @@ import datetime as dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 TEXT, INTEGER, NUMBER, MONEY, PERCENT, DATE, BOOL, LIST, CHOICE = (
@@ -76,10 +76,11 @@ _EXAMPLES = {
 }
 
 
-def _number(text: str, what: str) -> float:
-    """Parse '1,234.50', '-12', '(12)' style numbers; reject ambiguous forms."""
+def _number(text: str, what: str) -> str:
+    """Parse '1,234.50', '-12', '(12)' style numbers; reject ambiguous forms.
+    The number as plain decimal text ('1234.50', '-12'), for :func:`_kept`."""
     if _plain_decimal(text):
-        return float(text)
+        return text
     value = text.strip()
     negative = False
     if value.startswith("(") and value.endswith(")"):
@@ -98,8 +99,9 @@ def _number(text: str, what: str) -> float:
         )
     if not _PLAIN_NUMBER.match(value):
         raise ValueError(f"'{text}' is not a {what}")
-    number = float(value)
-    return -number if negative else number
+    if negative:
+        value = value[1:] if value.startswith("-") else "-" + value.lstrip("+")
+    return value
 
 
 DECIMALS = 6  # every number is kept to six decimals (money to cents)
@@ -109,12 +111,42 @@ MAX_MAGNITUDE = 1e12  # larger figures are data errors, and too big for the engi
 
 def canonical(kind: str, value: Any) -> Any:
     """Round a number to the grid all values live on: cents for money, 6 decimals
-    otherwise. The engine and the explainer then compare the same values exactly."""
+    otherwise, whole numbers for integers. The engine and the explainer then
+    compare the same values exactly. A number between two points of the grid
+    is rounded half away from zero as it reads in decimal (0.125 becomes
+    0.13, 2.675 becomes 2.68), as metrics are (engine.ruleset.metrics), not
+    as its binary float would round (0.12 and 2.67)."""
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return value
     if kind == INTEGER:
-        return int(round(value))
-    return round(float(value), _PLACES.get(kind, DECIMALS)) + 0.0
+        if value == int(value):
+            return int(value)
+        return int(Decimal(repr(float(value))).quantize(_ONE, ROUND_HALF_UP))
+    places = _PLACES.get(kind, DECIMALS)
+    rounded = round(float(value), places)
+    if rounded == value or value != value:  # on the grid already (or not a number)
+        return rounded + 0.0
+    return _half_up(Decimal(repr(float(value))), places)
+
+
+def _kept(kind: str, text: str, shift: int = 0) -> float:
+    """A number written as plain decimal text ('-1234.565', from
+    :func:`_number`), divided by 10 ** ``shift`` (percentages: 2), on the grid
+    of ``kind`` (see :func:`canonical`), rounded from the text itself."""
+    places = _PLACES.get(kind, DECIMALS)
+    point = text.find(".")
+    if point < 0 or len(text) - point - 1 + shift <= places:  # on the grid as written
+        number = float(text)
+        return canonical(kind, number / 10**shift if shift else number)
+    return _half_up(Decimal(text).scaleb(-shift), places)
+
+
+def _half_up(value: Decimal, places: int) -> float:
+    return float(value.quantize(_QUANTA[places], ROUND_HALF_UP)) + 0.0
+
+
+_ONE = Decimal(1)
+_QUANTA = {places: Decimal(1).scaleb(-places) for places in (2, 6)}
 
 
 def finer_than_kept(kind: str, raw: Any) -> str:
@@ -210,30 +242,37 @@ def parse_value(vtype: ValueType, raw: Any) -> Any:
         return parse_date(raw)
     if isinstance(raw, (list, tuple, dict)):
         raise ValueError(f"expected a {vtype.describe()}")
-    if kind == PERCENT:
-        if isinstance(raw, (int, float)):
-            number = float(raw) / 100
-        else:
-            text = str(raw).strip()
-            number = _number(text[:-1] if text.endswith("%") else text, "percentage") / 100
-    elif kind == MONEY:
-        if isinstance(raw, (int, float)):
-            number = float(raw)
-        elif isinstance(raw, str) and _plain_decimal(raw):
-            number = float(raw)
-        else:
-            number = _number(_CURRENCY.sub("", str(raw).strip()), "money amount")
-    elif kind == NUMBER:
-        number = float(raw) if isinstance(raw, (int, float)) else _number(str(raw), "number")
-    elif kind == INTEGER:
-        number = float(raw) if isinstance(raw, (int, float)) else _number(str(raw), "whole number")
+    if kind == INTEGER:
+        number = (
+            float(raw)
+            if isinstance(raw, (int, float))
+            else float(_number(str(raw), "whole number"))
+        )
         if number != int(number):
             raise ValueError(f"'{_short(str(raw))}' is not a whole number")
+        _check_range(number, raw)
+        return int(number)
+    if isinstance(raw, (int, float)):  # typed data (JSON Lines, Parquet, YAML)
+        number = float(raw) / 100 if kind == PERCENT else float(raw)
+        _check_range(number, raw)
+        return canonical(kind, number)
+    text = str(raw).strip()
+    if kind == PERCENT:
+        plain, shift = _number(text[:-1] if text.endswith("%") else text, "percentage"), 2
+    elif kind == MONEY:
+        plain = text if _plain_decimal(text) else _number(_CURRENCY.sub("", text), "money amount")
+        shift = 0
+    elif kind == NUMBER:
+        plain, shift = _number(text, "number"), 0
     else:
         raise AssertionError(f"unknown kind {kind}")  # pragma: no cover
+    _check_range(float(plain) / 10**shift, raw)
+    return _kept(kind, plain, shift)
+
+
+def _check_range(number: float, raw: Any) -> None:
     if number != number or abs(number) >= MAX_MAGNITUDE:
         raise ValueError(f"'{_short(str(raw))}' is out of range")
-    return canonical(kind, number)
 
 
 def value_parser(vtype: ValueType, remember: int = 4096) -> Callable[[Any], Any]:
@@ -254,7 +293,7 @@ def value_parser(vtype: ValueType, remember: int = 4096) -> Callable[[Any], Any]
         value = seen.get(raw, _UNSEEN)
         if value is _UNSEEN:
             if numeric and _plain_decimal(raw) and len(raw) < 12:  # below MAX_MAGNITUDE
-                return canonical(kind, float(raw))  # figures such as revenue rarely repeat
+                return _kept(kind, raw)  # figures such as revenue rarely repeat
             value = parse_value(vtype, raw)
             if len(seen) < remember:
                 seen[raw] = value
@@ -265,11 +304,12 @@ def value_parser(vtype: ValueType, remember: int = 4096) -> Callable[[Any], Any]
 
 def plain_numbers(kind: str, raws: list[Any]) -> list[Any] | None:
     """A column of values (a chunk's revenue figures) parsed at C speed when
-    every one is plain text: digits with at most one point for money and
-    numbers, digits for whole numbers, each shorter than 12 characters
-    (below MAX_MAGNITUDE). The values are those :func:`value_parser` gives;
-    None when any value needs it (an empty one, a sign, a currency, a
-    thousands separator, a value that is not text)."""
+    every one is plain text on the grid as written: digits with at most 2
+    decimals for money and 6 for numbers, digits for whole numbers, each
+    shorter than 12 characters (below MAX_MAGNITUDE). The values are those
+    :func:`value_parser` gives; None when any value needs it (an empty one,
+    a sign, a currency, a thousands separator, more decimals than kept, a
+    value that is not text)."""
     pattern = _PLAIN_COLUMNS.get(kind)
     if pattern is None or not raws or None in raws:
         return None
@@ -285,11 +325,17 @@ def plain_numbers(kind: str, raws: list[Any]) -> list[Any] | None:
     return [round(float(raw), places) + 0.0 for raw in raws]
 
 
+def _plain_column(places: int) -> re.Pattern:
+    """Lines of digits with at most ``places`` decimals: values on the grid as written."""
+    one = rf"(?:[0-9]+(?:\.[0-9]{{0,{places}}})?|\.[0-9]{{1,{places}}})"
+    return re.compile(rf"{one}(?:\n{one})*")
+
+
 _PLAIN_COLUMNS = {
-    MONEY: re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:\n(?:[0-9]+\.?[0-9]*|\.[0-9]+))*"),
+    MONEY: _plain_column(_PLACES[MONEY]),
+    NUMBER: _plain_column(DECIMALS),
     INTEGER: re.compile(r"[0-9]+(?:\n[0-9]+)*"),
 }
-_PLAIN_COLUMNS[NUMBER] = _PLAIN_COLUMNS[MONEY]
 
 
 def _plain_decimal(text: str) -> bool:

@@ -113,7 +113,11 @@ def _local_cluster(distributed: Any, workers: int) -> Any:
     """A cluster of ``workers`` processes on this machine, its scheduler in
     a process of its own where Dask can (SubprocessCluster): in the
     driver's process it would take the driver's CPU (about 40 µs a partner
-    at 100,000 partners; docs/benchmarks.md)."""
+    at 100,000 partners; docs/benchmarks.md). The workers run without a
+    nanny and without a memory monitor: a nanny is a process of its own per
+    worker, and both poll the worker all the time, CPU the workers' cores
+    lack on one machine (about 10% of a run's time on 2 cores). A worker
+    that dies is not restarted then; its chunks are decided by the others."""
     options = {
         "n_workers": workers,
         "threads_per_worker": 1,
@@ -124,7 +128,9 @@ def _local_cluster(distributed: Any, workers: int) -> Any:
         from distributed.deploy.subprocess import SubprocessCluster
     except ImportError:
         return distributed.LocalCluster(processes=True, **options)
-    return SubprocessCluster(**options)
+    return SubprocessCluster(
+        worker_class="distributed.Worker", worker_kwargs={"memory_limit": 0}, **options
+    )
 
 
 def _worker_check() -> str:

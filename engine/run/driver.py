@@ -85,7 +85,17 @@ from engine.run.chunks import (
 from engine.run.cluster import ClusterSpec, cluster_map, connected
 from engine.run.parallel import ordered_map, workers_inherit_memory
 
-CHUNK_SIZE = 500
+CHUNK_SIZE = 500  # rows a worker decides per task
+# On a Dask cluster: each task costs the driver, the scheduler and the worker
+# about 6 ms of CPU together, whatever its size (docs/benchmarks.md).
+CLUSTER_CHUNK_SIZE = 2000
+
+
+def chunk_rows(cluster: str | None) -> int:
+    """Rows a task decides by default: in a process pool, or on a cluster."""
+    return CHUNK_SIZE if cluster is None else CLUSTER_CHUNK_SIZE
+
+
 OUTPUT_FILES = ("decisions.jsonl", "enrollments.csv", "rejects.csv", "changes.csv", "summary.json")
 # kept_by and kept_until: how memory keeps the partner in a program it does
 # not qualify for now (grace, protection, renewal), and until when; empty if it qualifies.
@@ -100,7 +110,7 @@ class RunOptions:
     workers: int = 1
     strict: bool = False
     db: Path = Path(DEFAULT_DB)
-    chunk_size: int = CHUNK_SIZE
+    chunk_size: int | None = None  # CHUNK_SIZE, or CLUSTER_CHUNK_SIZE with a cluster
     letters: RunLetters | None = None  # write every partner's letter as it is decided
     # Decide without a performance file although the rules declare history
     # figures: every history metric is then missing. Never a default.
@@ -311,7 +321,8 @@ def _run_locked(
             seen.index_by(history.roster_positions)
             timings["history_seconds"] = round(time.perf_counter() - clock, 3)
             names = letters.names if letters is not None else None
-            chunks = roster_chunks(reader, history, seen, tally, options.chunk_size, names)
+            size = options.chunk_size or chunk_rows(options.cluster)
+            chunks = roster_chunks(reader, history, seen, tally, size, names)
             for chunk, set_aside in chunks:
                 aside.append(set_aside)
                 recalled = memory.for_partners(chunk.partner_ids) if memory else None

@@ -36,7 +36,7 @@ from engine.ruleset.model import ENGAGEMENT, RuleSet
 from engine.ruleset.quarters import Quarter, figures_through
 from engine.run.chunks import ChunkResult, decide_chunk
 from engine.run.cluster import ClusterSpec, cluster_map, connected
-from engine.run.driver import RunTally, roster_chunks
+from engine.run.driver import RunTally, chunk_rows, roster_chunks
 from engine.run.parallel import ordered_map, workers_inherit_memory
 
 GIT_PREFIX = "git:"
@@ -152,7 +152,9 @@ def compare(
         if performance is not None:
             list(history.load(performance, roster))  # bad rows are counted by the run, not here
         check_columns(roster, {**base.fields, **proposed.fields}, "roster")
-        chunks = roster_chunks(RowReader(roster, base.fields), history, {}, tally, 500)
+        chunks = roster_chunks(
+            RowReader(roster, base.fields), history, {}, tally, chunk_rows(cluster)
+        )
         tasks = (
             (
                 chunk,
