@@ -91,6 +91,43 @@ def test_typed_parquet_values_are_read_as_their_text_would_be(tmp_path, ruleset,
     assert decided == (csv_run / "out" / "decisions.jsonl").read_text().splitlines()[: len(decided)]
 
 
+def test_infinite_and_nan_parquet_numbers_set_their_row_aside(tmp_path, ruleset):
+    """A float column can hold infinity and NaN (JSON Lines cannot): in a
+    whole-number field they stopped the run with an OverflowError; they are
+    out of range, their row set aside, in a money or number field too."""
+    table = _table(EXAMPLES / "roster.csv", {"staff_sales": float, "certified_sales": float})
+    staff = table.column("staff_sales").to_pylist()
+    staff[2], staff[3] = float("inf"), float("nan")
+    certified = table.column("certified_sales").to_pylist()
+    certified[4] = float("-inf")
+    table = table.set_column(
+        table.schema.get_field_index("staff_sales"), "staff_sales", pa.array(staff)
+    )
+    table = table.set_column(
+        table.schema.get_field_index("certified_sales"), "certified_sales", pa.array(certified)
+    )
+    roster, history = tmp_path / "roster.parquet", tmp_path / "performance.parquet"
+    pq.write_table(table, roster)
+    figures = _table(EXAMPLES / "performance.csv", {"revenue": float})
+    revenue = figures.column("revenue").to_pylist()
+    revenue[0] = float("inf")
+    figures = figures.set_column(
+        figures.schema.get_field_index("revenue"), "revenue", pa.array(revenue)
+    )
+    pq.write_table(figures, history)
+    run_batch(
+        ruleset,
+        example_run_options(tmp_path, roster=roster, performance=history, max_rejects=0.5),
+    )
+    found = {(row, column): reason for row, _, column, reason in _rejects(tmp_path)}
+    assert found[("4", "staff_sales")] == "'inf' is out of range"
+    assert found[("5", "staff_sales")] == "'nan' is out of range"
+    assert found[("6", "certified_sales")] == "'-inf' is out of range"
+    assert found[("2", "revenue")] == "'inf' is out of range"
+    decided = (tmp_path / "out" / "decisions.jsonl").read_text().splitlines()
+    assert len(decided) == 34 - 2 - 3  # the example's two bad rows, and these three
+
+
 def test_a_parquet_file_missing_a_column_or_a_dataset_of_mixed_files_stops(tmp_path, ruleset):
     table = _table(EXAMPLES / "roster.csv")
     short = tmp_path / "short.parquet"

@@ -248,9 +248,9 @@ def parse_value(vtype: ValueType, raw: Any) -> Any:
             if isinstance(raw, (int, float))
             else float(_number(str(raw), "whole number"))
         )
+        _check_range(number, raw)  # first: NaN and infinity are no whole numbers either
         if number != int(number):
             raise ValueError(f"'{_short(str(raw))}' is not a whole number")
-        _check_range(number, raw)
         return int(number)
     if isinstance(raw, (int, float)):  # typed data (JSON Lines, Parquet, YAML)
         number = float(raw) / 100 if kind == PERCENT else float(raw)
