@@ -128,6 +128,83 @@ def test_infinite_and_nan_parquet_numbers_set_their_row_aside(tmp_path, ruleset)
     assert len(decided) == 34 - 2 - 3  # the example's two bad rows, and these three
 
 
+def test_text_stored_as_bytes_is_read_as_text_and_bytes_that_are_not_text_set_aside(
+    tmp_path, ruleset, csv_run
+):
+    """Some warehouses write text as binary columns without their UTF-8 mark:
+    the letters said "Dear b'Northwind Integration Ltd'" and partner ids
+    b'P-1001' matched no history. Bytes that are UTF-8 are that text, in
+    plain and list columns; others set their row aside."""
+    table = _table(EXAMPLES / "roster.csv")
+
+    def as_bytes(name, kind=None, spoil=None):
+        values = [
+            v if v is None or isinstance(v, bytes) else v.encode()
+            for v in table.column(name).to_pylist()
+        ]
+        if spoil is not None:
+            values[spoil] += b"\xff"
+        return table.schema.get_field_index(name), name, pa.array(values, kind or pa.binary())
+
+    for name in ("partner_id", "partner_name", "country"):
+        table = table.set_column(*as_bytes(name, pa.large_binary() if name == "country" else None))
+    verticals = [
+        None if v is None else [x.encode() for x in v.split(";")]
+        for v in table.column("focus_verticals").to_pylist()
+    ]
+    table = table.set_column(
+        table.schema.get_field_index("focus_verticals"),
+        "focus_verticals",
+        pa.array(verticals, pa.list_(pa.binary())),
+    )
+    roster = tmp_path / "roster.parquet"
+    pq.write_table(table, roster)
+    run_batch(ruleset, example_run_options(tmp_path, roster=roster))
+    for name in SAME:
+        assert (tmp_path / "out" / name).read_bytes() == (csv_run / "out" / name).read_bytes()
+    assert _rejects(tmp_path) == _rejects(csv_run)
+
+    spoiled = tmp_path / "spoiled"
+    spoiled.mkdir()
+    table = table.set_column(*as_bytes("partner_name", spoil=3))
+    pq.write_table(table, spoiled / "roster.parquet")
+    run_batch(ruleset, example_run_options(spoiled, roster=spoiled / "roster.parquet"))
+    set_aside = [r for r in _rejects(spoiled) if r not in _rejects(csv_run)]
+    assert set_aside == [
+        (
+            "5",
+            "P-1004",
+            "partner_name",
+            "is binary data that is not UTF-8 text; export the column as text (UTF-8)",
+        )
+    ]
+
+
+def test_whole_number_ids_stored_as_floats_are_the_ids_the_history_names(tmp_path, ruleset):
+    """pandas writes a column of whole numbers with gaps as floats: the id
+    1001.0 is partner 1001 of a CSV history, not an unknown "1001.0"."""
+    roster_csv = (EXAMPLES / "roster.csv").read_text(encoding="utf-8").replace("P-", "")
+    history_csv = (EXAMPLES / "performance.csv").read_text(encoding="utf-8").replace("P-", "")
+    (tmp_path / "roster.csv").write_text(roster_csv, encoding="utf-8")
+    (tmp_path / "performance.csv").write_text(history_csv, encoding="utf-8")
+    table = _table(tmp_path / "roster.csv", {"partner_id": float})
+    assert table.schema.field("partner_id").type == pa.float64()
+    pq.write_table(table, tmp_path / "roster.parquet")
+    for name, roster in (("csv", "roster.csv"), ("parquet", "roster.parquet")):
+        (tmp_path / name).mkdir()
+        run_batch(
+            ruleset,
+            example_run_options(
+                tmp_path / name,
+                roster=tmp_path / roster,
+                performance=tmp_path / "performance.csv",
+            ),
+        )
+    decided = (tmp_path / "parquet" / "out" / "decisions.jsonl").read_text()
+    assert '"partner_id":"1001"' in decided
+    assert decided == (tmp_path / "csv" / "out" / "decisions.jsonl").read_text()
+
+
 def test_a_parquet_file_missing_a_column_or_a_dataset_of_mixed_files_stops(tmp_path, ruleset):
     table = _table(EXAMPLES / "roster.csv")
     short = tmp_path / "short.parquet"

@@ -176,11 +176,11 @@ class ColumnBatch(NamedTuple):
         """One column's values (None for each row where it is absent)."""
         if name not in self.names:
             return [None] * self.batch.num_rows
-        return self.batch.column(self.names.index(name)).to_pylist()
+        return _python_values(self.batch.column(self.names.index(name)))
 
     def is_empty(self, index: int) -> bool:
         """Whether every value of the batch's row ``index`` is empty."""
-        return _empty(tuple(column[index].as_py() for column in self.batch.columns))
+        return _empty(tuple(_as_text(column[index].as_py()) for column in self.batch.columns))
 
     def plain_text(self, name: str, longest: int) -> list[bool]:
         """Whether each row's value in column ``name`` is text of 1 to
@@ -216,7 +216,7 @@ class ColumnBatch(NamedTuple):
 
     def rows(self) -> Iterator[tuple]:
         """Each row's values, in the order of ``names``."""
-        return zip(*(column.to_pylist() for column in self.batch.columns))
+        return zip(*(_python_values(column) for column in self.batch.columns))
 
     def records(self) -> Iterator[tuple[int, dict]]:
         """(row number, record) of each row that is not empty."""
@@ -224,6 +224,39 @@ class ColumnBatch(NamedTuple):
         for number, values in enumerate(self.rows(), self.first_row):
             if not _empty(values):
                 yield number, dict(zip(names, values))
+
+
+def _python_values(column: Any) -> list:
+    """A Parquet column's values as Python values. Text stored as bytes (a
+    binary column without its UTF-8 mark, as some warehouses write text) is
+    read as the text it is; bytes that are not UTF-8 stay bytes, which no
+    field accepts (engine.ruleset.value_types.parse_value says why), never
+    their Python form b'...'."""
+    values = column.to_pylist()
+    return [_as_text(v) for v in values] if _holds_bytes(column.type) else values
+
+
+def _holds_bytes(kind: Any) -> bool:
+    pyarrow, _ = _arrow()
+    types = pyarrow.types
+    if types.is_binary(kind) or types.is_large_binary(kind) or types.is_fixed_size_binary(kind):
+        return True
+    if types.is_list(kind) or types.is_large_list(kind) or types.is_fixed_size_list(kind):
+        return _holds_bytes(kind.value_type)
+    if types.is_dictionary(kind):
+        return _holds_bytes(kind.value_type)
+    return False
+
+
+def _as_text(value: Any) -> Any:
+    if value.__class__ is bytes:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    if value.__class__ is list:
+        return [_as_text(v) for v in value]
+    return value
 
 
 def _empty(values: tuple) -> bool:

@@ -55,8 +55,18 @@ def shorten(value: Any, limit: int = 40) -> str:
 
 def clean_partner_id(raw: Any) -> str:
     """A partner_id as written, trimmed, in Unicode's composed form (NFC: an
-    "é" typed as e and an accent is the same id as one typed as é); "" for none."""
-    text = raw.strip() if raw.__class__ is str else "" if raw is None else str(raw).strip()
+    "é" typed as e and an accent is the same id as one typed as é); "" for none.
+    A whole number stored as a float (a Parquet or JSON column of ids that
+    went through a float, as pandas does to whole numbers with gaps) is
+    that number: 1001.0 is the id 1001, as the CSV export writes it."""
+    if raw.__class__ is str:
+        text = raw.strip()
+    elif raw is None:
+        return ""
+    elif raw.__class__ is float and raw.is_integer():
+        return str(int(raw))
+    else:
+        text = str(raw).strip()
     return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
@@ -69,6 +79,8 @@ def partner_id_value(raw: Any) -> str:
     is missing or cannot be one."""
     if isinstance(raw, (list, tuple, dict, bool)):
         raise DataError("partner_id must be one value (text or a number), not a list or yes/no")
+    if isinstance(raw, (bytes, bytearray)):  # a Parquet binary column that is not UTF-8
+        raise DataError("partner_id is binary data that is not UTF-8 text; export it as text")
     text = clean_partner_id(raw)
     if not text:
         raise DataError("partner_id is missing")

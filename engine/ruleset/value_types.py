@@ -193,6 +193,8 @@ def parse_value(vtype: ValueType, raw: Any) -> Any:
     """
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
+    if isinstance(raw, (bytes, bytearray)):  # from a Parquet binary column
+        raise ValueError("is binary data that is not UTF-8 text; export the column as text (UTF-8)")
     kind = vtype.kind
     if isinstance(raw, bool) and kind != BOOL:
         raise ValueError(f"expected a {vtype.describe()}, got a yes/no value")
@@ -221,6 +223,11 @@ def parse_value(vtype: ValueType, raw: Any) -> Any:
         items = raw if isinstance(raw, (list, tuple)) else str(raw).split(LIST_SEPARATOR)
         result = []
         for item in items:
+            if isinstance(item, (bytes, bytearray, list, tuple, dict)):
+                raise ValueError(
+                    "holds an item that is not text (binary data, a list or a record); "
+                    "write each item as plain text"
+                )
             text = str(item).strip()
             if not text:
                 continue
