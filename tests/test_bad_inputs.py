@@ -451,9 +451,37 @@ def test_a_history_file_whose_rows_are_all_rejected_stops_the_run(ruleset, tmp_p
     lines = (EXAMPLES / "performance.csv").read_text(encoding="utf-8").splitlines(keepends=True)
     history = tmp_path / "performance.csv"
     history.write_text(lines[0] + "".join("Z" + line[1:] for line in lines[1:]), encoding="utf-8")
-    with pytest.raises(DataError, match=r"all 326 rows of the history file were rejected"):
+    with pytest.raises(
+        DataError,
+        match=r"all 326 rows of the history file were rejected \(326 for their partner_id, "
+        r"such as row 2: no partner with this partner_id in the roster\)",
+    ):
         run(ruleset, tmp_path, EXAMPLES / "roster.csv", history)
     assert not list((tmp_path / "out").glob("runs/*"))
+
+
+def test_a_history_whose_quarters_are_dates_stops_naming_its_quarters(ruleset, tmp_path):
+    """The right file with the quarters exported as dates: the stop says
+    what is wrong with the rows, not only "is it the right file?"."""
+    from engine.errors import DataError
+
+    ends = {"Q1": "-03-31", "Q2": "-06-30", "Q3": "-09-30", "Q4": "-12-31"}
+    lines = (EXAMPLES / "performance.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    history = tmp_path / "performance.csv"
+    history.write_text(
+        lines[0]
+        + "".join(
+            re.sub(r",(\d{4})(Q[1-4]),", lambda m: f",{m[1]}{ends[m[2]]},", line)
+            for line in lines[1:]
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        DataError,
+        match=r"were rejected \(325 for their quarter, such as row 2: '2024-03-31' is not a "
+        r"quarter; write it like 2026Q3\); see ",
+    ):
+        run(ruleset, tmp_path, EXAMPLES / "roster.csv", history)
 
 
 def test_random_rows_and_bytes_never_stop_a_run(ruleset, tmp_path_factory):

@@ -198,6 +198,10 @@ class RunTally:
     kept: collections.Counter = field(default_factory=collections.Counter)  # (program, how)
     enrollment_rows: int = 0
     enrollment_rejects: int = 0
+    # Rejects by (file, column), and the first of each: what a refusal of a
+    # whole file names as its main reason.
+    reject_columns: collections.Counter = field(default_factory=collections.Counter)
+    first_rejects: dict = field(default_factory=dict)
 
 
 class _Outputs:
@@ -376,7 +380,8 @@ def _run_locked(
         if options.performance is not None and tally.history_rejects >= history.rows_read > 0:
             raise DataError(
                 f"{options.performance}: all {history.rows_read:,} rows of the history file "
-                f"were rejected; see {_keep_rejects(outputs, out)}. Is it the right file? "
+                f"were rejected{_main_reason(tally, history.source)}; see "
+                f"{_keep_rejects(outputs, out)}. Is it the right file? "
                 "Deciding without any figures would turn every revenue-based decision. "
                 "Nothing was recorded"
             )
@@ -881,6 +886,21 @@ class _RunLetters(NewLetters):
 def _write_reject(reject: Reject, outputs: _Outputs, tally: RunTally) -> None:
     outputs.rejects.write(reject.as_row())
     tally.reject_lines += 1
+    where = (reject.source_file, reject.column)
+    tally.reject_columns[where] += 1
+    tally.first_rejects.setdefault(where, reject)
+
+
+def _main_reason(tally: RunTally, source: str) -> str:
+    """The column most of a file's rejects name, with its first reject:
+    " (326 for their quarter, such as row 2: '2024-03-31' is not a quarter...)"."""
+    counts = [(n, column) for (file, column), n in tally.reject_columns.items() if file == source]
+    if not counts:
+        return ""
+    count, column = max(counts)
+    first = tally.first_rejects[source, column]
+    where = f"row {first.row}: " if first.row else ""
+    return f" ({count:,} for their {column}, such as {where}{first.reason})"
 
 
 def _write_change(change: Change, outputs: _Outputs, tally: RunTally) -> None:
