@@ -716,3 +716,105 @@ def test_a_chunks_history_is_checked_row_by_row_whatever_its_neighbours(ruleset)
             alone: list = []
             assert checked_history(ruleset, partners[index], columns, alone).quarters == quarters
             assert alone == problems
+
+
+# --- percentages without a % sign ---------------------------------------------------
+
+_SHARES = ("smb_share", "mid_market_share", "enterprise_share", "share_of_vendor_revenue")
+
+
+def _shares_written(tmp_path: Path, scale: str) -> Path:
+    """The example roster with its shares written without a % sign, as
+    fractions (scale 0.01: 0.7 for 70%) or as points (scale 1: 70)."""
+    from decimal import Decimal
+
+    with (EXAMPLES / "roster.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for name in _SHARES:
+            value = row[name]
+            if value.endswith("%") and value[:-1].replace(".", "", 1).isdigit():
+                row[name] = f"{(Decimal(value[:-1]) * Decimal(scale)).normalize():f}"
+    roster = tmp_path / "roster.csv"
+    with roster.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return roster
+
+
+def _rules_with_scale(tmp_path: Path, scale: str):
+    from engine.ruleset.loader import load_rules
+
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    for path in (ROOT / "rules").glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        for name in _SHARES[:3]:
+            text = text.replace(
+                f"{name}: {{type: percent,", f"{name}: {{type: percent, scale: {scale},"
+            )
+        text = text.replace(
+            "  share_of_vendor_revenue:\n", f"  share_of_vendor_revenue:\n    scale: {scale}\n"
+        )
+        (folder / path.name).write_text(text, encoding="utf-8")
+    return load_rules(folder)
+
+
+def test_shares_exported_as_fractions_stop_the_run_instead_of_deciding_a_hundred_times_too_small(
+    ruleset, tmp_path
+):
+    """0.7 read as 0.7% made every partner 'mixed' and 'small', no strategic
+    account, no co-sell, without a word. The run now stops and asks."""
+    from engine.errors import DataError
+
+    roster = _shares_written(tmp_path, "0.01")
+    with pytest.raises(
+        DataError,
+        match=r"roster.csv: enterprise_share is a percentage, and its \d+ values written without "
+        r"a % sign are all between -1 and 1 \(such as 0.7 on row 2\): is 0.7 70% or 0.7%\? "
+        r"Say which in the field's declaration in the rules, scale: fraction",
+    ):
+        run(ruleset, tmp_path, roster)
+    assert not (tmp_path / "out" / "decisions.jsonl").exists()
+
+
+def test_a_declared_scale_reads_shares_without_a_sign_as_it_says(ruleset, tmp_path):
+    """scale: fraction reads 0.7 as 70%; scale: points reads 70 as 70% and
+    lets values under 1 through; both decide as the export with % signs."""
+    (tmp_path / "signs").mkdir()
+    run(ruleset, tmp_path / "signs", EXAMPLES / "roster.csv")
+    expected = (tmp_path / "signs" / "out" / "decisions.jsonl").read_bytes()
+    for scale, factor in (("fraction", "0.01"), ("points", "1")):
+        folder = tmp_path / scale
+        folder.mkdir()
+        rules = _rules_with_scale(folder, scale)
+        assert rules.fields["enterprise_share"].scale == scale
+        run(rules, folder, _shares_written(folder, factor))
+        decided = (folder / "out" / "decisions.jsonl").read_bytes()
+        fingerprints = (ruleset.fingerprint.encode(), rules.fingerprint.encode())
+        assert decided.replace(fingerprints[1], fingerprints[0]) == expected, scale
+    # Points written as points need no declaration: values over 1 say so.
+    (tmp_path / "plain").mkdir()
+    run(ruleset, tmp_path / "plain", _shares_written(tmp_path / "plain", "1"))
+
+
+def test_scale_belongs_to_percentages_and_says_points_or_fraction(tmp_path):
+    import shutil
+
+    from engine.errors import RuleSetError
+    from engine.ruleset.loader import load_rules
+
+    for change, message in (
+        ("staff_sales: {type: integer, scale: points,", "'scale' applies to percentages"),
+        ("smb_share: {type: percent, scale: percent,", "must be points (60 is 60%) or fraction"),
+    ):
+        folder = tmp_path / str(len(message))
+        shutil.copytree(ROOT / "rules", folder)
+        fields = folder / "fields.yaml"
+        before = change.split(" scale")[0].rstrip(",") + ","
+        text = fields.read_text(encoding="utf-8")
+        assert before in text
+        fields.write_text(text.replace(before, change, 1), encoding="utf-8")
+        with pytest.raises(RuleSetError, match=re.escape(message)):
+            load_rules(folder)

@@ -76,7 +76,9 @@ FIELD_KEYS = (
     "min",
     "max",
     "actionable",
+    "scale",
 )
+SCALES = ("points", "fraction")  # how a percentage without a % sign reads
 PARAMETER_KEYS = ("value", "description")
 METRIC_KEYS = ("value", "label", "description")
 TABLE_KEYS = ("label", "description", "rows", "default", "default_note", "order")
@@ -452,7 +454,8 @@ class _RuleLoader:
                     values = None
                 else:
                     values = tuple(str(v).strip() for v in values)
-            vtype = ValueType(type_name, values)
+            scale = self._scale(data, where, type_name)
+            vtype = ValueType(type_name, values, scale == "fraction")
             required = data.get("required", False)
             if not isinstance(required, bool):
                 self.problem(data.value_loc("required"), "'required' must be true or false")
@@ -502,8 +505,25 @@ class _RuleLoader:
                 low,
                 high,
                 self._flag(data, "actionable", where, True),
+                scale,
             )
         return result
+
+    def _scale(self, data: YMap, where: str, type_name: str) -> str:
+        """``scale:`` of a percentage: how a value without a % sign reads."""
+        scale = data.get("scale")
+        if scale is None:
+            return ""
+        if type_name != PERCENT:
+            self.problem(data.key_loc("scale"), f"'scale' applies to percentages, not to {where}")
+            return ""
+        if scale not in SCALES:
+            self.problem(
+                data.value_loc("scale"),
+                f"'scale' of {where} must be points (60 is 60%) or fraction (0.6 is 60%)",
+            )
+            return ""
+        return str(scale)
 
     def _range(self, data: YMap, where: str, vtype: ValueType) -> tuple[Any, Any]:
         """``min:`` and ``max:`` in the field's type; by default a count

@@ -51,6 +51,10 @@ class FieldDef:
     # an invitation, a manager's hold): letters do not list a requirement on
     # it as a step to take.
     actionable: bool = True
+    # How a percentage without a % sign reads (``scale:``): "points" (60 is
+    # 60%), "fraction" (0.6 is 60%), or "" when the rules do not say; a
+    # run then stops rather than guess when every such value is under 1.
+    scale: str = ""
 
 
 @dataclass(frozen=True)

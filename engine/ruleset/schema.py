@@ -147,6 +147,11 @@ def rule_file_schema() -> dict:
                 "min": {"type": ["number", "string"]},
                 "max": {"type": ["number", "string"]},
                 "actionable": {"type": "boolean"},
+                "scale": {
+                    "enum": ["points", "fraction"],
+                    "description": "a percentage without a % sign: points (60 is 60%) "
+                    "or fraction (0.6 is 60%)",
+                },
             },
         ),
         ("type",),

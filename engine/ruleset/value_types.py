@@ -36,6 +36,9 @@ class ValueType:
 
     kind: str
     values: tuple[str, ...] | None = None
+    # A percentage written without a % sign is a fraction (0.6 is 60%), not
+    # points (60 is 60%): a field's ``scale: fraction``.
+    fraction: bool = False
 
     @property
     def is_numeric(self) -> bool:
@@ -260,12 +263,14 @@ def parse_value(vtype: ValueType, raw: Any) -> Any:
             raise ValueError(f"'{_short(str(raw))}' is not a whole number")
         return int(number)
     if isinstance(raw, (int, float)):  # typed data (JSON Lines, Parquet, YAML)
-        number = float(raw) / 100 if kind == PERCENT else float(raw)
+        number = float(raw) / 100 if kind == PERCENT and not vtype.fraction else float(raw)
         _check_range(number, raw)
         return canonical(kind, number)
     text = str(raw).strip()
     if kind == PERCENT:
-        plain, shift = _number(text[:-1] if text.endswith("%") else text, "percentage"), 2
+        points = text.endswith("%") or not vtype.fraction
+        plain = _number(text[:-1] if text.endswith("%") else text, "percentage")
+        shift = 2 if points else 0
     elif kind == MONEY:
         plain = text if _plain_decimal(text) else _number(_CURRENCY.sub("", text), "money amount")
         shift = 0
@@ -280,6 +285,24 @@ def parse_value(vtype: ValueType, raw: Any) -> Any:
 def _check_range(number: float, raw: Any) -> None:
     if number != number or abs(number) >= MAX_MAGNITUDE:
         raise ValueError(f"'{_short(str(raw))}' is out of range")
+
+
+def bare_share(raw: Any) -> float | None:
+    """A percentage's value written without a % sign (text or a typed
+    number), as a number: 0.6 for "0.6" or 0.6; None for "60%", an empty
+    value or one that is no number. Whether 0.6 means 60% or 0.6% is what
+    a field's ``scale:`` says; a run refuses to guess (engine.run.driver)."""
+    if raw.__class__ is str:
+        text = raw.strip()
+        if not text or text.endswith("%"):
+            return None
+        try:
+            return float(text.replace(",", ""))
+        except ValueError:
+            return None
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return float(raw)
+    return None
 
 
 def value_parser(vtype: ValueType, remember: int = 4096) -> Callable[[Any], Any]:

@@ -42,6 +42,7 @@ from engine.letters.rendering import renderer_for
 from engine.ruleset.memory import EMPTY as EMPTY_MEMORY, Memory
 from engine.ruleset.model import RuleSet, per_rule_set
 from engine.ruleset.quarters import Quarter, figures_through, window
+from engine.ruleset.value_types import PERCENT, bare_share
 
 
 # Chunks travel between processes as columns (lists of rows' values) and
@@ -222,6 +223,10 @@ class ChunkResult:
     # How many decided partners had each field's default applied (an empty cell).
     defaults: dict[str, int] = field(default_factory=dict)
     recorded: Recorded | None = None
+    # Of each percentage field whose rules do not say how a value without a
+    # % sign reads: (such values other than 0, those of them over 1 or
+    # under -1, the first one's row and value): see BareShares.
+    bare_shares: dict[str, tuple] = field(default_factory=dict)
 
 
 def warm_up(ruleset: RuleSet) -> None:
@@ -256,8 +261,10 @@ def decide_chunk(
     rejected_rows = history_rejects = 0
     defaults: collections.Counter = collections.Counter()
     staged, history_file = CheckedHistory(ruleset, rows.history), rows.history_file
+    shares = BareShares(ruleset)
     for index, row in enumerate(rows.entries()):
         partner_id = row.partner_id
+        shares.add(row.row, row.record)
         defaulted: list[str] = []
         values, problems = field_values(ruleset, row.record, defaulted)
         before = len(rejects)
@@ -316,6 +323,35 @@ def decide_chunk(
         reporting,
         dict(defaults),
         recorded.finish() if recorded is not None else None,
+        shares.found,
+    )
+
+
+class BareShares:
+    """Percentages written without a % sign in fields whose rules do not say
+    how they read (``scale:``): 0.6 is 60% to a CRM that exports fractions
+    and 0.6% to one that exports points. A column whose every such value is
+    between -1 and 1 could be either, and a run stops rather than decide
+    every share a hundred times too small (engine.run.driver); one value
+    over 1 says points."""
+
+    def __init__(self, ruleset: RuleSet):
+        self.names = per_rule_set("undeclared_shares", ruleset, _undeclared_shares)
+        self.found: dict[str, tuple] = {}
+
+    def add(self, row: int, record: Mapping[str, Any]) -> None:
+        for name in self.names:
+            value = bare_share(record.get(name))
+            if value:  # neither missing nor 0
+                seen = self.found.get(name)
+                if seen is None:
+                    seen = (0, 0, row, record.get(name))
+                self.found[name] = (seen[0] + 1, seen[1] + (abs(value) > 1), *seen[2:])
+
+
+def _undeclared_shares(ruleset: RuleSet) -> tuple[str, ...]:
+    return tuple(
+        name for name, f in ruleset.fields.items() if f.type.kind == PERCENT and not f.scale
     )
 
 

@@ -202,6 +202,7 @@ class RunTally:
     # whole file names as its main reason.
     reject_columns: collections.Counter = field(default_factory=collections.Counter)
     first_rejects: dict = field(default_factory=dict)
+    bare_shares: dict = field(default_factory=dict)  # see engine.run.chunks.BareShares
 
 
 class _Outputs:
@@ -387,6 +388,7 @@ def _run_locked(
             )
         _check_rejects(ruleset, options, tally, outputs, out)
         _check_latest_quarter(options, tally)
+        _check_share_scale(options, tally)
         timings["total_seconds"] = round(time.perf_counter() - clock, 3)
         if tally.rows_read != tally.decided + tally.rejected_rows:  # pragma: no cover
             raise AssertionError("the counts do not reconcile; this is a bug")
@@ -823,6 +825,32 @@ def _check_latest_quarter(options: RunOptions, tally: RunTally) -> None:
     )
 
 
+def _check_share_scale(options: RunOptions, tally: RunTally) -> None:
+    """Stop before anything is recorded when a percentage column is written
+    without % signs and every value is between -1 and 1: fractions (0.6 for
+    60%) or points (0.6%)? Read wrongly, every share is a hundred times off,
+    and every decision on it wrong (see engine.run.chunks.BareShares)."""
+    for name, (count, over, row, value) in sorted(tally.bare_shares.items()):
+        if count and not over:
+            raise DataError(
+                f"{options.roster}: {name} is a percentage, and its {count:,} values "
+                f"written without a % sign are all between -1 and 1 (such as {value} on row "
+                f"{row}): is {value} {_times_100(value)}% or {value}%? Say which in the field's "
+                f"declaration in the rules, scale: fraction (0.6 is 60%) or scale: points "
+                "(0.6 is 0.6%), or export the values with their % sign. "
+                "Nothing was written or recorded"
+            )
+
+
+def _times_100(value: Any) -> str:
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return f"{Decimal(str(value).strip().replace(',', '')).scaleb(2).normalize():f}"
+    except InvalidOperation:
+        return "100 times"
+
+
 def _record_chunk(
     result: ChunkResult,
     aside: list[Reject],
@@ -845,6 +873,9 @@ def _record_chunk(
     tally.recently_reporting += result.reporting[0]
     tally.latest_reported += result.reporting[1]
     tally.defaults.update(result.defaults)
+    for name, (count, over, row, value) in result.bare_shares.items():
+        seen = tally.bare_shares.get(name, (0, 0, row, value))
+        tally.bare_shares[name] = (seen[0] + count, seen[1] + over, *seen[2:])
     tally.moved += len({c.partner_id for c in result.changes if c.change in MOVES})
     recorded = result.recorded  # the chunk's outputs, made by its worker
     runs.add_decision_rows(run_id, recorded.history)
