@@ -33,6 +33,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -843,8 +844,7 @@ def _check_share_scale(options: RunOptions, tally: RunTally) -> None:
 
 
 def _times_100(value: Any) -> str:
-    from decimal import Decimal, InvalidOperation
-
+    """0.7 as 70, for the question about a share's scale."""
     try:
         return f"{Decimal(str(value).strip().replace(',', '')).scaleb(2).normalize():f}"
     except InvalidOperation:
