@@ -149,7 +149,7 @@ def _half_up(value: Decimal, places: int) -> float:
 
 
 _ONE = Decimal(1)
-_QUANTA = {places: Decimal(1).scaleb(-places) for places in (2, 6)}
+_QUANTA = {places: Decimal(1).scaleb(-places) for places in (*_PLACES.values(), DECIMALS)}
 
 
 def finer_than_kept(kind: str, raw: Any) -> str:
@@ -297,7 +297,7 @@ def bare_share(raw: Any) -> float | None:
         if not text or text.endswith("%"):
             return None
         try:
-            return float(text.replace(",", ""))
+            return float(_number(text, "percentage"))  # as parse_value reads it
         except ValueError:
             return None
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):

@@ -341,12 +341,25 @@ class BareShares:
 
     def add(self, row: int, record: Mapping[str, Any]) -> None:
         for name in self.names:
-            value = bare_share(record.get(name))
+            raw = record.get(name)
+            value = bare_share(raw)
             if value:  # neither missing nor 0
-                seen = self.found.get(name)
-                if seen is None:
-                    seen = (0, 0, row, record.get(name))
-                self.found[name] = (seen[0] + 1, seen[1] + (abs(value) > 1), *seen[2:])
+                _count_share(self.found, name, 1, abs(value) > 1, row, raw)
+
+
+def merge_bare_shares(into: dict[str, tuple], found: Mapping[str, tuple]) -> None:
+    """Add a chunk's :attr:`ChunkResult.bare_shares` to the run's (roster order:
+    the first value seen stays the example)."""
+    for name, (count, over, row, value) in found.items():
+        _count_share(into, name, count, over, row, value)
+
+
+def _count_share(found: dict, name: str, count: int, over: int, row: int, value: Any) -> None:
+    seen = found.get(name)
+    if seen is None:
+        found[name] = (count, int(over), row, value)
+    else:
+        found[name] = (seen[0] + count, seen[1] + over, seen[2], seen[3])
 
 
 def _undeclared_shares(ruleset: RuleSet) -> tuple[str, ...]:

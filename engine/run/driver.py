@@ -81,6 +81,7 @@ from engine.run.chunks import (
     ColumnRows,
     Earlier,
     decide_chunk,
+    merge_bare_shares,
     warm_up,
 )
 from engine.run.cluster import ClusterSpec, cluster_map, connected
@@ -873,9 +874,7 @@ def _record_chunk(
     tally.recently_reporting += result.reporting[0]
     tally.latest_reported += result.reporting[1]
     tally.defaults.update(result.defaults)
-    for name, (count, over, row, value) in result.bare_shares.items():
-        seen = tally.bare_shares.get(name, (0, 0, row, value))
-        tally.bare_shares[name] = (seen[0] + count, seen[1] + over, *seen[2:])
+    merge_bare_shares(tally.bare_shares, result.bare_shares)
     tally.moved += len({c.partner_id for c in result.changes if c.change in MOVES})
     recorded = result.recorded  # the chunk's outputs, made by its worker
     runs.add_decision_rows(run_id, recorded.history)
